@@ -1,0 +1,5 @@
+import sys
+
+from fvcflow.cli import main
+
+sys.exit(main())
