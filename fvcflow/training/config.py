@@ -1,0 +1,80 @@
+"""``TrainConfig``: every setting of stage 5 (splits, cross-validation, models, tracking).
+
+A bad value raises :class:`fvcflow.errors.ConfigError` naming the setting (through
+:meth:`TrainConfig.make`, or through ``fvcflow.config.Settings`` which embeds this model).
+
+>>> cfg = TrainConfig.make(folds=3, models="logreg_*")
+>>> cfg.folds, cfg.models
+(3, 'logreg_*')
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fvcflow.errors import ConfigError
+
+
+class TrainConfig(BaseModel):
+    """Settings of the training stage; the defaults suit the demo corpus on 2 cores."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    folds: int = Field(5, ge=2, le=50, description="outer stratified group k-fold")
+    test_size: float = Field(0.2, ge=0.0, lt=0.9,
+                             description="grouped hold-out test fraction when the corpus has no "
+                                         "official test split (0: no hold-out)")
+    use_official_split: bool = Field(True, description="rows with split == 'test' form the test set")
+    inner_folds: int = Field(3, ge=2, le=10, description="grouped inner CV for the grid and the stack")
+    seed: int = Field(0, description="seed of splits and models")
+    models: str = Field("*", description="comma-separated fnmatch patterns over registered model names")
+    n_jobs: int = Field(2, ge=1, le=256, description="threads a model may use")
+    corr_threshold: float = Field(0.95, gt=0.0, le=1.0,
+                                  description="drop a feature whose |Pearson r| with a kept one exceeds this")
+    grids: dict[str, dict[str, list[Any]]] = Field(
+        default_factory=dict, description="per-model grid replacing the registered one")
+    params: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per-model constructor keyword arguments")
+    use_augmented: bool = Field(True, description="train on augmented copies (never evaluated on them)")
+    experiment: str = Field("fvc", min_length=1, description="MLflow experiment")
+    registered_name: str = Field("fvc-detector", min_length=1, description="MLflow registered model")
+    register: bool = Field(True, description="register the best model by out-of-fold AUC")
+    report: bool = Field(True, description="write stage5/report.html")
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default the work dir's SQLite store")
+
+    @field_validator("models")
+    @classmethod
+    def _patterns(cls, v: str) -> str:
+        if not [p for p in v.split(",") if p.strip()]:
+            raise ValueError("needs at least one pattern, e.g. '*' or 'logreg_*,xgb_*'")
+        return v
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_file_store(cls, v: str | None) -> str | None:
+        if v is not None and (v.startswith("file:") or "://" not in v):
+            raise ValueError("must be a database or server URI (sqlite:///..., http://...); "
+                             "the MLflow file store is not used")
+        return v
+
+    def patterns(self) -> list[str]:
+        """The model name patterns, stripped."""
+        return [p.strip() for p in self.models.split(",") if p.strip()]
+
+    @classmethod
+    def make(cls, **kw: Any) -> "TrainConfig":
+        """Validate keyword settings; a bad one raises ConfigError naming it.
+
+        >>> TrainConfig.make(folds=1)
+        Traceback (most recent call last):
+        ...
+        fvcflow.errors.ConfigError: setting 'train.folds': Input should be greater than or equal to 2 (got 1)
+        """
+        try:
+            return cls(**kw)
+        except ValidationError as exc:
+            raise ConfigError("; ".join(
+                f"setting 'train.{'.'.join(str(p) for p in e['loc'])}': {e['msg']} (got {e.get('input')!r})"
+                for e in exc.errors())) from None
