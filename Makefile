@@ -1,0 +1,37 @@
+# fvcflow: `make demo` runs the main job on the built-in demo corpus, `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+FVC_HOME ?= $(CURDIR)/fvc-data
+export FVC_HOME
+
+.PHONY: install test test-fast demo down bench clean
+
+# The venv is made once; torch comes first from this machine's disk (pip's constraint caps it).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -U pip setuptools wheel
+	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest
+
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+demo: install
+	VENV=$(VENV) bash deployments/demo.sh
+
+down:
+	VENV=$(VENV) bash deployments/demo.sh down
+
+bench: install
+	for b in kernels video ingest augment_memory pipeline train; do $(PY) benchmarks/$$b.py || exit 1; done
+
+clean: down
+	rm -rf $(FVC_HOME)

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# `make demo`: a local Prefect server, the deployment server, the demo corpus, then
+# `prefect deployment run fvc/full --watch`. `make down` (this script with "down") stops exactly
+# the processes this script started (their pids are kept under $FVC_HOME/run).
+set -euo pipefail
+VENV=${VENV:-.venv}
+BIN=$(cd "$VENV/bin" && pwd)
+export FVC_HOME=${FVC_HOME:-$PWD/fvc-data}
+export PREFECT_HOME="$FVC_HOME/prefect"
+export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:4200/api}
+export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=4200
+export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_UI_ENABLED=true
+export FVC_CORPUS_KIND=${FVC_CORPUS_KIND:-demo}
+RUN="$FVC_HOME/run"; LOGS="$FVC_HOME/logs"
+mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME"
+
+stop() {  # stop what we started, newest first
+  for name in serve server; do
+    f="$RUN/$name.pid"
+    if [[ -f $f ]]; then
+      pid=$(cat "$f")
+      if kill -0 "$pid" 2>/dev/null; then
+        kill -- "-$pid" 2>/dev/null || kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        echo "stopped $name (pid $pid)"
+      fi
+      rm -f "$f"
+    fi
+  done
+}
+if [[ ${1:-} == down ]]; then stop; exit 0; fi
+
+healthy() { curl -fsS "$PREFECT_API_URL/health" >/dev/null 2>&1; }
+started() { [[ -f "$RUN/$1.pid" ]] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
+t0=$(date +%s)
+
+if ! healthy; then
+  echo "starting the Prefect server on 127.0.0.1:4200 (log: $LOGS/prefect-server.log)"
+  setsid "$BIN/prefect" server start --host 127.0.0.1 --port 4200 >"$LOGS/prefect-server.log" 2>&1 &
+  echo $! >"$RUN/server.pid"
+  for _ in $(seq 120); do healthy && break; sleep 1; done
+  healthy || { echo "the Prefect server did not come up; see $LOGS/prefect-server.log"; exit 1; }
+fi
+
+if ! started serve; then
+  echo "serving the deployments (log: $LOGS/serve.log)"
+  setsid "$BIN/python" deployments/serve.py >"$LOGS/serve.log" 2>&1 &
+  echo $! >"$RUN/serve.pid"
+  for _ in $(seq 120); do "$BIN/prefect" deployment inspect fvc/full >/dev/null 2>&1 && break; sleep 1; done
+fi
+
+echo "building the demo corpus"
+"$BIN/fvc" demo-corpus "$FVC_HOME/demo-corpus"
+
+echo "running: prefect deployment run fvc/full --watch"
+"$BIN/prefect" deployment run fvc/full --watch --watch-interval 5
+
+"$BIN/fvc" sql --query leaderboard || true
+cat <<MSG
+
+Done in $(( $(date +%s) - t0 )) s. What was produced, and where to look:
+  work dir        $FVC_HOME  (index/, stage1..stage5/, mlflow.db)
+  report          $FVC_HOME/stage5/report.html
+  Prefect UI      http://127.0.0.1:4200   (flow runs, task retries, stage artifacts)
+  MLflow UI       $BIN/mlflow ui --backend-store-uri sqlite:///$FVC_HOME/mlflow.db --host 127.0.0.1
+  SQL             $BIN/fvc sql --query leaderboard   |   $BIN/fvc sql "SELECT * FROM features LIMIT 5"
+  predict         $BIN/fvc predict some_video.mp4
+  stop servers    make down
+MSG

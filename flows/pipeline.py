@@ -1,0 +1,112 @@
+"""Prefect layer: the ``fvc`` flow, its stage subflows and tasks. No business logic lives here;
+every task is a few lines calling :mod:`fvcflow`."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+from prefect_dask import DaskTaskRunner
+
+from fvcflow.config import Settings
+from fvcflow.engine import dask_cluster
+from fvcflow.errors import FvcError
+from fvcflow.stages import runner
+from fvcflow.stages.ingest import ingest_corpus
+from fvcflow.training import finish, make_splits, planned_models, train_model, train_stack
+
+VIDEO_STAGES = ("augment", "features", "scale", "scaled_features")
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry what may pass (I/O hiccups, a lost worker); never a user's mistake."""
+    try:
+        state.result()
+    except FvcError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+             retry_condition_fn=transient, cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="ingest", **RETRY)
+def ingest_task(settings: Settings) -> dict:
+    summary = ingest_corpus(settings)
+    get_run_logger().info(summary.format())
+    create_table_artifact(summary.as_rows(), key="ingest-summary", description="Ingest: videos found, indexed, failed")
+    return summary.as_rows()[0]
+
+
+@task(name="plan", cache_policy=NO_CACHE, persist_result=False)
+def plan_task(stage: str, settings: Settings) -> runner.StagePlan:
+    return runner.plan(stage, settings)
+
+
+@task(name="videos", tags=["video"], **RETRY)
+def batch_task(stage: str, jobs: list[runner.Job], settings: Settings) -> runner.BatchOutcome:
+    return runner.run_batch(stage, jobs, settings)
+
+
+@task(name="publish", cache_policy=NO_CACHE, persist_result=False)
+def finish_task(plan: runner.StagePlan, outcomes: list[runner.BatchOutcome], settings: Settings) -> dict:
+    report = runner.finish(plan, outcomes, settings)
+    create_table_artifact(report.as_rows(), key=f"{plan.stage.replace('_', '-')}-summary",
+                          description=f"Stage {plan.stage}: videos in, done, cached, failed, seconds")
+    get_run_logger().info("%s: %s", plan.stage, report.as_rows()[0])
+    return report.as_rows()[0]
+
+
+@flow(name="video-stage", flow_run_name="{stage}")
+def video_stage(stage: str, settings: Settings) -> dict:
+    plan = plan_task(stage, settings)
+    futures = [batch_task.submit(stage, b, settings) for b in runner.batches(plan.todo, settings.n_workers())]
+    return finish_task(plan, [f.result() for f in futures], settings)
+
+
+@task(name="splits", **RETRY)
+def splits_task(settings: Settings) -> int:
+    return make_splits(settings.lake(), settings.train).height
+
+
+@task(name="train-model", **RETRY)
+def train_model_task(name: str, settings: Settings):
+    return train_model(settings.lake(), name, settings.train)
+
+
+@task(name="report", cache_policy=NO_CACHE, persist_result=False)
+def finish_training_task(results: list, settings: Settings) -> dict:
+    results = results + [train_stack(settings.lake(), results, settings.train)]
+    summary = finish(settings.lake(), results, settings.train)
+    create_markdown_artifact(summary.markdown(), key="leaderboard", description="Stage 5 leaderboard")
+    return {"models": len(results), "best": summary.best}
+
+
+@flow(name="train")
+def train_stage(settings: Settings) -> dict:
+    splits_task(settings)
+    results = [train_model_task(name, settings) for name in planned_models(settings.train)]
+    return finish_training_task(results, settings)
+
+
+@flow(name="fvc", log_prints=True)
+def fvc(config: Settings = Settings()) -> list[dict]:
+    """The whole pipeline: ingest, augment, features, scale, scaled features, train."""
+    settings = config.resolved()
+    summary: list[dict] = []
+    if "ingest" in settings.stages:
+        summary.append({"stage": "ingest", **ingest_task(settings)})
+    stages = [s for s in VIDEO_STAGES if s in settings.stages]
+    if stages:
+        with dask_cluster(settings) as address:
+            runner_for_stages = DaskTaskRunner(address=address)
+            for stage in stages:
+                summary.append(video_stage.with_options(task_runner=runner_for_stages)(stage, settings))
+    if "train" in settings.stages:
+        summary.append({"stage": "train", **train_stage(settings)})
+    create_table_artifact(summary, key="fvc-run", description="Every stage of this run")
+    return summary

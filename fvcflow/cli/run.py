@@ -1,0 +1,76 @@
+"""``fvc run``: the ``fvc`` flow in this process, without a served deployment.
+
+Prefect records the run in the server named by ``PREFECT_API_URL`` when one is set, else in a
+temporary local one whose database lives under the work dir (``<home>/prefect``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+
+from fvcflow.config import STAGES, Settings
+
+
+def add_settings_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``fvc run`` and ``fvc serve``; each maps onto one setting."""
+    p.add_argument("--config", help="TOML settings file (default $FVC_CONFIG)")
+    p.add_argument("--corpus", dest="corpus_kind", choices=["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"])
+    p.add_argument("--root", dest="corpus_root", help="corpus folder (or FVC archive folder)")
+    p.add_argument("--labels", dest="corpus_labels", help="labels CSV for folder corpora")
+    p.add_argument("--small-demo", action="store_true", help="the small demo corpus (quick looks)")
+    p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--force", help="comma-separated stages to recompute ignoring the cache ('all' for every one)")
+    p.add_argument("--copies", type=int, help="augmented copies per video (stage 1)")
+    p.add_argument("--workers", type=int, help="Dask worker processes (default: cores)")
+    p.add_argument("--dask-address", help="use an existing Dask scheduler, tcp://host:port")
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    over: dict = {}
+    corpus = {k: getattr(args, f"corpus_{k}") for k in ("kind", "root", "labels") if getattr(args, f"corpus_{k}")}
+    if args.small_demo:
+        corpus["demo_small"] = True
+    if corpus:
+        over["corpus"] = corpus
+    if args.home:
+        over["home"] = args.home
+    if args.stages:
+        over["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
+    if args.force:
+        over["force"] = list(STAGES) if args.force == "all" else [s.strip() for s in args.force.split(",")]
+    if args.copies is not None:
+        over["augment"] = {"copies": args.copies}
+    if args.workers is not None:
+        over["workers"] = args.workers
+    if args.dask_address:
+        over["dask_address"] = args.dask_address
+    return Settings.load(args.config, overrides=over).resolved()
+
+
+def prefect_environment(settings: Settings) -> None:
+    """Keep Prefect's own state under the work dir unless the user points it elsewhere."""
+    os.environ.setdefault("PREFECT_HOME", str(settings.lake().prefect_home))
+    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    prefect_environment(settings)
+    pipeline = importlib.import_module("fvcflow.flows.pipeline")  # the Prefect layer, loaded on demand
+    state = pipeline.fvc(config=settings, return_state=True)
+    summary = state.result(raise_on_failure=False)
+    if not state.is_completed():
+        print(f"flow run ended {state.name}: {state.message or summary}")
+        return 1
+    for row in summary:
+        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
+    print(f"done; work dir {settings.home}; look with: fvc sql --query leaderboard")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run the pipeline flow in this process")
+    add_settings_arguments(p)
+    p.set_defaults(func=_run)

@@ -1,0 +1,21 @@
+"""``fvc serve``: serve every deployment (``fvc/full``, ``fvc/demo``, one per stage)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from fvcflow.cli.run import add_settings_arguments, prefect_environment, settings_from_args
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    prefect_environment(settings)
+    importlib.import_module("fvcflow.flows.deployments").serve_all(settings)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("serve", help="serve the Prefect deployments (needs PREFECT_API_URL of a server)")
+    add_settings_arguments(p)
+    p.set_defaults(func=_serve)

@@ -1,0 +1,168 @@
+"""The one typed configuration of a pipeline run.
+
+Sources, later ones winning: defaults, a TOML file (``--config`` or ``FVC_CONFIG``), environment
+variables (``FVC_HOME``, ``FVC_CORPUS_KIND``, ``FVC_CORPUS_ROOT``, ``FVC_CORPUS_LABELS``,
+``FVC_DASK_ADDRESS``, ``FVC_WORKERS``), then explicit overrides (CLI flags, flow parameters).
+Everything is validated before any work starts; a bad value raises :class:`ConfigError` naming the
+setting.
+
+>>> s = Settings.load(overrides={"corpus": {"kind": "demo"}, "stages": ["ingest", "features"]})
+>>> s.stages
+['ingest', 'features']
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fvcflow.errors import ConfigError
+from fvcflow.store import Lake
+from fvcflow.training.config import TrainConfig
+
+STAGES = ("ingest", "augment", "features", "scale", "scaled_features", "train")
+Stage = Literal["ingest", "augment", "features", "scale", "scaled_features", "train"]
+CorpusKind = Literal["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class CorpusConfig(_Model):
+    """Which corpus to ingest. ``demo`` builds the built-in demo corpus under the work dir."""
+
+    kind: CorpusKind = "demo"
+    root: Path | None = Field(None, description="corpus folder, archive folder (fvc) or demo output folder")
+    labels: Path | None = Field(None, description="labels CSV (folder corpora)")
+    demo_small: bool = Field(False, description="build the small demo corpus (tests, quick looks)")
+
+    @model_validator(mode="after")
+    def _needs_root(self) -> "CorpusConfig":
+        if self.kind != "demo" and self.root is None:
+            raise ValueError(f"corpus.root is required for corpus kind {self.kind!r}")
+        if self.kind == "folder" and self.labels is None:
+            raise ValueError("corpus.labels (a CSV with path,label[,group]) is required for folder corpora")
+        return self
+
+
+class AugmentConfig(_Model):
+    copies: int = Field(10, ge=0, le=100, description="augmented copies per labelled video")
+    seed: int = Field(0, description="seed mixed into every per-(video, copy) draw")
+    chunk: int = Field(250, ge=1, le=5000, description="frames held in memory at once")
+    crf: int = Field(23, ge=0, le=51, description="H.264 quality of the copies")
+
+
+class FeatureConfig(_Model):
+    strategy: Literal["auto", "seek", "sequential"] = "auto"
+
+
+class ScaleConfig(_Model):
+    size: int = Field(256, ge=16, le=4096, description="letterbox side in pixels (even)")
+    crf: int = Field(18, ge=0, le=51)
+
+    @field_validator("size")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError("must be even (H.264 needs even frame sizes)")
+        return v
+
+
+class Settings(_Model):
+    """Everything a pipeline run needs; the flow's only parameter."""
+
+    home: Path | None = Field(None, description="work directory; default $FVC_HOME or ./fvc-data")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
+    force: list[Stage] = Field(default_factory=list, description="stages to recompute ignoring the cache")
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    dask_address: str | None = Field(None, description="tcp://host:port of an existing Dask scheduler")
+    workers: int | None = Field(None, ge=1, le=1024, description="Dask worker processes (default: cores)")
+    threads_per_worker: int = Field(1, ge=1, le=64)
+
+    @field_validator("stages", "force")
+    @classmethod
+    def _ordered(cls, v: list[str]) -> list[str]:
+        return [s for s in STAGES if s in v]
+
+    @field_validator("dask_address")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            raise ValueError("must look like tcp://host:port")
+        return v
+
+    # ----------------------------------------------------------------------------------------
+    def resolved(self) -> "Settings":
+        """A copy whose ``home`` is absolute, so that workers elsewhere agree on the work dir."""
+        return self.model_copy(update={"home": Lake.at(self.home).root})
+
+    def lake(self) -> Lake:
+        return Lake.at(self.home)
+
+    def n_workers(self) -> int:
+        return self.workers or max(1, (os.cpu_count() or 1) // self.threads_per_worker)
+
+    @classmethod
+    def load(cls, file: str | os.PathLike | None = None, *, env: dict[str, str] | None = None,
+             overrides: dict[str, Any] | None = None) -> "Settings":
+        """Merge defaults, a TOML file, ``FVC_*`` environment variables and overrides; validate."""
+        env = os.environ if env is None else env
+        data: dict[str, Any] = {}
+        file = file or env.get("FVC_CONFIG")
+        if file:
+            path = Path(file)
+            try:
+                data = tomllib.loads(path.read_text())
+            except FileNotFoundError:
+                raise ConfigError(f"config file {path} does not exist") from None
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        _merge(data, _from_env(env))
+        _merge(data, overrides or {})
+        return cls.validate_dict(data)
+
+    @classmethod
+    def validate_dict(cls, data: dict[str, Any]) -> "Settings":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(_describe(exc)) from None
+
+
+def _from_env(env: dict[str, str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    corpus = {k: env[f"FVC_CORPUS_{k.upper()}"] for k in ("kind", "root", "labels")
+              if env.get(f"FVC_CORPUS_{k.upper()}")}
+    if corpus:
+        out["corpus"] = corpus
+    if env.get("FVC_DASK_ADDRESS"):
+        out["dask_address"] = env["FVC_DASK_ADDRESS"]
+    if env.get("FVC_WORKERS"):
+        out["workers"] = env["FVC_WORKERS"]
+    return out
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    for k, v in extra.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _merge(base[k], v)
+        else:
+            base[k] = v
+    return base
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"setting {where!r}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)

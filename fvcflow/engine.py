@@ -1,0 +1,48 @@
+"""The Dask cluster the feature stages run on.
+
+By default a ``LocalCluster`` of worker processes bound to 127.0.0.1, with ``NUMBA_NUM_THREADS``
+(and the BLAS/OpenMP thread counts) set per worker so that processes x threads fits the cores.
+With ``dask_address`` the stages use an existing scheduler (SLURM, Kubernetes, a shared one).
+
+>>> from fvcflow.config import Settings
+>>> with dask_cluster(Settings(workers=1)) as address:   # doctest: +SKIP
+...     print(address.startswith("tcp://127.0.0.1"))
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+from distributed import LocalCluster
+
+from fvcflow.config import Settings
+
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def worker_env(threads_per_worker: int) -> dict[str, str]:
+    """Environment of each worker process: one Numba/BLAS thread per Dask worker thread."""
+    return {var: str(threads_per_worker) for var in THREAD_VARS}
+
+
+@contextlib.contextmanager
+def dask_cluster(settings: Settings, *, dashboard: bool = False) -> Iterator[str]:
+    """Yield a scheduler address: ``settings.dask_address``, or a fresh local cluster's."""
+    if settings.dask_address:
+        yield settings.dask_address
+        return
+    cluster = LocalCluster(
+        n_workers=settings.n_workers(),
+        threads_per_worker=settings.threads_per_worker,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:8787" if dashboard else None,
+        env=worker_env(settings.threads_per_worker),
+        silence_logs=40,
+    )
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()

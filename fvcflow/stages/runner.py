@@ -1,0 +1,161 @@
+"""Run a stage over many videos: plan (what is cached), run batches (anywhere), finish (publish).
+
+The three steps are plain functions so that a Prefect flow, a script or a notebook can drive them:
+``plan`` runs where the flow runs, ``run_batch`` runs on a Dask worker (it needs only the jobs and
+the settings, returns small rows, never frames), ``finish`` assembles the stage table and records
+failures. Every finished video is written to the per-stage cache at once, so an interrupted run
+loses only the videos that were in flight.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fvcflow.config import Settings
+from fvcflow.errors import FvcError
+from fvcflow.stages.specs import SPECS, StageSpec
+from fvcflow.store import Lake, failure_row, record_failures, write_parquet_atomic
+
+
+@dataclass(frozen=True)
+class Job:
+    """One video's work in one stage. ``carry`` holds key columns passed through to the row."""
+
+    key: str
+    video_id: str
+    path: str
+    carry: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    jobs: list[Job]          # every video of the stage, cached or not
+    todo: list[Job]          # the ones to compute
+    started: float = field(default_factory=time.time)
+
+    @property
+    def cached(self) -> int:
+        return len(self.jobs) - len(self.todo)
+
+
+@dataclass
+class BatchOutcome:
+    done: list[str]
+    failures: list[dict]
+    seconds: float
+
+
+@dataclass
+class StageReport:
+    stage: str
+    videos_in: int
+    done: int
+    cached: int
+    failed: int
+    seconds: float
+    table: str
+    failure_reasons: dict[str, int]
+
+    def as_rows(self) -> list[dict]:
+        return [{"stage": self.stage, "videos in": self.videos_in, "done": self.done,
+                 "cached": self.cached, "failed": self.failed, "seconds": round(self.seconds, 2),
+                 "table": self.table}]
+
+
+def _cache_file(lake: Lake, stage: str, key: str) -> Path:
+    return lake.cache_dir(stage) / key[:2] / f"{key}.parquet"
+
+
+def plan(stage: str, settings: Settings) -> StagePlan:
+    """Every job of ``stage`` and those not yet cached (all of them when the stage is forced)."""
+    spec = spec_of(stage)
+    lake = Lake.at(settings.home)
+    jobs = [Job(**j) for j in spec.jobs(lake, settings)]
+    force = stage in settings.force
+    todo = [j for j in jobs if force or not _is_cached(lake, spec, j)]
+    return StagePlan(stage, jobs, todo)
+
+
+def _is_cached(lake: Lake, spec: StageSpec, job: Job) -> bool:
+    if not _cache_file(lake, spec.name, job.key).exists():
+        return False
+    out = job.params.get("dst")
+    return out is None or Path(out).exists()
+
+
+def batches(jobs: list[Job], workers: int, *, max_size: int = 32) -> list[list[Job]]:
+    """Split jobs into about four batches per worker (load balance), each at most ``max_size``."""
+    if not jobs:
+        return []
+    n = max(min(len(jobs), 4 * workers), math.ceil(len(jobs) / max_size))
+    return [jobs[i::n] for i in range(n)]
+
+
+def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
+    """Compute each job, cache its row at once; a bad video becomes a failure row, not an error."""
+    spec = spec_of(stage)
+    lake = Lake.at(settings.home)
+    t0 = time.perf_counter()
+    done, failures = [], []
+    for job in jobs:
+        try:
+            result = spec.run(job, settings)
+        except FvcError as exc:
+            failures.append(failure_row(spec.name, job.path, getattr(exc, "reason", str(exc)),
+                                        video_id=job.video_id, error_type=type(exc).__name__))
+            continue
+        row = {"video_id": job.video_id, **job.carry, **result, "cache_key": job.key}
+        write_parquet_atomic(pl.DataFrame([row], infer_schema_length=None), _cache_file(lake, spec.name, job.key))
+        done.append(job.video_id)
+    return BatchOutcome(done, failures, time.perf_counter() - t0)
+
+
+def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settings) -> StageReport:
+    """Assemble the stage table from the cache and record this stage's failures."""
+    spec = spec_of(stage_plan.stage)
+    lake = Lake.at(settings.home)
+    files = [_cache_file(lake, spec.name, j.key) for j in stage_plan.jobs]
+    present = [f for f in files if f.exists()]
+    if present:
+        table = pl.concat([pl.read_parquet(f) for f in present], how="diagonal_relaxed")
+        table = table.unique(subset=["video_id"], keep="last", maintain_order=True).sort("video_id")
+    else:
+        table = pl.DataFrame(schema={"video_id": pl.Utf8})
+    table_path = spec.table(lake)
+    write_parquet_atomic(table, table_path)
+    failures = [f for o in outcomes for f in o.failures]
+    record_failures(lake, failures, stage=spec.name)
+    reasons: dict[str, int] = {}
+    for f in failures:
+        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
+    return StageReport(
+        stage=spec.name,
+        videos_in=len(stage_plan.jobs),
+        done=sum(len(o.done) for o in outcomes),
+        cached=stage_plan.cached,
+        failed=len(failures),
+        seconds=time.time() - stage_plan.started,
+        table=str(table_path),
+        failure_reasons=reasons,
+    )
+
+
+def spec_of(stage: str) -> StageSpec:
+    try:
+        return SPECS[stage]
+    except KeyError:
+        raise FvcError(f"unknown stage {stage!r}; stages are {', '.join(SPECS)}") from None
+
+
+def run_local(stage: str, settings: Settings) -> StageReport:
+    """Run a whole stage in this process, without Prefect or Dask (scripts, notebooks, tests)."""
+    p = plan(stage, settings)
+    return finish(p, [run_batch(stage, p.todo, settings)], settings)

@@ -1,0 +1,125 @@
+"""What each video stage computes: its jobs (from the tables before it) and its per-video work.
+
+A spec is data plus two functions; :mod:`fvcflow.stages.runner` does the caching, batching and
+publishing for all of them alike.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+
+from fvcflow.config import Settings
+from fvcflow.errors import FvcError
+from fvcflow.stages.augment import augment_video, draw_params
+from fvcflow.stages.features import video_features
+from fvcflow.stages.scale import scale_video
+from fvcflow.store import Lake, cache_key, file_hash, read_parquet
+
+#: columns every stage row carries from the index
+KEYS = ("group_id", "label", "label_raw", "source", "variant")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str                                            # failures' "stage" column, cache folder
+    table: Callable[[Lake], Path]                        # the Parquet this stage publishes
+    jobs: Callable[[Lake, Settings], list[dict]]         # kwargs of runner.Job
+    run: Callable[[Any, Settings], dict]                 # one job -> its result columns
+
+
+def _safe(video_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", video_id)
+
+
+def _index(lake: Lake) -> pl.DataFrame:
+    index = read_parquet(lake.index)
+    if index is None:
+        raise FvcError(f"no video index at {lake.index}: run the ingest stage first (fvc ingest ...)")
+    return index
+
+
+def _carry(row: dict) -> dict:
+    return {k: row.get(k) for k in KEYS}
+
+
+def feature_inputs(lake: Lake) -> list[dict]:
+    """Rows of every video whose features are computed: the originals and their augmented copies."""
+    rows = _index(lake).to_dicts()
+    augmented = read_parquet(lake.stage1)
+    if augmented is not None and augmented.height:
+        rows += augmented.to_dicts()
+    return rows
+
+
+# stage 1 -------------------------------------------------------------------------------------
+def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
+    cfg = s.augment
+    jobs = []
+    for row in _index(lake).filter(pl.col("label").is_not_null()).to_dicts():
+        for k in range(1, cfg.copies + 1):
+            vid = f"{row['video_id']}~aug{k}"
+            jobs.append(dict(
+                key=cache_key(row["content_hash"], "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf}),
+                video_id=vid, path=row["path"],
+                carry={**_carry(row), "variant": f"aug-{k}", "source_video_id": row["video_id"]},
+                params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
+            ))
+    return jobs
+
+
+def _augment_run(job, s: Settings) -> dict:
+    params = draw_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
+    out = augment_video(job.path, job.params["dst"], params, chunk=s.augment.chunk, crf=s.augment.crf)
+    return {**out, "path": job.params["dst"], "content_hash": file_hash(job.params["dst"])}
+
+
+# stages 2 and 4 ------------------------------------------------------------------------------
+def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
+    return [dict(key=cache_key(r["content_hash"], "features", {}), video_id=r["video_id"],
+                 path=r["path"], carry=_carry(r)) for r in feature_inputs(lake)]
+
+
+def _feature_run(job, s: Settings) -> dict:
+    return video_features(job.path, strategy=s.features.strategy)
+
+
+def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
+    scaled = read_parquet(lake.stage3)
+    if scaled is None:
+        raise FvcError(f"no scaled videos at {lake.stage3}: run the scale stage first")
+    return [dict(key=cache_key(r["content_hash"], "scaled_features", {}), video_id=r["video_id"],
+                 path=r["path"], carry={**_carry(r), "is_upscaled": r["is_upscaled"],
+                                        "is_downscaled": r["is_downscaled"]})
+            for r in scaled.to_dicts()]
+
+
+def _scaled_feature_run(job, s: Settings) -> dict:
+    return video_features(job.path, strategy=s.features.strategy, prefix="s4_")
+
+
+# stage 3 -------------------------------------------------------------------------------------
+def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
+    cfg = {"size": s.scale.size, "crf": s.scale.crf}
+    return [dict(key=cache_key(r["content_hash"], "scale", cfg), video_id=r["video_id"], path=r["path"],
+                 carry=_carry(r), params={"dst": str(lake.stage3_videos / f"{_safe(r['video_id'])}.mp4")})
+            for r in feature_inputs(lake)]
+
+
+def _scale_run(job, s: Settings) -> dict:
+    dst = job.params["dst"]
+    out = scale_video(job.path, dst, size=s.scale.size, crf=s.scale.crf)
+    return {**out, "src_path": job.path, "path": dst, "content_hash": file_hash(dst)}
+
+
+SPECS: dict[str, StageSpec] = {
+    "augment": StageSpec("augment", lambda lake: lake.stage1, _augment_jobs, _augment_run),
+    "features": StageSpec("features", lambda lake: lake.stage2, _feature_jobs, _feature_run),
+    "scale": StageSpec("scale", lambda lake: lake.stage3, _scale_jobs, _scale_run),
+    "scaled_features": StageSpec("scaled_features", lambda lake: lake.stage4, _scaled_feature_jobs,
+                                 _scaled_feature_run),
+}
