@@ -122,7 +122,9 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     """Assemble the stage table from the cache and record this stage's failures."""
     spec = spec_of(stage_plan.stage)
     lake = Lake.at(settings.home)
-    files = [_cache_file(lake, spec.name, j.key) for j in stage_plan.jobs]
+    failures = [f for o in outcomes for f in o.failures]
+    failed = {f["video_id"] for f in failures}
+    files = [_cache_file(lake, spec.name, j.key) for j in stage_plan.jobs if j.video_id not in failed]
     present = [f for f in files if f.exists()]
     if present:
         table = pl.concat([pl.read_parquet(f) for f in present], how="diagonal_relaxed")
@@ -131,7 +133,6 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         table = pl.DataFrame(schema={"video_id": pl.Utf8})
     table_path = spec.table(lake)
     write_parquet_atomic(table, table_path)
-    failures = [f for o in outcomes for f in o.failures]
     record_failures(lake, failures, stage=spec.name)
     reasons: dict[str, int] = {}
     for f in failures:

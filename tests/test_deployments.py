@@ -1,0 +1,49 @@
+"""Deployments are configuration: every one loads and its entry point resolves to flow `fvc`."""
+
+import runpy
+from pathlib import Path
+
+import pytest
+import yaml
+from prefect.flows import load_flow_from_entrypoint
+
+from fvcflow.config import STAGES, Settings
+from fvcflow.flows.deployments import DEPLOYMENTS, build
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_served_deployments_cover_full_demo_and_every_stage(tmp_path):
+    deps = {d.name: d for d in build(Settings(home=tmp_path))}
+    assert set(deps) == {"full", "demo", *(s.replace("_", "-") for s in STAGES)} == set(DEPLOYMENTS)
+    for name, dep in deps.items():
+        assert dep.flow_name == "fvc"
+        cfg = Settings.validate_dict(dep.parameters["config"])  # the parameters validate
+        assert cfg.home == tmp_path
+        expected = list(STAGES) if name in ("full", "demo") else [name.replace("-", "_")]
+        assert cfg.stages == expected
+    assert Settings.validate_dict(deps["demo"].parameters["config"]).corpus.kind == "demo"
+
+
+def test_prefect_yaml_entry_points_resolve(monkeypatch):
+    spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
+    names = {d["name"] for d in spec["deployments"]}
+    assert names == set(DEPLOYMENTS)
+    monkeypatch.chdir(ROOT)
+    for dep in spec["deployments"]:
+        flow = load_flow_from_entrypoint(dep["entrypoint"])
+        assert flow.name == "fvc"
+        Settings.validate_dict(dep.get("parameters", {}).get("config", {}))
+
+
+def test_serve_script_imports_the_deployments():
+    ns = runpy.run_path(str(ROOT / "deployments" / "serve.py"), run_name="fvc_serve_check")
+    assert ns["serve_all"].__module__ == "fvcflow.flows.deployments"
+
+
+def test_kubernetes_spec_keeps_one_numba_thread_per_worker_thread():
+    spec = yaml.safe_load((ROOT / "deployments" / "dask-kubernetes.yaml").read_text())
+    worker = spec["spec"]["worker"]["spec"]["containers"][0]
+    nthreads = worker["args"][worker["args"].index("--nthreads") + 1]
+    env = {e["name"]: e["value"] for e in worker["env"]}
+    assert env["NUMBA_NUM_THREADS"] == nthreads == worker["resources"]["limits"]["cpu"]
