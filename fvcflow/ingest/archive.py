@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import stat
+import tempfile
 import zipfile
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import numpy as np
 from fvcflow.errors import ArchiveError
 from fvcflow.ingest.zipstream import Manifest, Member, data_offset, extract_member, header_ok
 
-__all__ = ["ExtractResult", "extract_zip", "is_encrypted", "DEFAULT_MAX_RATIO"]
+__all__ = ["ExtractResult", "extract_zip", "verify_password", "is_encrypted", "DEFAULT_MAX_RATIO"]
 
 #: Largest uncompressed/compressed ratio accepted for a member (video compresses ~1:1).
 DEFAULT_MAX_RATIO = 100.0
@@ -165,6 +166,23 @@ def _run_pool(run: Callable[[Member], None], members: list[Member], n_workers: i
                     other.cancel()
                 pool.shutdown(wait=True)
                 raise fut.exception()
+
+
+def verify_password(archive: str | os.PathLike, password: bytes | None) -> None:
+    """Check ``password`` on every encrypted member's header (and the archive's safety) without writing.
+
+    Raises
+    ------
+    ArchiveError
+        Wrong or missing password, or anything :func:`extract_zip` would refuse.
+
+    Examples
+    --------
+    >>> verify_password("FVC1.zip", b"...")  # doctest: +SKIP
+    """
+    archive = Path(archive)
+    members, _ = _plan(archive, Path(tempfile.gettempdir()) / "fvc-unused-target", DEFAULT_MAX_RATIO)
+    _check_password(archive, members, password)
 
 
 def is_encrypted(archive: str | os.PathLike) -> bool:
