@@ -1,0 +1,22 @@
+"""Numba kernels of fvcflow: the per-frame forensic features and luma conversion.
+
+Arrays in, arrays out; this package imports only numpy and numba. Definitions:
+FEATURES.md. Importable as ``fvcflow.kernels``.
+"""
+
+from .color import rgb_to_gray
+from .features import (
+    FEATURE_NAMES,
+    N_FEATURES,
+    batch_features,
+    blockiness,
+    dct_stats,
+    frame_features,
+    noise_residual,
+    sharpness,
+)
+
+__all__ = [
+    "FEATURE_NAMES", "N_FEATURES", "batch_features", "blockiness", "dct_stats",
+    "frame_features", "noise_residual", "rgb_to_gray", "sharpness",
+]

@@ -1,0 +1,265 @@
+"""fvcflow.kernels against the slow, obviously-correct twins in tests/naive.py."""
+
+from __future__ import annotations
+
+import doctest
+
+import av
+import numba
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from fvcflow import kernels as K
+from fvcflow.kernels import color, features
+from tests import naive as N
+from tests.media import write_video
+
+RTOL = 1e-6
+ZERO_FRAC = K.FEATURE_NAMES.index("dct_ac_zero_frac")
+PER_FRAME = ["noise_residual", "dct_stats", "sharpness", "blockiness", "frame_features"]
+
+
+# ---------------------------------------------------------------- frames
+
+@pytest.fixture(scope="module")
+def natural(tmp_path_factory) -> np.ndarray:
+    """Luma of real decoded H.264 frames (96x128): what the pipeline feeds the kernels."""
+    path = write_video(tmp_path_factory.mktemp("kern") / "clip.mp4", n=4, width=128, height=96)
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="gray") for f in c.decode(video=0)]
+    assert len(frames) == 4 and frames[0].shape == (96, 128) and frames[0].dtype == np.uint8
+    return np.stack(frames)
+
+
+def _frame(kind: str, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    if kind == "random":
+        return rng.integers(0, 256, shape).astype(np.uint8)
+    if kind == "constant":
+        return np.full(shape, 77, np.uint8)
+    if kind == "gradient":
+        yy, xx = np.mgrid[0:h, 0:w]
+        return ((2 * yy + 3 * xx) % 256).astype(np.uint8)
+    if kind == "quadratic":  # constant Laplacian and high-pass residual, nonzero
+        yy, xx = np.mgrid[0:h, 0:w]
+        return ((yy * yy + xx * xx) // 4 % 256).astype(np.uint8)
+    if kind == "blocky":  # flat 8x8 blocks: no difference inside blocks
+        return np.kron(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1)), np.ones((8, 8)))[:h, :w].astype(np.uint8)
+    raise ValueError(kind)
+
+
+KINDS = ["random", "constant", "gradient", "quadratic", "blocky"]
+SHAPES = [(1, 1), (2, 2), (3, 3), (7, 7), (8, 8), (9, 8), (8, 9), (17, 23), (16, 17), (48, 64)]
+
+
+def _as(frame: np.ndarray, dtype: str, seed: int = 1) -> np.ndarray:
+    """uint8 as is; float inputs get a non-integer offset so that float arithmetic is tested."""
+    if dtype == "uint8":
+        return frame
+    return (frame.astype(np.float64) * 0.75 + 0.125).astype(dtype)
+
+
+def _compare(name: str, got, gray: np.ndarray) -> None:
+    """Kernel result vs the naive twin; dct_ac_zero_frac within its rounding bounds."""
+    want = np.atleast_1d(getattr(N, name)(gray)).astype(np.float64)
+    got = np.atleast_1d(np.asarray(got, np.float64))
+    assert got.shape == want.shape
+    scale = max(1.0, float(np.nanmax(np.abs(gray))))
+    if name in ("dct_stats", "frame_features"):
+        k = 4 if name == "dct_stats" else ZERO_FRAC
+        lo, hi = N.dct_zero_frac_bounds(gray, eps=1e-12 * 64 * scale)
+        if np.isnan(want[k]):
+            assert np.isnan(got[k])
+        else:
+            assert lo <= got[k] <= hi, (got[k], lo, hi)
+        got, want = np.delete(got, k), np.delete(want, k)
+    assert_allclose(got, want, rtol=RTOL, atol=1e-9 * scale, equal_nan=True)
+
+
+# ---------------------------------------------------------------- values vs naive
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_frame_features_match_naive(shape, kind, dtype):
+    gray = _as(_frame(kind, shape), dtype)
+    _compare("frame_features", K.frame_features(gray), gray)
+
+
+@pytest.mark.parametrize("name", PER_FRAME)
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+@pytest.mark.parametrize("kind", ["random", "constant", "gradient"])
+def test_each_kernel_matches_naive(name, kind, dtype):
+    gray = _as(_frame(kind, (41, 67)), dtype)
+    _compare(name, getattr(K, name)(gray), gray)
+
+
+@pytest.mark.parametrize("name", PER_FRAME)
+def test_natural_frames_match_naive(natural, name):
+    for gray in natural:
+        _compare(name, getattr(K, name)(gray), gray)
+
+
+@pytest.mark.parametrize("name", PER_FRAME)
+def test_large_mean_float_frame(name):
+    """A bright float frame with small detail: naive E[x^2] - E[x]^2 would lose every digit."""
+    gray = 1e6 + np.random.default_rng(3).normal(0.0, 2.0, (40, 56))
+    _compare(name, getattr(K, name)(gray), gray)
+
+
+def test_constant_frame_is_exactly_flat():
+    f = K.frame_features(np.full((32, 40), 200, np.uint8))
+    named = dict(zip(K.FEATURE_NAMES, f))
+    assert named["noise_energy"] == named["noise_kurtosis"] == named["lap_var"] == 0.0
+    assert named["dct_dc_mean"] == pytest.approx(1600.0, rel=1e-15)
+    assert named["dct_dc_std"] == 0.0 and named["dct_hf_ratio"] == 0.0
+    assert named["dct_ac_zero_frac"] == 1.0 and named["dct_ac_mean_abs"] == 0.0
+    assert named["blockiness"] == 1.0
+
+
+def test_nan_input_gives_nan():
+    gray = np.random.default_rng(0).normal(100, 10, (32, 32))
+    gray[5, 5] = np.nan
+    assert np.isnan(K.frame_features(gray)).all()
+    assert np.isnan(N.frame_features(gray)).all()
+    assert np.isnan(K.frame_features(gray.astype(np.float32))).all()
+
+
+def test_undefined_features_are_nan_by_size():
+    isnan = {shape: np.isnan(K.frame_features(np.zeros(shape, np.uint8))) for shape in SHAPES}
+    assert isnan[(2, 2)].all() and isnan[(1, 1)].all()
+    assert isnan[(7, 7)][3:8].all() and not isnan[(7, 7)][:3].any() and not isnan[(7, 7)][8:11].any()
+    assert isnan[(8, 8)][11] and not isnan[(8, 8)][:11].any()   # no boundary pair
+    assert not isnan[(9, 8)].any() and not isnan[(8, 9)].any()
+    one_row = K.frame_features(np.arange(9, dtype=np.uint8)[None, :])  # 1x9: blockiness only
+    assert np.isnan(one_row[:11]).all() and one_row[11] == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- layouts
+
+@pytest.mark.parametrize("view", ["step", "transpose", "fortran", "negative"])
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+def test_non_contiguous_views(view, dtype):
+    base = _as(_frame("random", (70, 90), seed=5), dtype)
+    gray = {"step": base[::2, ::3], "transpose": base.T, "fortran": np.asfortranarray(base),
+            "negative": base[::-1, 5:]}[view]
+    assert not gray.flags.c_contiguous
+    got = K.frame_features(gray)
+    assert np.array_equal(got, K.frame_features(np.ascontiguousarray(gray)), equal_nan=True)
+    _compare("frame_features", got, np.ascontiguousarray(gray))
+
+
+# ---------------------------------------------------------------- batch
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+def test_batch_matches_frame_features(natural, dtype):
+    frames = natural.astype(dtype)
+    got = K.batch_features(frames)
+    assert got.shape == (len(frames), 12)
+    for k, gray in enumerate(frames):
+        assert np.array_equal(got[k], K.frame_features(gray), equal_nan=True)
+
+
+def test_batch_is_independent_of_thread_count(natural):
+    frames = np.concatenate([natural, natural[:, ::-1]])
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = K.batch_features(frames)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        two = K.batch_features(frames)
+    finally:
+        numba.set_num_threads(before)
+    assert np.array_equal(one, two)
+
+
+def test_batch_non_contiguous_and_tiny():
+    frames = np.random.default_rng(2).integers(0, 256, (3, 40, 50), np.uint8)
+    view = frames[:, ::2, 1:]
+    got = K.batch_features(view)
+    for k in range(3):
+        assert np.array_equal(got[k], K.frame_features(view[k]), equal_nan=True)
+    assert np.isnan(K.batch_features(np.zeros((2, 2, 2), np.uint8))).all()
+    assert K.batch_features(np.zeros((0, 16, 16), np.uint8)).shape == (0, 12)
+
+
+# ---------------------------------------------------------------- rgb_to_gray
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float64"])
+def test_rgb_to_gray_matches_bt601(dtype):
+    rgb = np.random.default_rng(4).integers(0, 256, (13, 21, 3)).astype(dtype)
+    got = K.rgb_to_gray(rgb)
+    assert got.dtype == np.float64 and got.shape == (13, 21)
+    assert_allclose(got, N.rgb_to_gray(rgb), rtol=1e-12)
+    assert_allclose(K.rgb_to_gray(rgb[::-1, ::2]), N.rgb_to_gray(rgb[::-1, ::2]), rtol=1e-12)
+
+
+def test_rgb_to_gray_primaries():
+    rgb = np.zeros((1, 3, 3), np.uint8)
+    rgb[0, [0, 1, 2], [0, 1, 2]] = 255
+    assert_allclose(K.rgb_to_gray(rgb), [[0.299 * 255, 0.587 * 255, 0.114 * 255]], rtol=1e-12)
+
+
+# ---------------------------------------------------------------- validation
+
+@pytest.mark.parametrize("name", PER_FRAME)
+@pytest.mark.parametrize("dtype", [np.int16, np.int64, np.uint16, bool, np.complex128])
+def test_gray_wrong_dtype(name, dtype):
+    with pytest.raises(TypeError, match=r"gray must have dtype uint8, float32 or float64, got"):
+        getattr(K, name)(np.zeros((16, 16), dtype))
+
+
+@pytest.mark.parametrize("name", PER_FRAME)
+@pytest.mark.parametrize("shape", [(16,), (4, 16, 16), (16, 16, 3)])
+def test_gray_wrong_ndim(name, shape):
+    with pytest.raises(ValueError, match=r"gray must be a 2-D array \(H, W\), got shape"):
+        getattr(K, name)(np.zeros(shape, np.uint8))
+
+
+@pytest.mark.parametrize("name", PER_FRAME)
+@pytest.mark.parametrize("shape", [(0, 16), (16, 0), (0, 0)])
+def test_gray_empty(name, shape):
+    with pytest.raises(ValueError, match=r"gray must be a non-empty 2-D array \(H, W\)"):
+        getattr(K, name)(np.zeros(shape, np.uint8))
+
+
+def test_batch_wrong_dtype():
+    with pytest.raises(TypeError, match=r"frames must have dtype uint8, float32 or float64, got int32"):
+        K.batch_features(np.zeros((2, 16, 16), np.int32))
+
+
+@pytest.mark.parametrize("shape", [(16, 16), (2, 16, 16, 3)])
+def test_batch_wrong_ndim(shape):
+    with pytest.raises(ValueError, match=r"frames must be a 3-D array \(N, H, W\)"):
+        K.batch_features(np.zeros(shape, np.uint8))
+
+
+def test_batch_empty_frames():
+    with pytest.raises(ValueError, match=r"frames must be a non-empty 3-D array \(N, H, W\)"):
+        K.batch_features(np.zeros((2, 0, 16), np.uint8))
+
+
+def test_rgb_wrong_dtype():
+    with pytest.raises(TypeError, match=r"rgb must have dtype uint8, float32 or float64, got int16"):
+        K.rgb_to_gray(np.zeros((4, 4, 3), np.int16))
+
+
+@pytest.mark.parametrize("shape", [(4, 4), (4, 4, 4), (2, 4, 4, 3)])
+def test_rgb_wrong_shape(shape):
+    with pytest.raises(ValueError, match=r"rgb must be an array of shape \(H, W, 3\)"):
+        K.rgb_to_gray(np.zeros(shape, np.uint8))
+
+
+def test_rgb_empty():
+    with pytest.raises(ValueError, match=r"rgb must be a non-empty array of shape \(H, W, 3\)"):
+        K.rgb_to_gray(np.zeros((0, 4, 3), np.uint8))
+
+
+# ---------------------------------------------------------------- docs
+
+@pytest.mark.parametrize("module", [features, color])
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0 and result.failed == 0
