@@ -1,0 +1,198 @@
+"""The index writer: any corpus -> ``index/videos.parquet`` and ``index/failures.parquet``.
+
+:func:`ingest` asks the corpus's adapter for its videos, hashes and probes them in parallel
+processes, refuses ambiguous ids, records every unusable input as a failure, and merges the
+corpus's rows into the index (re-ingesting a corpus replaces its rows, other corpora stay).
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import polars as pl
+
+from fvcflow.errors import FvcError
+from fvcflow.ingest.celebdf import catalog_celebdf
+from fvcflow.ingest.common import Candidate, Catalog, label_value
+from fvcflow.ingest.dfdc import catalog_dfdc
+from fvcflow.ingest.ffpp import catalog_ffpp
+from fvcflow.ingest.folder import catalog_folder
+from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
+from fvcflow.ingest.probing import probe_many
+from fvcflow.store import Lake, failure_row, read_parquet, record_failures, write_parquet_atomic
+
+__all__ = ["KINDS", "INDEX_SCHEMA", "IngestSummary", "ingest", "catalog"]
+
+KINDS = ("fvc", "ffpp", "celebdf", "dfdc", "folder")
+
+#: Columns and types of ``index/videos.parquet`` (ARCHITECTURE.md), in order.
+INDEX_SCHEMA = {
+    "video_id": pl.Utf8, "path": pl.Utf8, "source": pl.Utf8, "variant": pl.Utf8, "group_id": pl.Utf8,
+    "label": pl.Int8, "label_raw": pl.Utf8, "split": pl.Utf8, "platform": pl.Utf8, "cascade_id": pl.Utf8,
+    "content_hash": pl.Utf8, "container": pl.Utf8, "codec": pl.Utf8, "pix_fmt": pl.Utf8,
+    "width": pl.Int32, "height": pl.Int32, "fps": pl.Float64, "duration": pl.Float64, "n_frames": pl.Int64,
+    "bit_rate": pl.Int64, "rotation": pl.Int32, "size_bytes": pl.Int64, "gop": pl.Float64,
+}
+
+
+@dataclass
+class IngestSummary:
+    """What one :func:`ingest` did; ``format()`` is what the CLI prints."""
+
+    source: str
+    found: int
+    indexed: int
+    failed: dict[str, int] = field(default_factory=dict)  # reason -> count
+    unmatched_videos: list[str] = field(default_factory=list)
+    unmatched_rows: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    index_path: str = ""
+
+    @property
+    def n_failed(self) -> int:
+        return sum(self.failed.values())
+
+    def as_rows(self) -> list[dict]:
+        """One row of counts (for tables and run artifacts)."""
+        return [{"source": self.source, "found": self.found, "indexed": self.indexed, "failed": self.n_failed,
+                 "unmatched_videos": len(self.unmatched_videos), "unmatched_rows": len(self.unmatched_rows)}]
+
+    def format(self, limit: int = 10) -> str:
+        """A readable summary; long lists show their first ``limit`` entries and a count."""
+        lines = [f"{self.source}: {self.found} videos found, {self.indexed} indexed, {self.n_failed} failed"
+                 f" -> {self.index_path}"]
+        for reason, n in sorted(self.failed.items(), key=lambda kv: -kv[1]):
+            lines.append(f"  failed ({n}): {reason}")
+        for title, items in (("videos with no metadata row", self.unmatched_videos),
+                             ("metadata rows with no video", self.unmatched_rows), ("notes", self.notes)):
+            if items:
+                lines.append(f"  {title}: {len(items)}")
+                lines += [f"    {item}" for item in items[:limit]]
+                if len(items) > limit:
+                    lines.append(f"    ... and {len(items) - limit} more")
+        return "\n".join(lines)
+
+
+def catalog(kind: str, root: str | os.PathLike, lake: Lake, *, labels=None, password: bytes | None = None,
+            source: str | None = None, log: Callable[[str], None] = lambda s: None) -> tuple[Catalog, list[Path]]:
+    """The adapter's catalog for ``kind``, and the folders its files live in."""
+    if kind not in KINDS:
+        raise FvcError(f"unknown corpus kind {kind!r} (one of {', '.join(KINDS)})")
+    if kind == "fvc":
+        tree = prepare_fvc(root, lake.raw, password=password, log=log)
+        return catalog_fvc(tree), [Path(root), tree]
+    if kind == "folder":
+        return catalog_folder(root, labels, source=source or "folder"), [Path(root)]
+    adapter = {"ffpp": catalog_ffpp, "celebdf": catalog_celebdf, "dfdc": catalog_dfdc}[kind]
+    return adapter(root), [Path(root)]
+
+
+def _row(c: Candidate, source: str, probed: dict) -> dict:
+    video_id = c.video_id or f"{source}-{probed['content_hash'][:16]}"
+    return {"video_id": video_id, "path": str(Path(c.path).resolve()), "source": source, "variant": "original",
+            "group_id": c.group_id or video_id, "label": label_value(c.label_raw), "label_raw": c.label_raw,
+            "split": c.split, "platform": c.platform, "cascade_id": c.cascade_id,
+            "content_hash": probed["content_hash"], **probed["probe"]}
+
+
+def _dedupe(rows: list[dict], source: str) -> tuple[list[dict], list[dict]]:
+    """Keep one row per content and per id; exact copies become failures, id clashes an error."""
+    kept: dict[str, dict] = {}
+    by_hash: dict[str, dict] = {}
+    dupes = []
+    for row in sorted(rows, key=lambda r: (r["video_id"], r["path"])):
+        first = by_hash.get(row["content_hash"])
+        if first is not None:
+            dupes.append(failure_row("ingest", row["path"], f"duplicate of {first['video_id']}",
+                                     video_id=row["video_id"], error_type="Duplicate"))
+            continue
+        other = kept.get(row["video_id"])
+        if other is not None:
+            raise FvcError(f"{source}: video id {row['video_id']} names two different files: {other['path']} "
+                           f"and {row['path']}; remove one and rerun")
+        kept[row["video_id"]] = by_hash[row["content_hash"]] = row
+    return list(kept.values()), dupes
+
+
+def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
+    new = pl.DataFrame(rows, schema=INDEX_SCHEMA, orient="row") if rows else pl.DataFrame(schema=INDEX_SCHEMA)
+    old = read_parquet(lake.index)
+    if old is not None and old.height:
+        old = old.filter(pl.col("source") != source)
+        clash = set(old["video_id"].to_list()) & set(new["video_id"].to_list())
+        if clash:
+            raise FvcError(f"video ids of {source} already in {lake.index} under another source: "
+                           f"{', '.join(sorted(clash)[:5])}")
+        new = pl.concat([old.select([pl.col(c).cast(t) for c, t in INDEX_SCHEMA.items()]), new])
+    return new.sort("source", "video_id")
+
+
+def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
+    """Replace this corpus's earlier ingest failures (by folder) with ``rows``; other corpora's stay."""
+    old = read_parquet(lake.failures)
+    prefixes = tuple(str(p.resolve()) + os.sep for p in roots)
+    keep = [] if old is None else [r for r in old.filter(pl.col("stage") == "ingest").to_dicts()
+                                   if not str(Path(r["path"]).resolve()).startswith(prefixes)]
+    record_failures(lake, keep + rows, stage="ingest")
+
+
+def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.PathLike | None = None,
+           password: bytes | None = None, workers: int | None = None, source: str | None = None,
+           progress: Callable[[str], None] | None = None) -> IngestSummary:
+    """Index a corpus into ``lake``: hash and probe every video, write the index and the failures.
+
+    Parameters
+    ----------
+    kind : {"fvc", "ffpp", "celebdf", "dfdc", "folder"}
+    root : path
+        The corpus folder (fvc: the folder of FVC1-3.zip and Metadata.zip, or their extracted tree).
+    lake : Lake
+        The work dir; FVC archives are extracted into ``lake.raw``.
+    labels : path, optional
+        The labels CSV of a folder corpus (``path,label[,group]``).
+    password : bytes, optional
+        The FVC archives' password; never logged or stored.
+    workers : int, optional
+        Probing processes (default ``os.cpu_count()``).
+    source : str, optional
+        The ``source`` value of a folder corpus (default "folder"; the demo corpus uses "demo").
+    progress : callable, optional
+        Receives progress lines.
+
+    Returns
+    -------
+    IngestSummary
+
+    Examples
+    --------
+    >>> s = ingest("folder", "corpus", Lake.at("fvc-data"), labels="corpus/labels.csv")  # doctest: +SKIP
+    >>> print(s.format())  # doctest: +SKIP
+    folder: 12 videos found, 11 indexed, 1 failed -> fvc-data/index/videos.parquet
+    """
+    log = progress or (lambda s: None)
+    cat, roots = catalog(kind, root, lake, labels=labels, password=password, source=source, log=log)
+    log(f"{cat.source}: probing {len(cat.candidates)} videos ...")
+    results = probe_many([c.path for c in cat.candidates], workers=workers, log=log)
+    rows, failures = [], []
+    for cand, res in zip(cat.candidates, results):
+        if "error" in res:
+            failures.append(failure_row("ingest", Path(cand.path).resolve(), res["error"], video_id=cand.video_id,
+                                        error_type=res["error_type"]))
+        else:
+            rows.append(_row(cand, cat.source, res))
+    rows, dupes = _dedupe(rows, cat.source)
+    failures += dupes
+    failures += [failure_row("ingest", Path(p).resolve(), "no metadata row names this video (not indexed)",
+                             error_type="Unmatched") for p in cat.unmatched_videos]
+    index = _merge_index(lake, cat.source, rows)
+    write_parquet_atomic(index, lake.index)
+    _failures(lake, roots, failures)
+    failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate" else f["reason"]
+                     for f in failures if f["error_type"] != "Unmatched")
+    return IngestSummary(cat.source, found=len(cat.candidates) + len(cat.unmatched_videos), indexed=len(rows),
+                         failed=dict(failed), unmatched_videos=cat.unmatched_videos,
+                         unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index))

@@ -1,0 +1,70 @@
+"""Hash and probe many videos in parallel processes (the index writer's heavy part)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing import current_process, get_context
+from pathlib import Path
+from typing import Callable, Sequence
+
+from fvcflow.errors import VideoError
+from fvcflow.store import file_hash
+from fvcflow.video import probe
+
+__all__ = ["probe_one", "probe_many"]
+
+
+def probe_one(path: str | os.PathLike) -> dict:
+    """``{"content_hash", "probe": {...index columns}}``, or ``{"error", "error_type"}``.
+
+    Never raises for a bad file: an empty, unreadable, truncated or non-video file is an error
+    entry whose reason a person understands.
+
+    Examples
+    --------
+    >>> probe_one("clip.mp4")["probe"]["codec"]  # doctest: +SKIP
+    'h264'
+    """
+    try:
+        if os.path.getsize(path) == 0:
+            return {"error": "empty file (0 bytes)", "error_type": "VideoError"}
+        digest = file_hash(path)
+        return {"content_hash": digest, "probe": probe(path).as_row()}
+    except VideoError as exc:
+        return {"error": exc.reason, "error_type": "VideoError"}
+    except OSError as exc:
+        return {"error": f"cannot read file ({exc.strerror or exc})", "error_type": "OSError"}
+
+
+def probe_many(paths: Sequence[str | os.PathLike], *, workers: int | None = None,
+               log: Callable[[str], None] = lambda s: None) -> list[dict]:
+    """:func:`probe_one` over ``paths`` in ``workers`` processes (default ``os.cpu_count()``), in order.
+
+    Examples
+    --------
+    >>> [r.get("error") for r in probe_many(["a.mp4", "empty.mp4"], workers=2)]  # doctest: +SKIP
+    [None, 'empty file (0 bytes)']
+    """
+    paths = [str(Path(p)) for p in paths]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
+    step = max(1, len(paths) // 20)
+    out: list[dict] = []
+    pool: Executor | None = None
+    if workers == 1:
+        results = map(probe_one, paths)
+    else:
+        # A daemonic process (a Dask worker) may not fork children: threads then (PyAV and
+        # hashlib release the GIL). Otherwise processes from a fork server (safe with threads).
+        pool = (ThreadPoolExecutor(workers) if current_process().daemon
+                else ProcessPoolExecutor(workers, mp_context=get_context("forkserver")))
+        results = pool.map(probe_one, paths, chunksize=max(1, min(16, len(paths) // (workers * 8))))
+    try:
+        for i, res in enumerate(results, 1):
+            out.append(res)
+            if i % step == 0 or i == len(paths):
+                log(f"  probed {i}/{len(paths)}")
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return out
