@@ -33,17 +33,28 @@ def synthetic_frames(n: int, height: int, width: int, *, seed: int = 0) -> np.nd
 def write_video(path: str | Path, *, n: int = 30, width: int = 64, height: int = 48, fps: int = 25,
                 codec: str | None = None, pix_fmt: str = "yuv420p", frames: np.ndarray | None = None,
                 seed: int = 0, gop: int | None = None, bit_rate: int | None = None,
-                options: dict | None = None) -> Path:
-    """Encode ``frames`` (or synthetic ones) to ``path``; the codec follows the suffix by default."""
+                options: dict | None = None, rotate: int | None = None,
+                metadata: dict | None = None, container_options: dict | None = None) -> Path:
+    """Encode ``frames`` (or synthetic ones) to ``path``; the codec follows the suffix by default.
+
+    ``rotate`` writes a display matrix asking players to turn the picture ``rotate`` degrees
+    clockwise (as the legacy ``rotate`` tag means); ``metadata`` becomes stream tags (kept by
+    Matroska, dropped by FFmpeg's mp4 muxer); ``container_options`` go to the muxer
+    (``{"movflags": "faststart"}`` puts the mp4 index first).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = codec or CODEC_FOR_SUFFIX.get(path.suffix.lower(), "libx264")
     if frames is None:
         frames = synthetic_frames(n, height, width, seed=seed)
     height, width = frames.shape[1:3]
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=container_options) as out:
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        if rotate is not None:
+            stream.set_display_rotation(-rotate)  # PyAV's angle is counter-clockwise
+        for key, value in (metadata or {}).items():
+            stream.metadata[key] = value
         if gop is not None:
             stream.codec_context.gop_size = gop
         if bit_rate is not None:
@@ -68,4 +79,45 @@ def truncate(path: str | Path, keep_fraction: float = 0.5) -> Path:
     path = Path(path)
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep_fraction)])
+    return path
+
+
+def write_audio(path: str | Path, *, seconds: float = 1.0, codec: str | None = None,
+                rate: int = 16000) -> Path:
+    """An audio-only file (a sine tone): pcm_s16le for .wav, aac otherwise."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    codec = codec or ("pcm_s16le" if path.suffix.lower() == ".wav" else "aac")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=rate, layout="mono")
+        fmt = stream.codec_context.format.name
+        n, hop = int(seconds * rate), 1024
+        t = np.arange(n) / rate
+        tone = 0.3 * np.sin(2 * np.pi * 440 * t)
+        for start in range(0, n, hop):
+            chunk = tone[start:start + hop]
+            data = (chunk * 32767).astype(np.int16) if fmt.startswith("s16") else chunk.astype(np.float32)
+            frame = av.AudioFrame.from_ndarray(data[None], format=fmt, layout="mono")
+            frame.sample_rate = rate
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def write_vfr_video(path: str | Path, times_ms, *, width: int = 64, height: int = 48,
+                    gop: int = 10, seed: int = 0) -> Path:
+    """A variable-frame-rate H.264 video (.mkv/.mp4): frame i is shown at ``times_ms[i]`` ms."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = synthetic_frames(len(times_ms), height, width, seed=seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=1000)  # time base 1/1000: pts in milliseconds
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.gop_size = gop
+        stream.options = {"preset": "ultrafast"}
+        for t, f in zip(times_ms, frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")
+            frame.pts = int(t)
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
     return path

@@ -1,0 +1,309 @@
+"""Open a video safely and describe it: ``probe`` and the error mapping the readers share.
+
+Every failure to read a file becomes a :class:`fvcflow.errors.VideoError` whose reason a person
+understands; no ``av.error.*`` or ``OSError`` leaves this package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from fvcflow.errors import VideoError
+
+# First bytes of the containers we can name when FFmpeg refuses the file (offset, magic, name).
+_MAGIC = (
+    (4, (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip"), "mp4/mov"),
+    (0, (b"\x1aE\xdf\xa3",), "matroska/webm"),
+    (8, (b"AVI ",), "avi"),
+)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe` learns about a video, without decoding more than its first frame.
+
+    ``n_frames`` counts the complete packets of the video stream (the frames that are really in
+    the file); ``keyframes`` are the frame indices (presentation order, from 0) of its key frames
+    and ``keyframe_pts`` their timestamps in the stream's time base (used for exact seeking).
+    ``rotation`` is the clockwise rotation a player applies for display (0, 90, 180 or 270), as
+    in the legacy ``rotate`` tag; it is reported, never applied to frames.
+    """
+
+    path: str
+    container: str
+    codec: str
+    pix_fmt: str
+    width: int
+    height: int
+    rotation: int
+    fps: float
+    duration: float
+    n_frames: int
+    bit_rate: int | None
+    keyframes: tuple[int, ...]
+    size_bytes: int
+    keyframe_pts: tuple[int, ...] = field(default=(), repr=False)
+
+    @property
+    def gop(self) -> float:
+        """Mean distance in frames between key frames; the frame count with fewer than two."""
+        if len(self.keyframes) < 2:
+            return float(self.n_frames)
+        return float(np.mean(np.diff(self.keyframes)))
+
+    def as_row(self) -> dict:
+        """The index columns of ``index/videos.parquet`` (ARCHITECTURE.md), without key frames.
+
+        Examples
+        --------
+        >>> probe("clip.mp4").as_row()["gop"]  # doctest: +SKIP
+        12.0
+        """
+        return {
+            "codec": self.codec, "pix_fmt": self.pix_fmt, "width": self.width,
+            "height": self.height, "fps": self.fps, "duration": self.duration,
+            "n_frames": self.n_frames, "bit_rate": self.bit_rate, "rotation": self.rotation,
+            "size_bytes": self.size_bytes, "container": self.container, "gop": self.gop,
+        }
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Describe a video file in one demux pass (packets are read, only the first is decoded).
+
+    Parameters
+    ----------
+    path : str or path-like
+        The video file.
+
+    Returns
+    -------
+    VideoInfo
+        Container, codec, geometry, rotation, frame rate, duration, exact frame count, stream
+        bit rate (None when the container has none), key-frame positions and file size.
+
+    Raises
+    ------
+    VideoError
+        The file is missing, unreadable, empty, not a video, truncated or has no decodable frame.
+
+    Examples
+    --------
+    >>> info = probe("clip.mp4")  # doctest: +SKIP
+    >>> info.codec, info.width, info.height, info.n_frames  # doctest: +SKIP
+    ('h264', 640, 360, 250)
+    """
+    with open_video(path) as (container, stream):
+        scan = _scan(container, stream)
+        if scan.n_frames == 0:
+            raise VideoError(path, "no decodable frames (the video stream holds no complete packet)")
+        first = scan.first_frame
+        if first is None:
+            raise VideoError(path, "no decodable frames")
+        fps = _fps(stream, scan)
+        return VideoInfo(
+            path=os.fspath(path),
+            container=_container_name(container.format.name, path),
+            codec=stream.codec_context.name,
+            pix_fmt=first.format.name,
+            width=first.width,
+            height=first.height,
+            rotation=_rotation(first, stream),
+            fps=fps,
+            duration=_duration(stream, container, scan, fps),
+            n_frames=scan.n_frames,
+            bit_rate=stream.bit_rate or None,
+            keyframes=scan.keyframes,
+            size_bytes=os.path.getsize(path),
+            keyframe_pts=scan.keyframe_pts,
+        )
+
+
+@contextlib.contextmanager
+def open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputContainer, av.VideoStream]]:
+    """Open ``path`` and yield ``(container, video stream)``; every failure is a VideoError.
+
+    FFmpeg errors raised inside the ``with`` block are converted too (as "truncated or corrupt").
+    """
+    head = _read_head(path)
+    try:
+        container = av.open(os.fspath(path), metadata_errors="replace")
+    except av.error.FFmpegError as exc:
+        raise _open_error(path, head, exc) from None
+    except OSError as exc:
+        raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
+    try:
+        yield container, _video_stream(container, path)
+    except av.error.FFmpegError as exc:
+        raise VideoError(path, f"truncated or corrupt: {_describe(exc)}") from None
+    except OSError as exc:
+        raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
+    finally:
+        container.close()
+
+
+def _read_head(path) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except FileNotFoundError:
+        raise VideoError(path, "file not found") from None
+    except PermissionError:
+        raise VideoError(path, "permission denied") from None
+    except IsADirectoryError:
+        raise VideoError(path, "not a file (a directory)") from None
+    except OSError as exc:
+        raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
+    if not head:
+        raise VideoError(path, "empty file (0 bytes)")
+    return head
+
+
+def _open_error(path, head: bytes, exc: av.error.FFmpegError) -> VideoError:
+    if isinstance(exc, PermissionError):
+        return VideoError(path, "permission denied")
+    kind = next((name for off, magics, name in _MAGIC if head[off:off + 4] in magics), None)
+    if kind is None:
+        return VideoError(path, f"not a video container (FFmpeg: {_describe(exc)})")
+    if kind == "mp4/mov":
+        return VideoError(path, "truncated or corrupt: mp4/mov without a readable index "
+                                f"(moov atom missing; interrupted download?) (FFmpeg: {_describe(exc)})")
+    return VideoError(path, f"truncated or corrupt: unreadable {kind} header (FFmpeg: {_describe(exc)})")
+
+
+def _describe(exc: av.error.FFmpegError) -> str:
+    text = exc.strerror or type(exc).__name__
+    if getattr(exc, "log", None):
+        text += f": {exc.log[2].strip()}"
+    return text
+
+
+def _video_stream(container, path) -> av.VideoStream:
+    videos = [s for s in container.streams.video
+              if not s.disposition & av.stream.Disposition.attached_pic]
+    if not videos and container.streams.audio:
+        raise VideoError(path, "no video stream (audio only?)")
+    if not videos:
+        raise VideoError(path, f"not a video container (FFmpeg reads it as "
+                               f"'{container.format.name}', without audio or video)")
+    if videos[0].codec_context is None:
+        raise VideoError(path, "unsupported video codec (no decoder for it in this FFmpeg build)")
+    return videos[0]
+
+
+@dataclass
+class _Scan:
+    n_frames: int
+    keyframes: tuple[int, ...]
+    keyframe_pts: tuple[int, ...]
+    pts_span: int | None          # last pts + its duration - first pts (stream time base)
+    last_duration: int            # 0 when the container gives packets no duration
+    first_frame: av.VideoFrame | None
+
+
+def usable(packet: av.Packet) -> bool:
+    """A packet that holds a complete frame: not empty, not cut short, not marked for discard."""
+    return packet.size > 0 and not packet.is_corrupt and not packet.is_discard
+
+
+def _scan(container, stream) -> _Scan:
+    """One demux pass: count complete packets, note key packets and timestamps, decode frame 0."""
+    pts, durations, keys = [], [], []
+    first = None
+    for packet in demux_until_error(container, stream):
+        if not usable(packet):
+            continue
+        pts.append(packet.pts)
+        durations.append(packet.duration or 0)
+        keys.append(packet.is_keyframe)
+        if first is None:
+            first = _decode_first(stream, packet)
+    if first is None and pts:
+        first = _decode_first(stream, None)
+    return _keyframe_scan(pts, durations, keys, first)
+
+
+def demux_until_error(container, stream) -> Iterator[av.Packet]:
+    """Packets of ``stream``; a read error ends the stream (what follows is not in the file)."""
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets)
+        except (StopIteration, av.error.FFmpegError):
+            return
+        yield packet
+
+
+def _decode_first(stream, packet) -> av.VideoFrame | None:
+    try:
+        frames = stream.decode(packet)
+    except av.error.FFmpegError:
+        return None
+    return frames[0] if frames else None
+
+
+def _keyframe_scan(pts, durations, keys, first) -> _Scan:
+    n = len(pts)
+    keys = np.asarray(keys, bool)
+    if n and all(p is not None for p in pts):
+        pts_arr = np.asarray(pts, np.int64)
+        order = np.argsort(pts_arr, kind="stable")      # decode order -> presentation order
+        rank = np.empty(n, np.int64)
+        rank[order] = np.arange(n)
+        key_rank = rank[keys]
+        by_rank = np.argsort(key_rank)
+        last = order[-1]
+        span = int(pts_arr[last] + durations[last] - pts_arr[order[0]])
+        return _Scan(n, tuple(int(r) for r in key_rank[by_rank]),
+                     tuple(int(p) for p in pts_arr[keys][by_rank]), span, durations[last], first)
+    return _Scan(n, tuple(int(i) for i in np.flatnonzero(keys)), (), None, 0, first)
+
+
+def _fps(stream, scan: _Scan) -> float:
+    """The container's average (else guessed) rate, unless the timestamps disagree by over 5%
+    (a variable frame rate, or a declared rate that is wrong): then frames per second of them."""
+    rate = float(stream.average_rate or stream.guessed_rate or 0)
+    measured = None
+    if scan.pts_span and stream.time_base:
+        intervals = scan.n_frames if scan.last_duration else scan.n_frames - 1
+        measured = intervals / float(scan.pts_span * stream.time_base) if intervals else None
+    if measured and (not rate or abs(rate - measured) > 0.05 * measured):
+        return measured
+    return rate
+
+
+def _duration(stream, container, scan: _Scan, fps: float) -> float:
+    tb = stream.time_base
+    if scan.pts_span is not None and tb:
+        last = 0.0 if scan.last_duration or not fps else 1.0 / fps   # no duration: one frame
+        return float(scan.pts_span * tb) + last
+    if fps:
+        return scan.n_frames / fps
+    if stream.duration and tb:
+        return float(stream.duration * tb)
+    return container.duration / av.time_base if container.duration else 0.0
+
+
+def _rotation(frame: av.VideoFrame, stream) -> int:
+    """Clockwise display rotation: display matrix first, then a ``rotate`` tag; 0/90/180/270."""
+    ccw = frame.rotation
+    if ccw:
+        return int(round(-ccw / 90.0)) * 90 % 360
+    tags = {k.lower(): v for k, v in stream.metadata.items()}
+    try:
+        return int(round(float(tags.get("rotate", 0)) / 90.0)) * 90 % 360
+    except ValueError:
+        return 0
+
+
+def _container_name(format_name: str, path) -> str:
+    """A short container name: the one of FFmpeg's aliases that matches the file's suffix."""
+    names = format_name.split(",")
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return suffix if suffix in names else names[0]

@@ -1,0 +1,300 @@
+"""Decode frames: the luma of chosen frames (seeking when it pays) and RGB chunks of all frames."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import av
+import numpy as np
+
+from fvcflow.errors import VideoError
+from fvcflow.kernels import rgb_to_gray
+from fvcflow.video.probe import VideoInfo, demux_until_error, open_video, probe, usable
+
+# A seek (demuxer seek + decoder flush) costs about as much as decoding this many frames; "auto"
+# seeks only when that saves more frames than this. benchmarks/video.py measures the trade-off.
+SEEK_COST_FRAMES = 4
+STRATEGIES = ("auto", "seek", "sequential")
+
+
+def sample_indices(n_frames: int) -> np.ndarray:
+    """Frame indices sampled evenly for per-video features (FEATURES.md).
+
+    k = clamp(round(0.10 * n_frames), 5, 50) indices ``linspace(0, n_frames - 1, k)``, rounded
+    and de-duplicated; a video of fewer than 5 frames uses all of them.
+
+    Examples
+    --------
+    >>> sample_indices(10).tolist()
+    [0, 2, 4, 7, 9]
+    >>> sample_indices(3).tolist()
+    [0, 1, 2]
+    """
+    n_frames = int(n_frames)
+    if n_frames < 0:
+        raise ValueError(f"n_frames must be >= 0, got {n_frames}")
+    if n_frames < 5:
+        return np.arange(n_frames, dtype=np.int64)
+    k = min(max(round(0.10 * n_frames), 5), 50)
+    return np.unique(np.rint(np.linspace(0, n_frames - 1, k)).astype(np.int64))
+
+
+def plan_reads(keyframes, indices, seek_cost: float) -> tuple[list[int | None], int]:
+    """Decide, for each wanted frame, whether to seek to its key frame or decode on to it.
+
+    Greedy and optimal under the cost model "one decoded frame costs 1, one seek costs
+    ``seek_cost``": seek when a key frame lies more than ``seek_cost`` frames beyond the
+    position the decoder has reached. ``seek_cost=0`` seeks whenever a key frame lies between,
+    ``seek_cost=inf`` decodes straight through.
+
+    Returns
+    -------
+    seeks : list of int or None
+        For each wanted index, the key-frame index to seek to first, or None.
+    decoded : int
+        The number of frames the plan decodes.
+
+    Examples
+    --------
+    >>> plan_reads([0, 10, 20], [1, 25], seek_cost=0)
+    ([None, 20], 8)
+    """
+    keys = np.asarray(keyframes, np.int64)
+    pos, decoded, seeks = 0, 0, []
+    for i in indices:
+        j = np.searchsorted(keys, i, side="right") - 1
+        key = int(keys[j]) if j >= 0 else 0
+        if key - pos > seek_cost:
+            seeks.append(key)
+            decoded += i - key + 1
+        else:
+            seeks.append(None)
+            decoded += i - pos + 1
+        pos = int(i) + 1
+    return seeks, decoded
+
+
+class LumaReader:
+    """Iterator over ``(index, luma uint8[H, W])`` of chosen frames; made by :func:`iter_luma`.
+
+    Attributes
+    ----------
+    decoded : int
+        Frames the decoder has produced so far (the cost of the read).
+    seeks : int
+        Seeks done so far.
+    strategy : str
+        "seek" or "sequential": what ``strategy="auto"`` resolved to ("seek" when the plan has
+        at least one seek).
+    """
+
+    def __init__(self, path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
+                 threads: bool = True):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
+        self.path = os.fspath(path)
+        self.info = info if info is not None else probe(path)
+        self.indices = _check_indices(indices, self.info.n_frames)
+        cost = {"seek": 0.0, "sequential": np.inf, "auto": SEEK_COST_FRAMES}[strategy]
+        if not self.info.keyframe_pts:                   # no timestamps: seeking is not exact
+            cost = np.inf
+        self.plan, self.planned = plan_reads(self.info.keyframes, self.indices, cost)
+        self.strategy = "seek" if any(s is not None for s in self.plan) else "sequential"
+        self.threads = threads
+        self._key_index = dict(zip(self.info.keyframe_pts, self.info.keyframes))
+        self.decoded = 0
+        self.seeks = 0
+        self._it = self._read()
+
+    def __iter__(self) -> "LumaReader":
+        return self
+
+    def __next__(self) -> tuple[int, np.ndarray]:
+        return next(self._it)
+
+    def close(self) -> None:
+        """Stop early and close the file (also done when the reader is garbage-collected)."""
+        self._it.close()
+
+    def _read(self) -> Iterator[tuple[int, np.ndarray]]:
+        done = 0
+        try:
+            for item in self._read_planned(self.indices, self.plan):
+                done += 1
+                yield item
+        except _InexactSeek:                             # start again, decoding straight through
+            self.strategy = "sequential"
+            rest = self.indices[done:]
+            yield from self._read_planned(rest, [None] * len(rest))
+
+    def _read_planned(self, indices, plan) -> Iterator[tuple[int, np.ndarray]]:
+        if not len(indices):
+            return
+        key_pts = dict(zip(self.info.keyframes, self.info.keyframe_pts))
+        with open_video(self.path) as (container, stream):
+            if self.threads:
+                stream.codec_context.thread_type = "AUTO"
+            frames, pos, target = _decode(container, stream), 0, None
+            for i, key in zip(indices.tolist(), plan):
+                if key is not None:
+                    frames.close()
+                    target = key_pts[key]
+                    container.seek(target, stream=stream)
+                    self.seeks += 1
+                    frames, pos = _decode(container, stream), None
+                frame, pos = self._advance(frames, pos, i, target)
+                yield i, luma(frame)
+
+    def _advance(self, frames, pos, i, target):
+        """Decode up to frame ``i``; ``pos`` is the next frame's index, None right after a seek
+        to the key frame at timestamp ``target`` (then the index comes from the frame's pts)."""
+        key_index = self._key_index
+        for frame in frames:
+            self.decoded += 1
+            if pos is None:
+                pos = key_index.get(frame.pts)
+                if pos is None and (frame.pts is None or frame.pts > target):
+                    raise _InexactSeek
+                if pos is None:
+                    continue                             # leading frames of an open GOP
+            if pos == i:
+                return frame, pos + 1
+            pos += 1
+        raise VideoError(self.path, f"truncated or corrupt: the stream ends before frame {i} "
+                                    f"(probe counted {self.info.n_frames} frames)")
+
+
+class _InexactSeek(Exception):
+    """A seek landed where the key-frame table does not say: decode sequentially instead."""
+
+
+def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
+              threads: bool = True) -> LumaReader:
+    """Yield ``(index, luma)`` for the frames ``indices`` (sorted, unique), decoding no more than needed.
+
+    Luma is the Y plane of planar 8-bit YUV frames, read in place without a colour conversion
+    (a read-only-by-convention view into the decoded frame, rows possibly strided); other pixel
+    formats go through RGB and ``fvcflow.kernels.rgb_to_gray`` (BT.601), rounded to uint8.
+    Frame indices count presentation frames in decode order from 0, as a sequential decode
+    numbers them, for every strategy.
+
+    Parameters
+    ----------
+    path : str or path-like
+    indices : sequence of int
+        Sorted, unique, in ``[0, info.n_frames)``.
+    info : VideoInfo, optional
+        The result of :func:`probe` for this file (probed when omitted).
+    strategy : {"auto", "seek", "sequential"}
+        "seek" jumps to the key frame before a wanted frame whenever one lies ahead of the
+        decoder, "sequential" decodes straight through, "auto" weighs decoded frames against
+        the fixed cost of a seek (:func:`plan_reads`).
+    threads : bool
+        Let FFmpeg decode with threads (``thread_type="AUTO"``).
+
+    Returns
+    -------
+    LumaReader
+        An iterator; its ``decoded`` attribute counts the frames decoded so far.
+
+    Examples
+    --------
+    >>> reader = iter_luma("clip.mp4", [0, 100, 200])  # doctest: +SKIP
+    >>> [(i, y.shape) for i, y in reader], reader.decoded  # doctest: +SKIP
+    ([(0, (360, 640)), (100, (360, 640)), (200, (360, 640))], 41)
+    """
+    return LumaReader(path, indices, info=info, strategy=strategy, threads=threads)
+
+
+def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto") -> np.ndarray:
+    """The luma of frames ``indices`` stacked as uint8[N, H, W] (see :func:`iter_luma`).
+
+    Examples
+    --------
+    >>> read_luma("clip.mp4", sample_indices(250)).shape  # doctest: +SKIP
+    (25, 360, 640)
+    """
+    reader = iter_luma(path, indices, info=info, strategy=strategy)
+    out = np.empty((len(reader.indices), reader.info.height, reader.info.width), np.uint8)
+    for row, (_, y) in enumerate(reader):
+        if y.shape != out.shape[1:]:
+            raise VideoError(path, f"frame size changes mid-stream (to {y.shape[1]}x{y.shape[0]} "
+                                   f"from {out.shape[2]}x{out.shape[1]}); read it with iter_luma")
+        out[row] = y
+    return out
+
+
+def iter_rgb(path, *, chunk: int = 250, threads: bool = True) -> Iterator[np.ndarray]:
+    """Decode every frame as RGB, in chunks of uint8[n <= chunk, H, W, 3]; memory is constant in length.
+
+    Nothing is applied to the frames (rotation is reported by :func:`probe`, not applied). A
+    change of frame size mid-stream ends the current chunk early.
+
+    Examples
+    --------
+    >>> sum(len(c) for c in iter_rgb("clip.mp4", chunk=100))  # doctest: +SKIP
+    250
+    """
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    with open_video(path) as (container, stream):
+        if threads:
+            stream.codec_context.thread_type = "AUTO"
+        buf, n = None, 0
+        for frame in _decode(container, stream):
+            rgb = frame.to_ndarray(format="rgb24")
+            if buf is not None and (n == chunk or rgb.shape != buf.shape[1:]):
+                yield buf[:n]
+                buf = None
+            if buf is None:
+                buf, n = np.empty((chunk, *rgb.shape), np.uint8), 0
+            buf[n] = rgb
+            n += 1
+        if buf is None:
+            raise VideoError(path, "no decodable frames")
+        yield buf[:n]
+
+
+def _decode(container, stream) -> Iterator[av.VideoFrame]:
+    """Frames of ``stream`` from the current position, skipping packets probe does not count."""
+    for packet in demux_until_error(container, stream):
+        if usable(packet):
+            yield from stream.decode(packet)
+    yield from stream.decode(None)
+
+
+def luma(frame: av.VideoFrame) -> np.ndarray:
+    """The luma of a decoded frame as uint8[H, W] (see :func:`iter_luma`)."""
+    if _has_luma_plane(frame.format):
+        plane = frame.planes[0]
+        flat = np.frombuffer(plane, np.uint8)
+        return flat[: frame.height * plane.line_size].reshape(frame.height, plane.line_size)[:, : frame.width]
+    gray = rgb_to_gray(frame.to_ndarray(format="rgb24"))
+    if gray.dtype != np.uint8:
+        gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
+    return gray
+
+
+_LUMA_PLANE: dict[str, bool] = {}
+
+
+def _has_luma_plane(fmt: av.VideoFormat) -> bool:
+    """An 8-bit luma component alone in plane 0 (yuv4xxp, yuvj4xxp, nv12, gray ...)."""
+    known = _LUMA_PLANE.get(fmt.name)
+    if known is None:
+        comps = fmt.components
+        known = (not fmt.is_rgb and not fmt.has_palette and not fmt.is_bayer and comps[0].is_luma
+                 and comps[0].bits == 8 and all(c.plane != 0 for c in comps[1:]))
+        _LUMA_PLANE[fmt.name] = known
+    return known
+
+
+def _check_indices(indices, n_frames: int) -> np.ndarray:
+    idx = np.asarray(indices)
+    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
+        raise ValueError(f"indices must be a 1-D sequence of ints, got {idx.dtype} of shape {idx.shape}")
+    idx = idx.astype(np.int64)
+    if idx.size and (np.any(np.diff(idx) <= 0) or idx[0] < 0 or idx[-1] >= n_frames):
+        raise ValueError(f"indices must be sorted, unique and in [0, {n_frames}); got {idx.tolist()[:10]}...")
+    return idx
