@@ -1,0 +1,17 @@
+"""The one model registry: ``register_model``, ``create_model``, ``list_models``, ``get_model_spec``.
+
+Importing this package registers the CPU baselines (``tabular``) and the stacking ensemble
+(``stack``). Deep video models register with ``kind="torch_video"`` (input ``"frames"``).
+
+>>> from fvcflow.models import list_models
+>>> list_models("*_s2")
+['logreg_s2']
+"""
+
+from fvcflow.models.registry import (FEATURE_SETS, KINDS, ModelSpec, create_model, get_model_spec,
+                                     list_models, register_model, unregister_model)
+from fvcflow.models import stack, tabular  # noqa: F401  (registers the models)
+from fvcflow.models.stack import StackedModel
+
+__all__ = ["FEATURE_SETS", "KINDS", "ModelSpec", "StackedModel", "create_model", "get_model_spec",
+           "list_models", "register_model", "unregister_model"]

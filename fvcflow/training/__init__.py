@@ -1,0 +1,32 @@
+"""Stage 5: leakage-free splits, cross-validated baselines, MLflow tracking.
+
+Entry points (plain functions; the Prefect flow wraps each as a task)::
+
+    make_splits(lake, cfg) -> polars.DataFrame
+    train_model(lake, model_name, cfg) -> ModelResult
+    train_stack(lake, results, cfg) -> ModelResult
+    finish(lake, results, cfg) -> TrainSummary
+    run_training(lake, cfg) -> TrainSummary
+
+They are loaded on first use (PEP 562), so that ``fvcflow.config``, which embeds
+:class:`TrainConfig`, does not pull scikit-learn and MLflow into every import.
+
+>>> from fvcflow.training import TrainConfig
+>>> TrainConfig().folds
+5
+"""
+
+from importlib import import_module
+
+from fvcflow.training.config import TrainConfig
+
+_LAZY = {"ModelResult": "results", "TrainSummary": "results", "finish": "run", "make_splits": "run",
+         "run_training": "run", "select_models": "run", "train_model": "run", "train_stack": "run"}
+
+__all__ = ["TrainConfig", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f"fvcflow.training.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'fvcflow.training' has no attribute {name!r}")

@@ -30,7 +30,8 @@ class TrainConfig(BaseModel):
     inner_folds: int = Field(3, ge=2, le=10, description="grouped inner CV for the grid and the stack")
     seed: int = Field(0, description="seed of splits and models")
     models: str = Field("*", description="comma-separated fnmatch patterns over registered model names")
-    n_jobs: int = Field(2, ge=1, le=256, description="threads a model may use")
+    n_jobs: int = Field(1, ge=1, le=256, description="threads a boosting model may use (1 is fastest "
+                                                     "on demo-sized tables; raise it for large corpora)")
     corr_threshold: float = Field(0.95, gt=0.0, le=1.0,
                                   description="drop a feature whose |Pearson r| with a kept one exceeds this")
     grids: dict[str, dict[str, list[Any]]] = Field(
@@ -40,7 +41,7 @@ class TrainConfig(BaseModel):
     use_augmented: bool = Field(True, description="train on augmented copies (never evaluated on them)")
     experiment: str = Field("fvc", min_length=1, description="MLflow experiment")
     registered_name: str = Field("fvc-detector", min_length=1, description="MLflow registered model")
-    register: bool = Field(True, description="register the best model by out-of-fold AUC")
+    register_best: bool = Field(True, description="register the best model by out-of-fold AUC")
     report: bool = Field(True, description="write stage5/report.html")
     tracking_uri: str | None = Field(None, description="MLflow tracking URI; default the work dir's SQLite store")
 

@@ -1,0 +1,152 @@
+"""The one model registry: each model is registered once, with everything the trainer needs.
+
+A model is a short constructor decorated with :func:`register_model`; the trainer reads the
+registered :class:`ModelSpec` (``kind``, ``input``, ``feature_set``, ``needs_scaling``, ``grid``,
+``mlflow_flavor``) and never branches on a model's name.
+
+>>> from fvcflow.models import create_model, list_models
+>>> "logreg_s2" in list_models("logreg_*")
+True
+>>> create_model("logreg_s2", C=0.5).C
+0.5
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import itertools
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Mapping
+
+from fvcflow.errors import FvcError
+
+#: what a model consumes -> the kinds that may consume it
+KINDS = {
+    "tabular": "features",     # an sklearn-style estimator on a stage 2 / 2+4 feature table
+    "stack": "oof",            # a meta-learner on the other models' out-of-fold probabilities
+    "torch_video": "frames",   # a torch module on decoded frames (deep models)
+}
+FEATURE_SETS = ("s2", "s24")
+FLAVORS = ("sklearn", "pytorch", "pyfunc")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything the trainer and the tracker know about one registered model."""
+
+    name: str
+    constructor: Callable[..., Any]
+    kind: str
+    input: str
+    feature_set: str | None
+    needs_scaling: bool
+    grid: Mapping[str, tuple]
+    mlflow_flavor: str
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def grid_points(self, override: Mapping[str, Iterable] | None = None) -> list[dict[str, Any]]:
+        """Every combination of the grid (or of ``override``), in a stable order."""
+        grid = self.grid if override is None else {k: tuple(v) for k, v in override.items()}
+        keys = sorted(grid)
+        return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
+
+    @property
+    def doc(self) -> str:
+        return (self.constructor.__doc__ or "").strip().splitlines()[0] if self.constructor.__doc__ else ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(name: str, *, kind: str, feature_set: str | None = None, needs_scaling: bool = False,
+                   grid: Mapping[str, Iterable] | None = None, mlflow_flavor: str = "sklearn",
+                   input: str | None = None, extra: Mapping[str, Any] | None = None):
+    """Register the decorated constructor under ``name``; a second registration is an error.
+
+    Parameters
+    ----------
+    name : str
+        Unique name that says the configuration (``logreg_s24``).
+    kind : {"tabular", "stack", "torch_video"}
+        Picks the trainer.
+    feature_set : {"s2", "s24"} or None
+        Stage 2 features, or stage 2 + stage 4 features (``None`` for frame models).
+    needs_scaling : bool
+        Standardise features inside each training fold.
+    grid : mapping of str to sequence
+        Small hyper-parameter grid (constructor keywords), searched by inner grouped CV.
+    mlflow_flavor : str
+        How the fitted model is logged.
+    input : str, optional
+        What the model consumes; defaults to the kind's input (features, oof, frames).
+    extra : mapping, optional
+        Anything a kind's trainer needs in addition (frame size, clip length, ...).
+
+    Examples
+    --------
+    >>> @register_model("doc_example_model", kind="tabular", feature_set="s2", grid={"C": [1.0]})
+    ... def _doc_example(*, seed=0, n_jobs=1, C=1.0):
+    ...     from sklearn.linear_model import LogisticRegression
+    ...     return LogisticRegression(C=C, random_state=seed)
+    >>> get_model_spec("doc_example_model").kind
+    'tabular'
+    >>> _ = unregister_model("doc_example_model")
+    """
+    if kind not in KINDS:
+        raise ValueError(f"model {name!r}: kind must be one of {sorted(KINDS)}, got {kind!r}")
+    input = input or KINDS[kind]
+    if kind == "tabular" and feature_set not in FEATURE_SETS:
+        raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got {feature_set!r}")
+    if mlflow_flavor not in FLAVORS:
+        raise ValueError(f"model {name!r}: mlflow_flavor must be one of {FLAVORS}, got {mlflow_flavor!r}")
+    frozen_grid = MappingProxyType({k: tuple(v) for k, v in (grid or {}).items()})
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].constructor.__module__})")
+        _REGISTRY[name] = ModelSpec(name, fn, kind, input, feature_set, needs_scaling, frozen_grid,
+                                    mlflow_flavor, MappingProxyType(dict(extra or {})))
+        return fn
+
+    return decorator
+
+
+def unregister_model(name: str) -> ModelSpec:
+    """Remove a registration (tests and interactive use); returns the removed spec."""
+    return _REGISTRY.pop(name)
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registered spec of ``name``; an unknown name is an FvcError listing close names.
+
+    >>> get_model_spec("logreg_s24").feature_set
+    's24'
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(sorted(_REGISTRY))}"
+        raise FvcError(f"unknown model {name!r}{hint}") from None
+
+
+def create_model(name: str, **kw: Any) -> Any:
+    """A new, unfitted instance of model ``name``; keywords go to its constructor.
+
+    >>> create_model("logreg_s24", C=2.0).C
+    2.0
+    """
+    return get_model_spec(name).constructor(**kw)
+
+
+def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
+    """Sorted names matching an fnmatch ``pattern`` (comma-separated patterns are OR-ed).
+
+    >>> list_models("logreg_*")
+    ['logreg_s2', 'logreg_s24']
+    """
+    pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
+    return sorted(n for n, s in _REGISTRY.items()
+                  if any(fnmatch.fnmatchcase(n, p) for p in pats) and (kind is None or s.kind == kind))

@@ -1,0 +1,82 @@
+"""The CPU baselines on the handcrafted features (stage 2, or stage 2 + stage 4).
+
+Every constructor takes ``seed`` and ``n_jobs`` (the trainer passes both) plus its grid keywords.
+LightGBM and CatBoost are the optional extra ``boost``: they are registered always and imported
+here, inside the constructor, so that a missing package fails only when such a model is built.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.linear_model import LogisticRegression
+from sklearn.svm import SVC
+
+from fvcflow.errors import FvcError
+from fvcflow.models.registry import register_model
+
+
+def _optional(module: str):
+    """Import an optional-extra package, or say which extra installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise FvcError(f"this model needs the {module!r} package: pip install 'fvcflow[boost]'") from None
+
+
+def _logreg(seed: int, C: float) -> LogisticRegression:
+    return LogisticRegression(C=C, max_iter=5000, random_state=seed)
+
+
+@register_model("logreg_s2", kind="tabular", feature_set="s2", needs_scaling=True, grid={"C": [0.1, 1.0, 10.0]})
+def logreg_s2(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
+    """L2 logistic regression on the stage 2 features."""
+    return _logreg(seed, C)
+
+
+@register_model("logreg_s24", kind="tabular", feature_set="s24", needs_scaling=True, grid={"C": [0.1, 1.0, 10.0]})
+def logreg_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
+    """L2 logistic regression on the stage 2 + stage 4 features."""
+    return _logreg(seed, C)
+
+
+@register_model("svm_rbf_s24", kind="tabular", feature_set="s24", needs_scaling=True, grid={"C": [0.5, 2.0, 8.0]})
+def svm_rbf_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0, gamma: str | float = "scale"):
+    """RBF support vector machine, Platt-calibrated (sigmoid, 3-fold), stage 2 + 4 features.
+
+    The calibration folds are not grouped: they shape the SVM's probabilities (log loss, Brier),
+    not its ranking (AUC, EER), and never see the outer validation or test rows.
+    """
+    svc = SVC(C=C, gamma=gamma, kernel="rbf", random_state=seed, cache_size=200)
+    return CalibratedClassifierCV(svc, method="sigmoid", cv=3, ensemble=False)
+
+
+@register_model("xgb_s24", kind="tabular", feature_set="s24", grid={"max_depth": [2, 4]})
+def xgb_s24(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators: int = 150,
+            learning_rate: float = 0.1):
+    """Gradient-boosted trees (XGBoost, hist), stage 2 + 4 features."""
+    from xgboost import XGBClassifier
+
+    return XGBClassifier(n_estimators=n_estimators, max_depth=max_depth, learning_rate=learning_rate,
+                         subsample=0.8, colsample_bytree=0.8, tree_method="hist", n_jobs=n_jobs,
+                         random_state=seed, eval_metric="logloss", verbosity=0)
+
+
+@register_model("lgbm_s24", kind="tabular", feature_set="s24", grid={"num_leaves": [7, 15]})
+def lgbm_s24(*, seed: int = 0, n_jobs: int = 1, num_leaves: int = 15, n_estimators: int = 150,
+             learning_rate: float = 0.05):
+    """LightGBM (optional extra ``boost``), stage 2 + 4 features."""
+    lgb = _optional("lightgbm")
+    return lgb.LGBMClassifier(n_estimators=n_estimators, num_leaves=num_leaves, learning_rate=learning_rate,
+                              min_child_samples=10, subsample=0.8, subsample_freq=1, colsample_bytree=0.8,
+                              n_jobs=n_jobs, random_state=seed, verbose=-1)
+
+
+@register_model("catboost_s24", kind="tabular", feature_set="s24", grid={"depth": [3, 5]})
+def catboost_s24(*, seed: int = 0, n_jobs: int = 1, depth: int = 4, iterations: int = 150,
+                 learning_rate: float = 0.1):
+    """CatBoost (optional extra ``boost``), stage 2 + 4 features."""
+    cb = _optional("catboost")
+    return cb.CatBoostClassifier(iterations=iterations, depth=depth, learning_rate=learning_rate,
+                                 thread_count=n_jobs, random_seed=seed, verbose=0, allow_writing_files=False)

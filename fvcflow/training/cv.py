@@ -1,0 +1,147 @@
+"""Cross-validation of one tabular model: outer folds, inner grouped grid search, test refit.
+
+For every outer fold the training rows (originals and their augmented copies, never a test row)
+go through an inner stratified group k-fold: each grid point is scored by the ROC AUC of its
+inner out-of-fold predictions on originals, the best is refitted on all training rows and
+predicts the fold's originals. The best point's inner out-of-fold predictions are kept: the
+stacking ensemble trains its meta-learner on them, so it never sees the outer fold's labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+from sklearn.base import clone
+from sklearn.inspection import permutation_importance
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.pipeline import Pipeline
+
+from fvcflow.errors import FvcError
+from fvcflow.models import ModelSpec, create_model
+from fvcflow.training.config import TrainConfig
+from fvcflow.training.data import TrainTable
+from fvcflow.training.metrics import binary_metrics
+from fvcflow.training.preprocess import build_pipeline, kept_features
+
+
+@dataclass
+class FitOutcome:
+    """A grid search on one training set: the chosen point, the refitted pipeline, inner OOF."""
+
+    params: dict[str, Any]
+    pipeline: Pipeline
+    inner_oof: pl.DataFrame          # video_id, prob_fake (originals of the training set)
+    scores: list[float] = field(default_factory=list)
+
+
+def inner_splits(t: TrainTable, n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Grouped, stratified inner splits: train on every row of the other groups, validate on originals."""
+    n_groups = np.unique(t.group_id).size
+    if n_groups < n:
+        raise FvcError(f"inner CV: only {n_groups} groups in a training set for {n} inner folds; "
+                       f"lower inner_folds to at most {n_groups} or lower folds")
+    cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)
+    out = []
+    for tr, va in cv.split(np.zeros(len(t.y)), t.y, t.group_id):
+        out.append((tr, va[t.is_original[va]]))
+    return out
+
+
+def _pooled_auc(y: np.ndarray, p: np.ndarray) -> float:
+    ok = ~np.isnan(p)
+    return binary_metrics(y[ok], p[ok])["roc_auc"] if ok.any() else float("nan")
+
+
+def search_and_fit(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> FitOutcome:
+    """Choose a grid point by inner grouped CV on ``t`` and refit it on all of ``t``."""
+    points = spec.grid_points(cfg.grids.get(spec.name))
+    base = dict(cfg.params.get(spec.name, {}))
+    splits = inner_splits(t, cfg.inner_folds, cfg.seed)
+
+    def make(point: dict[str, Any]) -> Pipeline:
+        est = create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **{**base, **point})
+        return build_pipeline(spec, est, corr_threshold=cfg.corr_threshold)
+
+    best, best_score, best_oof, scores = 0, -np.inf, None, []
+    for i, point in enumerate(points):
+        oof = np.full(len(t.y), np.nan)
+        for tr, va in splits:
+            pipe = make(point).fit(t.X.iloc[tr], t.y[tr])
+            oof[va] = pipe.predict_proba(t.X.iloc[va])[:, 1]
+        score = _pooled_auc(t.y, oof)
+        scores.append(score)
+        if best_oof is None or (not np.isnan(score) and score > best_score):
+            best, best_score, best_oof = i, (score if not np.isnan(score) else -np.inf), oof
+    pipe = make(points[best]).fit(t.X, t.y)
+    have = ~np.isnan(best_oof)
+    inner = pl.DataFrame({"video_id": t.video_id[have], "prob_fake": best_oof[have]})
+    return FitOutcome(points[best], pipe, inner, scores)
+
+
+def predict_rows(pipe: Any, t: TrainTable) -> np.ndarray:
+    """``P(fake)`` of every row of ``t``."""
+    return pipe.predict_proba(t.X)[:, 1]
+
+
+def feature_importance(pipe: Pipeline, t: TrainTable, seed: int) -> pl.DataFrame:
+    """Importance of each feature that reaches the model: |coefficient| (on standardised inputs),
+    the model's ``feature_importances_``, or else permutation importance on the training originals."""
+    names = kept_features(pipe, list(t.X.columns))
+    model = pipe.named_steps["model"]
+    if hasattr(model, "coef_"):
+        values = np.abs(np.ravel(model.coef_))
+        how = "abs_coef"
+    elif hasattr(model, "feature_importances_"):
+        values = np.asarray(model.feature_importances_, dtype=float)
+        how = "model"
+    else:
+        orig = t.subset(t.is_original)
+        Xt = pipe[:-1].transform(orig.X)
+        r = permutation_importance(model, Xt, orig.y, scoring="roc_auc", n_repeats=2, random_state=seed)
+        values, how = r.importances_mean, "permutation_auc"
+    return (pl.DataFrame({"feature": names, "importance": values.astype(float), "method": how})
+            .sort("importance", descending=True))
+
+
+@dataclass
+class CVOutput:
+    """Everything one model's cross-validation produced (before tracking)."""
+
+    predictions: pl.DataFrame        # video_id, group_id, label, fold, split, prob_fake
+    inner_oof: pl.DataFrame          # outer_fold, video_id, prob_fake
+    fold_metrics: list[dict[str, float]]
+    fold_params: list[dict[str, Any]]
+    final: FitOutcome
+    fit_seconds: float
+    importance: pl.DataFrame | None = None   # set by trainers that know it (the stack's weights)
+
+
+def _pred_frame(t: TrainTable, p: np.ndarray, fold: int | None, split: str) -> pl.DataFrame:
+    return pl.DataFrame({"video_id": t.video_id, "group_id": t.group_id, "label": t.y.astype(np.int8),
+                         "fold": pl.Series([fold] * len(t.y), dtype=pl.Int32), "split": split,
+                         "prob_fake": p.astype(float)})
+
+
+def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutput:
+    """Outer folds (grid search inside), then the refit on all training rows and the test set."""
+    start = time.perf_counter()
+    train_all = t.subset(~t.is_test)
+    preds, inner, fold_metrics, fold_params = [], [], [], []
+    for k in train_all.folds:
+        fit = search_and_fit(spec, train_all.subset(train_all.fold != k), cfg)
+        val = train_all.subset((train_all.fold == k) & train_all.is_original)
+        p = predict_rows(fit.pipeline, val)
+        preds.append(_pred_frame(val, p, k, "oof"))
+        inner.append(fit.inner_oof.with_columns(outer_fold=pl.lit(k, pl.Int32)))
+        fold_metrics.append(binary_metrics(val.y, p))
+        fold_params.append(fit.params)
+    final = search_and_fit(spec, train_all, cfg)
+    test = t.subset(t.is_test & t.is_original)
+    if len(test.y):
+        preds.append(_pred_frame(test, predict_rows(final.pipeline, test), None, "test"))
+    return CVOutput(pl.concat(preds), pl.concat(inner).select("outer_fold", "video_id", "prob_fake"),
+                    fold_metrics, fold_params, final, time.perf_counter() - start)

@@ -1,0 +1,112 @@
+"""What training returns: one :class:`ModelResult` per model and a :class:`TrainSummary`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from fvcflow.training.metrics import METRICS
+
+LEADERBOARD_METRICS = ("roc_auc", "average_precision", "eer", "accuracy", "f1", "log_loss", "brier")
+
+
+@dataclass
+class ModelResult:
+    """One model's cross-validated, tested and tracked outcome.
+
+    ``predictions`` has video_id, group_id, label, fold, split ("oof"/"test"), prob_fake for the
+    originals; ``inner_oof`` (outer_fold, video_id, prob_fake) feeds the stacking ensemble.
+    """
+
+    name: str
+    kind: str
+    feature_set: str
+    columns: list[str]
+    predictions: pl.DataFrame
+    inner_oof: pl.DataFrame
+    fold_metrics: list[dict[str, float]]
+    fold_params: list[dict[str, Any]]
+    cv_summary: dict[str, float]
+    oof_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    best_params: dict[str, Any]
+    importance: pl.DataFrame
+    model: Any
+    fit_seconds: float
+    n_train_rows: int = 0
+    log_seconds: float = 0.0
+    run_id: str | None = None
+    model_uri: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def leaderboard_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"model": self.name, "feature_set": self.feature_set}
+        for m in LEADERBOARD_METRICS:
+            row[f"oof_{m}"] = self.oof_metrics.get(m, math.nan)
+        row["cv_roc_auc_mean"] = self.cv_summary.get("roc_auc_mean", math.nan)
+        row["cv_roc_auc_std"] = self.cv_summary.get("roc_auc_std", math.nan)
+        for m in LEADERBOARD_METRICS:
+            row[f"test_{m}"] = self.test_metrics.get(m, math.nan)
+        row["fit_s"] = self.fit_seconds
+        row["run_id"] = self.run_id
+        return row
+
+
+def leaderboard(results: list[ModelResult]) -> pl.DataFrame:
+    """One row per model, best out-of-fold ROC AUC first (NaN last)."""
+    if not results:
+        return pl.DataFrame()
+    df = pl.DataFrame([r.leaderboard_row() for r in results])
+    return df.sort(pl.col("oof_roc_auc").fill_nan(None), descending=True, nulls_last=True)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return "n/a" if math.isnan(v) else f"{v:.3f}"
+    return str(v)
+
+
+def markdown_table(df: pl.DataFrame, columns: list[str]) -> str:
+    """A GitHub-style Markdown table of ``columns`` of ``df``."""
+    cols = [c for c in columns if c in df.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.select(cols).iter_rows()]
+    return "\n".join(lines)
+
+
+@dataclass
+class TrainSummary:
+    """The outcome of a training stage: leaderboard, registration, written files."""
+
+    results: list[ModelResult]
+    leaderboard: pl.DataFrame
+    top_features: pl.DataFrame                 # feature, auc, separation (|auc - 0.5|)
+    best: str | None = None
+    registered_name: str | None = None
+    registered_version: str | None = None
+    predictions_path: Path | None = None
+    report_path: Path | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def markdown(self, top: int = 10) -> str:
+        """The leaderboard and the most separating features, as Markdown (a Prefect artifact)."""
+        parts = ["# fvcflow training", ""]
+        if self.best:
+            reg = (f", registered as `{self.registered_name}` version {self.registered_version}"
+                   if self.registered_version else "")
+            parts += [f"Best by out-of-fold ROC AUC: **{self.best}**{reg}.", ""]
+        parts += ["## Leaderboard", "", markdown_table(self.leaderboard, [
+            "model", "feature_set", "oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer",
+            "oof_average_precision", "test_roc_auc", "test_eer", "test_accuracy", "fit_s"]), ""]
+        if self.top_features.height:
+            parts += ["## Features that separate the classes best (single-feature ROC AUC, training originals)",
+                      "", markdown_table(self.top_features.head(top), ["feature", "auc", "separation"]), ""]
+        if self.skipped:
+            parts += ["## Skipped", ""] + [f"- `{k}`: {v}" for k, v in self.skipped.items()] + [""]
+        if self.report_path:
+            parts += [f"Report: `{self.report_path}`"]
+        return "\n".join(parts)

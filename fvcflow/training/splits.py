@@ -1,0 +1,108 @@
+"""Splits that cannot leak: stratified group k-fold on ``group_id`` plus a grouped hold-out test.
+
+Only originals decide the assignment; an augmented copy then takes its source's group, fold and
+test flag, so copies never sit on both sides. Rows of the corpus's official test split form the
+test set when present (``split == "test"``); training rows that share a group with them are dropped
+(and logged). Otherwise a stratified grouped hold-out of ``test_size`` is drawn. Deterministic for
+a seed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import polars as pl
+from sklearn.model_selection import StratifiedGroupKFold
+
+from fvcflow.errors import FvcError
+from fvcflow.training.config import TrainConfig
+
+log = logging.getLogger("fvcflow.training")
+
+SPLIT_SCHEMA = {"video_id": pl.Utf8, "group_id": pl.Utf8, "label": pl.Int8, "variant": pl.Utf8,
+                "fold": pl.Int32, "is_test": pl.Boolean}
+CLASS_NAMES = {0: "real", 1: "fake"}
+
+
+def _check_groups(orig: pl.DataFrame, k: int, what: str, fix: str) -> None:
+    n_groups = orig["group_id"].n_unique()
+    if n_groups < k:
+        raise FvcError(f"{what}: only {n_groups} groups for {k} splits; {fix} to at most {n_groups}")
+    for label, name in CLASS_NAMES.items():
+        n = orig.filter(pl.col("label") == label)["group_id"].n_unique()
+        if n < k:
+            raise FvcError(f"{what}: class {name!r} occurs in {n} groups, fewer than the {k} splits; "
+                           f"{fix} to at most {n}" if n else f"{what}: there are no {name!r} videos")
+
+
+def _group_folds(orig: pl.DataFrame, k: int, seed: int) -> dict[str, int]:
+    """group_id -> fold index, from a stratified group k-fold over the originals."""
+    orig = orig.sort("video_id")
+    groups = orig["group_id"].to_numpy()
+    cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    out: dict[str, int] = {}
+    for fold, (_, test_idx) in enumerate(cv.split(np.zeros(len(groups)), orig["label"].to_numpy(), groups)):
+        out.update({g: fold for g in groups[test_idx]})
+    return out
+
+
+def _test_groups(orig: pl.DataFrame, cfg: TrainConfig) -> tuple[set[str], pl.DataFrame]:
+    """Groups of the test set and the originals left for the folds."""
+    if cfg.use_official_split and "split" in orig.columns and (orig["split"] == "test").any():
+        test_groups = set(orig.filter(pl.col("split") == "test")["group_id"].to_list())
+        rest = orig.filter(pl.col("split").fill_null("") != "test")
+        conflict = rest.filter(pl.col("group_id").is_in(list(test_groups)))
+        if conflict.height:
+            log.warning("dropped %d training videos that share a group with the official test split "
+                        "(e.g. %s)", conflict.height, conflict["video_id"][0])
+        return test_groups, rest.filter(~pl.col("group_id").is_in(list(test_groups)))
+    if cfg.test_size == 0:
+        return set(), orig
+    n_splits = max(2, round(1 / cfg.test_size))
+    _check_groups(orig, n_splits, f"hold-out test of {cfg.test_size:.0%}",
+                  "raise test_size (or set it to 0 for no hold-out); or lower it")
+    fold_of = _group_folds(orig, n_splits, cfg.seed)
+    test_groups = {g for g, f in fold_of.items() if f == 0}
+    return test_groups, orig.filter(~pl.col("group_id").is_in(list(test_groups)))
+
+
+def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: TrainConfig) -> pl.DataFrame:
+    """The split table (``SPLIT_SCHEMA``) of labelled originals and their augmented copies.
+
+    Parameters
+    ----------
+    videos : polars.DataFrame
+        The index: ``video_id``, ``group_id``, ``label`` (null = not trained on), optional ``split``.
+    augmented : polars.DataFrame or None
+        ``video_id``, ``source_video_id`` of each augmented copy (``stage1/augmented.parquet``).
+    cfg : TrainConfig
+        ``folds``, ``test_size``, ``use_official_split``, ``seed``.
+
+    Examples
+    --------
+    >>> import polars as pl
+    >>> v = pl.DataFrame({"video_id": [f"v{i}" for i in range(20)], "group_id": [f"g{i // 2}" for i in range(20)],
+    ...                   "label": [i % 2 for i in range(20)]})
+    >>> s = assign_splits(v, None, TrainConfig(folds=2, test_size=0.25))
+    >>> s.group_by("group_id").agg(pl.col("fold").n_unique(), pl.col("is_test").n_unique())["fold"].max()
+    1
+    """
+    cols = ["video_id", "group_id", "label"] + (["split"] if "split" in videos.columns else [])
+    orig = videos.filter(pl.col("label").is_not_null()).select(cols).unique("video_id", keep="first")
+    test_groups, train = _test_groups(orig, cfg)
+    _check_groups(train, cfg.folds, f"{cfg.folds}-fold cross-validation",
+                  "lower folds (TrainConfig.folds, fvc train --folds)")
+    fold_of = _group_folds(train, cfg.folds, cfg.seed)
+    orig = orig.filter(pl.col("group_id").is_in(list(test_groups)) | pl.col("video_id").is_in(train["video_id"]))
+    table = orig.select(
+        "video_id", "group_id", "label", pl.lit("original").alias("variant"),
+        pl.col("group_id").replace_strict(fold_of, default=None, return_dtype=pl.Int32).alias("fold"),
+        pl.col("group_id").is_in(list(test_groups)).alias("is_test"))
+    if augmented is not None and augmented.height:
+        copies = augmented.select("video_id", "source_video_id",
+                                  (pl.col("variant") if "variant" in augmented.columns else pl.lit("aug")).alias("variant"))
+        sources = table.rename({"video_id": "source_video_id"}).drop("variant")
+        copies = copies.join(sources, on="source_video_id", how="inner").drop("source_video_id")
+        table = pl.concat([table, copies.select(table.columns)])
+    return table.cast(SPLIT_SCHEMA).sort("video_id")

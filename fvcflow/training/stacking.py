@@ -1,0 +1,79 @@
+"""The stacking ensemble's cross-validation, without leakage.
+
+For outer fold ``k`` the meta-learner is fitted on the *inner* out-of-fold probabilities of the
+base models trained on the other folds (every one from a base model that saw neither the row
+nor fold ``k``), then scores fold ``k`` from the base models' outer out-of-fold probabilities.
+The final meta-learner, for the test set and the deployable model, is fitted on the outer
+out-of-fold probabilities of all training rows (none of which saw the test set).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import polars as pl
+
+from fvcflow.errors import FvcError
+from fvcflow.models import ModelSpec, StackedModel, create_model
+from fvcflow.training.config import TrainConfig
+from fvcflow.training.cv import CVOutput, FitOutcome
+from fvcflow.training.metrics import binary_metrics
+from fvcflow.training.results import ModelResult
+
+
+def _wide(frames: list[pl.DataFrame], names: list[str], keys: list[str]) -> pl.DataFrame:
+    """Join per-base ``prob_fake`` columns on ``keys`` (inner: rows every base predicted)."""
+    out = frames[0].select(*keys, pl.col("prob_fake").alias(names[0]))
+    for f, n in zip(frames[1:], names[1:]):
+        out = out.join(f.select(*[k for k in keys if k in ("video_id", "outer_fold")],
+                                pl.col("prob_fake").alias(n)),
+                       on=[k for k in keys if k in ("video_id", "outer_fold")], how="inner")
+    return out
+
+
+def stack_inputs(bases: list[ModelResult]) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Wide tables of base probabilities: outer OOF, inner OOF (with labels), test."""
+    names = [b.name for b in bases]
+    keys = ["video_id", "group_id", "label", "fold"]
+    oof = _wide([b.predictions.filter(pl.col("split") == "oof") for b in bases], names, keys)
+    test = _wide([b.predictions.filter(pl.col("split") == "test") for b in bases], names, keys)
+    inner = _wide([b.inner_oof for b in bases], names, ["outer_fold", "video_id"])
+    inner = inner.join(oof.select("video_id", "label"), on="video_id", how="inner")
+    return oof.sort("video_id"), inner.sort("outer_fold", "video_id"), test.sort("video_id")
+
+
+def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVOutput:
+    """Nested stacking CV over ``bases``; ``final.pipeline`` is the deployable :class:`StackedModel`."""
+    if len(bases) < 2:
+        raise FvcError(f"{spec.name} needs at least two trained base models, got {len(bases)}: "
+                       "train more models (--models) or leave the stack out")
+    start = time.perf_counter()
+    names = [b.name for b in bases]
+    oof, inner, test = stack_inputs(bases)
+    point = spec.grid_points(cfg.grids.get(spec.name))[0]
+    params = {**cfg.params.get(spec.name, {}), **point}
+
+    def fit(df: pl.DataFrame):
+        return create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **params).fit(
+            df.select(names).to_numpy(), df["label"].to_numpy())
+
+    preds, fold_metrics = [], []
+    for k in sorted(oof["fold"].unique().to_list()):
+        meta = fit(inner.filter(pl.col("outer_fold") == k))
+        val = oof.filter(pl.col("fold") == k)
+        p = meta.predict_proba(val.select(names).to_numpy())[:, 1]
+        preds.append(val.select("video_id", "group_id", "label", "fold").with_columns(
+            split=pl.lit("oof"), prob_fake=pl.Series(p)))
+        fold_metrics.append(binary_metrics(val["label"].to_numpy(), p))
+    final_meta = fit(oof)
+    if test.height:
+        p = final_meta.predict_proba(test.select(names).to_numpy())[:, 1]
+        preds.append(test.select("video_id", "group_id", "label", "fold").with_columns(
+            split=pl.lit("test"), prob_fake=pl.Series(p)))
+    model = StackedModel([(b.name, b.model, b.columns) for b in bases], final_meta)
+    weights = pl.DataFrame({"feature": names, "importance": np.abs(final_meta.coef_.ravel()),
+                            "method": "abs_coef"}).sort("importance", descending=True)
+    inner_out = pl.DataFrame(schema={"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64})
+    return CVOutput(pl.concat(preds), inner_out, fold_metrics, [params] * len(fold_metrics),
+                    FitOutcome(params, model, inner_out), time.perf_counter() - start, importance=weights)

@@ -1,0 +1,146 @@
+"""MLflow tracking: SQLite store in the work dir, a parent run per model, a nested run per fold.
+
+The tracking URI is set explicitly on every call (``mlflow.set_tracking_uri``) and never taken
+from global state; artifacts go to ``<work dir>/mlartifacts``. The file store (``mlruns/``) is
+never used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib import metadata
+from typing import Any, Callable
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
+
+from fvcflow.models import get_model_spec
+from fvcflow.store import Lake
+from fvcflow.training import plots
+from fvcflow.training.config import TrainConfig
+from fvcflow.training.results import ModelResult
+
+log = logging.getLogger("fvcflow.training")
+
+#: packages whose estimators may sit inside a logged model -> their distribution names
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "xgboost": "xgboost", "lightgbm": "lightgbm",
+                  "catboost": "catboost", "fvcflow": "fvcflow"}
+
+
+def tracking_uri(lake: Lake, cfg: TrainConfig) -> str:
+    """The configured URI, or the work dir's SQLite store."""
+    return cfg.tracking_uri or lake.mlflow_uri
+
+
+def configure(lake: Lake, cfg: TrainConfig) -> str:
+    """Point MLflow at the store and return the id of ``cfg.experiment`` (created if missing).
+
+    >>> exp_id = configure(Lake.at("/tmp/fvc-doc"), TrainConfig())   # doctest: +SKIP
+    """
+    uri = tracking_uri(lake, cfg)
+    lake.root.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(cfg.experiment, artifact_location=lake.mlartifacts.as_uri())
+    except MlflowException:  # created concurrently by another task
+        return client.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+def _requirements(model: Any) -> list[str]:
+    """Pinned distributions of every estimator inside ``model`` (pipelines, stacks)."""
+    found: set[str] = {"sklearn", "fvcflow"}
+    todo = [model]
+    while todo:
+        obj = todo.pop()
+        found.add(type(obj).__module__.split(".")[0])
+        todo += [s for _, s in getattr(obj, "steps", [])]
+        todo += [est for _, est, _ in getattr(obj, "bases", [])]
+        todo += [m for m in [getattr(obj, "meta", None)] if m is not None]
+    out = []
+    for mod in sorted(found & _DISTRIBUTIONS.keys()):
+        dist = _DISTRIBUTIONS[mod]
+        out.append(f"{dist}=={metadata.version(dist)}")
+    return out
+
+
+def _log_sklearn(result: ModelResult, example: pd.DataFrame):
+    proba = result.model.predict_proba(example)
+    return mlflow.sklearn.log_model(
+        sk_model=result.model, name="model", signature=infer_signature(example, proba),
+        input_example=example.head(3), pip_requirements=_requirements(result.model),
+        pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle")
+
+
+#: how a fitted model is logged, by the registered spec's ``mlflow_flavor``
+MODEL_LOGGERS: dict[str, Callable[[ModelResult, pd.DataFrame], Any]] = {"sklearn": _log_sklearn}
+
+
+def _clean(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    return {f"{prefix}{k}": float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+
+
+def _figures(result: ModelResult) -> dict[str, Any]:
+    pred = result.predictions
+    curves = {}
+    for split in ("oof", "test"):
+        part = pred.filter(pred["split"] == split)
+        if part.height:
+            curves[split] = (part["label"].to_numpy(), part["prob_fake"].to_numpy())
+    figs = {"roc.png": plots.roc_figure(curves, f"{result.name}: ROC"),
+            "pr.png": plots.pr_figure(curves, f"{result.name}: precision-recall")}
+    for split, (y, p) in curves.items():
+        figs[f"confusion_{split}.png"] = plots.confusion_figure(y, p, f"{result.name} {split}: confusion (p >= 0.5)")
+    if result.importance.height:
+        figs["feature_importance.png"] = plots.importance_figure(result.importance, title=result.name)
+    return figs
+
+
+def log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: pd.DataFrame) -> ModelResult:
+    """Log ``result`` as a parent run with one nested run per fold; sets ``run_id``/``model_uri``."""
+    start = time.perf_counter()
+    exp_id = configure(lake, cfg)
+    spec = get_model_spec(result.name)
+    tags = {"fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set}
+    with mlflow.start_run(experiment_id=exp_id, run_name=result.name, tags={**tags, "fvc.role": "model"}) as run:
+        mlflow.log_params({"model": result.name, "kind": result.kind, "feature_set": result.feature_set,
+                           "folds": cfg.folds, "inner_folds": cfg.inner_folds, "seed": cfg.seed,
+                           "corr_threshold": cfg.corr_threshold, "n_features": len(result.columns),
+                           "n_train_rows": result.n_train_rows, "use_augmented": cfg.use_augmented,
+                           "grid": json.dumps(dict(cfg.grids.get(result.name, spec.grid)), default=str),
+                           **{f"best_{k}": v for k, v in result.best_params.items()}})
+        for k, (m, params) in enumerate(zip(result.fold_metrics, result.fold_params)):
+            with mlflow.start_run(experiment_id=exp_id, run_name=f"{result.name}/fold{k}", nested=True,
+                                  tags={**tags, "fvc.role": "fold", "fvc.fold": str(k)}):
+                mlflow.log_params({"fold": k, **params})
+                mlflow.log_metrics(_clean(m))
+        mlflow.log_metrics({**_clean(result.cv_summary, "cv_"), **_clean(result.oof_metrics, "oof_"),
+                            **_clean(result.test_metrics, "test_"), "fit_seconds": result.fit_seconds})
+        for name, fig in _figures(result).items():
+            mlflow.log_figure(fig, name)
+        if result.importance.height:
+            mlflow.log_text(result.importance.write_csv(), "feature_importance.csv")
+        info = MODEL_LOGGERS[spec.mlflow_flavor](result, example)
+    result.run_id, result.model_uri = run.info.run_id, info.model_uri
+    result.log_seconds = time.perf_counter() - start
+    return result
+
+
+def register(lake: Lake, cfg: TrainConfig, result: ModelResult) -> str:
+    """Register ``result``'s logged model as a new version of ``cfg.registered_name``; its version."""
+    configure(lake, cfg)
+    mv = mlflow.register_model(result.model_uri, cfg.registered_name, tags={
+        "fvc.model": result.name, "fvc.feature_set": result.feature_set,
+        "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id})
+    log.info("registered %s as %s version %s", result.name, cfg.registered_name, mv.version)
+    return str(mv.version)
