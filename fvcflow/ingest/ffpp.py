@@ -89,7 +89,7 @@ def catalog_ffpp(root: str | Path) -> Catalog:
     found: list[tuple[Path, str, str, str, list[str]]] = []
     for path in scan_videos(root):
         desc = _describe(path, root)
-        keys = _keys(*desc, path.stem) if desc else None
+        keys = _keys(desc[0], desc[1], path.stem) if desc else None
         if keys is None:
             cat.unmatched_videos.append(str(path))
             continue
