@@ -13,10 +13,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .config import JIT
+
 __all__ = ["CRC_TABLE", "init_keys", "decrypt", "encrypt"]
-
-_JIT = dict(nogil=True, cache=True, boundscheck=False)
-
 
 def _crc_table() -> np.ndarray:
     table = np.empty(256, np.uint32)
@@ -32,7 +31,7 @@ def _crc_table() -> np.ndarray:
 CRC_TABLE = _crc_table()
 
 
-@numba.njit(**_JIT)
+@numba.jit(**JIT)
 def _update(keys: np.ndarray, table: np.ndarray, data: np.ndarray) -> None:
     k0 = np.int64(keys[0])
     k1 = np.int64(keys[1])
@@ -47,7 +46,7 @@ def _update(keys: np.ndarray, table: np.ndarray, data: np.ndarray) -> None:
     keys[2] = k2
 
 
-@numba.njit(**_JIT)
+@numba.jit(**JIT)
 def _decrypt(keys: np.ndarray, table: np.ndarray, data: np.ndarray) -> None:
     k0 = np.int64(keys[0])
     k1 = np.int64(keys[1])
@@ -64,7 +63,7 @@ def _decrypt(keys: np.ndarray, table: np.ndarray, data: np.ndarray) -> None:
     keys[2] = k2
 
 
-@numba.njit(**_JIT)
+@numba.jit(**JIT)
 def _encrypt(keys: np.ndarray, table: np.ndarray, data: np.ndarray) -> None:
     k0 = np.int64(keys[0])
     k1 = np.int64(keys[1])
