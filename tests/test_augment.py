@@ -207,3 +207,122 @@ def test_frame_counts_drop_and_duplicate():
     again = frame_counts(AugmentParams("t", 0, 3, temporal="drop", temporal_rate=0.25), 101)
     np.testing.assert_array_equal(drop, again)
     assert math.floor(0.25 * 101) == 25
+
+
+# ---- whole videos on real files ------------------------------------------------------------
+from fvcflow import video  # noqa: E402
+from fvcflow.errors import VideoError  # noqa: E402
+from fvcflow.stages.augment import augment_video  # noqa: E402
+from tests.media import truncate, write_video  # noqa: E402
+
+N_LEVELS = 20
+
+
+@pytest.fixture(scope="module")
+def levels_video(tmp_path_factory):
+    """Frame i is flat grey at level 20 + 10 i, so a decoded frame's mean tells its index."""
+    frames = np.repeat((20 + 10 * np.arange(N_LEVELS, dtype=np.uint8))[:, None, None, None], 3, axis=3)
+    frames = np.ascontiguousarray(np.broadcast_to(frames, (N_LEVELS, 48, 64, 3)))
+    return write_video(tmp_path_factory.mktemp("aug") / "levels.mp4", frames=frames)
+
+
+@pytest.fixture(scope="module")
+def textured_video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("aug") / "textured.mp4", n=30, width=128, height=96, seed=3)
+
+
+def _decode(path):
+    return np.concatenate(list(video.iter_rgb(path, chunk=250)))
+
+
+def _indices(path):
+    return np.round((_decode(path).reshape(-1, 48 * 64 * 3).mean(axis=1) - 20) / 10).astype(int).tolist()
+
+
+def _params(**ops):
+    return AugmentParams("t", 1, seed=ops.pop("seed", 99), **ops)
+
+
+def test_reversal_reverses_frame_order_across_chunks(levels_video, tmp_path):
+    row = augment_video(levels_video, tmp_path / "rev.mp4", _params(temporal="reverse"), chunk=7)
+    assert _indices(tmp_path / "rev.mp4") == list(range(N_LEVELS))[::-1]
+    assert row["n_frames_in"] == row["n_frames_out"] == N_LEVELS
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rev.mp4"]  # temporary segments removed
+
+
+def test_drop_and_duplicate_write_the_mapped_frames(levels_video, tmp_path):
+    drop = _params(temporal="drop", temporal_rate=0.25)
+    row = augment_video(levels_video, tmp_path / "drop.mp4", drop, chunk=6)
+    counts = frame_counts(drop, N_LEVELS)
+    assert row["n_frames_out"] == N_LEVELS - 5 and (counts == 0).sum() == 5
+    assert _indices(tmp_path / "drop.mp4") == np.flatnonzero(counts).tolist()
+    dup = _params(temporal="duplicate", temporal_rate=0.2)
+    row = augment_video(levels_video, tmp_path / "dup.mp4", dup, chunk=6)
+    counts = frame_counts(dup, N_LEVELS)
+    assert row["n_frames_out"] == N_LEVELS + 4
+    assert _indices(tmp_path / "dup.mp4") == np.repeat(np.arange(N_LEVELS), counts).tolist()
+
+
+@pytest.mark.parametrize("temporal", ["drop", "reverse"])
+def test_output_is_deterministic_and_independent_of_chunk_size(textured_video, tmp_path, temporal):
+    p = _params(rotation=-7.5, noise_sigma=5.0, elastic=0.02, color=(-10.0, 1.1, 0.8), cutout=(0.1, 0.2, 0.2, 0.2),
+                temporal=temporal, temporal_rate=0.2 if temporal == "drop" else None)
+    # crf=0 (lossless): what is compared is this module's frames, not x264's rate control, which
+    # is not always reproducible with threads on tiny frames (64x48)
+    a = augment_video(textured_video, tmp_path / "a.mp4", p, chunk=250, crf=0)
+    augment_video(textured_video, tmp_path / "b.mp4", AugmentParams.from_json(a["params"]), chunk=250, crf=0)
+    augment_video(textured_video, tmp_path / "c.mp4", p, chunk=7, crf=0)
+    first = _decode(tmp_path / "a.mp4")
+    np.testing.assert_array_equal(first, _decode(tmp_path / "b.mp4"))
+    np.testing.assert_array_equal(first, _decode(tmp_path / "c.mp4"))
+    assert len(first) == a["n_frames_out"] == (24 if temporal == "drop" else 30)
+
+
+def test_spatial_ops_reach_the_encoded_video(textured_video, tmp_path):
+    src = _decode(textured_video).astype(float)
+    augment_video(textured_video, tmp_path / "flip.mp4", _params(hflip=True), chunk=8)
+    flipped = _decode(tmp_path / "flip.mp4").astype(float)
+    assert np.abs(flipped - src[:, :, ::-1]).mean() < 0.25 * np.abs(flipped - src).mean()
+    augment_video(textured_video, tmp_path / "bright.mp4", _params(color=(20.0, 1.0, 1.0)))
+    assert _decode(tmp_path / "bright.mp4").mean() == pytest.approx(np.clip(src + 20, 0, 255).mean(), abs=1.5)
+
+
+def test_drawn_copies_match_their_params(textured_video, tmp_path):
+    for k in (1, 2, 3):
+        p = draw_params("textured", k)
+        row = augment_video(textured_video, tmp_path / f"aug{k}.mp4", p, chunk=9)
+        assert AugmentParams.from_json(row["params"]) == p and row["ops"] == ",".join(p.ops)
+        assert row["n_frames_in"] == 30 and row["n_frames_out"] == int(frame_counts(p, 30).sum())
+        assert len(_decode(tmp_path / f"aug{k}.mp4")) == row["n_frames_out"] and row["seconds"] > 0
+        info = video.probe(tmp_path / f"aug{k}.mp4")
+        assert (info.width, info.height, info.fps) == (128, 96, 25)
+
+
+def test_odd_size_source_is_cropped_to_even(tmp_path):
+    frames = _random_frames(n=6, h=49, w=65, lo=60, hi=190)  # mid-range: no clipping in YUV
+    src = write_video(tmp_path / "odd.mkv", frames=frames, codec="libx264rgb", pix_fmt="rgb24",
+                      options={"qp": "0"})  # lossless RGB source
+    row = augment_video(src, tmp_path / "even.mp4", _params(rotation=0.0), crf=0)
+    assert (row["width"], row["height"]) == (64, 48)
+    out = _decode(tmp_path / "even.mp4")
+    assert out.shape == (6, 48, 64, 3)
+    luma = np.array([0.299, 0.587, 0.114])  # chroma is subsampled by yuv420p: compare luma
+    kept, shifted = frames[:, :48, :64] @ luma, frames[:, 1:, 1:] @ luma
+    assert np.abs(out @ luma - kept).mean() < 1.5 < 10 < np.abs(out @ luma - shifted).mean()
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_bad_source_raises_video_error_and_leaves_no_output(textured_video, tmp_path, damage):
+    src = tmp_path / "in" / "bad.mp4"
+    src.parent.mkdir()
+    if damage == "garbage":
+        src.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    else:
+        src.write_bytes(textured_video.read_bytes())
+        truncate(src, 0.5)
+    out = tmp_path / "out"
+    for temporal in (None, "reverse"):
+        with pytest.raises(VideoError, match="bad.mp4") as err:
+            augment_video(src, out / "copy.mp4", _params(hflip=True, temporal=temporal), chunk=4)
+        assert err.value.path == str(src)
+        assert not out.exists() or list(out.iterdir()) == []

@@ -9,7 +9,7 @@ The parameters are drawn once per (video, copy) from a seed derived from the vid
 Memory is constant in video length: frames are decoded ``chunk`` at a time (at most
 ``max_chunk_mb`` of RGB per chunk), transformed and encoded before the next chunk is read.
 Reversal uses two passes: the first writes each transformed chunk to a lossless temporary
-segment (``libx264rgb``, ``crf=0``, RGB, so nothing is lost and the result does not depend on
+segment (``libx264rgb``, ``qp=0``, RGB, so nothing is lost and the result does not depend on
 the chunk size), the second reads the segments back last to first and writes each one's frames
 in reverse order; peak memory stays at about one chunk. The temporary segments take disk space
 (a lossless copy of the video) next to ``dst`` and are removed afterwards.
@@ -23,10 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -56,7 +54,7 @@ RANGES = {  # uniform ranges of the drawn parameters
 }
 ELASTIC_GRID = 4  # cells of the coarse random displacement grid, smoothly interpolated
 LUMA = np.array([0.299, 0.587, 0.114])
-LOSSLESS = {"codec": "libx264rgb", "crf": 0, "pix_fmt": "rgb24"}  # temporary reversal segments
+LOSSLESS = {"codec": "libx264rgb", "pix_fmt": "rgb24", "options": {"qp": "0", "preset": "ultrafast"}}  # reversal
 _BORDER = cv2.BORDER_REFLECT_101
 
 
@@ -359,7 +357,8 @@ def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, ch
 
     Frames are read ``chunk`` at a time, but never more than ``max_chunk_mb`` MiB of RGB per
     chunk (None: no cap), so memory does not grow with the video's length or resolution.
-    ``dst`` appears only when complete (written to a hidden temporary name, then renamed).
+    ``dst`` appears only when complete (``VideoWriter`` writes a hidden temporary file and
+    renames it on a clean close).
 
     Returns
     -------
@@ -386,16 +385,13 @@ def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, ch
     plan = make_plan(params, height, width)
     counts = frame_counts(params, info.n_frames)
     dst.parent.mkdir(parents=True, exist_ok=True)
-    part = dst.with_name(f".{dst.stem}.{uuid.uuid4().hex[:12]}.part{dst.suffix}")
-    try:
-        with video.VideoWriter(part, width, height, info.fps, codec=codec, crf=crf) as writer:
-            if params.temporal == "reverse":
-                n_in, n_out = _write_reversed(src, writer, plan, step, (height, width, info.fps), dst.parent)
-            else:
-                n_in, n_out = _write_forward(src, writer, plan, step, (height, width), counts)
-        os.replace(part, dst)
-    finally:
-        part.unlink(missing_ok=True)
+    # VideoWriter writes to a temporary name and renames on a clean close; on an error it
+    # removes the partial file, so dst never holds a half-written copy
+    with video.VideoWriter(dst, width, height, info.fps, codec=codec, crf=crf) as writer:
+        if params.temporal == "reverse":
+            n_in, n_out = _write_reversed(src, writer, plan, step, (height, width, info.fps), dst.parent)
+        else:
+            n_in, n_out = _write_forward(src, writer, plan, step, (height, width), counts)
     return {"params": params.to_json(), "ops": ",".join(params.ops), "n_frames_in": n_in,
             "n_frames_out": n_out, "width": width, "height": height, "fps": info.fps,
             "seconds": time.perf_counter() - t0}
