@@ -1,13 +1,15 @@
-"""Numerically sound central moments: exact two-pass per row, then a pairwise merge.
+"""Numerically sound central moments: shifted power sums per row, then a pairwise merge.
 
-A frame's statistics are accumulated row by row. Each row's values sit in a small buffer;
-its mean and central sums are computed in two passes over that buffer (in cache), and the
-row is merged into the running totals with the update formulas of Chan et al. (1979) and
-Pebay (2008). The result agrees with a two-pass computation over the whole frame, also on
-constant and large-mean input, where ``E[x^2] - E[x]^2`` loses every digit.
+A frame's statistics are accumulated row by row. Within a row, the power sums are taken of
+``x - K`` with a shift ``K`` close to the row's mean (the previous row's mean), so that no
+digits are lost to a large mean; the row's central sums follow exactly
+(``central_from_shifted``), and the row is merged into the running totals with the update
+formulas of Chan et al. (1979) and Pebay (2008). The result agrees with a two-pass
+computation over the whole frame, also on constant and large-mean input, where
+``E[x^2] - E[x]^2`` loses every digit.
 
-A running state is a float64[5] array ``[n, mean, M2, M3, M4]`` (``Mk`` = sum of
-``(x - mean)^k``).
+A running state is a float64[6] array ``[n, mean, M2, M3, M4, last]``: ``Mk`` is the sum of
+``(x - mean)^k``, ``last`` the mean of the part merged last (the next row's shift).
 """
 
 from __future__ import annotations
@@ -16,44 +18,23 @@ import numba
 
 from .config import JIT
 
+STATE_SIZE = 6
 
 @numba.jit(**JIT)
-def row_moments2(buf, n, state):
-    """Merge ``buf[:n]`` into ``state`` (mean and M2 only; M3/M4 stay 0)."""
-    s = 0.0
-    for j in range(n):
-        s += buf[j]
-    mean = s / n
-    m2 = 0.0
-    for j in range(n):
-        d = buf[j] - mean
-        m2 += d * d
-    merge(state, n, mean, m2, 0.0, 0.0)
-
-
-@numba.jit(**JIT)
-def row_moments4(buf, n, state):
-    """Merge ``buf[:n]`` into ``state`` with M2, M3 and M4."""
-    s = 0.0
-    for j in range(n):
-        s += buf[j]
-    mean = s / n
-    m2 = 0.0
-    m3 = 0.0
-    m4 = 0.0
-    for j in range(n):
-        d = buf[j] - mean
-        d2 = d * d
-        m2 += d2
-        m3 += d2 * d
-        m4 += d2 * d2
-    merge(state, n, mean, m2, m3, m4)
-
+def central_from_shifted(n, k, s1, s2, s3, s4):
+    """``(n, mean, M2, M3, M4)`` of n values from their sums ``sk = sum (x - k)^k``."""
+    mu = s1 / n
+    mu2 = mu * mu
+    m2 = s2 - s1 * mu
+    m3 = s3 - 3.0 * mu * s2 + 2.0 * n * mu2 * mu
+    m4 = s4 - 4.0 * mu * s3 + 6.0 * mu2 * s2 - 3.0 * n * mu2 * mu2
+    return n, k + mu, m2, m3, m4
 
 @numba.jit(**JIT)
 def merge(state, nb, mean_b, m2b, m3b, m4b):
     """Merge a part (``nb`` values, their mean and central sums) into ``state`` in place."""
     na = state[0]
+    state[5] = mean_b
     if na == 0.0:
         state[0] = nb
         state[1] = mean_b

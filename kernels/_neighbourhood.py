@@ -1,11 +1,13 @@
 """The fused neighbourhood pass: noise residual, Laplacian, Sobel and blockiness in one sweep.
 
-One loop over the rows of the frame. Each input row is converted once to float64 into a
-ring of three row buffers; with rows ``i-2, i-1, i`` in the ring, the valid-interior outputs
-of row ``i-1`` (high-pass R, Laplacian L, Sobel magnitude M) are computed from the shared
-column sums of the 3x3 neighbourhood, and the horizontal and vertical neighbour differences
-of the rows are added to the blockiness sums. Central moments go through ``_moments``.
-For uint8 input every filter output is an exact integer in float64.
+One loop over the rows of the frame. Each input row is widened once to float64 into a ring
+of three rows, and its horizontal and vertical neighbour differences go to the blockiness
+sums. For each interior row, a single vectorisable loop over the ring computes
+the high-pass residual R, the Laplacian L and the Sobel magnitude M, and accumulates their
+power sums shifted by a per-row reference value (the previous row's mean, or the row's first
+output): ``sum (x - K)^k``. The row's central sums follow exactly from the shifted ones
+(``_moments.central_from_shifted``) and are merged into the frame totals with the pairwise
+update of ``_moments.merge``.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import math
 import numba
 import numpy as np
 
-from ._moments import row_moments2, row_moments4
+from ._moments import STATE_SIZE, central_from_shifted, merge
 from .config import JIT
 
 NAN = math.nan
@@ -28,96 +30,126 @@ N_OUT = 7
 
 
 @numba.jit(**JIT)
-def _filter_row(r0, r1, r2, rbuf, lbuf, mbuf, colsum, colsm, coldiff):
-    """R, L and M of one interior row from the rows above (r0), at (r1) and below (r2)."""
-    w = r1.shape[0]
-    for j in range(w):
-        colsum[j] = r0[j] + r1[j] + r2[j]
-        colsm[j] = r0[j] + 2.0 * r1[j] + r2[j]
-        coldiff[j] = r2[j] - r0[j]
-    for j in range(w - 2):
-        c = r1[j + 1]
-        rbuf[j] = 9.0 * c - (colsum[j] + colsum[j + 1] + colsum[j + 2])
-        lbuf[j] = (colsum[j + 1] - 5.0 * c) + (r1[j] + r1[j + 2])
-        gx = colsm[j + 2] - colsm[j]
-        gy = coldiff[j] + 2.0 * coldiff[j + 1] + coldiff[j + 2]
-        mbuf[j] = math.sqrt(gx * gx + gy * gy)
+def _filters_at(r0, r1, r2, j):
+    """R, L, gx, gy of the 3x3 neighbourhood whose top-left corner is column ``j``."""
+    a0 = 1.0 * r0[j]
+    a1 = 1.0 * r0[j + 1]
+    a2 = 1.0 * r0[j + 2]
+    b0 = 1.0 * r1[j]
+    b1 = 1.0 * r1[j + 1]
+    b2 = 1.0 * r1[j + 2]
+    c0 = 1.0 * r2[j]
+    c1 = 1.0 * r2[j + 1]
+    c2 = 1.0 * r2[j + 2]
+    r = 8.0 * b1 - ((a0 + a1 + a2) + (c0 + c1 + c2) + (b0 + b2))
+    lap = (a1 + c1) + (b0 + b2) - 4.0 * b1
+    gx = (a2 - a0) + 2.0 * (b2 - b0) + (c2 - c0)
+    gy = (c0 - a0) + 2.0 * (c1 - a1) + (c2 - a2)
+    return r, lap, gx, gy
 
 
 @numba.jit(**JIT)
-def _abs_diff_sum(x, y, n):
-    s = 0.0
+def _filter_row(r0, r1, r2, kr, kl, km):
+    """Power sums of R (raw and shifted by kr), L (shifted by kl), M (shifted by km) of one row."""
+    n = r1.shape[0] - 2
+    r_sq = 0.0
+    r_abs = 0.0
+    r1s = 0.0
+    r2s = 0.0
+    r3s = 0.0
+    r4s = 0.0
+    l1s = 0.0
+    l2s = 0.0
+    m1s = 0.0
+    m2s = 0.0
     for j in range(n):
-        s += abs(x[j] - y[j])
-    return s
+        r, lap, gx, gy = _filters_at(r0, r1, r2, j)
+        r_sq += r * r
+        r_abs += abs(r)
+        d = r - kr
+        d2 = d * d
+        r1s += d
+        r2s += d2
+        r3s += d2 * d
+        r4s += d2 * d2
+        e = lap - kl
+        l1s += e
+        l2s += e * e
+        f = math.sqrt(gx * gx + gy * gy) - km
+        m1s += f
+        m2s += f * f
+    return r_sq, r_abs, r1s, r2s, r3s, r4s, l1s, l2s, m1s, m2s
 
 
 @numba.jit(**JIT)
-def _row_pairs(row, dbuf, sums):
-    """Add the horizontal pairs of one row to ``sums`` = [boundary, n_boundary, other, n_other]."""
-    w = row.shape[0]
-    if w < 2:
-        return
-    for j in range(w - 1):
-        dbuf[j] = abs(row[j + 1] - row[j])
+def _load_row(src, dst, prev, wb):
+    """Widen ``src`` into ``dst`` (float64) and sum its neighbour differences for blockiness.
+
+    Returns the sums of |dst[x+1] - dst[x]| over boundary pairs (``wb[x] = 1``) and over the
+    other pairs, and of |dst[x] - prev[x]| (the vertical pairs with the row above).
+    """
+    w = src.shape[0]
+    for x in range(w):
+        dst[x] = src[x]
     b = 0.0
-    nb = 0
-    for j in range(7, w - 1, 8):
-        b += dbuf[j]
-        dbuf[j] = 0.0
-        nb += 1
     o = 0.0
-    for j in range(w - 1):
-        o += dbuf[j]
-    sums[0] += b
-    sums[1] += nb
-    sums[2] += o
-    sums[3] += w - 1 - nb
+    for x in range(w - 1):
+        d = abs(dst[x + 1] - dst[x])
+        bd = d * wb[x]
+        b += bd
+        o += d - bd
+    v = 0.0
+    for x in range(w):
+        v += abs(dst[x] - prev[x])
+    return b, o, v
+
+
+@numba.jit(**JIT)
+def _blockiness(b, nb, o, no):
+    if nb == 0 or no == 0:
+        return NAN
+    return (b / nb + 1e-6) / (o / no + 1e-6)
 
 
 @numba.jit(**JIT)
 def neighbourhood(a, out):
     """Fill ``out[:7]`` (see NOISE, SHARP, BLOCK) from the 2-D C-contiguous frame ``a``."""
     h, w = a.shape
-    ring = np.empty((3, w))
-    nw = max(w - 2, 1)
-    rbuf = np.empty(nw)
-    lbuf = np.empty(nw)
-    mbuf = np.empty(nw)
-    colsum = np.empty(w)
-    colsm = np.empty(w)
-    coldiff = np.empty(w)
-    dbuf = np.empty(w)
-    r_state = np.zeros(5)
-    l_state = np.zeros(5)
-    m_state = np.zeros(5)
-    pairs = np.zeros(4)  # boundary sum, count, other sum, count
+    wb = np.zeros(w)
+    for x in range(7, w - 1, 8):
+        wb[x] = 1.0
+    r_state = np.zeros(STATE_SIZE)
+    l_state = np.zeros(STATE_SIZE)
+    m_state = np.zeros(STATE_SIZE)
     r_sq = 0.0
     r_abs = 0.0
-    filtered = h >= 3 and w >= 3
+    b_sum = 0.0
+    o_sum = 0.0
+    n = w - 2
+    ring = np.zeros((3, w))             # rows i-2, i-1, i as float64
     for i in range(h):
-        cur = ring[i % 3]
-        for j in range(w):
-            cur[j] = a[i, j]
-        _row_pairs(cur, dbuf, pairs)
+        hb, ho, vs = _load_row(a[i], ring[i % 3], ring[(i + 2) % 3], wb)
+        b_sum += hb
+        o_sum += ho
         if i >= 1:
-            prev = ring[(i - 1) % 3]
-            s = _abs_diff_sum(cur, prev, w)
-            k = 0 if (i - 1) % 8 == 7 else 2
-            pairs[k] += s
-            pairs[k + 1] += w
-        if filtered and i >= 2:
-            _filter_row(ring[(i - 2) % 3], ring[(i - 1) % 3], cur,
-                        rbuf, lbuf, mbuf, colsum, colsm, coldiff)
-            n = w - 2
-            for j in range(n):
-                r = rbuf[j]
-                r_sq += r * r
-                r_abs += abs(r)
-            row_moments4(rbuf, n, r_state)
-            row_moments2(lbuf, n, l_state)
-            row_moments2(mbuf, n, m_state)
-    if filtered:
+            if (i - 1) % 8 == 7:
+                b_sum += vs
+            else:
+                o_sum += vs
+        if i >= 2 and n >= 1:
+            r0, r1, r2 = ring[(i + 1) % 3], ring[(i + 2) % 3], ring[i % 3]
+            if r_state[0] == 0.0:       # first row: shift by its first outputs
+                r, lap, gx, gy = _filters_at(r0, r1, r2, 0)
+                kr, kl, km = r, lap, math.sqrt(gx * gx + gy * gy)
+            else:                       # then by the previous row's means
+                kr, kl, km = r_state[5], l_state[5], m_state[5]
+            sums = _filter_row(r0, r1, r2, kr, kl, km)
+            r_sq += sums[0]
+            r_abs += sums[1]
+            merge(r_state, *central_from_shifted(n, kr, sums[2], sums[3], sums[4], sums[5]))
+            merge(l_state, *central_from_shifted(n, kl, sums[6], sums[7], 0.0, 0.0))
+            merge(m_state, *central_from_shifted(n, km, sums[8], sums[9], 0.0, 0.0))
+    if h >= 3 and w >= 3:
         n_px = r_state[0]
         m2 = r_state[2] / n_px
         out[0] = r_sq / n_px
@@ -129,7 +161,6 @@ def neighbourhood(a, out):
     else:
         for k in range(6):
             out[k] = NAN
-    if pairs[1] > 0 and pairs[3] > 0:
-        out[6] = (pairs[0] / pairs[1] + 1e-6) / (pairs[2] / pairs[3] + 1e-6)
-    else:
-        out[6] = NAN
+    nb = (w - 1) // 8 * h + (h - 1) // 8 * w
+    no = (w - 1) * h + (h - 1) * w - nb
+    out[6] = _blockiness(b_sum, nb, o_sum, no)
