@@ -187,6 +187,16 @@ def test_seeking_decodes_fewer_frames_for_sparse_late_frames(videos):
     assert auto.decoded <= seq.decoded and auto.strategy == "seek"
 
 
+def test_stats_dict_follows_the_reader(videos):
+    stats = {}
+    reader = iter_luma(videos["h264_mp4"][0], [0, 40], strategy="seek", stats=stats)
+    next(reader)
+    assert stats == {"decoded": 1, "seeks": 0, "strategy": "seek"}
+    next(reader)
+    assert stats == {"decoded": 1 + 40 - 36 + 1, "seeks": 1, "strategy": "seek"}
+    assert stats["decoded"] == reader.decoded
+
+
 def test_sequential_wins_for_dense_frames(videos):
     path, _, _ = videos["h264_mp4"]
     reader = iter_luma(path, list(range(0, 30)), strategy="auto")
@@ -294,6 +304,26 @@ def test_writer_round_trip(tmp_path, suffix, codec, size):
     assert back.shape == frames.shape
     assert np.abs(back.astype(int) - frames).mean() < 12           # lossy, but the same picture
     assert np.abs(back.astype(int) - synthetic_frames(12, h, w, seed=9)).mean() > 25
+
+
+@pytest.mark.parametrize("suffix,codec", [(".mp4", "libx264"), (".webm", "libvpx-vp9"), (".avi", "mpeg4")])
+def test_writer_crf_sets_the_quality(tmp_path, suffix, codec):
+    frames = synthetic_frames(6, 48, 64, seed=4)
+    sizes = []
+    for crf in (12, 40):
+        path = tmp_path / f"q{crf}{suffix}"
+        with VideoWriter(path, 64, 48, 25, codec=codec, crf=crf) as writer:
+            writer.write(frames)
+        sizes.append(path.stat().st_size)
+    assert sizes[0] > 1.5 * sizes[1]
+
+
+def test_writer_lossless_rgb(tmp_path):
+    frames = synthetic_frames(4, 33, 47, seed=6)                # odd sizes are fine in RGB
+    path = tmp_path / "lossless.mkv"
+    with VideoWriter(path, 47, 33, 25, codec="libx264rgb", pix_fmt="rgb24", options={"qp": 0}) as writer:
+        writer.write(frames)
+    np.testing.assert_array_equal(np.concatenate(list(iter_rgb(path))), frames)
 
 
 def test_writer_fractional_fps(tmp_path):

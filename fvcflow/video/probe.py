@@ -140,10 +140,10 @@ def open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCont
         raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
     try:
         yield container, _video_stream(container, path)
+    except OSError as exc:                               # av.error.* I/O errors are OSErrors too
+        raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
     except av.error.FFmpegError as exc:
         raise VideoError(path, f"truncated or corrupt: {_describe(exc)}") from None
-    except OSError as exc:
-        raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
     finally:
         container.close()
 
@@ -235,7 +235,7 @@ def demux_until_error(container, stream) -> Iterator[av.Packet]:
     while True:
         try:
             packet = next(packets)
-        except (StopIteration, av.error.FFmpegError):
+        except (StopIteration, av.error.InvalidDataError, av.error.EOFError):
             return
         yield packet
 

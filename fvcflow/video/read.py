@@ -90,7 +90,7 @@ class LumaReader:
     """
 
     def __init__(self, path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-                 threads: bool = True):
+                 threads: bool = True, stats: dict | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.path = os.fspath(path)
@@ -105,6 +105,8 @@ class LumaReader:
         self._key_index = dict(zip(self.info.keyframe_pts, self.info.keyframes))
         self.decoded = 0
         self.seeks = 0
+        self.stats = stats if stats is not None else {}
+        self._publish()
         self._it = self._read()
 
     def __iter__(self) -> "LumaReader":
@@ -117,16 +119,24 @@ class LumaReader:
         """Stop early and close the file (also done when the reader is garbage-collected)."""
         self._it.close()
 
+    def _publish(self) -> None:
+        self.stats.update(decoded=self.decoded, seeks=self.seeks, strategy=self.strategy)
+
     def _read(self) -> Iterator[tuple[int, np.ndarray]]:
         done = 0
         try:
             for item in self._read_planned(self.indices, self.plan):
                 done += 1
+                self._publish()
                 yield item
         except _InexactSeek:                             # start again, decoding straight through
             self.strategy = "sequential"
             rest = self.indices[done:]
-            yield from self._read_planned(rest, [None] * len(rest))
+            for item in self._read_planned(rest, [None] * len(rest)):
+                self._publish()
+                yield item
+        finally:
+            self._publish()
 
     def _read_planned(self, indices, plan) -> Iterator[tuple[int, np.ndarray]]:
         if not len(indices):
@@ -170,7 +180,7 @@ class _InexactSeek(Exception):
 
 
 def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-              threads: bool = True) -> LumaReader:
+              threads: bool = True, stats: dict | None = None) -> LumaReader:
     """Yield ``(index, luma)`` for the frames ``indices`` (sorted, unique), decoding no more than needed.
 
     Luma is the Y plane of planar 8-bit YUV frames, read in place without a colour conversion
@@ -192,6 +202,8 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
         the fixed cost of a seek (:func:`plan_reads`).
     threads : bool
         Let FFmpeg decode with threads (``thread_type="AUTO"``).
+    stats : dict, optional
+        Kept up to date with ``decoded``, ``seeks`` and ``strategy`` (the reader's attributes).
 
     Returns
     -------
@@ -204,7 +216,7 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
     >>> [(i, y.shape) for i, y in reader], reader.decoded  # doctest: +SKIP
     ([(0, (360, 640)), (100, (360, 640)), (200, (360, 640))], 41)
     """
-    return LumaReader(path, indices, info=info, strategy=strategy, threads=threads)
+    return LumaReader(path, indices, info=info, strategy=strategy, threads=threads, stats=stats)
 
 
 def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto") -> np.ndarray:

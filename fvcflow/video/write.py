@@ -15,9 +15,9 @@ from fvcflow.errors import VideoError
 # Encoder defaults; ``options`` given by the caller override them.
 _DEFAULT_OPTIONS = {
     "libx264": {"preset": "veryfast"},
+    "libx264rgb": {"preset": "veryfast"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "b:v": "0"},
 }
-_FF_QP2LAMBDA = 118  # FFmpeg's lambda per quantiser step
 
 
 class VideoWriter:
@@ -40,8 +40,10 @@ class VideoWriter:
         "libx264" (default), "libvpx-vp9" (realtime deadline, cpu-used 8) or "mpeg4", or any
         FFmpeg video encoder.
     crf : int
-        Constant rate factor for libx264 and libvpx-vp9; MPEG-4 has none and uses the fixed
-        quantiser ``clip(round(crf / 6), 2, 31)`` instead (crf 23 gives q 4).
+        Constant rate factor for libx264(rgb) and libvpx-vp9; MPEG-4 has none and uses the
+        fixed quantiser ``clip(round(crf / 6), 2, 31)`` instead (crf 23 gives q 4). Ignored when
+        ``options`` set the rate control themselves ("crf", "qp", "b", "b:v", "qmin", "qmax"; ``{"qp": "0"}``
+        with libx264rgb is lossless).
     pix_fmt : str
         Pixel format of the encoded stream.
     options : dict, optional
@@ -142,12 +144,14 @@ def _add_stream(container, codec, width, height, fps, crf, pix_fmt, options):
     except (av.error.FFmpegError, ValueError) as exc:
         raise ValueError(f"unknown or unsupported video codec {codec!r} ({exc})") from None
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    options = {k: str(v) for k, v in (options or {}).items()}
     opts = dict(_DEFAULT_OPTIONS.get(codec, {}))
-    if codec in ("libx264", "libvpx-vp9"):
-        opts["crf"] = str(crf)
-    elif codec == "mpeg4":
-        stream.codec_context.qscale = True
-        stream.codec_context.global_quality = int(np.clip(round(crf / 6), 2, 31)) * _FF_QP2LAMBDA
-    opts.update({k: str(v) for k, v in (options or {}).items()})
+    rate_control_given = any(k in options for k in ("crf", "qp", "b", "b:v", "qmin", "qmax"))
+    if codec in ("libx264", "libx264rgb", "libvpx-vp9") and not rate_control_given:
+        opts["crf"] = str(crf)                           # (x264 would let crf override a qp)
+    elif codec == "mpeg4" and not rate_control_given:  # a constant quantiser: qmin = qmax
+        q = str(int(np.clip(round(crf / 6), 2, 31)))
+        opts.update(qmin=q, qmax=q)
+    opts.update(options)
     stream.options = opts
     return stream
