@@ -4,7 +4,7 @@ The 1-D transform is the even/odd butterfly of the DCT-II matrix (the orthonorma
 ``B[u, x] = c(u) cos(pi (2x + 1) u / 16)``, precomputed as the constants below): 8 sums and
 differences, then 22 multiplications instead of 64. Because an AC output is built from
 differences of inputs, a flat block gives AC coefficients that are exactly 0, as in exact
-arithmetic. The 2-D transform is the 1-D transform of the rows, then of the columns.
+arithmetic. The 2-D transform is the 1-D transform of the columns, then of the rows.
 """
 
 from __future__ import annotations
@@ -65,24 +65,59 @@ N_OUT = 5
 
 
 @numba.jit(**JIT)
-def _block(a, y0, x0, t, coef):
-    """The 2-D DCT of the block at (y0, x0) into ``coef[v, u]`` (``t`` is scratch)."""
-    for y in range(8):
-        r = a[y0 + y]
-        (t[0, y], t[1, y], t[2, y], t[3, y],
-         t[4, y], t[5, y], t[6, y], t[7, y]) = dct8(
-            1.0 * r[x0], 1.0 * r[x0 + 1], 1.0 * r[x0 + 2], 1.0 * r[x0 + 3],
-            1.0 * r[x0 + 4], 1.0 * r[x0 + 5], 1.0 * r[x0 + 6], 1.0 * r[x0 + 7])
-    for u in range(8):
-        c = t[u]
-        (coef[0, u], coef[1, u], coef[2, u], coef[3, u],
-         coef[4, u], coef[5, u], coef[6, u], coef[7, u]) = dct8(
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+def _vertical(a, y0, col):
+    """1-D DCT down the 8 rows ``a[y0:y0+8]`` of every column: ``col[v, x]``."""
+    for x in range(col.shape[1]):
+        (col[0, x], col[1, x], col[2, x], col[3, x],
+         col[4, x], col[5, x], col[6, x], col[7, x]) = dct8(
+            1.0 * a[y0, x], 1.0 * a[y0 + 1, x], 1.0 * a[y0 + 2, x], 1.0 * a[y0 + 3, x],
+            1.0 * a[y0 + 4, x], 1.0 * a[y0 + 5, x], 1.0 * a[y0 + 6, x], 1.0 * a[y0 + 7, x])
+
+
+@numba.jit(**JIT)
+def _acc(c, s):
+    """``s`` = (sum abs, sum square, count of abs < 0.5) updated with coefficient ``c``."""
+    m = abs(c)
+    return s[0] + m, s[1] + c * c, s[2] + (1.0 if m < 0.5 else 0.0)
+
+
+@numba.jit(**JIT)
+def _horizontal(row, sums, dc):
+    """1-D DCT along every 8-wide block of one frequency row v of ``col``.
+
+    Adds the statistics of coefficient (v, u) to ``sums[:, u]``; stores the u = 0 outputs
+    in ``dc`` (the DC coefficients when v = 0).
+    """
+    z = (0.0, 0.0, 0.0)
+    s0, s1, s2, s3, s4, s5, s6, s7 = z, z, z, z, z, z, z, z
+    for bx in range(row.shape[0] // 8):
+        x0 = 8 * bx
+        y0, y1, y2, y3, y4, y5, y6, y7 = dct8(
+            row[x0], row[x0 + 1], row[x0 + 2], row[x0 + 3],
+            row[x0 + 4], row[x0 + 5], row[x0 + 6], row[x0 + 7])
+        dc[bx] = y0
+        s0 = _acc(y0, s0)
+        s1 = _acc(y1, s1)
+        s2 = _acc(y2, s2)
+        s3 = _acc(y3, s3)
+        s4 = _acc(y4, s4)
+        s5 = _acc(y5, s5)
+        s6 = _acc(y6, s6)
+        s7 = _acc(y7, s7)
+    for u, s in enumerate((s0, s1, s2, s3, s4, s5, s6, s7)):
+        sums[0, u] += s[0]
+        sums[1, u] += s[1]
+        sums[2, u] += s[2]
 
 
 @numba.jit(**JIT)
 def dct_pass(a, out):
-    """Fill ``out[:5]`` with the DCT statistics of the 2-D C-contiguous frame ``a``."""
+    """Fill ``out[:5]`` with the DCT statistics of the 2-D C-contiguous frame ``a``.
+
+    Band by band (8 rows): the vertical 1-D DCT of every column (vectorised across the
+    columns), then the horizontal 1-D DCT of each 8-wide block of each frequency row, whose
+    statistics are kept per frequency (v, u) so that the DC term never mixes with the AC sums.
+    """
     h, w = a.shape
     nby = h // 8
     nbx = w // 8
@@ -90,32 +125,30 @@ def dct_pass(a, out):
         for k in range(N_OUT):
             out[k] = NAN
         return
-    t = np.empty((8, 8))
-    coef = np.empty((8, 8))
+    nx = nbx * 8
+    col = np.empty((8, nx))
+    sums = np.zeros((8, 3, 8))       # [v, (abs, square, zero count), u]
     dc = np.empty(nby * nbx)
+    scratch = np.empty(nbx)
+    for by in range(nby):
+        _vertical(a, by * 8, col)
+        _horizontal(col[0], sums[0], dc[by * nbx:(by + 1) * nbx])
+        for v in range(1, 8):
+            _horizontal(col[v], sums[v], scratch)
+    n = nby * nbx
     ac_abs = 0.0
     ac_sq = 0.0
     hf_sq = 0.0
-    zeros = 0
-    k = 0
-    for by in range(nby):
-        for bx in range(nbx):
-            _block(a, by * 8, bx * 8, t, coef)
-            dc[k] = coef[0, 0]
-            k += 1
-            coef[0, 0] = 0.0
-            for v in range(8):
-                for u in range(8):
-                    c = coef[v, u]
-                    ac_abs += abs(c)
-                    sq = c * c
-                    ac_sq += sq
-                    if u + v >= 8:
-                        hf_sq += sq
-                    if abs(c) < 0.5:
-                        zeros += 1
-            zeros -= 1  # the DC slot, set to 0 above
-    n = nby * nbx
+    zeros = 0.0
+    for v in range(8):
+        for u in range(8):
+            if u + v == 0:
+                continue
+            ac_abs += sums[v, 0, u]
+            ac_sq += sums[v, 1, u]
+            zeros += sums[v, 2, u]
+            if u + v >= 8:
+                hf_sq += sums[v, 1, u]
     mean = 0.0
     for k in range(n):
         mean += dc[k]

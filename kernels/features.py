@@ -54,15 +54,13 @@ def _gray(gray: np.ndarray) -> np.ndarray:
 def _frame_core(a, out):
     """All 12 features of one frame into ``out`` (FEATURE_NAMES order)."""
     neigh = np.empty(_neighbourhood.N_OUT)
+    dct = np.empty(_dct.N_OUT)
     _neighbourhood.neighbourhood(a, neigh)
-    out[0] = neigh[0]
-    out[1] = neigh[1]
-    out[2] = neigh[2]
-    _dct.dct_pass(a, out[3:8])
-    out[8] = neigh[3]
-    out[9] = neigh[4]
-    out[10] = neigh[5]
-    out[11] = neigh[6]
+    _dct.dct_pass(a, dct)
+    out[0:3] = neigh[_neighbourhood.NOISE]
+    out[3:8] = dct
+    out[8:11] = neigh[_neighbourhood.SHARP]
+    out[11] = neigh[_neighbourhood.BLOCK]
 
 
 @numba.jit(**PJIT)
