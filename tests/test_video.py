@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from fractions import Fraction
 from pathlib import Path
@@ -219,6 +220,22 @@ def test_seeking_is_exact_with_a_variable_frame_rate(tmp_path):
         for i, y in reader:
             np.testing.assert_array_equal(y, ys[i])
         assert reader.seeks >= 2
+
+
+@pytest.mark.parametrize("lie", ["shifted", "later"])
+def test_an_inexact_seek_falls_back_to_decoding_straight_through(videos, lie):
+    path, ys, _ = videos["h264_mp4"]
+    info = probe(path)
+    pts = list(info.keyframe_pts)
+    if lie == "shifted":                                          # lands between timestamps
+        pts = [p + 1 for p in pts]
+    else:                                                         # key frame 24 said to be at 36
+        pts[2] = pts[3]
+    wrong = dataclasses.replace(info, keyframe_pts=tuple(pts))
+    reader = iter_luma(path, [30, 50], info=wrong, strategy="seek")
+    for i, y in reader:
+        np.testing.assert_array_equal(y, ys[i])
+    assert reader.strategy == "sequential" and reader.seeks == 1
 
 
 def test_plan_reads():

@@ -168,6 +168,8 @@ class LumaReader:
                     raise _InexactSeek
                 if pos is None:
                     continue                             # leading frames of an open GOP
+                if pos > i:                              # landed on a later key frame
+                    raise _InexactSeek
             if pos == i:
                 return frame, pos + 1
             pos += 1
