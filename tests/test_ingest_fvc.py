@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,6 +122,17 @@ def test_extracted_tree_is_ingested_without_password(mini, tmp_path):
     lake = Lake.at(tmp_path / "home")
     summary = ingest("fvc", tree, lake, workers=1)
     assert summary.indexed == 7 and not lake.raw.exists()
+
+
+def test_loose_csvs_next_to_the_archives(mini, tmp_path):
+    folder = tmp_path / "download"
+    folder.mkdir()
+    for name in ("FVC1", "FVC2", "FVC3"):
+        shutil.copy(mini.archives / f"{name}.zip", folder)
+    subprocess.run(["unzip", "-q", "-j", "-P", PASSWORD, str(mini.archives / "Metadata.zip"), "-d", str(folder)],
+                   check=True)
+    summary = ingest("fvc", folder, Lake.at(tmp_path / "home"), password=PASSWORD.encode(), workers=1)
+    assert (summary.indexed, len(summary.unmatched_rows)) == (7, 3)
 
 
 def test_wrong_password_extracts_nothing(mini, tmp_path):

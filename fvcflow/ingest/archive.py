@@ -160,12 +160,13 @@ def _run_pool(run: Callable[[Member], None], members: list[Member], n_workers: i
     """Run ``run`` over ``members`` in threads; on the first error, cancel the rest and raise it."""
     with ThreadPoolExecutor(n_workers, thread_name_prefix="unzip") as pool:
         futures = [pool.submit(run, m) for m in members]
-        for fut in as_completed(futures):
-            if fut.exception() is not None:
-                for other in futures:
-                    other.cancel()
-                pool.shutdown(wait=True)
-                raise fut.exception()
+        try:
+            for fut in as_completed(futures):
+                if fut.exception() is not None:
+                    raise fut.exception()
+        finally:  # an error or Ctrl-C: members not started are dropped, running ones finish
+            for fut in futures:
+                fut.cancel()
 
 
 def verify_password(archive: str | os.PathLike, password: bytes | None) -> None:

@@ -84,8 +84,10 @@ def _row_index(rows: list[FvcRow], notes: list[str]) -> dict[str, FvcRow]:
     return index
 
 
-def catalog_fvc(tree: str | Path) -> Catalog:
+def catalog_fvc(tree: str | Path, metadata_root: str | Path | None = None) -> Catalog:
     """Match the videos of an extracted FVC tree to their metadata rows.
+
+    The CSVs are looked for under ``tree``, then under ``metadata_root`` (the archives' folder).
 
     Examples
     --------
@@ -96,7 +98,8 @@ def catalog_fvc(tree: str | Path) -> Catalog:
     tree = require_dir(tree, "an extracted FVC tree")
     cat = Catalog("fvc")
     rows: list[FvcRow] = []
-    for path in find_csvs(tree).values():
+    roots = [tree] + ([Path(metadata_root)] if metadata_root is not None else [])
+    for path in find_csvs(*roots).values():
         got, bad = read_fvc_csv(path)
         rows += got
         cat.unmatched_rows += bad

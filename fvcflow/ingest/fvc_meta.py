@@ -125,13 +125,18 @@ def read_fvc_csv(path: Path) -> tuple[list[FvcRow], list[str]]:
     return rows, bad
 
 
-def find_csvs(root: Path) -> dict[str, Path]:
-    """The metadata CSVs under ``root`` (any depth) by name; a clear error when FVC.csv is missing."""
+def find_csvs(*roots: Path) -> dict[str, Path]:
+    """The metadata CSVs under ``roots`` (any depth, first root first) by name.
+
+    Raises :class:`FvcError` when no FVC.csv is found.
+    """
     found: dict[str, Path] = {}
     for name in CSV_NAMES:
-        hits = sorted(p for p in root.rglob(name) if not any(part.startswith(".") for part in p.parts[-3:]))
-        if hits:
-            found[name] = hits[0]
+        for root in roots:
+            hits = sorted(p for p in root.rglob(name) if not p.relative_to(root).as_posix().startswith("."))
+            if hits:
+                found[name] = hits[0]
+                break
     if "FVC.csv" not in found:
-        raise FvcError(f"{root}: no FVC.csv found (extract Metadata.zip there, or put the archives together)")
+        raise FvcError(f"{roots[0]}: no FVC.csv found (add Metadata.zip, or the CSVs, next to the archives)")
     return found

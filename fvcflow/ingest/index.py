@@ -84,7 +84,7 @@ def catalog(kind: str, root: str | os.PathLike, lake: Lake, *, labels=None, pass
         raise FvcError(f"unknown corpus kind {kind!r} (one of {', '.join(KINDS)})")
     if kind == "fvc":
         tree = prepare_fvc(root, lake.raw, password=password, log=log)
-        return catalog_fvc(tree), [Path(root), tree]
+        return catalog_fvc(tree, metadata_root=root), [Path(root), tree]
     if kind == "folder":
         return catalog_folder(root, labels, source=source or "folder"), [Path(root)]
     adapter = {"ffpp": catalog_ffpp, "celebdf": catalog_celebdf, "dfdc": catalog_dfdc}[kind]

@@ -197,7 +197,8 @@ def extract_member(archive: Path, member: Member, password: np.ndarray | None) -
     done = False
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
-        with open(fd, "wb", buffering=0) as out, open(archive, "rb", buffering=0) as fh:
+        # A buffered writer: it retries short writes, so every byte counted is on disk or raised.
+        with open(fd, "wb", buffering=CHUNK) as out, open(archive, "rb", buffering=0) as fh:
             sink = _Sink(out, member, archive)
             _pump(fh, sink, member, password, archive)
         if sink.size != member.file_size:
