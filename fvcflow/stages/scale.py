@@ -42,6 +42,7 @@ def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int =
     Returns the row of ``stage3/scaled.parquet`` for this video (sizes and the up/down flags).
     """
     info = probe(src)
+    Path(dst).parent.mkdir(parents=True, exist_ok=True)
     n_out = 0
     with VideoWriter(dst, size, size, info.fps or 25.0, crf=crf) as writer:
         for frames in iter_rgb(src, chunk=chunk):
