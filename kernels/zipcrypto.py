@@ -141,8 +141,9 @@ def decrypt(data: np.ndarray, keys: np.ndarray) -> np.ndarray:
     --------
     >>> pw = np.frombuffer(b"secret", np.uint8)
     >>> buf = np.frombuffer(b"hello", np.uint8).copy()
-    >>> _ = encrypt(buf, init_keys(pw))
-    >>> bytes(decrypt(buf, init_keys(pw)) is not None and buf)
+    >>> _ = encrypt(buf, init_keys(pw))  # buf now holds the ciphertext
+    >>> keys = decrypt(buf, init_keys(pw))
+    >>> buf.tobytes()
     b'hello'
     """
     _decrypt(_as_keys(keys), CRC_TABLE, _as_buffer(data))
