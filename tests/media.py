@@ -121,3 +121,17 @@ def write_vfr_video(path: str | Path, times_ms, *, width: int = 64, height: int 
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
     return path
+
+
+def drop_start(src: str | Path, dst: str | Path, n_packets: int) -> Path:
+    """Copy the video stream of ``src`` to ``dst`` without its first ``n_packets`` packets: a
+    stream that starts mid-GOP, as a cut or a capture started late leaves it."""
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for k, packet in enumerate(p for p in inp.demux(stream) if p.size):
+            if k >= n_packets:
+                packet.stream = copy
+                out.mux(packet)
+    return dst

@@ -15,7 +15,9 @@ from fvcflow.errors import VideoError
 from fvcflow.video import (
     VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
 )
-from tests.media import synthetic_frames, truncate, write_audio, write_vfr_video, write_video
+from tests.media import (
+    drop_start, synthetic_frames, truncate, write_audio, write_vfr_video, write_video,
+)
 
 N = 60
 GOP = 12
@@ -448,6 +450,19 @@ def test_a_cut_stream_yields_the_frames_that_exist(tmp_path, suffix, keep, kw):
     np.testing.assert_array_equal(got, np.stack(full[: info.n_frames]))
     last = list(iter_luma(path, [info.n_frames - 1], info=info, strategy="seek"))
     np.testing.assert_array_equal(last[0][1], full[info.n_frames - 1])
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".webm", ".avi"])
+def test_a_stream_starting_mid_gop_starts_at_its_first_key_frame(tmp_path, suffix):
+    full = write_video(tmp_path / f"full{suffix}", n=40, gop=10, width=64, height=48)
+    ys, keys = reference(full)
+    assert keys[:2] == [0, 10]
+    cut = drop_start(full, tmp_path / f"cut{suffix}", 4)       # frames 4..9 lack their key frame
+    info = probe(cut)
+    assert info.n_frames == 30 and info.keyframes == (0, 10, 20)
+    for strategy in ("sequential", "seek"):
+        got = read_luma(cut, np.arange(0, 30, 7), info=info, strategy=strategy)
+        np.testing.assert_array_equal(got, np.stack(ys[10:40:7]))
 
 
 def test_reading_past_the_end_of_a_stale_probe(tmp_path, videos):

@@ -102,7 +102,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     with open_video(path) as (container, stream):
         scan = _scan(container, stream)
         if scan.n_frames == 0:
-            raise VideoError(path, "no decodable frames (the video stream holds no complete packet)")
+            raise VideoError(path, "no decodable frames (no complete key frame in the video stream)")
         first = scan.first_frame
         if first is None:
             raise VideoError(path, "no decodable frames")
@@ -207,18 +207,23 @@ class _Scan:
     first_frame: av.VideoFrame | None
 
 
-def usable(packet: av.Packet) -> bool:
-    """A packet that holds a complete frame: not empty, not cut short, not marked for discard."""
-    return packet.size > 0 and not packet.is_corrupt and not packet.is_discard
+def frame_packets(container, stream) -> Iterator[av.Packet]:
+    """The packets that make the video's frames, from the current position: complete ones (not
+    empty, not cut short, not marked for discard), from the first key packet on (decoders drop
+    or refuse what comes before it). Probe counts these; the readers decode these."""
+    started = False
+    for packet in _demux_until_error(container, stream):
+        if packet.size > 0 and not packet.is_corrupt and not packet.is_discard:
+            started = started or packet.is_keyframe
+            if started:
+                yield packet
 
 
 def _scan(container, stream) -> _Scan:
-    """One demux pass: count complete packets, note key packets and timestamps, decode frame 0."""
+    """One demux pass: count frame packets, note key packets and timestamps, decode frame 0."""
     pts, durations, keys = [], [], []
     first = None
-    for packet in demux_until_error(container, stream):
-        if not usable(packet):
-            continue
+    for packet in frame_packets(container, stream):
         pts.append(packet.pts)
         durations.append(packet.duration or 0)
         keys.append(packet.is_keyframe)
@@ -229,7 +234,7 @@ def _scan(container, stream) -> _Scan:
     return _keyframe_scan(pts, durations, keys, first)
 
 
-def demux_until_error(container, stream) -> Iterator[av.Packet]:
+def _demux_until_error(container, stream) -> Iterator[av.Packet]:
     """Packets of ``stream``; a read error ends the stream (what follows is not in the file)."""
     packets = container.demux(stream)
     while True:

@@ -10,7 +10,7 @@ import numpy as np
 
 from fvcflow.errors import VideoError
 from fvcflow.kernels import rgb_to_gray
-from fvcflow.video.probe import VideoInfo, demux_until_error, open_video, probe, usable
+from fvcflow.video.probe import VideoInfo, frame_packets, open_video, probe
 
 # A seek (demuxer seek + decoder flush) costs about as much as decoding this many frames; "auto"
 # seeks only when that saves more frames than this. benchmarks/video.py measures the trade-off.
@@ -271,10 +271,9 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool = True) -> Iterator[np.nda
 
 
 def _decode(container, stream) -> Iterator[av.VideoFrame]:
-    """Frames of ``stream`` from the current position, skipping packets probe does not count."""
-    for packet in demux_until_error(container, stream):
-        if usable(packet):
-            yield from stream.decode(packet)
+    """Frames of ``stream`` from the current position, decoded from the packets probe counts."""
+    for packet in frame_packets(container, stream):
+        yield from stream.decode(packet)
     yield from stream.decode(None)
 
 
