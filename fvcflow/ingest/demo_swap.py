@@ -94,8 +94,8 @@ def drifting_track(n: int, width: int, height: int, rng: np.random.Generator) ->
     """
     t = np.arange(n, dtype=np.float64)
     f, phase = rng.uniform(0.03, 0.08, 3), rng.uniform(0, 2 * np.pi, 3)
-    bw = rng.uniform(0.28, 0.36) * width * (1 + 0.05 * np.sin(f[2] * t + phase[2]))
-    bh = np.minimum(rng.uniform(0.42, 0.5) * height, 1.35 * bw) * (1 + 0.05 * np.sin(f[2] * t + phase[2]))
+    bw = rng.uniform(0.32, 0.42) * width * (1 + 0.05 * np.sin(f[2] * t + phase[2]))
+    bh = np.minimum(rng.uniform(0.5, 0.62) * height, 1.35 * bw) * (1 + 0.05 * np.sin(f[2] * t + phase[2]))
     cx = width / 2 + 0.1 * width * np.sin(f[0] * t + phase[0])
     cy = height / 2 + 0.06 * height * np.sin(f[1] * t + phase[1])
     return clip_track(np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1), width, height)
@@ -148,11 +148,14 @@ def color_match(patch: np.ndarray, reference: np.ndarray, weight: np.ndarray) ->
     return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
-def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_track: np.ndarray) -> np.ndarray:
+def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_track: np.ndarray, *,
+         gen_size: int = 64) -> np.ndarray:
     """Paste the donor's region into the target's region on every frame; returns new frames.
 
-    Frame ``i`` takes donor frame ``i`` (looping over a shorter donor). Outside each target box
-    the result equals ``target`` exactly.
+    Frame ``i`` takes donor frame ``i`` (looping over a shorter donor). The donor region passes
+    through ``gen_size`` x ``gen_size`` pixels, the working resolution of face-swap generators,
+    before it is scaled to the target box (so it is smoother and grain-free, as generated faces
+    are). Outside each target box the result equals ``target`` exactly.
 
     Examples
     --------
@@ -168,7 +171,8 @@ def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_
         x, y, w, h = (int(v) for v in target_track[i])
         j = i % len(donor)
         dx, dy, dw, dh = (int(v) for v in donor_track[j])
-        patch = cv2.resize(donor[j, dy:dy + dh, dx:dx + dw], (w, h), interpolation=cv2.INTER_LINEAR)
+        patch = cv2.resize(donor[j, dy:dy + dh, dx:dx + dw], (gen_size, gen_size), interpolation=cv2.INTER_AREA)
+        patch = cv2.resize(patch, (w, h), interpolation=cv2.INTER_LINEAR)
         alpha = feather_alpha(w, h)
         region = target[i, y:y + h, x:x + w]
         patch = color_match(patch, region, alpha).astype(np.float32)
