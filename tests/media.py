@@ -135,3 +135,21 @@ def drop_start(src: str | Path, dst: str | Path, n_packets: int) -> Path:
                 packet.stream = copy
                 out.mux(packet)
     return dst
+
+
+def cut_with_edit_list(src: str | Path, dst: str | Path, n_frames: int) -> Path:
+    """Remux ``src`` (mp4, constant rate) so that its first ``n_frames`` frames fall before time 0:
+    the mp4 muxer writes an edit list that hides them, as ``ffmpeg -ss ... -c copy`` does; a
+    player decodes them as references and shows the rest."""
+    dst = Path(dst)
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        stream = inp.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        packets = [p for p in inp.demux(stream) if p.size]
+        shift = sorted(p.pts for p in packets)[n_frames]
+        for packet in packets:
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = copy
+            out.mux(packet)
+    return dst

@@ -16,7 +16,7 @@ from fvcflow.video import (
     VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
 )
 from tests.media import (
-    drop_start, synthetic_frames, truncate, write_audio, write_vfr_video, write_video,
+    cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_vfr_video, write_video,
 )
 
 N = 60
@@ -463,6 +463,19 @@ def test_a_stream_starting_mid_gop_starts_at_its_first_key_frame(tmp_path, suffi
     for strategy in ("sequential", "seek"):
         got = read_luma(cut, np.arange(0, 30, 7), info=info, strategy=strategy)
         np.testing.assert_array_equal(got, np.stack(ys[10:40:7]))
+
+
+def test_frames_hidden_by_an_mp4_edit_list_are_decoded_but_not_counted(tmp_path):
+    full = write_video(tmp_path / "full.mp4", n=40, gop=10, width=64, height=48)
+    ys, _ = reference(full)
+    cut = cut_with_edit_list(full, tmp_path / "cut.mp4", 4)     # key frame 0 hidden, 4..39 shown
+    cut_ys, cut_keys = reference(cut)
+    np.testing.assert_array_equal(np.stack(cut_ys), np.stack(ys[4:]))
+    info = probe(cut)
+    assert info.n_frames == 36 and list(info.keyframes) == cut_keys == [6, 16, 26]
+    for strategy in ("sequential", "seek"):
+        got = read_luma(cut, np.arange(0, 36, 5), info=info, strategy=strategy)
+        np.testing.assert_array_equal(got, np.stack(ys[4:40:5]))
 
 
 def test_reading_past_the_end_of_a_stale_probe(tmp_path, videos):

@@ -208,12 +208,15 @@ class _Scan:
 
 
 def frame_packets(container, stream) -> Iterator[av.Packet]:
-    """The packets that make the video's frames, from the current position: complete ones (not
-    empty, not cut short, not marked for discard), from the first key packet on (decoders drop
-    or refuse what comes before it). Probe counts these; the readers decode these."""
+    """The packets to decode, from the current position: complete ones (not empty, not cut
+    short) from the first key packet on (decoders drop or refuse what comes before it).
+
+    Packets marked for discard (before the start of an mp4 edit list) are among them: they are
+    decoded as references, and the decoder drops their frames; they are not frames.
+    """
     started = False
     for packet in _demux_until_error(container, stream):
-        if packet.size > 0 and not packet.is_corrupt and not packet.is_discard:
+        if packet.size > 0 and not packet.is_corrupt:
             started = started or packet.is_keyframe
             if started:
                 yield packet
@@ -224,11 +227,13 @@ def _scan(container, stream) -> _Scan:
     pts, durations, keys = [], [], []
     first = None
     for packet in frame_packets(container, stream):
+        if first is None:
+            first = _decode_first(stream, packet)
+        if packet.is_discard:
+            continue
         pts.append(packet.pts)
         durations.append(packet.duration or 0)
         keys.append(packet.is_keyframe)
-        if first is None:
-            first = _decode_first(stream, packet)
     if first is None and pts:
         first = _decode_first(stream, None)
     return _keyframe_scan(pts, durations, keys, first)
