@@ -231,6 +231,10 @@ def test_cli_on_a_file_gives_one_line_error(tmp_path):
     assert done.stderr.strip().splitlines() == [f"error: {target}: not a folder; the demo corpus needs a "
                                                 "folder to write into"]
     assert "Traceback" not in done.stderr
+    below = fvc("demo-corpus", str(target / "sub"))
+    assert below.returncode == 2 and "Traceback" not in below.stderr
+    assert below.stderr.strip().splitlines() == [f"error: {target / 'sub'}: cannot create the demo corpus folder "
+                                                 "(Not a directory)"]
 
 
 def test_cli_builds_then_reuses(tmp_path, capsys):

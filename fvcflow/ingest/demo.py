@@ -8,9 +8,9 @@ H.264 MP4, VP9 WebM and MPEG-4 AVI, some at odd frame sizes. It writes ``labels.
 (``path,label,group``, read by ``fvc ingest folder DIR --labels DIR/labels.csv``), ``README.md``
 (how it was made) and ``manifest.json`` (every video's codec, quality, donor and region track).
 
-The same seed gives the same frames, labels and groups (and, with these single-threaded
-encoders, the same bytes). A rerun into a folder that already holds the corpus of the same seed
-and size reuses it.
+The same seed gives the same frames, labels and groups, and the same bytes for the MP4 and AVI
+files (the WebM muxer writes random track UIDs, so WebM files differ in 16 bytes, not in frames).
+A rerun into a folder that already holds the corpus of the same seed and size reuses it.
 """
 
 from __future__ import annotations
@@ -128,8 +128,11 @@ def make_demo_corpus(out_dir: str | Path, *, seed: int = 0, n_sources: int | Non
     if not ours and root.exists() and any(root.iterdir()):
         raise FvcError(f"{root}: folder is not empty and holds no demo corpus (no {MANIFEST}); "
                        "choose a new or empty folder")
-    root.mkdir(parents=True, exist_ok=True)
-    (root / BUILDING).touch()  # an interrupted build is ours to redo, and never looks complete
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        (root / BUILDING).touch()  # an interrupted build is ours to redo, and never looks complete
+    except OSError as exc:
+        raise FvcError(f"{root}: cannot create the demo corpus folder ({exc.strerror or exc})") from None
     for name in (MANIFEST, LABELS, README):
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(root / "videos", ignore_errors=True)
@@ -250,7 +253,14 @@ def _with_counterparts(made: list[DemoVideo]) -> list[DemoVideo]:
 
 
 def labels_text(videos) -> str:
-    """The ``labels.csv`` text: ``path,label,group``, one row per video."""
+    """The ``labels.csv`` text: ``path,label,group``, one row per video.
+
+    Examples
+    --------
+    >>> v = DemoVideo("videos/g/real0.mp4", "real", "g", "pan", "h264", 96, 72, 12, 12, "crf=23")
+    >>> labels_text([v]).splitlines()
+    ['path,label,group', 'videos/g/real0.mp4,real,g']
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(["path", "label", "group"])
@@ -300,7 +310,13 @@ def _intact(corpus: DemoCorpus) -> bool:
 
 def render_readme(corpus: DemoCorpus) -> str:
     """The corpus's ``README.md``: sources, methods, seed and counts (no timestamps: same seed,
-    same text)."""
+    same text).
+
+    Examples
+    --------
+    >>> render_readme(make_demo_corpus(tmp_path / "demo", small=True)).splitlines()[0]  # doctest: +SKIP
+    '# fvcflow demo corpus'
+    """
     specs = {s.name: s for s in CATALOGUE}
     count = {lab: sum(v.label == lab for v in corpus.videos) for lab in ("real", "fake")}
     codecs = sorted({f"{v.codec} ({Path(v.path).suffix})" for v in corpus.videos})

@@ -129,7 +129,14 @@ def render_sources(specs: list[SourceSpec], seed: int, *, small: bool = False) -
 
 
 def value_noise(rng: np.random.Generator, h: int, w: int, *, octaves: int = 4, base: int = 3) -> np.ndarray:
-    """Smooth multi-octave noise in [0, 1], float32[h, w] (cubic upsampling of random grids)."""
+    """Smooth multi-octave noise in [0, 1], float32[h, w] (cubic upsampling of random grids).
+
+    Examples
+    --------
+    >>> v = value_noise(np.random.default_rng(0), 30, 40)
+    >>> v.shape, float(v.min()), float(v.max())
+    ((30, 40), 0.0, 1.0)
+    """
     out = np.zeros((h, w), np.float32)
     amp, total = 1.0, 0.0
     for o in range(octaves):
@@ -143,7 +150,13 @@ def value_noise(rng: np.random.Generator, h: int, w: int, *, octaves: int = 4, b
 
 
 def colorize(v: np.ndarray, rng: np.random.Generator, n_colors: int = 3) -> np.ndarray:
-    """Map values in [0, 1] through a random piecewise-linear palette, float32[..., 3] in 0..255."""
+    """Map values in [0, 1] through a random piecewise-linear palette, float32[..., 3] in 0..255.
+
+    Examples
+    --------
+    >>> colorize(np.zeros((2, 2)), np.random.default_rng(0)).shape
+    (2, 2, 3)
+    """
     stops = np.linspace(0.0, 1.0, n_colors)
     colors = rng.uniform(20, 235, (n_colors, 3))
     return np.stack([np.interp(v, stops, colors[:, c]) for c in range(3)], axis=-1).astype(np.float32)
@@ -155,7 +168,7 @@ def _finish(frames: np.ndarray, rng: np.random.Generator, grain: float) -> np.nd
     return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
 
 
-def scene_pan(n, h, w, rng):
+def _pan(n, h, w, rng):
     """A camera pan (with a little vertical shake) over a large colour texture."""
     tex = colorize(value_noise(rng, 2 * h, 3 * w, octaves=5), rng, 4)
     frames = np.empty((n, h, w, 3), np.float32)
@@ -167,7 +180,7 @@ def scene_pan(n, h, w, rng):
     return _finish(frames, rng, 2.0)
 
 
-def scene_shapes(n, h, w, rng):
+def _shapes(n, h, w, rng):
     """Anti-aliased circles, boxes and triangles moving and bouncing over a gradient."""
     top, bottom = rng.uniform(30, 220, 3), rng.uniform(30, 220, 3)
     ramp = np.linspace(0, 1, h, dtype=np.float32)[:, None, None]
@@ -195,7 +208,7 @@ def scene_shapes(n, h, w, rng):
     return _finish(frames, rng, 3.0)
 
 
-def scene_plasma(n, h, w, rng):
+def _plasma(n, h, w, rng):
     """Drifting interference of plane waves through a cosine palette."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(h, w)
     k = rng.uniform(-14, 14, (4, 2)).astype(np.float32)
@@ -208,7 +221,7 @@ def scene_plasma(n, h, w, rng):
     return _finish(frames, rng, 2.5)
 
 
-def scene_grain(n, h, w, rng):
+def _grain(n, h, w, rng):
     """Temporally correlated noise (an AR(1) of blurred noise fields) with soft moving blobs."""
     field = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 2.0)
     tint = rng.uniform(0.6, 1.0, 3).astype(np.float32)
@@ -223,7 +236,7 @@ def scene_grain(n, h, w, rng):
     return _finish(frames, rng, 1.5)
 
 
-def scene_gradient(n, h, w, rng):
+def _gradient(n, h, w, rng):
     """Rotating linear colour gradients under a vignette, with film grain."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     xx, yy = (xx - w / 2) / max(h, w), (yy - h / 2) / max(h, w)
@@ -238,7 +251,7 @@ def scene_gradient(n, h, w, rng):
     return _finish(frames, rng, 4.0)
 
 
-def scene_balls(n, h, w, rng):
+def _balls(n, h, w, rng):
     """Shaded spheres bouncing under gravity over a textured floor."""
     floor = colorize(value_noise(rng, h, w, octaves=5, base=6), rng, 2)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -263,7 +276,7 @@ def scene_balls(n, h, w, rng):
     return _finish(frames, rng, 2.5)
 
 
-def scene_portrait(n, h, w, rng):
+def _portrait(n, h, w, rng):
     """A drawn head (skin ellipse, eyes, brows, mouth) nodding in front of a textured wall."""
     wall = colorize(value_noise(rng, h, w, octaves=4), rng, 3) * 0.8
     skin = np.array([rng.uniform(150, 230), rng.uniform(110, 170), rng.uniform(80, 140)])
@@ -288,7 +301,7 @@ def scene_portrait(n, h, w, rng):
     return _finish(frames, rng, 2.5)
 
 
-def scene_stripes(n, h, w, rng):
+def _stripes(n, h, w, rng):
     """A rotating, zooming sinusoidal grating over a checkerboard: fine detail for aliasing."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     xx, yy = xx - w / 2, yy - h / 2
@@ -303,10 +316,11 @@ def scene_stripes(n, h, w, rng):
     return _finish(frames, rng, 3.0)
 
 
-#: procedural scene generators ``f(n, h, w, rng) -> uint8[n, h, w, 3]``
+#: procedural scene generators ``f(n, h, w, rng) -> uint8[n, h, w, 3]``, e.g.
+#: ``SCENES["pan"](24, 120, 160, numpy.random.default_rng(0))``
 SCENES = {
-    "pan": scene_pan, "shapes": scene_shapes, "plasma": scene_plasma, "grain": scene_grain,
-    "gradient": scene_gradient, "balls": scene_balls, "portrait": scene_portrait, "stripes": scene_stripes,
+    "pan": _pan, "shapes": _shapes, "plasma": _plasma, "grain": _grain,
+    "gradient": _gradient, "balls": _balls, "portrait": _portrait, "stripes": _stripes,
 }
 
 _CP, _BK, _BB = "carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4"

@@ -102,7 +102,14 @@ def drifting_track(n: int, width: int, height: int, rng: np.random.Generator) ->
 
 
 def region_track(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """The swap region of a clip and how it was found: ``(track, "haar-face" | "central")``."""
+    """The swap region of a clip and how it was found: ``(track, "haar-face" | "central")``.
+
+    Examples
+    --------
+    >>> track, how = region_track(np.zeros((4, 72, 96, 3), np.uint8), np.random.default_rng(0))
+    >>> track.shape, how
+    ((4, 4), 'central')
+    """
     faces = detect_faces(frames)
     if faces is not None:
         return faces, "haar-face"
