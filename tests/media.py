@@ -153,3 +153,17 @@ def cut_with_edit_list(src: str | Path, dst: str | Path, n_frames: int) -> Path:
             packet.stream = copy
             out.mux(packet)
     return dst
+
+
+def write_image(path: str | Path, *, codec: str = "png", width: int = 64, height: int = 48) -> Path:
+    """A still image (PNG or JPEG with ``codec="mjpeg"``), whatever the file's suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w", format="image2") as out:
+        stream = out.add_stream(codec, rate=1)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = "rgb24" if codec == "png" else "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(synthetic_frames(1, height, width)[0], format="rgb24")
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path

@@ -16,7 +16,7 @@ from fvcflow.video import (
     VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
 )
 from tests.media import (
-    cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_vfr_video, write_video,
+    cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_image, write_vfr_video, write_video,
 )
 
 N = 60
@@ -405,6 +405,8 @@ def _bad_files(root: Path) -> dict[str, tuple[Path, str]]:
         "no_moov": (no_moov, "truncated or corrupt: mp4/mov without a readable index"),
         "cut_first": (cut_first, "no decodable frames"),
         "directory": (root, "not a file (a directory)"),
+        "png": (write_image(root / "frame.mp4"), "not a video (a still image"),
+        "jpeg": (write_image(root / "photo.jpg", codec="mjpeg"), "not a video (a still image"),
     }
 
 
@@ -414,7 +416,7 @@ def bad_files(tmp_path_factory):
 
 
 @pytest.mark.parametrize("kind", ["missing", "empty", "text", "wav", "m4a", "no_moov", "cut_first",
-                                  "directory"])
+                                  "directory", "png", "jpeg"])
 @pytest.mark.parametrize("call", ["probe", "read_luma", "iter_rgb"])
 def test_bad_files_raise_video_error(bad_files, kind, call):
     path, reason = bad_files[kind]

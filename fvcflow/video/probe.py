@@ -185,6 +185,9 @@ def _describe(exc: av.error.FFmpegError) -> str:
 
 
 def _video_stream(container, path) -> av.VideoStream:
+    name = container.format.name
+    if name == "image2" or name.endswith("_pipe"):
+        raise VideoError(path, f"not a video (a still image, FFmpeg format '{name}')")
     videos = [s for s in container.streams.video
               if not s.disposition & av.stream.Disposition.attached_pic]
     if not videos and container.streams.audio:
