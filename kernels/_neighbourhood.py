@@ -89,18 +89,20 @@ def _load_row(src, dst, prev, wb):
     other pairs, and of |dst[x] - prev[x]| (the vertical pairs with the row above).
     """
     w = src.shape[0]
-    for x in range(w):
-        dst[x] = src[x]
     b = 0.0
     o = 0.0
+    v = 0.0
     for x in range(w - 1):
-        d = abs(dst[x + 1] - dst[x])
+        c = 1.0 * src[x]
+        dst[x] = c
+        d = abs(1.0 * src[x + 1] - c)
         bd = d * wb[x]
         b += bd
         o += d - bd
-    v = 0.0
-    for x in range(w):
-        v += abs(dst[x] - prev[x])
+        v += abs(c - prev[x])
+    c = 1.0 * src[w - 1]
+    dst[w - 1] = c
+    v += abs(c - prev[w - 1])
     return b, o, v
 
 
