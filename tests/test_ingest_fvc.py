@@ -98,6 +98,9 @@ def test_ingest_archives_end_to_end(mini, tmp_path):
     text = summary.format()
     assert "8 videos found, 7 indexed, 0 failed" in text and "metadata rows with no video: 3" in text
     assert any("extracting FVC1.zip" in line for line in lines)
+    listed = Path(summary.unmatched_path).read_text().splitlines()
+    assert listed == [f"video\t{v}" for v in summary.unmatched_videos] + [f"row\t{r}" for r in summary.unmatched_rows]
+    assert "... and 1 more (all in" in summary.format(limit=2)
 
 
 def test_reingest_skips_extraction_and_replaces_rows(mini, tmp_path):

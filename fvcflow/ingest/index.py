@@ -51,6 +51,7 @@ class IngestSummary:
     unmatched_rows: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     index_path: str = ""
+    unmatched_path: str = ""  # the full lists of unmatched videos and rows, one per line
 
     @property
     def n_failed(self) -> int:
@@ -73,7 +74,7 @@ class IngestSummary:
                 lines.append(f"  {title}: {len(items)}")
                 lines += [f"    {item}" for item in items[:limit]]
                 if len(items) > limit:
-                    lines.append(f"    ... and {len(items) - limit} more")
+                    lines.append(f"    ... and {len(items) - limit} more (all in {self.unmatched_path})")
         return "\n".join(lines)
 
 
@@ -140,6 +141,17 @@ def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
     record_failures(lake, keep + rows, stage="ingest")
 
 
+def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
+    """Every unmatched video and row of this corpus, in ``index/unmatched-<source>.txt``."""
+    path = lake.index.parent / f"unmatched-{cat.source}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(f"video\t{v}\n" for v in cat.unmatched_videos) + "".join(f"row\t{r}\n" for r in cat.unmatched_rows)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.PathLike | None = None,
            password: bytes | None = None, workers: int | None = None, source: str | None = None,
            progress: Callable[[str], None] | None = None) -> IngestSummary:
@@ -191,8 +203,10 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     index = _merge_index(lake, cat.source, rows)
     write_parquet_atomic(index, lake.index)
     _failures(lake, roots, failures)
+    unmatched = _write_unmatched(lake, cat)
     failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate" else f["reason"]
                      for f in failures if f["error_type"] != "Unmatched")
     return IngestSummary(cat.source, found=len(cat.candidates) + len(cat.unmatched_videos), indexed=len(rows),
                          failed=dict(failed), unmatched_videos=cat.unmatched_videos,
-                         unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index))
+                         unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index),
+                         unmatched_path=str(unmatched))
