@@ -144,6 +144,12 @@ def test_refuses_entries_through_a_symlinked_folder_in_the_target(tmp_path):
     assert list(outside.iterdir()) == []
 
 
+def test_file_where_a_folder_must_go_is_a_clear_error(tmp_path):
+    arc = _crafted(tmp_path / "clash.zip", [("a", b"file"), ("a/b.txt", b"x")])
+    with pytest.raises(ArchiveError, match=r"cannot write .*a/b.txt"):
+        extract_zip(arc, tmp_path / "out", workers=1)
+
+
 def test_refuses_zip_bomb_by_ratio(tmp_path):
     arc = _crafted(tmp_path / "bomb.zip", [("zeros.bin", bytes(50_000_000))])
     assert arc.stat().st_size < 200_000

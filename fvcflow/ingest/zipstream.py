@@ -192,10 +192,10 @@ def extract_member(archive: Path, member: Member, password: np.ndarray | None) -
     Raises :class:`ArchiveError` on a CRC or size mismatch, truncated data, or a full disk; the
     temporary file is removed whatever happens.
     """
-    member.dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = part_path(member.dest)
     done = False
     try:
+        member.dest.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         # A buffered writer: it retries short writes, so every byte counted is on disk or raised.
         with open(fd, "wb", buffering=CHUNK) as out, open(archive, "rb", buffering=0) as fh:
