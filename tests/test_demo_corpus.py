@@ -82,6 +82,7 @@ def test_small_corpus_shape(small):
     assert "carphone_pristine.mp4" in readme
 
 
+@pytest.mark.slow  # about 10 s of CPU (64 encodes, 64 decodes); over 20 s on a busy machine
 def test_full_corpus_counts(tmp_path):
     corpus = make_demo_corpus(tmp_path / "full")
     probes = check_shape(corpus.root, 64, 16, 3.1)

