@@ -204,8 +204,9 @@ def test_an_interrupted_build_is_redone(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"n_sources": 1}, "n_sources must be between 2 and 16"),
-    ({"n_sources": 17}, "n_sources must be between 2 and 16"),
+    ({"n_sources": 1}, "n_sources must be an integer between 2 and 16"),
+    ({"n_sources": 17}, "n_sources must be an integer between 2 and 16"),
+    ({"n_sources": 3.5}, "n_sources must be an integer between 2 and 16"),
     ({"seed": -1}, "seed must be a non-negative integer"),
 ])
 def test_bad_arguments(tmp_path, kwargs, message):

@@ -151,8 +151,8 @@ def _check_args(root: Path, seed, n_sources, small) -> int:
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise FvcError(f"demo corpus seed must be a non-negative integer, got {seed!r}")
     n = n_sources if n_sources is not None else (SMALL_SOURCES if small else len(CATALOGUE))
-    if not 2 <= n <= len(CATALOGUE):
-        raise FvcError(f"demo corpus n_sources must be between 2 and {len(CATALOGUE)}, got {n}")
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 2 <= n <= len(CATALOGUE):
+        raise FvcError(f"demo corpus n_sources must be an integer between 2 and {len(CATALOGUE)}, got {n}")
     return int(n)
 
 
