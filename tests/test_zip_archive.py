@@ -7,6 +7,7 @@ import stat
 import struct
 import subprocess
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 
 from fvcflow.errors import ArchiveError
 from fvcflow.ingest.archive import extract_zip, is_encrypted, verify_password
+from fvcflow.kernels.zipcrypto import encrypt, init_keys
 from tests.media import write_video
 
 PW = b"Tst-pw-4417"
@@ -86,6 +88,36 @@ def test_unencrypted_archive_needs_no_password(tmp_path):
     assert not is_encrypted(arc)
     extract_zip(arc, tmp_path / "out")
     assert _visible(tmp_path / "out") == {"dir/x.txt": b"hello " * 1000, "y.bin": b"\x00\x01"}
+
+
+def _zipcrypto_by_hand(path: Path, name: str, data: bytes, password: bytes) -> Path:
+    """One stored ZipCrypto member *without* a data descriptor: the check byte is the CRC's high byte."""
+    crc = zlib.crc32(data)
+    head = np.frombuffer(bytes(range(11)) + bytes([crc >> 24]), np.uint8).copy()
+    body = np.frombuffer(data, np.uint8).copy()
+    keys = encrypt(head, init_keys(np.frombuffer(password, np.uint8)))
+    encrypt(body, keys)
+    payload, fname, size = head.tobytes() + body.tobytes(), name.encode(), len(data)
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 1, 0, 0, 0x21, crc, len(payload), size, len(fname), 0)
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 1, 0, 0, 0x21, crc, len(payload), size,
+                          len(fname), 0, 0, 0, 0, 0o644 << 16, 0)
+    cd_offset = len(local) + len(fname) + len(payload)
+    end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(fname), cd_offset, 0)
+    path.write_bytes(local + fname + payload + central + fname + end)
+    return path
+
+
+def test_check_byte_from_crc_when_there_is_no_data_descriptor(tmp_path):
+    data = np.random.default_rng(5).bytes(200_000)
+    arc = _zipcrypto_by_hand(tmp_path / "nodd.zip", "v.mp4", data, PW)
+    with zipfile.ZipFile(arc) as zf:  # the independent reader agrees the archive is right
+        assert not zf.getinfo("v.mp4").flag_bits & 0x08
+        assert zf.read("v.mp4", pwd=PW) == data
+    with pytest.raises(ArchiveError, match="wrong password"):
+        extract_zip(arc, tmp_path / "bad", password=PW + b"x")
+    assert not (tmp_path / "bad").exists()
+    extract_zip(arc, tmp_path / "out", password=PW)
+    assert (tmp_path / "out" / "v.mp4").read_bytes() == data
 
 
 def test_wrong_password_writes_nothing_and_hides_the_password(corpus, tmp_path):
