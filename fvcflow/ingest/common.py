@@ -65,7 +65,15 @@ def label_value(label_raw: str | None) -> int | None:
 
 
 def require_dir(root: str | os.PathLike, what: str) -> Path:
-    """``root`` as a Path; a clear error when it is not an existing folder."""
+    """``root`` as a Path; a clear error when it is not an existing folder.
+
+    Examples
+    --------
+    >>> require_dir("/no/such/dir", "a corpus")
+    Traceback (most recent call last):
+    ...
+    fvcflow.errors.FvcError: /no/such/dir: not a folder (a corpus expected)
+    """
     root = Path(root)
     if not root.is_dir():
         raise FvcError(f"{root}: not a folder ({what} expected)")
@@ -73,7 +81,13 @@ def require_dir(root: str | os.PathLike, what: str) -> Path:
 
 
 def scan_videos(root: Path) -> list[Path]:
-    """Every file under ``root`` with a video suffix, sorted (hidden files and folders skipped)."""
+    """Every file under ``root`` with a video suffix, sorted (hidden files and folders skipped).
+
+    Examples
+    --------
+    >>> scan_videos(Path("corpus"))[:1]  # doctest: +SKIP
+    [PosixPath('corpus/a.mp4')]
+    """
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))

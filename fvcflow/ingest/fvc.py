@@ -20,7 +20,13 @@ __all__ = ["fvc_archives", "prepare_fvc", "catalog_fvc"]
 
 
 def fvc_archives(root: Path) -> list[Path]:
-    """The FVC archives in ``root`` (``FVC1.zip``..., ``Metadata.zip``), metadata first."""
+    """The FVC archives in ``root`` (``FVC1.zip``..., ``Metadata.zip``), metadata first.
+
+    Examples
+    --------
+    >>> [p.name for p in fvc_archives(Path("downloads/fvc"))]  # doctest: +SKIP
+    ['Metadata.zip', 'FVC1.zip', 'FVC2.zip', 'FVC3.zip']
+    """
     zips = [p for p in sorted(root.iterdir()) if p.is_file() and p.suffix.lower() == ".zip"
             and (p.stem.upper().startswith("FVC") or p.stem.lower() == "metadata")]
     return sorted(zips, key=lambda p: (p.stem.lower() != "metadata", p.name))

@@ -102,6 +102,12 @@ def read_fvc_csv(path: Path) -> tuple[list[FvcRow], list[str]]:
     """Rows of one FVC metadata CSV (LF or CRLF), and the lines that could not be read.
 
     Raises :class:`FvcError` when the header is not ``cascade_id,video_url,label,...``.
+
+    Examples
+    --------
+    >>> rows, bad = read_fvc_csv(Path("Metadata/FVC_dup.csv"))  # doctest: +SKIP
+    >>> rows[0].cascade_id, rows[0].label_raw, rows[0].video_id  # doctest: +SKIP
+    ('f1', 'fake', 'dQw4w9WgXcQ')
     """
     rows, bad = [], []
     with open(path, newline="", encoding="utf-8-sig") as fh:
@@ -129,6 +135,11 @@ def find_csvs(*roots: Path) -> dict[str, Path]:
     """The metadata CSVs under ``roots`` (any depth, first root first) by name.
 
     Raises :class:`FvcError` when no FVC.csv is found.
+
+    Examples
+    --------
+    >>> sorted(find_csvs(Path("fvc-data/raw/fvc")))  # doctest: +SKIP
+    ['FVC.csv', 'FVC_dup.csv', 'FVC_text_queries.csv']
     """
     found: dict[str, Path] = {}
     for name in CSV_NAMES:
