@@ -5,13 +5,14 @@ written here with ``VideoWriter`` into ``$FVC_BENCH_DIR``, default /tmp/fvc-benc
 
 1. frames/s decoding every frame: decode only, ``iter_luma`` (the Y plane, no conversion), and
    ``frame.to_ndarray(format="gray")`` (swscale), each with FFmpeg's frame+slice threads
-   ("AUTO") and with PyAV's default threading, and the ratios side by side;
-   (frames per CPU-second in parentheses: with threads > 1 the wall figure needs idle cores);
+   ("AUTO") and with PyAV's default (slice threads, which x264's one-slice frames cannot use),
+   and the ratios side by side; frames per CPU-second in parentheses (on a loaded machine the
+   wall figures of threaded decoding say little; the CPU figures stay comparable);
 2. for 5..50 evenly sampled frames: decoded-frame counts and seconds of the "seek",
    "sequential" and "auto" strategies, and the cost of one seek in frame-equivalents (what
    ``fvcflow.video.read.SEEK_COST_FRAMES`` stands for).
 
-Times are the best of ``--reps`` runs. Run from the repository root::
+Times (wall and process CPU) are the best of ``--reps`` runs. Run from the repository root::
 
     .venv/bin/python benchmarks/video.py [--reps 3]
 """
@@ -54,13 +55,15 @@ def make_clip(name: str, height: int, width: int) -> Path:
     return path
 
 
-def best(fn, reps: int) -> tuple[float, object]:
-    times, result = [], None
+def best(fn, reps: int) -> tuple[float, float, object]:
+    """Best wall and best CPU (process) seconds of ``reps`` runs, and the last run's result."""
+    walls, cpus, result = [], [], None
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         result = fn()
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus), result
 
 
 def decode_all(path: Path, threads: bool, convert) -> int:
@@ -75,12 +78,16 @@ def decode_all(path: Path, threads: bool, convert) -> int:
     return n
 
 
-def luma_all(path: Path, info, threads: bool) -> int:
-    n = 0
-    for _, y in iter_luma(path, np.arange(info.n_frames), info=info, strategy="sequential",
-                          threads=threads):
-        n += y.shape[0] > 0
-    return n
+def consume(reader):
+    """Read every frame of a LumaReader (each luma view dropped at once); return the reader."""
+    for _ in reader:
+        pass
+    return reader
+
+
+def luma_all(path: Path, info, threads: bool):
+    return consume(iter_luma(path, np.arange(info.n_frames), info=info, strategy="sequential",
+                             threads=threads))
 
 
 def full_decode(name: str, path: Path, info, reps: int) -> None:
@@ -93,10 +100,7 @@ def full_decode(name: str, path: Path, info, reps: int) -> None:
             ("iter_luma", lambda: luma_all(path, info, threads)),
             ("to_ndarray(gray)", lambda: decode_all(path, threads, lambda f: f.to_ndarray(format="gray"))),
         ):
-            cpu0 = time.process_time()
-            wall, _ = best(fn, reps)
-            cpu = (time.process_time() - cpu0) / reps
-            cells.append((label, wall, cpu))
+            cells.append((label, *best(fn, reps)[:2]))
         text = " | ".join(f"{label} {n / wall:6.1f} fps ({n / cpu:6.1f}/cpu-s)" for label, wall, cpu in cells)
         print(f"{name} all {n} frames, {tag}: {text} | luma/gray {cells[2][1] / cells[1][1]:.2f}x wall, "
               f"{cells[2][2] / cells[1][2]:.2f}x cpu")
@@ -107,16 +111,8 @@ def seek_cost(path: Path, info, reps: int) -> float:
     (open + seek + decode key frame K) minus (open + decode key frame 0), over the time of one
     frame in a sequential decode; the median over the key frames K > 0."""
     def cpu(indices, strategy):
-        def run():
-            reader = iter_luma(path, indices, info=info, strategy=strategy, threads=False)
-            for _ in reader:
-                pass
-        times = []
-        for _ in range(reps):
-            t0 = time.process_time()
-            run()
-            times.append(time.process_time() - t0)
-        return min(times)
+        return best(lambda: consume(iter_luma(path, indices, info=info, strategy=strategy, threads=False)),
+                    reps)[1]
     t_frame = cpu(np.arange(info.n_frames), "sequential") / info.n_frames
     t_open = cpu([0], "sequential")
     return float(np.median([(cpu([k], "seek") - t_open) / t_frame for k in info.keyframes[1:]]))
@@ -128,13 +124,10 @@ def sampled(name: str, path: Path, info, reps: int) -> None:
         wanted = np.unique(np.rint(np.linspace(0, n - 1, k)).astype(np.int64))
         cells = []
         for strategy in ("seek", "sequential", "auto"):
-            def run():
-                reader = iter_luma(path, wanted, info=info, strategy=strategy)
-                for _ in reader:
-                    pass
-                return reader
-            t, reader = best(run, reps)
-            cells.append(f"{strategy} {reader.decoded:3d} dec {reader.seeks:2d} seeks {t:6.3f} s")
+            wall, cpu, reader = best(lambda: consume(iter_luma(path, wanted, info=info, strategy=strategy)),
+                                     reps)
+            cells.append(f"{strategy} {reader.decoded:3d} dec {reader.seeks:2d} seeks "
+                         f"{wall:5.3f} s ({cpu:5.3f} cpu-s)")
         print(f"{name} k={k:2d}: " + " | ".join(cells))
     print(f"{name} one seek costs about {seek_cost(path, info, reps):.1f} decoded frames "
           f"(SEEK_COST_FRAMES = {SEEK_COST_FRAMES})")

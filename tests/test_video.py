@@ -16,7 +16,8 @@ from fvcflow.video import (
     VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
 )
 from tests.media import (
-    cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_image, write_vfr_video, write_video,
+    cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_image,
+    write_vfr_video, write_video,
 )
 
 N = 60

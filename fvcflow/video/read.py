@@ -12,8 +12,9 @@ from fvcflow.errors import VideoError
 from fvcflow.kernels import rgb_to_gray
 from fvcflow.video.probe import VideoInfo, frame_packets, open_video, probe
 
-# A seek (demuxer seek + decoder flush) costs about as much as decoding this many frames; "auto"
-# seeks only when that saves more frames than this. benchmarks/video.py measures the trade-off.
+# A seek (demuxer seek + decoder flush + restart) costs about as much CPU as decoding this many
+# frames (benchmarks/video.py measured 2.9 at 360p and 3.7 at 1080p for H.264); "auto" seeks
+# only when that saves more frames than this.
 SEEK_COST_FRAMES = 4
 STRATEGIES = ("auto", "seek", "sequential")
 
