@@ -155,7 +155,7 @@ class LumaReader:
                     self.seeks += 1
                     frames, pos = _decode(container, stream), None
                 frame, pos = self._advance(frames, pos, i, target)
-                yield i, luma(frame)
+                yield i, _luma(frame)
 
     def _advance(self, frames, pos, i, target):
         """Decode up to frame ``i``; ``pos`` is the next frame's index, None right after a seek
@@ -278,7 +278,7 @@ def _decode(container, stream) -> Iterator[av.VideoFrame]:
     yield from stream.decode(None)
 
 
-def luma(frame: av.VideoFrame) -> np.ndarray:
+def _luma(frame: av.VideoFrame) -> np.ndarray:
     """The luma of a decoded frame as uint8[H, W] (see :func:`iter_luma`)."""
     if _has_luma_plane(frame.format):
         plane = frame.planes[0]
