@@ -41,9 +41,9 @@ class VideoWriter:
         FFmpeg video encoder.
     crf : int
         Constant rate factor for libx264(rgb) and libvpx-vp9; MPEG-4 has none and uses the
-        fixed quantiser ``clip(round(crf / 6), 2, 31)`` instead (crf 23 gives q 4). Ignored when
-        ``options`` set the rate control themselves ("crf", "qp", "b", "b:v", "qmin", "qmax"; ``{"qp": "0"}``
-        with libx264rgb is lossless).
+        fixed quantiser ``clip(round(crf / 6), 2, 31)`` instead (crf 23 gives q 4). Ignored
+        when ``options`` set the rate control themselves ("crf", "qp", "b", "b:v", "qmin" or
+        "qmax"; ``{"qp": "0"}`` with libx264rgb is lossless).
     pix_fmt : str
         Pixel format of the encoded stream.
     options : dict, optional
