@@ -16,6 +16,7 @@ HIGH_PASS = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float64)
 _U = np.arange(8)[:, None]
 DCT_BASIS = np.cos(np.pi * (2 * np.arange(8)[None, :] + 1) * _U / 16.0) * 0.5
 DCT_BASIS[0] = np.sqrt(1.0 / 8.0)
+ZERO_LIMIT = 0.5 - 1e-9      # |AC| < 0.5, exact ties at 0.5 not below (as fvcflow.kernels)
 HF_WEIGHT = (np.add.outer(np.arange(8), np.arange(8)) >= 8).astype(np.float64).ravel()
 
 
@@ -40,7 +41,7 @@ def noise_and_sharpness(g: np.ndarray) -> list[float]:
             float(lap.var(dtype=np.float64)), float(mag.mean()), float(mag.std())]
 
 
-def dct_stats(g: np.ndarray) -> list[float]:
+def dct_stats(g: np.ndarray, zero_threshold: float = ZERO_LIMIT) -> list[float]:
     h, w = g.shape
     nby, nbx = h // 8, w // 8
     blocks = g[: nby * 8, : nbx * 8].reshape(nby, 8, nbx, 8).swapaxes(1, 2).reshape(-1, 8)
@@ -54,7 +55,7 @@ def dct_stats(g: np.ndarray) -> list[float]:
     sq = coef * coef
     total = sq.sum()
     hf = (sq @ HF_WEIGHT).sum()
-    zero_frac = (np.count_nonzero(mag < 0.5) - n) / (63 * n)
+    zero_frac = (np.count_nonzero(mag < zero_threshold) - n) / (63 * n)
     return [float(dc.mean()), float(dc.std()), float(mag.sum() / (63 * n)),
             0.0 if total == 0 else float(hf / total), float(zero_frac)]
 

@@ -59,6 +59,11 @@ def dct8(x0, x1, x2, x3, x4, x5, x6, x7):
     return y0, y1, y2, y3, y4, y5, y6, y7
 
 
+# |AC| < 0.5 as in exact arithmetic: a coefficient that is exactly 0.5 (AC(4, 0), AC(0, 4) and
+# AC(4, 4) of an integer block are multiples of 1/8) comes out of any floating-point DCT as
+# 0.5 plus or minus an ulp; the margin counts it as not below 0.5 whatever the rounding.
+ZERO_LIMIT = 0.5 - 1e-9
+
 # Layout of the output of ``dct_pass``.
 DC_MEAN, DC_STD, AC_MEAN_ABS, HF_RATIO, AC_ZERO_FRAC = range(5)
 N_OUT = 5
@@ -78,7 +83,7 @@ def _vertical(a, y0, col):
 def _acc(c, s):
     """``s`` = (sum abs, sum square, count of abs < 0.5) updated with coefficient ``c``."""
     m = abs(c)
-    return s[0] + m, s[1] + c * c, s[2] + (1.0 if m < 0.5 else 0.0)
+    return s[0] + m, s[1] + c * c, s[2] + (1.0 if m < ZERO_LIMIT else 0.0)
 
 
 @numba.jit(**JIT)

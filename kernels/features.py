@@ -165,7 +165,9 @@ def dct_stats(gray: np.ndarray) -> np.ndarray:
     ndarray, shape (5,), float64
         ``dct_dc_mean``, ``dct_dc_std`` (population), ``dct_ac_mean_abs``, ``dct_hf_ratio``
         (energy of the AC coefficients with u + v >= 8 over all AC energy; 0.0 without AC
-        energy) and ``dct_ac_zero_frac`` (fraction of AC with abs value < 0.5).
+        energy) and ``dct_ac_zero_frac`` (fraction of AC with abs value < 0.5; a value
+        within 1e-9 of 0.5, i.e. 0.5 up to rounding, counts as not below, as in exact
+        arithmetic).
         NaN when H < 8 or W < 8.
 
     Examples

@@ -98,13 +98,6 @@ def dct_stats(gray: np.ndarray, *, zero_threshold: float = 0.5) -> np.ndarray:
     return np.array([dc.mean(), dc.std(), np.mean(np.abs(ac)), hf_ratio, zero_frac])
 
 
-def dct_zero_frac_bounds(gray: np.ndarray, eps: float = 1e-9) -> tuple[float, float]:
-    """The range ``dct_ac_zero_frac`` may take when coefficients within ``eps`` of 0.5 round
-    either way (e.g. AC(4, 0) of an integer block is a multiple of 1/8, often exactly 0.5)."""
-    return (float(dct_stats(gray, zero_threshold=0.5 - eps)[4]),
-            float(dct_stats(gray, zero_threshold=0.5 + eps)[4]))
-
-
 def blockiness(gray: np.ndarray) -> float:
     """(b + 1e-6) / (i + 1e-6), pooled over horizontal and vertical neighbour pairs."""
     g = np.asarray(gray, np.float64)

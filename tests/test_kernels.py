@@ -61,17 +61,30 @@ def _as(frame: np.ndarray, dtype: str, seed: int = 1) -> np.ndarray:
     return (frame.astype(np.float64) * 0.75 + 0.125).astype(dtype)
 
 
+ZERO_LIMIT = 0.5 - 1e-9   # the kernel's "< 0.5": ties at exactly 0.5 are not below
+
+
 def _compare(name: str, got, gray: np.ndarray) -> None:
-    """Kernel result vs the naive twin; dct_ac_zero_frac within its rounding bounds."""
+    """Kernel result vs the naive twin.
+
+    dct_ac_zero_frac: for uint8 frames, exactly the naive count below 0.5 - 1e-9 (exact ties
+    at 0.5 excluded, as in exact arithmetic); for float frames, where rounding grows with the
+    pixel scale, between the naive counts at ZERO_LIMIT -/+ that rounding.
+    """
     want = np.atleast_1d(getattr(N, name)(gray)).astype(np.float64)
     got = np.atleast_1d(np.asarray(got, np.float64))
     assert got.shape == want.shape
     scale = max(1.0, float(np.nanmax(np.abs(gray))))
     if name in ("dct_stats", "frame_features"):
         k = 4 if name == "dct_stats" else ZERO_FRAC
-        lo, hi = N.dct_zero_frac_bounds(gray, eps=1e-12 * 64 * scale)
+        if gray.dtype == np.uint8:
+            lo = hi = N.dct_stats(gray, zero_threshold=ZERO_LIMIT)[4]
+        else:
+            eps = 1e-13 * 64 * scale
+            lo = N.dct_stats(gray, zero_threshold=ZERO_LIMIT - eps)[4]
+            hi = N.dct_stats(gray, zero_threshold=ZERO_LIMIT + eps)[4]
         if np.isnan(want[k]):
-            assert np.isnan(got[k])
+            assert np.isnan(got[k]) and np.isnan(lo)
         else:
             assert lo <= got[k] <= hi, (got[k], lo, hi)
         got, want = np.delete(got, k), np.delete(want, k)
@@ -117,6 +130,17 @@ def test_constant_frame_is_exactly_flat():
     assert named["dct_dc_std"] == 0.0 and named["dct_hf_ratio"] == 0.0
     assert named["dct_ac_zero_frac"] == 1.0 and named["dct_ac_mean_abs"] == 0.0
     assert named["blockiness"] == 1.0
+
+
+def test_zero_frac_ties_follow_exact_arithmetic():
+    """One pixel of 4 in a dark block: AC(0, 4), AC(4, 0) and AC(4, 4) are exactly 4/8 = 0.5."""
+    gray = np.zeros((8, 8), np.uint8)
+    gray[0, 0] = 4
+    ac = np.abs(N.dct_coefficients(gray)[0][N.AC_MASK])
+    ties = np.isclose(ac, 0.5, rtol=1e-14, atol=0)
+    assert ties.sum() == 3
+    below = np.count_nonzero(ac < 0.5) - np.count_nonzero(ties & (ac < 0.5))
+    assert K.dct_stats(gray)[4] == below / 63
 
 
 def test_nan_input_gives_nan():
