@@ -264,6 +264,22 @@ def test_luma_of_an_rgb_video_goes_through_rgb_to_gray(tmp_path):
     assert np.mean(got == expected) > 0.99
 
 
+def test_luma_of_a_10_bit_video_is_its_y_plane_in_8_bits(tmp_path, videos):
+    frames = synthetic_frames(4, 48, 64, seed=7)
+    ten = write_video(tmp_path / "ten.mkv", frames=frames, pix_fmt="yuv420p10le")
+    eight = write_video(tmp_path / "eight.mkv", frames=frames)
+    info = probe(ten)
+    assert info.pix_fmt == "yuv420p10le"
+    with av.open(str(ten)) as c:                                  # swscale: Y10 << 6 into 16 bits
+        expected = np.stack([f.to_ndarray(format="yuv444p16le", channel_last=True)[..., 0] >> 8
+                             for f in c.decode(video=0)])
+    got = read_luma(ten, np.arange(4), info=info)
+    assert got.dtype == np.uint8
+    np.testing.assert_array_equal(got, expected)
+    y8 = read_luma(eight, np.arange(4)).astype(float)             # same scale as 8-bit video
+    assert abs(got.mean() - y8.mean()) < 2
+
+
 def test_read_luma_stacks_the_frames(videos):
     path, ys, _ = videos["mpeg4_odd"]
     wanted = sample_indices(N)

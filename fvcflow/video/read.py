@@ -186,9 +186,10 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
               threads: bool = True, stats: dict | None = None) -> LumaReader:
     """Yield ``(index, luma)`` for the frames ``indices`` (sorted, unique), decoding no more than needed.
 
-    Luma is the Y plane of planar 8-bit YUV frames, read in place without a colour conversion
-    (a read-only-by-convention view into the decoded frame, rows possibly strided); other pixel
-    formats go through RGB and ``fvcflow.kernels.rgb_to_gray`` (BT.601), rounded to uint8.
+    Luma is the Y plane of planar YUV frames, read without a colour conversion: for 8-bit
+    formats in place (a view into the decoded frame, rows possibly strided), for 10-bit and
+    deeper its top 8 bits (``Y >> (bits - 8)``, so that limited range stays 16..235); other
+    pixel formats go through RGB and ``fvcflow.kernels.rgb_to_gray`` (BT.601), rounded to uint8.
     Frame indices count presentation frames in decode order from 0, as a sequential decode
     numbers them, for every strategy.
 
@@ -280,28 +281,36 @@ def _decode(container, stream) -> Iterator[av.VideoFrame]:
 
 def _luma(frame: av.VideoFrame) -> np.ndarray:
     """The luma of a decoded frame as uint8[H, W] (see :func:`iter_luma`)."""
-    if _has_luma_plane(frame.format):
+    bits = _luma_plane_bits(frame.format)
+    if bits == 8:
         plane = frame.planes[0]
-        flat = np.frombuffer(plane, np.uint8)
-        return flat[: frame.height * plane.line_size].reshape(frame.height, plane.line_size)[:, : frame.width]
+        flat = np.frombuffer(plane, np.uint8)[: frame.height * plane.line_size]
+        return flat.reshape(frame.height, plane.line_size)[:, : frame.width]
+    if bits:                                             # 9..16-bit Y: keep the top 8 bits
+        plane = frame.planes[0]
+        flat = np.frombuffer(plane, "<u2")[: frame.height * plane.line_size // 2]
+        y = flat.reshape(frame.height, plane.line_size // 2)[:, : frame.width]
+        return (y >> (bits - 8)).astype(np.uint8)
     gray = rgb_to_gray(frame.to_ndarray(format="rgb24"))
     if gray.dtype != np.uint8:
         gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
     return gray
 
 
-_LUMA_PLANE: dict[str, bool] = {}
+_LUMA_BITS: dict[str, int] = {}
 
 
-def _has_luma_plane(fmt: av.VideoFormat) -> bool:
-    """An 8-bit luma component alone in plane 0 (yuv4xxp, yuvj4xxp, nv12, gray ...)."""
-    known = _LUMA_PLANE.get(fmt.name)
-    if known is None:
+def _luma_plane_bits(fmt: av.VideoFormat) -> int:
+    """Bits of a luma component alone in plane 0 (yuv4xxp, yuvj4xxp, nv12, gray, yuv420p10le
+    ...), 0 when the format has none (RGB, palette, packed YUV, big-endian)."""
+    bits = _LUMA_BITS.get(fmt.name)
+    if bits is None:
         comps = fmt.components
-        known = (not fmt.is_rgb and not fmt.has_palette and not fmt.is_bayer and comps[0].is_luma
-                 and comps[0].bits == 8 and all(c.plane != 0 for c in comps[1:]))
-        _LUMA_PLANE[fmt.name] = known
-    return known
+        alone = (not fmt.is_rgb and not fmt.has_palette and not fmt.is_bayer and comps[0].is_luma
+                 and all(c.plane != 0 for c in comps[1:]))
+        fits = comps[0].bits == 8 or (8 < comps[0].bits <= 16 and not fmt.is_big_endian)
+        bits = _LUMA_BITS[fmt.name] = comps[0].bits if alone and fits else 0
+    return bits
 
 
 def _check_indices(indices, n_frames: int) -> np.ndarray:
