@@ -14,7 +14,7 @@ from fvcflow.engine import dask_cluster
 from fvcflow.errors import FvcError
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
-from fvcflow.training import finish, make_splits, planned_models, train_model, train_stack
+from fvcflow.training import finish, make_splits, plan_models, train_model, train_stack
 
 VIDEO_STAGES = ("augment", "features", "scale", "scaled_features")
 
@@ -68,9 +68,13 @@ def video_stage(stage: str, settings: Settings) -> dict:
     return finish_task(plan, [f.result() for f in futures], settings)
 
 
-@task(name="splits", **RETRY)
-def splits_task(settings: Settings) -> int:
-    return make_splits(settings.lake(), settings.train).height
+@task(name="plan-training", **RETRY)
+def plan_training_task(settings: Settings):
+    plan = plan_models(settings.lake(), settings.train)
+    make_splits(settings.lake(), settings.train)
+    for name, why in plan.skipped.items():
+        get_run_logger().warning("skipped %s: %s", name, why)
+    return plan
 
 
 @task(name="train-model", **RETRY)
@@ -78,19 +82,24 @@ def train_model_task(name: str, settings: Settings):
     return train_model(settings.lake(), name, settings.train)
 
 
+@task(name="train-stack", **RETRY)
+def train_stack_task(name: str, results: list, settings: Settings):
+    return train_stack(settings.lake(), results, settings.train, name=name)
+
+
 @task(name="report", cache_policy=NO_CACHE, persist_result=False)
-def finish_training_task(results: list, settings: Settings) -> dict:
-    results = results + [train_stack(settings.lake(), results, settings.train)]
-    summary = finish(settings.lake(), results, settings.train)
+def finish_training_task(results: list, skipped: dict, settings: Settings) -> dict:
+    summary = finish(settings.lake(), results, settings.train, skipped)
     create_markdown_artifact(summary.markdown(), key="leaderboard", description="Stage 5 leaderboard")
-    return {"models": len(results), "best": summary.best}
+    return {"models": len(results), "best": summary.best, "registered_version": summary.registered_version}
 
 
 @flow(name="train")
 def train_stage(settings: Settings) -> dict:
-    splits_task(settings)
-    results = [train_model_task(name, settings) for name in planned_models(settings.train)]
-    return finish_training_task(results, settings)
+    plan = plan_training_task(settings)
+    results = [train_model_task(name, settings) for name in plan.base]
+    results += [train_stack_task(name, results, settings) for name in plan.stacks]
+    return finish_training_task(results, plan.skipped, settings)
 
 
 @flow(name="fvc", log_prints=True)
