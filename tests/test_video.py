@@ -15,6 +15,7 @@ from fvcflow.errors import VideoError
 from fvcflow.video import (
     VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
 )
+from fvcflow.video.read import _luma_plane_bits
 from tests.media import (
     cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_image,
     write_vfr_video, write_video,
@@ -278,6 +279,15 @@ def test_luma_of_a_10_bit_video_is_its_y_plane_in_8_bits(tmp_path, videos):
     np.testing.assert_array_equal(got, expected)
     y8 = read_luma(eight, np.arange(4)).astype(float)             # same scale as 8-bit video
     assert abs(got.mean() - y8.mean()) < 2
+
+
+@pytest.mark.parametrize("pix_fmt,bits", [
+    ("yuv420p", 8), ("yuvj420p", 8), ("nv12", 8), ("gray", 8), ("yuva420p", 8),
+    ("yuv420p10le", 10), ("yuv444p12le", 12), ("gray10le", 10),
+    ("p010le", 0), ("yuv420p10be", 0), ("rgb24", 0), ("gbrp", 0), ("yuyv422", 0), ("pal8", 0),
+])
+def test_which_formats_have_a_luma_plane(pix_fmt, bits):
+    assert _luma_plane_bits(av.VideoFormat(pix_fmt)) == bits
 
 
 def test_read_luma_stacks_the_frames(videos):

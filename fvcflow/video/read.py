@@ -302,13 +302,15 @@ _LUMA_BITS: dict[str, int] = {}
 
 def _luma_plane_bits(fmt: av.VideoFormat) -> int:
     """Bits of a luma component alone in plane 0 (yuv4xxp, yuvj4xxp, nv12, gray, yuv420p10le
-    ...), 0 when the format has none (RGB, palette, packed YUV, big-endian)."""
+    ...), 0 when the format has none (RGB, palette, packed YUV) or stores it otherwise than
+    in the low bits of little-endian words (p010, big-endian)."""
     bits = _LUMA_BITS.get(fmt.name)
     if bits is None:
         comps = fmt.components
         alone = (not fmt.is_rgb and not fmt.has_palette and not fmt.is_bayer and comps[0].is_luma
                  and all(c.plane != 0 for c in comps[1:]))
-        fits = comps[0].bits == 8 or (8 < comps[0].bits <= 16 and not fmt.is_big_endian)
+        lsb_aligned = fmt.name.startswith(("yuv", "gray")) and not fmt.is_big_endian  # not p010
+        fits = comps[0].bits == 8 or (8 < comps[0].bits <= 16 and lsb_aligned)
         bits = _LUMA_BITS[fmt.name] = comps[0].bits if alone and fits else 0
     return bits
 
