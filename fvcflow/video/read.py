@@ -63,7 +63,7 @@ def plan_reads(keyframes, indices, seek_cost: float) -> tuple[list[int | None], 
     """
     keys = np.asarray(keyframes, np.int64)
     pos, decoded, seeks = 0, 0, []
-    for i in indices:
+    for i in map(int, indices):
         j = np.searchsorted(keys, i, side="right") - 1
         key = int(keys[j]) if j >= 0 else 0
         if key - pos > seek_cost:
@@ -72,7 +72,7 @@ def plan_reads(keyframes, indices, seek_cost: float) -> tuple[list[int | None], 
         else:
             seeks.append(None)
             decoded += i - pos + 1
-        pos = int(i) + 1
+        pos = i + 1
     return seeks, decoded
 
 
