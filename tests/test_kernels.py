@@ -132,6 +132,19 @@ def test_constant_frame_is_exactly_flat():
     assert named["blockiness"] == 1.0
 
 
+def test_dct8_butterfly_is_the_orthonormal_dct():
+    from scipy.fft import dct
+
+    from fvcflow.kernels import _dct
+    basis = _dct.dct_basis()
+    assert_allclose(basis @ basis.T, np.eye(8), atol=1e-14)
+    x = np.random.default_rng(6).normal(0, 50, (20, 8))
+    got = np.array([_dct.dct8(*row) for row in x])
+    assert_allclose(got, x @ basis.T, rtol=1e-12, atol=1e-12)
+    assert_allclose(got, dct(x, type=2, norm="ortho", axis=1), rtol=1e-12, atol=1e-12)
+    assert _dct.dct8(*[3.7] * 8)[1:] == (0.0,) * 7          # flat input: AC exactly 0
+
+
 def test_zero_frac_ties_follow_exact_arithmetic():
     """One pixel of 4 in a dark block: AC(0, 4), AC(4, 0) and AC(4, 4) are exactly 4/8 = 0.5."""
     gray = np.zeros((8, 8), np.uint8)
