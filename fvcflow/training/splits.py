@@ -47,24 +47,26 @@ def _group_folds(orig: pl.DataFrame, k: int, seed: int) -> dict[str, int]:
     return out
 
 
-def _test_groups(orig: pl.DataFrame, cfg: TrainConfig) -> tuple[set[str], pl.DataFrame]:
-    """Groups of the test set and the originals left for the folds."""
+def _test_ids(orig: pl.DataFrame, cfg: TrainConfig) -> tuple[list[str], pl.DataFrame]:
+    """Video ids of the test set and the originals left for the folds."""
     if cfg.use_official_split and "split" in orig.columns and (orig["split"] == "test").any():
-        test_groups = set(orig.filter(pl.col("split") == "test")["group_id"].to_list())
+        test = orig.filter(pl.col("split") == "test")
+        test_groups = test["group_id"].unique().to_list()
         rest = orig.filter(pl.col("split").fill_null("") != "test")
-        conflict = rest.filter(pl.col("group_id").is_in(list(test_groups)))
+        conflict = rest.filter(pl.col("group_id").is_in(test_groups))
         if conflict.height:
             log.warning("dropped %d training videos that share a group with the official test split "
                         "(e.g. %s)", conflict.height, conflict["video_id"][0])
-        return test_groups, rest.filter(~pl.col("group_id").is_in(list(test_groups)))
+        return test["video_id"].to_list(), rest.filter(~pl.col("group_id").is_in(test_groups))
     if cfg.test_size == 0:
-        return set(), orig
+        return [], orig
     n_splits = max(2, round(1 / cfg.test_size))
     _check_groups(orig, n_splits, f"hold-out test of {cfg.test_size:.0%}",
                   "raise test_size (or set it to 0 for no hold-out); or lower it")
     fold_of = _group_folds(orig, n_splits, cfg.seed)
-    test_groups = {g for g, f in fold_of.items() if f == 0}
-    return test_groups, orig.filter(~pl.col("group_id").is_in(list(test_groups)))
+    test_groups = [g for g, f in fold_of.items() if f == 0]
+    in_test = pl.col("group_id").is_in(test_groups)
+    return orig.filter(in_test)["video_id"].to_list(), orig.filter(~in_test)
 
 
 def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: TrainConfig) -> pl.DataFrame:
@@ -90,15 +92,16 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
     """
     cols = ["video_id", "group_id", "label"] + (["split"] if "split" in videos.columns else [])
     orig = videos.filter(pl.col("label").is_not_null()).select(cols).unique("video_id", keep="first")
-    test_groups, train = _test_groups(orig, cfg)
+    test_ids, train = _test_ids(orig, cfg)
     _check_groups(train, cfg.folds, f"{cfg.folds}-fold cross-validation",
                   "lower folds (TrainConfig.folds, fvc train --folds)")
     fold_of = _group_folds(train, cfg.folds, cfg.seed)
-    orig = orig.filter(pl.col("group_id").is_in(list(test_groups)) | pl.col("video_id").is_in(train["video_id"]))
-    table = orig.select(
+    is_test = pl.col("video_id").is_in(test_ids)
+    table = orig.filter(is_test | pl.col("video_id").is_in(train["video_id"].to_list())).select(
         "video_id", "group_id", "label", pl.lit("original").alias("variant"),
-        pl.col("group_id").replace_strict(fold_of, default=None, return_dtype=pl.Int32).alias("fold"),
-        pl.col("group_id").is_in(list(test_groups)).alias("is_test"))
+        pl.when(is_test).then(None).otherwise(
+            pl.col("group_id").replace_strict(fold_of, default=None, return_dtype=pl.Int32)).alias("fold"),
+        is_test.alias("is_test"))
     if augmented is not None and augmented.height:
         copies = augmented.select("video_id", "source_video_id",
                                   (pl.col("variant") if "variant" in augmented.columns else pl.lit("aug")).alias("variant"))

@@ -1,0 +1,199 @@
+"""DuckDB over the lake: a view per Parquet table and per MLflow table, plus ready queries.
+
+The MLflow SQLite store is read with Python's ``sqlite3`` into Arrow and registered (DuckDB's
+sqlite extension would need a download); the snapshot is taken when :func:`connect` is called.
+
+>>> con = connect(Lake.at("fvc-data"))                       # doctest: +SKIP
+>>> con.sql(QUERIES["leaderboard"]).pl()                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import pyarrow as pa
+
+from fvcflow.errors import FvcError
+from fvcflow.store import Lake
+
+#: view name -> the lake path it reads
+PARQUET_VIEWS = {
+    "videos": lambda lake: lake.index, "failures": lambda lake: lake.failures,
+    "augmented": lambda lake: lake.stage1, "features": lambda lake: lake.stage2,
+    "scaled": lambda lake: lake.stage3, "scaled_features": lambda lake: lake.stage4,
+    "splits": lambda lake: lake.splits, "predictions": lambda lake: lake.predictions,
+}
+_MLFLOW_TABLES = ("experiments", "runs", "latest_metrics", "params", "tags", "registered_models",
+                  "model_versions", "model_version_tags")
+_NOT_FEATURES = {"video_id", "group_id", "label", "label_raw", "source", "variant", "n_sampled", "n_decoded",
+                 "s4_n_sampled", "s4_n_decoded", "path", "content_hash", "split"}
+
+_MLFLOW_VIEWS = {
+    "mlflow_runs": """
+        SELECT r.run_uuid AS run_id, r.name AS run_name, e.name AS experiment, r.status,
+               make_timestamp(r.start_time * 1000) AS start_time, make_timestamp(r.end_time * 1000) AS end_time,
+               max(t.value) FILTER (WHERE t.key = 'mlflow.parentRunId') AS parent_run_id,
+               max(t.value) FILTER (WHERE t.key = 'fvc.model') AS model,
+               max(t.value) FILTER (WHERE t.key = 'fvc.role') AS role,
+               max(t.value) FILTER (WHERE t.key = 'fvc.feature_set') AS feature_set,
+               max(t.value) FILTER (WHERE t.key = 'fvc.fold') AS fold
+        FROM _mlflow_runs r JOIN _mlflow_experiments e USING (experiment_id)
+        LEFT JOIN _mlflow_tags t USING (run_uuid)
+        WHERE r.lifecycle_stage = 'active' GROUP BY ALL""",
+    "mlflow_metrics": """
+        SELECT run_uuid AS run_id, key, CASE WHEN is_nan = 1 THEN 'NaN'::DOUBLE ELSE value END AS value, step
+        FROM _mlflow_latest_metrics""",
+    "mlflow_params": "SELECT run_uuid AS run_id, key, value FROM _mlflow_params",
+    "mlflow_model_versions": """
+        SELECT v.name, v.version, v.run_id, v.source, v.current_stage,
+               make_timestamp(v.creation_time * 1000) AS created,
+               max(t.value) FILTER (WHERE t.key = 'fvc.model') AS model
+        FROM _mlflow_model_versions v LEFT JOIN _mlflow_model_version_tags t USING (name, version)
+        GROUP BY ALL""",
+}
+
+_LEADERBOARD_METRICS = ("oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer", "oof_average_precision",
+                        "test_roc_auc", "test_eer", "test_accuracy", "fit_seconds")
+
+#: ready queries for ``fvc sql --query NAME``
+QUERIES: dict[str, str] = {
+    "leaderboard": f"""
+        WITH latest AS (
+            SELECT run_id, model, feature_set, start_time,
+                   row_number() OVER (PARTITION BY model ORDER BY start_time DESC) AS rk
+            FROM mlflow_runs WHERE role = 'model')
+        SELECT l.model, l.feature_set,
+               {", ".join(f"max(m.value) FILTER (WHERE m.key = '{k}') AS {k}" for k in _LEADERBOARD_METRICS)},
+               l.start_time
+        FROM latest l JOIN mlflow_metrics m USING (run_id) WHERE l.rk = 1
+        GROUP BY ALL ORDER BY oof_roc_auc DESC NULLS LAST""",
+    "feature_auc": """
+        WITH ranked AS (
+            SELECT feature, label,
+                   rank() OVER (PARTITION BY feature ORDER BY value)
+                   + (count(*) OVER (PARTITION BY feature, value) - 1) / 2.0 AS r
+            FROM feature_values),
+        counts AS (
+            SELECT feature, sum(r) FILTER (WHERE label = 1) AS rank_sum,
+                   count(*) FILTER (WHERE label = 1) AS n_fake, count(*) FILTER (WHERE label = 0) AS n_real
+            FROM ranked GROUP BY feature)
+        SELECT feature, (rank_sum - n_fake * (n_fake + 1) / 2.0) / (n_fake * n_real) AS auc,
+               abs((rank_sum - n_fake * (n_fake + 1) / 2.0) / (n_fake * n_real) - 0.5) AS separation,
+               n_real, n_fake
+        FROM counts WHERE n_fake > 0 AND n_real > 0 ORDER BY separation DESC, feature""",
+    "class_balance": """
+        WITH v AS (SELECT *, CAST(width AS VARCHAR) || 'x' || CAST(height AS VARCHAR) AS resolution FROM videos)
+        SELECT 'source' AS dimension, CAST(source AS VARCHAR) AS value, count(*) FILTER (WHERE label = 0) AS real,
+               count(*) FILTER (WHERE label = 1) AS fake, count(*) FILTER (WHERE label IS NULL) AS excluded,
+               count(*) AS total FROM v GROUP BY ALL
+        UNION ALL
+        SELECT 'codec', CAST(codec AS VARCHAR), count(*) FILTER (WHERE label = 0), count(*) FILTER (WHERE label = 1),
+               count(*) FILTER (WHERE label IS NULL), count(*) FROM v GROUP BY ALL
+        UNION ALL
+        SELECT 'resolution', resolution, count(*) FILTER (WHERE label = 0), count(*) FILTER (WHERE label = 1),
+               count(*) FILTER (WHERE label IS NULL), count(*) FROM v GROUP BY ALL
+        ORDER BY dimension, total DESC, value""",
+    "failures": """
+        SELECT stage, error_type, count(*) AS n, min(reason) AS example_reason, min(path) AS example_path
+        FROM failures GROUP BY ALL ORDER BY n DESC, stage, error_type""",
+}
+
+
+def _quote(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def _sqlite_tables(db: Path) -> dict[str, pa.Table]:
+    """The MLflow store's tables as Arrow (read-only connection)."""
+    out = {}
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as src:
+        present = {r[0] for r in src.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for name in _MLFLOW_TABLES:
+            if name in present:
+                cur = src.execute(f"SELECT * FROM {name}")
+                cols = [d[0] for d in cur.description]
+                rows = cur.fetchall()
+                out[name] = pa.table({c: pa.array([r[i] for r in rows]) for i, c in enumerate(cols)})
+    return out
+
+
+def _feature_values_view(con: duckdb.DuckDBPyConnection, views: set[str]) -> None:
+    """``feature_values`` (video_id, label, feature, value): every numeric feature of the labelled
+    originals, long format, NULL, NaN and infinities left out (``isfinite``: DuckDB 2.0.1's
+    ``isnan`` answers false for NaN read from Parquet)."""
+    parts = []
+    for view in ("features", "scaled_features"):
+        if view not in views:
+            continue
+        rel = con.sql(f"SELECT * FROM {view} LIMIT 0")
+        numeric = [name for name, typ in zip(rel.columns, rel.types)
+                   if name not in _NOT_FEATURES and str(typ) in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "BOOLEAN")]
+        if numeric and {"label", "variant"} <= set(rel.columns):
+            for c in numeric:
+                parts.append(f"SELECT video_id, label, '{c}' AS feature, CAST(\"{c}\" AS DOUBLE) AS value FROM {view} "
+                             f"WHERE variant = 'original' AND label IS NOT NULL AND \"{c}\" IS NOT NULL "
+                             f"AND isfinite(CAST(\"{c}\" AS DOUBLE))")
+    if parts:
+        con.execute("CREATE VIEW feature_values AS " + " UNION ALL ".join(parts))
+
+
+def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with views over every table the lake has.
+
+    Parquet: videos, failures, augmented, features, scaled, scaled_features, splits, predictions;
+    derived: feature_values; MLflow: mlflow_runs, mlflow_metrics, mlflow_params,
+    mlflow_model_versions.
+
+    >>> con = connect(Lake.at("fvc-data"))                                   # doctest: +SKIP
+    >>> con.sql("SELECT label, count(*) FROM videos GROUP BY label").pl()     # doctest: +SKIP
+    """
+    con = duckdb.connect()
+    views = set()
+    for name, where in PARQUET_VIEWS.items():
+        path = where(lake)
+        if path.exists():
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
+            views.add(name)
+    _feature_values_view(con, views)
+    if lake.mlflow_db.exists():
+        tables = _sqlite_tables(lake.mlflow_db)
+        for name, table in tables.items():
+            con.register(f"_mlflow_{name}", table)
+        for view, sql in _MLFLOW_VIEWS.items():
+            needed = [t for t in _MLFLOW_TABLES if f"_mlflow_{t}" in sql]
+            if all(t in tables for t in needed):
+                con.execute(f"CREATE VIEW {view} AS {sql}")
+    return con
+
+
+def tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Names of the views a user can query (internal ``_mlflow_*`` tables left out)."""
+    names = con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()
+    return sorted(r[0] for r in names if not r[0].startswith("_"))
+
+
+def query(lake: Lake, sql: str | None = None, *, name: str | None = None) -> pl.DataFrame:
+    """Run ``sql`` (or the ready query ``name``) on :func:`connect`'s views; a polars DataFrame.
+
+    Bad SQL or a table the lake does not have yet is an :class:`FvcError` with DuckDB's first line.
+
+    >>> query(Lake.at("fvc-data"), name="class_balance")     # doctest: +SKIP
+    """
+    if (sql is None) == (name is None):
+        raise FvcError("give either SQL or a ready query name (--query)")
+    if name is not None:
+        if name not in QUERIES:
+            raise FvcError(f"unknown ready query {name!r}; known: {', '.join(QUERIES)}")
+        sql = QUERIES[name]
+    con = connect(lake)
+    try:
+        rel = con.sql(sql)
+        return rel.pl() if rel is not None else pl.DataFrame()
+    except duckdb.Error as exc:
+        first = str(exc).strip().splitlines()[0]
+        if isinstance(exc, duckdb.CatalogException):
+            first += f" (views of {lake.root}: {', '.join(tables(con)) or 'none'})"
+        raise FvcError(first) from None

@@ -1,0 +1,57 @@
+"""``fvc predict VIDEO... [--model NAME_OR_URI] [--json]``: probability of fake for new videos.
+
+Each file is scored independently: an unreadable one prints an error line (to stderr) and the
+others are still scored; the exit code is 1 when any file failed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(sub) -> None:
+    """Add the ``predict`` subcommand to the ``fvc`` parser."""
+    p = sub.add_parser("predict", help="score new videos with the trained detector",
+                       description="Compute the pipeline's features of each video and print the probability "
+                                   "that it is fake, with the model and its version.")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
+    p.add_argument("--model", default=None,
+                   help="registered model name (latest version) or an MLflow URI "
+                        "(models:/NAME/VERSION, runs:/ID/model); default fvc-detector")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from fvcflow.config import Settings
+    from fvcflow.errors import FvcError
+    from fvcflow.store import Lake
+    from fvcflow.training.detector import load_detector
+
+    lake = Lake.at(args.home)
+    settings = Settings.load()
+    det = load_detector(lake, args.model, tracking_uri=settings.train.tracking_uri)
+    out, failed = [], 0
+    for path in args.videos:
+        rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
+               "version": det.version, "error": None}
+        try:
+            rec["prob_fake"] = det.predict_rows([det.features(path, scale_size=settings.scale.size,
+                                                              scale_crf=settings.scale.crf)])[0]
+        except FvcError as exc:
+            rec["error"] = str(exc)
+        except Exception as exc:  # one bad file must not stop the others; say what happened
+            rec["error"] = f"{path}: {type(exc).__name__}: {exc}"
+        if rec["error"]:
+            failed += 1
+            print(f"error: {rec['error']}", file=sys.stderr)
+        out.append(rec)
+    if args.json:
+        print(json.dumps(out, indent=2))
+    else:
+        for rec in out:
+            if rec["error"] is None:
+                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f}\tmodel={rec['model']}"
+                      f"\t{rec['registered_name']} v{rec['version']}")
+    return 1 if failed else 0

@@ -1,0 +1,54 @@
+"""``fvc train [--models PATTERN] [--folds K]``: train, evaluate and register the detectors."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def register(sub) -> None:
+    """Add the ``train`` subcommand to the ``fvc`` parser."""
+    p = sub.add_parser("train", help="cross-validate the models on the lake's features, register the best",
+                       description="Leakage-free grouped CV of the registered models on the stage 2/4 "
+                                   "features, hold-out test, MLflow tracking, stage5/ tables and report.")
+    p.add_argument("--models", default=None, help="comma-separated patterns over model names (default: all)")
+    p.add_argument("--folds", type=int, default=None, help="outer folds (default 5)")
+    p.add_argument("--seed", type=int, default=None, help="seed of splits and models (default 0)")
+    p.add_argument("--no-register", action="store_true", help="do not register the best model")
+    p.add_argument("--list", action="store_true", help="list the registered models and exit")
+    p.set_defaults(func=run)
+
+
+def _list() -> int:
+    from fvcflow.models import get_model_spec, list_models
+
+    for name in list_models():
+        s = get_model_spec(name)
+        print(f"{name:16s} {s.kind:12s} {s.feature_set or s.input:6s} {s.doc}")
+    return 0
+
+
+def run(args) -> int:
+    if args.list:
+        return _list()
+    from fvcflow.config import Settings
+    from fvcflow.store import Lake
+    from fvcflow.training import run_training
+
+    overrides = {k: v for k, v in {"models": args.models, "folds": args.folds, "seed": args.seed}.items()
+                 if v is not None}
+    if args.no_register:
+        overrides["register_best"] = False
+    settings = Settings.load(overrides={"train": overrides})
+    lake = Lake.at(args.home or settings.home)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger = logging.getLogger("fvcflow")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        summary = run_training(lake, settings.train)
+    finally:
+        logger.removeHandler(handler)
+    print(summary.markdown())
+    return 0

@@ -1,0 +1,111 @@
+"""The trained detector on new videos: load a model from the MLflow store, score video files.
+
+The features come from the same code as the pipeline (:func:`fvcflow.stages.features.video_features`);
+when the model's signature asks for stage 4 columns, the video is letterboxed first
+(:func:`fvcflow.stages.scale.scale_video`, the configured size) and measured again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from fvcflow.errors import FvcError
+from fvcflow.store import Lake
+from fvcflow.training.data import S4_FLAGS
+
+DEFAULT_NAME = "fvc-detector"
+
+
+@dataclass
+class Detector:
+    """A loaded model, what it is, and the feature columns it reads."""
+
+    model: Any                  # mlflow.pyfunc.PyFuncModel returning predict_proba
+    uri: str
+    name: str                   # registry name, or the URI when loaded by URI
+    version: str | None
+    model_name: str | None      # the fvcflow registry name (xgb_s24, ...), from the version or run tags
+    columns: list[str]
+
+    @property
+    def needs_stage4(self) -> bool:
+        return any(c.startswith("s4_") or c in S4_FLAGS for c in self.columns)
+
+    def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18) -> dict[str, float]:
+        """The feature row of one video (stage 2, and stage 4 when the model needs it)."""
+        from fvcflow.stages.features import video_features
+        from fvcflow.stages.scale import scale_video
+
+        row: dict[str, float] = dict(video_features(path))
+        if self.needs_stage4:
+            with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
+                scaled = Path(tmp) / "scaled.mp4"
+                flags = scale_video(path, scaled, size=scale_size, crf=scale_crf)
+                row.update(video_features(scaled, prefix="s4_"))
+                row.update({k: float(flags[k]) for k in S4_FLAGS})
+        return row
+
+    def predict_rows(self, rows: list[dict[str, float]]) -> list[float]:
+        """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""
+        X = pd.DataFrame([{c: float(r.get(c, math.nan)) for c in self.columns} for r in rows], dtype="float64")
+        out = self.model.predict(X)
+        out = out.to_numpy() if hasattr(out, "to_numpy") else out
+        return [float(v) for v in (out[:, 1] if getattr(out, "ndim", 1) == 2 else out)]
+
+
+def _tag(client: MlflowClient, version, key: str) -> str | None:
+    if version is not None and version.tags.get(key):
+        return version.tags[key]
+    if version is not None and version.run_id:
+        return client.get_run(version.run_id).data.tags.get(key)
+    return None
+
+
+def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None) -> Detector:
+    """Load ``model`` (registry name, default ``fvc-detector`` latest; or an MLflow URI).
+
+    >>> det = load_detector(Lake.at("fvc-data"))          # doctest: +SKIP
+    >>> det.predict_rows([det.features("clip.mp4")])      # doctest: +SKIP
+    [0.87]
+    """
+    uri = tracking_uri or lake.mlflow_uri
+    if uri.startswith("sqlite:") and not lake.mlflow_db.exists():
+        raise FvcError(f"no MLflow store at {lake.mlflow_db}: run `fvc train` first (or pass --home)")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = MlflowClient(uri, uri)
+    model = model or DEFAULT_NAME
+    version = None
+    if ":/" in model:
+        m = re.fullmatch(r"models:/([^/@]+)/(\d+)", model)
+        name, target = (m.group(1), model) if m else (model, model)
+        if m:
+            version = client.get_model_version(m.group(1), m.group(2))
+    else:
+        try:
+            versions = client.search_model_versions(f"name = '{model}'")
+        except MlflowException as exc:
+            raise FvcError(f"cannot read the model registry at {uri}: {exc}") from None
+        if not versions:
+            raise FvcError(f"no registered model {model!r} in {uri}: run `fvc train` first, or pass --model")
+        version = max(versions, key=lambda v: int(v.version))
+        name, target = model, f"models:/{model}/{version.version}"
+    try:
+        loaded = mlflow.pyfunc.load_model(target)
+    except (MlflowException, OSError) as exc:
+        raise FvcError(f"cannot load model {target}: {str(exc).splitlines()[0]}") from None
+    schema = loaded.metadata.get_input_schema()
+    if schema is None:
+        raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
+    return Detector(loaded, target, name, version.version if version else None,
+                    _tag(client, version, "fvc.model"), list(schema.input_names()))

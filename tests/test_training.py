@@ -1,0 +1,171 @@
+"""run_training end to end on a synthetic lake with a real SQLite MLflow store."""
+
+
+import mlflow
+import numpy as np
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from fvcflow.cli import main as fvc
+from fvcflow.errors import FvcError
+from fvcflow.store import read_parquet
+from fvcflow.training import TrainConfig, finish, make_splits, run_training, select_models, train_model
+from fvcflow.training.run import PREDICTION_COLUMNS
+from tests.feature_tables import write_lake
+from tests.training_runs import shared_trained_lake, small_config
+
+FOLDS = 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    lake, cfg, summary = shared_trained_lake(tmp_path_factory)
+    return lake, cfg, summary, lake.root
+
+
+def test_predictions_cover_every_original_once(trained):
+    lake, cfg, summary, _ = trained
+    pred = read_parquet(lake.predictions)
+    splits = read_parquet(lake.splits)
+    assert pred.columns == PREDICTION_COLUMNS
+    orig = splits.filter(pl.col("variant") == "original")
+    train_ids = sorted(orig.filter(~pl.col("is_test"))["video_id"])
+    test_ids = sorted(orig.filter(pl.col("is_test"))["video_id"])
+    assert len(test_ids) > 0
+    for r in summary.results:
+        mine = pred.filter(pl.col("model") == r.name)
+        assert sorted(mine.filter(pl.col("split") == "oof")["video_id"]) == train_ids
+        assert sorted(mine.filter(pl.col("split") == "test")["video_id"]) == test_ids
+        assert mine["feature_set"].unique().to_list() == [r.feature_set]
+        # the fold of an OOF prediction is the fold the video was held out in
+        j = mine.filter(pl.col("split") == "oof").join(splits, on="video_id", suffix="_s")
+        assert (j["fold"] == j["fold_s"]).all()
+    assert not pred["video_id"].str.contains("~aug").any()        # evaluation on originals only
+
+
+def test_metrics_come_from_the_predictions(trained):
+    lake, _, summary, _ = trained
+    pred = read_parquet(lake.predictions)
+    for r in summary.results:
+        oof = pred.filter((pl.col("model") == r.name) & (pl.col("split") == "oof"))
+        assert r.oof_metrics["roc_auc"] == pytest.approx(roc_auc_score(oof["label"], oof["prob_fake"]))
+        per_fold = [roc_auc_score(f["label"], f["prob_fake"]) for f in oof.partition_by("fold")]
+        assert r.cv_summary["roc_auc_mean"] == pytest.approx(np.mean(per_fold))
+    board = summary.leaderboard
+    assert board["oof_roc_auc"].to_list() == sorted(board["oof_roc_auc"].to_list(), reverse=True)
+    assert summary.best == board["model"][0]
+    assert board.filter(pl.col("model") == summary.best)["oof_roc_auc"][0] > 0.8    # the signal is found
+
+
+def test_inner_oof_never_touches_the_outer_fold_or_test(trained):
+    lake, _, summary, _ = trained
+    splits = read_parquet(lake.splits)
+    for r in summary.results:
+        if r.kind == "stack":
+            continue
+        j = r.inner_oof.join(splits, on="video_id")
+        assert j.height > 0 and not j["is_test"].any()
+        assert (j["fold"] != j["outer_fold"]).all()
+        assert set(j["variant"]) == {"original"}
+
+
+def test_mlflow_parent_and_nested_runs(trained):
+    lake, cfg, summary, root = trained
+    assert not (root / "mlruns").exists() and lake.mlflow_db.exists() and lake.mlartifacts.exists()
+    client = MlflowClient(lake.mlflow_uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    runs = client.search_runs([exp.experiment_id], max_results=500)
+    parents = {r.data.tags["fvc.model"]: r for r in runs if r.data.tags.get("fvc.role") == "model"}
+    assert set(parents) == {r.name for r in summary.results}
+    for res in summary.results:
+        parent = parents[res.name]
+        assert parent.info.run_id == res.run_id
+        kids = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sorted(int(k.data.tags["fvc.fold"]) for k in kids) == list(range(FOLDS))
+        for k in kids:
+            fold = int(k.data.tags["fvc.fold"])
+            assert k.data.metrics["roc_auc"] == pytest.approx(res.fold_metrics[fold]["roc_auc"])
+        assert parent.data.metrics["oof_roc_auc"] == pytest.approx(res.oof_metrics["roc_auc"])
+        assert parent.data.metrics["test_roc_auc"] == pytest.approx(res.test_metrics["roc_auc"])
+        assert parent.data.params["feature_set"] == res.feature_set
+        arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"roc.png", "pr.png", "confusion_oof.png", "confusion_test.png", "feature_importance.png"} <= arts
+
+
+def test_best_model_registered_and_loadable(trained):
+    lake, cfg, summary, _ = trained
+    client = MlflowClient(lake.mlflow_uri, lake.mlflow_uri)
+    versions = client.search_model_versions(f"name = '{cfg.registered_name}'")
+    assert [str(v.version) for v in versions] == [summary.registered_version] == ["1"]
+    assert versions[0].tags["fvc.model"] == summary.best
+    best = next(r for r in summary.results if r.name == summary.best)
+    mlflow.set_tracking_uri(lake.mlflow_uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registered_name}/1")
+    assert loaded.metadata.get_input_schema().input_names() == best.columns
+    X = train_model_example(lake, best.columns)
+    assert np.allclose(np.asarray(loaded.predict(X))[:, 1], best.model.predict_proba(X)[:, 1])
+
+
+def train_model_example(lake, columns):
+    feats = read_parquet(lake.stage2).join(read_parquet(lake.stage4).drop("group_id", "label", "source", "variant"),
+                                           on="video_id", how="left")
+    return feats.head(7).select(columns).to_pandas().astype("float64")
+
+
+def test_finish_again_adds_a_version(trained, tmp_path):
+    lake, cfg, summary, _ = trained
+    again = finish(lake, summary.results, cfg.model_copy(update={"report": False}))
+    assert again.registered_version == "2"
+
+
+def test_report_and_markdown(trained):
+    lake, _, summary, _ = trained
+    html = summary.report_path.read_text()
+    for img in ("roc_oof.png", "roc_test.png", "feature_separation.png", "distributions.png"):
+        assert f"report/{img}" in html and (lake.stage5 / "report" / img).stat().st_size > 1000
+    md = summary.markdown()
+    for row in summary.leaderboard.iter_rows(named=True):
+        assert f"| {row['model']} | {row['feature_set']} | {row['oof_roc_auc']:.3f} |" in md
+    top = summary.top_features
+    assert top["separation"].to_list() == sorted(top["separation"].to_list(), reverse=True)
+    assert top["feature"][0] in {"noise_energy_mean", "noise_energy_max", "s4_noise_energy_mean",
+                                 "s4_noise_energy_max", "dct_hf_ratio_mean", "s4_dct_hf_ratio_mean"}
+
+
+def test_stack_needs_base_models_and_is_not_a_train_model_target(tmp_path):
+    lake = write_lake(tmp_path, n_groups=12, n_aug=0)
+    with pytest.raises(FvcError, match="train_stack"):
+        train_model(lake, "stack_s24", TrainConfig())
+    with pytest.raises(FvcError, match="no registered model matches"):
+        select_models(lake, TrainConfig(models="nope*"))
+
+
+def test_s24_models_skipped_without_stage4(tmp_path):
+    lake = write_lake(tmp_path, n_groups=12, n_aug=0, stage4=False)
+    names, skipped = select_models(lake, TrainConfig(models="logreg_*"))
+    assert names == ["logreg_s2"] and "stage 4" in skipped["logreg_s24"]
+    make_splits(lake, TrainConfig(folds=3))
+    with pytest.raises(FvcError, match="no stage 4 features"):
+        train_model(lake, "logreg_s24", TrainConfig(folds=3))
+
+
+def test_group_splits_do_not_leak_through_copies(tmp_path):
+    # no signal at all, strong group effects, near-identical augmented copies: a row-wise split would
+    # let trees memorise the groups; grouped folds must stay near chance
+    lake = write_lake(tmp_path, n_groups=30, per_group=(2, 3), n_aug=3, signal=0.0, seed=4)
+    cfg = small_config(models="xgb_s24", register_best=False, report=False, params={"xgb_s24": {"n_estimators": 40}})
+    summary = run_training(lake, cfg)
+    assert summary.results[0].oof_metrics["roc_auc"] < 0.75
+
+
+def test_cli_train(tmp_path, capsys):
+    lake = write_lake(tmp_path / "home", n_groups=16, n_aug=1, signal=2.0)
+    rc = fvc(["--home", str(lake.root), "train", "--models", "logreg_s2", "--folds", "3", "--no-register"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "| logreg_s2 | s2 |" in out
+    assert read_parquet(lake.predictions)["model"].unique().to_list() == ["logreg_s2"]
+    assert fvc(["train", "--list"]) == 0 and "catboost_s24" in capsys.readouterr().out
+    assert fvc(["--home", str(lake.root), "train", "--folds", "1"]) == 2
+    assert "train.folds" in capsys.readouterr().err
