@@ -149,6 +149,7 @@ def neighbourhood(a, out):
             r_sq += sums[0]
             r_abs += sums[1]
             merge(r_state, *central_from_shifted(n, kr, sums[2], sums[3], sums[4], sums[5]))
+            # L and M need only the variance: their M3/M4 slots carry no meaning.
             merge(l_state, *central_from_shifted(n, kl, sums[6], sums[7], 0.0, 0.0))
             merge(m_state, *central_from_shifted(n, km, sums[8], sums[9], 0.0, 0.0))
     if h >= 3 and w >= 3:
