@@ -265,7 +265,7 @@ def test_luma_of_an_rgb_video_goes_through_rgb_to_gray(tmp_path):
     assert np.mean(got == expected) > 0.99
 
 
-def test_luma_of_a_10_bit_video_is_its_y_plane_in_8_bits(tmp_path, videos):
+def test_luma_of_a_10_bit_video_is_its_y_plane_in_8_bits(tmp_path):
     frames = synthetic_frames(4, 48, 64, seed=7)
     ten = write_video(tmp_path / "ten.mkv", frames=frames, pix_fmt="yuv420p10le")
     eight = write_video(tmp_path / "eight.mkv", frames=frames)
@@ -507,7 +507,7 @@ def test_frames_hidden_by_an_mp4_edit_list_are_decoded_but_not_counted(tmp_path)
         np.testing.assert_array_equal(got, np.stack(ys[4:40:5]))
 
 
-def test_reading_past_the_end_of_a_stale_probe(tmp_path, videos):
+def test_reading_past_the_end_of_a_stale_probe(tmp_path):
     path = write_video(tmp_path / "v.webm", n=N, gop=GOP, width=96, height=64)
     info = probe(path)
     truncate(path, 0.5)
