@@ -82,7 +82,7 @@ def test_stage_tables_rows_columns_and_group_inheritance(run):
     assert s3.height == 3 * n
     with av.open(s3["path"][0]) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (256, 256)
-    longest = pl.max_horizontal("src_width", "src_height")
+    longest = s3.select(pl.max_horizontal("src_width", "src_height")).to_series()
     assert (s3["is_upscaled"] == (longest < 256)).all() and (s3["is_downscaled"] == (longest > 256)).all()
     assert s3["is_downscaled"].any() and s3["is_upscaled"].any()
     # stage 4: the same kernels with the s4_ prefix, plus the flags
