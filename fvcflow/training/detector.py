@@ -107,5 +107,5 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     schema = loaded.metadata.get_input_schema()
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
-    return Detector(loaded, target, name, version.version if version else None,
+    return Detector(loaded, target, name, str(version.version) if version else None,
                     _tag(client, version, "fvc.model"), list(schema.input_names()))

@@ -1,0 +1,93 @@
+"""``fvc predict`` on real encoded videos with a model from the MLflow store."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fvcflow.cli import main as fvc
+from fvcflow.config import Settings
+from fvcflow.stages.features import video_features
+from fvcflow.stages.scale import scale_video
+from fvcflow.training import tracking
+from tests.media import truncate, write_video
+from tests.training_runs import shared_trained_lake
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    lake, cfg, summary = shared_trained_lake(tmp_path_factory)
+    s2 = next(r for r in summary.results if r.name == "logreg_s2")
+    tracking.register(lake, cfg.model_copy(update={"registered_name": "fvc-s2-only"}), s2)
+    return lake, cfg, summary
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("videos")
+    good = write_video(d / "good.mp4", n=24, width=96, height=64, seed=2)
+    other = write_video(d / "other.webm", n=20, width=64, height=64, seed=5)
+    bad = d / "bad.mp4"
+    bad.write_bytes(b"this is not a video at all" * 10)
+    cut = truncate(write_video(d / "cut.mp4", n=24, seed=3), 0.05)
+    return good, other, bad, cut
+
+
+def _expected(result, path):
+    row = dict(video_features(path))
+    if any(c.startswith("s4_") for c in result.columns):
+        s = Settings().scale
+        flags = scale_video(path, path.with_suffix(".scaled.mp4"), size=s.size, crf=s.crf)
+        row.update(video_features(path.with_suffix(".scaled.mp4"), prefix="s4_"))
+        row.update(is_upscaled=float(flags["is_upscaled"]), is_downscaled=float(flags["is_downscaled"]))
+    X = pd.DataFrame([{c: float(row.get(c, np.nan)) for c in result.columns}])
+    return float(result.model.predict_proba(X)[0, 1])
+
+
+def test_scores_good_files_and_reports_bad_ones(trained, videos, capsys, tmp_path):
+    lake, _, summary = trained
+    good, other, bad, cut = videos
+    rc = fvc(["--home", str(lake.root), "predict", str(good), str(bad), str(other), str(cut), "--json"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    recs = {r["path"]: r for r in json.loads(captured.out)}
+    best = next(r for r in summary.results if r.name == summary.best)
+    latest = str(max(int(v.version) for v in MlflowClient(lake.mlflow_uri, lake.mlflow_uri)
+                     .search_model_versions("name = 'fvc-detector'")))
+    for path in (good, other):
+        rec = recs[str(path)]
+        assert rec["error"] is None and rec["model"] == summary.best and rec["registered_name"] == "fvc-detector"
+        assert rec["version"] == latest                    # other tests may have added versions
+        assert rec["prob_fake"] == pytest.approx(_expected(best, path), abs=1e-9)
+    errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and str(bad) in errors[0] and str(cut) in errors[1]
+    assert recs[str(bad)]["prob_fake"] is None and str(bad) in recs[str(bad)]["error"]
+
+
+def test_plain_output_and_a_named_model(trained, videos, capsys):
+    lake, _, summary = trained
+    good = videos[0]
+    s2 = next(r for r in summary.results if r.name == "logreg_s2")
+    assert fvc(["--home", str(lake.root), "predict", str(good), "--model", "fvc-s2-only"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(str(good)) and "model=logreg_s2" in line and "fvc-s2-only v1" in line
+    assert f"P(fake)={_expected(s2, good):.4f}" in line
+
+
+def test_a_model_uri_with_stage4_features(trained, videos, capsys):
+    lake, _, summary = trained
+    good = videos[0]
+    s24 = next(r for r in summary.results if r.name == "logreg_s24")
+    assert fvc(["--home", str(lake.root), "predict", str(good), "--model", s24.model_uri, "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)[0]
+    assert rec["prob_fake"] == pytest.approx(_expected(s24, good), abs=1e-9)
+
+
+def test_unknown_model_and_missing_store(trained, videos, capsys, tmp_path):
+    lake, _, _ = trained
+    assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", "no-such-model"]) == 2
+    assert "no registered model 'no-such-model'" in capsys.readouterr().err
+    assert fvc(["--home", str(tmp_path), "predict", str(videos[0])]) == 2
+    assert "no MLflow store" in capsys.readouterr().err
