@@ -9,10 +9,10 @@ transform, encode) and for the transforms alone, at 256x256 and 1080p.
 The inputs (cheap moving content, H.264 ultrafast, 25 fps) are written once to
 ``$FVC_BENCH_DIR`` (default /tmp/fvc-bench) and reused. Run from the repository root::
 
-    .venv/bin/python benchmarks/augment_memory.py [--uncapped]
+    .venv/bin/python benchmarks/augment_memory.py [--max-chunk-mb none]
 
-``--uncapped`` also runs both 1080p cases with ``max_chunk_mb=None`` (250-frame chunks of
-1080p, 1.5 GiB each), to show what the byte cap on chunks buys.
+``--max-chunk-mb none`` runs with 250-frame chunks whatever the frame size (1.5 GiB each at
+1080p, so the 5 s clip of 125 frames fits in half a chunk), to show what the byte cap buys.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from pathlib import Path
 import av
 import numpy as np
 
-from fvcflow.stages.augment import AugmentParams, augment_video, copy_seed, make_plan, transform_frames
+from fvcflow.stages.augment import (
+    AugmentParams, augment_video, chunk_frames, copy_seed, make_plan, transform_frames,
+)
 
 BENCH_DIR = Path(os.environ.get("FVC_BENCH_DIR", "/tmp/fvc-bench"))
 FPS = 25
@@ -106,18 +108,20 @@ def compare(label: str, short: Path, long: Path, cap: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--child", nargs=2, metavar=("SRC", "MAX_CHUNK_MB"), help=argparse.SUPPRESS)
-    ap.add_argument("--uncapped", action="store_true", help="also run with 250-frame 1080p chunks")
+    ap.add_argument("--max-chunk-mb", default="256", help="cap on one chunk's RGB bytes, or 'none'")
     args = ap.parse_args()
     if args.child:
         return child(*args.child)
     short, long = make_input(5, 1920, 1080), make_input(60, 1920, 1080)
     small = make_input(10, 256, 256)
-    print(f"ops: {','.join(PARAMS.ops)}; chunk 250 frames capped at 256 MiB of RGB "
-          f"(= {min(250, 256 * 2**20 // (1920 * 1080 * 3))} frames at 1080p)")
-    compare("capped  ", short, long, "256")
-    if args.uncapped:
-        compare("uncapped", short, long, "none")
-    r = run_case(small, "256")
+    cap = args.max_chunk_mb
+    if cap == "none":
+        print(f"ops: {','.join(PARAMS.ops)}; chunk 250 frames, no cap (= 250 frames at 1080p)")
+    else:
+        print(f"ops: {','.join(PARAMS.ops)}; chunk 250 frames capped at {cap} MiB of RGB "
+              f"(= {chunk_frames(250, 1080, 1920, float(cap))} frames at 1080p)")
+    compare("uncapped" if cap == "none" else "capped  ", short, long, cap)
+    r = run_case(small, cap)
     print(f"256x256 10 s: {r['n_frames_in'] / r['seconds']:.1f} frames/s end to end, peak RSS {r['peak_rss_mib']:.0f} MiB")
     print(f"transforms only: 256x256 {transform_fps(256, 256, 250):.0f} frames/s, "
           f"1080p {transform_fps(1920, 1080, 20):.1f} frames/s")

@@ -415,8 +415,10 @@ def chunk_frames(chunk: int, height: int, width: int, max_chunk_mb: float | None
 def _chunks(src: Path, step: int, height: int, width: int):
     first = 0
     for frames in video.iter_rgb(src, chunk=step):
+        n = len(frames)
         yield first, frames[:, :height, :width]
-        first += len(frames)
+        del frames  # let the chunk go before the next one is decoded: one chunk in memory, not two
+        first += n
 
 
 def _write_forward(src, writer, plan, step, size, counts) -> tuple[int, int]:
@@ -429,6 +431,7 @@ def _write_forward(src, writer, plan, step, size, counts) -> tuple[int, int]:
         for i in np.repeat(np.arange(len(frames)), c):
             writer.write(frames[i])
         n_in, n_out = n_in + len(frames), n_out + int(c.sum())
+        del frames
     return n_in, n_out
 
 
@@ -441,11 +444,14 @@ def _write_reversed(src, writer, plan, step, geometry, workdir) -> tuple[int, in
             with video.VideoWriter(seg, width, height, fps, **LOSSLESS) as seg_writer:
                 seg_writer.write(transform_frames(frames, first, plan))
             segments.append((seg, len(frames)))
+            del frames
         n_out = 0
         for seg, n in reversed(segments):  # pass 2: last segment first, each one backwards
-            for part in reversed(list(video.iter_rgb(seg, chunk=n))):
+            parts = list(video.iter_rgb(seg, chunk=n))  # one part: the segment holds n frames
+            for part in reversed(parts):
                 for f in part[::-1]:
                     writer.write(f)
                 n_out += len(part)
+            parts = part = None
             seg.unlink()
     return sum(n for _, n in segments), n_out
