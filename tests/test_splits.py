@@ -2,7 +2,6 @@
 
 import logging
 
-import numpy as np
 import polars as pl
 import pytest
 
@@ -101,8 +100,10 @@ def test_no_holdout_when_test_size_zero(corpus):
 
 def test_too_few_groups_for_folds_says_what_to_lower():
     t = synthetic_corpus(6, per_group=(1, 1), n_aug=0, seed=0, mixed_groups=0)
-    with pytest.raises(FvcError, match=r"lower folds .* to at most \d"):
+    with pytest.raises(FvcError, match=r"only 6 groups for 10 splits; lower folds .* to at most 6"):
         assign_splits(t["videos"], None, TrainConfig(folds=10, test_size=0.0))
+    with pytest.raises(FvcError, match=r"hold-out test of 20%: .* raise test_size .* to at least 0.33"):
+        assign_splits(t["videos"], None, TrainConfig(folds=2, test_size=0.2))
 
 
 def test_rare_class_for_folds_says_what_to_lower():

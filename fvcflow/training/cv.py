@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-from sklearn.base import clone
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
@@ -40,10 +39,12 @@ class FitOutcome:
 
 def inner_splits(t: TrainTable, n: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Grouped, stratified inner splits: train on every row of the other groups, validate on originals."""
-    n_groups = np.unique(t.group_id).size
-    if n_groups < n:
-        raise FvcError(f"inner CV: only {n_groups} groups in a training set for {n} inner folds; "
-                       f"lower inner_folds to at most {n_groups} or lower folds")
+    fewest = min(np.unique(t.group_id[t.y == c]).size for c in (0, 1))
+    if fewest < n:
+        fix = (f"lower inner_folds to at most {fewest}, or lower folds" if fewest >= 2 else
+               "add data, or lower folds so that the training folds hold more groups")
+        raise FvcError(f"inner CV: a class occurs in only {fewest} groups of a training set, fewer than "
+                       f"the {n} inner folds; {fix}")
     cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)
     out = []
     for tr, va in cv.split(np.zeros(len(t.y)), t.y, t.group_id):

@@ -9,7 +9,6 @@ from typing import Any
 
 import polars as pl
 
-from fvcflow.training.metrics import METRICS
 
 LEADERBOARD_METRICS = ("roc_auc", "average_precision", "eer", "accuracy", "f1", "log_loss", "brier")
 
@@ -41,7 +40,6 @@ class ModelResult:
     log_seconds: float = 0.0
     run_id: str | None = None
     model_uri: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def leaderboard_row(self) -> dict[str, Any]:
         row: dict[str, Any] = {"model": self.name, "feature_set": self.feature_set}

@@ -10,6 +10,7 @@ a seed.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -25,15 +26,17 @@ SPLIT_SCHEMA = {"video_id": pl.Utf8, "group_id": pl.Utf8, "label": pl.Int8, "var
 CLASS_NAMES = {0: "real", 1: "fake"}
 
 
-def _check_groups(orig: pl.DataFrame, k: int, what: str, fix: str) -> None:
+def _check_groups(orig: pl.DataFrame, k: int, what: str, fix: Callable[[int], str]) -> None:
+    """Each class must occur in at least ``k`` groups; ``fix(n)`` says what to change when not."""
     n_groups = orig["group_id"].n_unique()
     if n_groups < k:
-        raise FvcError(f"{what}: only {n_groups} groups for {k} splits; {fix} to at most {n_groups}")
+        raise FvcError(f"{what}: only {n_groups} groups for {k} splits; {fix(n_groups)}")
     for label, name in CLASS_NAMES.items():
         n = orig.filter(pl.col("label") == label)["group_id"].n_unique()
+        if n == 0:
+            raise FvcError(f"{what}: there are no {name!r} videos")
         if n < k:
-            raise FvcError(f"{what}: class {name!r} occurs in {n} groups, fewer than the {k} splits; "
-                           f"{fix} to at most {n}" if n else f"{what}: there are no {name!r} videos")
+            raise FvcError(f"{what}: class {name!r} occurs in {n} groups, fewer than the {k} splits; {fix(n)}")
 
 
 def _group_folds(orig: pl.DataFrame, k: int, seed: int) -> dict[str, int]:
@@ -62,7 +65,8 @@ def _test_ids(orig: pl.DataFrame, cfg: TrainConfig) -> tuple[list[str], pl.DataF
         return [], orig
     n_splits = max(2, round(1 / cfg.test_size))
     _check_groups(orig, n_splits, f"hold-out test of {cfg.test_size:.0%}",
-                  "raise test_size (or set it to 0 for no hold-out); or lower it")
+                  lambda n: f"raise test_size (fvc train --test-size) to at least {1 / n:.2f}, "
+                            "or set it to 0 for no hold-out" if n >= 2 else "add data or set test_size to 0")
     fold_of = _group_folds(orig, n_splits, cfg.seed)
     test_groups = [g for g, f in fold_of.items() if f == 0]
     in_test = pl.col("group_id").is_in(test_groups)
@@ -94,7 +98,8 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
     orig = videos.filter(pl.col("label").is_not_null()).select(cols).unique("video_id", keep="first")
     test_ids, train = _test_ids(orig, cfg)
     _check_groups(train, cfg.folds, f"{cfg.folds}-fold cross-validation",
-                  "lower folds (TrainConfig.folds, fvc train --folds)")
+                  lambda n: f"lower folds (TrainConfig.folds, fvc train --folds) to at most {n}" if n >= 2
+                  else "add data: cross-validation needs each class in at least 2 groups")
     fold_of = _group_folds(train, cfg.folds, cfg.seed)
     is_test = pl.col("video_id").is_in(test_ids)
     table = orig.filter(is_test | pl.col("video_id").is_in(train["video_id"].to_list())).select(

@@ -4,7 +4,8 @@ For outer fold ``k`` the meta-learner is fitted on the *inner* out-of-fold proba
 base models trained on the other folds (every one from a base model that saw neither the row
 nor fold ``k``), then scores fold ``k`` from the base models' outer out-of-fold probabilities.
 The final meta-learner, for the test set and the deployable model, is fitted on the outer
-out-of-fold probabilities of all training rows (none of which saw the test set).
+out-of-fold probabilities of all training rows (none of which saw the test set). The stack has
+no grid search: it uses the first point of its grid (``TrainConfig.grids`` can set it).
 """
 
 from __future__ import annotations
