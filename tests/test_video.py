@@ -15,7 +15,7 @@ from fvcflow.errors import VideoError
 from fvcflow.video import (
     VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
 )
-from fvcflow.video.read import _luma_plane_bits
+from fvcflow.video.read import _luma_plane_bits, _set_threads
 from tests.media import (
     cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_image,
     write_vfr_video, write_video,
@@ -163,10 +163,11 @@ def test_sample_indices_of_nothing():
 
 @pytest.mark.parametrize("name", KINDS)
 @pytest.mark.parametrize("strategy", ["seek", "sequential", "auto"])
-def test_iter_luma_equals_the_y_plane(videos, name, strategy):
+@pytest.mark.parametrize("threads", [True, False])
+def test_iter_luma_equals_the_y_plane(videos, name, strategy, threads):
     path, ys, _ = videos[name]
     wanted = [1, 13, 14, 30, 47, 59]
-    reader = iter_luma(path, wanted, strategy=strategy)
+    reader = iter_luma(path, wanted, strategy=strategy, threads=threads)
     got = list(reader)
     assert [i for i, _ in got] == wanted
     for i, y in got:
@@ -240,6 +241,17 @@ def test_an_inexact_seek_falls_back_to_decoding_straight_through(videos, lie):
     for i, y in reader:
         np.testing.assert_array_equal(y, ys[i])
     assert reader.strategy == "sequential" and reader.seeks == 1
+
+
+def test_frame_threads_by_default_for_large_frames_only(tmp_path):
+    small = write_video(tmp_path / "small.mp4", n=2, width=640, height=360)
+    large = write_video(tmp_path / "large.mp4", n=2, width=1280, height=720)
+    for path, threads, expected in [(small, None, "SLICE"), (large, None, "AUTO"),
+                                    (small, True, "AUTO"), (large, False, "SLICE")]:
+        with av.open(str(path)) as c:
+            stream = c.streams.video[0]
+            _set_threads(stream, threads)
+            assert stream.codec_context.thread_type.name == expected, (path.name, threads)
 
 
 def test_plan_reads():

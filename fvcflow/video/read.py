@@ -17,6 +17,10 @@ from fvcflow.video.probe import VideoInfo, frame_packets, open_video, probe
 # only when that saves more frames than this.
 SEEK_COST_FRAMES = 4
 STRATEGIES = ("auto", "seek", "sequential")
+# Frame threads ("AUTO") by default from this many pixels per frame: on 2 cores they cost 8%
+# more CPU per 1080p frame and 14% per 360p frame, and shorten the wall time only where a core
+# is idle, which pays for large frames only (benchmarks/video.py).
+FRAME_THREADS_MIN_PIXELS = 1280 * 720
 
 
 def sample_indices(n_frames: int) -> np.ndarray:
@@ -91,7 +95,7 @@ class LumaReader:
     """
 
     def __init__(self, path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-                 threads: bool = True, stats: dict | None = None):
+                 threads: bool | None = None, stats: dict | None = None):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.path = os.fspath(path)
@@ -144,8 +148,7 @@ class LumaReader:
             return
         key_pts = dict(zip(self.info.keyframes, self.info.keyframe_pts))
         with open_video(self.path) as (container, stream):
-            if self.threads:
-                stream.codec_context.thread_type = "AUTO"
+            _set_threads(stream, self.threads)
             frames, pos, target = _decode(container, stream), 0, None
             for i, key in zip(indices.tolist(), plan):
                 if key is not None:
@@ -183,7 +186,7 @@ class _InexactSeek(Exception):
 
 
 def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-              threads: bool = True, stats: dict | None = None) -> LumaReader:
+              threads: bool | None = None, stats: dict | None = None) -> LumaReader:
     """Yield ``(index, luma)`` for the frames ``indices`` (sorted, unique), decoding no more than needed.
 
     Luma is the Y plane of planar YUV frames, read without a colour conversion: for 8-bit
@@ -204,8 +207,10 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
         "seek" jumps to the key frame before a wanted frame whenever one lies ahead of the
         decoder, "sequential" decodes straight through, "auto" weighs decoded frames against
         the fixed cost of a seek (:func:`plan_reads`).
-    threads : bool
-        Let FFmpeg decode with threads (``thread_type="AUTO"``).
+    threads : bool, optional
+        True: FFmpeg's frame and slice threads (``thread_type="AUTO"``); False: PyAV's default
+        (slice threads only, which single-slice H.264 cannot use); None (default): frame
+        threads for frames of 1280x720 pixels and more.
     stats : dict, optional
         Kept up to date with ``decoded``, ``seeks`` and ``strategy`` (the reader's attributes).
 
@@ -241,11 +246,12 @@ def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
     return out
 
 
-def iter_rgb(path, *, chunk: int = 250, threads: bool = True) -> Iterator[np.ndarray]:
+def iter_rgb(path, *, chunk: int = 250, threads: bool | None = None) -> Iterator[np.ndarray]:
     """Decode every frame as RGB, in chunks of uint8[n <= chunk, H, W, 3]; memory is constant in length.
 
     Nothing is applied to the frames (rotation is reported by :func:`probe`, not applied). A
-    change of frame size mid-stream ends the current chunk early.
+    change of frame size mid-stream ends the current chunk early. ``threads`` as in
+    :func:`iter_luma`.
 
     Examples
     --------
@@ -255,8 +261,7 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool = True) -> Iterator[np.nda
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     with open_video(path) as (container, stream):
-        if threads:
-            stream.codec_context.thread_type = "AUTO"
+        _set_threads(stream, threads)
         buf, n = None, 0
         for frame in _decode(container, stream):
             rgb = frame.to_ndarray(format="rgb24")
@@ -270,6 +275,15 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool = True) -> Iterator[np.nda
         if buf is None:
             raise VideoError(path, "no decodable frames")
         yield buf[:n]
+
+
+def _set_threads(stream, threads: bool | None) -> None:
+    """Frame threads on request, or by default for frames of FRAME_THREADS_MIN_PIXELS or more."""
+    ctx = stream.codec_context
+    if threads is None:
+        threads = ctx.width * ctx.height >= FRAME_THREADS_MIN_PIXELS
+    if threads:
+        ctx.thread_type = "AUTO"
 
 
 def _decode(container, stream) -> Iterator[av.VideoFrame]:
