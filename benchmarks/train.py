@@ -3,7 +3,10 @@
 Uses the real lake's tables when ``$FVC_HOME`` holds stage 2 features (copied into a temporary
 work dir, so the real MLflow store and registry are untouched); otherwise a synthetic table the
 size of the demo corpus (``--groups`` groups of 1-2 originals, ``--aug`` copies each), built as
-in the tests. Run: ``python benchmarks/train.py [--models PATTERN] [--folds K]``.
+in the tests (``tests/feature_tables.py``). Run from the repository root (``-m`` puts it on the path
+for ``tests``)::
+
+    .venv/bin/python -m benchmarks.train [--models PATTERN] [--folds K]
 """
 
 from __future__ import annotations
