@@ -7,14 +7,17 @@ that was already published.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Iterator, Mapping
 
 import polars as pl
 
@@ -115,10 +118,16 @@ class Lake:
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike) -> Path:
-    """Write ``df`` to ``path`` so that readers see either the old file or the complete new one."""
+    """Write ``df`` to ``path`` so that readers see either the old file or the complete new one.
+
+    The temporary file (``.<name>.<host>.<pid>.<random>.tmp``, beside ``path``) names its writer,
+    so that :func:`sweep_temporary` can remove what a killed writer left; the published file gets
+    the usual permissions (``0666`` less the umask), not ``mkstemp``'s owner-only ones.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         df.write_parquet(tmp)
@@ -129,6 +138,54 @@ def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_")
+
+
+def _umask() -> int:
+    """This process's umask, read without changing it (``os.umask`` is not thread-safe)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o022
+
+
+def sweep_temporary(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files that dead writers on this host left under ``folder``.
+
+    A writer killed between creating its temporary file and renaming it (``kill -9``, a lost
+    Dask worker) leaves ``.<name>.<host>.<pid>.<random>.tmp``; readers never open those, and
+    this removes the ones whose process is gone. Files of live writers, or of other hosts
+    sharing the folder, are left alone. Returns the removed paths.
+
+    >>> sweep_temporary("/tmp/fvc-doc/cache")
+    []
+    """
+    removed = []
+    host = _host()
+    for p in Path(folder).rglob(".*.tmp"):
+        parts = p.name[:-len(".tmp")].rsplit(".", 3)
+        if len(parts) != 4 or parts[1] != host or not parts[2].isdigit() or _alive(int(parts[2])):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def read_parquet(path: str | os.PathLike) -> pl.DataFrame | None:
@@ -158,11 +215,27 @@ def cache_key(content_hash: str, stage: str, config: Mapping[str, Any]) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
+def printable_path(path: str | bytes | os.PathLike) -> str:
+    """``path`` as valid UTF-8 text: bytes that are not UTF-8 (Linux file names may hold any)
+    are shown as ``\\xff`` escapes, so that Parquet, logs and artifacts can store the name.
+
+    >>> printable_path(b"/v/caf\\xe9.mp4")
+    '/v/caf\\\\xe9.mp4'
+    """
+    text = os.fsdecode(path)
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def failure_row(stage: str, path: str | os.PathLike, reason: str, *, video_id: str | None = None,
                 error_type: str = "VideoError") -> dict:
+    """One row of ``index/failures.parquet`` (the path made printable, see :func:`printable_path`).
+
+    >>> failure_row("ingest", "/v/a.mp4", "empty file (0 bytes)")["reason"]
+    'empty file (0 bytes)'
+    """
     return {
         "stage": stage,
-        "path": str(path),
+        "path": printable_path(path),
         "video_id": video_id,
         "reason": reason,
         "error_type": error_type,
@@ -170,19 +243,47 @@ def failure_row(stage: str, path: str | os.PathLike, reason: str, *, video_id: s
     }
 
 
+@contextlib.contextmanager
+def lake_lock(lake: Lake, name: str) -> Iterator[Path]:
+    """Hold an exclusive advisory lock named ``name`` on the work dir (``<root>/.locks/<name>.lock``).
+
+    Read-modify-write updates of shared tables (the index, the failures) run under it, so that two
+    processes sharing a work dir never lose each other's rows. The lock is ``flock``-based: it is
+    released when the holder exits or dies (no stale lock after ``kill -9``); it is advisory and
+    local to the machine (NFS and object stores are not covered).
+
+    >>> with lake_lock(Lake.at("/tmp/fvc-doc"), "index") as path:
+    ...     path.name
+    'index.lock'
+    """
+    path = lake.root / ".locks" / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield path
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 def record_failures(lake: Lake, rows: Iterable[Mapping[str, Any]], *, stage: str | None = None) -> pl.DataFrame:
-    """Merge failure rows into ``index/failures.parquet``.
+    """Merge failure rows into ``index/failures.parquet`` (under :func:`lake_lock` ``"failures"``).
 
     A (stage, path) pair appears once: a newer failure replaces the older one. When ``stage`` is
     given, earlier failures of that stage whose path is not in ``rows`` are removed (the input
     was fixed, or is no longer part of the corpus).
+
+    >>> record_failures(Lake.at("/tmp/fvc-doc"), [failure_row("features", "/v/a.mp4", "no frames")],
+    ...                 stage="features").height
+    1
     """
     new = pl.DataFrame(list(rows), schema=FAILURE_SCHEMA)
-    old = read_parquet(lake.failures)
-    if old is None:
-        old = pl.DataFrame(schema=FAILURE_SCHEMA)
-    if stage is not None:
-        old = old.filter(pl.col("stage") != stage)
-    merged = pl.concat([old, new]).unique(subset=["stage", "path"], keep="last", maintain_order=True)
-    write_parquet_atomic(merged, lake.failures)
+    with lake_lock(lake, "failures"):
+        old = read_parquet(lake.failures)
+        if old is None:
+            old = pl.DataFrame(schema=FAILURE_SCHEMA)
+        if stage is not None:
+            old = old.filter(pl.col("stage") != stage)
+        merged = pl.concat([old, new]).unique(subset=["stage", "path"], keep="last", maintain_order=True)
+        write_parquet_atomic(merged, lake.failures)
     return merged

@@ -23,7 +23,8 @@ from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
 from fvcflow.ingest.probing import probe_many
-from fvcflow.store import Lake, failure_row, read_parquet, record_failures, write_parquet_atomic
+from fvcflow.store import (Lake, failure_row, lake_lock, printable_path, read_parquet, record_failures,
+                           write_parquet_atomic)
 
 __all__ = ["KINDS", "INDEX_SCHEMA", "IngestSummary", "ingest", "catalog"]
 
@@ -99,9 +100,30 @@ def catalog(kind: str, root: str | os.PathLike, lake: Lake, *, labels=None, pass
     return adapter(root), [Path(root)]
 
 
+def _resolved(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with links resolved; a symlink loop stays as it is (absolute)."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a loop
+        return Path(os.path.abspath(path))
+
+
+def _split_unnamable(cands: list[Candidate]) -> tuple[list[Candidate], list[dict]]:
+    """Candidates whose file name is not valid UTF-8 cannot be stored in the index: failures."""
+    ok, bad = [], []
+    for c in cands:
+        try:
+            str(c.path).encode("utf-8")
+            ok.append(c)
+        except UnicodeEncodeError:
+            bad.append(failure_row("ingest", _resolved(c.path), "file name is not valid UTF-8 (rename the file)",
+                                   video_id=c.video_id, error_type="VideoError"))
+    return ok, bad
+
+
 def _row(c: Candidate, source: str, probed: dict) -> dict:
     video_id = c.video_id or f"{source}-{probed['content_hash'][:16]}"
-    return {"video_id": video_id, "path": str(Path(c.path).resolve()), "source": source, "variant": "original",
+    return {"video_id": video_id, "path": str(_resolved(c.path)), "source": source, "variant": "original",
             "group_id": c.group_id or video_id, "label": label_value(c.label_raw), "label_raw": c.label_raw,
             "split": c.split, "platform": c.platform, "cascade_id": c.cascade_id,
             "content_hash": probed["content_hash"], **probed["probe"]}
@@ -142,9 +164,9 @@ def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
 def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
     """Replace this corpus's earlier ingest failures (by folder) with ``rows``; other corpora's stay."""
     old = read_parquet(lake.failures)
-    prefixes = tuple(str(p.resolve()) + os.sep for p in roots)
+    prefixes = tuple(str(_resolved(p)) + os.sep for p in roots)
     keep = [] if old is None else [r for r in old.filter(pl.col("stage") == "ingest").to_dicts()
-                                   if not str(Path(r["path"]).resolve()).startswith(prefixes)]
+                                   if not str(_resolved(r["path"])).startswith(prefixes)]
     record_failures(lake, keep + rows, stage="ingest")
 
 
@@ -152,7 +174,7 @@ def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
     """Every unmatched video and row of this corpus, in ``index/unmatched-<source>.txt``."""
     path = lake.index.parent / f"unmatched-{cat.source}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"video\t{v}\n" for v in cat.unmatched_videos) + "".join(f"row\t{r}\n" for r in cat.unmatched_rows)
+    text = "".join(f"video\t{printable_path(v)}\n" for v in cat.unmatched_videos) + "".join(f"row\t{r}\n" for r in cat.unmatched_rows)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -194,26 +216,28 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     """
     log = progress or (lambda s: None)
     cat, roots = catalog(kind, root, lake, labels=labels, password=password, source=source, log=log)
-    log(f"{cat.source}: probing {len(cat.candidates)} videos ...")
-    results = probe_many([c.path for c in cat.candidates], workers=workers, log=log)
-    rows, failures = [], []
-    for cand, res in zip(cat.candidates, results):
+    candidates, failures = _split_unnamable(cat.candidates)
+    log(f"{cat.source}: probing {len(candidates)} videos ...")
+    results = probe_many([c.path for c in candidates], workers=workers, log=log)
+    rows = []
+    for cand, res in zip(candidates, results):
         if "error" in res:
-            failures.append(failure_row("ingest", Path(cand.path).resolve(), res["error"], video_id=cand.video_id,
+            failures.append(failure_row("ingest", _resolved(cand.path), res["error"], video_id=cand.video_id,
                                         error_type=res["error_type"]))
         else:
             rows.append(_row(cand, cat.source, res))
     rows, dupes = _dedupe(rows, cat.source)
     failures += dupes
-    failures += [failure_row("ingest", Path(p).resolve(), "no metadata row names this video (not indexed)",
+    failures += [failure_row("ingest", _resolved(p), "no metadata row names this video (not indexed)",
                              error_type="Unmatched") for p in cat.unmatched_videos]
-    index = _merge_index(lake, cat.source, rows)
-    write_parquet_atomic(index, lake.index)
-    _failures(lake, roots, failures)
-    unmatched = _write_unmatched(lake, cat)
+    with lake_lock(lake, "index"):  # another ingest into this work dir waits: no lost rows
+        index = _merge_index(lake, cat.source, rows)
+        write_parquet_atomic(index, lake.index)
+        _failures(lake, roots, failures)
+        unmatched = _write_unmatched(lake, cat)
     failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate" else f["reason"]
                      for f in failures if f["error_type"] != "Unmatched")
     return IngestSummary(cat.source, found=len(cat.candidates) + len(cat.unmatched_videos), indexed=len(rows),
-                         failed=dict(failed), unmatched_videos=cat.unmatched_videos,
+                         failed=dict(failed), unmatched_videos=[printable_path(v) for v in cat.unmatched_videos],
                          unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index),
                          unmatched_path=str(unmatched))

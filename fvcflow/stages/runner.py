@@ -20,7 +20,7 @@ import polars as pl
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 from fvcflow.stages.specs import SPECS, StageSpec
-from fvcflow.store import Lake, failure_row, record_failures, write_parquet_atomic
+from fvcflow.store import Lake, failure_row, record_failures, sweep_temporary, write_parquet_atomic
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,8 @@ def plan(stage: str, settings: Settings) -> StagePlan:
     """Every job of ``stage`` and those not yet cached (all of them when the stage is forced)."""
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
+    for folder in (lake.cache_dir(spec.name), spec.table(lake).parent):
+        sweep_temporary(folder)  # what writers killed in an earlier run left behind
     jobs = [Job(**j) for j in spec.jobs(lake, settings)]
     force = stage in settings.force
     todo = [j for j in jobs if force or not _is_cached(lake, spec, j)]
