@@ -12,10 +12,12 @@ import numpy as np
 
 from fvcflow.errors import VideoError
 
-# Encoder defaults; ``options`` given by the caller override them.
+# Encoder defaults; ``options`` given by the caller override them. x264's macroblock-tree rate
+# control is not bit-exact between runs in this build: without it, the same frames give the same
+# bytes, so content-hash cache keys of derived videos (stage 1, stage 3) stay valid on a rerun.
 _DEFAULT_OPTIONS = {
-    "libx264": {"preset": "veryfast"},
-    "libx264rgb": {"preset": "veryfast"},
+    "libx264": {"preset": "veryfast", "x264-params": "mbtree=0"},
+    "libx264rgb": {"preset": "veryfast", "x264-params": "mbtree=0"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "b:v": "0"},
 }
 
@@ -65,7 +67,8 @@ class VideoWriter:
         self.frames_written = 0
         self._tmp = self.path.with_name(f".{self.path.stem}.partial-{uuid.uuid4().hex[:8]}{self.path.suffix}")
         try:
-            self._container = av.open(str(self._tmp), "w")
+            # bitexact: no random track ids or encoder strings, so equal frames give equal files
+            self._container = av.open(str(self._tmp), "w", options={"fflags": "+bitexact"})
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoError(self.path, f"cannot create the file ({exc})") from None
         try:
