@@ -18,6 +18,7 @@ import polars as pl
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec, create_model
@@ -128,7 +129,16 @@ def _pred_frame(t: TrainTable, p: np.ndarray, fold: int | None, split: str) -> p
 
 
 def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutput:
-    """Outer folds (grid search inside), then the refit on all training rows and the test set."""
+    """Outer folds (grid search inside), then the refit on all training rows and the test set.
+
+    BLAS is held to ``cfg.n_jobs`` threads meanwhile: on demo-sized tables its threads cost more
+    than they give (5x slower fits measured on the 2-core machine with other work running).
+    """
+    with threadpool_limits(limits=cfg.n_jobs, user_api="blas"):
+        return _cross_validate(spec, t, cfg)
+
+
+def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutput:
     start = time.perf_counter()
     train_all = t.subset(~t.is_test)
     preds, inner, fold_metrics, fold_params = [], [], [], []
