@@ -13,7 +13,7 @@ from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
 from fvcflow.training import tracking
 from tests.media import truncate, write_video
-from tests.training_runs import shared_trained_lake
+from tests.training_runs import MODELS, shared_trained_lake
 
 
 @pytest.fixture(scope="module")
@@ -76,13 +76,15 @@ def test_plain_output_and_a_named_model(trained, videos, capsys):
     assert f"P(fake)={_expected(s2, good):.4f}" in line
 
 
-def test_a_model_uri_with_stage4_features(trained, videos, capsys):
+@pytest.mark.parametrize("name", MODELS.split(","))
+def test_every_trained_model_by_uri(trained, videos, capsys, name):
     lake, _, summary = trained
     good = videos[0]
-    s24 = next(r for r in summary.results if r.name == "logreg_s24")
-    assert fvc(["--home", str(lake.root), "predict", str(good), "--model", s24.model_uri, "--json"]) == 0
+    result = next(r for r in summary.results if r.name == name)
+    assert fvc(["--home", str(lake.root), "predict", str(good), "--model", result.model_uri, "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)[0]
-    assert rec["prob_fake"] == pytest.approx(_expected(s24, good), abs=1e-9)
+    assert rec["prob_fake"] == pytest.approx(_expected(result, good), abs=1e-9)
+    assert rec["model"] == name and rec["version"] is None
 
 
 def test_unknown_model_and_missing_store(trained, videos, capsys, tmp_path):

@@ -63,12 +63,26 @@ class Detector:
         return [float(v) for v in (out[:, 1] if getattr(out, "ndim", 1) == 2 else out)]
 
 
-def _tag(client: MlflowClient, version, key: str) -> str | None:
-    if version is not None and version.tags.get(key):
-        return version.tags[key]
-    if version is not None and version.run_id:
-        return client.get_run(version.run_id).data.tags.get(key)
+def _source_run(client: MlflowClient, uri: str, version) -> str | None:
+    """The run that logged the model: from the registry version, ``runs:/ID/...`` or ``models:/m-ID``."""
+    if version is not None:
+        return version.run_id
+    if m := re.fullmatch(r"runs:/([^/]+)/.*", uri):
+        return m.group(1)
+    if m := re.fullmatch(r"models:/(m-[0-9a-f]+)", uri):
+        return client.get_logged_model(m.group(1)).source_run_id
     return None
+
+
+def _model_name(client: MlflowClient, uri: str, version) -> str | None:
+    """The fvcflow registry name of the model (``fvc.model`` tag), when it can be found."""
+    if version is not None and version.tags.get("fvc.model"):
+        return version.tags["fvc.model"]
+    try:
+        run_id = _source_run(client, uri, version)
+        return client.get_run(run_id).data.tags.get("fvc.model") if run_id else None
+    except MlflowException:     # a URI from another store: the name is unknown, the model still loads
+        return None
 
 
 def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None) -> Detector:
@@ -108,4 +122,4 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
     return Detector(loaded, target, name, str(version.version) if version else None,
-                    _tag(client, version, "fvc.model"), list(schema.input_names()))
+                    _model_name(client, target, version), list(schema.input_names()))
