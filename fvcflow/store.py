@@ -189,11 +189,18 @@ def _alive(pid: int) -> bool:
 
 
 def read_parquet(path: str | os.PathLike) -> pl.DataFrame | None:
-    """The table at ``path``, or ``None`` when it does not exist yet."""
-    path = Path(path)
-    if not path.exists():
+    """The table at ``path``, or ``None`` when it does not exist yet.
+
+    The file is opened once and read through that handle: a writer that replaces ``path``
+    meanwhile (:func:`write_parquet_atomic`) cannot mix its new file into this read (reading by
+    path may open it more than once: footer from one version, pages from another).
+    """
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
         return None
-    return pl.read_parquet(path)
+    with fh:
+        return pl.read_parquet(fh)
 
 
 def file_hash(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:

@@ -20,7 +20,8 @@ import polars as pl
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 from fvcflow.stages.specs import SPECS, StageSpec
-from fvcflow.store import Lake, failure_row, record_failures, sweep_temporary, write_parquet_atomic
+from fvcflow.store import (Lake, failure_row, read_parquet, record_failures, sweep_temporary,
+                           write_parquet_atomic)
 
 
 @dataclass(frozen=True)
@@ -127,9 +128,9 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     failures = [f for o in outcomes for f in o.failures]
     failed = {f["video_id"] for f in failures}
     files = [_cache_file(lake, spec.name, j.key) for j in stage_plan.jobs if j.video_id not in failed]
-    present = [f for f in files if f.exists()]
+    present = [t for t in map(read_parquet, files) if t is not None]
     if present:
-        table = pl.concat([pl.read_parquet(f) for f in present], how="diagonal_relaxed")
+        table = pl.concat(present, how="diagonal_relaxed")
         table = table.unique(subset=["video_id"], keep="last", maintain_order=True).sort("video_id")
     else:
         table = pl.DataFrame(schema={"video_id": pl.Utf8})

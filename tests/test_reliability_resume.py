@@ -1,0 +1,191 @@
+"""Faults during a run, injected for real: ``kill -9`` of the flow process in stage 2, a Dask worker
+killed mid-stage. The run must resume or complete with no video lost, none counted twice, and no
+half-written file read."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+from distributed import Client, LocalCluster
+from polars.testing import assert_frame_equal
+
+from fvcflow.config import Settings
+from fvcflow.stages import runner
+from fvcflow.stages.ingest import ingest_corpus
+from tests.reliability_media import assert_lake_sound, cache_files, feature_table, make_corpus
+
+N_VIDEOS = 32
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """32 distinct 320x240, 250-frame videos: stage 2 takes a few seconds on 2 workers."""
+    root = tmp_path_factory.mktemp("resume") / "corpus"
+    make_corpus(root, bases=4, copies=N_VIDEOS // 4)
+    return root
+
+
+def corpus_settings(corpus: Path, home: Path, **kw) -> Settings:
+    return Settings(home=home, workers=2, stages=["ingest", "features"],
+                    corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"}, **kw).resolved()
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, tmp_path_factory) -> dict[str, pl.DataFrame]:
+    """The tables of an uninterrupted ingest + stage 2 (library path, one process)."""
+    settings = corpus_settings(corpus, tmp_path_factory.mktemp("reference") / "fvc-data")
+    ingest_corpus(settings)
+    report = runner.run_local("features", settings)
+    assert report.done == N_VIDEOS and report.failed == 0
+    lake = settings.lake()
+    return {"index": pl.read_parquet(lake.index).sort("video_id"), "stage2": feature_table(lake.stage2)}
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, poll: float = 0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before {what}")
+        time.sleep(poll)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def session_pids(sid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-s", str(sid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.slow
+def test_kill9_in_stage2_then_rerun_resumes_and_matches(prefect_server, corpus, reference, tmp_path):
+    from prefect.settings import PREFECT_API_URL
+
+    home = tmp_path / "fvc-data"
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(tmp_path / "prefect"),
+               PREFECT_LOGGING_LEVEL="WARNING")
+    cmd = [sys.executable, "-m", "fvcflow", "--home", str(home), "run", "--corpus", "folder",
+           "--root", str(corpus), "--labels", str(corpus / "labels.csv"), "--stages", "ingest,features",
+           "--workers", "2"]
+    log = tmp_path / "killed-run.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        # the Dask workers die with their parent: nothing keeps writing after the kill
+        wait_for(lambda: not session_pids(proc.pid), 30, "the killed run's worker processes to exit", poll=0.2)
+    finally:
+        for pid in session_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    before = cache_files(home)
+    assert 0 < len(before) < N_VIDEOS, f"the kill should land mid-stage ({len(before)} of {N_VIDEOS} done)"
+    for path in before:  # what the killed run published is whole
+        pl.read_parquet(path)
+
+    from fvcflow.flows.pipeline import fvc
+
+    state = fvc(config=corpus_settings(corpus, home), return_state=True)
+    assert state.is_completed(), state.message
+    features = {r["stage"]: r for r in state.result()}["features"]
+    assert features["cached"] == len(before)
+    assert features["done"] == N_VIDEOS - len(before) and features["failed"] == 0
+    after = cache_files(home)
+    assert len(after) == N_VIDEOS
+    assert {p: after[p] for p in before} == before  # finished videos were not recomputed
+    assert_lake_sound(home)
+    lake = Settings(home=home).lake()
+    assert_frame_equal(pl.read_parquet(lake.index).sort("video_id"), reference["index"])
+    assert_frame_equal(feature_table(lake.stage2), reference["stage2"])
+
+
+def test_a_writer_killed_mid_write_leaves_no_table_and_its_file_is_swept(corpus, tmp_path):
+    """``kill -9`` of a process while it writes a table: the old table (none here) stays, the
+    partial temporary file is never read, and the next plan removes it (its writer is gone)."""
+    settings = Settings(home=tmp_path / "fvc-data", corpus={"kind": "folder", "root": corpus,
+                        "labels": corpus / "labels.csv"}).resolved()
+    lake = settings.lake()
+    ingest_corpus(settings)
+    code = ("import sys, numpy as np, polars as pl\n"
+            "from fvcflow.store import write_parquet_atomic\n"
+            "df = pl.DataFrame({'a': np.random.default_rng(0).random(40_000_000)})\n"
+            "write_parquet_atomic(df, sys.argv[1])\n")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(lake.stage2)])
+    try:
+        wait_for(lambda: any(lake.stage2.parent.glob(".*.tmp")), 120, "the temporary file", proc, poll=0.005)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    leftovers = list(lake.stage2.parent.glob(".*.tmp"))
+    assert len(leftovers) == 1 and not lake.stage2.exists()
+    host = leftovers[0].name.split(".")[-4]
+    live = lake.cache_dir("features") / "ab" / f".x.parquet.{host}.{os.getpid()}.abc.tmp"
+    live.parent.mkdir(parents=True)
+    live.write_bytes(b"in flight")  # a live writer's file (this process): kept
+    runner.plan("features", settings)
+    assert not leftovers[0].exists() and live.exists()
+    assert not lake.stage2.exists()
+
+
+def _kill_a_worker_once_started(client: Client, home: Path, killed: list) -> None:
+    wait_for(lambda: len(cache_files(home)) >= 2, 120, "stage 2 to start")
+    pid = next(iter(client.run(os.getpid).values()))
+    os.kill(pid, signal.SIGKILL)
+    killed.append(pid)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stage_loses_no_video_and_counts_none_twice(corpus, tmp_path):
+    settings = corpus_settings(corpus, tmp_path / "fvc-data")
+    ingest_corpus(settings)
+    plan = runner.plan("features", settings)
+    assert len(plan.todo) == N_VIDEOS
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_a_worker_once_started, args=(client, settings.home, killed))
+        killer.start()
+        futures = [client.submit(runner.run_batch, "features", b, settings, pure=False)
+                   for b in runner.batches(plan.todo, 2)]
+        outcomes = client.gather(futures)
+        killer.join()
+    assert killed, "no worker was killed"
+    report = runner.finish(plan, outcomes, settings)
+    done = [v for o in outcomes for v in o.done]
+    assert sorted(done) == sorted(j.video_id for j in plan.todo)  # each video once, none lost
+    assert report.done == N_VIDEOS and report.failed == 0
+    table = pl.read_parquet(settings.lake().stage2)
+    assert table.height == N_VIDEOS and table["video_id"].n_unique() == N_VIDEOS
+    assert_lake_sound(settings.home)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_flow_the_flow_completes(prefect_server, corpus, reference, tmp_path):
+    """The same fault through the ``fvc`` flow (its DaskTaskRunner on a cluster given by address)."""
+    from fvcflow.flows.pipeline import fvc
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=50) as cluster, Client(cluster) as client:
+        settings = corpus_settings(corpus, tmp_path / "fvc-data", dask_address=cluster.scheduler_address)
+        killed: list[int] = []
+        killer = threading.Thread(target=_kill_a_worker_once_started, args=(client, settings.home, killed))
+        killer.start()
+        state = fvc(config=settings, return_state=True)
+        killer.join()
+    assert killed, "no worker was killed"
+    assert state.is_completed(), state.message
+    features = {r["stage"]: r for r in state.result()}["features"]
+    assert (features["done"], features["cached"], features["failed"]) == (N_VIDEOS, 0, 0)
+    assert_frame_equal(feature_table(settings.lake().stage2), reference["stage2"])
+    assert_lake_sound(settings.home)
