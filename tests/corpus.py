@@ -15,6 +15,8 @@ TINY = [
     ("g2/fake_b.webm", "fake", "g2", 65, 49, 10),
     ("g3/real_c.avi", "real", "g3", 48, 64, 12),
     ("g3/fake_c.mp4", "fake", "g3", 320, 240, 8),
+    ("g5/real_d.mp4", "real", "g5", 64, 64, 10),
+    ("g5/fake_d.avi", "fake", "g5", 64, 64, 10),
 ]
 
 

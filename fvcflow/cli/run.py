@@ -51,15 +51,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def prefect_environment(settings: Settings) -> None:
     """Keep Prefect's own state under the work dir unless the user points it elsewhere."""
+    settings.lake().prefect_home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", str(settings.lake().prefect_home))
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow, busy machines
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     prefect_environment(settings)
-    pipeline = importlib.import_module("fvcflow.flows.pipeline")  # the Prefect layer, loaded on demand
-    state = pipeline.fvc(config=settings, return_state=True)
+    local = importlib.import_module("fvcflow.flows.local")  # the Prefect layer, loaded on demand
+    state = local.run_in_process(settings)
     summary = state.result(raise_on_failure=False)
     if not state.is_completed():
         print(f"flow run ended {state.name}: {state.message or summary}")
