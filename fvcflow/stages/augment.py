@@ -449,8 +449,7 @@ def _write_reversed(src, writer, plan, step, geometry, workdir) -> tuple[int, in
         for seg, n in reversed(segments):  # pass 2: last segment first, each one backwards
             parts = list(video.iter_rgb(seg, chunk=n))  # one part: the segment holds n frames
             for part in reversed(parts):
-                for f in part[::-1]:
-                    writer.write(f)
+                writer.write(part[::-1])  # no per-frame view may outlive the loop: it pins the chunk
                 n_out += len(part)
             parts = part = None
             seg.unlink()
