@@ -115,7 +115,8 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
             failures.append(failure_row(spec.name, job.path, getattr(exc, "reason", str(exc)),
                                         video_id=job.video_id, error_type=type(exc).__name__))
             continue
-        row = {"video_id": job.video_id, **job.carry, **result, "cache_key": job.key}
+        # the cache holds what the content determines; identity (video_id, keys) comes from the plan
+        row = {**result, "cache_key": job.key}
         write_parquet_atomic(pl.DataFrame([row], infer_schema_length=None), _cache_file(lake, spec.name, job.key))
         done.append(job.video_id)
     return BatchOutcome(done, failures, time.perf_counter() - t0)
@@ -127,11 +128,14 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     lake = Lake.at(settings.home)
     failures = [f for o in outcomes for f in o.failures]
     failed = {f["video_id"] for f in failures}
-    files = [_cache_file(lake, spec.name, j.key) for j in stage_plan.jobs if j.video_id not in failed]
-    present = [t for t in map(read_parquet, files) if t is not None]
+    jobs = [j for j in stage_plan.jobs if j.video_id not in failed]
+    keys = dict.fromkeys(j.key for j in jobs)  # videos of equal content share one cached result
+    present = [t for t in (read_parquet(_cache_file(lake, spec.name, k)) for k in keys) if t is not None]
     if present:
-        table = pl.concat(present, how="diagonal_relaxed")
-        table = table.unique(subset=["video_id"], keep="last", maintain_order=True).sort("video_id")
+        results = pl.concat(present, how="diagonal_relaxed")
+        ids = pl.DataFrame([{"video_id": j.video_id, **j.carry, "cache_key": j.key} for j in jobs],
+                           infer_schema_length=None)
+        table = ids.join(results, on="cache_key", how="inner").sort("video_id")
     else:
         table = pl.DataFrame(schema={"video_id": pl.Utf8})
     table_path = spec.table(lake)
