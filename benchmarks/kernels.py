@@ -121,7 +121,7 @@ def bench_batch(frames: np.ndarray, repeat: int) -> None:
             cpu[k] = min(cpu.get(k, np.inf), time.process_time() - c)
         return run
 
-    t1, t2 = best_pair(with_threads(1), with_threads(2), max(3, repeat // 3))
+    t1, t2 = best_pair(with_threads(1), with_threads(2), repeat)
     numba.set_num_threads(1)
     one = batch_features(frames)
     numba.set_num_threads(2)
@@ -151,7 +151,7 @@ def bench_luma(path: Path, repeat: int) -> None:
 
     n_plane = sum(1 for _ in iter_luma(path, indices, info=info, strategy="sequential"))
     assert n_plane == info.n_frames
-    t_plane, t_gray = best_pair(by_plane, by_gray, max(3, repeat // 3))
+    t_plane, t_gray = best_pair(by_plane, by_gray, max(5, repeat // 2))
     n = info.n_frames
     row(f"luma, to_ndarray(format='gray'), {n} frames", f"{n / t_gray:8.1f} frames/s", "", True)
     row(f"luma, iter_luma (Y plane), {n} frames", f"{n / t_plane:8.1f} frames/s", "", True)
