@@ -158,9 +158,12 @@ def test_train_stage_through_the_flow(run):
     assert row["models"] == 4 and row["registered_version"] is not None
     preds = pl.read_parquet(lake.predictions)
     assert set(preds["model"]) == {"logreg_s2", "logreg_s24", "xgb_s24", "stack_s24"}
-    originals = pl.read_parquet(lake.index).filter(pl.col("label").is_not_null()).height
+    splits = pl.read_parquet(lake.splits)
+    assert splits.height == pl.read_parquet(lake.stage2).height  # copies train, and follow their source
+    originals = splits.filter((pl.col("variant") == "original") & ~pl.col("is_test")).height
     oof = preds.filter(pl.col("split") == "oof")
     assert oof.group_by("model").len()["len"].to_list() == [originals] * 4  # originals only, each once
+    assert oof["video_id"].n_unique() == originals
     client = mlflow.MlflowClient(tracking_uri=lake.mlflow_uri)
     assert client.get_registered_model("fvc-detector").latest_versions
     with get_client(sync_client=True) as prefect_client:
