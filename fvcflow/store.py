@@ -235,7 +235,7 @@ def printable_path(path: str | bytes | os.PathLike) -> str:
 
 def failure_row(stage: str, path: str | os.PathLike, reason: str, *, video_id: str | None = None,
                 error_type: str = "VideoError") -> dict:
-    """One row of ``index/failures.parquet`` (the path made printable, see :func:`printable_path`).
+    """One row of ``index/failures.parquet`` (path and id made printable, see :func:`printable_path`).
 
     >>> failure_row("ingest", "/v/a.mp4", "empty file (0 bytes)")["reason"]
     'empty file (0 bytes)'
@@ -243,7 +243,7 @@ def failure_row(stage: str, path: str | os.PathLike, reason: str, *, video_id: s
     return {
         "stage": stage,
         "path": printable_path(path),
-        "video_id": video_id,
+        "video_id": None if video_id is None else printable_path(video_id),
         "reason": reason,
         "error_type": error_type,
         "recorded_at": time.time(),

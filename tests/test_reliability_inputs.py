@@ -229,3 +229,21 @@ def test_a_symlink_loop_in_the_corpus_is_a_failure_not_a_crash(tmp_path):
     failures = pl.read_parquet(lake.failures)
     loops = failures.filter(pl.col("path").str.contains("loop_"))
     assert loops.height >= 1 and loops["reason"].str.contains("symbolic links").all()
+
+
+def test_a_non_utf8_name_an_adapter_accepts_is_a_failure_not_a_crash(tmp_path):
+    """FF++ actor videos are named ``<id>__<free text>``: a name with bytes that are not UTF-8 is
+    a candidate; it cannot be stored in the index, so it becomes a failure naming the problem, and
+    the other videos are indexed (before the fix the whole ingest died in polars)."""
+    root = tmp_path / "ffpp"
+    videos = root / "original_sequences" / "actors" / "c23" / "videos"
+    write_video(videos / "01__talking.mp4", n=3, seed=1)
+    write_video(videos / "tmp.mp4", n=3, seed=2)
+    os.rename(videos / "tmp.mp4", os.fsencode(videos) + b"/02__caf\xe9.mp4")  # Latin-1 bytes
+    lake = Lake.at(tmp_path / "fvc-data")
+    summary = ingest("ffpp", root, lake, workers=1)
+    assert summary.indexed == 1
+    assert pl.read_parquet(lake.index)["video_id"].to_list() == ["ffpp-actors-c23-01__talking"]
+    failures = pl.read_parquet(lake.failures)
+    assert failures["reason"].to_list() == ["file name is not valid UTF-8 (rename the file)"]
+    assert failures["path"][0].endswith("/02__caf\\xe9.mp4")
