@@ -64,6 +64,18 @@ def label_value(label_raw: str | None) -> int | None:
     return 0 if key in _REAL else 1 if key in _FAKE else None
 
 
+def resolved_path(path: str | os.PathLike) -> Path:
+    """``path`` made absolute with links resolved; a symlink loop stays as it is (absolute).
+
+    >>> resolved_path("a/../b").name
+    'b'
+    """
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a loop
+        return Path(os.path.abspath(path))
+
+
 def require_dir(root: str | os.PathLike, what: str) -> Path:
     """``root`` as a Path; a clear error when it is not an existing folder.
 

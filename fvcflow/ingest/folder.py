@@ -9,11 +9,12 @@ missing, are reported.
 from __future__ import annotations
 
 import csv
+import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from fvcflow.errors import FvcError
-from fvcflow.ingest.common import Candidate, Catalog, require_dir, scan_videos
+from fvcflow.ingest.common import Candidate, Catalog, require_dir, resolved_path, scan_videos
 
 __all__ = ["LabelRow", "read_labels", "catalog_folder"]
 
@@ -89,10 +90,10 @@ def catalog_folder(root: str | Path, labels: str | Path | None, *, source: str =
     listed = set()
     for row in read_labels(labels):
         path = root / row.path
-        if not path.is_file():
+        if not os.path.lexists(path) or path.is_dir():  # a broken link or a loop is a failure, later
             cat.unmatched_rows.append(f"{Path(labels).name}:{row.line}: {row.path} (no such file)")
             continue
-        listed.add(path.resolve())
+        listed.add(resolved_path(path))
         cat.candidates.append(Candidate(path=path, video_id=None, label_raw=row.label_raw, group_id=row.group))
-    cat.unmatched_videos += [str(p) for p in scan_videos(root) if p.resolve() not in listed]
+    cat.unmatched_videos += [str(p) for p in scan_videos(root) if resolved_path(p) not in listed]
     return cat

@@ -17,7 +17,7 @@ import polars as pl
 
 from fvcflow.errors import FvcError
 from fvcflow.ingest.celebdf import catalog_celebdf
-from fvcflow.ingest.common import Candidate, Catalog, label_value
+from fvcflow.ingest.common import Candidate, Catalog, label_value, resolved_path
 from fvcflow.ingest.dfdc import catalog_dfdc
 from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
@@ -100,14 +100,6 @@ def catalog(kind: str, root: str | os.PathLike, lake: Lake, *, labels=None, pass
     return adapter(root), [Path(root)]
 
 
-def _resolved(path: str | os.PathLike) -> Path:
-    """``path`` made absolute with links resolved; a symlink loop stays as it is (absolute)."""
-    try:
-        return Path(path).resolve()
-    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a loop
-        return Path(os.path.abspath(path))
-
-
 def _split_unnamable(cands: list[Candidate]) -> tuple[list[Candidate], list[dict]]:
     """Candidates whose file name is not valid UTF-8 cannot be stored in the index: failures."""
     ok, bad = [], []
@@ -116,14 +108,14 @@ def _split_unnamable(cands: list[Candidate]) -> tuple[list[Candidate], list[dict
             str(c.path).encode("utf-8")
             ok.append(c)
         except UnicodeEncodeError:
-            bad.append(failure_row("ingest", _resolved(c.path), "file name is not valid UTF-8 (rename the file)",
+            bad.append(failure_row("ingest", resolved_path(c.path), "file name is not valid UTF-8 (rename the file)",
                                    video_id=c.video_id, error_type="VideoError"))
     return ok, bad
 
 
 def _row(c: Candidate, source: str, probed: dict) -> dict:
     video_id = c.video_id or f"{source}-{probed['content_hash'][:16]}"
-    return {"video_id": video_id, "path": str(_resolved(c.path)), "source": source, "variant": "original",
+    return {"video_id": video_id, "path": str(resolved_path(c.path)), "source": source, "variant": "original",
             "group_id": c.group_id or video_id, "label": label_value(c.label_raw), "label_raw": c.label_raw,
             "split": c.split, "platform": c.platform, "cascade_id": c.cascade_id,
             "content_hash": probed["content_hash"], **probed["probe"]}
@@ -164,9 +156,9 @@ def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
 def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
     """Replace this corpus's earlier ingest failures (by folder) with ``rows``; other corpora's stay."""
     old = read_parquet(lake.failures)
-    prefixes = tuple(str(_resolved(p)) + os.sep for p in roots)
+    prefixes = tuple(str(resolved_path(p)) + os.sep for p in roots)
     keep = [] if old is None else [r for r in old.filter(pl.col("stage") == "ingest").to_dicts()
-                                   if not str(_resolved(r["path"])).startswith(prefixes)]
+                                   if not str(resolved_path(r["path"])).startswith(prefixes)]
     record_failures(lake, keep + rows, stage="ingest")
 
 
@@ -222,13 +214,13 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     rows = []
     for cand, res in zip(candidates, results):
         if "error" in res:
-            failures.append(failure_row("ingest", _resolved(cand.path), res["error"], video_id=cand.video_id,
+            failures.append(failure_row("ingest", resolved_path(cand.path), res["error"], video_id=cand.video_id,
                                         error_type=res["error_type"]))
         else:
             rows.append(_row(cand, cat.source, res))
     rows, dupes = _dedupe(rows, cat.source)
     failures += dupes
-    failures += [failure_row("ingest", _resolved(p), "no metadata row names this video (not indexed)",
+    failures += [failure_row("ingest", resolved_path(p), "no metadata row names this video (not indexed)",
                              error_type="Unmatched") for p in cat.unmatched_videos]
     with lake_lock(lake, "index"):  # another ingest into this work dir waits: no lost rows
         index = _merge_index(lake, cat.source, rows)
