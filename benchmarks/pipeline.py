@@ -29,6 +29,7 @@ from fvcflow.ingest.index import ingest  # noqa: E402
 from fvcflow.stages import runner  # noqa: E402
 from fvcflow.video import VideoWriter, iter_luma, probe, sample_indices  # noqa: E402
 from fvcflow.store import Lake  # noqa: E402
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
 ROOT = Path("/tmp/fvc-bench-pipeline")
@@ -37,8 +38,10 @@ ROOT = Path("/tmp/fvc-bench-pipeline")
 def scene(n: int, height: int, width: int, seed: int) -> np.ndarray:
     """A textured, moving scene (so the encoder has real work), uint8[n, H, W, 3]."""
     rng = np.random.default_rng(seed)
-    texture = rng.integers(0, 255, (height + n, width + n, 3), dtype=np.uint8)
-    texture = (texture // 2 + np.linspace(0, 127, width + n, dtype=np.uint8)[None, :, None])
+    coarse = rng.integers(0, 255, ((height + n) // 8, (width + n) // 8, 3), dtype=np.uint8)
+    texture = cv2.resize(coarse, (width + n, height + n), interpolation=cv2.INTER_CUBIC)
+    grain = rng.integers(0, 12, texture.shape, dtype=np.uint8)  # sensor-like noise on smooth content
+    texture = cv2.add(texture, grain)
     return np.stack([texture[i:i + height, i:i + width] for i in range(n)])
 
 
@@ -49,13 +52,13 @@ def make_corpus(n: int, seconds: int, width: int, height: int) -> Path:
         return corpus
     corpus.mkdir(parents=True, exist_ok=True)
     fps = 25
-    base = scene(50, height, width, seed=1)
     rows = []
     for i in range(n):
+        base = scene(50, height, width, seed=i)  # every video its own content (ingest drops exact copies)
         path = corpus / f"v{i:03d}.mp4"
         with VideoWriter(path, width, height, fps, crf=23, options={"g": "50", "preset": "veryfast"}) as w:
             for k in range(seconds * fps // 50):
-                w.write(base[::-1] if (k + i) % 2 else base)
+                w.write(base[::-1] if k % 2 else base)
         rows.append((path.name, "fake" if i % 2 else "real", f"g{i // 2}"))
     with open(labels, "w", newline="") as fh:
         csv.writer(fh).writerows([("path", "label", "group"), *rows])
