@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from . import _dct, _neighbourhood
+from . import _dct, _neigh_u8, _neighbourhood
 from .config import JIT, PJIT
 
 FEATURE_NAMES = (
@@ -51,23 +51,56 @@ def _gray(gray: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- jitted cores
 
 @numba.jit(**JIT)
-def _frame_core(a, out):
-    """All 12 features of one frame into ``out`` (FEATURE_NAMES order)."""
-    neigh = np.empty(_neighbourhood.N_OUT)
-    dct = np.empty(_dct.N_OUT)
-    _neighbourhood.neighbourhood(a, neigh)
-    _dct.dct_pass(a, dct)
+def _pack(neigh, dct, out):
+    """The 7 neighbourhood and 5 DCT outputs into ``out`` (FEATURE_NAMES order)."""
     out[0:3] = neigh[_neighbourhood.NOISE]
     out[3:8] = dct
     out[8:11] = neigh[_neighbourhood.SHARP]
     out[11] = neigh[_neighbourhood.BLOCK]
 
 
+@numba.jit(**JIT)
+def _frame_core(a, out):
+    """All 12 features of one float64 frame into ``out`` (FEATURE_NAMES order)."""
+    neigh = np.empty(_neighbourhood.N_OUT)
+    dct = np.empty(_dct.N_OUT)
+    _neighbourhood.neighbourhood(a, neigh)
+    _dct.dct_pass(a, dct)
+    _pack(neigh, dct, out)
+
+
+@numba.jit(**JIT)
+def _frame_core_u8(a, out):
+    """All 12 features of one uint8 frame: the integer neighbourhood pass."""
+    neigh = np.empty(_neighbourhood.N_OUT)
+    dct = np.empty(_dct.N_OUT)
+    _neigh_u8.neighbourhood_u8(a, neigh)
+    _dct.dct_pass(a, dct)
+    _pack(neigh, dct, out)
+
+
 @numba.jit(**PJIT)
 def _batch_core(frames, out):
-    """``_frame_core`` of every frame, frames spread over threads; each writes its own row."""
+    """``_frame_core`` of every float64 frame, frames spread over threads."""
     for k in numba.prange(frames.shape[0]):
         _frame_core(frames[k], out[k])
+
+
+@numba.jit(**PJIT)
+def _batch_core_u8(frames, out):
+    """``_frame_core_u8`` of every uint8 frame, frames spread over threads."""
+    for k in numba.prange(frames.shape[0]):
+        _frame_core_u8(frames[k], out[k])
+
+
+def _neighbourhood_of(a: np.ndarray) -> np.ndarray:
+    """The 7 neighbourhood outputs of a prepared frame, by its dtype's pass."""
+    out = np.empty(_neighbourhood.N_OUT)
+    if a.dtype == np.uint8:
+        _neigh_u8.neighbourhood_u8(a, out)
+    else:
+        _neighbourhood.neighbourhood(a, out)
+    return out
 
 
 # ---------------------------------------------------------------- public API
@@ -94,9 +127,7 @@ def noise_residual(gray: np.ndarray) -> np.ndarray:
     >>> noise_residual(np.full((4, 4), 7, np.uint8))
     array([0., 0., 0.])
     """
-    out = np.empty(_neighbourhood.N_OUT)
-    _neighbourhood.neighbourhood(_gray(gray), out)
-    return out[_neighbourhood.NOISE].copy()
+    return _neighbourhood_of(_gray(gray))[_neighbourhood.NOISE].copy()
 
 
 def sharpness(gray: np.ndarray) -> np.ndarray:
@@ -121,9 +152,7 @@ def sharpness(gray: np.ndarray) -> np.ndarray:
     >>> sharpness(ramp)                                          # Sobel gx = 8 everywhere
     array([0., 8., 0.])
     """
-    out = np.empty(_neighbourhood.N_OUT)
-    _neighbourhood.neighbourhood(_gray(gray), out)
-    return out[_neighbourhood.SHARP].copy()
+    return _neighbourhood_of(_gray(gray))[_neighbourhood.SHARP].copy()
 
 
 def blockiness(gray: np.ndarray) -> float:
@@ -147,9 +176,7 @@ def blockiness(gray: np.ndarray) -> float:
     >>> round(blockiness(blocks))   # b = 1.5 at the block edges, i = 0: (1.5 + 1e-6) / 1e-6
     1500001
     """
-    out = np.empty(_neighbourhood.N_OUT)
-    _neighbourhood.neighbourhood(_gray(gray), out)
-    return float(out[_neighbourhood.BLOCK])
+    return float(_neighbourhood_of(_gray(gray))[_neighbourhood.BLOCK])
 
 
 def dct_stats(gray: np.ndarray) -> np.ndarray:
@@ -205,8 +232,9 @@ def frame_features(gray: np.ndarray) -> np.ndarray:
     >>> float(round(f["dct_dc_mean"], 9)), float(f["noise_energy"]), float(f["dct_ac_zero_frac"])
     (80.0, 0.0, 1.0)
     """
+    a = _gray(gray)
     out = np.empty(N_FEATURES)
-    _frame_core(_gray(gray), out)
+    (_frame_core_u8 if a.dtype == np.uint8 else _frame_core)(a, out)
     return out
 
 
@@ -236,5 +264,5 @@ def batch_features(frames: np.ndarray) -> np.ndarray:
     frames = _prepare(frames, 3, "frames", "(N, H, W)")
     out = np.empty((frames.shape[0], N_FEATURES))
     if frames.shape[0]:
-        _batch_core(frames, out)
+        (_batch_core_u8 if frames.dtype == np.uint8 else _batch_core)(frames, out)
     return out

@@ -300,3 +300,60 @@ def test_rgb_empty():
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+# ---------------------------------------------------------------- the uint8 integer pass
+
+def _checkerboard(h: int, w: int) -> np.ndarray:
+    """Alternating 0/255 pixels: |R| = |L| = 1020 everywhere and Sobel 0."""
+    return (np.indices((h, w)).sum(axis=0) % 2 * 255).astype(np.uint8)
+
+
+def _bright_noise(h: int, w: int) -> np.ndarray:
+    """Mean 250 with a one-level noise: large mean, tiny spread (moment cancellation)."""
+    return (250 + np.random.default_rng(7).integers(0, 2, (h, w))).astype(np.uint8)
+
+
+EXTREME = {
+    "checkerboard": _checkerboard(6, 1300),            # rows wider than the int32 chunks
+    "checkerboard_tall": _checkerboard(40, 24),
+    "constant255": np.full((24, 1100), 255, np.uint8),
+    "bright_noise": _bright_noise(30, 1100),
+    "spike_grid": np.kron(np.ones((4, 650)), [[255, 0], [0, 0]]).astype(np.uint8),  # |R| 2040
+    "single_spike": np.pad(np.full((1, 1), 255, np.uint8), ((5, 6), (700, 500))),
+}
+
+
+@pytest.mark.parametrize("kind", list(EXTREME))
+def test_uint8_pass_extreme_frames(kind):
+    """The integer pass agrees with the naive twin where int32 chunks and moments are at
+    their limits; the sums that are exact integers agree to rounding (rtol 1e-12)."""
+    gray = EXTREME[kind]
+    got = K.frame_features(gray)
+    _compare("frame_features", got, gray)
+    named, want = dict(zip(K.FEATURE_NAMES, got)), N.frame_features(gray)
+    for k, name in enumerate(K.FEATURE_NAMES):
+        if name in ("noise_energy", "noise_mean_abs", "lap_var", "blockiness"):
+            assert named[name] == pytest.approx(want[k], rel=1e-12, abs=1e-12), name
+
+
+def test_uint8_pass_extreme_values_are_exact():
+    """Checkerboard: R = +-1020, L = +-1020, Sobel 0 (every 3x3 sum cancels) exactly."""
+    named = dict(zip(K.FEATURE_NAMES, K.frame_features(_checkerboard(6, 1300))))
+    assert named["noise_energy"] == 1020.0 ** 2
+    assert named["noise_mean_abs"] == 1020.0
+    assert named["lap_var"] == 1020.0 ** 2
+    assert named["grad_mean"] == named["grad_std"] == 0.0
+    flat = dict(zip(K.FEATURE_NAMES, K.frame_features(np.full((24, 1100), 255, np.uint8))))
+    assert flat["noise_energy"] == flat["noise_kurtosis"] == flat["lap_var"] == 0.0
+    assert flat["grad_mean"] == flat["grad_std"] == 0.0
+
+
+def test_uint8_pass_matches_float_pass(natural):
+    """The uint8 fast path and the float64 path give the same features on real frames: to
+    rounding, except the Sobel magnitude, whose float32 roots carry 6e-8 relative error each."""
+    grad = [K.FEATURE_NAMES.index("grad_mean"), K.FEATURE_NAMES.index("grad_std")]
+    for gray in natural:
+        fast, slow = K.frame_features(gray), K.frame_features(gray.astype(np.float64))
+        assert_allclose(fast[grad], slow[grad], rtol=1e-7)
+        assert_allclose(np.delete(fast, grad), np.delete(slow, grad), rtol=1e-11, atol=1e-11)
