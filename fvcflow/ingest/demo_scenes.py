@@ -325,7 +325,8 @@ SCENES = {
 
 _CP, _BK, _BB = "carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4"
 
-#: every source, in build order (the small corpus uses the first eight: footage and scenes mixed)
+#: every source, in build order (the small corpus uses the first eight: footage and scenes mixed;
+#: a scene used twice draws other content: its generator is seeded with the source's name)
 CATALOGUE: tuple[SourceSpec, ...] = (
     SourceSpec("carphone-a", 15, (176, 144), 2.0, "talking head in a car (carphone), frames 0-59 every 2nd",
                footage=_CP, start=0, step=2),
@@ -351,4 +352,8 @@ CATALOGUE: tuple[SourceSpec, ...] = (
     SourceSpec("stripes", 15, (128, 96), 2.0, "rotating, zooming grating over a checkerboard", scene="stripes"),
     SourceSpec("bikes-d", 25, (144, 144), 1.6, "street with cyclists (bikes), frames 190-229, square crop",
                footage=_BK, start=190, crop=(184, 0, 272, 272)),
+    SourceSpec("portrait-b", 20, (200, 150), 2.0, "a second drawn head in front of another wall", scene="portrait"),
+    SourceSpec("pan-b", 15, (256, 192), 2.0, "a slower camera pan over another texture", scene="pan"),
+    SourceSpec("shapes-b", 25, (176, 132), 1.6, "other shapes over another gradient", scene="shapes"),
+    SourceSpec("balls-b", 12, (224, 168), 2.5, "other balls over another floor", scene="balls"),
 )

@@ -1,17 +1,22 @@
-"""Face-swap-style fakes for the demo corpus: find a region, paste a donor into it.
+"""Face-swap-style fakes for the demo corpus: find a region, paste a donor into it, with the
+artefacts real face swaps leave.
 
 The region is the face where OpenCV's bundled Haar cascade finds one on enough frames (the
-detections are interpolated and smoothed into a track), else a central face-sized region that
-drifts and breathes smoothly. The donor patch (the donor's own face track, or its central region)
-is resized to the region, colour-matched to it (per-channel mean and std in CIE Lab, measured
-inside the ellipse) and feather-blended with a Gaussian-blurred elliptical alpha mask, as the
-classic face-swap pipelines do. Pixels outside the region's box are left untouched.
+detections are interpolated and smoothed into a track), else a central region that drifts and
+breathes smoothly; either is grown to cover a face's share of a talking-head frame
+(:data:`AREA`). The donor patch (the donor's own face track, or its central region) is rendered
+at a generator's low resolution and upscaled (smooth, grain-free), colour-matched to the region
+(per-channel mean and std in CIE Lab, measured inside the ellipse) with a residual colour shift,
+JPEG-compressed on an 8x8 grid misaligned with the frame's (double compression), and blended with
+a narrowly feathered elliptical alpha mask whose size and lightness flicker from frame to frame
+(:class:`SwapStyle`). Pixels outside the region's box are left untouched.
 
 A track is ``int32[n, 4]``: one ``(x, y, w, h)`` box per frame, inside the frame.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -101,8 +106,33 @@ def drifting_track(n: int, width: int, height: int, rng: np.random.Generator) ->
     return clip_track(np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1), width, height)
 
 
+def fit_area(track: np.ndarray, width: int, height: int, fraction: float) -> np.ndarray:
+    """Scale every box about its centre (keeping its aspect) so that the track's mean box covers
+    ``fraction`` of the frame (less where the frame is too narrow), then clip into the frame.
+
+    Examples
+    --------
+    >>> t = fit_area(np.tile([60, 40, 40, 40], (3, 1)), 160, 120, 0.5)
+    >>> int(t[0, 2] * t[0, 3]) >= 0.45 * 160 * 120
+    True
+    """
+    track = np.asarray(track, np.float64)
+    scale = np.sqrt(fraction * width * height / np.mean(track[:, 2] * track[:, 3]))
+    centre = track[:, :2] + track[:, 2:] / 2
+    size = track[:, 2:] * scale
+    size *= np.minimum(1.0, np.minimum(width / size[:, :1], height / size[:, 1:]))  # fit, keep aspect
+    return clip_track(np.concatenate([centre - size / 2, size], axis=1), width, height)
+
+
+#: the swap covers 20-40 % of the frame, as a face in a talking-head shot does: the ellipse of
+#: :func:`feather_alpha` fills ``pi * 0.44**2`` (61 %) of its box
+AREA = (0.30, 0.40)
+
+
 def region_track(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
     """The swap region of a clip and how it was found: ``(track, "haar-face" | "central")``.
+
+    The face (or central region) is grown to a box whose ellipse covers 30-40 % of the frame.
 
     Examples
     --------
@@ -110,14 +140,18 @@ def region_track(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     >>> track.shape, how
     ((4, 4), 'central')
     """
+    h, w = frames.shape[1:3]
+    ellipse = rng.uniform(*AREA)
     faces = detect_faces(frames)
-    if faces is not None:
-        return faces, "haar-face"
-    return drifting_track(len(frames), frames.shape[2], frames.shape[1], rng), "central"
+    track, how = (faces, "haar-face") if faces is not None else (drifting_track(len(frames), w, h, rng), "central")
+    return fit_area(track, w, h, ellipse / (np.pi * 0.44 ** 2)), how
 
 
-def feather_alpha(w: int, h: int) -> np.ndarray:
+def feather_alpha(w: int, h: int, *, axes: float = 0.44, feather: float = 0.008) -> np.ndarray:
     """Alpha mask float32[h, w]: a filled ellipse, Gaussian-blurred, exactly 0 at the box edge.
+
+    ``axes`` is the ellipse's semi-axis as a fraction of the box side, ``feather`` the blur's
+    sigma as a fraction of the shorter side (a narrow feather: the seam stays visible).
 
     Examples
     --------
@@ -126,17 +160,18 @@ def feather_alpha(w: int, h: int) -> np.ndarray:
     (True, True)
     """
     mask = np.zeros((h, w), np.float32)
-    cv2.ellipse(mask, (w // 2, h // 2), (max(1, int(0.35 * w)), max(1, int(0.35 * h))), 0, 0, 360, 1.0, -1)
-    alpha = cv2.GaussianBlur(mask, (0, 0), max(0.5, 0.045 * min(w, h)), borderType=cv2.BORDER_CONSTANT)
+    cv2.ellipse(mask, (w // 2, h // 2), (max(1, int(axes * w)), max(1, int(axes * h))), 0, 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(mask, (0, 0), max(0.5, feather * min(w, h)), borderType=cv2.BORDER_CONSTANT)
     edge = max(alpha[0].max(), alpha[-1].max(), alpha[:, 0].max(), alpha[:, -1].max())
-    alpha = np.clip((alpha - edge) / (1.0 - edge), 0.0, 1.0)  # exactly 0 on the box's edge
+    alpha = np.clip((alpha - edge) / max(1.0 - edge, 1e-6), 0.0, 1.0)  # exactly 0 on the box's edge
     alpha[alpha < 1e-3] = 0.0
     return alpha
 
 
-def color_match(patch: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
+def color_match(patch: np.ndarray, reference: np.ndarray, weight: np.ndarray,
+                shift: tuple[float, float, float] = (0.0, 0.0, 0.0)) -> np.ndarray:
     """Give ``patch`` the per-channel Lab mean and std of ``reference`` (both uint8 RGB, same size),
-    measured where ``weight`` > 0.5.
+    measured where ``weight`` > 0.5, then add ``shift`` to the Lab means (OpenCV's 8-bit Lab units).
 
     Examples
     --------
@@ -151,18 +186,85 @@ def color_match(patch: np.ndarray, reference: np.ndarray, weight: np.ndarray) ->
     ref = cv2.cvtColor(reference, cv2.COLOR_RGB2LAB).astype(np.float32)
     s_mean, s_std = src[inside].mean(axis=0), src[inside].std(axis=0)
     r_mean, r_std = ref[inside].mean(axis=0), ref[inside].std(axis=0)
-    out = (src - s_mean) * (r_std / np.maximum(s_std, 1.0)) + r_mean
+    out = (src - s_mean) * (r_std / np.maximum(s_std, 1.0)) + r_mean + np.asarray(shift, np.float32)
     return cv2.cvtColor(np.clip(np.rint(out), 0, 255).astype(np.uint8), cv2.COLOR_LAB2RGB)
 
 
+def jpeg_misaligned(patch: np.ndarray, quality: int, x: int, y: int, phase: int) -> np.ndarray:
+    """JPEG-compress an RGB ``patch`` that sits at ``(x, y)`` in its frame so that the JPEG's 8x8
+    grid starts at frame columns and rows ``== phase (mod 8)``: misaligned with the frame's own
+    grid when ``phase`` is 1..7 (the patch is padded by edge replication, then cropped back).
+
+    Examples
+    --------
+    >>> p = np.random.default_rng(0).integers(0, 255, (20, 30, 3), np.uint8)
+    >>> jpeg_misaligned(p, 40, x=5, y=9, phase=3).shape
+    (20, 30, 3)
+    """
+    sx, sy = (x - phase) % 8, (y - phase) % 8
+    padded = cv2.copyMakeBorder(patch, sy, 0, sx, 0, cv2.BORDER_REPLICATE)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(padded, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # pragma: no cover - OpenCV without a JPEG codec
+        raise RuntimeError("OpenCV could not JPEG-encode a patch")
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)[sy:, sx:]
+
+
+@dataclass(frozen=True)
+class SwapStyle:
+    """How one fake is generated (every field is a real face-swap tell).
+
+    ``gen_size``: the generator's working resolution (the donor face is rendered at
+    ``gen_size`` x ``gen_size`` and upscaled: smoother, grain-free); ``jpeg_quality``: the donor
+    content was JPEG-compressed at about this quality before blending (per-frame jitter
+    ``+-jpeg_jitter``), on a grid at ``grid_phase`` (mod 8) in frame pixels, misaligned with the
+    frame's; ``lab_shift``: colour shift left after colour matching; ``flicker``: per-frame
+    jitter of the mask's size (fraction) and of the lightness (Lab units, std).
+    """
+
+    gen_size: int = 48
+    jpeg_quality: int = 40
+    jpeg_jitter: int = 8
+    grid_phase: int = 4
+    lab_shift: tuple[float, float, float] = (3.0, 4.0, -4.0)
+    flicker: float = 0.03
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "SwapStyle":
+        """A style drawn from ``rng`` (the ranges of the demo corpus).
+
+        >>> SwapStyle.draw(np.random.default_rng(0)).gen_size in (32, 40, 48)
+        True
+        """
+        return cls(gen_size=int(rng.choice([32, 40, 48])), jpeg_quality=int(rng.integers(30, 51)),
+                   jpeg_jitter=int(rng.integers(8, 16)), grid_phase=int(rng.integers(1, 8)),
+                   lab_shift=tuple(float(v) for v in np.round(rng.choice([-1, 1], 3) * rng.uniform(3, 6, 3), 1)),
+                   flicker=float(np.round(rng.uniform(0.03, 0.07), 3)))
+
+
+def render_face(donor_frame: np.ndarray, box, size: tuple[int, int], gen_size: int) -> np.ndarray:
+    """The donor's region rendered at ``gen_size`` square (at most a third of the target's
+    shorter side) and upscaled to ``size = (w, h)``: a generated face's resolution mismatch.
+
+    >>> render_face(np.zeros((60, 80, 3), np.uint8), (10, 10, 40, 40), (50, 30), 48).shape
+    (30, 50, 3)
+    """
+    dx, dy, dw, dh = (int(v) for v in box)
+    w, h = size
+    g = max(8, min(gen_size, min(w, h) // 3))
+    low = cv2.resize(donor_frame[dy:dy + dh, dx:dx + dw], (g, g), interpolation=cv2.INTER_AREA)
+    return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
 def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_track: np.ndarray, *,
-         gen_size: int = 64) -> np.ndarray:
+         style: SwapStyle | None = None, rng: np.random.Generator | None = None) -> np.ndarray:
     """Paste the donor's region into the target's region on every frame; returns new frames.
 
-    Frame ``i`` takes donor frame ``i`` (looping over a shorter donor). The donor region passes
-    through ``gen_size`` x ``gen_size`` pixels, the working resolution of face-swap generators,
-    before it is scaled to the target box (so it is smoother and grain-free, as generated faces
-    are). Outside each target box the result equals ``target`` exactly.
+    Frame ``i`` takes donor frame ``i`` (looping over a shorter donor): rendered at low
+    resolution and upscaled (:func:`render_face`), colour-matched with a residual colour shift,
+    JPEG-compressed on a misaligned grid (:func:`jpeg_misaligned`) and blended with a narrow
+    feathered elliptical mask whose size and lightness flicker from frame to frame (``rng``
+    draws the flicker; default: seeded from the track). Outside each target box the result
+    equals ``target`` exactly.
 
     Examples
     --------
@@ -173,16 +275,18 @@ def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_
     >>> bool((out[:, :, :20] == a[:, :, :20]).all()), bool((out != a).any())
     (True, True)
     """
+    style = style or SwapStyle()
+    rng = rng or np.random.default_rng(np.asarray(target_track, np.int64).ravel()[:64] % 1000)
     out = target.copy()
     for i in range(len(target)):
         x, y, w, h = (int(v) for v in target_track[i])
-        j = i % len(donor)
-        dx, dy, dw, dh = (int(v) for v in donor_track[j])
-        patch = cv2.resize(donor[j, dy:dy + dh, dx:dx + dw], (gen_size, gen_size), interpolation=cv2.INTER_AREA)
-        patch = cv2.resize(patch, (w, h), interpolation=cv2.INTER_LINEAR)
-        alpha = feather_alpha(w, h)
+        patch = render_face(donor[i % len(donor)], donor_track[i % len(donor)], (w, h), style.gen_size)
+        alpha = feather_alpha(w, h, axes=0.44 * (1 + style.flicker * rng.uniform(-1, 1)))
         region = target[i, y:y + h, x:x + w]
-        patch = color_match(patch, region, alpha).astype(np.float32)
+        shift = np.add(style.lab_shift, (rng.normal(0, 1.0 + 40 * style.flicker), 0.0, 0.0))
+        patch = color_match(patch, region, alpha, tuple(shift))
+        quality = style.jpeg_quality + int(rng.integers(-style.jpeg_jitter, style.jpeg_jitter + 1))
+        patch = jpeg_misaligned(patch, int(np.clip(quality, 5, 95)), x, y, style.grid_phase).astype(np.float32)
         blended = alpha[..., None] * patch + (1 - alpha[..., None]) * region
         out[i, y:y + h, x:x + w] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
