@@ -1,20 +1,23 @@
-"""The fused neighbourhood pass for uint8 frames, in integer arithmetic.
+"""The fused neighbourhood pass for uint8 frames, exact in integer-valued arithmetic.
 
 For uint8 input every filter output is an integer: the high-pass residual R in [-2040, 2040],
 the Laplacian L in [-1020, 1020], the Sobel gx, gy in [-1020, 1020], so gx^2 + gy^2 <=
-2,080,800. They are computed in 32-bit integer lanes (eight per AVX2 register) straight from
-the uint8 rows, and their power sums are exact: per chunk of at most ``CHUNK`` outputs in
-int32 (512 * 2040^2 < 2^31), per frame in int64. Only three quantities leave the integers:
+2,080,800. Each input row is widened once to float32 (a ring of three rows); float32 holds
+every integer below 2^24 exactly, so R, L, gx, gy, R^2, L^2 and gx^2 + gy^2 are computed
+exactly, eight lanes wide. Their power sums are exact too: sums of R, |R|, L over a chunk of
+at most ``CHUNK`` outputs stay below 2^24 (float32, in any order of addition), R^2 and L^2 are
+summed in int32 per chunk (512 * 2040^2 < 2^31) and everything in int64 per frame. Only two
+quantities leave the integers, in a second float64 loop over the chunk:
 
 * R^3 and R^4 for the kurtosis: ``d = R - K`` with an integer shift K (the previous row's mean,
-  rounded) is exact, and so are d^3 and d^4 as float64 (|d|^4 <= 2.8e14 < 2^53); the row's
+  rounded) is exact, and so are d^3 and d^4 in float64 (|d|^4 <= 2.8e14 < 2^53); the row's
   central sums are merged pairwise (``_moments``) as in the float path.
-* the Sobel magnitude M = sqrt(gx^2 + gy^2): gx^2 + gy^2 < 2^24 is exact in float32 and the
-  float32 square root is correctly rounded (relative error <= 6e-8); its shifted power sums
-  are accumulated in float64 and merged like R's, so a constant M has a zero spread.
-* the Laplacian's variance, from its exact int64 power sums (``_int_m2``).
+* the Sobel magnitude M = sqrt(gx^2 + gy^2): the float32 square root is correctly rounded
+  (relative error <= 6e-8); M's power sums, shifted by the previous row's mean, are taken in
+  float64 and merged like R's, so a constant M has exactly zero spread.
 
-The blockiness differences |x[i, j+1] - x[i, j]| and |x[i, j] - x[i-1, j]| are integer sums too.
+The variances of R and L come from their exact int64 sums (``_int_m2``). The blockiness
+differences are integers below 256, summed in float32 chunks exactly like R.
 """
 
 from __future__ import annotations
@@ -30,54 +33,61 @@ from .config import JIT
 
 NAN = math.nan
 CHUNK = 512      # outputs per int32 accumulation: 512 * 2040^2 < 2^31
+CHUNK_B = 8192   # differences per float32 blockiness sum: 8192 * 255 < 2^24
 
 
 @numba.jit(**JIT)
-def _chunk(a0, a1, a2, kr, km, bd, bm):
-    """Sums over the ``len(a0) - 2`` outputs of the rows a0, a1, a2 (uint8), ints exact.
+def _chunk(a0, a1, a2, kr, bd, bm):
+    """Sums over the ``len(a0) - 2`` (at most CHUNK) outputs of the rows a0, a1, a2.
 
-    Returns sum R, sum R^2, sum |R|, sum L, sum L^2, sum (gx^2 + gy^2) (int32, exact) and
-    sum (R-kr)^3, sum (R-kr)^4, sum (M-km), sum (M-km)^2 (float64).
+    The rows hold uint8 values as float32. Every filter output, R^2 and L^2 is an integer
+    below 2^24, so float32 computes them exactly, and the sums of R, |R| and L too (any
+    partial sum of at most CHUNK of them stays below 2^24, whatever the order of the
+    additions); R^2 and L^2 are summed in int32. Returns sum R, sum |R|, sum L (float32,
+    exact), sum R^2, sum L^2 (int32, exact); stores R - kr in ``bd`` and the Sobel
+    magnitude in ``bm`` (float32, correctly rounded) for ``_float_sums``.
     """
-    s_r = np.int32(0)
+    s_r = np.float32(0.0)
+    s_ra = np.float32(0.0)
+    s_l = np.float32(0.0)
     s_r2 = np.int32(0)
-    s_ra = np.int32(0)
-    s_l = np.int32(0)
     s_l2 = np.int32(0)
-    s_g2 = np.int32(0)
-    f3 = 0.0
-    f4 = 0.0
-    m1 = 0.0
-    m2 = 0.0
     two = np.float32(2.0)
     four = np.float32(4.0)
     eight = np.float32(8.0)
-    kr32 = np.float32(kr)
     for j in range(a0.shape[0] - 2):
-        # float32 holds every integer below 2^24 exactly: all of these are exact
-        p0 = np.float32(a0[j])
-        p1 = np.float32(a0[j + 1])
-        p2 = np.float32(a0[j + 2])
-        q0 = np.float32(a1[j])
-        q1 = np.float32(a1[j + 1])
-        q2 = np.float32(a1[j + 2])
-        t0 = np.float32(a2[j])
-        t1 = np.float32(a2[j + 1])
-        t2 = np.float32(a2[j + 2])
+        p0 = a0[j]
+        p1 = a0[j + 1]
+        p2 = a0[j + 2]
+        q0 = a1[j]
+        q1 = a1[j + 1]
+        q2 = a1[j + 2]
+        t0 = a2[j]
+        t1 = a2[j + 1]
+        t2 = a2[j + 2]
         r = eight * q1 - ((p0 + p1 + p2) + (q0 + q2) + (t0 + t1 + t2))
         lap = (p1 + t1) + (q0 + q2) - four * q1
         gx = (p2 - p0) + two * (q2 - q0) + (t2 - t0)
         gy = (t0 - p0) + two * (t1 - p1) + (t2 - p2)
-        g2 = gx * gx + gy * gy
-        s_r = np.int32(s_r + np.int32(r))
+        s_r += r
+        s_ra += abs(r)
+        s_l += lap
         s_r2 = np.int32(s_r2 + np.int32(r * r))
-        s_ra = np.int32(s_ra + np.int32(abs(r)))
-        s_l = np.int32(s_l + np.int32(lap))
         s_l2 = np.int32(s_l2 + np.int32(lap * lap))
-        s_g2 = np.int32(s_g2 + np.int32(g2))
-        bd[j] = r - kr32
-        bm[j] = math.sqrt(g2)
-    for j in range(a0.shape[0] - 2):
+        bd[j] = r - kr
+        bm[j] = math.sqrt(gx * gx + gy * gy)
+    return s_r, s_ra, s_l, s_r2, s_l2
+
+
+@numba.jit(**JIT)
+def _float_sums(bd, bm, m, km):
+    """sum d^3, sum d^4 of ``bd[:m]`` and sum (x - km), sum (x - km)^2 of ``bm[:m]`` in
+    float64 (d is an integer below 4081 in magnitude: d^3 and d^4 are exact)."""
+    f3 = 0.0
+    f4 = 0.0
+    m1 = 0.0
+    m2 = 0.0
+    for j in range(m):
         d = np.float64(bd[j])
         d2 = d * d
         f3 += d2 * d
@@ -85,25 +95,53 @@ def _chunk(a0, a1, a2, kr, km, bd, bm):
         f = np.float64(bm[j]) - km
         m1 += f
         m2 += f * f
-    return s_r, s_r2, s_ra, s_l, s_l2, s_g2, f3, f4, m1, m2
+    return f3, f4, m1, m2
 
 
 @numba.jit(**JIT)
-def _block_row(row, prev, wb):
-    """Blockiness sums of one uint8 row: horizontal |row[x+1]-row[x]| split by ``wb`` (0/1)
-    into (boundary, other), and the vertical sum |row[x] - prev[x]|; exact int64."""
-    w = row.shape[0]
-    b = np.int32(0)
-    o = np.int32(0)
-    for x in range(w - 1):
-        d = np.int32(abs(np.int32(row[x + 1]) - np.int32(row[x])))
-        bd = np.int32(d * wb[x])
-        b = np.int32(b + bd)
-        o = np.int32(o + d - bd)
-    v = np.int32(0)
+def _block_sums(row, prev, wb, tail):
+    """Float32 sums of |row[x+1] - row[x]| split by ``wb`` into (boundary, other) (the last
+    pair's right member from ``tail``, a 1- or 2-element view), and of |row[x] - prev[x]|."""
+    m = row.shape[0]
+    v = np.float32(0.0)
+    for x in range(m):
+        v += abs(row[x] - prev[x])
+    b = np.float32(0.0)
+    o = np.float32(0.0)
+    for x in range(m - 1):
+        d = abs(row[x + 1] - row[x])
+        bd = d * wb[x]
+        b += bd
+        o += d - bd
+    if tail.shape[0] == 2:              # the pair that straddles the chunk's right end
+        d = abs(tail[1] - tail[0])
+        bd = d * wb[m - 1]
+        b += bd
+        o += d - bd
+    return b, o, v
+
+
+@numba.jit(**JIT)
+def _load_row(src, dst, prev, wb):
+    """Widen the uint8 row ``src`` into ``dst`` (float32) and sum its blockiness differences.
+
+    Returns (boundary, other) sums of the horizontal |src[x+1] - src[x]| (``wb[x]`` 1 at a
+    boundary pair, else 0) and the sum of the vertical |src[x] - prev[x]|: exact, as the
+    float32 partial sums of at most CHUNK_B differences stay below 2^24.
+    """
+    w = src.shape[0]
     for x in range(w):
-        v = np.int32(v + abs(np.int32(row[x]) - np.int32(prev[x])))
-    return np.int64(b), np.int64(o), np.int64(v)
+        dst[x] = src[x]
+    b = 0.0
+    o = 0.0
+    v = 0.0
+    for x0 in range(0, w, CHUNK_B):
+        x1 = min(x0 + CHUNK_B, w)
+        hb, ho, vc = _block_sums(dst[x0:x1], prev[x0:x1], wb[x0:x1], dst[x1 - 1:x1 + 1])
+        b += hb
+        o += ho
+        v += vc
+    return b, o, v
 
 
 @numba.jit(**JIT)
@@ -119,31 +157,10 @@ def _int_m2(n, s1, s2):
 
 
 @numba.jit(**JIT)
-def neighbourhood_u8(a, out):
-    """Fill ``out[:7]`` (``_neighbourhood`` layout) from the 2-D C-contiguous uint8 frame ``a``."""
+def _rows_pass(a, ring, wb, out):
+    """One sweep over the rows; fills ``out`` as ``neighbourhood_u8`` does."""
     h, w = a.shape
-    wb = np.zeros(w, np.int32)
-    for x in range(7, w - 1, 8):
-        wb[x] = 1
-    b_sum = np.int64(0)
-    o_sum = np.int64(0)
-    for i in range(h):
-        hb, ho, vs = _block_row(a[i], a[i - 1] if i >= 1 else a[i], wb)
-        b_sum += hb
-        o_sum += ho
-        if i >= 1:
-            if (i - 1) % 8 == 7:
-                b_sum += vs
-            else:
-                o_sum += vs
-    nb = (w - 1) // 8 * h + (h - 1) // 8 * w
-    no = (w - 1) * h + (h - 1) * w - nb
-    out[6] = NAN if nb == 0 or no == 0 else (b_sum / nb + 1e-6) / (o_sum / no + 1e-6)
     n = w - 2
-    if h < 3 or n < 1:
-        for k in range(6):
-            out[k] = NAN
-        return
     r_state = np.zeros(STATE_SIZE)
     m_state = np.zeros(STATE_SIZE)
     r1 = np.int64(0)
@@ -151,17 +168,26 @@ def neighbourhood_u8(a, out):
     ra = np.int64(0)
     l1 = np.int64(0)
     l2 = np.int64(0)
-    g2 = np.int64(0)
-    kr = np.int64(0)
-    km = 0.0
+    b_sum = 0.0
+    o_sum = 0.0
     bd = np.empty(CHUNK, np.float32)
     bm = np.empty(CHUNK, np.float32)
-    for i in range(2, h):
-        a0, a1, a2 = a[i - 2], a[i - 1], a[i]
+    for i in range(h):
+        hb, ho, vs = _load_row(a[i], ring[i % 3], ring[(i + 2) % 3], wb)
+        b_sum += hb
+        o_sum += ho
+        if i >= 1:
+            if (i - 1) % 8 == 7:
+                b_sum += vs
+            else:
+                o_sum += vs
+        if i < 2 or n < 1:
+            continue
+        a0, a1, a2 = ring[(i + 1) % 3], ring[(i + 2) % 3], ring[i % 3]
         if i == 2:                      # first row: shift by its first outputs
-            o = _chunk(a0[:3], a1[:3], a2[:3], 0, 0.0, bd, bm)
-            kr = np.int64(o[0])
-            km = o[8]
+            _chunk(a0[:3], a1[:3], a2[:3], np.float32(0.0), bd, bm)
+            kr = np.int64(bd[0])
+            km = np.float64(bm[0])
         else:                           # then by the previous row's means
             kr = np.int64(round(r_state[5]))
             km = m_state[5]
@@ -172,18 +198,18 @@ def neighbourhood_u8(a, out):
         fm1 = 0.0
         fm2 = 0.0
         for j0 in range(0, n, CHUNK):
-            j1 = min(j0 + CHUNK, n) + 2
-            c = _chunk(a0[j0:j1], a1[j0:j1], a2[j0:j1], kr, km, bd, bm)
-            sr1 += c[0]
-            sr2 += c[1]
-            ra += c[2]
-            l1 += c[3]
+            j1 = min(j0 + CHUNK, n)
+            c = _chunk(a0[j0:j1 + 2], a1[j0:j1 + 2], a2[j0:j1 + 2], np.float32(kr), bd, bm)
+            sr1 += np.int64(c[0])
+            ra += np.int64(c[1])
+            l1 += np.int64(c[2])
+            sr2 += c[3]
             l2 += c[4]
-            g2 += c[5]
-            f3 += c[6]
-            f4 += c[7]
-            fm1 += c[8]
-            fm2 += c[9]
+            f = _float_sums(bd, bm, j1 - j0, km)
+            f3 += f[0]
+            f4 += f[1]
+            fm1 += f[2]
+            fm2 += f[3]
         r1 += sr1
         r2 += sr2
         # shifted sums of R from the exact ones: sum (R - kr) and sum (R - kr)^2
@@ -191,6 +217,13 @@ def neighbourhood_u8(a, out):
         d2 = sr2 - 2 * kr * sr1 + n * kr * kr
         merge(r_state, *central_from_shifted(n, kr, 1.0 * d1, 1.0 * d2, f3, f4))
         merge(m_state, *central_from_shifted(n, km, fm1, fm2, 0.0, 0.0))
+    nb = (w - 1) // 8 * h + (h - 1) // 8 * w
+    no = (w - 1) * h + (h - 1) * w - nb
+    out[6] = NAN if nb == 0 or no == 0 else (b_sum / nb + 1e-6) / (o_sum / no + 1e-6)
+    if h < 3 or n < 1:
+        for k in range(6):
+            out[k] = NAN
+        return
     n_px = np.int64(n) * (h - 2)
     m2 = _int_m2(n_px, r1, r2) / n_px
     out[0] = r2 / n_px
@@ -199,6 +232,17 @@ def neighbourhood_u8(a, out):
     out[3] = _int_m2(n_px, l1, l2) / n_px
     out[4] = m_state[1]
     out[5] = math.sqrt(m_state[2] / n_px)
+
+
+@numba.jit(**JIT)
+def neighbourhood_u8(a, out):
+    """Fill ``out[:7]`` (``_neighbourhood`` layout) from the 2-D C-contiguous uint8 frame ``a``."""
+    w = a.shape[1]
+    wb = np.zeros(w, np.float32)
+    for x in range(7, w - 1, 8):
+        wb[x] = 1.0
+    ring = np.zeros((3, w), np.float32)     # rows i-2, i-1, i as float32
+    _rows_pass(a, ring, wb, out)
 
 
 assert N_OUT == 7
