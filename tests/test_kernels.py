@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fvcflow import kernels as K
-from fvcflow.kernels import color, features
+from fvcflow.kernels import _dct, _dct_fast, color, features
 from tests import naive as N
 from tests.media import write_video
 
@@ -357,3 +357,16 @@ def test_uint8_pass_matches_float_pass(natural):
         fast, slow = K.frame_features(gray), K.frame_features(gray.astype(np.float64))
         assert_allclose(fast[grad], slow[grad], rtol=1e-7)
         assert_allclose(np.delete(fast, grad), np.delete(slow, grad), rtol=1e-11, atol=1e-11)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (17, 23), (48, 64), (40, 1300)])
+@pytest.mark.parametrize("kind", KINDS)
+def test_fast_dct_pass_matches_the_column_first_pass(shape, kind):
+    """The block-vectorised DCT of the uint8 path and the column-first pass of the float
+    path agree to rounding (the zero-coefficient count exactly)."""
+    gray = _frame(kind, shape)
+    fast, slow = np.empty(5), np.empty(5)
+    _dct_fast.dct_pass_fast(gray, fast)
+    _dct.dct_pass(gray.astype(np.float64), slow)
+    assert fast[4] == slow[4]
+    assert_allclose(fast, slow, rtol=1e-12, atol=1e-9)
