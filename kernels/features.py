@@ -1,8 +1,10 @@
 """The 12 per-frame forensic features of FEATURES.md: public, validating wrappers.
 
 Each public function checks its input, makes it C-contiguous (float32 is widened to
-float64; uint8 stays uint8 and is converted row by row inside the kernel), calls a private
-jitted core and returns float64 values. A frame too small for a feature gives NaN for that
+float64; uint8 stays uint8), calls a private jitted core chosen by dtype and returns float64
+values. uint8, the production path, has its own cores: the neighbourhood pass in
+exact integer-valued arithmetic (``_neigh_u8``) and the DCT vectorised across blocks
+(``_dct_fast``); float input goes through ``_neighbourhood`` and ``_dct``. A frame too small for a feature gives NaN for that
 feature, never an exception; float input containing NaN gives NaN.
 """
 
