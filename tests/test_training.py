@@ -105,6 +105,7 @@ def test_best_model_registered_and_loadable(trained):
     assert versions[0].tags["fvc.model"] == summary.best
     best = next(r for r in summary.results if r.name == summary.best)
     mlflow.set_tracking_uri(lake.mlflow_uri)
+    mlflow.set_registry_uri(lake.mlflow_uri)  # "models:/" resolves in the registry, not the tracking store
     loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registered_name}/1")
     assert loaded.metadata.get_input_schema().input_names() == best.columns
     X = train_model_example(lake, best.columns)
