@@ -218,11 +218,10 @@ def _quality(codec: str, rng: np.random.Generator, avoid: list[str]) -> str:
 
 
 def _pick_donors(spec: SourceSpec, specs, regions, rng: np.random.Generator) -> list[str]:
-    """Two other sources to take regions from; faces go onto faces where there are some."""
+    """Two other sources to take regions from: faces first (a swap pastes a face), else any."""
     others = [s.name for s in specs if s.name != spec.name]
     order = [others[j] for j in rng.permutation(len(others))]
-    if regions[spec.name][1] == "haar-face":
-        order.sort(key=lambda name: regions[name][1] != "haar-face")  # stable: faces first
+    order.sort(key=lambda name: regions[name][1] != "haar-face")  # stable: faces first
     return [order[0], order[1 % len(order)]]
 
 
@@ -355,9 +354,9 @@ def render_readme(corpus: DemoCorpus) -> str:
         "where OpenCV's bundled Haar cascade (`haarcascade_frontalface_default.xml`) finds one on enough "
         "frames (interpolated and smoothed over the clip), else a central region drifting smoothly; it is "
         "grown about its centre so that its blending ellipse covers 30-40 % of the frame, as a face in a "
-        "talking-head shot does. Into it goes the region of another source (its face when it has one; "
-        "faces go onto faces first), rendered at a generator's low resolution (32, 40 or 48 pixels square, "
-        "at most a third of the region's shorter side) and upscaled, so it is smoother and grain-free "
+        "talking-head shot does. Into it goes the face of another source (found the same way; another "
+        "source's central region only where fewer than two other sources show a face), rendered at a generator's low resolution (32, 40 or 48 pixels square, "
+        "at most a quarter of the region's shorter side) and upscaled, so it is smoother and grain-free "
         "against its surroundings; colour-matched (per-channel mean and std in CIE Lab inside the ellipse) "
         "but left with a colour shift of 3-6 Lab units per channel; JPEG-compressed at quality 30-50 on an "
         "8x8 grid misaligned with the frame's own (double compression); and blended with a narrowly "

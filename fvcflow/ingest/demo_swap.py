@@ -242,7 +242,7 @@ class SwapStyle:
 
 
 def render_face(donor_frame: np.ndarray, box, size: tuple[int, int], gen_size: int) -> np.ndarray:
-    """The donor's region rendered at ``gen_size`` square (at most a third of the target's
+    """The donor's region rendered at ``gen_size`` square (at most a quarter of the target's
     shorter side) and upscaled to ``size = (w, h)``: a generated face's resolution mismatch.
 
     >>> render_face(np.zeros((60, 80, 3), np.uint8), (10, 10, 40, 40), (50, 30), 48).shape
@@ -250,7 +250,7 @@ def render_face(donor_frame: np.ndarray, box, size: tuple[int, int], gen_size: i
     """
     dx, dy, dw, dh = (int(v) for v in box)
     w, h = size
-    g = max(8, min(gen_size, min(w, h) // 3))
+    g = max(8, min(gen_size, min(w, h) // 4))
     low = cv2.resize(donor_frame[dy:dy + dh, dx:dx + dw], (g, g), interpolation=cv2.INTER_AREA)
     return cv2.resize(low, (w, h), interpolation=cv2.INTER_LINEAR)
 
