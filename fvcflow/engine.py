@@ -19,11 +19,13 @@ from distributed import LocalCluster
 
 from fvcflow.config import Settings
 
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "FVC_DECODE_THREADS")
 
 
 def worker_env(threads_per_worker: int) -> dict[str, str]:
-    """Environment of each worker process: one Numba/BLAS thread per Dask worker thread."""
+    """Environment of each worker process: one Numba/BLAS/FFmpeg-decoder thread per Dask worker
+    thread, so that processes x threads fits the cores."""
     return {var: str(threads_per_worker) for var in THREAD_VARS}
 
 

@@ -280,6 +280,12 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | None = None) -> Iterator
 def _set_threads(stream, threads: bool | None) -> None:
     """Frame threads on request, or by default for frames of FRAME_THREADS_MIN_PIXELS or more."""
     ctx = stream.codec_context
+    budget = os.environ.get("FVC_DECODE_THREADS")  # set per Dask worker by fvcflow.engine
+    if threads is None and budget:
+        ctx.thread_count = int(budget)  # the worker's share of the cores, no more
+        if ctx.thread_count > 1:
+            ctx.thread_type = "AUTO"
+        return
     if threads is None:
         threads = ctx.width * ctx.height >= FRAME_THREADS_MIN_PIXELS
     if threads:
