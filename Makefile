@@ -31,7 +31,8 @@ down:
 	VENV=$(VENV) bash deployments/demo.sh down
 
 bench: install
-	for b in kernels video ingest augment_memory pipeline train; do $(PY) benchmarks/$$b.py || exit 1; done
+	for b in kernels video ingest augment_memory pipeline train soak demo_separability; do \
+		$(PY) -m benchmarks.$$b || exit 1; done
 
 clean: down
 	rm -rf $(FVC_HOME)
