@@ -20,8 +20,9 @@ from importlib import import_module
 
 from fvcflow.training.config import TrainConfig
 
-_LAZY = {"ModelResult": "results", "TrainSummary": "results", "finish": "run", "make_splits": "run",
-         "run_training": "run", "select_models": "run", "train_model": "run", "train_stack": "run", "plan_models": "plan", "ModelPlan": "plan"}
+_LAZY = {"ModelResult": "results", "TrainSummary": "results", "ModelPlan": "run", "finish": "run",
+         "make_splits": "run", "plan_models": "run", "run_training": "run", "select_models": "run",
+         "train_model": "run", "train_stack": "run"}
 
 __all__ = ["TrainConfig", *_LAZY]
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Callable
 
 import polars as pl
@@ -154,6 +155,30 @@ def select_models(lake: Lake, cfg: TrainConfig) -> tuple[list[str], dict[str, st
     return chosen, skipped
 
 
+@dataclass
+class ModelPlan:
+    """The models a training run fits: base models first (any order), then stacks over them."""
+
+    base: list[str]
+    stacks: list[str]
+    skipped: dict[str, str] = field(default_factory=dict)   # model -> why
+
+
+def plan_models(lake: Lake, cfg: TrainConfig) -> ModelPlan:
+    """Split the models ``cfg.models`` selects into base models and stacks; say what is skipped.
+
+    >>> plan_models(Lake.at("fvc-data"), TrainConfig(models="logreg_*")).stacks   # doctest: +SKIP
+    []
+    """
+    names, skipped = select_models(lake, cfg)
+    base = [n for n in names if get_model_spec(n).kind != "stack"]
+    stacks = [n for n in names if get_model_spec(n).kind == "stack"]
+    if stacks and len(base) < 2:
+        skipped.update({n: f"needs at least two base models, {len(base)} selected" for n in stacks})
+        stacks = []
+    return ModelPlan(base, stacks, dict(skipped))
+
+
 def run_training(lake: Lake, cfg: TrainConfig | None = None) -> TrainSummary:
     """Splits, every selected model, the stack, predictions, registration and report.
 
@@ -161,15 +186,10 @@ def run_training(lake: Lake, cfg: TrainConfig | None = None) -> TrainSummary:
     >>> print(summary.markdown())                                                      # doctest: +SKIP
     """
     cfg = cfg or TrainConfig()
-    names, skipped = select_models(lake, cfg)
+    plan = plan_models(lake, cfg)
     make_splits(lake, cfg)
-    results = [train_model(lake, n, cfg) for n in names if get_model_spec(n).kind != "stack"]
-    for n in names:
-        if get_model_spec(n).kind == "stack":
-            if len(results) >= 2:
-                results.append(train_stack(lake, results, cfg, name=n))
-            else:
-                skipped[n] = f"needs at least two base models, {len(results)} trained"
-    for n, why in skipped.items():
+    results = [train_model(lake, n, cfg) for n in plan.base]
+    results += [train_stack(lake, results, cfg, name=n) for n in plan.stacks]
+    for n, why in plan.skipped.items():
         log.warning("skipped %s: %s", n, why)
-    return finish(lake, results, cfg, skipped)
+    return finish(lake, results, cfg, plan.skipped)
