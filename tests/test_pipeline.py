@@ -125,6 +125,30 @@ def test_rerun_recomputes_nothing_and_force_recomputes(run):
     assert_frame_equal(before["stage1"].drop("seconds", strict=False), tables(lake)["stage1"])
 
 
+def test_train_stage_through_the_flow(run):
+    settings, _ = run
+    lake = settings.lake()
+    train = TrainConfig(folds=2, inner_folds=2, test_size=0.0, models="logreg_s2,logreg_s24,xgb_s24,stack_s24")
+    state = fvc(config=settings.model_copy(update={"stages": ["train"], "train": train}), return_state=True)
+    assert state.is_completed(), state.message
+    row = by_stage(state.result())["train"]
+    assert row["models"] == 4 and row["registered_version"] is not None
+    preds = pl.read_parquet(lake.predictions)
+    assert set(preds["model"]) == {"logreg_s2", "logreg_s24", "xgb_s24", "stack_s24"}
+    splits = pl.read_parquet(lake.splits)
+    featured = pl.read_parquet(lake.stage2)["video_id"]
+    originals = splits.filter((pl.col("variant") == "original") & ~pl.col("is_test")
+                              & pl.col("video_id").is_in(featured)).height
+    oof = preds.filter(pl.col("split") == "oof")
+    assert oof.group_by("model").len()["len"].to_list() == [originals] * 4  # originals only, each once
+    assert oof["video_id"].n_unique() == originals
+    client = mlflow.MlflowClient(tracking_uri=lake.mlflow_uri)
+    assert client.get_registered_model("fvc-detector").latest_versions
+    with get_client(sync_client=True) as prefect_client:
+        board = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"])))
+    assert board and board[0].type == "markdown" and row["best"] in board[0].data
+
+
 def test_a_video_that_breaks_mid_run_is_recorded_and_the_run_completes(run, tmp_path):
     settings, _ = run
     lake = settings.lake()
@@ -146,25 +170,3 @@ def test_a_video_that_breaks_mid_run_is_recorded_and_the_run_completes(run, tmp_
     assert failures["video_id"].to_list() == victim["video_id"].to_list()
     s2 = pl.read_parquet(lake.stage2)  # the table holds what this run could vouch for
     assert s2.height == row["videos in"] - 1 and victim["video_id"][0] not in s2["video_id"].to_list()
-
-
-def test_train_stage_through_the_flow(run):
-    settings, _ = run
-    lake = settings.lake()
-    train = TrainConfig(folds=2, inner_folds=2, test_size=0.0, models="logreg_s2,logreg_s24,xgb_s24,stack_s24")
-    state = fvc(config=settings.model_copy(update={"stages": ["train"], "train": train}), return_state=True)
-    assert state.is_completed(), state.message
-    row = by_stage(state.result())["train"]
-    assert row["models"] == 4 and row["registered_version"] is not None
-    preds = pl.read_parquet(lake.predictions)
-    assert set(preds["model"]) == {"logreg_s2", "logreg_s24", "xgb_s24", "stack_s24"}
-    splits = pl.read_parquet(lake.splits)
-    originals = splits.filter((pl.col("variant") == "original") & ~pl.col("is_test")).height
-    oof = preds.filter(pl.col("split") == "oof")
-    assert oof.group_by("model").len()["len"].to_list() == [originals] * 4  # originals only, each once
-    assert oof["video_id"].n_unique() == originals
-    client = mlflow.MlflowClient(tracking_uri=lake.mlflow_uri)
-    assert client.get_registered_model("fvc-detector").latest_versions
-    with get_client(sync_client=True) as prefect_client:
-        board = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"])))
-    assert board and board[0].type == "markdown" and row["best"] in board[0].data
