@@ -116,6 +116,24 @@ def _horizontal(row, sums, dc):
 
 
 @numba.jit(**JIT)
+def summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out):
+    """The five DCT features from the ``n`` DC coefficients and the pooled AC sums (both passes)."""
+    mean = 0.0
+    for k in range(n):
+        mean += dc[k]
+    mean /= n
+    var = 0.0
+    for k in range(n):
+        d = dc[k] - mean
+        var += d * d
+    out[DC_MEAN] = mean
+    out[DC_STD] = math.sqrt(var / n)
+    out[AC_MEAN_ABS] = ac_abs / (63 * n)
+    out[HF_RATIO] = 0.0 if ac_sq == 0.0 else hf_sq / ac_sq
+    out[AC_ZERO_FRAC] = NAN if math.isnan(ac_abs) else zeros / (63.0 * n)
+
+
+@numba.jit(**JIT)
 def dct_pass(a, out):
     """Fill ``out[:5]`` with the DCT statistics of the 2-D C-contiguous frame ``a``.
 
@@ -154,16 +172,4 @@ def dct_pass(a, out):
             zeros += sums[v, 2, u]
             if u + v >= 8:
                 hf_sq += sums[v, 1, u]
-    mean = 0.0
-    for k in range(n):
-        mean += dc[k]
-    mean /= n
-    var = 0.0
-    for k in range(n):
-        d = dc[k] - mean
-        var += d * d
-    out[DC_MEAN] = mean
-    out[DC_STD] = math.sqrt(var / n)
-    out[AC_MEAN_ABS] = ac_abs / (63 * n)
-    out[HF_RATIO] = 0.0 if ac_sq == 0.0 else hf_sq / ac_sq
-    out[AC_ZERO_FRAC] = NAN if math.isnan(ac_abs) else zeros / (63.0 * n)
+    summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out)

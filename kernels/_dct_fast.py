@@ -18,7 +18,7 @@ import math
 import numba
 import numpy as np
 
-from ._dct import AC_MEAN_ABS, AC_ZERO_FRAC, DC_MEAN, DC_STD, HF_RATIO, N_OUT, ZERO_LIMIT, dct8
+from ._dct import N_OUT, ZERO_LIMIT, dct8, summarise
 from .config import JIT
 
 NAN = math.nan
@@ -112,16 +112,4 @@ def dct_pass_fast(a, out):
             ac_sq += sq[u, v]
             if u + v >= 8:
                 hf_sq += sq[u, v]
-    mean = 0.0
-    for k in range(n):
-        mean += dc[k]
-    mean /= n
-    var = 0.0
-    for k in range(n):
-        d = dc[k] - mean
-        var += d * d
-    out[DC_MEAN] = mean
-    out[DC_STD] = math.sqrt(var / n)
-    out[AC_MEAN_ABS] = ac_abs / (63 * n)
-    out[HF_RATIO] = 0.0 if ac_sq == 0.0 else hf_sq / ac_sq
-    out[AC_ZERO_FRAC] = NAN if math.isnan(ac_abs) else zeros / (63.0 * n)
+    summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out)
