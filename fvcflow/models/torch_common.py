@@ -1,0 +1,142 @@
+"""What every deep video model shares: its clip spec, its module shape and local-weight loading.
+
+A deep model is a short constructor registered with :func:`register_video_model`. It returns a
+:class:`VideoClassifier`: ``features(x)`` maps a normalised float clip batch ``x`` of shape
+``(B, C, T, H, W)`` to embeddings ``(B, D)``; ``forward(x)`` returns ``(B,)`` logits through
+``head`` (dropout, then one linear unit). The trainer gives ``head`` its own learning rate when
+the backbone is pretrained; the embedding models call ``features``. Models whose library wants
+another layout (``(B, T, C, H, W)`` for the transformers, two pathways for SlowFast) convert
+inside ``features``, so the clip pipeline always hands over ``(B, C, T, H, W)``.
+
+Weights are data: ``weights=None`` builds random weights (the trainer says so in its log and
+MLflow tags); ``weights=PATH`` loads a local checkpoint. Nothing is ever downloaded.
+
+>>> import torch
+>>> spec = ClipSpec(frames=4, clips=2, size=32)
+>>> spec.shape(batch=2)
+(2, 3, 4, 32, 32)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from fvcflow.errors import FvcError
+from fvcflow.models.registry import register_model
+
+#: Kinetics-400 statistics (torchvision's video models)
+KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
+KINETICS_STD = (0.22803, 0.22145, 0.216989)
+#: ImageNet statistics (per-frame 2D backbones)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """How clips are sampled and normalised for one model.
+
+    ``frames`` (T) consecutive frames taken every ``stride`` frames, ``clips`` (K) such clips
+    spaced evenly over the video, resized to ``size`` x ``size`` (``size=None``: frames keep
+    their own aspect, for the variable-aspect model). ``channels`` is ``"rgb"`` (3) or
+    ``"rgb+flow"`` (5: RGB then optical flow dx, dy).
+    """
+
+    frames: int = 16
+    clips: int = 4
+    stride: int = 1
+    size: int | None = 112
+    mean: tuple[float, float, float] = KINETICS_MEAN
+    std: tuple[float, float, float] = KINETICS_STD
+    channels: str = "rgb"
+
+    def __post_init__(self) -> None:
+        if self.frames < 1 or self.clips < 1 or self.stride < 1:
+            raise ValueError(f"ClipSpec: frames, clips and stride must be >= 1, got {self}")
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"ClipSpec: size must be >= 8 or None, got {self.size}")
+        if self.channels not in ("rgb", "rgb+flow"):
+            raise ValueError(f"ClipSpec: channels must be 'rgb' or 'rgb+flow', got {self.channels!r}")
+
+    @property
+    def n_channels(self) -> int:
+        return 3 if self.channels == "rgb" else 5
+
+    def shape(self, batch: int = 1) -> tuple[int, ...]:
+        """The input shape ``(B, C, T, H, W)`` a model sees (square ``size``)."""
+        side = self.size or 112
+        return (batch, self.n_channels, self.frames, side, side)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class VideoClassifier(nn.Module):
+    """A backbone that embeds a clip batch, then ``head``: dropout and one logit.
+
+    Subclasses either pass a ``backbone`` module mapping ``(B, C, T, H, W)`` to ``(B, dim)`` or
+    override :meth:`features`.
+    """
+
+    def __init__(self, backbone: nn.Module | None, dim: int, dropout: float = 0.5):
+        super().__init__()
+        self.backbone = backbone
+        self.dim = int(dim)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.dim, 1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(-1)
+
+
+def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "") -> dict[str, list[str]]:
+    """Load a local checkpoint into ``module`` (never a download); returns missing/unexpected keys.
+
+    Accepts a bare state dict or one wrapped under ``state_dict``/``model``/``model_state``
+    (torchvision, timm, pytorchvideo and our own checkpoints); ``prefix`` is stripped from keys
+    (``"module."`` of DataParallel checkpoints is always stripped). Shapes that disagree (a
+    classifier for 400 classes) are left out and reported as missing. A path that does not exist
+    or does not hold a state dict is an :class:`FvcError` naming it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FvcError(f"{path}: weights file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the user's file
+        raise FvcError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model", "model_state"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FvcError(f"{path}: does not hold a state dict of tensors")
+    own = module.state_dict()
+    clean: dict[str, torch.Tensor] = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.").removeprefix(prefix)
+        if key in own and own[key].shape == value.shape:
+            clean[key] = value
+    result = module.load_state_dict(clean, strict=False)
+    if not clean:
+        raise FvcError(f"{path}: no tensor matches the model's parameters (wrong architecture?)")
+    return {"missing": list(result.missing_keys), "unexpected": sorted(set(state) - set(clean))}
+
+
+def register_video_model(name: str, *, clip: ClipSpec, pretrained_lr: bool = True,
+                         extra: Mapping[str, Any] | None = None) -> Callable:
+    """Register a deep video model (kind ``torch_video``, MLflow flavour ``pytorch``).
+
+    The constructor takes ``*, seed=0, weights=None, dropout=0.5`` (plus its own keywords) and
+    returns a :class:`VideoClassifier`. ``pretrained_lr``: with weights given, the backbone
+    trains at its own small learning rate.
+    """
+    return register_model(name, kind="torch_video", mlflow_flavor="pytorch",
+                          extra={"clip": clip, "pretrained_lr": pretrained_lr, **(extra or {})})
