@@ -1,6 +1,6 @@
 """The 12 per-frame features without Numba: vectorised NumPy / SciPy / OpenCV.
 
-This is how a careful engineer writes FEATURES.md without a JIT: OpenCV filters (SIMD,
+This is how a careful engineer writes docs/FEATURES.md without a JIT: OpenCV filters (SIMD,
 float64 so that the numbers agree with the kernels), one reshape of the frame into 8x8
 blocks and the DCT as two matrix products with the orthonormal basis, NumPy reductions.
 ``benchmarks/kernels.py`` times it against ``fvcflow.kernels.frame_features`` and checks that

@@ -1,7 +1,7 @@
 """Numba kernels of fvcflow: the per-frame forensic features and luma conversion.
 
 Arrays in, arrays out; this package imports only numpy and numba. Definitions:
-FEATURES.md. Importable as ``fvcflow.kernels``.
+docs/FEATURES.md. Importable as ``fvcflow.kernels``.
 """
 
 from .color import rgb_to_gray

@@ -1,4 +1,4 @@
-"""RGB to luma, for pixel formats that are not planar YUV (FEATURES.md, "Grayscale")."""
+"""RGB to luma, for pixel formats that are not planar YUV (docs/FEATURES.md, "Grayscale")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The 12 per-frame forensic features of FEATURES.md: public, validating wrappers.
+"""The 12 per-frame forensic features of docs/FEATURES.md: public, validating wrappers.
 
 Each public function checks its input, makes it C-contiguous (float32 is widened to
 float64; uint8 stays uint8), calls a private jitted core chosen by dtype and returns float64
@@ -226,7 +226,7 @@ def frame_features(gray: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray, shape (12,), float64
-        NaN for every feature the frame is too small for (see FEATURES.md).
+        NaN for every feature the frame is too small for (see docs/FEATURES.md).
 
     Examples
     --------

@@ -1,6 +1,6 @@
 """Synthetic lakes for the training tests: index, augmented copies, stage 2 and stage 4 features.
 
-The tables have the real schemas (docs/ARCHITECTURE.md, FEATURES.md). A few features separate
+The tables have the real schemas (docs/ARCHITECTURE.md, docs/FEATURES.md). A few features separate
 the classes (``SIGNAL``), the rest are noise; near-duplicates of a group share a group effect
 (so a split that leaks groups scores visibly better), augmented copies are near-copies of their
 source, one column is an almost exact copy of another (the correlation filter's target), one is

@@ -1,4 +1,4 @@
-"""Slow, obviously-correct NumPy/SciPy twins of the kernels, written straight from FEATURES.md.
+"""Slow, obviously-correct NumPy/SciPy twins of the kernels, written straight from docs/FEATURES.md.
 
 Every function takes one 2-D grayscale frame and returns what the kernel of the same name
 returns. Nothing here is fast or clever: explicit slicing for the 3x3 filters, one

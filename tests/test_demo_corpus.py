@@ -165,7 +165,7 @@ def test_fake_regions_cover_a_face_sized_share_of_the_frame_and_reals_are_untouc
 
 
 def high_pass_energy(gray: np.ndarray) -> float:
-    """mean(R^2) of the 3x3 high-pass of FEATURES.md, written out with slices."""
+    """mean(R^2) of the 3x3 high-pass of docs/FEATURES.md, written out with slices."""
     g = gray.astype(np.float64)
     h, w = g.shape
     r = 9 * g[1:-1, 1:-1] - sum(g[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))

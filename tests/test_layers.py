@@ -1,4 +1,4 @@
-"""The layers point one way (DESIGN.md): kernels <- fvcflow <- flows <- deployments."""
+"""The layers point one way (docs/DESIGN.md): kernels <- fvcflow <- flows <- deployments."""
 
 import ast
 import subprocess

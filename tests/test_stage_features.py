@@ -16,7 +16,7 @@ from tests.media import write_video
 
 
 def reference_row(path) -> dict:
-    """Decode every frame with PyAV, sample per FEATURES.md, run the naive features, aggregate."""
+    """Decode every frame with PyAV, sample per docs/FEATURES.md, run the naive features, aggregate."""
     def y_plane(f):
         plane = f.planes[0]
         return np.frombuffer(plane, np.uint8).reshape(f.height, plane.line_size)[:, : f.width]

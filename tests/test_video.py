@@ -137,7 +137,7 @@ def test_variable_frame_rate_rate_and_duration(tmp_path):
 # ------------------------------------------------------------------------- sample_indices
 
 def _sample_reference(n: int) -> list[int]:
-    """FEATURES.md written out with exact fractions and round-half-to-even."""
+    """docs/FEATURES.md written out with exact fractions and round-half-to-even."""
     if n < 5:
         return list(range(n))
     k = min(max(round(Fraction(n, 10)), 5), 50)

@@ -30,7 +30,7 @@ __all__ = ["KINDS", "INDEX_SCHEMA", "IngestSummary", "ingest", "catalog"]
 
 KINDS = ("fvc", "ffpp", "celebdf", "dfdc", "folder")
 
-#: Columns and types of ``index/videos.parquet`` (ARCHITECTURE.md), in order.
+#: Columns and types of ``index/videos.parquet`` (docs/ARCHITECTURE.md), in order.
 INDEX_SCHEMA = {
     "video_id": pl.Utf8, "path": pl.Utf8, "source": pl.Utf8, "variant": pl.Utf8, "group_id": pl.Utf8,
     "label": pl.Int8, "label_raw": pl.Utf8, "split": pl.Utf8, "platform": pl.Utf8, "cascade_id": pl.Utf8,

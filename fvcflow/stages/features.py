@@ -1,4 +1,4 @@
-"""Stages 2 and 4: the handcrafted features of one video (FEATURES.md, "Per-video features").
+"""Stages 2 and 4: the handcrafted features of one video (docs/FEATURES.md, "Per-video features").
 
 >>> from fvcflow.stages.features import feature_columns
 >>> len(feature_columns())

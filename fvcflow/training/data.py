@@ -1,6 +1,6 @@
 """The feature tables the models train on: stage 2, or stage 2 joined with stage 4 on ``video_id``.
 
-Feature columns are the contract of FEATURES.md (:func:`fvcflow.stages.features.feature_columns`),
+Feature columns are the contract of docs/FEATURES.md (:func:`fvcflow.stages.features.feature_columns`),
 cast to float64; stage 4 adds its ``s4_`` columns and the ``is_upscaled``/``is_downscaled`` flags.
 """
 

@@ -59,7 +59,7 @@ class VideoInfo:
         return float(np.mean(np.diff(self.keyframes)))
 
     def as_row(self) -> dict:
-        """The index columns of ``index/videos.parquet`` (ARCHITECTURE.md), without key frames.
+        """The index columns of ``index/videos.parquet`` (docs/ARCHITECTURE.md), without key frames.
 
         Examples
         --------

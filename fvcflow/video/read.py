@@ -24,7 +24,7 @@ FRAME_THREADS_MIN_PIXELS = 1280 * 720
 
 
 def sample_indices(n_frames: int) -> np.ndarray:
-    """Frame indices sampled evenly for per-video features (FEATURES.md).
+    """Frame indices sampled evenly for per-video features (docs/FEATURES.md).
 
     k = clamp(round(0.10 * n_frames), 5, 50) indices ``linspace(0, n_frames - 1, k)``, rounded
     and de-duplicated; a video of fewer than 5 frames uses all of them.
