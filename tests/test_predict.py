@@ -1,6 +1,10 @@
 """``fvc predict`` on real encoded videos with a model from the MLflow store."""
 
 import json
+import shlex
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -93,3 +97,52 @@ def test_unknown_model_and_missing_store(trained, videos, capsys, tmp_path):
     assert "no registered model 'no-such-model'" in capsys.readouterr().err
     assert fvc(["--home", str(tmp_path), "predict", str(videos[0])]) == 2
     assert "no MLflow store" in capsys.readouterr().err
+
+
+def _store_snapshot(lake) -> dict:
+    """Every file of the MLflow store (database and artifacts) with its size, mtime and bytes."""
+    files = [lake.mlflow_db] + sorted(p for p in lake.root.joinpath("mlartifacts").rglob("*") if p.is_file())
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes()) for p in files}
+
+
+def test_predict_writes_nothing_into_the_store(trained, videos, capsys):
+    """Scoring leaves the MLflow store as it was (no registered_model_meta, no new file)."""
+    lake, _, _ = trained
+    before = _store_snapshot(lake)
+    assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--json"]) == 0
+    assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", "models:/fvc-s2-only/1"]) == 0
+    capsys.readouterr()
+    after = _store_snapshot(lake)
+    assert sorted(after) == sorted(before), set(after) ^ set(before)
+    assert after == before
+
+
+def _can_mount_read_only() -> bool:
+    probe = subprocess.run(["unshare", "-m", "sh", "-c", "mount --bind -o ro / / 2>/dev/null"],
+                           capture_output=True)
+    return shutil.which("unshare") is not None and probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_read_only(), reason="no private read-only bind mount here (unshare -m)")
+def test_predict_on_a_read_only_store(trained, videos):
+    """The work dir mounted read-only (a private mount namespace): predict still scores."""
+    lake, _, _ = trained
+    code = (f"mount --bind -o ro {shlex.quote(str(lake.root))} {shlex.quote(str(lake.root))} && "
+            f"touch {shlex.quote(str(lake.root / 'probe'))} 2>/dev/null && exit 9; "
+            f"exec {shlex.quote(sys.executable)} -m fvcflow --home {shlex.quote(str(lake.root))} "
+            f"predict {shlex.quote(str(videos[0]))} --json")
+    res = subprocess.run(["unshare", "-m", "sh", "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr
+    assert json.loads(res.stdout)[0]["prob_fake"] is not None
+
+
+def test_unknown_version_names_the_versions_that_exist(trained, videos, capsys):
+    lake, _, _ = trained
+    assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", "models:/fvc-s2-only/9"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert "fvc-s2-only has no version 9" in err and "versions: 1" in err
+    assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", "models:/nope/1"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "no registered model 'nope'" in err and "fvc-detector" in err

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ class Detector:
     version: str | None
     model_name: str | None      # the fvcflow registry name (xgb_s24, ...), from the version or run tags
     columns: list[str]
+    staging: Any = field(default=None, repr=False)   # the private copy the model was loaded from
 
     @property
     def needs_stage4(self) -> bool:
@@ -104,22 +105,45 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
         m = re.fullmatch(r"models:/([^/@]+)/(\d+)", model)
         name, target = (m.group(1), model) if m else (model, model)
         if m:
-            version = client.get_model_version(m.group(1), m.group(2))
+            version = _version(client, uri, m.group(1), m.group(2))
     else:
-        try:
-            versions = client.search_model_versions(f"name = '{model}'")
-        except MlflowException as exc:
-            raise FvcError(f"cannot read the model registry at {uri}: {exc}") from None
-        if not versions:
-            raise FvcError(f"no registered model {model!r} in {uri}: run `fvc train` first, or pass --model")
-        version = max(versions, key=lambda v: int(v.version))
+        version = max(_versions(client, uri, model), key=lambda v: int(v.version))
         name, target = model, f"models:/{model}/{version.version}"
+    # Loaded from a private copy: MLflow writes a ``registered_model_meta`` file into the folder it
+    # loads a registered model from, which for a local store would be the store itself.
+    staging = tempfile.TemporaryDirectory(prefix="fvc-model-")
     try:
-        loaded = mlflow.pyfunc.load_model(target)
+        loaded = mlflow.pyfunc.load_model(target, dst_path=staging.name)
     except (MlflowException, OSError) as exc:
+        staging.cleanup()
         raise FvcError(f"cannot load model {target}: {str(exc).splitlines()[0]}") from None
     schema = loaded.metadata.get_input_schema()
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
     return Detector(loaded, target, name, str(version.version) if version else None,
-                    _model_name(client, target, version), list(schema.input_names()))
+                    _model_name(client, target, version), list(schema.input_names()), staging)
+
+
+def _versions(client: MlflowClient, uri: str, name: str) -> list:
+    """Every version of registered model ``name``; a user-facing error when there is none."""
+    try:
+        versions = client.search_model_versions(f"name = '{name}'")
+        if not versions:
+            names = sorted(r.name for r in client.search_registered_models())
+    except MlflowException as exc:
+        raise FvcError(f"cannot read the model registry at {uri}: {str(exc).splitlines()[0]}") from None
+    if not versions:
+        known = f"registered models: {', '.join(names)}" if names else "no model is registered yet"
+        raise FvcError(f"no registered model {name!r} in {uri} ({known}): run `fvc train` first, "
+                       "or pass --model")
+    return versions
+
+
+def _version(client: MlflowClient, uri: str, name: str, number: str):
+    """Version ``number`` of ``name``; when it does not exist, the error lists the versions that do."""
+    versions = _versions(client, uri, name)
+    for v in versions:
+        if str(v.version) == str(int(number)):
+            return v
+    have = ", ".join(str(n) for n in sorted(int(v.version) for v in versions))
+    raise FvcError(f"registered model {name} has no version {number} in {uri}; versions: {have}")
