@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from fvcflow.ingest.demo import make_demo_corpus
+from fvcflow.demo.corpus import make_demo_corpus
 from fvcflow.stages.features import CODEC_COLUMNS, feature_columns, video_features
 
 BENCH = Path(os.environ.get("FVC_BENCH_DIR", "/tmp/fvc-bench")) / "demo"

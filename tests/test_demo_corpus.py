@@ -15,9 +15,9 @@ import pytest
 
 from fvcflow.cli import main
 from fvcflow.errors import FvcError
-from fvcflow.ingest.demo import load_demo_corpus, make_demo_corpus
-from fvcflow.ingest.demo_scenes import CATALOGUE, render_sources
-from fvcflow.ingest.demo_swap import (SwapStyle, color_match, detect_faces, feather_alpha, jpeg_misaligned,
+from fvcflow.demo.corpus import load_demo_corpus, make_demo_corpus
+from fvcflow.demo.scenes import CATALOGUE, render_sources
+from fvcflow.demo.swap import (SwapStyle, color_match, detect_faces, feather_alpha, jpeg_misaligned,
                                       render_face, swap)
 from fvcflow.ingest.folder import catalog_folder
 

@@ -155,7 +155,8 @@ def test_dfdc_bad_metadata(tmp_path):
 # folder ------------------------------------------------------------------------------------
 def test_folder_labels_groups_and_unlisted(tmp_path):
     root = tmp_path / "corpus"
-    a, b, c = _video(root / "a.mp4"), _video(root / "sub/b.webm"), _video(root / "c.avi")
+    for name in ("a.mp4", "sub/b.webm", "c.avi"):
+        _video(root / name)
     _video(root / "unlisted.mp4")
     (root / "labels.csv").write_text("path,label,group\na.mp4,REAL,g1\nsub/b.webm,1,g1\nc.avi,fake,\n"
                                      "missing.mp4,real,g2\n")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from fvcflow.ingest.demo import make_demo_corpus
+from fvcflow.demo.corpus import make_demo_corpus
 
 
 def register(sub) -> None:

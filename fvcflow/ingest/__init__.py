@@ -2,8 +2,8 @@
 
 - :func:`ingest` (``fvcflow.ingest.index``): any corpus -> ``index/videos.parquet`` + failures.
 - :func:`extract_zip` (``fvcflow.ingest.archive``): streaming, resumable, refuses unsafe archives.
-- adapters: ``fvc`` (+ ``fvc_meta``), ``ffpp``, ``celebdf``, ``dfdc``, ``folder``; ``demo`` builds
-  the demo corpus.
+- adapters: ``fvc`` (+ ``fvc_meta``), ``ffpp``, ``celebdf``, ``dfdc``, ``folder``. The demo corpus is
+  made by :mod:`fvcflow.demo` and ingested with the ``folder`` adapter.
 """
 
 from fvcflow.ingest.archive import ExtractResult, extract_zip, is_encrypted, verify_password

