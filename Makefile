@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 FVC_HOME ?= $(CURDIR)/fvc-data
 export FVC_HOME
 
-.PHONY: install test test-fast demo down bench clean
+.PHONY: install lint test test-fast demo down bench clean
 
 # The venv is made once; torch comes first from this machine's disk (pip's constraint caps it).
 $(VENV)/.installed: pyproject.toml
@@ -18,10 +18,14 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+# ruff (configured in pyproject.toml: E, F, W, I; 110 columns) runs before every test run
+lint: install
+	$(PY) -m ruff check .
+
+test: lint
 	$(PY) -m pytest
 
-test-fast: install
+test-fast: lint
 	$(PY) -m pytest -m "not slow"
 
 demo: install

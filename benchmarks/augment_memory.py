@@ -30,7 +30,12 @@ import av
 import numpy as np
 
 from fvcflow.stages.augment import (
-    AugmentParams, augment_video, chunk_frames, copy_seed, make_plan, transform_frames,
+    AugmentParams,
+    augment_video,
+    chunk_frames,
+    copy_seed,
+    make_plan,
+    transform_frames,
 )
 
 BENCH_DIR = Path(os.environ.get("FVC_BENCH_DIR", "/tmp/fvc-bench"))
@@ -100,8 +105,8 @@ def transform_fps(width: int, height: int, n: int) -> float:
 def compare(label: str, short: Path, long: Path, cap: str) -> None:
     a, b = run_case(short, cap), run_case(long, cap)
     for name, r in (("5 s", a), ("60 s", b)):
-        print(f"{label} 1080p {name:>4}: frames in {r['n_frames_in']:5d}, peak RSS {r['peak_rss_mib']:7.0f} MiB, "
-              f"{r['n_frames_in'] / r['seconds']:6.1f} frames/s end to end ({r['seconds']:.1f} s)")
+        print(f"{label} 1080p {name:>4}: frames in {r['n_frames_in']:5d}, peak RSS {r['peak_rss_mib']:7.0f} "
+              f"MiB, {r['n_frames_in'] / r['seconds']:6.1f} frames/s end to end ({r['seconds']:.1f} s)")
     print(f"{label} peak RSS ratio 60 s / 5 s: {b['peak_rss_mib'] / a['peak_rss_mib']:.2f}x (target <= 1.5x)")
 
 
@@ -122,7 +127,8 @@ def main() -> None:
               f"(= {chunk_frames(250, 1080, 1920, float(cap))} frames at 1080p)")
     compare("uncapped" if cap == "none" else "capped  ", short, long, cap)
     r = run_case(small, cap)
-    print(f"256x256 10 s: {r['n_frames_in'] / r['seconds']:.1f} frames/s end to end, peak RSS {r['peak_rss_mib']:.0f} MiB")
+    print(f"256x256 10 s: {r['n_frames_in'] / r['seconds']:.1f} frames/s end to end, peak RSS "
+          f"{r['peak_rss_mib']:.0f} MiB")
     print(f"transforms only: 256x256 {transform_fps(256, 256, 250):.0f} frames/s, "
           f"1080p {transform_fps(1920, 1080, 20):.1f} frames/s")
 

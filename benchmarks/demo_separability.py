@@ -49,7 +49,8 @@ def load_table(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def oof_auc(x: np.ndarray, y: np.ndarray, groups: np.ndarray, splits: int, seed: int) -> float:
     """Out-of-fold ROC AUC of a standardised logistic regression, grouped stratified folds."""
-    model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(), LogisticRegression(max_iter=5000))
+    model = make_pipeline(SimpleImputer(strategy="median"), StandardScaler(),
+                          LogisticRegression(max_iter=5000))
     scores = np.full(len(y), np.nan)
     folds = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=seed)
     for train, test in folds.split(x, y, groups):
@@ -77,8 +78,8 @@ def main() -> None:
     build = time.perf_counter() - t0
     state = "reused" if corpus.reused else "built"
     n_fake = sum(v.label == "fake" for v in corpus.videos)
-    print(f"corpus: {state} in {build:.1f} s: {len(corpus.videos)} videos ({len(corpus.videos) - n_fake} real, "
-          f"{n_fake} fake), {len(corpus.groups)} groups, seed {args.seed}, {args.dir}")
+    print(f"corpus: {state} in {build:.1f} s: {len(corpus.videos)} videos ({len(corpus.videos) - n_fake} "
+          f"real, {n_fake} fake), {len(corpus.groups)} groups, seed {args.seed}, {args.dir}")
 
     t0 = time.perf_counter()
     x, y, groups = load_table(args.dir)
@@ -86,8 +87,8 @@ def main() -> None:
 
     auc = oof_auc(x, y, groups, args.splits, args.seed)
     verdict = "PASS" if auc >= TARGET_LR else "MISS"
-    print(f"logistic regression, grouped {args.splits}-fold OOF ROC AUC: {auc:.3f} (target >= {TARGET_LR:.2f}) "
-          f"{verdict}")
+    print(f"logistic regression, grouped {args.splits}-fold OOF ROC AUC: {auc:.3f} (target >= "
+          f"{TARGET_LR:.2f}) {verdict}")
     others = [oof_auc(x, y, groups, args.splits, args.seed + k) for k in range(1, 6)]
     print(f"  the same with 5 other fold shuffles: {', '.join(f'{a:.3f}' for a in others)} "
           f"(mean of all 6 {np.mean([auc, *others]):.3f})")
@@ -98,7 +99,8 @@ def main() -> None:
           + ", ".join(f"{c} {a:.3f}" for a, c in ranked[:5]))
     for cue in CODEC_COLUMNS:
         a = single_auc(x[:, cols.index(cue)], y)
-        print(f"codec cue {cue}: AUC {a:.3f} (target <= {TARGET_CODEC:.2f}) {'PASS' if a <= TARGET_CODEC else 'MISS'}")
+        print(f"codec cue {cue}: AUC {a:.3f} (target <= {TARGET_CODEC:.2f}) "
+              f"{'PASS' if a <= TARGET_CODEC else 'MISS'}")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,8 @@ def _encode(path: Path, target_bytes: int, seed: int, lossless: bool) -> None:
             if lossless:
                 frame = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
             else:
-                base = 128 + 100 * np.sin((xx + 3 * i) / 9.0)[..., None] * np.cos((yy - 2 * i) / 13.0)[..., None]
+                wave = np.sin((xx + 3 * i) / 9.0) * np.cos((yy - 2 * i) / 13.0)
+                base = 128 + 100 * wave[..., None]
                 frame = np.clip(base + rng.normal(0, 12, (h, w, 3)), 0, 255).astype(np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                 written += packet.size
@@ -123,7 +124,8 @@ def main() -> None:
     t_unzip = _best(lambda: _time(lambda: subprocess.run(
         ["unzip", "-P", PASSWORD, "-o", "-q", str(archive), "-d", str(_fresh(out / "unzip"))], check=True)),
         args.reps)
-    t_one = _best(lambda: _time(lambda: extract_zip(archive, _fresh(out / "one"), password=pw, workers=1)), args.reps)
+    t_one = _best(lambda: _time(lambda: extract_zip(archive, _fresh(out / "one"), password=pw, workers=1)),
+                  args.reps)
     t_pool = _best(lambda: _time(lambda: extract_zip(archive, _fresh(out / "pool"), password=pw)), args.reps)
     assert _same(src, out / "unzip") and _same(src, out / "one") and _same(src, out / "pool")
 
@@ -157,8 +159,8 @@ def main() -> None:
         res = probe_many(videos, workers=workers)
         dt = time.perf_counter() - t
         assert all("error" not in r for r in res)
-        print(f"probe + hash, {workers} process{'es' if workers > 1 else ''}: {len(videos) / dt:7.1f} videos/s "
-              f"({total / dt / 1e6:.0f} MB/s, {len(videos)} videos in {dt:.2f} s)")
+        print(f"probe + hash, {workers} process{'es' if workers > 1 else ''}: {len(videos) / dt:7.1f} "
+              f"videos/s ({total / dt / 1e6:.0f} MB/s, {len(videos)} videos in {dt:.2f} s)")
     shutil.rmtree(out, ignore_errors=True)
 
 

@@ -29,9 +29,10 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-import reference
 from fvcflow.kernels import batch_features, frame_features
 from fvcflow.video import VideoWriter, iter_luma, probe
+
+import reference
 
 W, H = 1920, 1080
 

@@ -21,16 +21,16 @@ from pathlib import Path
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
 from distributed import Client  # noqa: E402
 
 from fvcflow.config import Settings  # noqa: E402
 from fvcflow.engine import dask_cluster  # noqa: E402
 from fvcflow.ingest.index import ingest  # noqa: E402
 from fvcflow.stages import runner  # noqa: E402
-from fvcflow.video import VideoWriter, iter_luma, probe, sample_indices  # noqa: E402
 from fvcflow.store import Lake  # noqa: E402
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+from fvcflow.video import VideoWriter, iter_luma, probe, sample_indices  # noqa: E402
 
 ROOT = Path("/tmp/fvc-bench-pipeline")
 
@@ -115,8 +115,10 @@ def main() -> None:
     t2 = stage2_dask(settings, 2)
 
     n_frames = a.seconds * 25
-    print(f"corpus: {len(paths)} H.264 videos, {w}x{h}, {n_frames} frames each, GOP 50, {os.cpu_count()} cores")
-    print(f"frames decoded per sampled frame      {decoded / sampled:6.2f}   ({decoded} decoded for {sampled} sampled)")
+    print(f"corpus: {len(paths)} H.264 videos, {w}x{h}, {n_frames} frames each, GOP 50, {os.cpu_count()} "
+          "cores")
+    print(f"frames decoded per sampled frame      {decoded / sampled:6.2f}   ({decoded} decoded for "
+          f"{sampled} sampled)")
     print(f"decode only (1 process)               {t_dec:6.2f} s")
     print(f"stage 2 (1 process)                   {t_s2:6.2f} s   ratio {t_s2 / t_dec:4.2f}x of decode-only "
           f"(target <= 1.30: {'PASS' if t_s2 / t_dec <= 1.3 else 'MISS'})")

@@ -129,8 +129,8 @@ def main() -> None:
     for i, pid in enumerate(pids):
         a, b = peaks_check[pid], sampler.peak[pid]
         print(f"worker {i} (pid {pid}): RSS at start {start[pid] / 2**20:.1f} MiB, "
-              f"peak at {n_check} videos {a / 2**20:.1f} MiB, peak at {report.done} videos {b / 2**20:.1f} MiB, "
-              f"ratio {b / a:.3f}")
+              f"peak at {n_check} videos {a / 2**20:.1f} MiB, peak at {report.done} videos {b / 2**20:.1f} "
+              f"MiB, ratio {b / a:.3f}")
 
 
 if __name__ == "__main__":

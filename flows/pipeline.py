@@ -38,7 +38,8 @@ RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2
 def ingest_task(settings: Settings) -> dict:
     summary = ingest_corpus(settings)
     get_run_logger().info(summary.format())
-    create_table_artifact(summary.as_rows(), key="ingest-summary", description="Ingest: videos found, indexed, failed")
+    create_table_artifact(summary.as_rows(), key="ingest-summary",
+                          description="Ingest: videos found, indexed, failed")
     return summary.as_rows()[0]
 
 

@@ -34,7 +34,8 @@ _NOT_FEATURES = {"video_id", "group_id", "label", "label_raw", "source", "varian
 _MLFLOW_VIEWS = {
     "mlflow_runs": """
         SELECT r.run_uuid AS run_id, r.name AS run_name, e.name AS experiment, r.status,
-               make_timestamp(r.start_time * 1000) AS start_time, make_timestamp(r.end_time * 1000) AS end_time,
+               make_timestamp(r.start_time * 1000) AS start_time,
+               make_timestamp(r.end_time * 1000) AS end_time,
                max(t.value) FILTER (WHERE t.key = 'mlflow.parentRunId') AS parent_run_id,
                max(t.value) FILTER (WHERE t.key = 'fvc.model') AS model,
                max(t.value) FILTER (WHERE t.key = 'fvc.role') AS role,
@@ -55,8 +56,8 @@ _MLFLOW_VIEWS = {
         GROUP BY ALL""",
 }
 
-_LEADERBOARD_METRICS = ("oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer", "oof_average_precision",
-                        "test_roc_auc", "test_eer", "test_accuracy", "fit_seconds")
+_LEADERBOARD_METRICS = ("oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer",
+                        "oof_average_precision", "test_roc_auc", "test_eer", "test_accuracy", "fit_seconds")
 
 #: ready queries for ``fvc sql --query NAME``
 QUERIES: dict[str, str] = {
@@ -85,12 +86,15 @@ QUERIES: dict[str, str] = {
                n_real, n_fake
         FROM counts WHERE n_fake > 0 AND n_real > 0 ORDER BY separation DESC, feature""",
     "class_balance": """
-        WITH v AS (SELECT *, CAST(width AS VARCHAR) || 'x' || CAST(height AS VARCHAR) AS resolution FROM videos)
-        SELECT 'source' AS dimension, CAST(source AS VARCHAR) AS value, count(*) FILTER (WHERE label = 0) AS real,
+        WITH v AS (SELECT *, CAST(width AS VARCHAR) || 'x' || CAST(height AS VARCHAR) AS resolution
+                   FROM videos)
+        SELECT 'source' AS dimension, CAST(source AS VARCHAR) AS value,
+               count(*) FILTER (WHERE label = 0) AS real,
                count(*) FILTER (WHERE label = 1) AS fake, count(*) FILTER (WHERE label IS NULL) AS excluded,
                count(*) AS total FROM v GROUP BY ALL
         UNION ALL
-        SELECT 'codec', CAST(codec AS VARCHAR), count(*) FILTER (WHERE label = 0), count(*) FILTER (WHERE label = 1),
+        SELECT 'codec', CAST(codec AS VARCHAR), count(*) FILTER (WHERE label = 0),
+               count(*) FILTER (WHERE label = 1),
                count(*) FILTER (WHERE label IS NULL), count(*) FROM v GROUP BY ALL
         UNION ALL
         SELECT 'resolution', resolution, count(*) FILTER (WHERE label = 0), count(*) FILTER (WHERE label = 1),
@@ -130,12 +134,13 @@ def _feature_values_view(con: duckdb.DuckDBPyConnection, views: set[str]) -> Non
             continue
         rel = con.sql(f"SELECT * FROM {view} LIMIT 0")
         numeric = [name for name, typ in zip(rel.columns, rel.types)
-                   if name not in _NOT_FEATURES and str(typ) in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER", "BOOLEAN")]
+                   if name not in _NOT_FEATURES and str(typ) in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER",
+                                                                 "BOOLEAN")]
         if numeric and {"label", "variant"} <= set(rel.columns):
             for c in numeric:
-                parts.append(f"SELECT video_id, label, '{c}' AS feature, CAST(\"{c}\" AS DOUBLE) AS value FROM {view} "
-                             f"WHERE variant = 'original' AND label IS NOT NULL AND \"{c}\" IS NOT NULL "
-                             f"AND isfinite(CAST(\"{c}\" AS DOUBLE))")
+                parts.append(f"SELECT video_id, label, '{c}' AS feature, CAST(\"{c}\" AS DOUBLE) AS value "
+                             f"FROM {view} WHERE variant = 'original' AND label IS NOT NULL AND \"{c}\" IS "
+                             f"NOT NULL AND isfinite(CAST(\"{c}\" AS DOUBLE))")
     if parts:
         con.execute("CREATE VIEW feature_values AS " + " UNION ALL ".join(parts))
 

@@ -76,14 +76,18 @@ def write_report(lake: Lake, summary: TrainSummary, *, top: int = 6) -> Path:
             if part.height:
                 curves[r.name] = (part["label"].to_numpy(), part["prob_fake"].to_numpy())
         if curves:
-            images.append((f"ROC, {title}", _save(plots.roc_figure(curves, f"ROC, {title}"), img_dir / f"roc_{split}.png")))
+            images.append((f"ROC, {title}",
+                           _save(plots.roc_figure(curves, f"ROC, {title}"), img_dir / f"roc_{split}.png")))
     sep = summary.top_features
     if sep.height:
-        bars = sep.head(20).select("feature", pl.col("separation").alias("importance"), pl.lit("|AUC - 0.5|").alias("method"))
-        images.append(("Single-feature separation", _save(plots.importance_figure(bars, title="single-feature separation"),
+        bars = sep.head(20).select("feature", pl.col("separation").alias("importance"),
+                                   pl.lit("|AUC - 0.5|").alias("method"))
+        images.append(("Single-feature separation",
+                       _save(plots.importance_figure(bars, title="single-feature separation"),
                                                           img_dir / "feature_separation.png")))
         df, _ = _training_originals(lake)
-        dist = {f: (df.filter(pl.col("label") == 0)[f].to_numpy(), df.filter(pl.col("label") == 1)[f].to_numpy())
+        dist = {f: (df.filter(pl.col("label") == 0)[f].to_numpy(),
+                    df.filter(pl.col("label") == 1)[f].to_numpy())
                 for f in sep["feature"].head(top).to_list()}
         images.append(("Class-conditional distributions of the most separating features",
                        _save(plots.distribution_figure(dist), img_dir / "distributions.png")))
@@ -92,14 +96,17 @@ def write_report(lake: Lake, summary: TrainSummary, *, top: int = 6) -> Path:
            f"{html.escape(str(summary.registered_version))}.</p>" if summary.registered_version else "")
     parts = ["<!doctype html><html><head><meta charset='utf-8'><title>fvcflow training report</title>",
              "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-             "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}img{max-width:100%}</style></head><body>",
+             "td,th{border:1px solid #ccc;padding:3px "
+             "6px;text-align:right}img{max-width:100%}</style></head><body>",
              "<h1>fvcflow training report</h1>",
              f"<p>Best by out-of-fold ROC AUC: <b>{html.escape(str(summary.best))}</b>.</p>", reg,
              "<h2>Leaderboard</h2>", _table(board)]
     if sep.height:
-        parts += ["<h2>Features that separate the classes best (training originals)</h2>", _table(sep.head(20))]
+        parts += ["<h2>Features that separate the classes best (training originals)</h2>",
+                  _table(sep.head(20))]
     if summary.skipped:
-        parts += ["<h2>Skipped models</h2><ul>"] + [f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>"
+        parts += ["<h2>Skipped models</h2><ul>"] + [f"<li><code>{html.escape(k)}</code>: "
+                                                    f"{html.escape(v)}</li>"
                                                    for k, v in summary.skipped.items()] + ["</ul>"]
     for title, name in images:
         parts += [f"<h2>{html.escape(title)}</h2>", f"<img src='report/{name}' alt='{html.escape(title)}'>"]

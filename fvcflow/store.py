@@ -126,7 +126,8 @@ def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
@@ -273,7 +274,8 @@ def lake_lock(lake: Lake, name: str) -> Iterator[Path]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def record_failures(lake: Lake, rows: Iterable[Mapping[str, Any]], *, stage: str | None = None) -> pl.DataFrame:
+def record_failures(lake: Lake, rows: Iterable[Mapping[str, Any]], *,
+                    stage: str | None = None) -> pl.DataFrame:
     """Merge failure rows into ``index/failures.parquet`` (under :func:`lake_lock` ``"failures"``).
 
     A (stage, path) pair appears once: a newer failure replaces the older one. When ``stage`` is

@@ -4,8 +4,8 @@ Each public function checks its input, makes it C-contiguous (float32 is widened
 float64; uint8 stays uint8), calls a private jitted core chosen by dtype and returns float64
 values. uint8, the production path, has its own cores: the neighbourhood pass in
 exact integer-valued arithmetic (``_neigh_u8``) and the DCT vectorised across blocks
-(``_dct_fast``); float input goes through ``_neighbourhood`` and ``_dct``. A frame too small for a feature gives NaN for that
-feature, never an exception; float input containing NaN gives NaN.
+(``_dct_fast``); float input goes through ``_neighbourhood`` and ``_dct``. A frame too small for a
+feature gives NaN for that feature, never an exception; float input containing NaN gives NaN.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ def _features(rng, labels: np.ndarray, group_effect: np.ndarray, signal: float) 
 
 
 def _with_nans(rng, cols: dict[str, np.ndarray], frac: float, skip: set[str]) -> dict[str, np.ndarray]:
-    return {c: np.where(rng.random(v.shape) < frac, np.nan, v) if c not in skip else v for c, v in cols.items()}
+    return {c: np.where(rng.random(v.shape) < frac, np.nan, v) if c not in skip else v
+            for c, v in cols.items()}
 
 
 def synthetic_corpus(n_groups: int = 30, *, per_group: tuple[int, int] = (1, 3), n_aug: int = 2,
@@ -69,7 +70,8 @@ def synthetic_corpus(n_groups: int = 30, *, per_group: tuple[int, int] = (1, 3),
     videos = videos.with_columns(
         path=pl.Series([f"/corpus/{v}.mp4" for v in videos["video_id"]]), source=pl.lit("demo"),
         variant=pl.lit("original"),
-        label_raw=pl.col("label").replace_strict({0: "real", 1: "fake"}, default="uncertain", return_dtype=pl.Utf8),
+        label_raw=pl.col("label").replace_strict({0: "real", 1: "fake"}, default="uncertain",
+                                                 return_dtype=pl.Utf8),
         split=pl.Series(split, dtype=pl.Utf8), platform=pl.lit(None, pl.Utf8), cascade_id=pl.col("group_id"),
         codec=pl.Series(rng.choice(["h264", "vp9"], n)), width=pl.Series(rng.choice([640, 1280], n)),
         height=pl.Series(rng.choice([360, 720], n)))
@@ -88,7 +90,8 @@ def synthetic_corpus(n_groups: int = 30, *, per_group: tuple[int, int] = (1, 3),
     augmented = pl.DataFrame(aug_rows, schema={"video_id": pl.Utf8, "source_video_id": pl.Utf8,
                                                "group_id": pl.Utf8, "label": pl.Int8, "variant": pl.Utf8})
     all_keys = pl.concat([videos.select("video_id", "group_id", "label", "source", "variant"),
-                          augmented.select("video_id", "group_id", "label", pl.lit("demo").alias("source"), "variant")])
+                          augmented.select("video_id", "group_id", "label", pl.lit("demo").alias("source"),
+                                           "variant")])
     feats = {c: np.concatenate([s2[c], np.asarray(aug_feats[c], float)]) for c in s2}
     feats = _with_nans(rng, feats, nan_frac, {CONSTANT})
     m = all_keys.height

@@ -29,7 +29,8 @@ VIDEOS = [
      "https://youtube.com/shorts/yt_Shorts01", "fake"),
     ("FVC2", "facebook", "2234567890123", ".mp4", "FVC_dup.csv", "f1",
      "https://www.facebook.com/watch/?v=2234567890123", "uncertain"),
-    ("FVC3", "youtube", "youtuBe-id1", ".webm", "FVC_dup.csv", "r1", "https://youtu.be/youtuBe-id1", "debunked"),
+    ("FVC3", "youtube", "youtuBe-id1", ".webm", "FVC_dup.csv", "r1", "https://youtu.be/youtuBe-id1",
+     "debunked"),
     ("FVC3", "facebook", "3234567890123", ".mp4", "FVC_dup.csv", "r2",
      "https://m.facebook.com/video.php?v=3234567890123&ref=x", "parody"),
 ]

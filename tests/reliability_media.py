@@ -44,7 +44,8 @@ def make_corpus(root: Path, *, bases: int = 4, copies: int = 8, frames: int = 25
     root.mkdir(parents=True, exist_ok=True)
     names = []
     for b in range(bases):
-        base = write_video(root / ".base" / f"b{b}.mp4", frames=moving_frames(frames, size[1], size[0], seed=b))
+        base = write_video(root / ".base" / f"b{b}.mp4",
+                           frames=moving_frames(frames, size[1], size[0], seed=b))
         for c in range(copies):
             name = f"v{b}_{c:02d}.mp4"
             remux_tagged(base, root / name, f"copy {b}-{c}")

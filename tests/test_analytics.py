@@ -22,7 +22,8 @@ def test_views_over_every_table(trained):
     con = connect(lake)
     names = set(tables(con))
     assert {"videos", "failures", "augmented", "features", "scaled_features", "splits", "predictions",
-            "feature_values", "mlflow_runs", "mlflow_metrics", "mlflow_params", "mlflow_model_versions"} <= names
+            "feature_values", "mlflow_runs", "mlflow_metrics", "mlflow_params",
+            "mlflow_model_versions"} <= names
     assert "scaled" not in names                                   # no stage3 table in this lake
     n = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
     assert n == read_parquet(lake.predictions).height
@@ -43,8 +44,8 @@ def test_leaderboard_query_matches_the_run(trained):
 def test_feature_auc_query_matches_scikit_learn(trained):
     lake, _, _ = trained
     got = query(lake, name="feature_auc")
-    feats = read_parquet(lake.stage2).join(read_parquet(lake.stage4).select(pl.exclude("group_id", "label", "source", "variant")),
-                                           on="video_id", how="left")
+    s4 = read_parquet(lake.stage4).select(pl.exclude("group_id", "label", "source", "variant"))
+    feats = read_parquet(lake.stage2).join(s4, on="video_id", how="left")
     feats = feats.filter((pl.col("variant") == "original") & pl.col("label").is_not_null())
     checked = 0
     for row in got.iter_rows(named=True):
@@ -65,7 +66,8 @@ def test_class_balance_query(trained):
         want = videos.group_by(expr.alias("value")).agg(
             (pl.col("label") == 0).sum().alias("real"), (pl.col("label") == 1).sum().alias("fake"),
             pl.col("label").is_null().sum().alias("excluded"), pl.len().alias("total")).sort("value")
-        mine = got.filter(pl.col("dimension") == dim).select("value", "real", "fake", "excluded", "total").sort("value")
+        mine = got.filter(pl.col("dimension") == dim).select("value", "real", "fake", "excluded",
+                                                             "total").sort("value")
         assert mine.cast(want.schema).equals(want)
 
 
@@ -85,7 +87,8 @@ def test_every_ready_query_runs(trained):
 
 def test_cli_sql_prints_a_table(trained, capsys):
     lake, _, _ = trained
-    assert fvc(["--home", str(lake.root), "sql", "SELECT model, count(*) AS n FROM predictions GROUP BY model ORDER BY model"]) == 0
+    assert fvc(["--home", str(lake.root), "sql",
+                "SELECT model, count(*) AS n FROM predictions GROUP BY model ORDER BY model"]) == 0
     out = capsys.readouterr().out
     pred = read_parquet(lake.predictions)
     for model, n in pred.group_by("model").len().iter_rows():

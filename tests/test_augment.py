@@ -14,8 +14,19 @@ import pytest
 from scipy import ndimage
 
 from fvcflow.stages.augment import (
-    P_SPATIAL, RANGES, SPATIAL_OPS, TEMPORAL_OPS, AugmentParams, chunk_frames, color_matrix,
-    copy_seed, draw_params, elastic_field, frame_counts, geometry_matrix, make_plan,
+    P_SPATIAL,
+    RANGES,
+    SPATIAL_OPS,
+    TEMPORAL_OPS,
+    AugmentParams,
+    chunk_frames,
+    color_matrix,
+    copy_seed,
+    draw_params,
+    elastic_field,
+    frame_counts,
+    geometry_matrix,
+    make_plan,
     transform_frames,
 )
 
@@ -68,7 +79,8 @@ def test_parameter_ranges_over_many_draws():
         if p.cutout is not None:
             top, left, h, w = p.cutout
             assert 0.1 <= h <= 0.25 and 0.1 <= w <= 0.25 and top + h <= 1 and left + w <= 1
-        for name, key in (("noise_sigma", "noise_sigma"), ("blur_sigma", "blur_sigma"), ("elastic", "elastic")):
+        for name, key in (("noise_sigma", "noise_sigma"), ("blur_sigma", "blur_sigma"),
+                          ("elastic", "elastic")):
             v = getattr(p, name)
             assert v is None or RANGES[key][0] <= v <= RANGES[key][1]
     n = len(draws)
@@ -265,7 +277,8 @@ def test_drop_and_duplicate_write_the_mapped_frames(levels_video, tmp_path):
 
 @pytest.mark.parametrize("temporal", ["drop", "reverse"])
 def test_output_is_deterministic_and_independent_of_chunk_size(textured_video, tmp_path, temporal):
-    p = _params(rotation=-7.5, noise_sigma=5.0, elastic=0.02, color=(-10.0, 1.1, 0.8), cutout=(0.1, 0.2, 0.2, 0.2),
+    p = _params(rotation=-7.5, noise_sigma=5.0, elastic=0.02, color=(-10.0, 1.1, 0.8),
+                cutout=(0.1, 0.2, 0.2, 0.2),
                 temporal=temporal, temporal_rate=0.2 if temporal == "drop" else None)
     # crf=0 (lossless): what is compared is this module's frames, not x264's rate control, which
     # is not always reproducible with threads on tiny frames (64x48)

@@ -14,11 +14,18 @@ import numpy as np
 import pytest
 
 from fvcflow.cli import main
-from fvcflow.errors import FvcError
 from fvcflow.demo.corpus import load_demo_corpus, make_demo_corpus
 from fvcflow.demo.scenes import CATALOGUE, render_sources
-from fvcflow.demo.swap import (SwapStyle, color_match, detect_faces, feather_alpha, jpeg_misaligned,
-                                      render_face, swap)
+from fvcflow.demo.swap import (
+    SwapStyle,
+    color_match,
+    detect_faces,
+    feather_alpha,
+    jpeg_misaligned,
+    render_face,
+    swap,
+)
+from fvcflow.errors import FvcError
 from fvcflow.ingest.folder import catalog_folder
 
 SUFFIX_CODEC = {".mp4": "h264", ".webm": "vp9", ".avi": "mpeg4"}
@@ -106,8 +113,10 @@ def test_same_seed_same_corpus_other_seed_other_frames(small, tmp_path):
     assert (again.root / "labels.csv").read_bytes() == (small.root / "labels.csv").read_bytes()
     assert (again.root / "README.md").read_bytes() == (small.root / "README.md").read_bytes()
     for a, b in zip(small.videos, again.videos):
-        assert (a.path, a.quality, a.donor, a.track, a.style) == (b.path, b.quality, b.donor, b.track, b.style)
-        np.testing.assert_array_equal(decode(small.root / a.path), decode(again.root / b.path), err_msg=a.path)
+        assert (a.path, a.quality, a.donor, a.track, a.style) == (b.path, b.quality, b.donor, b.track,
+                                                                  b.style)
+        np.testing.assert_array_equal(decode(small.root / a.path), decode(again.root / b.path),
+                                      err_msg=a.path)
         if not a.path.endswith(".webm"):  # the WebM muxer writes random track UIDs
             assert (small.root / a.path).read_bytes() == (again.root / b.path).read_bytes(), a.path
     other = make_demo_corpus(tmp_path / "other", seed=1, small=True)
@@ -146,7 +155,8 @@ def test_swap_changes_only_the_boxes_and_blends_softly():
         outside[y:y + h, x:x + w] = False
         np.testing.assert_array_equal(out[i][outside], target[i][outside])
         centre = out[i, y + h // 2 - 5:y + h // 2 + 5, x + w // 2 - 5:x + w // 2 + 5].astype(int)
-        assert np.abs(centre - target[i, y + h // 2 - 5:y + h // 2 + 5, x + w // 2 - 5:x + w // 2 + 5]).mean() > 5
+        assert np.abs(centre - target[i, y + h // 2 - 5:y + h // 2 + 5,
+                                      x + w // 2 - 5:x + w // 2 + 5]).mean() > 5
     alpha = feather_alpha(50, 60)
     assert alpha[30, 25] > 0.99 and alpha[0].max() == 0 and alpha[:, 0].max() == 0
     assert 0.05 < alpha[30, 25 - int(0.44 * 50)] < 0.95  # soft at the ellipse's edge
@@ -168,7 +178,8 @@ def high_pass_energy(gray: np.ndarray) -> float:
     """mean(R^2) of the 3x3 high-pass of docs/FEATURES.md, written out with slices."""
     g = gray.astype(np.float64)
     h, w = g.shape
-    r = 9 * g[1:-1, 1:-1] - sum(g[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    r = 9 * g[1:-1,
+              1:-1] - sum(g[1 + dy:h - 1 + dy, 1 + dx:w - 1 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1))
     return float(np.mean(r ** 2))
 
 
@@ -189,7 +200,8 @@ def test_double_compression_leaves_an_8x8_grid_off_the_frames_grid():
     ramp = np.tile(np.linspace(40, 70, 64, dtype=np.float32), (48, 1))  # a gentle ramp: steps show
     patch = np.repeat(ramp[..., None], 3, axis=2).astype(np.uint8)  # smooth, as an upscaled face is
     for x, phase in ((13, 3), (16, 5), (5, 1)):
-        out = cv2.cvtColor(jpeg_misaligned(patch, 30, x=x, y=7, phase=phase), cv2.COLOR_RGB2GRAY).astype(float)
+        out = cv2.cvtColor(jpeg_misaligned(patch, 30, x=x, y=7, phase=phase),
+                           cv2.COLOR_RGB2GRAY).astype(float)
         jumps = np.abs(np.diff(out, axis=1)).mean(axis=0)  # jumps[c]: between patch columns c and c + 1
         frame_col = x + np.arange(1, out.shape[1])  # the frame column on the right of each jump
         on_grid = (frame_col % 8) == phase
@@ -199,7 +211,8 @@ def test_double_compression_leaves_an_8x8_grid_off_the_frames_grid():
 
 def test_the_fake_region_flickers_and_keeps_a_colour_shift():
     rng = np.random.default_rng(1)
-    still = np.repeat(cv2.GaussianBlur(rng.integers(60, 200, (1, 90, 120, 3), np.uint8)[0], (0, 0), 3)[None], 6, 0)
+    still = np.repeat(cv2.GaussianBlur(rng.integers(60, 200, (1, 90, 120, 3), np.uint8)[0], (0, 0), 3)[None],
+                      6, 0)
     track = np.tile([20, 15, 80, 60], (6, 1))
     style = SwapStyle(lab_shift=(0.0, 12.0, 0.0), flicker=0.05)
     out = swap(still, track, still.copy(), track, style=style, rng=np.random.default_rng(0))
@@ -283,7 +296,8 @@ def test_a_folder_with_other_files_is_refused(tmp_path):
 
 
 def fvc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fvcflow", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "fvcflow", *args], capture_output=True, text=True,
+                          timeout=300)
 
 
 def test_cli_on_a_file_gives_one_line_error(tmp_path):
@@ -296,8 +310,8 @@ def test_cli_on_a_file_gives_one_line_error(tmp_path):
     assert "Traceback" not in done.stderr
     below = fvc("demo-corpus", str(target / "sub"))
     assert below.returncode == 2 and "Traceback" not in below.stderr
-    assert below.stderr.strip().splitlines() == [f"error: {target / 'sub'}: cannot create the demo corpus folder "
-                                                 "(Not a directory)"]
+    assert below.stderr.strip().splitlines() == [f"error: {target / 'sub'}: cannot create the demo corpus "
+                                                 "folder (Not a directory)"]
 
 
 def test_cli_builds_then_reuses(tmp_path, capsys):

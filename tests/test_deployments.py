@@ -3,7 +3,6 @@
 import runpy
 from pathlib import Path
 
-import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 

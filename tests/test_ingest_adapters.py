@@ -52,7 +52,8 @@ def test_ffpp_groups_follow_pairs_transitively(ffpp, tmp_path):
     summary = ingest("ffpp", ffpp, lake, workers=1)
     rows = _by_id(lake)
     assert summary.indexed == 10 and summary.unmatched_videos[0].endswith("stray_name.mp4")
-    chain = ["ffpp-original-c23-000", "ffpp-original-c23-003", "ffpp-original-c23-010", "ffpp-original-c40-000",
+    chain = ["ffpp-original-c23-000", "ffpp-original-c23-003", "ffpp-original-c23-010",
+             "ffpp-original-c40-000",
              "ffpp-Deepfakes-c23-000_003", "ffpp-Face2Face-c23-003_010"]
     assert {rows[v]["group_id"] for v in chain} == {"ffpp-yt000"}
     assert rows["ffpp-original-c23-020"]["group_id"] == "ffpp-yt020"
@@ -106,13 +107,15 @@ def test_celebdf_groups_celebrities_and_marks_test_split(celebdf, tmp_path):
         "celebdf-Celeb-real-id7_0003": "test"}
     assert rows["celebdf-Celeb-real-id0_0000"]["split"] == "train"
     assert [rows[v]["label"] for v in linked] == [0, 0, 0, 1, 1]
-    assert summary.unmatched_rows == ["List_of_testing_videos.txt: Celeb-synthesis/id9_id8_0000.mp4 (no such video)"]
+    assert summary.unmatched_rows == ["List_of_testing_videos.txt: Celeb-synthesis/id9_id8_0000.mp4 (no such "
+                                      "video)"]
 
 
 def test_celebdf_bad_test_list_names_the_line(tmp_path):
     (tmp_path / "Celeb-real").mkdir()
     (tmp_path / "List_of_testing_videos.txt").write_text("1 Celeb-real/a.mp4\nreal Celeb-real/b.mp4\n")
-    with pytest.raises(FvcError, match=r"List_of_testing_videos.txt:2: expected '<1\|0> <folder>/<file>.mp4'"):
+    with pytest.raises(FvcError,
+                       match=r"List_of_testing_videos.txt:2: expected '<1\|0> <folder>/<file>.mp4'"):
         catalog_celebdf(tmp_path)
 
 
@@ -166,7 +169,8 @@ def test_folder_labels_groups_and_unlisted(tmp_path):
     assert set(rows) == {"a.mp4", "b.webm", "c.avi"}
     assert [rows[n]["label"] for n in ("a.mp4", "b.webm", "c.avi")] == [0, 1, 1]
     assert rows["a.mp4"]["group_id"] == rows["b.webm"]["group_id"] == "g1"
-    assert rows["c.avi"]["group_id"] == rows["c.avi"]["video_id"] == "folder-" + rows["c.avi"]["content_hash"][:16]
+    c = rows["c.avi"]
+    assert c["group_id"] == c["video_id"] == "folder-" + c["content_hash"][:16]
     assert rows["b.webm"]["codec"] == "vp9" and rows["c.avi"]["codec"] == "mpeg4"
     assert summary.unmatched_rows == ["labels.csv:5: missing.mp4 (no such file)"]
     assert summary.unmatched_videos == [str(root / "unlisted.mp4")]

@@ -34,10 +34,13 @@ def mini(tmp_path_factory):
     ("https://www.facebook.com/watch/?v=10155800486246049", ("facebook", "10155800486246049")),
     ("https://www.facebook.com/video.php?v=10153231379946729", ("facebook", "10153231379946729")),
     ("https://www.facebook.com/CNN/videos/10155800486246049/", ("facebook", "10155800486246049")),
-    ("https://www.facebook.com/Page.Name/videos/some-slug-here/1784569201829183/", ("facebook", "1784569201829183")),
-    ("https://www.facebook.com/page/videos/vb.123456789/10154958473526240/?type=2", ("facebook", "10154958473526240")),
+    ("https://www.facebook.com/Page.Name/videos/some-slug-here/1784569201829183/",
+     ("facebook", "1784569201829183")),
+    ("https://www.facebook.com/page/videos/vb.123456789/10154958473526240/?type=2",
+     ("facebook", "10154958473526240")),
     ("https://twitter.com/user/status/845262839453794304", ("twitter", "845262839453794304")),
-    ("https://mobile.twitter.com/user/statuses/845262839453794304/video/1", ("twitter", "845262839453794304")),
+    ("https://mobile.twitter.com/user/statuses/845262839453794304/video/1",
+     ("twitter", "845262839453794304")),
     ("https://x.com/user/status/1200000000000000002", ("twitter", "1200000000000000002")),
     ("https://www.youtube.com/watch?v=short", ("youtube", None)),
     ("https://vimeo.com/12345678", (None, None)),
@@ -48,7 +51,8 @@ def test_parse_video_url(url, expected):
 
 def test_csvs_keep_their_quirks(mini, tmp_path):
     meta = tmp_path / "m"
-    subprocess.run(["unzip", "-q", "-P", PASSWORD, str(mini.archives / "Metadata.zip"), "-d", str(meta)], check=True)
+    subprocess.run(["unzip", "-q", "-P", PASSWORD, str(mini.archives / "Metadata.zip"), "-d", str(meta)],
+                   check=True)
     assert b"\r\n" in (meta / "Metadata" / "FVC_dup.csv").read_bytes()
     assert b"\r\n" not in (meta / "Metadata" / "FVC.csv").read_bytes()
     rows, bad = read_fvc_csv(meta / "Metadata" / "FVC_text_queries.csv")
@@ -63,7 +67,8 @@ def test_csvs_keep_their_quirks(mini, tmp_path):
 def test_csv_bad_header_and_bad_rows(tmp_path):
     bad = tmp_path / "FVC.csv"
     bad.write_text("id,url,label\nf1,https://youtu.be/dQw4w9WgXcQ,fake\n")
-    with pytest.raises(FvcError, match=r"FVC.csv: expected a header starting with cascade_id,video_url,label"):
+    with pytest.raises(FvcError,
+                       match=r"FVC.csv: expected a header starting with cascade_id,video_url,label"):
         read_fvc_csv(bad)
     bad.write_text("cascade_id,video_url,label\nnot-a-cascade,https://youtu.be/dQw4w9WgXcQ,fake\n"
                    "f2,https://example.com/v,real\n")
@@ -92,14 +97,16 @@ def test_ingest_archives_end_to_end(mini, tmp_path):
         assert row["codec"] in ("h264", "vp9") and len(row["content_hash"]) == 32
     assert (summary.found, summary.indexed, summary.n_failed) == (8, 7, 0)
     assert [Path(v).parent.name for v in summary.unmatched_videos] == [mini.unmatched_video]
-    assert sorted(u.split(": ", 1)[1].split(" (")[0] for u in summary.unmatched_rows) == sorted(mini.unmatched_urls)
+    assert sorted(u.split(": ",
+                          1)[1].split(" (")[0] for u in summary.unmatched_rows) == sorted(mini.unmatched_urls)
     failures = pl.read_parquet(lake.failures)
     assert failures["error_type"].to_list() == ["Unmatched"] and mini.unmatched_video in failures["path"][0]
     text = summary.format()
     assert "8 videos found, 7 indexed, 0 failed" in text and "metadata rows with no video: 3" in text
     assert any("extracting FVC1.zip" in line for line in lines)
     listed = Path(summary.unmatched_path).read_text().splitlines()
-    assert listed == [f"video\t{v}" for v in summary.unmatched_videos] + [f"row\t{r}" for r in summary.unmatched_rows]
+    assert listed == ([f"video\t{v}" for v in summary.unmatched_videos]
+                      + [f"row\t{r}" for r in summary.unmatched_rows])
     assert "... and 1 more (all in" in summary.format(limit=2)
 
 
@@ -132,7 +139,8 @@ def test_loose_csvs_next_to_the_archives(mini, tmp_path):
     folder.mkdir()
     for name in ("FVC1", "FVC2", "FVC3"):
         shutil.copy(mini.archives / f"{name}.zip", folder)
-    subprocess.run(["unzip", "-q", "-j", "-P", PASSWORD, str(mini.archives / "Metadata.zip"), "-d", str(folder)],
+    subprocess.run(["unzip", "-q", "-j", "-P", PASSWORD, str(mini.archives / "Metadata.zip"), "-d",
+                    str(folder)],
                    check=True)
     summary = ingest("fvc", folder, Lake.at(tmp_path / "home"), password=PASSWORD.encode(), workers=1)
     assert (summary.indexed, len(summary.unmatched_rows)) == (7, 3)

@@ -44,7 +44,8 @@ def messy(tmp_path) -> Path:
     (root / "text.mp4").write_text("this is not a video\n" * 50)
     _audio_only(root / "audio.mp4")
     names = ["good.mp4", "other.webm", "zz_copy.mp4", "empty.mp4", "cut.mp4", "text.mp4", "audio.mp4"]
-    (root / "labels.csv").write_text("".join(f"{n},{'real' if i % 2 else 'fake'},g{i}\n" for i, n in enumerate(names)))
+    (root / "labels.csv").write_text("".join(f"{n},{'real' if i % 2 else 'fake'},g{i}\n" for i,
+                                             n in enumerate(names)))
     return root
 
 
@@ -54,7 +55,8 @@ def test_index_schema_keys_and_values_match_the_probe(messy, tmp_path):
     df = pl.read_parquet(lake.index)
     assert list(df.columns) == list(INDEX_SCHEMA) and dict(df.schema) == INDEX_SCHEMA
     assert df["video_id"].n_unique() == df.height == 2
-    assert df.select(pl.col("video_id", "group_id", "source", "variant", "content_hash").is_null().any()).row(0) \
+    assert df.select(pl.col("video_id", "group_id", "source", "variant",
+                            "content_hash").is_null().any()).row(0) \
         == (False,) * 5
     for row in df.iter_rows(named=True):
         info = probe(row["path"])
@@ -85,7 +87,8 @@ def test_one_id_for_two_different_files_is_refused(tmp_path):
     root = tmp_path / "dfdc"
     for part, seed in (("dfdc_train_part_0", 1), ("dfdc_train_part_1", 2)):
         write_video(root / part / "same.mp4", n=10, seed=seed)
-        (root / part / "metadata.json").write_text(json.dumps({"same.mp4": {"label": "REAL", "original": None}}))
+        (root / part / "metadata.json").write_text(json.dumps({"same.mp4": {"label": "REAL",
+                                                                            "original": None}}))
     lake = Lake.at(tmp_path / "home")
     with pytest.raises(FvcError, match="video id dfdc-same names two different files"):
         ingest("dfdc", root, lake, workers=1)
@@ -109,7 +112,8 @@ def test_corpora_merge_and_reingest_replaces_only_its_own_rows(messy, tmp_path):
     assert df.group_by("source").len().sort("source").rows() == [("demo", 1), ("folder", 2)]
     assert len(summary.unmatched_videos) == 2  # d1 (now empty) and d2 are no longer listed
     fails = pl.read_parquet(lake.failures)
-    assert fails.filter(pl.col("path").str.contains("/corpus/")).height == 5  # the other corpus's failures stay
+    # the other corpus's failures stay
+    assert fails.filter(pl.col("path").str.contains("/corpus/")).height == 5
 
 
 def test_cli_prints_summary(messy, tmp_path, capsys):
@@ -125,7 +129,8 @@ def test_cli_prints_summary(messy, tmp_path, capsys):
     (["ingest", "ffpp", "{tmp}/nope"], "error: {tmp}/nope: not a folder"),
     (["ingest", "folder", "{tmp}"], "error: fvc ingest folder needs --labels CSV"),
     (["ingest", "dfdc", "{tmp}", "--labels", "x.csv"], "error: --labels applies to folder corpora only"),
-    (["ingest", "folder", "{tmp}", "--labels", "{tmp}/missing.csv"], "error: {tmp}/missing.csv: labels CSV not found"),
+    (["ingest", "folder", "{tmp}", "--labels", "{tmp}/missing.csv"],
+     "error: {tmp}/missing.csv: labels CSV not found"),
     (["ingest", "folder", "{tmp}", "--labels", "{tmp}/bad.csv"],
      "error: {tmp}/bad.csv:3: label 'unknown' is not one of real, fake, 0, 1"),
 ])

@@ -46,7 +46,8 @@ def _frame(kind: str, shape: tuple[int, int], seed: int = 0) -> np.ndarray:
         yy, xx = np.mgrid[0:h, 0:w]
         return ((yy * yy + xx * xx) // 4 % 256).astype(np.uint8)
     if kind == "blocky":  # flat 8x8 blocks: no difference inside blocks
-        return np.kron(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1)), np.ones((8, 8)))[:h, :w].astype(np.uint8)
+        return np.kron(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1)), np.ones((8, 8)))[:h,
+                                                                                        :w].astype(np.uint8)
     raise ValueError(kind)
 
 

@@ -70,4 +70,5 @@ def test_no_import_error_fallbacks(path):
         if isinstance(node, ast.ExceptHandler) and isinstance(node.type, ast.Name) \
                 and node.type.id in {"ImportError", "ModuleNotFoundError"}:
             # only an optional extra may be caught, and only to raise a clear error naming it
-            assert any(isinstance(n, ast.Raise) for n in ast.walk(node)), f"{path}:{node.lineno} hides a missing import"
+            raises = any(isinstance(n, ast.Raise) for n in ast.walk(node))
+            assert raises, f"{path}:{node.lineno} hides a missing import"

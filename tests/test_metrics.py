@@ -73,7 +73,8 @@ def test_bad_shapes_are_rejected(y, p):
 
 
 def test_summarize_folds_mean_and_population_std_ignoring_nan():
-    folds = [{"roc_auc": 0.9, "eer": 0.1}, {"roc_auc": 0.7, "eer": 0.3}, {"roc_auc": float("nan"), "eer": 0.2}]
+    folds = [{"roc_auc": 0.9, "eer": 0.1}, {"roc_auc": 0.7, "eer": 0.3},
+             {"roc_auc": float("nan"), "eer": 0.2}]
     s = summarize_folds(folds)
     assert s["roc_auc_mean"] == pytest.approx(0.8) and s["roc_auc_std"] == pytest.approx(np.std([0.9, 0.7]))
     assert s["eer_mean"] == pytest.approx(0.2) and s["eer_std"] == pytest.approx(np.std([0.1, 0.3, 0.2]))

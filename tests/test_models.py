@@ -5,8 +5,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from fvcflow.errors import FvcError
-from fvcflow.models import (KINDS, create_model, get_model_spec, list_models, register_model,
-                            unregister_model)
+from fvcflow.models import KINDS, create_model, get_model_spec, list_models, register_model, unregister_model
 from fvcflow.models.tabular import _optional
 from fvcflow.training.data import feature_set_columns
 from fvcflow.training.preprocess import CorrelationFilter, build_pipeline, kept_features
@@ -58,7 +57,8 @@ def test_a_torch_video_model_registers_with_frames_input():
 
     try:
         spec = get_model_spec("test_clip_net")
-        assert (spec.kind, spec.input, spec.feature_set, spec.extra["clip_len"]) == ("torch_video", "frames", None, 8)
+        assert (spec.kind, spec.input, spec.feature_set, spec.extra["clip_len"]) == ("torch_video", "frames",
+                                                                                     None, 8)
         assert create_model("test_clip_net") == "net"
     finally:
         unregister_model("test_clip_net")
@@ -78,7 +78,8 @@ def test_missing_optional_package_names_the_extra():
 def test_grid_points_are_every_combination():
     spec = get_model_spec("logreg_s2")
     assert spec.grid_points() == [{"C": c} for c in spec.grid["C"]]
-    assert spec.grid_points({"C": [1], "max_iter": [5, 6]}) == [{"C": 1, "max_iter": 5}, {"C": 1, "max_iter": 6}]
+    assert spec.grid_points({"C": [1], "max_iter": [5, 6]}) == [{"C": 1, "max_iter": 5},
+                                                                {"C": 1, "max_iter": 6}]
 
 
 @pytest.mark.parametrize("name", TABULAR)

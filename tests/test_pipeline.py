@@ -6,19 +6,18 @@ import shutil
 from pathlib import Path
 
 import av
+import mlflow
 import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 
-import mlflow
-
 from fvcflow.config import Settings
 from fvcflow.flows.pipeline import fvc
 from fvcflow.stages.features import feature_columns
-from fvcflow.training import TrainConfig
 from fvcflow.store import Lake
+from fvcflow.training import TrainConfig
 from tests.corpus import TINY, make_tiny_corpus
 
 pytestmark = pytest.mark.slow
@@ -128,7 +127,8 @@ def test_rerun_recomputes_nothing_and_force_recomputes(run):
 def test_train_stage_through_the_flow(run):
     settings, _ = run
     lake = settings.lake()
-    train = TrainConfig(folds=2, inner_folds=2, test_size=0.0, models="logreg_s2,logreg_s24,xgb_s24,stack_s24")
+    train = TrainConfig(folds=2, inner_folds=2, test_size=0.0,
+                        models="logreg_s2,logreg_s24,xgb_s24,stack_s24")
     state = fvc(config=settings.model_copy(update={"stages": ["train"], "train": train}), return_state=True)
     assert state.is_completed(), state.message
     row = by_stage(state.result())["train"]
@@ -145,7 +145,8 @@ def test_train_stage_through_the_flow(run):
     client = mlflow.MlflowClient(tracking_uri=lake.mlflow_uri)
     assert client.get_registered_model("fvc-detector").latest_versions
     with get_client(sync_client=True) as prefect_client:
-        board = prefect_client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"])))
+        board = prefect_client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"])))
     assert board and board[0].type == "markdown" and row["best"] in board[0].data
 
 

@@ -62,7 +62,8 @@ def test_scores_good_files_and_reports_bad_ones(trained, videos, capsys, tmp_pat
                      .search_model_versions("name = 'fvc-detector'")))
     for path in (good, other):
         rec = recs[str(path)]
-        assert rec["error"] is None and rec["model"] == summary.best and rec["registered_name"] == "fvc-detector"
+        assert rec["error"] is None and rec["model"] == summary.best
+        assert rec["registered_name"] == "fvc-detector"
         assert rec["version"] == latest                    # other tests may have added versions
         assert rec["prob_fake"] == pytest.approx(_expected(best, path), abs=1e-9)
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]

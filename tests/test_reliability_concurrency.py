@@ -66,7 +66,8 @@ def test_concurrent_ingests_lose_no_index_row(tmp_path):
         roots.append(root)
     home = tmp_path / "fvc-data"
     n = ROUNDS // 2
-    run_together([INGESTS, str(home), str(roots[0]), "a", str(n)], [INGESTS, str(home), str(roots[1]), "b", str(n)])
+    run_together([INGESTS, str(home), str(roots[0]), "a", str(n)],
+                 [INGESTS, str(home), str(roots[1]), "b", str(n)])
     lake = Lake.at(home)
     index = pl.read_parquet(lake.index)
     assert sorted(index["source"]) == sorted([f"{w}{i}" for w in "ab" for i in range(n)])
@@ -81,7 +82,8 @@ def test_the_lock_excludes_another_process(tmp_path):
              "t = time.monotonic()\nwith lake_lock(Lake.at(sys.argv[1]), 'index'):\n"
              "    print(time.monotonic() - t)\n")
     with lake_lock(lake, "index"):
-        proc = subprocess.Popen([sys.executable, "-c", probe, str(lake.root)], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([sys.executable, "-c", probe, str(lake.root)], stdout=subprocess.PIPE,
+                                text=True)
         time.sleep(3)
         assert proc.poll() is None  # still waiting for the lock
     out, _ = proc.communicate(timeout=60)
@@ -115,11 +117,13 @@ def test_two_stage2_runs_at_once_give_a_whole_table(small_corpus, tmp_path):
     runner.run_local("features", ref)
     shared = settings(tmp_path / "fvc-data")
     ingest_corpus(shared)
-    first = subprocess.Popen([sys.executable, "-c", FEATURES, str(shared.home)], stdout=subprocess.PIPE, text=True)
+    first = subprocess.Popen([sys.executable, "-c", FEATURES, str(shared.home)], stdout=subprocess.PIPE,
+                             text=True)
     deadline = time.monotonic() + 120
     while not cache_files(shared.home) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.01)
-    second = subprocess.Popen([sys.executable, "-c", FEATURES, str(shared.home)], stdout=subprocess.PIPE, text=True)
+    second = subprocess.Popen([sys.executable, "-c", FEATURES, str(shared.home)], stdout=subprocess.PIPE,
+                              text=True)
     outs = [p.communicate(timeout=300)[0] for p in (first, second)]
     assert first.returncode == 0 and second.returncode == 0
     n = pl.read_parquet(shared.lake().index).height

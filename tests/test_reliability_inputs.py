@@ -16,7 +16,6 @@ import polars as pl
 import pytest
 
 import fvcflow
-
 from fvcflow.ingest.index import ingest
 from fvcflow.store import Lake
 from tests.media import drop_start, truncate, write_audio, write_vfr_video, write_video
@@ -156,8 +155,13 @@ def test_every_good_input_is_indexed_and_has_features(bad_run):
 @pytest.mark.slow
 def test_the_run_artifacts_count_the_failures(bad_run):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey,
-                                                FlowFilter, FlowFilterName)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+        FlowFilter,
+        FlowFilterName,
+    )
     from prefect.client.schemas.sorting import FlowRunSort
 
     _, lake, _ = bad_run

@@ -35,7 +35,8 @@ def corpus(tmp_path_factory) -> Path:
 
 def corpus_settings(corpus: Path, home: Path, **kw) -> Settings:
     return Settings(home=home, workers=2, stages=["ingest", "features"],
-                    corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"}, **kw).resolved()
+                    corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"},
+                    **kw).resolved()
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,8 @@ def test_kill9_in_stage2_then_rerun_resumes_and_matches(prefect_server, corpus, 
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         # the Dask workers die with their parent: nothing keeps writing after the kill
-        wait_for(lambda: not session_pids(proc.pid), 30, "the killed run's worker processes to exit", poll=0.2)
+        wait_for(lambda: not session_pids(proc.pid), 30, "the killed run's worker processes to exit",
+                 poll=0.2)
     finally:
         for pid in session_pids(proc.pid):
             os.kill(pid, signal.SIGKILL)

@@ -52,9 +52,15 @@ def fvc_run(prefect_server, tmp_path_factory):
 @pytest.mark.slow
 def test_the_password_is_in_no_log_parameter_artifact_or_file(fvc_run, capfd):
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter,
-                                                FlowRunFilterId, FlowRunFilterParentFlowRunId, LogFilter,
-                                                LogFilterFlowRunId)
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
 
     settings, state = fvc_run
     assert state.is_completed(), state.message
@@ -70,7 +76,8 @@ def test_the_password_is_in_no_log_parameter_artifact_or_file(fvc_run, capfd):
         assert len(ids) >= 2  # the flow and its stage subflow
         logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
     assert tasks and len(artifacts) >= 3
     messages = "\n".join(log.message for log in logs)
     assert "fvc:" in messages and "features:" in messages  # the ingest summary and stage logs were read
@@ -136,6 +143,7 @@ def test_the_scripts_bind_loopback():
     assert mlflow and all("--host 127.0.0.1" in m for m in mlflow)
     run = (ROOT / "fvcflow" / "cli" / "run.py").read_text()
     assert 'os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")' in run
-    for path in [*ROOT.joinpath("deployments").iterdir(), *ROOT.joinpath("fvcflow").rglob("*.py"), ROOT / "Makefile"]:
+    for path in [*ROOT.joinpath("deployments").iterdir(), *ROOT.joinpath("fvcflow").rglob("*.py"),
+                 ROOT / "Makefile"]:
         if path.is_file():
             assert "0.0.0.0" not in path.read_text(errors="replace"), path

@@ -79,7 +79,8 @@ def test_official_test_split_honoured_and_conflicts_dropped(caplog):
     with caplog.at_level(logging.WARNING, logger="fvcflow.training"):
         s = assign_splits(videos, t["augmented"], TrainConfig(folds=3))
     orig = s.filter(pl.col("variant") == "original")
-    assert set(orig.filter(pl.col("is_test"))["video_id"]) == set(official.filter(pl.col("label").is_not_null())["video_id"])
+    labelled = official.filter(pl.col("label").is_not_null())
+    assert set(orig.filter(pl.col("is_test"))["video_id"]) == set(labelled["video_id"])
     assert not set(conflicts["video_id"]) & set(s["video_id"])           # dropped, with their copies
     assert not any(v.startswith(tuple(conflicts["video_id"])) for v in s["video_id"])
     assert f"dropped {conflicts.height} training videos" in caplog.text

@@ -105,4 +105,5 @@ def test_scale_video_writes_a_square_h264_and_flags(tmp_path):
     row = scale_video(src, tmp_path / "out" / "s.mp4", size=128)
     info = probe(tmp_path / "out" / "s.mp4")
     assert (info.width, info.height, info.codec, info.n_frames) == (128, 128, "h264", 9)
-    assert row == {"src_width": 65, "src_height": 49, "n_frames": 9, "is_upscaled": True, "is_downscaled": False}
+    assert row == {"src_width": 65, "src_height": 49, "n_frames": 9, "is_upscaled": True,
+                   "is_downscaled": False}

@@ -10,9 +10,9 @@ from sklearn.metrics import roc_auc_score
 
 from fvcflow.cli import main as fvc
 from fvcflow.errors import FvcError
-from fvcflow.store import read_parquet
-from fvcflow.training import TrainConfig, finish, make_splits, run_training, select_models, train_model
 from fvcflow.models import get_model_spec
+from fvcflow.store import read_parquet
+from fvcflow.training import TrainConfig, finish, make_splits, select_models, train_model
 from fvcflow.training.cv import cross_validate
 from fvcflow.training.data import load_features, train_table
 from fvcflow.training.run import PREDICTION_COLUMNS
@@ -94,7 +94,8 @@ def test_mlflow_parent_and_nested_runs(trained):
         assert parent.data.metrics["test_roc_auc"] == pytest.approx(res.test_metrics["roc_auc"])
         assert parent.data.params["feature_set"] == res.feature_set
         arts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-        assert {"roc.png", "pr.png", "confusion_oof.png", "confusion_test.png", "feature_importance.png"} <= arts
+        assert {"roc.png", "pr.png", "confusion_oof.png", "confusion_test.png",
+                "feature_importance.png"} <= arts
 
 
 def test_best_model_registered_and_loadable(trained):
@@ -113,7 +114,8 @@ def test_best_model_registered_and_loadable(trained):
 
 
 def train_model_example(lake, columns):
-    feats = read_parquet(lake.stage2).join(read_parquet(lake.stage4).drop("group_id", "label", "source", "variant"),
+    feats = read_parquet(lake.stage2).join(read_parquet(lake.stage4).drop("group_id", "label", "source",
+                                                                          "variant"),
                                            on="video_id", how="left")
     return feats.head(7).select(columns).to_pandas().astype("float64")
 
@@ -163,7 +165,8 @@ def test_group_splits_do_not_leak_through_copies(tmp_path):
     splits = make_splits(lake, cfg)
     rng = np.random.default_rng(0)
     row_wise = splits.with_columns(
-        fold=pl.when(pl.col("is_test")).then(None).otherwise(pl.Series(rng.integers(0, FOLDS, splits.height))).cast(pl.Int32),
+        fold=pl.when(pl.col("is_test")).then(None).otherwise(pl.Series(rng.integers(0, FOLDS,
+                                                                                    splits.height))).cast(pl.Int32),
         group_id=pl.col("video_id"))
     auc = {}
     for name, table in (("grouped", splits), ("row_wise", row_wise)):

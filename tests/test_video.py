@@ -12,13 +12,17 @@ import numpy as np
 import pytest
 
 from fvcflow.errors import VideoError
-from fvcflow.video import (
-    VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices,
-)
+from fvcflow.video import VideoWriter, iter_luma, iter_rgb, plan_reads, probe, read_luma, sample_indices
 from fvcflow.video.read import _luma_plane_bits, _set_threads
 from tests.media import (
-    cut_with_edit_list, drop_start, synthetic_frames, truncate, write_audio, write_image,
-    write_vfr_video, write_video,
+    cut_with_edit_list,
+    drop_start,
+    synthetic_frames,
+    truncate,
+    write_audio,
+    write_image,
+    write_vfr_video,
+    write_video,
 )
 
 N = 60

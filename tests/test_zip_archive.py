@@ -98,8 +98,10 @@ def _zipcrypto_by_hand(path: Path, name: str, data: bytes, password: bytes) -> P
     keys = encrypt(head, init_keys(np.frombuffer(password, np.uint8)))
     encrypt(body, keys)
     payload, fname, size = head.tobytes() + body.tobytes(), name.encode(), len(data)
-    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 1, 0, 0, 0x21, crc, len(payload), size, len(fname), 0)
-    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 1, 0, 0, 0x21, crc, len(payload), size,
+    local = struct.pack("<4sHHHHHIIIHH", b"PK\x03\x04", 20, 1, 0, 0, 0x21, crc, len(payload), size,
+                        len(fname), 0)
+    central = struct.pack("<4sHHHHHHIIIHHHHHII", b"PK\x01\x02", 20, 20, 1, 0, 0, 0x21, crc, len(payload),
+                          size,
                           len(fname), 0, 0, 0, 0, 0o644 << 16, 0)
     cd_offset = len(local) + len(fname) + len(payload)
     end = struct.pack("<4sHHHHIIH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(fname), cd_offset, 0)

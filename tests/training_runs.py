@@ -10,7 +10,8 @@ MODELS = "logreg_s2,logreg_s24,xgb_s24,stack_s24"
 def small_config(**kw) -> TrainConfig:
     """3 outer folds, 2 inner folds, one- or two-point grids, small boosters."""
     base = dict(folds=3, inner_folds=2, models=MODELS,
-                grids={"logreg_s2": {"C": [0.1, 1.0]}, "logreg_s24": {"C": [1.0]}, "xgb_s24": {"max_depth": [2]}},
+                grids={"logreg_s2": {"C": [0.1, 1.0]}, "logreg_s24": {"C": [1.0]},
+                       "xgb_s24": {"max_depth": [2]}},
                 params={"xgb_s24": {"n_estimators": 25}})
     base.update(kw)
     return TrainConfig(**base)

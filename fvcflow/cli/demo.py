@@ -25,7 +25,7 @@ def run(args) -> int:
     corpus = make_demo_corpus(args.dir, seed=args.seed, small=args.small, log=print)
     n_fake = sum(v.label == "fake" for v in corpus.videos)
     verb = "reused" if corpus.reused else "built"
-    print(f"{verb} demo corpus {corpus.root}: {len(corpus.videos)} videos ({len(corpus.videos) - n_fake} real, "
-          f"{n_fake} fake), {len(corpus.groups)} groups, seed {corpus.seed} in {time.perf_counter() - start:.1f} s; "
-          f"labels {corpus.labels_csv}")
+    print(f"{verb} demo corpus {corpus.root}: {len(corpus.videos)} videos ({len(corpus.videos) - n_fake} "
+          f"real, {n_fake} fake), {len(corpus.groups)} groups, seed {corpus.seed} in "
+          f"{time.perf_counter() - start:.1f} s; labels {corpus.labels_csv}")
     return 0

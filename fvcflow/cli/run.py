@@ -16,12 +16,14 @@ from fvcflow.config import STAGES, Settings
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``fvc run`` and ``fvc serve``; each maps onto one setting."""
     p.add_argument("--config", help="TOML settings file (default $FVC_CONFIG)")
-    p.add_argument("--corpus", dest="corpus_kind", choices=["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"])
+    p.add_argument("--corpus", dest="corpus_kind",
+                   choices=["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"])
     p.add_argument("--root", dest="corpus_root", help="corpus folder (or FVC archive folder)")
     p.add_argument("--labels", dest="corpus_labels", help="labels CSV for folder corpora")
     p.add_argument("--small-demo", action="store_true", help="the small demo corpus (quick looks)")
     p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
-    p.add_argument("--force", help="comma-separated stages to recompute ignoring the cache ('all' for every one)")
+    p.add_argument("--force",
+                   help="comma-separated stages to recompute ignoring the cache ('all' for every one)")
     p.add_argument("--copies", type=int, help="augmented copies per video (stage 1)")
     p.add_argument("--workers", type=int, help="Dask worker processes (default: cores)")
     p.add_argument("--dask-address", help="use an existing Dask scheduler, tcp://host:port")
@@ -29,7 +31,8 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
     over: dict = {}
-    corpus = {k: getattr(args, f"corpus_{k}") for k in ("kind", "root", "labels") if getattr(args, f"corpus_{k}")}
+    corpus = {k: getattr(args, f"corpus_{k}") for k in ("kind", "root", "labels")
+              if getattr(args, f"corpus_{k}")}
     if args.small_demo:
         corpus["demo_small"] = True
     if corpus:

@@ -14,7 +14,8 @@ def register(sub) -> None:
     p.add_argument("--models", default=None, help="comma-separated patterns over model names (default: all)")
     p.add_argument("--folds", type=int, default=None, help="outer folds (default 5)")
     p.add_argument("--test-size", type=float, default=None,
-                   help="grouped hold-out fraction when the corpus has no official test split (default 0.2; 0: none)")
+                   help="grouped hold-out fraction when the corpus has no official test split "
+                        "(default 0.2; 0: none)")
     p.add_argument("--seed", type=int, default=None, help="seed of splits and models (default 0)")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")

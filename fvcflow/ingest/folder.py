@@ -94,6 +94,7 @@ def catalog_folder(root: str | Path, labels: str | Path | None, *, source: str =
             cat.unmatched_rows.append(f"{Path(labels).name}:{row.line}: {row.path} (no such file)")
             continue
         listed.add(resolved_path(path))
-        cat.candidates.append(Candidate(path=path, video_id=None, label_raw=row.label_raw, group_id=row.group))
+        cat.candidates.append(Candidate(path=path, video_id=None, label_raw=row.label_raw,
+                                        group_id=row.group))
     cat.unmatched_videos += [str(p) for p in scan_videos(root) if resolved_path(p) not in listed]
     return cat

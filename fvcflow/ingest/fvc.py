@@ -85,8 +85,8 @@ def _row_index(rows: list[FvcRow], notes: list[str]) -> dict[str, FvcRow]:
             continue
         first = index.setdefault(row.video_id, row)
         if first is not row and (first.cascade_id, first.label_raw) != (row.cascade_id, row.label_raw):
-            notes.append(f"{row.file}:{row.line}: video {row.video_id} also in {first.file}:{first.line} with "
-                         f"cascade/label {first.cascade_id}/{first.label_raw}; the first row is used")
+            notes.append(f"{row.file}:{row.line}: video {row.video_id} also in {first.file}:{first.line} "
+                         f"with cascade/label {first.cascade_id}/{first.label_raw}; the first row is used")
     return index
 
 
@@ -112,7 +112,8 @@ def catalog_fvc(tree: str | Path, metadata_root: str | Path | None = None) -> Ca
     index = _row_index(rows, cat.notes)
     videos = [p for p in scan_videos(tree) if p.stem.lower() == "video"]
     if not videos:
-        raise FvcError(f"{tree}: no FVC videos found (expected FVC1/<platform>/<id>/video.* or FVC2/<id>/video.*)")
+        raise FvcError(f"{tree}: no FVC videos found (expected FVC1/<platform>/<id>/video.* or "
+                       "FVC2/<id>/video.*)")
     matched: set[str] = set()
     for path in videos:
         vid = path.parent.name

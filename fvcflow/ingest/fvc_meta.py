@@ -114,7 +114,8 @@ def read_fvc_csv(path: Path) -> tuple[list[FvcRow], list[str]]:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip().lower() for h in header[:3]] != ["cascade_id", "video_url", "label"]:
-            raise FvcError(f"{path}: expected a header starting with cascade_id,video_url,label, found {header!r}")
+            raise FvcError(f"{path}: expected a header starting with cascade_id,video_url,label, found "
+                           f"{header!r}")
         for fields in reader:
             line = reader.line_num
             if not any(f.strip() for f in fields):

@@ -23,8 +23,15 @@ from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
 from fvcflow.ingest.probing import probe_many
-from fvcflow.store import (Lake, failure_row, lake_lock, printable_path, read_parquet, record_failures,
-                           write_parquet_atomic)
+from fvcflow.store import (
+    Lake,
+    failure_row,
+    lake_lock,
+    printable_path,
+    read_parquet,
+    record_failures,
+    write_parquet_atomic,
+)
 
 __all__ = ["KINDS", "INDEX_SCHEMA", "IngestSummary", "ingest", "catalog"]
 
@@ -80,7 +87,8 @@ class IngestSummary:
 
 
 def catalog(kind: str, root: str | os.PathLike, lake: Lake, *, labels=None, password: bytes | None = None,
-            source: str | None = None, log: Callable[[str], None] = lambda s: None) -> tuple[Catalog, list[Path]]:
+            source: str | None = None, log: Callable[[str], None] = lambda s: None,
+            ) -> tuple[Catalog, list[Path]]:
     """The adapter's catalog for ``kind``, and the folders its files live in (FVC archives are extracted).
 
     Examples
@@ -108,7 +116,8 @@ def _split_unnamable(cands: list[Candidate]) -> tuple[list[Candidate], list[dict
             str(c.path).encode("utf-8")
             ok.append(c)
         except UnicodeEncodeError:
-            bad.append(failure_row("ingest", resolved_path(c.path), "file name is not valid UTF-8 (rename the file)",
+            bad.append(failure_row("ingest", resolved_path(c.path),
+                                   "file name is not valid UTF-8 (rename the file)",
                                    video_id=c.video_id, error_type="VideoError"))
     return ok, bad
 
@@ -166,7 +175,8 @@ def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
     """Every unmatched video and row of this corpus, in ``index/unmatched-<source>.txt``."""
     path = lake.index.parent / f"unmatched-{cat.source}.txt"
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(f"video\t{printable_path(v)}\n" for v in cat.unmatched_videos) + "".join(f"row\t{r}\n" for r in cat.unmatched_rows)
+    text = ("".join(f"video\t{printable_path(v)}\n" for v in cat.unmatched_videos)
+            + "".join(f"row\t{r}\n" for r in cat.unmatched_rows))
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     tmp.replace(path)
@@ -214,7 +224,8 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     rows = []
     for cand, res in zip(candidates, results):
         if "error" in res:
-            failures.append(failure_row("ingest", resolved_path(cand.path), res["error"], video_id=cand.video_id,
+            failures.append(failure_row("ingest", resolved_path(cand.path), res["error"],
+                                        video_id=cand.video_id,
                                         error_type=res["error_type"]))
         else:
             rows.append(_row(cand, cat.source, res))
@@ -227,9 +238,10 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
         write_parquet_atomic(index, lake.index)
         _failures(lake, roots, failures)
         unmatched = _write_unmatched(lake, cat)
-    failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate" else f["reason"]
-                     for f in failures if f["error_type"] != "Unmatched")
+    failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate"
+                     else f["reason"] for f in failures if f["error_type"] != "Unmatched")
     return IngestSummary(cat.source, found=len(cat.candidates) + len(cat.unmatched_videos), indexed=len(rows),
-                         failed=dict(failed), unmatched_videos=[printable_path(v) for v in cat.unmatched_videos],
+                         failed=dict(failed),
+                         unmatched_videos=[printable_path(v) for v in cat.unmatched_videos],
                          unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index),
                          unmatched_path=str(unmatched))

@@ -48,7 +48,8 @@ def data_offset(fh, archive: Path, name: str, header_offset: int, compress_size:
     fh.seek(header_offset)
     raw = fh.read(_LOCAL_HEADER.size)
     if len(raw) < _LOCAL_HEADER.size:
-        raise ArchiveError(archive, f"truncated archive: local header of {name!r} is past the end of the file")
+        raise ArchiveError(archive,
+                           f"truncated archive: local header of {name!r} is past the end of the file")
     fields = _LOCAL_HEADER.unpack(raw)
     if fields[0] != _LOCAL_MAGIC:
         raise ArchiveError(archive, f"corrupt archive: bad local header signature for {name!r}")

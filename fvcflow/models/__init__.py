@@ -8,9 +8,17 @@ Importing this package registers the CPU baselines (``tabular``) and the stackin
 ['logreg_s2']
 """
 
-from fvcflow.models.registry import (FEATURE_SETS, KINDS, ModelSpec, create_model, get_model_spec,
-                                     list_models, register_model, unregister_model)
 from fvcflow.models import stack, tabular  # noqa: F401  (registers the models)
+from fvcflow.models.registry import (
+    FEATURE_SETS,
+    KINDS,
+    ModelSpec,
+    create_model,
+    get_model_spec,
+    list_models,
+    register_model,
+    unregister_model,
+)
 from fvcflow.models.stack import StackedModel
 
 __all__ = ["FEATURE_SETS", "KINDS", "ModelSpec", "StackedModel", "create_model", "get_model_spec",

@@ -98,14 +98,16 @@ def register_model(name: str, *, kind: str, feature_set: str | None = None, need
         raise ValueError(f"model {name!r}: kind must be one of {sorted(KINDS)}, got {kind!r}")
     input = input or KINDS[kind]
     if kind == "tabular" and feature_set not in FEATURE_SETS:
-        raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got {feature_set!r}")
+        raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got "
+                         f"{feature_set!r}")
     if mlflow_flavor not in FLAVORS:
         raise ValueError(f"model {name!r}: mlflow_flavor must be one of {FLAVORS}, got {mlflow_flavor!r}")
     frozen_grid = MappingProxyType({k: tuple(v) for k, v in (grid or {}).items()})
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered (by {_REGISTRY[name].constructor.__module__})")
+            raise ValueError(f"model {name!r} is already registered (by "
+                             f"{_REGISTRY[name].constructor.__module__})")
         _REGISTRY[name] = ModelSpec(name, fn, kind, input, feature_set, needs_scaling, frozen_grid,
                                     mlflow_flavor, MappingProxyType(dict(extra or {})))
         return fn
@@ -128,7 +130,8 @@ def get_model_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else f"; registered: {', '.join(sorted(_REGISTRY))}"
+        hint = (f"; did you mean {', '.join(close)}?" if close
+                else f"; registered: {', '.join(sorted(_REGISTRY))}")
         raise FvcError(f"unknown model {name!r}{hint}") from None
 
 

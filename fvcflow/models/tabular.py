@@ -29,19 +29,22 @@ def _logreg(seed: int, C: float) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=5000, random_state=seed)
 
 
-@register_model("logreg_s2", kind="tabular", feature_set="s2", needs_scaling=True, grid={"C": [0.1, 1.0, 10.0]})
+@register_model("logreg_s2", kind="tabular", feature_set="s2", needs_scaling=True,
+                grid={"C": [0.1, 1.0, 10.0]})
 def logreg_s2(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """L2 logistic regression on the stage 2 features."""
     return _logreg(seed, C)
 
 
-@register_model("logreg_s24", kind="tabular", feature_set="s24", needs_scaling=True, grid={"C": [0.1, 1.0, 10.0]})
+@register_model("logreg_s24", kind="tabular", feature_set="s24", needs_scaling=True,
+                grid={"C": [0.1, 1.0, 10.0]})
 def logreg_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """L2 logistic regression on the stage 2 + stage 4 features."""
     return _logreg(seed, C)
 
 
-@register_model("svm_rbf_s24", kind="tabular", feature_set="s24", needs_scaling=True, grid={"C": [0.5, 2.0, 8.0]})
+@register_model("svm_rbf_s24", kind="tabular", feature_set="s24", needs_scaling=True,
+                grid={"C": [0.5, 2.0, 8.0]})
 def svm_rbf_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0, gamma: str | float = "scale"):
     """RBF support vector machine, Platt-calibrated (sigmoid, 3-fold), stage 2 + 4 features.
 

@@ -54,7 +54,8 @@ RANGES = {  # uniform ranges of the drawn parameters
 }
 ELASTIC_GRID = 4  # cells of the coarse random displacement grid, smoothly interpolated
 LUMA = np.array([0.299, 0.587, 0.114])
-LOSSLESS = {"codec": "libx264rgb", "pix_fmt": "rgb24", "options": {"qp": "0", "preset": "ultrafast"}}  # reversal
+LOSSLESS = {"codec": "libx264rgb", "pix_fmt": "rgb24",
+            "options": {"qp": "0", "preset": "ultrafast"}}  # reversal
 _BORDER = cv2.BORDER_REFLECT_101
 
 

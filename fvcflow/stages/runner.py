@@ -20,8 +20,14 @@ import polars as pl
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 from fvcflow.stages.specs import SPECS, StageSpec
-from fvcflow.store import (Lake, failure_row, read_parquet, record_failures, sweep_temporary,
-                           write_parquet_atomic)
+from fvcflow.store import (
+    Lake,
+    failure_row,
+    read_parquet,
+    record_failures,
+    sweep_temporary,
+    write_parquet_atomic,
+)
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
             continue
         # the cache holds what the content determines; identity (video_id, keys) comes from the plan
         row = {**result, "cache_key": job.key}
-        write_parquet_atomic(pl.DataFrame([row], infer_schema_length=None), _cache_file(lake, spec.name, job.key))
+        write_parquet_atomic(pl.DataFrame([row], infer_schema_length=None),
+                             _cache_file(lake, spec.name, job.key))
         done.append(job.video_id)
     return BatchOutcome(done, failures, time.perf_counter() - t0)
 

@@ -109,7 +109,8 @@ def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
         dst = lake.stage3_videos / f"{_safe(r['video_id'])}.mp4"
         # the output file is part of the result, so the key names it: equal inputs, distinct files
         cfg = {"size": s.scale.size, "crf": s.scale.crf, "dst": dst.name}
-        jobs.append(dict(key=cache_key(r["content_hash"], "scale", cfg), video_id=r["video_id"], path=r["path"],
+        jobs.append(dict(key=cache_key(r["content_hash"], "scale", cfg), video_id=r["video_id"],
+                         path=r["path"],
                          carry=_carry(r), params={"dst": str(dst)}))
     return jobs
 

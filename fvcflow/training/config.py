@@ -43,7 +43,8 @@ class TrainConfig(BaseModel):
     registered_name: str = Field("fvc-detector", min_length=1, description="MLflow registered model")
     register_best: bool = Field(True, description="register the best model by out-of-fold AUC")
     report: bool = Field(True, description="write stage5/report.html")
-    tracking_uri: str | None = Field(None, description="MLflow tracking URI; default the work dir's SQLite store")
+    tracking_uri: str | None = Field(None,
+                                     description="MLflow tracking URI; default the work dir's SQLite store")
 
     @field_validator("models")
     @classmethod

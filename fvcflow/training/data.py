@@ -43,7 +43,8 @@ def _read(path: Path, what: str, hint: str, columns: list[str]) -> pl.DataFrame:
     missing = [c for c in ["video_id", *columns] if c not in df.columns]
     if missing:
         raise FvcError(f"{path}: missing columns {', '.join(missing[:6])}"
-                       f"{' ...' if len(missing) > 6 else ''} (written by an older fvcflow? rerun that stage)")
+                       f"{' ...' if len(missing) > 6 else ''} (written by an older fvcflow? rerun that "
+                       "stage)")
     return df.select("video_id", *[pl.col(c).cast(pl.Float64) for c in columns])
 
 
@@ -63,7 +64,8 @@ def load_features(lake: Lake, feature_set: str) -> pl.DataFrame:
     out = s2.join(s4.unique("video_id", keep="last"), on="video_id", how="left")
     n_missing = out.filter(pl.col(s4cols[0]).is_null() & pl.col(s4cols[-1]).is_null()).height
     if n_missing:
-        log.warning("%d of %d videos have no stage 4 features; their s4_ columns are imputed", n_missing, out.height)
+        log.warning("%d of %d videos have no stage 4 features; their s4_ columns are imputed", n_missing,
+                    out.height)
     return out.select("video_id", *feature_set_columns(feature_set))
 
 

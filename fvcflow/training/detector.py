@@ -58,7 +58,8 @@ class Detector:
 
     def predict_rows(self, rows: list[dict[str, float]]) -> list[float]:
         """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""
-        X = pd.DataFrame([{c: float(r.get(c, math.nan)) for c in self.columns} for r in rows], dtype="float64")
+        X = pd.DataFrame([{c: float(r.get(c, math.nan)) for c in self.columns} for r in rows],
+                         dtype="float64")
         out = self.model.predict(X)
         out = out.to_numpy() if hasattr(out, "to_numpy") else out
         return [float(v) for v in (out[:, 1] if getattr(out, "ndim", 1) == 2 else out)]

@@ -9,7 +9,6 @@ from typing import Any
 
 import polars as pl
 
-
 LEADERBOARD_METRICS = ("roc_auc", "average_precision", "eer", "accuracy", "f1", "log_loss", "brier")
 
 
@@ -101,7 +100,8 @@ class TrainSummary:
             "model", "feature_set", "oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer",
             "oof_average_precision", "test_roc_auc", "test_eer", "test_accuracy", "fit_s"]), ""]
         if self.top_features.height:
-            parts += ["## Features that separate the classes best (single-feature ROC AUC, training originals)",
+            parts += ["## Features that separate the classes best (single-feature ROC AUC, training "
+                      "originals)",
                       "", markdown_table(self.top_features.head(top), ["feature", "auc", "separation"]), ""]
         if self.skipped:
             parts += ["## Skipped", ""] + [f"- `{k}`: {v}" for k, v in self.skipped.items()] + [""]

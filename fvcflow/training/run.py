@@ -43,7 +43,8 @@ def make_splits(lake: Lake, cfg: TrainConfig | None = None) -> pl.DataFrame:
     table = assign_splits(videos, read_parquet(lake.stage1), cfg)
     write_parquet_atomic(table, lake.splits)
     n_test = table.filter(pl.col("is_test") & (pl.col("variant") == "original")).height
-    log.info("splits: %d rows (%d test originals), %d folds -> %s", table.height, n_test, cfg.folds, lake.splits)
+    log.info("splits: %d rows (%d test originals), %d folds -> %s", table.height, n_test, cfg.folds,
+             lake.splits)
     return table
 
 
@@ -61,7 +62,8 @@ def _result(spec: ModelSpec, cv: CVOutput, feature_set: str, columns: list[str],
         inner_oof=cv.inner_oof, fold_metrics=cv.fold_metrics, fold_params=cv.fold_params,
         cv_summary=summarize_folds(cv.fold_metrics),
         oof_metrics=binary_metrics(oof["label"].to_numpy(), oof["prob_fake"].to_numpy()),
-        test_metrics=binary_metrics(test["label"].to_numpy(), test["prob_fake"].to_numpy()) if test.height else {},
+        test_metrics=binary_metrics(test["label"].to_numpy(),
+                                    test["prob_fake"].to_numpy()) if test.height else {},
         best_params=cv.final.params, importance=importance, model=cv.final.pipeline,
         fit_seconds=cv.fit_seconds, n_train_rows=n_train_rows)
 
@@ -126,7 +128,8 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
                        .select(PREDICTION_COLUMNS) for r in results])
     write_parquet_atomic(preds, lake.predictions)
     board = leaderboard(results)
-    best_name = board["model"][0] if board.height and board["oof_roc_auc"].fill_nan(None)[0] is not None else None
+    scored = board.height and board["oof_roc_auc"].fill_nan(None)[0] is not None
+    best_name = board["model"][0] if scored else None
     summary = TrainSummary(results, board, report.feature_separation(lake), best=best_name,
                            predictions_path=lake.predictions, skipped=dict(skipped or {}))
     if cfg.register_best and best_name:

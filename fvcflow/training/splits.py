@@ -36,7 +36,8 @@ def _check_groups(orig: pl.DataFrame, k: int, what: str, fix: Callable[[int], st
         if n == 0:
             raise FvcError(f"{what}: there are no {name!r} videos")
         if n < k:
-            raise FvcError(f"{what}: class {name!r} occurs in {n} groups, fewer than the {k} splits; {fix(n)}")
+            raise FvcError(f"{what}: class {name!r} occurs in {n} groups, fewer than the {k} splits; "
+                           f"{fix(n)}")
 
 
 def _group_folds(orig: pl.DataFrame, k: int, seed: int) -> dict[str, int]:
@@ -88,7 +89,8 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
     Examples
     --------
     >>> import polars as pl
-    >>> v = pl.DataFrame({"video_id": [f"v{i}" for i in range(20)], "group_id": [f"g{i // 2}" for i in range(20)],
+    >>> v = pl.DataFrame({"video_id": [f"v{i}" for i in range(20)],
+    ...                   "group_id": [f"g{i // 2}" for i in range(20)],
     ...                   "label": [i % 2 for i in range(20)]})
     >>> s = assign_splits(v, None, TrainConfig(folds=2, test_size=0.25))
     >>> s.group_by("group_id").agg(pl.col("fold").n_unique(), pl.col("is_test").n_unique())["fold"].max()
@@ -108,8 +110,8 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
             pl.col("group_id").replace_strict(fold_of, default=None, return_dtype=pl.Int32)).alias("fold"),
         is_test.alias("is_test"))
     if augmented is not None and augmented.height:
-        copies = augmented.select("video_id", "source_video_id",
-                                  (pl.col("variant") if "variant" in augmented.columns else pl.lit("aug")).alias("variant"))
+        variant = pl.col("variant") if "variant" in augmented.columns else pl.lit("aug")
+        copies = augmented.select("video_id", "source_video_id", variant.alias("variant"))
         sources = table.rename({"video_id": "source_video_id"}).drop("variant")
         copies = copies.join(sources, on="source_video_id", how="inner").drop("source_video_id")
         table = pl.concat([table, copies.select(table.columns)])

@@ -100,7 +100,8 @@ def _figures(result: ModelResult) -> dict[str, Any]:
     figs = {"roc.png": plots.roc_figure(curves, f"{result.name}: ROC"),
             "pr.png": plots.pr_figure(curves, f"{result.name}: precision-recall")}
     for split, (y, p) in curves.items():
-        figs[f"confusion_{split}.png"] = plots.confusion_figure(y, p, f"{result.name} {split}: confusion (p >= 0.5)")
+        title = f"{result.name} {split}: confusion (p >= 0.5)"
+        figs[f"confusion_{split}.png"] = plots.confusion_figure(y, p, title)
     if result.importance.height:
         figs["feature_importance.png"] = plots.importance_figure(result.importance, title=result.name)
     return figs
@@ -112,7 +113,8 @@ def log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: pd.Da
     exp_id = configure(lake, cfg)
     spec = get_model_spec(result.name)
     tags = {"fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set}
-    with mlflow.start_run(experiment_id=exp_id, run_name=result.name, tags={**tags, "fvc.role": "model"}) as run:
+    with mlflow.start_run(experiment_id=exp_id, run_name=result.name,
+                          tags={**tags, "fvc.role": "model"}) as run:
         mlflow.log_params({"model": result.name, "kind": result.kind, "feature_set": result.feature_set,
                            "folds": cfg.folds, "inner_folds": cfg.inner_folds, "seed": cfg.seed,
                            "corr_threshold": cfg.corr_threshold, "n_features": len(result.columns),
