@@ -6,15 +6,19 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
 from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
 from fvcflow.config import Settings
+from fvcflow.deep.device import gpu_count
 from fvcflow.engine import dask_cluster
 from fvcflow.errors import FvcError
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
-from fvcflow.training import finish, make_splits, plan_models, train_model, train_stack
+from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
 
 VIDEO_STAGES = ("augment", "features", "scale", "scaled_features")
 
@@ -69,10 +73,25 @@ def video_stage(stage: str, settings: Settings) -> dict:
     return finish_task(plan, [f.result() for f in futures], settings)
 
 
+#: the Prefect global concurrency limit every GPU training task takes one slot of
+GPU_LIMIT = "gpu"
+
+
+def ensure_gpu_limit() -> int:
+    """Create the global concurrency limit ``gpu`` when missing (slots = GPUs seen, at least 1)."""
+    slots = max(1, gpu_count())
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
+        except Exception:  # noqa: BLE001 - ObjectNotFound: first run against this server
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
+            return slots
+
+
 @task(name="plan-training", **RETRY)
 def plan_training_task(settings: Settings):
     plan = plan_models(settings.lake(), settings.train)
-    make_splits(settings.lake(), settings.train)
+    prepare_splits(settings.lake(), settings.train)
     for name, why in plan.skipped.items():
         get_run_logger().warning("skipped %s: %s", name, why)
     return plan
@@ -81,6 +100,12 @@ def plan_training_task(settings: Settings):
 @task(name="train-model", **RETRY)
 def train_model_task(name: str, settings: Settings):
     return train_model(settings.lake(), name, settings.train)
+
+
+@task(name="train-deep-model", tags=["gpu"], **RETRY)
+def train_gpu_model_task(name: str, settings: Settings):
+    with concurrency(GPU_LIMIT, occupy=1, strict=True):   # a second run waits for the card
+        return train_model(settings.lake(), name, settings.train)
 
 
 @task(name="train-stack", **RETRY)
@@ -98,7 +123,10 @@ def finish_training_task(results: list, skipped: dict, settings: Settings) -> di
 @flow(name="train")
 def train_stage(settings: Settings) -> dict:
     plan = plan_training_task(settings)
-    results = [train_model_task(name, settings) for name in plan.base]
+    if any(plan.on_gpu(n) for n in plan.base):
+        ensure_gpu_limit()
+    results = [(train_gpu_model_task if plan.on_gpu(name) else train_model_task)(name, settings)
+               for name in plan.base]
     results += [train_stack_task(name, results, settings) for name in plan.stacks]
     return finish_training_task(results, plan.skipped, settings)
 

@@ -12,6 +12,7 @@ from fvcflow.models import stack, tabular  # noqa: F401  (registers the models)
 from fvcflow.models.registry import (
     FEATURE_SETS,
     KINDS,
+    Kind,
     ModelSpec,
     create_model,
     get_model_spec,
@@ -21,5 +22,5 @@ from fvcflow.models.registry import (
 )
 from fvcflow.models.stack import StackedModel
 
-__all__ = ["FEATURE_SETS", "KINDS", "ModelSpec", "StackedModel", "create_model", "get_model_spec",
+__all__ = ["FEATURE_SETS", "KINDS", "Kind", "ModelSpec", "StackedModel", "create_model", "get_model_spec",
            "list_models", "register_model", "unregister_model"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
 import itertools
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -22,11 +23,36 @@ from typing import Any, Callable, Iterable, Mapping
 
 from fvcflow.errors import FvcError
 
-#: what a model consumes -> the kinds that may consume it
-KINDS = {
-    "tabular": "features",     # an sklearn-style estimator on a stage 2 / 2+4 feature table
-    "stack": "oof",            # a meta-learner on the other models' out-of-fold probabilities
-    "torch_video": "frames",   # a torch module on decoded frames (deep models)
+
+@dataclass(frozen=True)
+class Kind:
+    """What a kind of model consumes and which trainer fits it.
+
+    ``trainer`` is ``"module:function"``, imported when a model of the kind is trained (the
+    registry never imports the training code); the function is called as
+    ``trainer(lake, spec, cfg, bases) -> ModelResult`` (see :mod:`fvcflow.training.trainers`).
+    ``uses_bases``: the trainer fits on other models' results (stacks), so it runs after them.
+    ``device``: ``"gpu"`` kinds run as Prefect tasks under the global concurrency limit ``gpu``.
+    ``by_default``: selected by the pattern ``*``; when false (deep models: hours on a CPU) a
+    model of the kind trains only when a pattern other than ``*`` names it.
+    """
+
+    input: str
+    trainer: str
+    uses_bases: bool = False
+    device: str = "cpu"
+    by_default: bool = True
+
+
+#: every kind of model -> what it consumes and its trainer; a new kind is one line here
+KINDS: dict[str, Kind] = {
+    # an sklearn-style estimator on a stage 2 / 2+4 feature table
+    "tabular": Kind("features", "fvcflow.training.trainers:train_tabular"),
+    # a meta-learner on the other models' out-of-fold probabilities
+    "stack": Kind("oof", "fvcflow.training.trainers:train_stack", uses_bases=True),
+    # a torch module on decoded clips of the stage 3 videos (deep models)
+    "torch_video": Kind("frames", "fvcflow.training.trainers:train_torch_video", device="gpu",
+                        by_default=False),
 }
 FEATURE_SETS = ("s2", "s24")
 FLAVORS = ("sklearn", "pytorch", "pyfunc")
@@ -53,6 +79,15 @@ class ModelSpec:
         return [dict(zip(keys, vals)) for vals in itertools.product(*(grid[k] for k in keys))] or [{}]
 
     @property
+    def kind_spec(self) -> Kind:
+        return KINDS[self.kind]
+
+    def trainer(self) -> Callable[..., Any]:
+        """The function that trains this model (its kind's trainer), imported on first use."""
+        module, _, func = self.kind_spec.trainer.partition(":")
+        return getattr(importlib.import_module(module), func)
+
+    @property
     def doc(self) -> str:
         return (self.constructor.__doc__ or "").strip().splitlines()[0] if self.constructor.__doc__ else ""
 
@@ -70,7 +105,7 @@ def register_model(name: str, *, kind: str, feature_set: str | None = None, need
     name : str
         Unique name that says the configuration (``logreg_s24``).
     kind : {"tabular", "stack", "torch_video"}
-        Picks the trainer.
+        Picks the trainer (:data:`KINDS`).
     feature_set : {"s2", "s24"} or None
         Stage 2 features, or stage 2 + stage 4 features (``None`` for frame models).
     needs_scaling : bool
@@ -96,7 +131,7 @@ def register_model(name: str, *, kind: str, feature_set: str | None = None, need
     """
     if kind not in KINDS:
         raise ValueError(f"model {name!r}: kind must be one of {sorted(KINDS)}, got {kind!r}")
-    input = input or KINDS[kind]
+    input = input or KINDS[kind].input
     if kind == "tabular" and feature_set not in FEATURE_SETS:
         raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got "
                          f"{feature_set!r}")

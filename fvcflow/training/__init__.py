@@ -20,9 +20,10 @@ from importlib import import_module
 
 from fvcflow.training.config import TrainConfig
 
-_LAZY = {"ModelResult": "results", "TrainSummary": "results", "ModelPlan": "run", "finish": "run",
-         "make_splits": "run", "plan_models": "run", "run_training": "run", "select_models": "run",
-         "train_model": "run", "train_stack": "run"}
+_LAZY = {"ModelResult": "results", "TrainSummary": "results", "make_result": "results", "ModelPlan": "run",
+         "finish": "run", "make_splits": "run", "plan_models": "run", "prepare_splits": "run",
+         "run_training": "run", "select_models": "run", "train_model": "run", "train_stack": "run",
+         "DeepConfig": "config"}
 
 __all__ = ["TrainConfig", *_LAZY]
 

@@ -10,11 +10,38 @@ A bad value raises :class:`fvcflow.errors.ConfigError` naming the setting (throu
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fvcflow.errors import ConfigError
+
+
+class DeepConfig(BaseModel):
+    """Settings of the deep video models (``train.deep.*``): one loop for every torch model."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present")
+    epochs: int = Field(20, ge=1, le=1000, description="most epochs per fold (early stopping ends sooner)")
+    patience: int = Field(5, ge=1, le=100,
+                          description="epochs without a better validation loss before stopping")
+    batch_size: int = Field(8, ge=1, le=1024, description="clips per step")
+    effective_batch: int | None = Field(None, ge=1, le=65536,
+                                        description="clips per optimiser step (gradient accumulation); "
+                                                    "default batch_size")
+    lr: float = Field(1e-4, gt=0, lt=1, description="learning rate from scratch (random weights)")
+    backbone_lr: float = Field(5e-6, gt=0, lt=1, description="backbone learning rate with pretrained weights")
+    head_lr: float = Field(5e-4, gt=0, lt=1, description="head learning rate with pretrained weights")
+    weight_decay: float = Field(1e-4, ge=0, lt=1, description="AdamW weight decay")
+    val_fraction: float = Field(0.2, gt=0, lt=0.9,
+                                description="grouped share of each training set held out for early stopping")
+    workers: int = Field(2, ge=0, le=64, description="DataLoader worker processes (0: in the trainer)")
+    weights: dict[str, str] = Field(default_factory=dict,
+                                    description="per model: 'none' (random init) or a local checkpoint path")
+    clip: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="per model ClipSpec overrides (frames, clips, stride, size)")
+    cache: bool = Field(True, description="cache decoded clips on disk (content-addressed)")
 
 
 class TrainConfig(BaseModel):
@@ -45,6 +72,9 @@ class TrainConfig(BaseModel):
     report: bool = Field(True, description="write stage5/report.html")
     tracking_uri: str | None = Field(None,
                                      description="MLflow tracking URI; default the work dir's SQLite store")
+    reuse_splits: bool = Field(False, description="train on the lake's existing stage5/splits.parquet "
+                                                  "(fvc/train-deep) instead of remaking it")
+    deep: DeepConfig = Field(default_factory=DeepConfig)
 
     @field_validator("models")
     @classmethod

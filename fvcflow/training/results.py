@@ -9,39 +9,55 @@ from typing import Any
 
 import polars as pl
 
+INNER_OOF_SCHEMA = {"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64}
 LEADERBOARD_METRICS = ("roc_auc", "average_precision", "eer", "accuracy", "f1", "log_loss", "brier")
 
 
 @dataclass
 class ModelResult:
-    """One model's cross-validated, tested and tracked outcome.
+    """One model's cross-validated, tested and tracked outcome, whatever its kind.
 
     ``predictions`` has video_id, group_id, label, fold, split ("oof"/"test"), prob_fake for the
-    originals; ``inner_oof`` (outer_fold, video_id, prob_fake) feeds the stacking ensemble.
+    originals; ``inner_oof`` (outer_fold, video_id, prob_fake) feeds the stacking ensemble (empty
+    for kinds without an inner CV: such models are not stack bases). ``feature_set``, ``columns``
+    and ``importance`` belong to models of a feature table and are ``None``/empty otherwise.
+    ``fold_history[k]`` holds one dict of metrics per epoch of fold ``k`` (MLflow steps);
+    ``fold_artifacts[k]`` maps an artifact path to a local file (the fold's best checkpoint);
+    ``tags``/``params`` are extra MLflow tags and parameters of the parent run; ``example`` is the
+    input example the model logger uses (a feature DataFrame, a clip batch).
     """
 
     name: str
     kind: str
-    feature_set: str
-    columns: list[str]
     predictions: pl.DataFrame
-    inner_oof: pl.DataFrame
     fold_metrics: list[dict[str, float]]
     fold_params: list[dict[str, Any]]
     cv_summary: dict[str, float]
     oof_metrics: dict[str, float]
     test_metrics: dict[str, float]
     best_params: dict[str, Any]
-    importance: pl.DataFrame
     model: Any
     fit_seconds: float
+    feature_set: str | None = None
+    columns: list[str] = field(default_factory=list)
+    inner_oof: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=INNER_OOF_SCHEMA))
+    importance: pl.DataFrame | None = None
     n_train_rows: int = 0
+    fold_history: list[list[dict[str, float]]] = field(default_factory=list)
+    fold_artifacts: list[dict[str, Path]] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    example: Any = None
     log_seconds: float = 0.0
     run_id: str | None = None
     model_uri: str | None = None
 
+    @property
+    def has_importance(self) -> bool:
+        return self.importance is not None and self.importance.height > 0
+
     def leaderboard_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"model": self.name, "feature_set": self.feature_set}
+        row: dict[str, Any] = {"model": self.name, "kind": self.kind, "feature_set": self.feature_set}
         for m in LEADERBOARD_METRICS:
             row[f"oof_{m}"] = self.oof_metrics.get(m, math.nan)
         row["cv_roc_auc_mean"] = self.cv_summary.get("roc_auc_mean", math.nan)
@@ -53,15 +69,40 @@ class ModelResult:
         return row
 
 
+def make_result(spec: Any, predictions: pl.DataFrame, fold_metrics: list[dict[str, float]],
+                fold_params: list[dict[str, Any]], best_params: dict[str, Any], model: Any,
+                fit_seconds: float, **optional: Any) -> ModelResult:
+    """A :class:`ModelResult` whose summary metrics come from ``predictions`` (video level).
+
+    Every trainer builds its result here, so that every kind is summarised alike: the fold
+    summary from ``fold_metrics``, ``oof_metrics``/``test_metrics`` by :func:`binary_metrics`
+    over the out-of-fold and test rows. ``optional`` sets the other fields of ModelResult.
+    """
+    from fvcflow.training.metrics import binary_metrics, summarize_folds
+
+    oof = predictions.filter(pl.col("split") == "oof")
+    test = predictions.filter(pl.col("split") == "test")
+    return ModelResult(
+        name=spec.name, kind=spec.kind, predictions=predictions, fold_metrics=fold_metrics,
+        fold_params=fold_params, cv_summary=summarize_folds(fold_metrics),
+        oof_metrics=binary_metrics(oof["label"].to_numpy(), oof["prob_fake"].to_numpy()),
+        test_metrics=(binary_metrics(test["label"].to_numpy(), test["prob_fake"].to_numpy())
+                      if test.height else {}),
+        best_params=best_params, model=model, fit_seconds=fit_seconds, **optional)
+
+
 def leaderboard(results: list[ModelResult]) -> pl.DataFrame:
-    """One row per model, best out-of-fold ROC AUC first (NaN last)."""
+    """One row per model (every kind side by side), best out-of-fold ROC AUC first (NaN last)."""
     if not results:
         return pl.DataFrame()
-    df = pl.DataFrame([r.leaderboard_row() for r in results])
+    df = pl.DataFrame([r.leaderboard_row() for r in results],
+                      schema_overrides={"feature_set": pl.Utf8, "run_id": pl.Utf8})
     return df.sort(pl.col("oof_roc_auc").fill_nan(None), descending=True, nulls_last=True)
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return "n/a" if math.isnan(v) else f"{v:.3f}"
     return str(v)

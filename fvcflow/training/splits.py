@@ -17,6 +17,7 @@ import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
 from fvcflow.errors import FvcError
+from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training.config import TrainConfig
 
 log = logging.getLogger("fvcflow.training")
@@ -116,3 +117,38 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
         copies = copies.join(sources, on="source_video_id", how="inner").drop("source_video_id")
         table = pl.concat([table, copies.select(table.columns)])
     return table.cast(SPLIT_SCHEMA).sort("video_id")
+
+
+def make_splits(lake: Lake, cfg: TrainConfig | None = None) -> pl.DataFrame:
+    """Assign folds and the test set from the index and the augmented table; write ``stage5/splits.parquet``.
+
+    >>> splits = make_splits(Lake.at("fvc-data"), TrainConfig())     # doctest: +SKIP
+    >>> splits.columns                                                # doctest: +SKIP
+    ['video_id', 'group_id', 'label', 'variant', 'fold', 'is_test']
+    """
+    cfg = cfg or TrainConfig()
+    videos = read_parquet(lake.index)
+    if videos is None:
+        raise FvcError(f"no video index at {lake.index}: run the ingest stage first (fvc ingest ...)")
+    table = assign_splits(videos, read_parquet(lake.stage1), cfg)
+    write_parquet_atomic(table, lake.splits)
+    n_test = table.filter(pl.col("is_test") & (pl.col("variant") == "original")).height
+    log.info("splits: %d rows (%d test originals), %d folds -> %s", table.height, n_test, cfg.folds,
+             lake.splits)
+    return table
+
+
+def load_splits(lake: Lake, cfg: TrainConfig) -> pl.DataFrame:
+    """The split table on disk, made first when there is none."""
+    return read_parquet(lake.splits) if lake.splits.exists() else make_splits(lake, cfg)
+
+
+def prepare_splits(lake: Lake, cfg: TrainConfig) -> pl.DataFrame:
+    """The splits a training run uses: made afresh, or with ``cfg.reuse_splits`` the lake's own."""
+    if not cfg.reuse_splits:
+        return make_splits(lake, cfg)
+    table = read_parquet(lake.splits)
+    if table is None:
+        raise FvcError(f"train.reuse_splits is set but {lake.splits} does not exist: run fvc/train "
+                       "(or fvc train) first, or unset it")
+    return table

@@ -82,8 +82,16 @@ def _log_sklearn(result: ModelResult, example: pd.DataFrame):
         pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle")
 
 
+def _log_pytorch(result: ModelResult, example: Any):
+    """A deep model: its state dict and spec (rebuilt from the registry, no pickled module)."""
+    from fvcflow.deep.export import log_video_model  # torch only when a deep model is logged
+
+    return log_video_model(result.model, example)
+
+
 #: how a fitted model is logged, by the registered spec's ``mlflow_flavor``
-MODEL_LOGGERS: dict[str, Callable[[ModelResult, pd.DataFrame], Any]] = {"sklearn": _log_sklearn}
+MODEL_LOGGERS: dict[str, Callable[[ModelResult, Any], Any]] = {"sklearn": _log_sklearn,
+                                                                "pytorch": _log_pytorch}
 
 
 def _clean(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
@@ -102,35 +110,52 @@ def _figures(result: ModelResult) -> dict[str, Any]:
     for split, (y, p) in curves.items():
         title = f"{result.name} {split}: confusion (p >= 0.5)"
         figs[f"confusion_{split}.png"] = plots.confusion_figure(y, p, title)
-    if result.importance.height:
+    if result.has_importance:
         figs["feature_importance.png"] = plots.importance_figure(result.importance, title=result.name)
     return figs
 
 
-def log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: pd.DataFrame) -> ModelResult:
-    """Log ``result`` as a parent run with one nested run per fold; sets ``run_id``/``model_uri``."""
+def log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any = None) -> ModelResult:
+    """Log ``result`` as a parent run with one nested run per fold; sets ``run_id``/``model_uri``.
+
+    Every kind alike: parameters, fold metrics (and the fold's per-epoch ``fold_history`` as
+    MLflow steps, its ``fold_artifacts`` such as the best checkpoint), summary metrics, figures,
+    importances when the model has them, then the model through its flavour's logger, with
+    ``example`` (default ``result.example``).
+    """
     start = time.perf_counter()
+    example = result.example if example is None else example
     exp_id = configure(lake, cfg)
     spec = get_model_spec(result.name)
-    tags = {"fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set}
+    tags = {"fvc.model": result.name, "fvc.kind": result.kind}
+    if result.feature_set is not None:
+        tags["fvc.feature_set"] = result.feature_set
+    params = {"model": result.name, "kind": result.kind, "folds": cfg.folds, "seed": cfg.seed,
+              "n_train_rows": result.n_train_rows, "use_augmented": cfg.use_augmented}
+    if result.feature_set is not None:
+        params.update({"feature_set": result.feature_set, "n_features": len(result.columns),
+                       "inner_folds": cfg.inner_folds, "corr_threshold": cfg.corr_threshold,
+                       "grid": json.dumps(dict(cfg.grids.get(result.name, spec.grid)), default=str)})
+    params.update({**{f"best_{k}": v for k, v in result.best_params.items()}, **result.params})
     with mlflow.start_run(experiment_id=exp_id, run_name=result.name,
-                          tags={**tags, "fvc.role": "model"}) as run:
-        mlflow.log_params({"model": result.name, "kind": result.kind, "feature_set": result.feature_set,
-                           "folds": cfg.folds, "inner_folds": cfg.inner_folds, "seed": cfg.seed,
-                           "corr_threshold": cfg.corr_threshold, "n_features": len(result.columns),
-                           "n_train_rows": result.n_train_rows, "use_augmented": cfg.use_augmented,
-                           "grid": json.dumps(dict(cfg.grids.get(result.name, spec.grid)), default=str),
-                           **{f"best_{k}": v for k, v in result.best_params.items()}})
-        for k, (m, params) in enumerate(zip(result.fold_metrics, result.fold_params)):
+                          tags={**tags, **result.tags, "fvc.role": "model"}) as run:
+        mlflow.log_params(params)
+        for k, (m, fold_params) in enumerate(zip(result.fold_metrics, result.fold_params)):
             with mlflow.start_run(experiment_id=exp_id, run_name=f"{result.name}/fold{k}", nested=True,
                                   tags={**tags, "fvc.role": "fold", "fvc.fold": str(k)}):
-                mlflow.log_params({"fold": k, **params})
+                mlflow.log_params({"fold": k, **fold_params})
+                history = result.fold_history[k] if k < len(result.fold_history) else []
+                for step, epoch in enumerate(history):
+                    mlflow.log_metrics(_clean(epoch), step=step)
                 mlflow.log_metrics(_clean(m))
+                files = result.fold_artifacts[k] if k < len(result.fold_artifacts) else {}
+                for where, path in files.items():
+                    mlflow.log_artifact(str(path), artifact_path=where or None)
         mlflow.log_metrics({**_clean(result.cv_summary, "cv_"), **_clean(result.oof_metrics, "oof_"),
                             **_clean(result.test_metrics, "test_"), "fit_seconds": result.fit_seconds})
         for name, fig in _figures(result).items():
             mlflow.log_figure(fig, name)
-        if result.importance.height:
+        if result.has_importance:
             mlflow.log_text(result.importance.write_csv(), "feature_importance.csv")
         info = MODEL_LOGGERS[spec.mlflow_flavor](result, example)
     result.run_id, result.model_uri = run.info.run_id, info.model_uri
@@ -142,7 +167,7 @@ def register(lake: Lake, cfg: TrainConfig, result: ModelResult) -> str:
     """Register ``result``'s logged model as a new version of ``cfg.registered_name``; its version."""
     configure(lake, cfg)
     mv = mlflow.register_model(result.model_uri, cfg.registered_name, tags={
-        "fvc.model": result.name, "fvc.feature_set": result.feature_set,
+        "fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set or "",
         "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id})
     log.info("registered %s as %s version %s", result.name, cfg.registered_name, mv.version)
     return str(mv.version)

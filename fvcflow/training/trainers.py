@@ -1,0 +1,85 @@
+"""One trainer per model kind, chosen by the registered spec (``KINDS[spec.kind].trainer``).
+
+Every trainer has the signature ``trainer(lake, spec, cfg, bases) -> ModelResult``: ``bases``
+are the results a kind with ``uses_bases`` (the stack) fits on, and empty for the others. Each
+returns a result built by :func:`fvcflow.training.results.make_result` and logged by
+:func:`fvcflow.training.tracking.log_result`, so every kind writes the same prediction rows and
+goes through the same metrics, leaderboard, report and registry.
+
+A new kind is a line in :data:`fvcflow.models.registry.KINDS` naming its trainer (``module:func``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import polars as pl
+
+from fvcflow.errors import FvcError
+from fvcflow.models import ModelSpec
+from fvcflow.store import Lake
+from fvcflow.training import tracking
+from fvcflow.training.config import TrainConfig
+from fvcflow.training.cv import cross_validate, feature_importance
+from fvcflow.training.data import feature_set_columns, load_features, train_table
+from fvcflow.training.results import ModelResult, make_result
+from fvcflow.training.splits import load_splits
+from fvcflow.training.stacking import stack_cv
+
+log = logging.getLogger("fvcflow.training")
+
+
+def train_tabular(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
+                  bases: Sequence[ModelResult] = ()) -> ModelResult:
+    """Cross-validate (inner grouped grid search), test, refit and track one tabular model."""
+    t = train_table(load_features(lake, spec.feature_set), load_splits(lake, cfg), spec.feature_set,
+                    use_augmented=cfg.use_augmented)
+    cv = cross_validate(spec, t, cfg)
+    train = t.subset(~t.is_test)
+    result = make_result(spec, cv.predictions, cv.fold_metrics, cv.fold_params, cv.final.params,
+                         cv.final.pipeline, cv.fit_seconds, feature_set=spec.feature_set,
+                         columns=list(t.X.columns), inner_oof=cv.inner_oof,
+                         importance=feature_importance(cv.final.pipeline, train, cfg.seed),
+                         n_train_rows=len(train.y), example=train.X.head(20))
+    return tracking.log_result(lake, cfg, result)
+
+
+def stack_bases(spec: ModelSpec, bases: Sequence[ModelResult]) -> list[ModelResult]:
+    """The results a stack can use: not stacks, and with inner out-of-fold predictions."""
+    usable = []
+    for b in bases:
+        if b.kind == spec.kind:
+            continue
+        if not b.inner_oof.height:
+            log.warning("%s: leaves out %s (kind %s has no inner out-of-fold predictions)", spec.name,
+                        b.name, b.kind)
+            continue
+        usable.append(b)
+    return usable
+
+
+def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
+                bases: Sequence[ModelResult] = ()) -> ModelResult:
+    """Fit the stacking ensemble ``spec`` over ``bases`` (nested, no leakage) and track it."""
+    if not bases:
+        raise FvcError(f"model {spec.name!r} is of kind {spec.kind!r}: it needs trained base models; "
+                       "train it with train_stack(lake, results, cfg)")
+    bases = stack_bases(spec, bases)
+    cv = stack_cv(spec, bases, cfg)
+    feature_set = "s24" if any(b.feature_set == "s24" for b in bases) else "s2"
+    splits = load_splits(lake, cfg).filter(~pl.col("is_test"))
+    example = train_table(load_features(lake, feature_set), splits, feature_set).X.head(20)
+    result = make_result(spec, cv.predictions, cv.fold_metrics, cv.fold_params, cv.final.params,
+                         cv.final.pipeline, cv.fit_seconds, feature_set=feature_set,
+                         columns=feature_set_columns(feature_set), inner_oof=cv.inner_oof,
+                         importance=cv.importance, n_train_rows=bases[0].n_train_rows, example=example)
+    return tracking.log_result(lake, cfg, result)
+
+
+def train_torch_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
+                      bases: Sequence[ModelResult] = ()) -> ModelResult:
+    """Train one deep video model on clips of the stage 3 videos, every fold, and track it."""
+    from fvcflow.deep.loop import cross_validate_video  # torch is imported only for deep models
+
+    return tracking.log_result(lake, cfg, cross_validate_video(lake, spec, cfg))
