@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.sync import concurrency
+from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
@@ -70,7 +71,8 @@ def finish_task(plan: runner.StagePlan, outcomes: list[runner.BatchOutcome], set
 def video_stage(stage: str, settings: Settings) -> dict:
     plan = plan_task(stage, settings)
     futures = [batch_task.submit(stage, b, settings) for b in runner.batches(plan.todo, settings.n_workers())]
-    return finish_task(plan, [f.result() for f in futures], settings)
+    outcomes = runner.collect(plan, (f.result() for f in as_completed(futures)))  # progress as they finish
+    return finish_task(plan, outcomes, settings)
 
 
 #: the Prefect global concurrency limit every GPU training task takes one slot of

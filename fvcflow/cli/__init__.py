@@ -16,9 +16,16 @@ from fvcflow.errors import FvcError
 COMMANDS = ("ingest", "demo", "run", "serve", "train", "predict", "sql")
 
 
+def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``-v``: library logs (Prefect, Dask, MLflow) on the terminal too, plain progress lines."""
+    p.add_argument("-v", "--verbose", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="show the libraries' log records too (they always go to <home>/logs/)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fvc", description="fvcflow: deepfake-video detection pipeline")
     parser.add_argument("--home", help="work directory (default $FVC_HOME or ./fvc-data)")
+    add_verbose(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"fvcflow.cli.{name}").register(sub)

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import os
 import sys
 from pathlib import Path
 
+from fvcflow import progress
+from fvcflow.cli import add_verbose, logs
+from fvcflow.cli.display import Display
 from fvcflow.errors import FvcError
 from fvcflow.ingest.archive import is_encrypted
 from fvcflow.ingest.fvc import fvc_archives
@@ -39,6 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("root", type=Path, help="corpus folder (fvc: the archives' folder)")
     p.add_argument("--labels", type=Path, help="labels CSV path,label[,group] (folder corpora)")
     p.add_argument("--workers", type=_positive, help="probing processes (default: all cores)")
+    add_verbose(p)
     p.set_defaults(func=run)
 
 
@@ -61,7 +66,13 @@ def run(args: argparse.Namespace) -> int:
         raise FvcError("fvc ingest folder needs --labels CSV (path,label[,group], paths relative to ROOT)")
     lake = Lake.at(args.home)
     password = _password(args.root) if args.kind == "fvc" else None
-    summary = ingest(args.kind, args.root, lake, labels=args.labels, password=password, workers=args.workers,
-                     progress=lambda line: print(line, file=sys.stderr, flush=True))
+    verbose = getattr(args, "verbose", False)
+    log_file = logs.prepare(lake.root, "ingest", verbose=verbose)
+    display = Display(interactive=False) if verbose else Display()
+    logs.route(log_file, verbose=verbose, show=display.note)
+    say = logging.getLogger("fvcflow.ingest").info
+    with display, progress.listening(display):
+        summary = ingest(args.kind, args.root, lake, labels=args.labels, password=password,
+                         workers=args.workers, progress=say)
     print(summary.format())
     return 0

@@ -10,6 +10,9 @@ import argparse
 import importlib
 import os
 
+from fvcflow import progress
+from fvcflow.cli import add_verbose, logs
+from fvcflow.cli.display import Display
 from fvcflow.config import STAGES, Settings
 
 
@@ -64,19 +67,26 @@ def prefect_environment(settings: Settings) -> None:
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     prefect_environment(settings)
+    verbose = getattr(args, "verbose", False)
+    log_file = logs.prepare(settings.home, "run", verbose=verbose)
     local = importlib.import_module("fvcflow.flows.local")  # the Prefect layer, loaded on demand
-    state = local.run_in_process(settings)
+    display = Display(interactive=False) if verbose else Display()
+    logs.route(log_file, verbose=verbose, show=display.note)
+    with display, progress.listening(display):
+        state = local.run_in_process(settings)
     summary = state.result(raise_on_failure=False)
+    display.print_summary()
     if not state.is_completed():
-        print(f"flow run ended {state.name}: {state.message or summary}")
+        print(f"flow run ended {state.name}: {state.message or summary}; log: {log_file}")
         return 1
-    for row in summary:
-        print("  " + ", ".join(f"{k}={v}" for k, v in row.items()))
-    print(f"done; work dir {settings.home}; look with: fvc sql --query leaderboard")
+    report = settings.lake().stage5 / "report.html"
+    print(f"done; work dir {settings.home}" + (f"; report {report}" if "train" in settings.stages else "")
+          + f"; log {log_file}; look with: fvc sql --query leaderboard")
     return 0
 
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline flow in this process")
     add_settings_arguments(p)
+    add_verbose(p)
     p.set_defaults(func=_run)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import sys
+from fvcflow import progress
+from fvcflow.cli import add_verbose, logs
+from fvcflow.cli.display import Display
 
 
 def register(sub) -> None:
@@ -19,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of splits and models (default 0)")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
+    add_verbose(p)
     p.set_defaults(func=run)
 
 
@@ -36,7 +38,6 @@ def run(args) -> int:
         return _list()
     from fvcflow.config import Settings
     from fvcflow.store import Lake
-    from fvcflow.training import run_training
 
     overrides = {k: v for k, v in {"models": args.models, "folds": args.folds, "seed": args.seed,
                                    "test_size": args.test_size}.items()
@@ -45,14 +46,15 @@ def run(args) -> int:
         overrides["register_best"] = False
     settings = Settings.load(overrides={"train": overrides})
     lake = Lake.at(args.home or settings.home)
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logger = logging.getLogger("fvcflow")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
+    verbose = getattr(args, "verbose", False)
+    log_file = logs.prepare(lake.root, "train", verbose=verbose)
+    from fvcflow.training import run_training  # imports MLflow: after its logging is routed
+
+    display = Display(interactive=False) if verbose else Display()
+    logs.route(log_file, verbose=verbose, show=display.note)
+    with display, progress.listening(display):
         summary = run_training(lake, settings.train)
-    finally:
-        logger.removeHandler(handler)
+    display.print_summary()
     print(summary.markdown())
+    print(f"log: {log_file}")
     return 0

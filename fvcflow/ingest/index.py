@@ -8,6 +8,7 @@ corpus's rows into the index (re-ingesting a corpus replaces its rows, other cor
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
 from fvcflow.ingest.probing import probe_many
+from fvcflow.progress import emit
 from fvcflow.store import (
     Lake,
     failure_row,
@@ -216,10 +218,12 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     >>> print(s.format())  # doctest: +SKIP
     folder: 12 videos found, 11 indexed, 1 failed -> fvc-data/index/videos.parquet
     """
+    started = time.perf_counter()
     log = progress or (lambda s: None)
     cat, roots = catalog(kind, root, lake, labels=labels, password=password, source=source, log=log)
     candidates, failures = _split_unnamable(cat.candidates)
     log(f"{cat.source}: probing {len(candidates)} videos ...")
+    emit("ingest_start", source=cat.source, total=len(candidates))
     results = probe_many([c.path for c in candidates], workers=workers, log=log)
     rows = []
     for cand, res in zip(candidates, results):
@@ -240,8 +244,10 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
         unmatched = _write_unmatched(lake, cat)
     failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate"
                      else f["reason"] for f in failures if f["error_type"] != "Unmatched")
-    return IngestSummary(cat.source, found=len(cat.candidates) + len(cat.unmatched_videos), indexed=len(rows),
-                         failed=dict(failed),
+    found = len(cat.candidates) + len(cat.unmatched_videos)
+    emit("ingest_end", source=cat.source, found=found, indexed=len(rows), failed=sum(failed.values()),
+         seconds=time.perf_counter() - started)
+    return IngestSummary(cat.source, found=found, indexed=len(rows), failed=dict(failed),
                          unmatched_videos=[printable_path(v) for v in cat.unmatched_videos],
                          unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index),
                          unmatched_path=str(unmatched))

@@ -8,6 +8,7 @@ from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
+from fvcflow import progress
 from fvcflow.errors import VideoError
 from fvcflow.store import file_hash
 from fvcflow.video import probe
@@ -69,6 +70,7 @@ def probe_many(paths: Sequence[str | os.PathLike], *, workers: int | None = None
     try:
         for i, res in enumerate(results, 1):
             out.append(res)
+            progress.emit("ingest_step", done=i, total=len(paths))
             if i % step == 0 or i == len(paths):
                 log(f"  probed {i}/{len(paths)}")
     finally:

@@ -13,12 +13,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import polars as pl
 
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
+from fvcflow.progress import emit
 from fvcflow.stages.specs import SPECS, StageSpec
 from fvcflow.store import (
     Lake,
@@ -70,6 +71,7 @@ class StageReport:
     seconds: float
     table: str
     failure_reasons: dict[str, int]
+    rows: int = 0            # rows of the published table
 
     def as_rows(self) -> list[dict]:
         return [{"stage": self.stage, "videos in": self.videos_in, "done": self.done,
@@ -90,6 +92,7 @@ def plan(stage: str, settings: Settings) -> StagePlan:
     jobs = [Job(**j) for j in spec.jobs(lake, settings)]
     force = stage in settings.force
     todo = [j for j in jobs if force or not _is_cached(lake, spec, j)]
+    emit("stage_start", stage=stage, total=len(jobs), todo=len(todo), cached=len(jobs) - len(todo))
     return StagePlan(stage, jobs, todo)
 
 
@@ -129,6 +132,16 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
     return BatchOutcome(done, failures, time.perf_counter() - t0)
 
 
+def collect(stage_plan: StagePlan, outcomes: Iterable[BatchOutcome]) -> list[BatchOutcome]:
+    """The outcomes of a stage's batches, in the order they complete, each announced as it arrives
+    (``stage_batch``): the flow hands them over as its Dask futures finish."""
+    out = []
+    for outcome in outcomes:
+        out.append(outcome)
+        emit("stage_batch", stage=stage_plan.stage, done=len(outcome.done), failed=len(outcome.failures))
+    return out
+
+
 def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settings) -> StageReport:
     """Assemble the stage table from the cache and record this stage's failures."""
     spec = spec_of(stage_plan.stage)
@@ -151,7 +164,7 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     reasons: dict[str, int] = {}
     for f in failures:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
-    return StageReport(
+    report = StageReport(
         stage=spec.name,
         videos_in=len(stage_plan.jobs),
         done=sum(len(o.done) for o in outcomes),
@@ -160,7 +173,11 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         seconds=time.time() - stage_plan.started,
         table=str(table_path),
         failure_reasons=reasons,
+        rows=table.height,
     )
+    emit("stage_end", stage=spec.name, videos=table.height, done=report.done, cached=report.cached,
+         failed=report.failed, seconds=report.seconds, reasons=dict(reasons))
+    return report
 
 
 def spec_of(stage: str) -> StageSpec:
@@ -173,4 +190,4 @@ def spec_of(stage: str) -> StageSpec:
 def run_local(stage: str, settings: Settings) -> StageReport:
     """Run a whole stage in this process, without Prefect or Dask (scripts, notebooks, tests)."""
     p = plan(stage, settings)
-    return finish(p, [run_batch(stage, p.todo, settings)], settings)
+    return finish(p, collect(p, [run_batch(stage, p.todo, settings)]), settings)

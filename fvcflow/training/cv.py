@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec, create_model
+from fvcflow.progress import emit
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.data import TrainTable
 from fvcflow.training.metrics import binary_metrics
@@ -150,6 +151,7 @@ def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutpu
         inner.append(fit.inner_oof.with_columns(outer_fold=pl.lit(k, pl.Int32)))
         fold_metrics.append(binary_metrics(val.y, p))
         fold_params.append(fit.params)
+        emit("fold_end", model=spec.name, fold=len(fold_metrics) - 1, folds=len(train_all.folds))
     final = search_and_fit(spec, train_all, cfg)
     test = t.subset(t.is_test & t.is_original)
     if len(test.y):

@@ -14,6 +14,7 @@ import polars as pl
 
 from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec, list_models
+from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training import tracking
 from fvcflow.training.config import TrainConfig
@@ -43,7 +44,11 @@ def train_model(lake: Lake, model_name: str, cfg: TrainConfig | None = None,
     cfg = cfg or TrainConfig()
     spec = get_model_spec(model_name)
     log.info("training %s (%s, %s)", spec.name, spec.kind, spec.feature_set or spec.input)
-    return spec.trainer()(lake, spec, cfg, list(bases))
+    emit("model_start", model=spec.name)
+    result = spec.trainer()(lake, spec, cfg, list(bases))
+    emit("model_end", model=result.name, oof_roc_auc=result.oof_metrics.get("roc_auc"),
+         seconds=result.fit_seconds + result.log_seconds)
+    return result
 
 
 def train_stack(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = None,
@@ -78,6 +83,9 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
         summary.registered_version = tracking.register(lake, cfg, best)
     if cfg.report:
         summary.report_path = report.write_report(lake, summary)
+    best_auc = board["oof_roc_auc"][0] if best_name else None
+    emit("train_end", best=best_name, best_auc=best_auc, models=len(results),
+         registered_version=summary.registered_version)
     return summary
 
 
@@ -131,6 +139,9 @@ def plan_models(lake: Lake, cfg: TrainConfig) -> ModelPlan:
     if stacks and len(base) < 2:
         skipped.update({n: f"needs at least two base models, {len(base)} selected" for n in stacks})
         stacks = []
+    emit("train_start", models=base + stacks, folds=cfg.folds)
+    for name, why in skipped.items():
+        emit("note", text=f"model {name} skipped: {why}")
     return ModelPlan(base, stacks, dict(skipped))
 
 

@@ -1,0 +1,270 @@
+"""What ``fvc run``, ``fvc train`` and ``fvc ingest`` show: live progress lines and a summary table.
+
+The display is a :mod:`fvcflow.progress` sink: it moves only when the library reports finished
+work (a batch back from a Dask worker, a training fold, a probed video). On a terminal it draws
+one live line per stage and per model (rich); anywhere else (CI, a pipe, a file) it prints plain
+lines, at most one per stage every ``interval`` seconds, plus each stage's start and end. At the
+end it prints one table: stage, videos, cached, failed, seconds, and the result (the best model
+and its out-of-fold AUC for training). Notes a user can act on are printed once each.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+
+
+@dataclass
+class _Line:
+    """One stage's (or model's) counts as the events report them."""
+
+    name: str
+    total: int = 0
+    cached: int = 0
+    done: int = 0
+    failed: int = 0
+    started: float = field(default_factory=time.monotonic)
+    last_print: float = 0.0
+    task: TaskID | None = None
+
+    @property
+    def finished(self) -> int:
+        return self.cached + self.done + self.failed
+
+    def rate(self) -> float:
+        """Videos computed per second since the stage started (cached ones cost nothing)."""
+        elapsed = time.monotonic() - self.started
+        return (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+
+    def eta(self) -> str:
+        left, rate = self.total - self.finished, self.rate()
+        if left <= 0:
+            return "0:00"
+        if rate <= 0:
+            return "?"
+        s = int(left / rate)
+        return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _auc(value: Any, low: Any = None, high: Any = None) -> str:
+    if value is None or value != value:  # None or NaN
+        return "AUC n/a"
+    text = f"AUC {value:.3f}"
+    return text + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+
+
+class Display:
+    """A progress sink: ``with Display() as d, progress.listening(d): ...``; then ``d.rows``.
+
+    ``rows`` (one dict per finished stage: stage, videos, cached, failed, seconds, result) is what
+    the summary table prints.
+    """
+
+    def __init__(self, console: Console | None = None, *, interactive: bool | None = None,
+                 interval: float = 10.0):
+        self.console = console or Console()
+        self.interactive = self.console.is_terminal if interactive is None else interactive
+        self.interval = interval
+        self.rows: list[dict[str, Any]] = []
+        self.notes: list[str] = []
+        self._lines: dict[str, _Line] = {}
+        self._models: list[str] = []
+        self._folds = 0
+        self._train: _Line | None = None
+        self._progress = Progress(TextColumn("{task.description}"), BarColumn(bar_width=28),
+                                  TextColumn("{task.fields[status]}"), console=self.console,
+                                  auto_refresh=False)
+        self._live: Live | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def __enter__(self) -> "Display":
+        if self.interactive:
+            self._live = Live(self._progress, console=self.console, refresh_per_second=4,
+                              redirect_stdout=True, redirect_stderr=True, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._live is not None:
+            self._live.refresh()
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def note(self, text: str) -> None:
+        """Show ``text`` (something a user can act on) once."""
+        self._on_note(text)
+
+    def say(self, text: str) -> None:
+        """Print a line above the live lines (or plainly)."""
+        self.console.print(text, markup=False, highlight=False)
+
+    # -- the sink ---------------------------------------------------------------------------
+    def __call__(self, event: str, fields: dict[str, Any]) -> None:
+        handler = getattr(self, f"_on_{event}", None)
+        if handler is not None:
+            handler(**fields)
+            if self._live is not None:
+                self._live.refresh()
+
+    def _start(self, key: str, label: str, total: int, cached: int = 0) -> _Line:
+        line = _Line(label, total=total, cached=cached)
+        self._lines[key] = line
+        if self.interactive:
+            line.task = self._progress.add_task(f"{label:<16}", total=max(total, 1), completed=cached,
+                                                status=self._status(line))
+        return line
+
+    def _status(self, line: _Line) -> str:
+        parts = [f"{line.finished}/{line.total} videos"]
+        if line.cached:
+            parts.append(f"{line.cached} cached")
+        if line.failed:
+            parts.append(f"{line.failed} failed")
+        parts += [f"{line.rate():.2g} videos/s", f"ETA {line.eta()}"]
+        return "  ".join(parts)
+
+    def _update(self, line: _Line, *, final: bool = False) -> None:
+        if self.interactive and line.task is not None:
+            self._progress.update(line.task, completed=line.finished, status=self._status(line))
+        elif final or time.monotonic() - line.last_print >= self.interval:
+            line.last_print = time.monotonic()
+            self.say(f"{line.name}: {self._status(line)}")
+
+    # stages -------------------------------------------------------------------------------
+    def _on_stage_start(self, stage: str, total: int, todo: int, cached: int) -> None:
+        line = self._start(stage, stage, total, cached)
+        if not self.interactive:
+            line.last_print = time.monotonic()
+            self.say(f"{stage}: {total} videos, {cached} cached, {todo} to compute")
+
+    def _on_stage_batch(self, stage: str, done: int, failed: int) -> None:
+        line = self._lines.get(stage)
+        if line is not None:
+            line.done += done
+            line.failed += failed
+            self._update(line)
+
+    def _on_stage_end(self, stage: str, videos: int, done: int, cached: int, failed: int, seconds: float,
+                      reasons: dict[str, int]) -> None:
+        line = self._lines.get(stage) or self._start(stage, stage, done + cached + failed, cached)
+        line.done, line.cached, line.failed = done, cached, failed
+        if self.interactive and line.task is not None:
+            status = f"{videos} videos  {cached} cached  {failed} failed  {seconds:.1f} s"
+            self._progress.update(line.task, total=max(line.total, 1), completed=line.finished, status=status)
+        else:
+            self.say(f"{stage}: done, {videos} videos ({done} computed, {cached} cached, {failed} failed) "
+                     f"in {seconds:.1f} s")
+        self.rows.append({"stage": stage, "videos": videos, "cached": cached, "failed": failed,
+                          "seconds": seconds, "result": ""})
+        if failed:
+            top = ", ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
+            self._on_note(f"{stage}: {failed} videos failed ({top}); all of them: fvc sql --query failures")
+
+    # ingest -------------------------------------------------------------------------------
+    def _on_ingest_start(self, source: str, total: int) -> None:
+        line = self._start("ingest", "ingest", total)
+        if not self.interactive:
+            line.last_print = time.monotonic()
+            self.say(f"ingest: probing {total} videos of {source}")
+
+    def _on_ingest_step(self, done: int, total: int) -> None:
+        line = self._lines.get("ingest")
+        if line is not None:
+            line.done = done
+            self._update(line)
+
+    def _on_ingest_end(self, source: str, found: int, indexed: int, failed: int, seconds: float) -> None:
+        line = self._lines.get("ingest") or self._start("ingest", "ingest", found)
+        line.done, line.failed = indexed, failed
+        status = f"{indexed} indexed  {failed} failed  {seconds:.1f} s"
+        if self.interactive and line.task is not None:
+            self._progress.update(line.task, total=max(line.total, 1), completed=line.total, status=status)
+        else:
+            self.say(f"ingest: done, {found} videos of {source}: {indexed} indexed, {failed} failed "
+                     f"in {seconds:.1f} s")
+        self.rows.append({"stage": "ingest", "videos": indexed, "cached": 0, "failed": failed,
+                          "seconds": seconds, "result": ""})
+
+    # training -----------------------------------------------------------------------------
+    def _on_train_start(self, models: list[str], folds: int) -> None:
+        self._models, self._folds = list(models), folds
+        self._train = _Line("train", total=len(models))
+        if not self.interactive:
+            self.say(f"train: {len(models)} models, {folds} folds each: {', '.join(models)}")
+
+    def _on_model_start(self, model: str) -> None:
+        k = self._models.index(model) + 1 if model in self._models else len(self._models) + 1
+        n = max(len(self._models), k)
+        line = _Line(f"  {model} ({k}/{n})", total=self._folds or 1)
+        self._lines[f"model:{model}"] = line
+        if self.interactive:
+            line.task = self._progress.add_task(f"{line.name:<16}", total=line.total, completed=0,
+                                                status=f"model {k} of {n}, fold 1 of {self._folds}")
+        else:
+            line.last_print = time.monotonic()
+            self.say(f"train: model {k} of {n}: {model}")
+
+    def _on_fold_end(self, model: str, fold: int, folds: int) -> None:
+        line = self._lines.get(f"model:{model}")
+        if line is None:
+            return
+        line.total, line.done = folds, fold + 1
+        text = f"fold {fold + 1} of {folds} done"
+        if fold + 1 < folds:
+            text += f", fold {fold + 2} running"
+        if self.interactive and line.task is not None:
+            self._progress.update(line.task, total=folds, completed=fold + 1, status=text)
+        elif time.monotonic() - line.last_print >= self.interval:
+            line.last_print = time.monotonic()
+            self.say(f"{model}: {text}")
+
+    def _on_model_end(self, model: str, oof_roc_auc: float | None, seconds: float) -> None:
+        line = self._lines.get(f"model:{model}")
+        text = f"out-of-fold {_auc(oof_roc_auc)}  {seconds:.1f} s"
+        if self.interactive and line is not None and line.task is not None:
+            self._progress.update(line.task, completed=line.total, status=text)
+        else:
+            self.say(f"{model}: {text}")
+        if self._train is not None:
+            self._train.done += 1
+
+    def _on_train_end(self, best: str | None, best_auc: float | None, models: int,
+                      registered_version: str | None = None, best_auc_low: float | None = None,
+                      best_auc_high: float | None = None, **_: Any) -> None:
+        seconds = time.monotonic() - self._train.started if self._train else 0.0
+        result = f"{models} models; best {best}, out-of-fold {_auc(best_auc, best_auc_low, best_auc_high)}"
+        if registered_version:
+            result += f" (registered v{registered_version})"
+        self.rows.append({"stage": "train", "videos": None, "cached": None, "failed": 0,
+                          "seconds": seconds, "result": result})
+        if not self.interactive:
+            self.say(f"train: done, {result} in {seconds:.1f} s")
+
+    def _on_note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+            self.say(f"note: {text}")
+
+    # -- the end ----------------------------------------------------------------------------
+    def table(self) -> Table:
+        """The summary: one row per finished stage."""
+        t = Table(box=box.SIMPLE_HEAD, title=None, show_edge=False)
+        for col, just in (("stage", "left"), ("videos", "right"), ("cached", "right"), ("failed", "right"),
+                          ("seconds", "right"), ("result", "left")):
+            t.add_column(col, justify=just)
+        for r in self.rows:
+            t.add_row(r["stage"], "-" if r["videos"] is None else str(r["videos"]),
+                      "-" if r["cached"] is None else str(r["cached"]), str(r["failed"]),
+                      f"{r['seconds']:.1f}", r["result"] or "")
+        return t
+
+    def print_summary(self) -> None:
+        if self.rows:
+            self.console.print(self.table())
