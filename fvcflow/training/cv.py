@@ -1,8 +1,9 @@
 """Cross-validation of one tabular model: outer folds, inner grouped grid search, test refit.
 
 For every outer fold the training rows (originals and their augmented copies, never a test row)
-go through an inner stratified group k-fold: each grid point is scored by the ROC AUC of its
-inner out-of-fold predictions on originals, the best is refitted on all training rows and
+go through an inner stratified group k-fold (every fit also gets the rows' ``group_id``, so a
+model that splits internally, for calibration or early stopping, splits by group too): each grid
+point is scored by the ROC AUC of its inner out-of-fold predictions on originals, the best is refitted on all training rows and
 predicts the fold's originals. The best point's inner out-of-fold predictions are kept: the
 stacking ensemble trains its meta-learner on them, so it never sees the outer fold's labels.
 """
@@ -25,6 +26,7 @@ from fvcflow.models import ModelSpec, create_model
 from fvcflow.progress import emit
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.data import TrainTable
+from fvcflow.training.grouping import fit_params
 from fvcflow.training.metrics import binary_metrics
 from fvcflow.training.preprocess import build_pipeline, kept_features
 
@@ -73,13 +75,15 @@ def search_and_fit(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> FitOutco
     for i, point in enumerate(points):
         oof = np.full(len(t.y), np.nan)
         for tr, va in splits:
-            pipe = make(point).fit(t.X.iloc[tr], t.y[tr])
+            pipe = make(point)
+            pipe.fit(t.X.iloc[tr], t.y[tr], **fit_params(pipe, t.group_id[tr]))
             oof[va] = pipe.predict_proba(t.X.iloc[va])[:, 1]
         score = _pooled_auc(t.y, oof)
         scores.append(score)
         if best_oof is None or (not np.isnan(score) and score > best_score):
             best, best_score, best_oof = i, (score if not np.isnan(score) else -np.inf), oof
-    pipe = make(points[best]).fit(t.X, t.y)
+    pipe = make(points[best])
+    pipe.fit(t.X, t.y, **fit_params(pipe, t.group_id))
     have = ~np.isnan(best_oof)
     inner = pl.DataFrame({"video_id": t.video_id[have], "prob_fake": best_oof[have]})
     return FitOutcome(points[best], pipe, inner, scores)

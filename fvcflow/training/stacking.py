@@ -19,6 +19,7 @@ from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec, StackedModel, create_model
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.cv import CVOutput, FitOutcome
+from fvcflow.training.grouping import fit_params
 from fvcflow.training.metrics import binary_metrics
 from fvcflow.training.results import ModelResult
 
@@ -40,7 +41,7 @@ def stack_inputs(bases: list[ModelResult]) -> tuple[pl.DataFrame, pl.DataFrame, 
     oof = _wide([b.predictions.filter(pl.col("split") == "oof") for b in bases], names, keys)
     test = _wide([b.predictions.filter(pl.col("split") == "test") for b in bases], names, keys)
     inner = _wide([b.inner_oof for b in bases], names, ["outer_fold", "video_id"])
-    inner = inner.join(oof.select("video_id", "label"), on="video_id", how="inner")
+    inner = inner.join(oof.select("video_id", "group_id", "label"), on="video_id", how="inner")
     return oof.sort("video_id"), inner.sort("outer_fold", "video_id"), test.sort("video_id")
 
 
@@ -56,8 +57,10 @@ def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVO
     params = {**cfg.params.get(spec.name, {}), **point}
 
     def fit(df: pl.DataFrame):
-        return create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **params).fit(
-            df.select(names).to_numpy(), df["label"].to_numpy())
+        est = create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **params)
+        # a meta-learner that splits internally gets the groups, like every base model
+        return est.fit(df.select(names).to_numpy(), df["label"].to_numpy(),
+                       **fit_params(est, df["group_id"].to_numpy()))
 
     preds, fold_metrics = [], []
     for k in sorted(oof["fold"].unique().to_list()):

@@ -67,6 +67,7 @@ def _requirements(model: Any) -> list[str]:
         todo += [s for _, s in getattr(obj, "steps", [])]
         todo += [est for _, est, _ in getattr(obj, "bases", [])]
         todo += [m for m in [getattr(obj, "meta", None)] if m is not None]
+        todo += [m for m in [getattr(obj, "estimator_", None)] if m is not None]   # grouped wrappers
     out = []
     for mod in sorted(found & _DISTRIBUTIONS.keys()):
         dist = _DISTRIBUTIONS[mod]
