@@ -12,8 +12,13 @@ from xgboost import XGBClassifier
 
 from fvcflow.errors import FvcError
 from fvcflow.models import create_model, get_model_spec, list_models
-from fvcflow.models.grouped import (GroupCalibratedClassifier, GroupEarlyStopping, ScoreCalibrator,
-                                    grouped_holdout, grouped_kfold)
+from fvcflow.models.grouped import (
+    GroupCalibratedClassifier,
+    GroupEarlyStopping,
+    ScoreCalibrator,
+    grouped_holdout,
+    grouped_kfold,
+)
 from fvcflow.training.cv import cross_validate
 from fvcflow.training.grouping import audit_splits, fit_params, static_findings
 from fvcflow.training.preprocess import build_pipeline
@@ -116,7 +121,8 @@ def test_grouped_splitters_keep_groups_whole_and_both_classes_on_both_sides():
 def test_fit_params_reach_only_steps_that_take_groups():
     pipe = build_pipeline(get_model_spec("svm_rbf_s24"), create_model("svm_rbf_s24"))
     assert list(fit_params(pipe, np.arange(3))) == ["model__groups"]
-    assert fit_params(build_pipeline(get_model_spec("logreg_s2"), create_model("logreg_s2")), np.arange(3)) == {}
+    plain = build_pipeline(get_model_spec("logreg_s2"), create_model("logreg_s2"))
+    assert fit_params(plain, np.arange(3)) == {}
     assert list(fit_params(create_model("xgb_s24", early_stopping_rounds=4), np.arange(3))) == ["groups"]
     assert fit_params(pipe, None) == {}
 

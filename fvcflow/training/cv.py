@@ -3,9 +3,10 @@
 For every outer fold the training rows (originals and their augmented copies, never a test row)
 go through an inner stratified group k-fold (every fit also gets the rows' ``group_id``, so a
 model that splits internally, for calibration or early stopping, splits by group too): each grid
-point is scored by the ROC AUC of its inner out-of-fold predictions on originals, the best is refitted on all training rows and
-predicts the fold's originals. The best point's inner out-of-fold predictions are kept: the
-stacking ensemble trains its meta-learner on them, so it never sees the outer fold's labels.
+point is scored by the ROC AUC of its inner out-of-fold predictions on originals, the best is
+refitted on all training rows and predicts the fold's originals. The best point's inner
+out-of-fold predictions are kept: the stacking ensemble trains its meta-learner on them, so it
+never sees the outer fold's labels.
 """
 
 from __future__ import annotations
