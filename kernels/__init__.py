@@ -1,4 +1,5 @@
-"""Numba kernels of fvcflow: the per-frame forensic features and luma conversion.
+"""Numba kernels of fvcflow: the per-frame forensic features, the local
+(tile) maps and features, and luma conversion.
 
 Arrays in, arrays out; this package imports only numpy and numba. Definitions:
 docs/FEATURES.md. Importable as ``fvcflow.kernels``.
@@ -15,8 +16,24 @@ from .features import (
     noise_residual,
     sharpness,
 )
+from .local import (
+    LOCAL_NAMES,
+    MAP_NAMES,
+    N_LOCAL,
+    N_MAPS,
+    N_TEMPORAL,
+    TEMPORAL_NAMES,
+    LocalFrame,
+    inconsistency,
+    local_frame,
+    temporal_features,
+    tile_maps,
+    tile_maps_pair,
+)
 
 __all__ = [
     "FEATURE_NAMES", "N_FEATURES", "batch_features", "blockiness", "dct_stats",
     "frame_features", "noise_residual", "rgb_to_gray", "sharpness",
+    "LOCAL_NAMES", "MAP_NAMES", "N_LOCAL", "N_MAPS", "N_TEMPORAL", "TEMPORAL_NAMES", "LocalFrame",
+    "inconsistency", "local_frame", "temporal_features", "tile_maps", "tile_maps_pair",
 ]

@@ -125,3 +125,168 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     """BT.601 luma, float64[H, W]."""
     f = np.asarray(rgb, np.float64)
     return 0.299 * f[..., 0] + 0.587 * f[..., 1] + 0.114 * f[..., 2]
+
+
+# ---------------------------------------------------------------- local (tile) features
+
+LOCAL_EPS = 1e-6
+MAP_ORDER = ("noise", "lap_var", "grad_energy", "block_strength", "block_phase", "resample",
+             "cb_mean", "cb_std", "cr_mean", "cr_std")
+DEVIANCE = ("noise", "lap_var", "grad_energy", "resample", "cb_mean", "cr_mean")
+LOG_MAPS = ("noise", "lap_var", "grad_energy")
+
+
+def _peak_ratio(profile: np.ndarray) -> float:
+    """(max + eps) / (mean + eps) of |DFT| over frequencies 1..T/2 that are not multiples of T/8;
+    NaN bins (no entries) take the mean of the others."""
+    t = len(profile)
+    p = np.where(np.isnan(profile), np.nanmean(profile) if np.isfinite(profile).any() else 0.0, profile)
+    mag = np.abs(np.fft.fft(p))
+    freqs = [f for f in range(1, t // 2 + 1) if f % (t // 8)]
+    sel = mag[freqs]
+    return (sel.max() + LOCAL_EPS) / (sel.mean() + LOCAL_EPS)
+
+
+def _block_profile(g: np.ndarray, rows: range, cols: range, axis: int) -> np.ndarray:
+    """Mean |neighbour difference| per 8x8 grid phase: axis 1 pairs (x, x+1) by x % 8, axis 0
+    pairs (y, y+1) by y % 8; a pair counts when its first pixel is in the tile."""
+    h, w = g.shape
+    sums, counts = np.zeros(8), np.zeros(8)
+    for y in rows:
+        for x in cols:
+            if axis == 1 and x + 1 < w:
+                sums[x % 8] += abs(g[y, x + 1] - g[y, x])
+                counts[x % 8] += 1
+            if axis == 0 and y + 1 < h:
+                sums[y % 8] += abs(g[y + 1, x] - g[y, x])
+                counts[y % 8] += 1
+    return sums / counts
+
+
+def tile_maps(gray: np.ndarray, cb=None, cr=None, tile: int = 32) -> np.ndarray:
+    """float64[10, H // tile, W // tile], straight from the definitions, one tile at a time."""
+    g = np.asarray(gray, np.float64)
+    h, w = g.shape
+    ny, nx = h // tile, w // tile
+    out = np.full((10, ny, nx), np.nan)
+    if min(h, w) >= 3:
+        r = _valid_3x3(g, HIGH_PASS)
+        lap = _valid_3x3(g, LAPLACIAN)
+        gx, gy = _valid_3x3(g, SOBEL_X), _valid_3x3(g, SOBEL_Y)
+        dxx = _valid_3x3(g, [[0, 0, 0], [1, -2, 1], [0, 0, 0]])
+        dyy = _valid_3x3(g, [[0, 1, 0], [0, -2, 0], [0, 1, 0]])
+    for ty in range(ny):
+        for tx in range(nx):
+            y0, x0 = ty * tile, tx * tile
+            # filter centres (i, j) in the tile and in the valid interior; arrays index (i-1, j-1)
+            ci = [i for i in range(y0, y0 + tile) if 1 <= i <= h - 2]
+            cj = [j for j in range(x0, x0 + tile) if 1 <= j <= w - 2]
+            sub = np.ix_([i - 1 for i in ci], [j - 1 for j in cj])
+            out[0, ty, tx] = np.mean(r[sub] ** 2)
+            out[1, ty, tx] = np.var(lap[sub])
+            out[2, ty, tx] = np.mean(gx[sub] ** 2 + gy[sub] ** 2)
+            hp = _block_profile(g, range(y0, y0 + tile), range(x0, x0 + tile), 1)
+            vp = _block_profile(g, range(y0, y0 + tile), range(x0, x0 + tile), 0)
+            bh, bv = int(np.argmax(hp)), int(np.argmax(vp))
+            other = np.delete(hp, bh).mean() + np.delete(vp, bv).mean()
+            out[3, ty, tx] = (hp[bh] + vp[bv] + LOCAL_EPS) / (other + LOCAL_EPS)
+            out[4, ty, tx] = 8 * bv + bh
+            prof_x = np.full(tile, np.nan)
+            prof_y = np.full(tile, np.nan)
+            for k in range(tile):
+                if 1 <= x0 + k <= w - 2:
+                    prof_x[k] = np.mean(np.abs(dxx[[i - 1 for i in ci], x0 + k - 1]))
+                if 1 <= y0 + k <= h - 2:
+                    prof_y[k] = np.mean(np.abs(dyy[y0 + k - 1, [j - 1 for j in cj]]))
+            out[5, ty, tx] = max(_peak_ratio(prof_x), _peak_ratio(prof_y))
+            for c, plane in ((6, cb), (8, cr)):
+                if plane is None:
+                    continue
+                p = np.asarray(plane, np.float64)
+                sy = 1 if p.shape[0] == h else 2
+                sx = 1 if p.shape[1] == w else 2
+                part = p[y0 // sy:(y0 + tile) // sy, x0 // sx:(x0 + tile) // sx]
+                out[c, ty, tx] = part.mean()
+                out[c + 1, ty, tx] = part.std()
+    return out
+
+
+def _robust(v: np.ndarray) -> tuple[float, float]:
+    med = np.median(v)
+    return med, np.median(np.abs(v - med))
+
+
+def inconsistency(maps: np.ndarray):
+    """(features[15], zmap, deviant, region) of one grid's maps, with scipy.ndimage.label."""
+    from scipy import ndimage
+
+    ny, nx = maps.shape[1:]
+    feats, zs = [], []
+    for name in DEVIANCE:
+        raw = maps[MAP_ORDER.index(name)]
+        if raw.size == 0 or np.isnan(raw).any():
+            feats += [NAN, NAN]
+            continue
+        med, mad = _robust(raw)
+        v = np.log1p(raw) if name in LOG_MAPS else raw
+        mv, madv = _robust(v)
+        z = np.abs(v - mv) / (1.4826 * madv + LOCAL_EPS)
+        feats += [mad / (abs(med) + LOCAL_EPS), z.max()]
+        zs.append(z)
+    deviant = np.zeros((ny, nx), bool)
+    region = np.zeros((ny, nx), bool)
+    if not zs:
+        zmap = np.full((ny, nx), np.nan)
+        feats += [NAN, NAN]
+    else:
+        zmap = np.max(zs, axis=0)
+        deviant = zmap > 3.5
+        labels, n = ndimage.label(deviant)          # 4-connectivity, labels in raster order
+        if n == 0:
+            feats += [0.0, 0.0]
+        else:
+            sizes = np.bincount(labels.ravel())[1:]
+            best = int(np.argmax(sizes)) + 1       # first of the largest
+            region = labels == best
+            yy, xx = np.where(region)
+            box = (yy.max() - yy.min() + 1) * (xx.max() - xx.min() + 1)
+            feats += [region.sum() / (ny * nx), region.sum() / box]
+    strong = maps[3] > 1.0
+    if strong.any():
+        phases = maps[4][strong].astype(int)
+        feats.append(np.bincount(phases, minlength=64).max() / strong.sum())
+    else:
+        feats.append(NAN)
+    return np.array(feats, np.float64), zmap, deviant, region
+
+
+def temporal_features(maps_seq, deviant_seq, region_seq) -> np.ndarray:
+    """[region_presence, centroid_motion, mask_iou, flicker_in, flicker_out, flicker_ratio]."""
+    n = len(maps_seq)
+    ny, nx = deviant_seq[0].shape
+    diag = np.hypot(ny, nx)
+    presence = np.mean([r.any() for r in region_seq])
+    motion, iou, fin, fout = [], [], [], []
+    for f in range(n - 1):
+        ra, rb = region_seq[f], region_seq[f + 1]
+        if ra.any() and rb.any():
+            ca = np.array(np.where(ra)).mean(axis=1)
+            cb = np.array(np.where(rb)).mean(axis=1)
+            motion.append(np.hypot(*(ca - cb)) / diag)
+        da, db = deviant_seq[f], deviant_seq[f + 1]
+        if (da | db).any():
+            iou.append((da & db).sum() / (da | db).sum())
+        va = np.log1p(maps_seq[f][[0, 1, 2]])
+        vb = np.log1p(maps_seq[f + 1][[0, 1, 2]])
+        d = np.abs(vb - va).mean(axis=0)
+        if ra.any():
+            fin.append(d[ra].mean())
+        if (~ra).any():
+            fout.append(d[~ra].mean())
+
+    def mean(x):
+        return float(np.mean(x)) if x else NAN
+
+    fi, fo = mean(fin), mean(fout)
+    ratio = (fi + LOCAL_EPS) / (fo + LOCAL_EPS) if fin and fout else NAN
+    return np.array([presence, mean(motion), mean(iou), fi, fo, ratio])

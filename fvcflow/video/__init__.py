@@ -1,15 +1,23 @@
 """Video I/O: the only code in fvcflow that opens video containers.
 
-``probe`` describes a file, ``iter_luma``/``read_luma`` decode the luma of chosen frames,
-``iter_rgb`` decodes everything in chunks, ``VideoWriter`` encodes. Every unreadable file is a
-:class:`fvcflow.errors.VideoError` naming the file and the reason.
+``probe`` describes a file, ``iter_luma``/``read_luma`` decode the luma of chosen frames
+(``iter_yuv`` all three planes), ``iter_rgb`` decodes everything in chunks, ``VideoWriter``
+encodes. Every unreadable file is a :class:`fvcflow.errors.VideoError` naming the file and the reason.
 """
 
 from fvcflow.video.probe import VideoInfo, probe
-from fvcflow.video.read import LumaReader, iter_luma, iter_rgb, plan_reads, read_luma, sample_indices
+from fvcflow.video.read import (
+    LumaReader,
+    iter_luma,
+    iter_rgb,
+    iter_yuv,
+    plan_reads,
+    read_luma,
+    sample_indices,
+)
 from fvcflow.video.write import VideoWriter
 
 __all__ = [
-    "VideoInfo", "probe", "sample_indices", "iter_luma", "read_luma", "iter_rgb", "LumaReader",
+    "VideoInfo", "probe", "sample_indices", "iter_luma", "iter_yuv", "read_luma", "iter_rgb", "LumaReader",
     "plan_reads", "VideoWriter",
 ]

@@ -95,7 +95,7 @@ class LumaReader:
     """
 
     def __init__(self, path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-                 threads: bool | None = None, stats: dict | None = None):
+                 threads: bool | None = None, stats: dict | None = None, chroma: bool = False):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.path = os.fspath(path)
@@ -107,6 +107,7 @@ class LumaReader:
         self.plan, self.planned = plan_reads(self.info.keyframes, self.indices, cost)
         self.strategy = "seek" if any(s is not None for s in self.plan) else "sequential"
         self.threads = threads
+        self.chroma = chroma
         self._key_index = dict(zip(self.info.keyframe_pts, self.info.keyframes))
         self.decoded = 0
         self.seeks = 0
@@ -158,7 +159,7 @@ class LumaReader:
                     self.seeks += 1
                     frames, pos = _decode(container, stream), None
                 frame, pos = self._advance(frames, pos, i, target)
-                yield i, _luma(frame)
+                yield i, (_yuv(frame) if self.chroma else _luma(frame))
 
     def _advance(self, frames, pos, i, target):
         """Decode up to frame ``i``; ``pos`` is the next frame's index, None right after a seek
@@ -226,6 +227,24 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
     ([(0, (360, 640)), (100, (360, 640)), (200, (360, 640))], 41)
     """
     return LumaReader(path, indices, info=info, strategy=strategy, threads=threads, stats=stats)
+
+
+def iter_yuv(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
+             threads: bool | None = None, stats: dict | None = None) -> LumaReader:
+    """Like :func:`iter_luma`, yielding ``(index, (y, cb, cr))``: the three planes as uint8.
+
+    Planar YUV frames give their planes as stored (views, chroma at its own subsampling:
+    (ceil(H/2), ceil(W/2)) for 4:2:0), deeper formats their top 8 bits; other formats are
+    converted to yuv444p by FFmpeg first. The local features read their chroma statistics
+    from these planes.
+
+    Examples
+    --------
+    >>> [(i, [p.shape for p in yuv]) for i, yuv in iter_yuv("clip.mp4", [0])]  # doctest: +SKIP
+    [(0, [(360, 640), (180, 320), (180, 320)])]
+    """
+    return LumaReader(path, indices, info=info, strategy=strategy, threads=threads, stats=stats,
+                      chroma=True)
 
 
 def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto") -> np.ndarray:
@@ -315,6 +334,30 @@ def _luma(frame: av.VideoFrame) -> np.ndarray:
     if gray.dtype != np.uint8:
         gray = np.clip(np.rint(gray), 0, 255).astype(np.uint8)
     return gray
+
+
+def _plane(frame: av.VideoFrame, k: int, bits: int) -> np.ndarray:
+    """Plane ``k`` of a planar frame as uint8[h, w] (its own size), top 8 bits if deeper."""
+    plane = frame.planes[k]
+    if bits == 8:
+        flat = np.frombuffer(plane, np.uint8)[: plane.height * plane.line_size]
+        return flat.reshape(plane.height, plane.line_size)[:, : plane.width]
+    flat = np.frombuffer(plane, "<u2")[: plane.height * plane.line_size // 2]
+    y = flat.reshape(plane.height, plane.line_size // 2)[:, : plane.width]
+    return (y >> (bits - 8)).astype(np.uint8)
+
+
+def _yuv(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Y, Cb, Cr) of a decoded frame (see :func:`iter_yuv`)."""
+    fmt = frame.format
+    bits = _luma_plane_bits(fmt)
+    comps = fmt.components
+    planar = (bits and len(comps) >= 3 and comps[1].plane == 1 and comps[2].plane == 2
+              and comps[1].bits == comps[0].bits)
+    if not planar:
+        frame = frame.reformat(format="yuv444p")
+        bits = 8
+    return _plane(frame, 0, bits), _plane(frame, 1, bits), _plane(frame, 2, bits)
 
 
 _LUMA_BITS: dict[str, int] = {}
