@@ -11,7 +11,7 @@ from numpy.testing import assert_allclose
 
 from fvcflow import kernels as K
 from fvcflow.kernels import local
-from fvcflow.video import iter_yuv, probe, sample_indices
+from fvcflow.video import iter_luma, iter_yuv, probe, sample_indices
 from tests import naive as N
 from tests.media import write_video
 
@@ -40,7 +40,8 @@ def _frame(kind: str, shape, seed: int = 0) -> np.ndarray:
     if kind == "gradient":
         return ((2 * yy + 3 * xx) % 256).astype(np.uint8)
     if kind == "blocky":
-        return np.kron(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1)), np.ones((8, 8)))[:h, :w].astype(np.uint8)
+        blocks = np.kron(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1)), np.ones((8, 8)))
+        return blocks[:h, :w].astype(np.uint8)
     raise ValueError(kind)
 
 
@@ -248,7 +249,7 @@ def test_iter_yuv_planes(tmp_path):
     idx = sample_indices(info.n_frames)
     got = list(iter_yuv(path, idx, info=info))
     assert [i for i, _ in got] == idx.tolist()
-    lumas = [y for _, y in __import__("fvcflow.video", fromlist=["iter_luma"]).iter_luma(path, idx, info=info)]
+    lumas = [y for _, y in iter_luma(path, idx, info=info)]
     for (_, (y, cb, cr)), luma in zip(got, lumas):
         assert np.array_equal(y, luma) and cb.shape == cr.shape == (24, 32) and cb.dtype == np.uint8
     rgb = write_video(tmp_path / "c.mkv", n=6, width=64, height=48, codec="ffv1", pix_fmt="bgr0")
