@@ -1,14 +1,15 @@
 """The one model registry: ``register_model``, ``create_model``, ``list_models``, ``get_model_spec``.
 
 Importing this package registers the CPU baselines (``tabular``) and the stacking ensemble
-(``stack``). Deep video models register with ``kind="torch_video"`` (input ``"frames"``).
+(``stack``), and the deep video models (``kind="torch_video"``, input ``"frames"``), whose
+modules import only ``torch``: ``transformers`` and ``pytorchvideo`` load when a model is built.
 
 >>> from fvcflow.models import list_models
 >>> list_models("*_s2")
 ['logreg_s2']
 """
 
-from fvcflow.models import stack, tabular  # noqa: F401  (registers the models)
+from fvcflow.models import stack, tabular, video_pytorchvideo, video_transformers  # noqa: F401  (registers the models)  # noqa: F401  (deep models, part 2)
 from fvcflow.models.registry import (
     FEATURE_SETS,
     KINDS,

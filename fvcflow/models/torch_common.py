@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 from torch import nn
 
 from fvcflow.errors import FvcError
@@ -100,7 +101,8 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
     """Load a local checkpoint into ``module`` (never a download); returns missing/unexpected keys.
 
     Accepts a bare state dict or one wrapped under ``state_dict``/``model``/``model_state``
-    (torchvision, timm, pytorchvideo and our own checkpoints); ``prefix`` is stripped from keys
+    (torchvision, timm, pytorchvideo and our own checkpoints), or a ``.safetensors`` file (Hugging
+    Face and timm); ``prefix`` is stripped from keys
     (``"module."`` of DataParallel checkpoints is always stripped). Shapes that disagree (a
     classifier for 400 classes) are left out and reported as missing. A path that does not exist
     or does not hold a state dict is an :class:`FvcError` naming it.
@@ -109,7 +111,10 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
     if not path.is_file():
         raise FvcError(f"{path}: weights file not found")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        if path.suffix == ".safetensors":
+            state = load_safetensors(path, device="cpu")
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is the user's file
         raise FvcError(f"{path}: not a torch checkpoint ({type(exc).__name__}: {exc})") from None
     for key in ("state_dict", "model", "model_state"):
