@@ -9,7 +9,7 @@ modules import only ``torch``: ``transformers`` and ``pytorchvideo`` load when a
 ['logreg_s2']
 """
 
-from fvcflow.models import stack, tabular, video_pytorchvideo, video_transformers  # noqa: F401  (registers the models)  # noqa: F401  (deep models, part 2)
+from fvcflow.models import stack, tabular, video_pytorchvideo, video_transformers  # noqa: F401  (registers the models)
 from fvcflow.models.registry import (
     FEATURE_SETS,
     KINDS,
