@@ -12,6 +12,7 @@ import pytest
 _PREFECT_HOME = tempfile.mkdtemp(prefix="fvc-prefect-home-")
 os.environ["PREFECT_HOME"] = _PREFECT_HOME
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
 os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("MPLBACKEND", "Agg")

@@ -14,6 +14,7 @@ from fvcflow import progress
 from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import STAGES, Settings
+from fvcflow.telemetry import analytics_off
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +62,7 @@ def prefect_environment(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_HOME", str(settings.lake().prefect_home))
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow, busy machines
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    analytics_off()
 
 
 def _run(args: argparse.Namespace) -> int:
