@@ -35,3 +35,41 @@ class ArchiveError(FvcError):
 
     def __reduce__(self):
         return (type(self), (self.path, self.reason))
+
+
+class DiskFullError(FvcError):
+    """A write ran out of space (``ENOSPC``/``EDQUOT``). ``path`` names the file being written.
+
+    Nothing half-written is published: the write goes to a temporary file that is removed.
+    """
+
+    def __init__(self, path: str | Path, detail: str | None = None):
+        self.path = str(path)
+        self.detail = detail or ("free space there and rerun the same command: "
+                                 "finished work is kept, only what is missing is computed")
+        super().__init__(f"no space left on {self.path}: {self.detail}")
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.detail))
+
+
+_DISK_FULL_ERRNOS = {28, 122}   # ENOSPC, EDQUOT (Linux)
+_DISK_FULL_TEXT = ("no space left on device", "os error 28", "database or disk is full",
+                   "disk quota exceeded")
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or an exception it was raised from) means the disk is full.
+
+    Libraries report it differently: ``OSError`` with ``errno`` 28, Polars' ``ComputeError``
+    ("os error 28"), SQLite's "database or disk is full", FFmpeg's errno 28.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "errno", None) in _DISK_FULL_ERRNOS:
+            return True
+        if any(t in str(exc).lower() for t in _DISK_FULL_TEXT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

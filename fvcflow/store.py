@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import socket
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
 import polars as pl
+
+from fvcflow.errors import DiskFullError, is_disk_full
 
 #: Bump when the meaning of any feature column changes; it is part of every cache key.
 FEATURE_SCHEMA_VERSION = 1
@@ -117,28 +120,68 @@ class Lake:
         return self.root / "cache" / stage
 
 
-def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike) -> Path:
+def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike, *,
+                         metadata: Mapping[str, str] | None = None) -> Path:
     """Write ``df`` to ``path`` so that readers see either the old file or the complete new one.
 
     The temporary file (``.<name>.<host>.<pid>.<random>.tmp``, beside ``path``) names its writer,
     so that :func:`sweep_temporary` can remove what a killed writer left; the published file gets
-    the usual permissions (``0666`` less the umask), not ``mkstemp``'s owner-only ones.
+    the usual permissions (``0666`` less the umask), not ``mkstemp``'s owner-only ones. A full
+    disk raises :class:`~fvcflow.errors.DiskFullError` naming ``path``, with the old file intact
+    and the temporary one removed. ``metadata`` goes into the Parquet footer (key-value pairs).
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp, metadata=dict(metadata) if metadata else None)
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on a clean exit it is synced and renamed to ``path``.
+
+    On any error (a full disk, ``KeyboardInterrupt``) the temporary file is removed and ``path``
+    is untouched; a full disk is raised as :class:`~fvcflow.errors.DiskFullError` naming ``path``.
+    The temporary name follows :func:`sweep_temporary`'s convention (a killed writer's is swept).
+
+    >>> with atomic_path("/tmp/fvc-doc/state.bin") as tmp:
+    ...     _ = tmp.write_bytes(b"whole")
+    """
+    path = Path(path)
     try:
-        df.write_parquet(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.{_host()}.{os.getpid()}.", suffix=".tmp",
+                                    dir=path.parent)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        raise
+    tmp = Path(name)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.close(fd)
+        yield tmp
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        # some writers lose the errno (Polars: "Invalid thrift: transport error"): ask the filesystem,
+        # while the temporary file still holds its share
+        full = not isinstance(exc, DiskFullError) and isinstance(exc, Exception) and (
+            is_disk_full(exc) or out_of_space(path.parent))
+        tmp.unlink(missing_ok=True)
+        if full:
+            raise DiskFullError(path) from None
         raise
-    return path
+
+
+def out_of_space(folder: str | os.PathLike, *, below: int = 1 << 20) -> bool:
+    """Whether the filesystem holding ``folder`` has less than ``below`` bytes left for this user."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < below
 
 
 def _host() -> str:
@@ -202,6 +245,121 @@ def read_parquet(path: str | os.PathLike) -> pl.DataFrame | None:
         return None
     with fh:
         return pl.read_parquet(fh)
+
+
+#: Parquet footer key holding the digest of a checked file's content (:func:`write_checked_parquet`)
+CHECKSUM_KEY = "fvc.blake2b"
+_CHECKED_MAGIC = b"FVCCHK1\n"
+
+
+class CorruptEntry(Exception):
+    """A cached file failed its check: unreadable, truncated, or its content differs from the
+    digest recorded when it was written. ``legacy``: it has no digest (an older fvcflow wrote it)."""
+
+    def __init__(self, path: str | os.PathLike, reason: str, *, legacy: bool = False):
+        self.path, self.reason, self.legacy = str(path), reason, legacy
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):
+        return (_corrupt_entry, (self.path, self.reason, self.legacy))
+
+
+def _corrupt_entry(path: str, reason: str, legacy: bool) -> CorruptEntry:
+    return CorruptEntry(path, reason, legacy=legacy)
+
+
+_PLACEHOLDER = b"0" * 32
+
+
+def _digest_slot(blob: bytes) -> int | None:
+    """Offset of the 32 hex digits of :data:`CHECKSUM_KEY`'s value in a Parquet file's footer."""
+    if len(blob) < 12 or blob[-4:] != b"PAR1":
+        return None
+    footer = len(blob) - 8 - int.from_bytes(blob[-8:-4], "little")
+    i = blob.rfind(CHECKSUM_KEY.encode(), max(footer, 0))
+    if i < 0:
+        return None
+    at = i + len(CHECKSUM_KEY) + 2        # thrift compact: field header, length 32, then the value
+    return at if at + 32 <= len(blob) - 8 else None
+
+
+def _file_digest(blob: bytes, slot: int) -> bytes:
+    """BLAKE2b-128 (hex) of the whole file with its digest slot read as zeros."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(blob[:slot])
+    h.update(_PLACEHOLDER)
+    h.update(blob[slot + 32:])
+    return h.hexdigest().encode()
+
+
+def write_checked_parquet(df: pl.DataFrame, path: str | os.PathLike) -> Path:
+    """Write ``df`` atomically as Parquet whose footer holds the digest of the whole file, for
+    :func:`read_checked_parquet` to verify (cache entries: a damaged one is never read into a
+    table). The digest covers every byte but its own 32 (written as zeros, hashed, filled in)."""
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp, metadata={CHECKSUM_KEY: _PLACEHOLDER.decode()})
+        with open(tmp, "r+b") as fh:
+            blob = fh.read()
+            slot = _digest_slot(blob)
+            if slot is None or blob[slot:slot + 32] != _PLACEHOLDER:
+                raise RuntimeError(f"{tmp}: cannot place the checksum in the Parquet footer")
+            fh.seek(slot)
+            fh.write(_file_digest(blob, slot))
+    return Path(path)
+
+
+def read_checked_parquet(path: str | os.PathLike) -> pl.DataFrame | None:
+    """The table written by :func:`write_checked_parquet`, verified; ``None`` when it does not exist.
+
+    The bytes are read once and checked against the digest recorded at write time before they
+    are parsed: a truncated file or a flipped bit anywhere raises :class:`CorruptEntry` (the
+    parser never sees damaged bytes).
+    """
+    try:
+        blob = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    slot = _digest_slot(blob)
+    if slot is None:
+        if blob[:4] == b"PAR1" and blob[-4:] == b"PAR1" and CHECKSUM_KEY.encode() not in blob:
+            raise CorruptEntry(path, "no checksum recorded (written by an older fvcflow)", legacy=True)
+        raise CorruptEntry(path, f"truncated or damaged ({len(blob)} bytes, no intact Parquet footer)")
+    if _file_digest(blob, slot) != blob[slot:slot + 32]:
+        raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
+    return pl.read_parquet(io.BytesIO(blob))
+
+
+def write_checked_bytes(data: bytes, path: str | os.PathLike) -> Path:
+    """Write ``data`` atomically with its length and BLAKE2b digest in a small header.
+
+    For cached blobs (pickled fold results, torch checkpoints, clip arrays): read them back with
+    :func:`read_checked_bytes`, which refuses a truncated or altered file.
+    """
+    data = bytes(data)
+    header = _CHECKED_MAGIC + hashlib.blake2b(data, digest_size=16).digest() + len(data).to_bytes(8, "little")
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(header)
+            fh.write(data)
+    return Path(path)
+
+
+def read_checked_bytes(path: str | os.PathLike) -> bytes | None:
+    """The payload written by :func:`write_checked_bytes`; ``None`` when missing; raises
+    :class:`CorruptEntry` when it is truncated or altered."""
+    try:
+        blob = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    n = len(_CHECKED_MAGIC)
+    if blob[:n] != _CHECKED_MAGIC or len(blob) < n + 24:
+        raise CorruptEntry(path, "not a checked file (header missing or damaged)")
+    digest, size, data = blob[n:n + 16], int.from_bytes(blob[n + 16:n + 24], "little"), blob[n + 24:]
+    if len(data) != size:
+        raise CorruptEntry(path, f"truncated ({len(data)} of {size} bytes)")
+    if hashlib.blake2b(data, digest_size=16).digest() != digest:
+        raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
+    return data
 
 
 def file_hash(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:

@@ -9,6 +9,7 @@ loses only the videos that were in flight.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,17 +19,22 @@ from typing import Any, Iterable
 import polars as pl
 
 from fvcflow.config import Settings
-from fvcflow.errors import FvcError
+from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
 from fvcflow.stages.specs import SPECS, StageSpec
 from fvcflow.store import (
+    CorruptEntry,
     Lake,
     failure_row,
-    read_parquet,
+    file_hash,
+    read_checked_parquet,
     record_failures,
     sweep_temporary,
+    write_checked_parquet,
     write_parquet_atomic,
 )
+
+log = logging.getLogger("fvcflow.stages")
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,7 @@ class StagePlan:
     jobs: list[Job]          # every video of the stage, cached or not
     todo: list[Job]          # the ones to compute
     started: float = field(default_factory=time.time)
+    damaged: list[str] = field(default_factory=list)   # cache entries found damaged: recomputed
 
     @property
     def cached(self) -> int:
@@ -72,11 +79,12 @@ class StageReport:
     table: str
     failure_reasons: dict[str, int]
     rows: int = 0            # rows of the published table
+    damaged: int = 0         # cached results found damaged (checksum) and recomputed
 
     def as_rows(self) -> list[dict]:
         return [{"stage": self.stage, "videos in": self.videos_in, "done": self.done,
-                 "cached": self.cached, "failed": self.failed, "seconds": round(self.seconds, 2),
-                 "table": self.table}]
+                 "cached": self.cached, "failed": self.failed, "damaged": self.damaged,
+                 "seconds": round(self.seconds, 2), "table": self.table}]
 
 
 def _cache_file(lake: Lake, stage: str, key: str) -> Path:
@@ -84,23 +92,54 @@ def _cache_file(lake: Lake, stage: str, key: str) -> Path:
 
 
 def plan(stage: str, settings: Settings) -> StagePlan:
-    """Every job of ``stage`` and those not yet cached (all of them when the stage is forced)."""
+    """Every job of ``stage`` and those not yet cached (all of them when the stage is forced).
+
+    A cached result counts only when it passes its checks: the cache file's checksum, and for
+    stages that write a video (augment, scale) the video's content hash recorded at write time.
+    A damaged entry is reported (logged, counted in the stage report), removed and recomputed.
+    """
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
     for folder in (lake.cache_dir(spec.name), spec.table(lake).parent):
         sweep_temporary(folder)  # what writers killed in an earlier run left behind
     jobs = [Job(**j) for j in spec.jobs(lake, settings)]
     force = stage in settings.force
-    todo = [j for j in jobs if force or not _is_cached(lake, spec, j)]
+    damaged: list[str] = []
+    todo = [j for j in jobs if force or not _is_cached(lake, spec, j, damaged)]
     emit("stage_start", stage=stage, total=len(jobs), todo=len(todo), cached=len(jobs) - len(todo))
-    return StagePlan(stage, jobs, todo)
+    return StagePlan(stage, jobs, todo, damaged=damaged)
 
 
-def _is_cached(lake: Lake, spec: StageSpec, job: Job) -> bool:
-    if not _cache_file(lake, spec.name, job.key).exists():
+def _is_cached(lake: Lake, spec: StageSpec, job: Job, damaged: list[str]) -> bool:
+    path = _cache_file(lake, spec.name, job.key)
+    try:
+        row = read_checked_parquet(path)
+    except CorruptEntry as exc:
+        if not exc.legacy:
+            _report_damage(damaged, spec.name, str(exc))
+        path.unlink(missing_ok=True)
+        return False
+    if row is None:
         return False
     out = job.params.get("dst")
-    return out is None or Path(out).exists()
+    if out is None:
+        return True
+    out = Path(out)
+    want = row["content_hash"][0] if "content_hash" in row.columns else None
+    if not out.exists():
+        return False
+    if want is not None and file_hash(out) != want:
+        _report_damage(damaged, spec.name, f"{out}: the video differs from the content hash recorded when "
+                                           f"it was written")
+        out.unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _report_damage(damaged: list[str], stage: str, what: str) -> None:
+    damaged.append(what)
+    log.warning("%s: damaged cache entry, recomputing it: %s", stage, what)
 
 
 def batches(jobs: list[Job], workers: int, *, max_size: int = 32) -> list[list[Job]]:
@@ -120,14 +159,22 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
     for job in jobs:
         try:
             result = spec.run(job, settings)
+        except DiskFullError:
+            raise                                    # the stage stops: no video is to blame
         except FvcError as exc:
+            if is_disk_full(exc):                    # e.g. an encoder's VideoError on ENOSPC
+                raise DiskFullError(job.params.get("dst") or _cache_file(lake, spec.name, job.key)) from None
             failures.append(failure_row(spec.name, job.path, getattr(exc, "reason", str(exc)),
                                         video_id=job.video_id, error_type=type(exc).__name__))
             continue
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(job.params.get("dst") or _cache_file(lake, spec.name, job.key)) from None
+            raise
         # the cache holds what the content determines; identity (video_id, keys) comes from the plan
         row = {**result, "cache_key": job.key}
-        write_parquet_atomic(pl.DataFrame([row], infer_schema_length=None),
-                             _cache_file(lake, spec.name, job.key))
+        write_checked_parquet(pl.DataFrame([row], infer_schema_length=None),
+                              _cache_file(lake, spec.name, job.key))
         done.append(job.video_id)
     return BatchOutcome(done, failures, time.perf_counter() - t0)
 
@@ -150,7 +197,23 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     failed = {f["video_id"] for f in failures}
     jobs = [j for j in stage_plan.jobs if j.video_id not in failed]
     keys = dict.fromkeys(j.key for j in jobs)  # videos of equal content share one cached result
-    present = [t for t in (read_parquet(_cache_file(lake, spec.name, k)) for k in keys) if t is not None]
+    present, damaged = [], []
+    for k in keys:
+        try:
+            t = read_checked_parquet(_cache_file(lake, spec.name, k))
+        except CorruptEntry as exc:              # damaged after the plan checked it: left out
+            damaged.append(k)
+            _cache_file(lake, spec.name, k).unlink(missing_ok=True)
+            log.warning("%s: damaged cache entry left out of the table: %s", spec.name, exc)
+            continue
+        if t is not None:
+            present.append(t)
+    for j in jobs:
+        if j.key in damaged:
+            failures.append(failure_row(spec.name, j.path,
+                                        "its cached result was damaged; rerun to recompute it",
+                                        video_id=j.video_id, error_type="CorruptEntry"))
+    jobs = [j for j in jobs if j.key not in damaged]
     if present:
         results = pl.concat(present, how="diagonal_relaxed")
         ids = pl.DataFrame([{"video_id": j.video_id, **j.carry, "cache_key": j.key} for j in jobs],
@@ -174,6 +237,7 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         table=str(table_path),
         failure_reasons=reasons,
         rows=table.height,
+        damaged=len(stage_plan.damaged),
     )
     emit("stage_end", stage=spec.name, videos=table.height, done=report.done, cached=report.cached,
          failed=report.failed, seconds=report.seconds, reasons=dict(reasons))

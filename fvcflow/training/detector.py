@@ -95,8 +95,9 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     [0.87]
     """
     uri = tracking_uri or lake.mlflow_uri
-    if uri.startswith("sqlite:") and not lake.mlflow_db.exists():
-        raise FvcError(f"no MLflow store at {lake.mlflow_db}: run `fvc train` first (or pass --home)")
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    if db is not None and not db.exists():
+        raise FvcError(f"no MLflow store at {db}: run `fvc train` first (or pass --home)")
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)

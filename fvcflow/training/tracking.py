@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import unquote, urlparse
 
 import mlflow
 import numpy as np
@@ -20,6 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
 from fvcflow.store import Lake
 from fvcflow.training import plots
@@ -123,10 +127,61 @@ def log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any =
     MLflow steps, its ``fold_artifacts`` such as the best checkpoint), summary metrics, figures,
     importances when the model has them, then the model through its flavour's logger, with
     ``example`` (default ``result.example``).
+
+    A full disk while logging (an artifact, the SQLite store) raises
+    :class:`~fvcflow.errors.DiskFullError` naming where; the half-logged runs are deleted with
+    their artifacts, so the registry and the leaderboard never see them.
     """
-    start = time.perf_counter()
     example = result.example if example is None else example
     exp_id = configure(lake, cfg)
+    runs: list[str] = []
+    try:
+        return _log_result(lake, cfg, result, example, exp_id, runs)
+    except Exception as exc:
+        if not is_disk_full(exc) or isinstance(exc, DiskFullError):
+            raise
+        where = _discard_runs(lake, cfg, runs)
+        raise DiskFullError(where, f"MLflow could not log {result.name} (the half-logged run is deleted); "
+                                   "free space there and rerun the training") from None
+
+
+def _discard_runs(lake: Lake, cfg: TrainConfig, run_ids: list[str]) -> str:
+    """Delete runs and their local artifacts (and logged models); the artifact folder they used."""
+    uri = tracking_uri(lake, cfg)
+    client = MlflowClient(uri, uri)
+    where = str(lake.mlartifacts)
+    for run_id in reversed(run_ids):
+        try:
+            run = client.get_run(run_id)
+            folder = _local(run.info.artifact_uri)
+            if folder is not None:
+                where = str(folder.parent.parent)              # the experiment's artifact folder
+                shutil.rmtree(folder.parent, ignore_errors=True)   # <run id>/artifacts and the run folder
+            for model in client.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                                     filter_string=f"source_run_id = '{run_id}'"):
+                if (mfolder := _local(model.artifact_location)) is not None:
+                    shutil.rmtree(mfolder.parent if mfolder.name == "artifacts" else mfolder,
+                                  ignore_errors=True)
+                client.delete_logged_model(model.model_id)
+            client.delete_run(run_id)
+        except Exception as exc:  # noqa: BLE001 - best effort: the store itself may be full
+            log.warning("could not discard the half-logged run %s: %s", run_id, exc)
+    return where
+
+
+def _local(uri: str | None) -> Path | None:
+    """The local folder of a ``file:`` artifact URI (None for remote stores)."""
+    if not uri:
+        return None
+    parsed = urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    return Path(unquote(parsed.path))
+
+
+def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any, exp_id: str,
+                runs: list[str]) -> ModelResult:
+    start = time.perf_counter()
     spec = get_model_spec(result.name)
     tags = {"fvc.model": result.name, "fvc.kind": result.kind}
     if result.feature_set is not None:
@@ -140,10 +195,12 @@ def log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any =
     params.update({**{f"best_{k}": v for k, v in result.best_params.items()}, **result.params})
     with mlflow.start_run(experiment_id=exp_id, run_name=result.name,
                           tags={**tags, **result.tags, "fvc.role": "model"}) as run:
+        runs.append(run.info.run_id)
         mlflow.log_params(params)
         for k, (m, fold_params) in enumerate(zip(result.fold_metrics, result.fold_params)):
             with mlflow.start_run(experiment_id=exp_id, run_name=f"{result.name}/fold{k}", nested=True,
-                                  tags={**tags, "fvc.role": "fold", "fvc.fold": str(k)}):
+                                  tags={**tags, "fvc.role": "fold", "fvc.fold": str(k)}) as fold_run:
+                runs.append(fold_run.info.run_id)
                 mlflow.log_params({"fold": k, **fold_params})
                 history = result.fold_history[k] if k < len(result.fold_history) else []
                 for step, epoch in enumerate(history):

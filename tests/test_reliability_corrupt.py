@@ -1,0 +1,117 @@
+"""A damaged cache entry, injected for real (a truncated or bit-flipped cached feature file, a
+truncated augmented video, a bit-flipped scaled video, a damaged checked blob): detected by the
+checksum or content hash recorded at write time, reported, recomputed, and never read into a table."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from fvcflow.config import Settings
+from fvcflow.stages import runner
+from fvcflow.stages.ingest import ingest_corpus
+from fvcflow.store import CorruptEntry, file_hash, read_checked_bytes, read_parquet, write_checked_bytes
+from tests.reliability_media import assert_lake_sound, cache_files, feature_table, make_corpus
+
+STAGES = ("augment", "features", "scale", "scaled_features")
+
+
+def flip(path: Path, at: float = 0.5) -> None:
+    """Flip one bit of ``path`` at a fraction ``at`` of its length (in place, same size)."""
+    data = bytearray(path.read_bytes())
+    data[int(len(data) * at)] ^= 0x08
+    path.write_bytes(bytes(data))
+
+
+def truncate(path: Path, keep: float = 0.6) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A small lake with stages 1-4 done, and its tables."""
+    root = tmp_path_factory.mktemp("corrupt")
+    corpus = root / "corpus"
+    make_corpus(corpus, bases=2, copies=2, frames=40, size=(160, 120))
+    settings = Settings(home=root / "fvc-data", workers=1, augment={"copies": 1}, scale={"size": 64},
+                        corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"}).resolved()
+    ingest_corpus(settings)
+    for stage in STAGES:
+        runner.run_local(stage, settings)
+    lake = settings.lake()
+    tables = {s: feature_table(runner.spec_of(s).table(lake)) for s in STAGES}
+    return settings, tables
+
+
+def test_damaged_cache_files_and_videos_are_reported_recomputed_and_the_tables_match(built, caplog):
+    settings, reference = built
+    lake = settings.lake()
+    features = sorted(cache_files(settings.home, "features"))
+    truncate(Path(features[0]))
+    flip(Path(features[1]))
+    augmented = read_parquet(lake.stage1).sort("video_id")
+    aug_video = Path(augmented["path"][0])
+    truncate(aug_video)
+    scaled = read_parquet(lake.stage3).sort("video_id")
+    scaled_video = Path(scaled["path"][1])
+    flip(scaled_video, 0.4)
+
+    with caplog.at_level(logging.WARNING, logger="fvcflow.stages"):
+        reports = {s: runner.run_local(s, settings) for s in STAGES}
+    assert (reports["augment"].damaged, reports["augment"].done) == (1, 1)
+    assert (reports["features"].damaged, reports["features"].done) == (2, 2)
+    assert (reports["scale"].damaged, reports["scale"].done) == (1, 1)
+    assert reports["scaled_features"].damaged == 0
+    assert all(r.failed == 0 for r in reports.values())
+    warned = "\n".join(r.getMessage() for r in caplog.records)
+    for path in (features[0], features[1], aug_video, scaled_video):
+        assert str(path) in warned, f"{path} not reported"
+    assert "damaged cache entry" in warned
+    # the recomputed entries give the tables of the undamaged run (the videos the same bytes again)
+    for stage in STAGES:
+        assert_frame_equal(feature_table(runner.spec_of(stage).table(lake)), reference[stage])
+    assert file_hash(aug_video) == augmented["content_hash"][0]
+    assert file_hash(scaled_video) == scaled["content_hash"][1]
+    assert_lake_sound(settings.home)
+
+
+def test_an_entry_damaged_after_the_plan_is_never_read_into_the_table(built):
+    settings, reference = built
+    lake = settings.lake()
+    plan = runner.plan("features", settings)
+    assert not plan.todo
+    victim = sorted(cache_files(settings.home, "features"))[2]
+    flip(Path(victim), 0.3)
+    report = runner.finish(plan, [], settings)
+    table = pl.read_parquet(lake.stage2)
+    key = Path(victim).stem
+    missing = [j.video_id for j in plan.jobs if j.key == key]
+    assert missing and not set(missing) & set(table["video_id"])     # left out, not read
+    assert report.failed == len(missing)
+    failures = read_parquet(lake.failures).filter(pl.col("stage") == "features")
+    assert set(failures["video_id"]) == set(missing)
+    assert "damaged" in failures["reason"][0] and "rerun" in failures["reason"][0]
+    again = runner.run_local("features", settings)                   # the rerun recomputes it
+    assert again.done == len(missing) and again.failed == 0
+    assert_frame_equal(feature_table(lake.stage2), reference["features"])
+    assert read_parquet(lake.failures).filter(pl.col("stage") == "features").height == 0
+
+
+def test_a_checked_blob_refuses_truncation_and_flipped_bits(tmp_path):
+    """The store's checked blobs (fold results, epoch checkpoints, clip arrays) verify on read."""
+    payload = bytes(range(256)) * 64
+    path = write_checked_bytes(payload, tmp_path / "fold0.bin")
+    assert read_checked_bytes(path) == payload
+    assert read_checked_bytes(tmp_path / "missing.bin") is None
+    flip(path, 0.7)
+    with pytest.raises(CorruptEntry, match="differs from the checksum"):
+        read_checked_bytes(path)
+    write_checked_bytes(payload, path)
+    truncate(path, 0.5)
+    with pytest.raises(CorruptEntry, match="truncated"):
+        read_checked_bytes(path)
