@@ -35,7 +35,7 @@ def test_list_models_patterns():
     assert list_models("logreg_*") == ["logreg_s2", "logreg_s24"]
     assert list_models("logreg_s2,xgb_*") == ["logreg_s2", "xgb_s24"]
     assert list_models("nothing*") == []
-    assert list_models(kind="stack") == ["stack_s24"]
+    assert list_models(kind="stack") == ["stack_s24", "topk_mean"]
 
 
 def test_duplicate_registration_is_an_error():

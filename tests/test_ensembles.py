@@ -1,0 +1,82 @@
+"""The ensembles across model kinds: the top-k mean of calibrated probabilities, and the stack."""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from fvcflow.models import create_model, get_model_spec, list_models
+from fvcflow.models.stack import TopKMean
+from fvcflow.training.cv import cross_validate
+from fvcflow.training.stacking import stack_cv
+from tests.leakage_tables import as_base, ci_config, paired_table
+
+
+def test_topk_mean_is_a_registered_stack():
+    assert "topk_mean" in list_models(kind="stack")
+    assert isinstance(create_model("topk_mean"), TopKMean)
+
+
+def test_topk_keeps_the_k_whose_mean_ranks_best():
+    rng = np.random.default_rng(0)
+    y = np.tile([0, 1], 200)
+    # three independent noisy views of the label (their mean beats each) and one useless column
+    views = [np.clip(0.5 + 0.25 * (y - 0.5) + rng.normal(0, 0.25, y.size), 0, 1) for _ in range(3)]
+    P = np.column_stack([*views, rng.random(y.size)])
+    m = TopKMean().fit(P, y)
+    assert m.k_ == 3 and set(m.order_[:3]) == {0, 1, 2}
+    mean3 = roc_auc_score(y, m.predict_proba(P)[:, 1])
+    assert mean3 > max(roc_auc_score(y, v) for v in views) + 0.03
+    assert m.coef_.ravel().tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 0.0])
+    # max_k bounds it
+    assert TopKMean(max_k=2).fit(P, y).k_ <= 2
+
+
+def test_topk_calibrates_before_averaging():
+    # a good score squeezed into [0.49, 0.51] would be drowned by a poor one in a raw mean;
+    # after Platt scaling both speak on the probability scale and the mean keeps the good ranking
+    rng = np.random.default_rng(1)
+    y = np.tile([0, 1], 300)
+    good = 0.5 + 0.01 * np.tanh(2 * (y - 0.5) + rng.normal(0, 0.5, y.size))
+    poor = np.clip(0.5 + 0.1 * (y - 0.5) + rng.normal(0, 0.4, y.size), 0, 1)
+    P = np.column_stack([good, poor])
+    m = TopKMean().fit(P, y)
+    raw = roc_auc_score(y, P.mean(axis=1))
+    calibrated = roc_auc_score(y, m._calibrated(P)[:, m.order_[:2]].mean(axis=1))
+    assert calibrated > raw + 0.05
+    assert m.order_[0] == 0
+    p = m.predict_proba(P)
+    assert p.shape == (y.size, 2) and np.allclose(p.sum(axis=1), 1) and ((p >= 0) & (p <= 1)).all()
+
+
+def test_topk_needs_both_classes():
+    with pytest.raises(ValueError, match="both classes"):
+        TopKMean().fit(np.full((4, 2), 0.5), np.zeros(4))
+
+
+def test_topk_mean_chooses_k_on_the_inner_folds_of_the_stack():
+    t = paired_table(60, signal=1.5, feature_set="s24", seed=4)
+    names = ["logreg_s24", "xgb_s24"]
+    cfg = ci_config([*names, "topk_mean"])
+    bases = [as_base(get_model_spec(n), cross_validate(get_model_spec(n), t, cfg), list(t.X.columns))
+             for n in names]
+    cv = stack_cv(get_model_spec("topk_mean"), bases, cfg)
+    oof = cv.predictions.filter(pl.col("split") == "oof")
+    assert sorted(oof["video_id"].to_list()) == sorted(t.video_id[t.is_original].tolist())
+    assert len(cv.fold_metrics) == len(t.folds)
+    # outer fold k's ensemble is the one fitted on the inner out-of-fold rows of fold k: refit it
+    # from them and it gives the same scores to fold k's videos
+    wide = {b.name: b.inner_oof for b in bases}
+    for k in t.folds:
+        inner = [wide[n].filter(pl.col("outer_fold") == k).sort("video_id") for n in names]
+        assert not set(inner[0]["video_id"]) & set(t.video_id[t.fold == k])   # never fold k's videos
+        y = pl.DataFrame({"video_id": t.video_id, "label": t.y}).join(inner[0], on="video_id")["label"]
+        ref = TopKMean().fit(np.column_stack([f["prob_fake"].to_numpy() for f in inner]), y.to_numpy())
+        val = {b.name: b.predictions.filter((pl.col("split") == "oof") & (pl.col("fold") == k))
+               .sort("video_id") for b in bases}
+        want = ref.predict_proba(np.column_stack([val[n]["prob_fake"].to_numpy() for n in names]))[:, 1]
+        got = oof.filter(pl.col("fold") == k).sort("video_id")["prob_fake"].to_numpy()
+        assert np.allclose(got, want)
+    assert isinstance(cv.final.pipeline.meta, TopKMean)
