@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fvcflow.kernels import FRAME
+
 HIGH_PASS = np.array([[-1, -1, -1], [-1, 8, -1], [-1, -1, -1]], np.float64)
 _U = np.arange(8)[:, None]
 DCT_BASIS = np.cos(np.pi * (2 * np.arange(8)[None, :] + 1) * _U / 16.0) * 0.5
@@ -71,7 +73,11 @@ def blockiness(g: np.ndarray) -> float:
 
 
 def frame_features(gray: np.ndarray) -> np.ndarray:
-    """The 12 features of one uint8 or float64 frame (H, W >= 9), in ``FEATURE_NAMES`` order."""
-    ns = noise_and_sharpness(gray)
+    """The 12 features of one uint8 or float64 frame (H, W >= 9), in ``FEATURE_NAMES`` order
+    (each group's values placed by the kernels' feature table)."""
     g = gray.astype(np.float64)
-    return np.array(ns[:3] + dct_stats(g) + ns[3:] + [blockiness(g)])
+    values = dict(zip(FRAME.group_names("noise_residual") + FRAME.group_names("sharpness"),
+                      noise_and_sharpness(gray)))
+    values.update(zip(FRAME.group_names("dct_stats"), dct_stats(g)))
+    values["blockiness"] = blockiness(g)
+    return np.array([values[name] for name in FRAME.names])

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from .config import JIT
+from .table import FRAME
 
 NAN = math.nan
 
@@ -64,9 +65,10 @@ def dct8(x0, x1, x2, x3, x4, x5, x6, x7):
 # 0.5 plus or minus an ulp; the margin counts it as not below 0.5 whatever the rounding.
 ZERO_LIMIT = 0.5 - 1e-9
 
-# Layout of the output of ``dct_pass``.
-DC_MEAN, DC_STD, AC_MEAN_ABS, HF_RATIO, AC_ZERO_FRAC = range(5)
-N_OUT = 5
+# Where both DCT passes write (kernels/table.py): the group dct_stats.
+DC_MEAN, DC_STD, AC_MEAN_ABS, HF_RATIO, AC_ZERO_FRAC = FRAME.positions(
+    "dct_dc_mean", "dct_dc_std", "dct_ac_mean_abs", "dct_hf_ratio", "dct_ac_zero_frac")
+GROUPS = ("dct_stats",)
 
 
 @numba.jit(**JIT)
@@ -115,6 +117,33 @@ def _horizontal(row, sums, dc):
         sums[2, u] += s[2]
 
 
+# ---------------------------------------------------------------- shared with _dct_fast
+
+@numba.jit(**JIT)
+def too_small(h, w, out):
+    """True, with the DCT features set to NaN, when an h x w frame holds no full 8x8 block."""
+    if h >= 8 and w >= 8:
+        return False
+    out[DC_MEAN] = out[DC_STD] = out[AC_MEAN_ABS] = out[HF_RATIO] = out[AC_ZERO_FRAC] = NAN
+    return True
+
+
+@numba.jit(**JIT)
+def pool(s):
+    """``(AC total, high-frequency total)`` of per-coefficient sums ``s[i, j]`` (i, j the two
+    frequency indices in either order): all but (0, 0), and those with i + j >= 8."""
+    ac = 0.0
+    hf = 0.0
+    for i in range(8):
+        for j in range(8):
+            if i + j == 0:
+                continue
+            ac += s[i, j]
+            if i + j >= 8:
+                hf += s[i, j]
+    return ac, hf
+
+
 @numba.jit(**JIT)
 def summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out):
     """The five DCT features from the ``n`` DC coefficients and the pooled AC sums (both passes)."""
@@ -135,19 +164,17 @@ def summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out):
 
 @numba.jit(**JIT)
 def dct_pass(a, out):
-    """Fill ``out[:5]`` with the DCT statistics of the 2-D C-contiguous frame ``a``.
+    """Write the DCT statistics of the 2-D C-contiguous frame ``a`` into their positions in ``out``.
 
     Band by band (8 rows): the vertical 1-D DCT of every column (vectorised across the
     columns), then the horizontal 1-D DCT of each 8-wide block of each frequency row, whose
     statistics are kept per frequency (v, u) so that the DC term never mixes with the AC sums.
     """
     h, w = a.shape
+    if too_small(h, w, out):
+        return
     nby = h // 8
     nbx = w // 8
-    if nby == 0 or nbx == 0:
-        for k in range(N_OUT):
-            out[k] = NAN
-        return
     nx = nbx * 8
     col = np.empty((8, nx))
     sums = np.zeros((8, 3, 8))       # [v, (abs, square, zero count), u]
@@ -158,18 +185,7 @@ def dct_pass(a, out):
         _horizontal(col[0], sums[0], dc[by * nbx:(by + 1) * nbx])
         for v in range(1, 8):
             _horizontal(col[v], sums[v], scratch)
-    n = nby * nbx
-    ac_abs = 0.0
-    ac_sq = 0.0
-    hf_sq = 0.0
-    zeros = 0.0
-    for v in range(8):
-        for u in range(8):
-            if u + v == 0:
-                continue
-            ac_abs += sums[v, 0, u]
-            ac_sq += sums[v, 1, u]
-            zeros += sums[v, 2, u]
-            if u + v >= 8:
-                hf_sq += sums[v, 1, u]
-    summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out)
+    ac_abs = pool(sums[:, 0, :])[0]
+    ac_sq, hf_sq = pool(sums[:, 1, :])
+    zeros = pool(sums[:, 2, :])[0]
+    summarise(dc, nby * nbx, ac_abs, ac_sq, hf_sq, zeros, out)

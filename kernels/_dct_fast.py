@@ -13,15 +13,11 @@ block still gives AC coefficients that are exactly 0).
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from ._dct import N_OUT, ZERO_LIMIT, dct8, summarise
+from ._dct import ZERO_LIMIT, dct8, pool, summarise, too_small
 from .config import JIT
-
-NAN = math.nan
 
 
 @numba.jit(**JIT)
@@ -78,15 +74,13 @@ def _columns(t0, t1, t2, t3, t4, t5, t6, t7, w0, sq, dc):
 
 @numba.jit(**JIT)
 def dct_pass_fast(a, out):
-    """Fill ``out[:5]`` (``_dct`` layout) with the DCT statistics of the 2-D C-contiguous
-    frame ``a`` (any of the kernels' dtypes)."""
+    """Write the DCT statistics of the 2-D C-contiguous frame ``a`` (any of the kernels' dtypes)
+    into their positions in ``out`` (``_dct.GROUPS``)."""
     h, w = a.shape
+    if too_small(h, w, out):
+        return
     nby = h // 8
     nbx = w // 8
-    if nby == 0 or nbx == 0:
-        for k in range(N_OUT):
-            out[k] = NAN
-        return
     t = np.empty((8, 8, nbx))          # [y, u, bx]
     sq = np.zeros((8, 8))              # [u, v]
     dc = np.empty(nby * nbx)
@@ -102,14 +96,5 @@ def dct_pass_fast(a, out):
                               dc[by * nbx:(by + 1) * nbx] if u == 0 else scratch)
             ac_abs += ab
             zeros += zc
-    n = nby * nbx
-    ac_sq = 0.0
-    hf_sq = 0.0
-    for u in range(8):
-        for v in range(8):
-            if u + v == 0:
-                continue
-            ac_sq += sq[u, v]
-            if u + v >= 8:
-                hf_sq += sq[u, v]
-    summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out)
+    ac_sq, hf_sq = pool(sq)
+    summarise(dc, nby * nbx, ac_abs, ac_sq, hf_sq, zeros, out)

@@ -17,7 +17,9 @@ quantities leave the integers, in a second float64 loop over the chunk:
   float64 and merged like R's, so a constant M has exactly zero spread.
 
 The variances of R and L come from their exact int64 sums (``_int_m2``). The blockiness
-differences are integers below 256, summed in float32 chunks exactly like R.
+differences are integers below 256, summed in float32 chunks exactly like R. The 3x3 filters,
+the boundary bookkeeping and the final features are the float pass's (``_neighbourhood``): one
+definition of each for both dtypes.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ import numba
 import numpy as np
 
 from ._moments import STATE_SIZE, central_from_shifted, merge
-from ._neighbourhood import N_OUT
+from ._neighbourhood import add_vertical, filters, mark_boundaries, write_blockiness, write_moments
 from .config import JIT
 
-NAN = math.nan
 CHUNK = 512      # outputs per int32 accumulation: 512 * 2040^2 < 2^31
 CHUNK_B = 8192   # differences per float32 blockiness sum: 8192 * 255 < 2^24
 
@@ -56,19 +57,8 @@ def _chunk(a0, a1, a2, kr, bd, bm):
     four = np.float32(4.0)
     eight = np.float32(8.0)
     for j in range(a0.shape[0] - 2):
-        p0 = a0[j]
-        p1 = a0[j + 1]
-        p2 = a0[j + 2]
-        q0 = a1[j]
-        q1 = a1[j + 1]
-        q2 = a1[j + 2]
-        t0 = a2[j]
-        t1 = a2[j + 1]
-        t2 = a2[j + 2]
-        r = eight * q1 - ((p0 + p1 + p2) + (q0 + q2) + (t0 + t1 + t2))
-        lap = (p1 + t1) + (q0 + q2) - four * q1
-        gx = (p2 - p0) + two * (q2 - q0) + (t2 - t0)
-        gy = (t0 - p0) + two * (t1 - p1) + (t2 - p2)
+        r, lap, gx, gy = filters(a0[j], a0[j + 1], a0[j + 2], a1[j], a1[j + 1], a1[j + 2],
+                                 a2[j], a2[j + 1], a2[j + 2], two, four, eight)
         s_r += r
         s_ra += abs(r)
         s_l += lap
@@ -174,13 +164,7 @@ def _rows_pass(a, ring, wb, out):
     bm = np.empty(CHUNK, np.float32)
     for i in range(h):
         hb, ho, vs = _load_row(a[i], ring[i % 3], ring[(i + 2) % 3], wb)
-        b_sum += hb
-        o_sum += ho
-        if i >= 1:
-            if (i - 1) % 8 == 7:
-                b_sum += vs
-            else:
-                o_sum += vs
+        b_sum, o_sum = add_vertical(i, vs, b_sum + hb, o_sum + ho)
         if i < 2 or n < 1:
             continue
         a0, a1, a2 = ring[(i + 1) % 3], ring[(i + 2) % 3], ring[i % 3]
@@ -217,32 +201,23 @@ def _rows_pass(a, ring, wb, out):
         d2 = sr2 - 2 * kr * sr1 + n * kr * kr
         merge(r_state, *central_from_shifted(n, kr, 1.0 * d1, 1.0 * d2, f3, f4))
         merge(m_state, *central_from_shifted(n, km, fm1, fm2, 0.0, 0.0))
-    nb = (w - 1) // 8 * h + (h - 1) // 8 * w
-    no = (w - 1) * h + (h - 1) * w - nb
-    out[6] = NAN if nb == 0 or no == 0 else (b_sum / nb + 1e-6) / (o_sum / no + 1e-6)
+    write_blockiness(out, b_sum, o_sum, h, w)
     if h < 3 or n < 1:
-        for k in range(6):
-            out[k] = NAN
+        write_moments(out, h, w, 1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)     # all NaN
         return
     n_px = np.int64(n) * (h - 2)
-    m2 = _int_m2(n_px, r1, r2) / n_px
-    out[0] = r2 / n_px
-    out[1] = ra / n_px
-    out[2] = 0.0 if m2 == 0.0 else (r_state[4] / n_px) / (m2 * m2) - 3.0
-    out[3] = _int_m2(n_px, l1, l2) / n_px
-    out[4] = m_state[1]
-    out[5] = math.sqrt(m_state[2] / n_px)
+    write_moments(out, h, w, n_px, r2, ra, _int_m2(n_px, r1, r2), r_state[4], _int_m2(n_px, l1, l2),
+                  m_state[1], m_state[2])
 
 
 @numba.jit(**JIT)
 def neighbourhood_u8(a, out):
-    """Fill ``out[:7]`` (``_neighbourhood`` layout) from the 2-D C-contiguous uint8 frame ``a``."""
+    """Write the noise, sharpness and blockiness features (``_neighbourhood.GROUPS``) of the 2-D
+    C-contiguous uint8 frame ``a`` into their positions in ``out`` (with the float pass's shared
+    blocks)."""
     w = a.shape[1]
     wb = np.zeros(w, np.float32)
-    for x in range(7, w - 1, 8):
-        wb[x] = 1.0
+    mark_boundaries(wb)
     ring = np.zeros((3, w), np.float32)     # rows i-2, i-1, i as float32
     _rows_pass(a, ring, wb, out)
 
-
-assert N_OUT == 7

@@ -19,33 +19,83 @@ import numpy as np
 
 from ._moments import STATE_SIZE, central_from_shifted, merge
 from .config import JIT
+from .table import FRAME
 
 NAN = math.nan
 
-# Layout of the output of ``neighbourhood``.
-NOISE = slice(0, 3)      # noise_energy, noise_mean_abs, noise_kurtosis
-SHARP = slice(3, 6)      # lap_var, grad_mean, grad_std
-BLOCK = 6                # blockiness
-N_OUT = 7
+# Where the pass writes (kernels/table.py): the groups noise_residual, sharpness, blockiness.
+NOISE_ENERGY, NOISE_MEAN_ABS, NOISE_KURTOSIS, LAP_VAR, GRAD_MEAN, GRAD_STD, BLOCKINESS = FRAME.positions(
+    "noise_energy", "noise_mean_abs", "noise_kurtosis", "lap_var", "grad_mean", "grad_std", "blockiness")
+GROUPS = ("noise_residual", "sharpness", "blockiness")
 
+
+# ---------------------------------------------------------------- shared with _neigh_u8
+
+@numba.jit(**JIT)
+def filters(p0, p1, p2, q0, q1, q2, t0, t1, t2, two, four, eight):
+    """R, L, gx, gy of the 3x3 neighbourhood with rows (p0 p1 p2), (q0 q1 q2), (t0 t1 t2).
+
+    The constants come in as arguments so that float32 rows stay float32 (the uint8 pass) and
+    float64 rows float64.
+    """
+    r = eight * q1 - ((p0 + p1 + p2) + (q0 + q2) + (t0 + t1 + t2))
+    lap = (p1 + t1) + (q0 + q2) - four * q1
+    gx = (p2 - p0) + two * (q2 - q0) + (t2 - t0)
+    gy = (t0 - p0) + two * (t1 - p1) + (t2 - p2)
+    return r, lap, gx, gy
+
+
+@numba.jit(**JIT)
+def mark_boundaries(wb):
+    """``wb[x] = 1`` where the horizontal pair (x, x+1) crosses an 8x8 block boundary."""
+    for x in range(7, wb.shape[0] - 1, 8):
+        wb[x] = 1.0
+
+
+@numba.jit(**JIT)
+def add_vertical(i, vs, b_sum, o_sum):
+    """Add the vertical differences ``vs`` of rows i-1, i to the boundary or the other sum."""
+    if i >= 1:
+        if (i - 1) % 8 == 7:
+            b_sum += vs
+        else:
+            o_sum += vs
+    return b_sum, o_sum
+
+
+@numba.jit(**JIT)
+def write_blockiness(out, b_sum, o_sum, h, w):
+    """``out[BLOCKINESS]`` from the pooled boundary and other sums of an h x w frame."""
+    nb = (w - 1) // 8 * h + (h - 1) // 8 * w
+    no = (w - 1) * h + (h - 1) * w - nb
+    out[BLOCKINESS] = NAN if nb == 0 or no == 0 else (b_sum / nb + 1e-6) / (o_sum / no + 1e-6)
+
+
+@numba.jit(**JIT)
+def write_moments(out, h, w, n_px, r_sq, r_abs, r_m2, r_m4, l_m2, m_mean, m_m2):
+    """The noise and sharpness features from the pooled sums over ``n_px`` outputs: sum R^2,
+    sum |R|, the central sums M2, M4 of R and M2 of L, the mean and M2 of M. NaN for a frame
+    without a valid interior (h < 3 or w < 3)."""
+    if h < 3 or w < 3:
+        out[NOISE_ENERGY] = out[NOISE_MEAN_ABS] = out[NOISE_KURTOSIS] = NAN
+        out[LAP_VAR] = out[GRAD_MEAN] = out[GRAD_STD] = NAN
+        return
+    m2 = r_m2 / n_px
+    out[NOISE_ENERGY] = r_sq / n_px
+    out[NOISE_MEAN_ABS] = r_abs / n_px
+    out[NOISE_KURTOSIS] = 0.0 if m2 == 0.0 else (r_m4 / n_px) / (m2 * m2) - 3.0
+    out[LAP_VAR] = l_m2 / n_px
+    out[GRAD_MEAN] = m_mean
+    out[GRAD_STD] = math.sqrt(m_m2 / n_px)
+
+
+# ---------------------------------------------------------------- the float pass
 
 @numba.jit(**JIT)
 def _filters_at(r0, r1, r2, j):
     """R, L, gx, gy of the 3x3 neighbourhood whose top-left corner is column ``j``."""
-    a0 = 1.0 * r0[j]
-    a1 = 1.0 * r0[j + 1]
-    a2 = 1.0 * r0[j + 2]
-    b0 = 1.0 * r1[j]
-    b1 = 1.0 * r1[j + 1]
-    b2 = 1.0 * r1[j + 2]
-    c0 = 1.0 * r2[j]
-    c1 = 1.0 * r2[j + 1]
-    c2 = 1.0 * r2[j + 2]
-    r = 8.0 * b1 - ((a0 + a1 + a2) + (c0 + c1 + c2) + (b0 + b2))
-    lap = (a1 + c1) + (b0 + b2) - 4.0 * b1
-    gx = (a2 - a0) + 2.0 * (b2 - b0) + (c2 - c0)
-    gy = (c0 - a0) + 2.0 * (c1 - a1) + (c2 - a2)
-    return r, lap, gx, gy
+    return filters(1.0 * r0[j], 1.0 * r0[j + 1], 1.0 * r0[j + 2], 1.0 * r1[j], 1.0 * r1[j + 1],
+                   1.0 * r1[j + 2], 1.0 * r2[j], 1.0 * r2[j + 1], 1.0 * r2[j + 2], 2.0, 4.0, 8.0)
 
 
 @numba.jit(**JIT)
@@ -107,19 +157,12 @@ def _load_row(src, dst, prev, wb):
 
 
 @numba.jit(**JIT)
-def _blockiness(b, nb, o, no):
-    if nb == 0 or no == 0:
-        return NAN
-    return (b / nb + 1e-6) / (o / no + 1e-6)
-
-
-@numba.jit(**JIT)
 def neighbourhood(a, out):
-    """Fill ``out[:7]`` (see NOISE, SHARP, BLOCK) from the 2-D C-contiguous frame ``a``."""
+    """Write the noise, sharpness and blockiness features of the 2-D C-contiguous frame ``a``
+    into their positions in ``out``."""
     h, w = a.shape
     wb = np.zeros(w)
-    for x in range(7, w - 1, 8):
-        wb[x] = 1.0
+    mark_boundaries(wb)
     r_state = np.zeros(STATE_SIZE)
     l_state = np.zeros(STATE_SIZE)
     m_state = np.zeros(STATE_SIZE)
@@ -131,13 +174,7 @@ def neighbourhood(a, out):
     ring = np.zeros((3, w))             # rows i-2, i-1, i as float64
     for i in range(h):
         hb, ho, vs = _load_row(a[i], ring[i % 3], ring[(i + 2) % 3], wb)
-        b_sum += hb
-        o_sum += ho
-        if i >= 1:
-            if (i - 1) % 8 == 7:
-                b_sum += vs
-            else:
-                o_sum += vs
+        b_sum, o_sum = add_vertical(i, vs, b_sum + hb, o_sum + ho)
         if i >= 2 and n >= 1:
             r0, r1, r2 = ring[(i + 1) % 3], ring[(i + 2) % 3], ring[i % 3]
             if r_state[0] == 0.0:       # first row: shift by its first outputs
@@ -152,18 +189,6 @@ def neighbourhood(a, out):
             # L and M need only the variance: their M3/M4 slots carry no meaning.
             merge(l_state, *central_from_shifted(n, kl, sums[6], sums[7], 0.0, 0.0))
             merge(m_state, *central_from_shifted(n, km, sums[8], sums[9], 0.0, 0.0))
-    if h >= 3 and w >= 3:
-        n_px = r_state[0]
-        m2 = r_state[2] / n_px
-        out[0] = r_sq / n_px
-        out[1] = r_abs / n_px
-        out[2] = 0.0 if m2 == 0.0 else (r_state[4] / n_px) / (m2 * m2) - 3.0
-        out[3] = l_state[2] / n_px
-        out[4] = m_state[1]
-        out[5] = math.sqrt(m_state[2] / n_px)
-    else:
-        for k in range(6):
-            out[k] = NAN
-    nb = (w - 1) // 8 * h + (h - 1) // 8 * w
-    no = (w - 1) * h + (h - 1) * w - nb
-    out[6] = _blockiness(b_sum, nb, o_sum, no)
+    write_moments(out, h, w, r_state[0], r_sq, r_abs, r_state[2], r_state[4], l_state[2], m_state[1],
+                  m_state[2])
+    write_blockiness(out, b_sum, o_sum, h, w)

@@ -1,5 +1,9 @@
 """The 12 per-frame forensic features of docs/FEATURES.md: public, validating wrappers.
 
+The features, their order and their groups are the table ``kernels/table.py`` (``FRAME``):
+``FEATURE_NAMES`` is its names, every pass writes its features straight into their table
+positions of one output vector, and each per-group function returns its group's slice.
+
 Each public function checks its input, makes it C-contiguous (float32 is widened to
 float64; uint8 stays uint8), calls a private jitted core chosen by dtype and returns float64
 values. uint8, the production path, has its own cores: the neighbourhood pass in
@@ -15,14 +19,18 @@ import numpy as np
 
 from . import _dct, _dct_fast, _neigh_u8, _neighbourhood
 from .config import JIT, PJIT
+from .table import FEATURE_NAMES, FRAME, N_FEATURES
 
-FEATURE_NAMES = (
-    "noise_energy", "noise_mean_abs", "noise_kurtosis",
-    "dct_dc_mean", "dct_dc_std", "dct_ac_mean_abs", "dct_hf_ratio", "dct_ac_zero_frac",
-    "lap_var", "grad_mean", "grad_std",
-    "blockiness",
+__all__ = ["FEATURE_NAMES", "N_FEATURES", "batch_features", "blockiness", "dct_stats", "frame_features",
+           "noise_residual", "sharpness"]
+
+#: the passes, as (uint8 pass, float pass), with the groups each writes
+PASSES = (
+    ((_neigh_u8.neighbourhood_u8, _neighbourhood.neighbourhood), _neighbourhood.GROUPS),
+    ((_dct_fast.dct_pass_fast, _dct.dct_pass), _dct.GROUPS),
 )
-N_FEATURES = len(FEATURE_NAMES)
+_PASS_OF = {group: fns for fns, groups in PASSES for group in groups}
+assert sorted(_PASS_OF) == sorted(FRAME.groups), "every group of the table has one pass"
 _DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
 _DTYPE_TEXT = "uint8, float32 or float64"
 
@@ -53,33 +61,18 @@ def _gray(gray: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- jitted cores
 
 @numba.jit(**JIT)
-def _pack(neigh, dct, out):
-    """The 7 neighbourhood and 5 DCT outputs into ``out`` (FEATURE_NAMES order)."""
-    out[0:3] = neigh[_neighbourhood.NOISE]
-    out[3:8] = dct
-    out[8:11] = neigh[_neighbourhood.SHARP]
-    out[11] = neigh[_neighbourhood.BLOCK]
-
-
-@numba.jit(**JIT)
 def _frame_core(a, out):
-    """All 12 features of one float64 frame into ``out`` (FEATURE_NAMES order)."""
-    neigh = np.empty(_neighbourhood.N_OUT)
-    dct = np.empty(_dct.N_OUT)
-    _neighbourhood.neighbourhood(a, neigh)
-    _dct.dct_pass(a, dct)
-    _pack(neigh, dct, out)
+    """All features of one float64 frame into ``out`` (each pass writes its table positions)."""
+    _neighbourhood.neighbourhood(a, out)
+    _dct.dct_pass(a, out)
 
 
 @numba.jit(**JIT)
 def _frame_core_u8(a, out):
-    """All 12 features of one uint8 frame: the integer neighbourhood pass, the DCT
-    vectorised across blocks."""
-    neigh = np.empty(_neighbourhood.N_OUT)
-    dct = np.empty(_dct.N_OUT)
-    _neigh_u8.neighbourhood_u8(a, neigh)
-    _dct_fast.dct_pass_fast(a, dct)
-    _pack(neigh, dct, out)
+    """All features of one uint8 frame: the integer neighbourhood pass, the DCT vectorised
+    across blocks."""
+    _neigh_u8.neighbourhood_u8(a, out)
+    _dct_fast.dct_pass_fast(a, out)
 
 
 @numba.jit(**PJIT)
@@ -96,14 +89,13 @@ def _batch_core_u8(frames, out):
         _frame_core_u8(frames[k], out[k])
 
 
-def _neighbourhood_of(a: np.ndarray) -> np.ndarray:
-    """The 7 neighbourhood outputs of a prepared frame, by its dtype's pass."""
-    out = np.empty(_neighbourhood.N_OUT)
-    if a.dtype == np.uint8:
-        _neigh_u8.neighbourhood_u8(a, out)
-    else:
-        _neighbourhood.neighbourhood(a, out)
-    return out
+def _group(gray: np.ndarray, group: str) -> np.ndarray:
+    """The features of ``group`` of one frame, by the pass (for its dtype) that computes them."""
+    a = _gray(gray)
+    out = np.full(N_FEATURES, np.nan)
+    u8_pass, float_pass = _PASS_OF[group]
+    (u8_pass if a.dtype == np.uint8 else float_pass)(a, out)
+    return out[FRAME.group_slice(group)].copy()
 
 
 # ---------------------------------------------------------------- public API
@@ -130,7 +122,7 @@ def noise_residual(gray: np.ndarray) -> np.ndarray:
     >>> noise_residual(np.full((4, 4), 7, np.uint8))
     array([0., 0., 0.])
     """
-    return _neighbourhood_of(_gray(gray))[_neighbourhood.NOISE].copy()
+    return _group(gray, "noise_residual")
 
 
 def sharpness(gray: np.ndarray) -> np.ndarray:
@@ -155,7 +147,7 @@ def sharpness(gray: np.ndarray) -> np.ndarray:
     >>> sharpness(ramp)                                          # Sobel gx = 8 everywhere
     array([0., 8., 0.])
     """
-    return _neighbourhood_of(_gray(gray))[_neighbourhood.SHARP].copy()
+    return _group(gray, "sharpness")
 
 
 def blockiness(gray: np.ndarray) -> float:
@@ -179,7 +171,7 @@ def blockiness(gray: np.ndarray) -> float:
     >>> round(blockiness(blocks))   # b = 1.5 at the block edges, i = 0: (1.5 + 1e-6) / 1e-6
     1500001
     """
-    return float(_neighbourhood_of(_gray(gray))[_neighbourhood.BLOCK])
+    return float(_group(gray, "blockiness")[0])
 
 
 def dct_stats(gray: np.ndarray) -> np.ndarray:
@@ -207,10 +199,7 @@ def dct_stats(gray: np.ndarray) -> np.ndarray:
     >>> dct_stats(np.full((8, 16), 10, np.uint8))   # DC = 8 * 10, no AC energy
     array([80.,  0.,  0.,  0.,  1.])
     """
-    a = _gray(gray)
-    out = np.empty(_dct.N_OUT)
-    (_dct_fast.dct_pass_fast if a.dtype == np.uint8 else _dct.dct_pass)(a, out)
-    return out
+    return _group(gray, "dct_stats")
 
 
 def frame_features(gray: np.ndarray) -> np.ndarray:

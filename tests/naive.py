@@ -1,7 +1,8 @@
 """Slow, obviously-correct NumPy/SciPy twins of the kernels, written straight from docs/FEATURES.md.
 
 Every function takes one 2-D grayscale frame and returns what the kernel of the same name
-returns. Nothing here is fast or clever: explicit slicing for the 3x3 filters, one
+returns; a group's twin (named like the group in ``fvcflow.kernels.FRAME``) returns its features
+in the table's order. Nothing here is fast or clever: explicit slicing for the 3x3 filters, one
 ``scipy.fft.dctn(norm="ortho")`` per 8x8 block, two-pass statistics with ``numpy``.
 """
 
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.fft import dctn
+
+from fvcflow.kernels import FRAME
 
 NAN = float("nan")
 
@@ -115,10 +118,8 @@ def blockiness(gray: np.ndarray) -> float:
 
 
 def frame_features(gray: np.ndarray) -> np.ndarray:
-    """The 12 features in ``FEATURE_NAMES`` order."""
-    noise = noise_residual(gray)
-    sharp = sharpness(gray)
-    return np.concatenate([noise, dct_stats(gray), sharp, [blockiness(gray)]])
+    """Every group's twin (the function named like the group), in the feature table's order."""
+    return np.concatenate([np.atleast_1d(globals()[group](gray)) for group in FRAME.groups])
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import doctest
+import re
+from pathlib import Path
 
 import av
 import numba
@@ -11,13 +13,15 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fvcflow import kernels as K
-from fvcflow.kernels import _dct, _dct_fast, color, features
+from fvcflow.kernels import FRAME, _dct, _dct_fast, color, features, table
 from tests import naive as N
 from tests.media import write_video
 
 RTOL = 1e-6
-ZERO_FRAC = K.FEATURE_NAMES.index("dct_ac_zero_frac")
-PER_FRAME = ["noise_residual", "dct_stats", "sharpness", "blockiness", "frame_features"]
+ZERO_FRAC = FRAME.position("dct_ac_zero_frac")
+DCT = FRAME.group_slice("dct_stats")
+PER_FRAME = [*FRAME.groups, "frame_features"]      # every group's public function, and all of them
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # ---------------------------------------------------------------- frames
@@ -77,13 +81,14 @@ def _compare(name: str, got, gray: np.ndarray) -> None:
     assert got.shape == want.shape
     scale = max(1.0, float(np.nanmax(np.abs(gray))))
     if name in ("dct_stats", "frame_features"):
-        k = 4 if name == "dct_stats" else ZERO_FRAC
+        z = ZERO_FRAC - DCT.start          # its index among dct_stats' outputs
+        k = z if name == "dct_stats" else ZERO_FRAC
         if gray.dtype == np.uint8:
-            lo = hi = N.dct_stats(gray, zero_threshold=ZERO_LIMIT)[4]
+            lo = hi = N.dct_stats(gray, zero_threshold=ZERO_LIMIT)[z]
         else:
             eps = 1e-13 * 64 * scale
-            lo = N.dct_stats(gray, zero_threshold=ZERO_LIMIT - eps)[4]
-            hi = N.dct_stats(gray, zero_threshold=ZERO_LIMIT + eps)[4]
+            lo = N.dct_stats(gray, zero_threshold=ZERO_LIMIT - eps)[z]
+            hi = N.dct_stats(gray, zero_threshold=ZERO_LIMIT + eps)[z]
         if np.isnan(want[k]):
             assert np.isnan(got[k]) and np.isnan(lo)
         else:
@@ -154,7 +159,7 @@ def test_zero_frac_ties_follow_exact_arithmetic():
     ties = np.isclose(ac, 0.5, rtol=1e-14, atol=0)
     assert ties.sum() == 3
     below = np.count_nonzero(ac < 0.5) - np.count_nonzero(ties & (ac < 0.5))
-    assert K.dct_stats(gray)[4] == below / 63
+    assert K.dct_stats(gray)[ZERO_FRAC - DCT.start] == below / 63
 
 
 def test_nan_input_gives_nan():
@@ -165,14 +170,23 @@ def test_nan_input_gives_nan():
     assert np.isnan(K.frame_features(gray.astype(np.float32))).all()
 
 
+def _at(*groups: str) -> np.ndarray:
+    """A mask of the positions of ``groups`` in the output vector."""
+    mask = np.zeros(K.N_FEATURES, bool)
+    for g in groups:
+        mask[FRAME.group_slice(g)] = True
+    return mask
+
+
 def test_undefined_features_are_nan_by_size():
     isnan = {shape: np.isnan(K.frame_features(np.zeros(shape, np.uint8))) for shape in SHAPES}
     assert isnan[(2, 2)].all() and isnan[(1, 1)].all()
-    assert isnan[(7, 7)][3:8].all() and not isnan[(7, 7)][:3].any() and not isnan[(7, 7)][8:11].any()
-    assert isnan[(8, 8)][11] and not isnan[(8, 8)][:11].any()   # no boundary pair
+    assert np.array_equal(isnan[(7, 7)], _at("dct_stats", "blockiness"))   # no 8x8 block, no boundary
+    assert np.array_equal(isnan[(8, 8)], _at("blockiness"))        # no boundary pair
     assert not isnan[(9, 8)].any() and not isnan[(8, 9)].any()
     one_row = K.frame_features(np.arange(9, dtype=np.uint8)[None, :])  # 1x9: blockiness only
-    assert np.isnan(one_row[:11]).all() and one_row[11] == pytest.approx(1.0)
+    assert np.array_equal(np.isnan(one_row), ~_at("blockiness"))
+    assert one_row[FRAME.position("blockiness")] == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- layouts
@@ -195,7 +209,7 @@ def test_non_contiguous_views(view, dtype):
 def test_batch_matches_frame_features(natural, dtype):
     frames = natural.astype(dtype)
     got = K.batch_features(frames)
-    assert got.shape == (len(frames), 12)
+    assert got.shape == (len(frames), K.N_FEATURES)
     for k, gray in enumerate(frames):
         assert np.array_equal(got[k], K.frame_features(gray), equal_nan=True)
 
@@ -220,7 +234,7 @@ def test_batch_non_contiguous_and_tiny():
     for k in range(3):
         assert np.array_equal(got[k], K.frame_features(view[k]), equal_nan=True)
     assert np.isnan(K.batch_features(np.zeros((2, 2, 2), np.uint8))).all()
-    assert K.batch_features(np.zeros((0, 16, 16), np.uint8)).shape == (0, 12)
+    assert K.batch_features(np.zeros((0, 16, 16), np.uint8)).shape == (0, K.N_FEATURES)
 
 
 # ---------------------------------------------------------------- rgb_to_gray
@@ -297,7 +311,7 @@ def test_rgb_empty():
 
 # ---------------------------------------------------------------- docs
 
-@pytest.mark.parametrize("module", [features, color])
+@pytest.mark.parametrize("module", [features, color, table])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
@@ -366,8 +380,67 @@ def test_fast_dct_pass_matches_the_column_first_pass(shape, kind):
     """The block-vectorised DCT of the uint8 path and the column-first pass of the float
     path agree to rounding (the zero-coefficient count exactly)."""
     gray = _frame(kind, shape)
-    fast, slow = np.empty(5), np.empty(5)
+    fast, slow = np.full(K.N_FEATURES, np.nan), np.full(K.N_FEATURES, np.nan)
     _dct_fast.dct_pass_fast(gray, fast)
     _dct.dct_pass(gray.astype(np.float64), slow)
-    assert fast[4] == slow[4]
-    assert_allclose(fast, slow, rtol=1e-12, atol=1e-9)
+    assert fast[ZERO_FRAC] == slow[ZERO_FRAC]
+    assert_allclose(fast[DCT], slow[DCT], rtol=1e-12, atol=1e-9)
+
+
+# ---------------------------------------------------------------- the feature table
+
+def test_table_is_the_layout():
+    assert K.FEATURE_NAMES == tuple(f.name for f in K.FEATURES) and K.N_FEATURES == len(K.FEATURES) == 12
+    assert [f.position for f in K.FEATURES] == list(range(K.N_FEATURES))
+    assert K.GROUPS == ("noise_residual", "dct_stats", "sharpness", "blockiness")
+    for f in K.FEATURES:
+        s = FRAME.group_slice(f.group)
+        assert s.start <= f.position < s.stop and FRAME.position(f.name) == f.position
+
+
+@pytest.mark.parametrize("kind", ["random", "constant", "blocky"])
+@pytest.mark.parametrize("dtype", ["uint8", "float64"])
+def test_each_pass_writes_exactly_its_groups(kind, dtype):
+    """Every pass writes the positions of the groups it declares, and nothing else; together the
+    passes write every position once."""
+    gray = _as(_frame(kind, (40, 56)), dtype)
+    written = np.zeros(K.N_FEATURES, int)
+    for (u8_pass, float_pass), groups in features.PASSES:
+        out = np.full(K.N_FEATURES, -12345.5)
+        (u8_pass if dtype == "uint8" else float_pass)(gray, out)
+        assert np.array_equal(out != -12345.5, _at(*groups)), (u8_pass, groups)
+        written += out != -12345.5
+    assert (written == 1).all()
+
+
+@pytest.mark.parametrize("group", FRAME.groups)
+def test_group_functions_are_slices_of_frame_features(natural, group):
+    for gray in (natural[0], natural[0].astype(np.float64)):
+        got = np.atleast_1d(getattr(K, group)(gray))
+        assert np.array_equal(got, K.frame_features(gray)[FRAME.group_slice(group)])
+        assert got.shape == np.atleast_1d(getattr(N, group)(gray)).shape
+
+
+def test_table_rejects_bad_rows():
+    with pytest.raises(ValueError, match="duplicate feature names"):
+        table.FeatureTable([("a", "g"), ("a", "g")], definition="x")
+    with pytest.raises(ValueError, match="group 'g' is not contiguous: positions"):
+        table.FeatureTable([("a", "g"), ("b", "h"), ("c", "g")], definition="x")
+    with pytest.raises(KeyError, match="no feature 'nope'; the table has noise_energy"):
+        FRAME.position("nope")
+    with pytest.raises(KeyError, match="no group 'nope'"):
+        FRAME.group_slice("nope")
+
+
+def test_every_feature_is_defined_in_its_document_in_table_order():
+    """Each feature's definition reference names a section of a document whose table lists the
+    feature as row ``position + 1``."""
+    for ref in {f.definition for f in K.FEATURES}:
+        path, section = ref.split("#")
+        text = (ROOT / path).read_text()
+        parts = re.split(r"^## ", text, flags=re.M)
+        body = next(p for p in parts if re.sub(r"[^a-z0-9]+", "-", p.splitlines()[0].lower())
+                    .startswith(section))
+        rows = re.findall(r"^\| *(\d+) *\| *`(\w+)` *\|", body, flags=re.M)
+        mine = [f for f in K.FEATURES if f.definition == ref]
+        assert [(int(n), name) for n, name in rows] == [(f.position + 1, f.name) for f in mine], ref
