@@ -79,6 +79,9 @@ class FeatureTable:
         return self.names[self.group_slice(group)]
 
 
+#: where the features are defined, and the section of each table
+FEATURES_DOC = "docs/FEATURES.md"
+
 #: the per-frame features of ``frame_features`` / ``batch_features``, in output order
 FRAME = FeatureTable([
     ("noise_energy", "noise_residual"),
@@ -93,7 +96,7 @@ FRAME = FeatureTable([
     ("grad_mean", "sharpness"),
     ("grad_std", "sharpness"),
     ("blockiness", "blockiness"),
-], definition="docs/FEATURES.md#per-frame-features")
+], definition=f"{FEATURES_DOC}#per-frame-features")
 
 FEATURES = FRAME.features
 FEATURE_NAMES = FRAME.names
