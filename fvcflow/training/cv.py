@@ -11,6 +11,7 @@ never sees the outer fold's labels.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,14 @@ from threadpoolctl import threadpool_limits
 from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec, create_model
 from fvcflow.progress import emit
+from fvcflow.training.checkpoint import FoldCache
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.data import TrainTable
 from fvcflow.training.grouping import fit_params
 from fvcflow.training.metrics import binary_metrics
 from fvcflow.training.preprocess import build_pipeline, kept_features
+
+log = logging.getLogger("fvcflow.training")
 
 
 @dataclass
@@ -134,22 +138,42 @@ def _pred_frame(t: TrainTable, p: np.ndarray, fold: int | None, split: str) -> p
                          "prob_fake": p.astype(float)})
 
 
-def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutput:
+def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, *,
+                   resume: FoldCache | None = None) -> CVOutput:
     """Outer folds (grid search inside), then the refit on all training rows and the test set.
+
+    With ``resume``, every finished fold (and the final refit) is stored there at once and a
+    stored one is restored instead of refitted: a killed training resumes from its last fold.
 
     BLAS is held to ``cfg.n_jobs`` threads meanwhile: on demo-sized tables its threads cost more
     than they give (5x slower fits measured on the 2-core machine with other work running).
     """
     with threadpool_limits(limits=cfg.n_jobs, user_api="blas"):
-        return _cross_validate(spec, t, cfg)
+        return _cross_validate(spec, t, cfg, resume)
 
 
-def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutput:
+def _fit_or_restore(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: FoldCache | None,
+                    name: str) -> tuple[FitOutcome, float]:
+    """``search_and_fit`` of one fold, restored from ``resume`` when stored; the seconds its fit
+    took in an earlier, interrupted run (0 when fitted now)."""
+    if resume is not None and (stored := resume.load(name)) is not None:
+        log.info("%s: %s restored from %s", spec.name, name, resume.root)
+        return stored["fit"], stored["seconds"]
     start = time.perf_counter()
+    fit = search_and_fit(spec, t, cfg)
+    if resume is not None:
+        resume.save(name, {"fit": fit, "seconds": time.perf_counter() - start})
+    return fit, 0.0
+
+
+def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: FoldCache | None) -> CVOutput:
+    start = time.perf_counter()
+    restored = 0.0                      # fit seconds spent by an interrupted run on restored folds
     train_all = t.subset(~t.is_test)
     preds, inner, fold_metrics, fold_params = [], [], [], []
     for k in train_all.folds:
-        fit = search_and_fit(spec, train_all.subset(train_all.fold != k), cfg)
+        fit, earlier = _fit_or_restore(spec, train_all.subset(train_all.fold != k), cfg, resume, f"fold{k}")
+        restored += earlier
         val = train_all.subset((train_all.fold == k) & train_all.is_original)
         p = predict_rows(fit.pipeline, val)
         preds.append(_pred_frame(val, p, k, "oof"))
@@ -157,9 +181,10 @@ def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> CVOutpu
         fold_metrics.append(binary_metrics(val.y, p))
         fold_params.append(fit.params)
         emit("fold_end", model=spec.name, fold=len(fold_metrics) - 1, folds=len(train_all.folds))
-    final = search_and_fit(spec, train_all, cfg)
+    final, earlier = _fit_or_restore(spec, train_all, cfg, resume, "final")
+    restored += earlier
     test = t.subset(t.is_test & t.is_original)
     if len(test.y):
         preds.append(_pred_frame(test, predict_rows(final.pipeline, test), None, "test"))
     return CVOutput(pl.concat(preds), pl.concat(inner).select("outer_fold", "video_id", "prob_fake"),
-                    fold_metrics, fold_params, final, time.perf_counter() - start)
+                    fold_metrics, fold_params, final, time.perf_counter() - start + restored)

@@ -20,6 +20,7 @@ from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec
 from fvcflow.store import Lake
 from fvcflow.training import tracking
+from fvcflow.training.checkpoint import FoldCache, table_digest
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.cv import cross_validate, feature_importance
 from fvcflow.training.data import feature_set_columns, load_features, train_table
@@ -35,14 +36,18 @@ def train_tabular(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
     """Cross-validate (inner grouped grid search), test, refit and track one tabular model."""
     t = train_table(load_features(lake, spec.feature_set), load_splits(lake, cfg), spec.feature_set,
                     use_augmented=cfg.use_augmented)
-    cv = cross_validate(spec, t, cfg)
+    resume = FoldCache.for_model(lake, spec.name, cfg, data=table_digest(
+        t.video_id, t.group_id, t.y, t.fold, t.is_test, t.is_original, t.X))
+    cv = cross_validate(spec, t, cfg, resume=resume)
     train = t.subset(~t.is_test)
     result = make_result(spec, cv.predictions, cv.fold_metrics, cv.fold_params, cv.final.params,
                          cv.final.pipeline, cv.fit_seconds, feature_set=spec.feature_set,
                          columns=list(t.X.columns), inner_oof=cv.inner_oof,
                          importance=feature_importance(cv.final.pipeline, train, cfg.seed),
                          n_train_rows=len(train.y), example=train.X.head(20))
-    return tracking.log_result(lake, cfg, result)
+    result = tracking.log_result(lake, cfg, result)
+    resume.clear()                      # logged: a rerun trains afresh
+    return result
 
 
 def stack_bases(spec: ModelSpec, bases: Sequence[ModelResult]) -> list[ModelResult]:
