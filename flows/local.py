@@ -160,7 +160,7 @@ class TemporaryServer:
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
                     raise FvcError(f"the temporary Prefect server exited with code {self.process.returncode} "
-                                   f"while starting (PREFECT_HOME={os.environ.get('PREFECT_HOME')})")
+                                   f"while starting (PREFECT_HOME={get_current_settings().home})")
                 with contextlib.suppress(httpx.HTTPError):
                     if client.get(f"{self.api_url}/health").status_code == 200:
                         return

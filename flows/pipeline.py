@@ -41,7 +41,7 @@ RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2
 
 @task(name="ingest", **RETRY)
 def ingest_task(settings: Settings) -> dict:
-    summary = ingest_corpus(settings)
+    summary = ingest_corpus(settings.with_process_secrets())  # a served run gets no secrets
     get_run_logger().info(summary.format())
     create_table_artifact(summary.as_rows(), key="ingest-summary",
                           description="Ingest: videos found, indexed, failed")

@@ -1,10 +1,14 @@
 """The one typed configuration of a pipeline run.
 
 Sources, later ones winning: defaults, a TOML file (``--config`` or ``FVC_CONFIG``), environment
-variables (``FVC_HOME``, ``FVC_CORPUS_KIND``, ``FVC_CORPUS_ROOT``, ``FVC_CORPUS_LABELS``,
-``FVC_DASK_ADDRESS``, ``FVC_WORKERS``), then explicit overrides (CLI flags, flow parameters).
-Everything is validated before any work starts; a bad value raises :class:`ConfigError` naming the
-setting.
+variables (``ENV_VARS``: ``FVC_HOME``, ``FVC_CORPUS_KIND``, ``FVC_CORPUS_ROOT``,
+``FVC_CORPUS_LABELS``, ``FVC_DASK_ADDRESS``, ``FVC_WORKERS``, ``FVC_ZIP_PASSWORD``), then explicit
+overrides (CLI flags, flow parameters). Everything is validated before any work starts; a bad
+value raises :class:`ConfigError` naming the setting.
+
+This module is the only one that reads fvcflow's environment variables or its settings file;
+the rest of the library receives values (``tests/test_config.py`` holds every ``os.environ``
+read in the code to that).
 
 >>> s = Settings.load(overrides={"corpus": {"kind": "demo"}, "stages": ["ingest", "features"]})
 >>> s.stages
@@ -18,7 +22,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fvcflow.errors import ConfigError
 from fvcflow.store import Lake
@@ -27,6 +39,21 @@ from fvcflow.training.config import TrainConfig
 STAGES = ("ingest", "augment", "features", "scale", "scaled_features", "train")
 Stage = Literal["ingest", "augment", "features", "scale", "scaled_features", "train"]
 CorpusKind = Literal["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"]
+
+
+#: every environment variable fvcflow reads -> the setting it fills (dotted path; "" for the file)
+ENV_VARS = {
+    "FVC_CONFIG": "",
+    "FVC_HOME": "home",
+    "FVC_CORPUS_KIND": "corpus.kind",
+    "FVC_CORPUS_ROOT": "corpus.root",
+    "FVC_CORPUS_LABELS": "corpus.labels",
+    "FVC_DASK_ADDRESS": "dask_address",
+    "FVC_WORKERS": "workers",
+    "FVC_ZIP_PASSWORD": "zip_password",
+}
+#: settings that are secrets: never serialized (a flow run's parameters, logs) nor printed
+SECRETS = ("zip_password",)
 
 
 class _Model(BaseModel):
@@ -76,7 +103,7 @@ class ScaleConfig(_Model):
 class Settings(_Model):
     """Everything a pipeline run needs; the flow's only parameter."""
 
-    home: Path | None = Field(None, description="work directory; default $FVC_HOME or ./fvc-data")
+    home: Path | None = Field(None, description="work directory ($FVC_HOME; default ./fvc-data)")
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
     force: list[Stage] = Field(default_factory=list, description="stages to recompute ignoring the cache")
@@ -86,7 +113,11 @@ class Settings(_Model):
     train: TrainConfig = Field(default_factory=TrainConfig)
     dask_address: str | None = Field(None, description="tcp://host:port of an existing Dask scheduler")
     workers: int | None = Field(None, ge=1, le=1024, description="Dask worker processes (default: cores)")
-    threads_per_worker: int = Field(1, ge=1, le=64)
+    threads_per_worker: int = Field(1, ge=1, le=64, description="Dask threads per worker; also each "
+                                    "worker's Numba, BLAS and video-decoder threads")
+    zip_password: SecretStr | None = Field(None, exclude=True, repr=False,
+                                           description="the FVC archives' password ($FVC_ZIP_PASSWORD); "
+                                                       "never serialized, logged or sent as a parameter")
 
     @field_validator("stages", "force")
     @classmethod
@@ -108,6 +139,17 @@ class Settings(_Model):
     def lake(self) -> Lake:
         return Lake.at(self.home)
 
+    def password(self) -> bytes | None:
+        """The FVC archives' password as bytes, or None."""
+        return self.zip_password.get_secret_value().encode() if self.zip_password else None
+
+    def with_process_secrets(self, env: dict[str, str] | None = None) -> "Settings":
+        """This copy with the secrets of this process's environment where it has none: a flow
+        run's parameters never carry them (a served deployment's run gets them here)."""
+        found = _from_env(os.environ if env is None else env)
+        missing = {k: found[k] for k in SECRETS if k in found and getattr(self, k) is None}
+        return self.model_copy(update={k: SecretStr(v) for k, v in missing.items()}) if missing else self
+
     def n_workers(self) -> int:
         return self.workers or max(1, (os.cpu_count() or 1) // self.threads_per_worker)
 
@@ -117,7 +159,7 @@ class Settings(_Model):
         """Merge defaults, a TOML file, ``FVC_*`` environment variables and overrides; validate."""
         env = os.environ if env is None else env
         data: dict[str, Any] = {}
-        file = file or env.get("FVC_CONFIG")
+        file = file or env.get("FVC_CONFIG") or None
         if file:
             path = Path(file)
             try:
@@ -139,15 +181,15 @@ class Settings(_Model):
 
 
 def _from_env(env: dict[str, str]) -> dict[str, Any]:
+    """The settings ``ENV_VARS`` name, as nested overrides (unset and empty variables skipped)."""
     out: dict[str, Any] = {}
-    corpus = {k: env[f"FVC_CORPUS_{k.upper()}"] for k in ("kind", "root", "labels")
-              if env.get(f"FVC_CORPUS_{k.upper()}")}
-    if corpus:
-        out["corpus"] = corpus
-    if env.get("FVC_DASK_ADDRESS"):
-        out["dask_address"] = env["FVC_DASK_ADDRESS"]
-    if env.get("FVC_WORKERS"):
-        out["workers"] = env["FVC_WORKERS"]
+    for var, path in ENV_VARS.items():
+        if path and env.get(var):
+            *parents, leaf = path.split(".")
+            node = out
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[leaf] = env[var]
     return out
 
 

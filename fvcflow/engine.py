@@ -19,13 +19,15 @@ from distributed import LocalCluster
 
 from fvcflow.config import Settings
 
-THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-               "FVC_DECODE_THREADS")
+#: the thread budgets of the libraries a worker runs (Numba, OpenMP, OpenBLAS, MKL); every cluster
+#: spec sets them all (deployments/dask-kubernetes.yaml, dask_slurm.py: tests/test_deployments.py).
+#: FFmpeg's decoder threads are not among them: the stages pass ``Settings.threads_per_worker``.
+THREAD_VARS = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def worker_env(threads_per_worker: int) -> dict[str, str]:
-    """Environment of each worker process: one Numba/BLAS/FFmpeg-decoder thread per Dask worker
-    thread, so that processes x threads fits the cores."""
+    """Environment of each worker process: one Numba/BLAS thread per Dask worker thread, so that
+    processes x threads fits the cores."""
     return {var: str(threads_per_worker) for var in THREAD_VARS}
 
 

@@ -39,14 +39,14 @@ FAILURE_SCHEMA = {
 
 @dataclass(frozen=True)
 class Lake:
-    """Paths of one work directory (``FVC_HOME``, default ``./fvc-data``)."""
+    """Paths of one work directory (``Settings.home``: ``--home``, ``FVC_HOME``; default ``./fvc-data``)."""
 
     root: Path
 
     @classmethod
     def at(cls, root: str | os.PathLike | None = None) -> "Lake":
-        root = Path(root or os.environ.get("FVC_HOME", "fvc-data")).expanduser().resolve()
-        return cls(root)
+        """The work dir at ``root`` (None: ``./fvc-data``), made absolute."""
+        return cls(Path(root or "fvc-data").expanduser().resolve())
 
     # index
     @property

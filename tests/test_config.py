@@ -1,11 +1,13 @@
 """Settings: sources merge in order; every bad value is refused up front, naming the setting."""
 
+import ast
+import re
 from pathlib import Path
 
 import pytest
 
 from fvcflow.cli import main
-from fvcflow.config import STAGES, Settings
+from fvcflow.config import ENV_VARS, STAGES, Settings
 from fvcflow.errors import ConfigError
 
 
@@ -67,3 +69,124 @@ def test_cli_reports_a_bad_setting_without_traceback(capsys, tmp_path):
 def test_resolved_home_is_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert Settings(home="rel").resolved().home == tmp_path / "rel"
+
+
+# ---------------------------------------------------------------- one home for the environment
+
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = [p for folder in ("fvcflow", "kernels", "flows", "deployments")
+           for p in sorted((ROOT / folder).rglob("*")) if p.is_file() and p.suffix in (".py", ".yaml", ".sh")]
+#: FVC_* names that are not fvcflow settings, and why
+NOT_SETTINGS = {"FVC_REPO": "deployments/prefect.yaml: the checkout `prefect deploy` pulls (Prefect's "
+                "templating)"}
+
+
+def _is_environ(node) -> bool:
+    return (isinstance(node, ast.Attribute) and node.attr == "environ"
+            and isinstance(node.value, ast.Name) and node.value.id == "os")
+
+
+def environment_reads(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, what) of every read of a variable from ``os.environ``: ``.get``, ``[...]`` (not as
+    an assignment target), ``os.getenv``, ``in os.environ``, and ``os.environ`` handed on whole
+    (aliased, passed as an argument) except as ``{**os.environ}`` for a child process."""
+    reads, allowed = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            allowed |= {id(v) for k, v in zip(node.keys, node.values) if k is None and _is_environ(v)}
+        if isinstance(node, ast.Call) and isinstance(node.func,
+                                                     ast.Attribute) and _is_environ(node.func.value):
+            allowed.add(id(node.func.value))
+            if node.func.attr in ("get", "copy", "items", "keys", "values"):
+                reads.append((node.lineno, f"os.environ.{node.func.attr}"))
+        elif isinstance(node, ast.Subscript) and _is_environ(node.value):
+            allowed.add(id(node.value))
+            if isinstance(node.ctx, ast.Load):
+                reads.append((node.lineno, "os.environ[...]"))
+        elif isinstance(node, ast.Compare) and any(_is_environ(c) for c in node.comparators):
+            allowed |= {id(c) for c in node.comparators}
+            reads.append((node.lineno, "... in os.environ"))
+        elif (isinstance(node, ast.Call) and isinstance(node.func,
+                                                        ast.Attribute) and node.func.attr == "getenv"
+              and isinstance(node.func.value, ast.Name) and node.func.value.id == "os"):
+            reads.append((node.lineno, "os.getenv"))
+    for node in ast.walk(tree):
+        if _is_environ(node) and id(node) not in allowed:
+            reads.append((node.lineno, "os.environ handed on"))
+    return reads
+
+
+def test_only_config_reads_the_environment():
+    """Everything else receives values: a Settings, or an argument (writes for third-party
+    libraries, such as Prefect's logging variables, are allowed)."""
+    found = [f"{p.relative_to(ROOT)}:{line}: {what}" for p in LIBRARY if p.suffix == ".py"
+             for line, what in environment_reads(ast.parse(p.read_text()))
+             if p != ROOT / "fvcflow" / "config.py"]
+    assert not found, found
+
+
+def test_the_environment_reads_are_found():
+    code = ("import os\na = os.environ.get('X')\nb = os.environ['Y']\nc = 'Z' in os.environ\n"
+            "d = os.getenv('W')\ne = os.environ\nos.environ['V'] = '1'\nos.environ.setdefault('U', '1')\n"
+            "f = {**os.environ, 'T': '1'}\n")
+    assert [line for line, _ in environment_reads(ast.parse(code))] == [2, 3, 4, 5, 6]
+
+
+def test_every_fvc_variable_is_a_setting():
+    """Every FVC_* name in the library, its deployment files and scripts is read by Settings.load
+    into the field ENV_VARS names."""
+    names = {m for p in LIBRARY for m in re.findall(r"\bFVC_[A-Z][A-Z0-9_]*\b", p.read_text())}
+    assert names - set(NOT_SETTINGS) == set(ENV_VARS), names ^ set(ENV_VARS)
+    fields = Settings.model_fields
+    for var, path in ENV_VARS.items():
+        if not path:
+            continue
+        head, *rest = path.split(".")
+        assert head in fields, var
+        if rest:
+            assert rest[0] in fields[head].annotation.model_fields, var
+
+
+def test_each_variable_fills_its_setting(tmp_path):
+    env = {"FVC_HOME": str(tmp_path / "h"), "FVC_CORPUS_KIND": "folder", "FVC_CORPUS_ROOT": str(tmp_path),
+           "FVC_CORPUS_LABELS": str(tmp_path / "l.csv"), "FVC_DASK_ADDRESS": "tcp://10.0.0.1:8786",
+           "FVC_WORKERS": "3", "FVC_ZIP_PASSWORD": "s3cret"}
+    assert set(env) | {"FVC_CONFIG"} == set(ENV_VARS)
+    s = Settings.load(env=env)
+    assert (s.home, s.corpus.kind, s.corpus.root, s.corpus.labels) == (
+        tmp_path / "h", "folder", tmp_path, tmp_path / "l.csv")
+    assert (s.dask_address, s.workers, s.password()) == ("tcp://10.0.0.1:8786", 3, b"s3cret")
+
+
+def test_the_password_is_never_serialized_nor_shown():
+    s = Settings.load(env={"FVC_ZIP_PASSWORD": "s3cret"})
+    assert "s3cret" not in s.model_dump_json() + repr(s) + str(s.model_dump())
+    assert Settings.model_validate(s.model_dump(mode="json")).zip_password is None   # a flow run's copy
+    env = {"FVC_ZIP_PASSWORD": "x"}
+    again = Settings.model_validate(s.model_dump(mode="json")).with_process_secrets(env)
+    assert again.password() == b"x" and s.with_process_secrets(env).password() == b"s3cret"   # kept
+
+
+@pytest.mark.parametrize("command", [["sql", "--list"], ["train", "--list"], ["predict", "v.mp4"],
+                                     ["ingest", "folder", "corpus"], ["demo-corpus", "out"],
+                                     ["run"], ["serve"]])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_every_command_validates_config_and_home_first(command, where, tmp_path, capsys):
+    """--config and --home on every command (before or after its name); a bad settings file
+    stops it before any work, with one line naming the setting."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text("workers = 0\n")
+    common = ["--config", str(bad), "--home", str(tmp_path / "home")]
+    argv = common + command if where == "before" else command[:1] + common + command[1:]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: setting 'workers'") and "Traceback" not in err, err
+    assert not (tmp_path / "home").exists() and not (tmp_path / "out").exists()
+
+
+def test_home_flag_and_variable_reach_the_command(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FVC_HOME", str(tmp_path / "from-env"))
+    assert main(["sql", "--list"]) == 0
+    assert str(tmp_path / "from-env") in capsys.readouterr().out
+    assert main(["sql", "--home", str(tmp_path / "from-flag"), "--list"]) == 0
+    assert str(tmp_path / "from-flag") in capsys.readouterr().out

@@ -1,7 +1,9 @@
 """``fvc``: the command line. Each subcommand lives in its own module with ``register(sub)``.
 
-A user mistake (:class:`fvcflow.errors.FvcError`) prints one line, ``error: ...``, and exits 2;
-no traceback.
+Every command takes ``--config FILE`` and ``--home DIR`` (before or after its name); the
+settings are loaded and validated before the command starts (``args.settings``), so a bad
+settings file or variable stops every command the same way. A user mistake
+(:class:`fvcflow.errors.FvcError`) prints one line, ``error: ...``, and exits 2; no traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import argparse
 import importlib
 import sys
 
+from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 
 #: modules under fvcflow.cli, each with ``register(subparsers)``; the order is the help order
@@ -22,13 +25,32 @@ def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
                    help="show the libraries' log records too (they always go to <home>/logs/)")
 
 
+def add_common(p: argparse.ArgumentParser, *, top: bool = False) -> None:
+    """``--config`` and ``--home``: on the top-level parser and on every command (a command's
+    value wins; unset there, it leaves the top-level one alone)."""
+    default = None if top else argparse.SUPPRESS
+    p.add_argument("--config", default=default, help="TOML settings file (default $FVC_CONFIG)")
+    p.add_argument("--home", default=default, help="work directory (default $FVC_HOME or ./fvc-data)")
+
+
+def load_settings(args: argparse.Namespace, overrides: dict | None = None) -> Settings:
+    """The command's settings: defaults, ``--config``/$FVC_CONFIG, FVC_* variables, ``--home``,
+    then ``overrides``; validated, with an absolute work dir."""
+    over = dict(overrides or {})
+    if args.home:
+        over["home"] = args.home
+    return Settings.load(args.config, overrides=over).resolved()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fvc", description="fvcflow: deepfake-video detection pipeline")
-    parser.add_argument("--home", help="work directory (default $FVC_HOME or ./fvc-data)")
+    add_common(parser, top=True)
     add_verbose(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(f"fvcflow.cli.{name}").register(sub)
+    for command in sub.choices.values():
+        add_common(command)
     return parser
 
 
@@ -36,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        args.settings = load_settings(args)      # validated before any command does work
         return int(args.func(args) or 0)
     except FvcError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """``fvc ingest {fvc,ffpp,celebdf,dfdc,folder} ROOT [--labels CSV] [--workers N]``.
 
-The FVC archives' password comes from ``FVC_ZIP_PASSWORD`` or a prompt; it is handed to the
-extractor as bytes and never printed, logged or stored.
+The FVC archives' password comes from ``FVC_ZIP_PASSWORD`` (``Settings.zip_password``) or a
+prompt; it is handed to the extractor as bytes and never printed, logged or stored.
 """
 
 from __future__ import annotations
@@ -9,18 +9,17 @@ from __future__ import annotations
 import argparse
 import getpass
 import logging
-import os
 import sys
 from pathlib import Path
 
 from fvcflow import progress
 from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
+from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 from fvcflow.ingest.archive import is_encrypted
 from fvcflow.ingest.fvc import fvc_archives
 from fvcflow.ingest.index import KINDS, ingest
-from fvcflow.store import Lake
 
 
 def _positive(value: str) -> int:
@@ -47,13 +46,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _password(root: Path) -> bytes | None:
+def _password(root: Path, settings: Settings) -> bytes | None:
     """The archives' password when any archive under ``root`` is encrypted, else ``None``."""
     if not root.is_dir() or not any(is_encrypted(a) for a in fvc_archives(root)):
         return None
-    secret = os.environ.get("FVC_ZIP_PASSWORD")
-    if secret:
-        return secret.encode()
+    if settings.zip_password:
+        return settings.password()
     if not sys.stdin.isatty():
         raise FvcError("the FVC archives are encrypted: set FVC_ZIP_PASSWORD (no terminal to prompt on)")
     return getpass.getpass("FVC archive password: ").encode()
@@ -64,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         raise FvcError(f"--labels applies to folder corpora only, not {args.kind}")
     if args.kind == "folder" and args.labels is None:
         raise FvcError("fvc ingest folder needs --labels CSV (path,label[,group], paths relative to ROOT)")
-    lake = Lake.at(args.home)
-    password = _password(args.root) if args.kind == "fvc" else None
+    lake = args.settings.lake()
+    password = _password(args.root, args.settings) if args.kind == "fvc" else None
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(lake.root, "ingest", verbose=verbose)
     display = Display(interactive=False) if verbose else Display()

@@ -24,13 +24,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from fvcflow.config import Settings
     from fvcflow.errors import FvcError
-    from fvcflow.store import Lake
     from fvcflow.training.detector import load_detector
 
-    lake = Lake.at(args.home)
-    settings = Settings.load()
+    settings = args.settings
+    lake = settings.lake()
     det = load_detector(lake, args.model, tracking_uri=settings.train.tracking_uri)
     out, failed = [], 0
     for path in args.videos:

@@ -11,15 +11,15 @@ import importlib
 import os
 
 from fvcflow import progress
-from fvcflow.cli import add_verbose, logs
+from fvcflow.cli import add_verbose, load_settings, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import STAGES, Settings
 from fvcflow.telemetry import analytics_off
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags shared by ``fvc run`` and ``fvc serve``; each maps onto one setting."""
-    p.add_argument("--config", help="TOML settings file (default $FVC_CONFIG)")
+    """Flags shared by ``fvc run`` and ``fvc serve``; each maps onto one setting (``--config`` and
+    ``--home`` are every command's: ``fvcflow.cli.add_common``)."""
     p.add_argument("--corpus", dest="corpus_kind",
                    choices=["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"])
     p.add_argument("--root", dest="corpus_root", help="corpus folder (or FVC archive folder)")
@@ -41,8 +41,6 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         corpus["demo_small"] = True
     if corpus:
         over["corpus"] = corpus
-    if args.home:
-        over["home"] = args.home
     if args.stages:
         over["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.force:
@@ -53,7 +51,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         over["workers"] = args.workers
     if args.dask_address:
         over["dask_address"] = args.dask_address
-    return Settings.load(args.config, overrides=over).resolved()
+    return load_settings(args, over)
 
 
 def prefect_environment(settings: Settings) -> None:

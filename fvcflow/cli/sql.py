@@ -22,9 +22,8 @@ def run(args) -> int:
 
     from fvcflow.analytics import QUERIES, connect, query, tables
     from fvcflow.errors import FvcError
-    from fvcflow.store import Lake
 
-    lake = Lake.at(args.home)
+    lake = args.settings.lake()
     if args.list:
         print("ready queries: " + ", ".join(QUERIES))
         print("views: " + (", ".join(tables(connect(lake))) or f"none (no tables under {lake.root})"))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fvcflow import progress
-from fvcflow.cli import add_verbose, logs
+from fvcflow.cli import add_verbose, load_settings, logs
 from fvcflow.cli.display import Display
 
 
@@ -36,16 +36,13 @@ def _list() -> int:
 def run(args) -> int:
     if args.list:
         return _list()
-    from fvcflow.config import Settings
-    from fvcflow.store import Lake
-
     overrides = {k: v for k, v in {"models": args.models, "folds": args.folds, "seed": args.seed,
                                    "test_size": args.test_size}.items()
                  if v is not None}
     if args.no_register:
         overrides["register_best"] = False
-    settings = Settings.load(overrides={"train": overrides})
-    lake = Lake.at(args.home or settings.home)
+    settings = load_settings(args, {"train": overrides})
+    lake = settings.lake()
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(lake.root, "train", verbose=verbose)
     from fvcflow.training import run_training  # imports MLflow: after its logging is routed

@@ -353,13 +353,14 @@ def transform_frames(frames: np.ndarray, first_index: int, plan: _Plan,
 
 # ---- one video -----------------------------------------------------------------------------
 def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, chunk: int = 250,
-                  codec: str = "libx264", crf: int = 23, max_chunk_mb: float | None = 256) -> dict:
+                  codec: str = "libx264", crf: int = 23, max_chunk_mb: float | None = 256,
+                  threads: bool | int | None = None) -> dict:
     """Write the augmented copy of ``src`` described by ``params`` to ``dst``.
 
     Frames are read ``chunk`` at a time, but never more than ``max_chunk_mb`` MiB of RGB per
     chunk (None: no cap), so memory does not grow with the video's length or resolution.
     ``dst`` appears only when complete (``VideoWriter`` writes a hidden temporary file and
-    renames it on a clean close).
+    renames it on a clean close). ``threads``: decoder threads, as in :func:`fvcflow.video.iter_rgb`.
 
     Returns
     -------
@@ -390,9 +391,10 @@ def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, ch
     # removes the partial file, so dst never holds a half-written copy
     with video.VideoWriter(dst, width, height, info.fps, codec=codec, crf=crf) as writer:
         if params.temporal == "reverse":
-            n_in, n_out = _write_reversed(src, writer, plan, step, (height, width, info.fps), dst.parent)
+            n_in, n_out = _write_reversed(src, writer, plan, step, (height, width, info.fps), dst.parent,
+                                          threads)
         else:
-            n_in, n_out = _write_forward(src, writer, plan, step, (height, width), counts)
+            n_in, n_out = _write_forward(src, writer, plan, step, (height, width), counts, threads)
     return {"params": params.to_json(), "ops": ",".join(params.ops), "n_frames_in": n_in,
             "n_frames_out": n_out, "width": width, "height": height, "fps": info.fps,
             "seconds": time.perf_counter() - t0}
@@ -413,18 +415,18 @@ def chunk_frames(chunk: int, height: int, width: int, max_chunk_mb: float | None
     return max(1, min(chunk, int(max_chunk_mb * 2**20 // (height * width * 3))))
 
 
-def _chunks(src: Path, step: int, height: int, width: int):
+def _chunks(src: Path, step: int, height: int, width: int, threads: bool | int | None):
     first = 0
-    for frames in video.iter_rgb(src, chunk=step):
+    for frames in video.iter_rgb(src, chunk=step, threads=threads):
         n = len(frames)
         yield first, frames[:, :height, :width]
         del frames  # let the chunk go before the next one is decoded: one chunk in memory, not two
         first += n
 
 
-def _write_forward(src, writer, plan, step, size, counts) -> tuple[int, int]:
+def _write_forward(src, writer, plan, step, size, counts, threads) -> tuple[int, int]:
     n_in = n_out = 0
-    for first, frames in _chunks(src, step, *size):
+    for first, frames in _chunks(src, step, *size, threads):
         c = np.ones(len(frames), np.uint8)
         known = counts[first:first + len(frames)]  # frames past the probed count are kept once
         c[:len(known)] = known
@@ -436,11 +438,11 @@ def _write_forward(src, writer, plan, step, size, counts) -> tuple[int, int]:
     return n_in, n_out
 
 
-def _write_reversed(src, writer, plan, step, geometry, workdir) -> tuple[int, int]:
+def _write_reversed(src, writer, plan, step, geometry, workdir, threads) -> tuple[int, int]:
     height, width, fps = geometry
     with tempfile.TemporaryDirectory(dir=workdir, prefix=".augment-") as tmp:
         segments = []
-        for first, frames in _chunks(src, step, height, width):  # pass 1: transform, split
+        for first, frames in _chunks(src, step, height, width, threads):  # pass 1: transform, split
             seg = Path(tmp) / f"{len(segments):08d}.mkv"
             with video.VideoWriter(seg, width, height, fps, **LOSSLESS) as seg_writer:
                 seg_writer.write(transform_frames(frames, first, plan))
@@ -448,7 +450,7 @@ def _write_reversed(src, writer, plan, step, geometry, workdir) -> tuple[int, in
             del frames
         n_out = 0
         for seg, n in reversed(segments):  # pass 2: last segment first, each one backwards
-            parts = list(video.iter_rgb(seg, chunk=n))  # one part: the segment holds n frames
+            parts = list(video.iter_rgb(seg, chunk=n, threads=threads))  # one part: n frames
             for part in reversed(parts):
                 writer.write(part[::-1])  # no per-frame view may outlive the loop: it pins the chunk
                 n_out += len(part)

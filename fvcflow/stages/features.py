@@ -56,7 +56,7 @@ def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
 
 
 def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy: str = "auto",
-                   prefix: str = "") -> dict[str, float]:
+                   prefix: str = "", threads: bool | int | None = None) -> dict[str, float]:
     """Stage 2 feature row of one video: 48 aggregated kernel features, 3 codec cues, counts.
 
     Decodes only the sampled frames (seeking or sequential, chosen from the key-frame spacing),
@@ -72,7 +72,8 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     stats: dict[str, int] = {}
     per_frame = np.full((len(wanted), len(FEATURE_NAMES)), np.nan)
     got = 0
-    for i, (_, gray) in enumerate(iter_luma(path, wanted, info=info, strategy=strategy, stats=stats)):
+    for i, (_, gray) in enumerate(iter_luma(path, wanted, info=info, strategy=strategy, stats=stats,
+                                                threads=threads)):
         per_frame[i] = frame_features(gray)
         got = i + 1
     if got == 0:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from fvcflow.config import Settings
 from fvcflow.demo.corpus import make_demo_corpus
 from fvcflow.ingest.index import IngestSummary, ingest
@@ -11,8 +9,9 @@ from fvcflow.store import Lake
 
 
 def ingest_corpus(settings: Settings) -> IngestSummary:
-    """Index ``settings.corpus`` into the work dir; the FVC archive password comes from the
-    environment (``FVC_ZIP_PASSWORD``), never from a parameter."""
+    """Index ``settings.corpus`` into the work dir; the FVC archives' password is
+    ``settings.zip_password`` (from ``FVC_ZIP_PASSWORD``; never serialized with the settings, so a
+    flow run adds it with ``settings.with_process_secrets()``)."""
     lake = Lake.at(settings.home)
     corpus = settings.corpus
     if corpus.kind == "demo":
@@ -20,6 +19,5 @@ def ingest_corpus(settings: Settings) -> IngestSummary:
         make_demo_corpus(root, small=corpus.demo_small)
         return ingest("folder", root, lake, labels=root / "labels.csv", source="demo",
                       workers=settings.n_workers())
-    password = os.environ.get("FVC_ZIP_PASSWORD")
-    return ingest(corpus.kind, corpus.root, lake, labels=corpus.labels,
-                  password=password.encode() if password else None, workers=settings.n_workers())
+    return ingest(corpus.kind, corpus.root, lake, labels=corpus.labels, password=settings.password(),
+                  workers=settings.n_workers())

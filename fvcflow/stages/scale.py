@@ -36,7 +36,7 @@ def letterbox(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int = 18,
-                chunk: int = 250) -> dict:
+                chunk: int = 250, threads: bool | int | None = None) -> dict:
     """Write the letterboxed H.264 copy of ``src`` to ``dst``; memory is constant in video length.
 
     Returns the row of ``stage3/scaled.parquet`` for this video (sizes and the up/down flags).
@@ -45,7 +45,7 @@ def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int =
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     n_out = 0
     with VideoWriter(dst, size, size, info.fps or 25.0, crf=crf) as writer:
-        for frames in iter_rgb(src, chunk=chunk):
+        for frames in iter_rgb(src, chunk=chunk, threads=threads):
             writer.write(letterbox(frames, size))
             n_out += len(frames)
     longest = max(info.width, info.height)

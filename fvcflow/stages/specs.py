@@ -74,7 +74,8 @@ def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 def _augment_run(job, s: Settings) -> dict:
     params = draw_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
-    out = augment_video(job.path, job.params["dst"], params, chunk=s.augment.chunk, crf=s.augment.crf)
+    out = augment_video(job.path, job.params["dst"], params, chunk=s.augment.chunk, crf=s.augment.crf,
+                        threads=s.threads_per_worker)
     return {**out, "path": job.params["dst"], "content_hash": file_hash(job.params["dst"])}
 
 
@@ -85,7 +86,7 @@ def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 
 def _feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, strategy=s.features.strategy)
+    return video_features(job.path, strategy=s.features.strategy, threads=s.threads_per_worker)
 
 
 def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
@@ -99,7 +100,8 @@ def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, strategy=s.features.strategy, prefix="s4_")
+    return video_features(job.path, strategy=s.features.strategy, prefix="s4_",
+                          threads=s.threads_per_worker)
 
 
 # stage 3 -------------------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 def _scale_run(job, s: Settings) -> dict:
     dst = job.params["dst"]
-    out = scale_video(job.path, dst, size=s.scale.size, crf=s.scale.crf)
+    out = scale_video(job.path, dst, size=s.scale.size, crf=s.scale.crf, threads=s.threads_per_worker)
     return {**out, "src_path": job.path, "path": dst, "content_hash": file_hash(dst)}
 
 

@@ -95,7 +95,7 @@ class LumaReader:
     """
 
     def __init__(self, path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-                 threads: bool | None = None, stats: dict | None = None, chroma: bool = False):
+                 threads: bool | int | None = None, stats: dict | None = None, chroma: bool = False):
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         self.path = os.fspath(path)
@@ -187,7 +187,7 @@ class _InexactSeek(Exception):
 
 
 def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-              threads: bool | None = None, stats: dict | None = None) -> LumaReader:
+              threads: bool | int | None = None, stats: dict | None = None) -> LumaReader:
     """Yield ``(index, luma)`` for the frames ``indices`` (sorted, unique), decoding no more than needed.
 
     Luma is the Y plane of planar YUV frames, read without a colour conversion: for 8-bit
@@ -208,9 +208,10 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
         "seek" jumps to the key frame before a wanted frame whenever one lies ahead of the
         decoder, "sequential" decodes straight through, "auto" weighs decoded frames against
         the fixed cost of a seek (:func:`plan_reads`).
-    threads : bool, optional
+    threads : bool or int, optional
         True: FFmpeg's frame and slice threads (``thread_type="AUTO"``); False: PyAV's default
-        (slice threads only, which single-slice H.264 cannot use); None (default): frame
+        (slice threads only, which single-slice H.264 cannot use); an int n: exactly n decoder
+        threads (the stages pass ``Settings.threads_per_worker``); None (default): frame
         threads for frames of 1280x720 pixels and more.
     stats : dict, optional
         Kept up to date with ``decoded``, ``seeks`` and ``strategy`` (the reader's attributes).
@@ -230,7 +231,7 @@ def iter_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
 
 
 def iter_yuv(path, indices, *, info: VideoInfo | None = None, strategy: str = "auto",
-             threads: bool | None = None, stats: dict | None = None) -> LumaReader:
+             threads: bool | int | None = None, stats: dict | None = None) -> LumaReader:
     """Like :func:`iter_luma`, yielding ``(index, (y, cb, cr))``: the three planes as uint8.
 
     Planar YUV frames give their planes as stored (views, chroma at its own subsampling:
@@ -265,7 +266,7 @@ def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
     return out
 
 
-def iter_rgb(path, *, chunk: int = 250, threads: bool | None = None) -> Iterator[np.ndarray]:
+def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None) -> Iterator[np.ndarray]:
     """Decode every frame as RGB, in chunks of uint8[n <= chunk, H, W, 3]; memory is constant in length.
 
     Nothing is applied to the frames (rotation is reported by :func:`probe`, not applied). A
@@ -296,12 +297,12 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | None = None) -> Iterator
         yield buf[:n]
 
 
-def _set_threads(stream, threads: bool | None) -> None:
-    """Frame threads on request, or by default for frames of FRAME_THREADS_MIN_PIXELS or more."""
+def _set_threads(stream, threads: bool | int | None) -> None:
+    """``n`` decoder threads (an int: a Dask worker's share of the cores, no more), frame threads
+    on request (True), or by default for frames of FRAME_THREADS_MIN_PIXELS or more."""
     ctx = stream.codec_context
-    budget = os.environ.get("FVC_DECODE_THREADS")  # set per Dask worker by fvcflow.engine
-    if threads is None and budget:
-        ctx.thread_count = int(budget)  # the worker's share of the cores, no more
+    if threads is not None and not isinstance(threads, bool):
+        ctx.thread_count = int(threads)
         if ctx.thread_count > 1:
             ctx.thread_type = "AUTO"
         return
