@@ -109,7 +109,15 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
         if m:
             version = _version(client, uri, m.group(1), m.group(2))
     else:
-        version = max(_versions(client, uri, model), key=lambda v: int(v.version))
+        # the newest *whole* version: a registry backend that copies artifacts shows a version
+        # PENDING_REGISTRATION until the copy is done (the SQL store creates it READY at once)
+        versions = _versions(client, uri, model)
+        ready = [v for v in versions if getattr(v, "status", None) in (None, "READY")]
+        if not ready:
+            raise FvcError(f"no version of {model!r} in {uri} is ready yet (statuses: "
+                           f"{', '.join(sorted({str(v.status) for v in versions}))}); retry when `fvc train` "
+                           "has finished registering")
+        version = max(ready, key=lambda v: int(v.version))
         name, target = model, f"models:/{model}/{version.version}"
     # Loaded from a private copy: MLflow writes a ``registered_model_meta`` file into the folder it
     # loads a registered model from, which for a local store would be the store itself.
