@@ -5,7 +5,14 @@
 then ``prefect deployment run fvc/full`` from any shell. ``fvc serve`` does the same.
 """
 
+import sys
+
+from fvcflow.errors import FvcError
 from fvcflow.flows.deployments import serve_all
 
 if __name__ == "__main__":
-    serve_all()
+    try:
+        serve_all()
+    except FvcError as exc:     # a user mistake: one line, no traceback (as ``fvc``)
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -6,11 +6,22 @@ settings sources (TOML file, ``FVC_*`` environment) when the deployments are ser
 
 from __future__ import annotations
 
+import signal
+import threading
+
+import httpx
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
+from prefect.settings import PREFECT_API_URL
 
 from fvcflow.config import STAGES, Settings
+from fvcflow.errors import FvcError
+from fvcflow.flows.local import flush_prefect_workers
 from fvcflow.flows.pipeline import fvc
+
+START_A_SERVER = ("`make demo` starts one on 127.0.0.1:4200 (then export "
+                  "PREFECT_API_URL=http://127.0.0.1:4200/api), or run "
+                  "`prefect server start --host 127.0.0.1` in another shell")
 
 #: deployment name -> stages it runs (None: all)
 DEPLOYMENTS: dict[str, list[str] | None] = {
@@ -38,6 +49,40 @@ def build(settings: Settings | None = None) -> list[RunnerDeployment]:
     return out
 
 
+def require_server() -> str:
+    """The API URL of a running Prefect server that other shells can reach, or a user error.
+
+    Without ``PREFECT_API_URL`` Prefect would serve from a throwaway server on a random port that
+    no ``prefect deployment run`` in another shell can find.
+    """
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise FvcError("serving deployments needs PREFECT_API_URL, the API of a Prefect server that "
+                       f"other shells reach: {START_A_SERVER}")
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=10).raise_for_status()
+    except httpx.HTTPError as exc:
+        raise FvcError(f"no Prefect server answers at PREFECT_API_URL={url} ({type(exc).__name__}); "
+                       f"{START_A_SERVER}") from None
+    return url
+
+
 def serve_all(settings: Settings | None = None) -> None:
-    """Serve every deployment from this process until interrupted (``fvc serve``)."""
-    serve(*build(settings))
+    """Serve every deployment from this process until Ctrl-C or SIGTERM (``fvc serve``)."""
+    require_server()
+    deployments = build(settings)
+    main = threading.current_thread() is threading.main_thread()
+    # Until Prefect's runner installs its own SIGTERM handler, SIGTERM stops like Ctrl-C.
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
+    try:
+        serve(*deployments)     # returns on Ctrl-C / SIGTERM, after pausing the served schedules
+    except KeyboardInterrupt:
+        pass                    # stopped before the runner had started: nothing to pause
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
+        flush_prefect_workers()
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
