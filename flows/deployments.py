@@ -2,19 +2,25 @@
 
 Deployments are configuration: a name, the stages it runs and default parameters taken from the
 settings sources (TOML file, ``FVC_*`` environment) when the deployments are served.
+``DEPLOYMENTS`` is the one list: ``fvc serve`` builds from it, and ``deployments/prefect.yaml``
+(for a process work pool) is its rendering (``python -m fvcflow.flows.deployments`` rewrites it;
+``tests/test_deployments.py`` fails when the file and this list disagree).
 """
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import threading
+from pathlib import Path
 
 import httpx
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.settings import PREFECT_API_URL
 
-from fvcflow.config import STAGES, Settings
+from fvcflow.config import STAGES, Settings, merge
 from fvcflow.errors import FvcError
 from fvcflow.flows.local import flush_prefect_workers
 from fvcflow.flows.pipeline import fvc
@@ -29,21 +35,35 @@ DEPLOYMENTS: dict[str, list[str] | None] = {
     "demo": None,
     **{stage.replace("_", "-"): [stage] for stage in STAGES},
 }
+ENTRYPOINT = "flows/pipeline.py:fvc"
+WORK_POOL = "fvc-process"
+
+
+def overrides(name: str) -> dict:
+    """The settings deployment ``name`` changes on top of the served defaults: its stages, and
+    for ``demo`` the corpus."""
+    out: dict = {"stages": DEPLOYMENTS[name] or list(STAGES)}
+    if name == "demo":
+        out["corpus"] = {"kind": "demo", "root": None, "labels": None}
+    return out
+
+
+def description(name: str) -> str:
+    stages = DEPLOYMENTS[name]
+    what = "every stage" if stages is None else ", ".join(stages)
+    return f"fvcflow: {what}" + (" on the built-in demo corpus" if name == "demo" else "")
 
 
 def build(settings: Settings | None = None) -> list[RunnerDeployment]:
     """One :class:`RunnerDeployment` per entry of :data:`DEPLOYMENTS`."""
     settings = (settings or Settings.load()).resolved()
     out = []
-    for name, stages in DEPLOYMENTS.items():
-        cfg = settings.model_copy(update={"stages": stages or list(STAGES)})
-        if name == "demo":
-            cfg = cfg.model_copy(update={"corpus": cfg.corpus.model_copy(update={"kind": "demo", "root": None,
-                                                                                  "labels": None})})
+    for name in DEPLOYMENTS:
+        cfg = Settings.validate_dict(merge(settings.model_dump(mode="json"), overrides(name)))
         out.append(fvc.to_deployment(
             name=name,
             parameters={"config": cfg.model_dump(mode="json")},
-            description=f"fvcflow: {'every stage' if stages is None else ', '.join(stages)}",
+            description=description(name),
             tags=["fvcflow", name],
         ))
     return out
@@ -86,3 +106,50 @@ def serve_all(settings: Settings | None = None) -> None:
 
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
+
+
+def _flow(value) -> str:
+    """A YAML flow-style rendering of plain dicts, lists, strings and None."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_flow(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(_flow(v) for v in value) + "]"
+    return "null" if value is None else str(value)
+
+
+def prefect_yaml() -> str:
+    """``deployments/prefect.yaml``: every deployment of :data:`DEPLOYMENTS` for a process work pool."""
+    lines = [
+        "# Generated from flows/deployments.py (DEPLOYMENTS): python -m fvcflow.flows.deployments",
+        "# For users who run a process work pool and a worker instead of `fvc serve`:",
+        f"#   prefect work-pool create {WORK_POOL} --type process",
+        "#   prefect deploy --all            (from the repository root, with this file copied or "
+        "--prefect-file deployments/prefect.yaml)",
+        f"#   prefect worker start --pool {WORK_POOL}",
+        "# Each deployment's `config` parameter is fvcflow.config.Settings; see the README for its fields.",
+        "name: fvcflow",
+        "prefect-version: 3.1.0",
+        "",
+        "pull:",
+        "  - prefect.deployments.steps.set_working_directory:",
+        '      directory: "{{ $FVC_REPO }}"',
+        "",
+        "definitions:",
+        "  work_pool: &pool",
+        f"    name: {WORK_POOL}",
+        "    work_queue_name: default",
+        "",
+        "deployments:",
+    ]
+    for name in DEPLOYMENTS:
+        lines += [f"  - name: {name}", f"    entrypoint: {ENTRYPOINT}",
+                  f"    description: {json.dumps(description(name))}"]
+        lines.append(f"    parameters: {_flow({'config': overrides(name)})}")
+        lines += [f"    tags: [fvcflow, {name}]", "    work_pool: *pool"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # pragma: no cover - rewrites the file the test checks
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("deployments/prefect.yaml")
+    target.write_text(prefect_yaml())
+    print(f"wrote {target}")

@@ -13,15 +13,16 @@ from prefect.futures import as_completed
 from prefect.tasks import exponential_backoff
 from prefect_dask import DaskTaskRunner
 
-from fvcflow.config import Settings
+from fvcflow.config import STAGES, Settings
 from fvcflow.deep.device import gpu_count
 from fvcflow.engine import dask_cluster
 from fvcflow.errors import FvcError
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
+from fvcflow.stages.specs import SPECS
 from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
 
-VIDEO_STAGES = ("augment", "features", "scale", "scaled_features")
+VIDEO_STAGES = tuple(s for s in STAGES if s in SPECS)   # the stages the runner runs on Dask
 
 
 def transient(task, task_run, state) -> bool:

@@ -33,12 +33,16 @@ from pydantic import (
 )
 
 from fvcflow.errors import ConfigError
+from fvcflow.ingest.index import KINDS as ADAPTER_KINDS
 from fvcflow.store import Lake
 from fvcflow.training.config import TrainConfig
 
+#: the pipeline's stages, in order (the one list: flows, specs, CLI and deployments derive theirs)
 STAGES = ("ingest", "augment", "features", "scale", "scaled_features", "train")
-Stage = Literal["ingest", "augment", "features", "scale", "scaled_features", "train"]
-CorpusKind = Literal["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"]
+Stage = Literal[STAGES]
+#: what ``corpus.kind`` may be: an ingest adapter's kind, or the built-in demo corpus
+CORPUS_KINDS = (*ADAPTER_KINDS, "demo")
+CorpusKind = Literal[CORPUS_KINDS]
 
 
 #: every environment variable fvcflow reads -> the setting it fills (dotted path; "" for the file)
@@ -168,8 +172,8 @@ class Settings(_Model):
                 raise ConfigError(f"config file {path} does not exist") from None
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
-        _merge(data, _from_env(env))
-        _merge(data, overrides or {})
+        merge(data, _from_env(env))
+        merge(data, overrides or {})
         return cls.validate_dict(data)
 
     @classmethod
@@ -193,10 +197,11 @@ def _from_env(env: dict[str, str]) -> dict[str, Any]:
     return out
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def merge(base: dict, extra: dict) -> dict:
+    """``extra`` merged into ``base`` (nested dicts key by key), in place; returns ``base``."""
     for k, v in extra.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
-            _merge(base[k], v)
+            merge(base[k], v)
         else:
             base[k] = v
     return base

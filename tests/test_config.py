@@ -190,3 +190,28 @@ def test_home_flag_and_variable_reach_the_command(tmp_path, monkeypatch, capsys)
     assert str(tmp_path / "from-env") in capsys.readouterr().out
     assert main(["sql", "--home", str(tmp_path / "from-flag"), "--list"]) == 0
     assert str(tmp_path / "from-flag") in capsys.readouterr().out
+
+
+def test_each_enumeration_is_written_once():
+    """Corpus kinds, stages, the registered name and the bit-exact x264 options each have one
+    home; the other lists derive from it."""
+    from typing import get_args
+
+    from fvcflow.cli import build_parser
+    from fvcflow.config import CORPUS_KINDS, CorpusKind, Stage
+    from fvcflow.flows.pipeline import VIDEO_STAGES
+    from fvcflow.ingest import KINDS
+    from fvcflow.stages.specs import SPECS
+    from fvcflow.training.config import REGISTERED_NAME, TrainConfig
+    from fvcflow.training.detector import DEFAULT_NAME
+
+    assert CORPUS_KINDS == (*KINDS, "demo") == get_args(CorpusKind)
+    assert get_args(Stage) == STAGES and VIDEO_STAGES == tuple(SPECS) == STAGES[1:-1]
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    assert next(a for a in run._actions if a.dest == "corpus_kind").choices == CORPUS_KINDS
+    assert DEFAULT_NAME == REGISTERED_NAME == TrainConfig().registered_name
+    code = {p: p.read_text() for p in LIBRARY if p.suffix == ".py"}
+    for literal, home in [('"fvc-detector"', "fvcflow/training/config.py"),
+                          ('"mbtree=0"', "fvcflow/video/write.py"),
+                          ('"ingest", "augment"', "fvcflow/config.py")]:
+        assert [str(p.relative_to(ROOT)) for p, text in code.items() if literal in text] == [home], literal

@@ -7,7 +7,8 @@ import yaml
 from prefect.flows import load_flow_from_entrypoint
 
 from fvcflow.config import STAGES, Settings
-from fvcflow.flows.deployments import DEPLOYMENTS, build
+from fvcflow.engine import THREAD_VARS, worker_env
+from fvcflow.flows.deployments import DEPLOYMENTS, WORK_POOL, build, description, overrides, prefect_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +23,15 @@ def test_served_deployments_cover_full_demo_and_every_stage(tmp_path):
         expected = list(STAGES) if name in ("full", "demo") else [name.replace("-", "_")]
         assert cfg.stages == expected
     assert Settings.validate_dict(deps["demo"].parameters["config"]).corpus.kind == "demo"
+
+
+def test_prefect_yaml_is_the_rendering_of_the_deployments():
+    """deployments/prefect.yaml is generated from DEPLOYMENTS: rerun `python -m fvcflow.flows.deployments`."""
+    assert (ROOT / "deployments" / "prefect.yaml").read_text() == prefect_yaml()
+    spec = yaml.safe_load(prefect_yaml())
+    for dep in spec["deployments"]:
+        assert dep["description"] == description(dep["name"]) and dep["work_pool"]["name"] == WORK_POOL
+        assert dep.get("parameters", {}).get("config", {}) == overrides(dep["name"])
 
 
 def test_prefect_yaml_entry_points_resolve(monkeypatch):
@@ -40,9 +50,15 @@ def test_serve_script_imports_the_deployments():
     assert ns["serve_all"].__module__ == "fvcflow.flows.deployments"
 
 
-def test_kubernetes_spec_keeps_one_numba_thread_per_worker_thread():
+def test_kubernetes_spec_sets_every_thread_budget_to_the_worker_threads():
     spec = yaml.safe_load((ROOT / "deployments" / "dask-kubernetes.yaml").read_text())
     worker = spec["spec"]["worker"]["spec"]["containers"][0]
     nthreads = worker["args"][worker["args"].index("--nthreads") + 1]
     env = {e["name"]: e["value"] for e in worker["env"]}
-    assert env["NUMBA_NUM_THREADS"] == nthreads == worker["resources"]["limits"]["cpu"]
+    assert nthreads == worker["resources"]["limits"]["cpu"]
+    assert {var: env.get(var) for var in THREAD_VARS} == {var: nthreads for var in THREAD_VARS}
+
+
+def test_slurm_workers_get_every_thread_budget():
+    assert worker_env(3) == {var: "3" for var in THREAD_VARS}
+    assert "worker_env(" in (ROOT / "deployments" / "dask_slurm.py").read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+from fvcflow.training.config import REGISTERED_NAME
+
 
 def register(sub) -> None:
     """Add the ``predict`` subcommand to the ``fvc`` parser."""
@@ -18,7 +20,8 @@ def register(sub) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--model", default=None,
                    help="registered model name (latest version) or an MLflow URI "
-                        "(models:/NAME/VERSION, runs:/ID/model); default fvc-detector")
+                        f"(models:/NAME/VERSION, runs:/ID/model); default the setting "
+                        f"train.registered_name ({REGISTERED_NAME})")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(func=run)
 
@@ -29,7 +32,8 @@ def run(args) -> int:
 
     settings = args.settings
     lake = settings.lake()
-    det = load_detector(lake, args.model, tracking_uri=settings.train.tracking_uri)
+    det = load_detector(lake, args.model or settings.train.registered_name,
+                        tracking_uri=settings.train.tracking_uri)
     out, failed = [], 0
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,

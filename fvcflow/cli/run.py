@@ -13,15 +13,14 @@ import os
 from fvcflow import progress
 from fvcflow.cli import add_verbose, load_settings, logs
 from fvcflow.cli.display import Display
-from fvcflow.config import STAGES, Settings
+from fvcflow.config import CORPUS_KINDS, STAGES, Settings
 from fvcflow.telemetry import analytics_off
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``fvc run`` and ``fvc serve``; each maps onto one setting (``--config`` and
     ``--home`` are every command's: ``fvcflow.cli.add_common``)."""
-    p.add_argument("--corpus", dest="corpus_kind",
-                   choices=["fvc", "ffpp", "celebdf", "dfdc", "folder", "demo"])
+    p.add_argument("--corpus", dest="corpus_kind", choices=CORPUS_KINDS)
     p.add_argument("--root", dest="corpus_root", help="corpus folder (or FVC archive folder)")
     p.add_argument("--labels", dest="corpus_labels", help="labels CSV for folder corpora")
     p.add_argument("--small-demo", action="store_true", help="the small demo corpus (quick looks)")

@@ -36,11 +36,12 @@ FORMAT = 3
 SMALL_SOURCES = 8
 LABELS, README, MANIFEST, BUILDING = "labels.csv", "README.md", "manifest.json", ".building"
 
-#: codec -> (container suffix, encoder options). x264's macroblock-tree rate control gives
-#: different bits from run to run on some content (even single-threaded): it is turned off.
+#: codec -> (container suffix, encoder, options on top of ``VideoWriter``'s defaults
+#: (``fvcflow.video.write.DEFAULT_OPTIONS``: x264 without macroblock-tree, bit-exact): one
+#: encoder thread and no VP9 row threads, so the same seed gives the same bytes)
 CODECS = {
-    "h264": (".mp4", "libx264", {"preset": "veryfast", "threads": "1", "x264-params": "mbtree=0"}),
-    "vp9": (".webm", "libvpx-vp9", {"deadline": "realtime", "cpu-used": "8", "threads": "1", "row-mt": "0"}),
+    "h264": (".mp4", "libx264", {"threads": "1"}),
+    "vp9": (".webm", "libvpx-vp9", {"threads": "1", "row-mt": "0"}),
     "mpeg4": (".avi", "mpeg4", {"threads": "1"}),
 }
 _CYCLE = ("vp9", "mpeg4", "h264")

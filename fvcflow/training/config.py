@@ -16,6 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fvcflow.errors import ConfigError
 
+#: the MLflow registered model the best detector becomes a version of (``fvc predict``'s default)
+REGISTERED_NAME = "fvc-detector"
+
 
 class DeepConfig(BaseModel):
     """Settings of the deep video models (``train.deep.*``): one loop for every torch model."""
@@ -67,7 +70,7 @@ class TrainConfig(BaseModel):
         default_factory=dict, description="per-model constructor keyword arguments")
     use_augmented: bool = Field(True, description="train on augmented copies (never evaluated on them)")
     experiment: str = Field("fvc", min_length=1, description="MLflow experiment")
-    registered_name: str = Field("fvc-detector", min_length=1, description="MLflow registered model")
+    registered_name: str = Field(REGISTERED_NAME, min_length=1, description="MLflow registered model")
     register_best: bool = Field(True, description="register the best model by out-of-fold AUC")
     report: bool = Field(True, description="write stage5/report.html")
     tracking_uri: str | None = Field(None,

@@ -21,9 +21,10 @@ from mlflow.tracking import MlflowClient
 
 from fvcflow.errors import FvcError
 from fvcflow.store import Lake
+from fvcflow.training.config import REGISTERED_NAME
 from fvcflow.training.data import S4_FLAGS
 
-DEFAULT_NAME = "fvc-detector"
+DEFAULT_NAME = REGISTERED_NAME  # fvcflow.training.config: the one place the name is written
 
 
 @dataclass

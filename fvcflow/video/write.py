@@ -12,10 +12,11 @@ import numpy as np
 
 from fvcflow.errors import VideoError
 
-# Encoder defaults; ``options`` given by the caller override them. x264's macroblock-tree rate
-# control is not bit-exact between runs in this build: without it, the same frames give the same
-# bytes, so content-hash cache keys of derived videos (stage 1, stage 3) stay valid on a rerun.
-_DEFAULT_OPTIONS = {
+#: Encoder defaults (the one place they are written); ``options`` given by the caller override
+#: them. x264's macroblock-tree rate control is not bit-exact between runs in this build: without
+#: it, the same frames give the same bytes, so content-hash cache keys of derived videos (stage 1,
+#: stage 3) stay valid on a rerun, and the demo corpus is byte-for-byte reproducible.
+DEFAULT_OPTIONS = {
     "libx264": {"preset": "veryfast", "x264-params": "mbtree=0"},
     "libx264rgb": {"preset": "veryfast", "x264-params": "mbtree=0"},
     "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8", "row-mt": "1", "b:v": "0"},
@@ -148,7 +149,7 @@ def _add_stream(container, codec, width, height, fps, crf, pix_fmt, options):
         raise ValueError(f"unknown or unsupported video codec {codec!r} ({exc})") from None
     stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
     options = {k: str(v) for k, v in (options or {}).items()}
-    opts = dict(_DEFAULT_OPTIONS.get(codec, {}))
+    opts = dict(DEFAULT_OPTIONS.get(codec, {}))
     rate_control_given = any(k in options for k in ("crf", "qp", "b", "b:v", "qmin", "qmax"))
     if codec in ("libx264", "libx264rgb", "libvpx-vp9") and not rate_control_given:
         opts["crf"] = str(crf)                           # (x264 would let crf override a qp)
