@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from fvcflow.errors import FvcError
-from fvcflow.store import Lake
+from fvcflow.store import FAILURE_SCHEMA, Lake
 
 #: view name -> the lake path it reads
 PARQUET_VIEWS = {
@@ -100,10 +100,24 @@ QUERIES: dict[str, str] = {
         SELECT 'resolution', resolution, count(*) FILTER (WHERE label = 0), count(*) FILTER (WHERE label = 1),
                count(*) FILTER (WHERE label IS NULL), count(*) FROM v GROUP BY ALL
         ORDER BY dimension, total DESC, value""",
+    # the example path and reason come from one failure (the first by path), never mixed from two
     "failures": """
-        SELECT stage, error_type, count(*) AS n, min(reason) AS example_reason, min(path) AS example_path
-        FROM failures GROUP BY ALL ORDER BY n DESC, stage, error_type""",
+        WITH grouped AS (
+            SELECT stage, error_type, count(*) AS n, min({'path': path, 'reason': reason}) AS example
+            FROM failures GROUP BY ALL)
+        SELECT stage, error_type, n, example.reason AS example_reason, example.path AS example_path
+        FROM grouped ORDER BY n DESC, stage, error_type""",
 }
+
+#: ready query -> (the views it needs, what to run to make them)
+NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
+    "leaderboard": (("mlflow_runs", "mlflow_metrics"),
+                    "nothing has been trained yet: run `fvc train` (or `fvc run`) first"),
+    "feature_auc": (("feature_values",),
+                    "no labelled features yet: run `fvc run --stages ingest,features` first"),
+    "class_balance": (("videos",), "no videos indexed yet: run `fvc ingest KIND ROOT` (or `fvc run`) first"),
+}
+
 
 
 def _quote(path: Path) -> str:
@@ -162,6 +176,10 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
         if path.exists():
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
             views.add(name)
+    if "failures" not in views:   # nothing failed (yet): the view exists, empty
+        con.execute("CREATE VIEW failures AS SELECT " + ", ".join(
+            f"NULL::{'DOUBLE' if c == 'recorded_at' else 'VARCHAR'} AS {c}" for c in FAILURE_SCHEMA)
+            + " WHERE false")
     _feature_values_view(con, views)
     if lake.mlflow_db.exists():
         tables = _sqlite_tables(lake.mlflow_db)
@@ -194,6 +212,10 @@ def query(lake: Lake, sql: str | None = None, *, name: str | None = None) -> pl.
             raise FvcError(f"unknown ready query {name!r}; known: {', '.join(QUERIES)}")
         sql = QUERIES[name]
     con = connect(lake)
+    if name in NEEDS:
+        needed, advice = NEEDS[name]
+        if not set(needed) <= set(tables(con)):
+            raise FvcError(f"{advice} (work dir {lake.root})")
     try:
         rel = con.sql(sql)
         return rel.pl() if rel is not None else pl.DataFrame()

@@ -7,7 +7,7 @@ from sklearn.metrics import roc_auc_score
 from fvcflow.analytics import QUERIES, connect, query, tables
 from fvcflow.cli import main as fvc
 from fvcflow.errors import FvcError
-from fvcflow.store import read_parquet
+from fvcflow.store import FAILURE_SCHEMA, Lake, failure_row, read_parquet, write_parquet_atomic
 from tests.feature_tables import write_lake
 from tests.training_runs import shared_trained_lake
 
@@ -114,6 +114,34 @@ def test_lake_without_mlflow_store(tmp_path):
     lake = write_lake(tmp_path, n_groups=6, n_aug=0)
     assert "mlflow_runs" not in tables(connect(lake))
     assert query(lake, name="class_balance")["total"].sum() > 0
-    with pytest.raises(FvcError, match="mlflow_runs"):
+    with pytest.raises(FvcError, match="nothing has been trained yet"):
         query(lake, name="leaderboard")
 
+
+def test_failures_query_pairs_each_reason_with_its_own_file(tmp_path):
+    """Two failures of one kind: the example path and reason are one failure's (issue 16, item 1)."""
+    lake = Lake.at(tmp_path / "fvc-data")
+    lake.failures.parent.mkdir(parents=True)
+    write_parquet_atomic(pl.DataFrame([
+        failure_row("ingest", "/corpus/trunc.mp4", "truncated or corrupt (moov atom not found)",
+                    error_type="VideoError"),
+        failure_row("ingest", "/corpus/zero.mp4", "a file without audio or video", error_type="VideoError"),
+    ], schema=FAILURE_SCHEMA), lake.failures)
+    got = query(lake, name="failures").to_dicts()
+    assert len(got) == 1 and got[0]["n"] == 2
+    pairs = {r["path"]: r["reason"] for r in read_parquet(lake.failures).to_dicts()}
+    assert pairs[got[0]["example_path"]] == got[0]["example_reason"]
+
+
+def test_ready_queries_on_an_empty_work_dir_say_what_to_run(tmp_path, capsys):
+    """Nothing trained, nothing ingested: one line saying what to run, no Catalog Error (item 13)."""
+    home = tmp_path / "fvc-data"
+    for name, advice in [("leaderboard", "nothing has been trained yet: run `fvc train`"),
+                         ("feature_auc", "fvc run --stages ingest,features"),
+                         ("class_balance", "fvc ingest")]:
+        assert fvc(["--home", str(home), "sql", "--query", name]) == 2, name
+        err = capsys.readouterr().err
+        assert advice in err and "Catalog Error" not in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert fvc(["--home", str(home), "sql", "--query", "failures", "--csv"]) == 0   # nothing failed
+    assert capsys.readouterr().out.splitlines() == ["stage,error_type,n,example_reason,example_path"]
