@@ -529,3 +529,34 @@ def test_reading_past_the_end_of_a_stale_probe(tmp_path):
     truncate(path, 0.5)
     with pytest.raises(VideoError, match="truncated or corrupt: the stream ends before frame"):
         read_luma(path, [N - 1], info=info)
+
+
+# (encoder, file suffix, canonical codec name, decoders to try besides the default)
+CODECS = [("libx264", ".mp4", "h264", ("h264",)), ("libx265", ".mp4", "hevc", ("hevc",)),
+          ("libvpx-vp9", ".webm", "vp9", ("vp9", "libvpx-vp9")),
+          ("libsvtav1", ".mkv", "av1", ("av1", "libdav1d", "libaom-av1")),
+          ("mpeg4", ".avi", "mpeg4", ("mpeg4",))]
+
+
+def _has(name: str, mode: str) -> bool:
+    try:
+        av.codec.Codec(name, mode)
+    except av.codec.codec.UnknownCodecError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("encoder,suffix,canonical,decoders", CODECS, ids=[c[2] for c in CODECS])
+def test_codec_is_recorded_by_its_canonical_name(tmp_path, encoder, suffix, canonical, decoders):
+    """The index names the codec (h264, hevc, vp9, av1, mpeg4), not the decoder that opened it
+    (libdav1d, libvpx-vp9): codec cues and class-balance queries group by it (issue 16, item 2)."""
+    if not _has(encoder, "w"):
+        pytest.skip(f"no {encoder} encoder in this PyAV/FFmpeg build")
+    path = write_video(tmp_path / f"clip{suffix}", n=8, width=64, height=64, codec=encoder)
+    assert probe(path).codec == canonical
+    from fvcflow.video.probe import codec_name
+
+    tried = [d for d in decoders if _has(d, "r")]
+    assert tried
+    for decoder in tried:          # whichever decoder would open the stream
+        assert codec_name(av.CodecContext.create(decoder, "r")) == canonical, decoder

@@ -110,7 +110,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         return VideoInfo(
             path=os.fspath(path),
             container=_container_name(container.format.name, path),
-            codec=stream.codec_context.name,
+            codec=codec_name(stream.codec_context),
             pix_fmt=first.format.name,
             width=first.width,
             height=first.height,
@@ -123,6 +123,12 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             size_bytes=os.path.getsize(path),
             keyframe_pts=scan.keyframe_pts,
         )
+
+
+def codec_name(codec_context) -> str:
+    """The codec's canonical FFmpeg name (``h264``, ``hevc``, ``vp9``, ``av1``, ``mpeg4`` ...), the
+    same whichever decoder opened the stream (``libdav1d`` and ``libaom-av1`` both give ``av1``)."""
+    return codec_context.codec.canonical_name
 
 
 @contextlib.contextmanager
