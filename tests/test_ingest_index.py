@@ -147,3 +147,49 @@ def test_cli_rejects_bad_workers(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["ingest", "ffpp", str(tmp_path), "--workers", "0"])
     assert "--workers must be a positive integer" in capsys.readouterr().err
+
+
+def test_a_copy_with_a_conflicting_label_keeps_neither_and_says_so(tmp_path, capsys):
+    """a.mp4 real and its exact copy b.mp4 fake: a conflict, both in failures with both paths and
+    labels, neither indexed (so neither is trained on), and the CLI prints it (issue 16, item 3)."""
+    root = tmp_path / "corpus"
+    write_video(root / "a.mp4", n=10, seed=1)
+    shutil.copy(root / "a.mp4", root / "b.mp4")
+    write_video(root / "c.mp4", n=10, seed=2)
+    shutil.copy(root / "c.mp4", root / "d.mp4")          # a copy with the same label stays a duplicate
+    (root / "labels.csv").write_text("a.mp4,real,g1\nb.mp4,fake,g2\nc.mp4,real,g3\nd.mp4,real,g4\n")
+    home = tmp_path / "home"
+    assert main(["--home", str(home), "ingest", "folder", str(root), "--labels", str(root / "labels.csv"),
+                 "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    lake = Lake.at(home)
+    assert [Path(p).name for p in pl.read_parquet(lake.index)["path"]] == ["c.mp4"]
+    fails = {Path(r["path"]).name: r for r in pl.read_parquet(lake.failures).iter_rows(named=True)}
+    assert set(fails) == {"a.mp4", "b.mp4", "d.mp4"}
+    assert fails["d.mp4"]["error_type"] == "Duplicate"
+    for name in ("a.mp4", "b.mp4"):
+        row = fails[name]
+        assert row["error_type"] == "LabelConflict"
+        for piece in (str(root / "a.mp4"), str(root / "b.mp4"), "real", "fake"):
+            assert piece in row["reason"], row["reason"]
+    assert "label conflict" in out and str(root / "a.mp4") in out and str(root / "b.mp4") in out
+
+
+def test_the_cli_names_each_failed_file_and_points_to_the_failures_query(messy, tmp_path, capsys):
+    """Not only a reason: which files (the first few and a count), and where to see all (item 11)."""
+    for i in range(7):
+        (messy / f"empty{i}.mp4").write_bytes(b"")
+    with open(messy / "labels.csv", "a") as fh:
+        fh.writelines(f"empty{i}.mp4,real,e{i}\n" for i in range(7))
+    assert main(["--home", str(tmp_path / "home"), "ingest", "folder", str(messy), "--labels",
+                 str(messy / "labels.csv"), "--workers", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    at = lines.index("  failed (8): empty file (0 bytes)")
+    named = [line.strip() for line in lines[at + 1:at + 7]]
+    empties = ["empty.mp4", *(f"empty{i}.mp4" for i in range(7))]
+    assert named[:5] == sorted(str(messy / n) for n in empties)[:5]
+    assert named[5] == "... and 3 more"
+    cut = lines.index(next(line for line in lines if line.startswith("  failed (1): truncated or corrupt")))
+    assert lines[cut + 1].strip() == str(messy / "cut.mp4")
+    assert "fvc sql -q failures" in out

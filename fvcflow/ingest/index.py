@@ -62,6 +62,7 @@ class IngestSummary:
     notes: list[str] = field(default_factory=list)
     index_path: str = ""
     unmatched_path: str = ""  # the full lists of unmatched videos and rows, one per line
+    failed_paths: dict[str, list[str]] = field(default_factory=dict)  # reason -> the files
 
     @property
     def n_failed(self) -> int:
@@ -72,12 +73,20 @@ class IngestSummary:
         return [{"source": self.source, "found": self.found, "indexed": self.indexed, "failed": self.n_failed,
                  "unmatched_videos": len(self.unmatched_videos), "unmatched_rows": len(self.unmatched_rows)}]
 
-    def format(self, limit: int = 10) -> str:
-        """A readable summary; long lists show their first ``limit`` entries and a count."""
+    def format(self, limit: int = 10, examples: int = 5) -> str:
+        """A readable summary; long lists show their first ``limit`` entries (failed files: their
+        first ``examples`` per reason) and a count."""
         lines = [f"{self.source}: {self.found} videos found, {self.indexed} indexed, {self.n_failed} failed"
                  f" -> {self.index_path}"]
         for reason, n in sorted(self.failed.items(), key=lambda kv: -kv[1]):
             lines.append(f"  failed ({n}): {reason}")
+            paths = self.failed_paths.get(reason, [])
+            lines += [f"    {p}" for p in paths[:examples]]
+            if len(paths) > examples:
+                lines.append(f"    ... and {len(paths) - examples} more")
+        if self.failed:
+            lines.append("  every failure: fvc sql -q failures, "
+                         'or fvc sql "SELECT path, reason FROM failures"')
         for title, items in (("videos with no metadata row", self.unmatched_videos),
                              ("metadata rows with no video", self.unmatched_rows), ("notes", self.notes)):
             if items:
@@ -133,22 +142,34 @@ def _row(c: Candidate, source: str, probed: dict) -> dict:
 
 
 def _dedupe(rows: list[dict], source: str) -> tuple[list[dict], list[dict]]:
-    """Keep one row per content and per id; exact copies become failures, id clashes an error."""
-    kept: dict[str, dict] = {}
-    by_hash: dict[str, dict] = {}
-    dupes = []
+    """Keep one row per content and per id; exact copies become failures, id clashes an error.
+
+    Copies of one content with different labels are a label conflict: every copy becomes a
+    ``LabelConflict`` failure naming all of them and their labels, and none is kept (a video
+    cannot be both real and fake in training).
+    """
+    by_hash: dict[str, list[dict]] = {}
     for row in sorted(rows, key=lambda r: (r["video_id"], r["path"])):
-        first = by_hash.get(row["content_hash"])
-        if first is not None:
-            dupes.append(failure_row("ingest", row["path"], f"duplicate of {first['video_id']}",
-                                     video_id=row["video_id"], error_type="Duplicate"))
+        by_hash.setdefault(row["content_hash"], []).append(row)
+    kept: dict[str, dict] = {}
+    failures = []
+    for copies in by_hash.values():
+        first = copies[0]
+        if len({r["label"] for r in copies}) > 1:
+            labelled = ", ".join(f"{r['path']} as {r['label_raw']}" for r in copies)
+            reason = (f"label conflict: one video labelled differently ({labelled}); "
+                      "none of the copies is used")
+            failures += [failure_row("ingest", r["path"], reason, video_id=r["video_id"],
+                                     error_type="LabelConflict") for r in copies]
             continue
-        other = kept.get(row["video_id"])
+        failures += [failure_row("ingest", r["path"], f"duplicate of {first['video_id']}",
+                                 video_id=r["video_id"], error_type="Duplicate") for r in copies[1:]]
+        other = kept.get(first["video_id"])
         if other is not None:
-            raise FvcError(f"{source}: video id {row['video_id']} names two different files: {other['path']} "
-                           f"and {row['path']}; remove one and rerun")
-        kept[row["video_id"]] = by_hash[row["content_hash"]] = row
-    return list(kept.values()), dupes
+            raise FvcError(f"{source}: video id {first['video_id']} names two different files: "
+                           f"{other['path']} and {first['path']}; remove one and rerun")
+        kept[first["video_id"]] = first
+    return sorted(kept.values(), key=lambda r: (r["video_id"], r["path"])), failures
 
 
 def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
@@ -242,12 +263,18 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
         write_parquet_atomic(index, lake.index)
         _failures(lake, roots, failures)
         unmatched = _write_unmatched(lake, cat)
-    failed = Counter("duplicate (exact copy of an indexed video)" if f["error_type"] == "Duplicate"
-                     else f["reason"] for f in failures if f["error_type"] != "Unmatched")
+    failed_paths: dict[str, list[str]] = {}
+    for f in failures:
+        if f["error_type"] != "Unmatched":
+            dup = f["error_type"] == "Duplicate"
+            key = "duplicate (exact copy of an indexed video)" if dup else f["reason"]
+            failed_paths.setdefault(key, []).append(f["path"])
+    failed = Counter({reason: len(paths) for reason, paths in failed_paths.items()})
     found = len(cat.candidates) + len(cat.unmatched_videos)
     emit("ingest_end", source=cat.source, found=found, indexed=len(rows), failed=sum(failed.values()),
          seconds=time.perf_counter() - started)
     return IngestSummary(cat.source, found=found, indexed=len(rows), failed=dict(failed),
                          unmatched_videos=[printable_path(v) for v in cat.unmatched_videos],
                          unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index),
-                         unmatched_path=str(unmatched))
+                         unmatched_path=str(unmatched),
+                         failed_paths={k: sorted(v) for k, v in failed_paths.items()})
