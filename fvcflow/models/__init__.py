@@ -2,14 +2,16 @@
 
 Importing this package registers the CPU baselines (``tabular``) and the stacking ensemble
 (``stack``), and the deep video models (``kind="torch_video"``, input ``"frames"``), whose
-modules import only ``torch``: ``transformers`` and ``pytorchvideo`` load when a model is built.
+modules import only ``torch``: torchvision, timm, ``transformers`` and ``pytorchvideo`` load when
+a model is built.
 
 >>> from fvcflow.models import list_models
 >>> list_models("*_s2")
 ['logreg_s2']
 """
 
-from fvcflow.models import stack, tabular, video_pytorchvideo, video_transformers  # noqa: F401  (registers the models)
+# importing the model modules registers the models
+from fvcflow.models import stack, tabular, video_pytorchvideo, video_transformers, video_tv  # noqa: F401
 from fvcflow.models.registry import (
     FEATURE_SETS,
     KINDS,

@@ -135,13 +135,76 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
     return {"missing": list(result.missing_keys), "unexpected": sorted(set(state) - set(clean))}
 
 
+#: the tiny configuration tests and the CPU benchmark use unless a model registers its own
+TINY = {"clip": {"frames": 4, "clips": 2, "size": 32}, "params": {}}
+
+
 def register_video_model(name: str, *, clip: ClipSpec, pretrained_lr: bool = True,
+                         tiny: Mapping[str, Any] | None = None,
                          extra: Mapping[str, Any] | None = None) -> Callable:
     """Register a deep video model (kind ``torch_video``, MLflow flavour ``pytorch``).
 
-    The constructor takes ``*, seed=0, weights=None, dropout=0.5`` (plus its own keywords) and
-    returns a :class:`VideoClassifier`. ``pretrained_lr``: with weights given, the backbone
-    trains at its own small learning rate.
+    The constructor takes ``*, seed=0, weights=None, dropout=0.5`` (plus its own keywords, and
+    ``clip`` when its layers depend on the clip size) and returns a :class:`VideoClassifier`.
+    ``pretrained_lr``: with weights given, the backbone trains at its own small learning rate.
+    ``tiny``: ``{"clip": ClipSpec overrides, "params": constructor keywords}`` of a tiny version
+    for CPU tests and benchmarks (default :data:`TINY`: 4 frames, 2 clips, 32 px).
     """
+    tiny = {"clip": {**TINY["clip"], **dict((tiny or {}).get("clip", {}))},
+            "params": dict((tiny or {}).get("params", {}))}
     return register_model(name, kind="torch_video", mlflow_flavor="pytorch",
-                          extra={"clip": clip, "pretrained_lr": pretrained_lr, **(extra or {})})
+                          extra={"clip": clip, "pretrained_lr": pretrained_lr, "tiny": tiny, **(extra or {})})
+
+
+def clip_spec(name: str, overrides: Mapping[str, Any] | None = None) -> ClipSpec:
+    """The registered :class:`ClipSpec` of model ``name``, with ``overrides`` (frames, clips, size, ...).
+
+    >>> clip_spec("r2plus1d_18", {"frames": 8, "size": 64}).shape(2)
+    (2, 3, 8, 64, 64)
+    """
+    from dataclasses import fields, replace
+
+    from fvcflow.models.registry import get_model_spec
+
+    base = get_model_spec(name).extra["clip"]
+    overrides = dict(overrides or {})
+    unknown = sorted(set(overrides) - {f.name for f in fields(ClipSpec)})
+    if unknown:
+        raise FvcError(f"setting 'train.deep.clip.{name}': unknown keys {', '.join(unknown)} "
+                       f"(known: frames, clips, stride, size, mean, std, channels)")
+    for key in ("mean", "std"):
+        if key in overrides:
+            overrides[key] = tuple(overrides[key])
+    try:
+        return replace(base, **overrides)
+    except ValueError as exc:
+        raise FvcError(f"setting 'train.deep.clip.{name}': {exc}") from None
+
+
+def build_video_model(name: str, *, clip: ClipSpec | None = None, weights: str | None = None,
+                      seed: int = 0, **params: Any) -> VideoClassifier:
+    """Build registered deep model ``name``: random weights, or ``weights`` (a local path).
+
+    Constructors that take ``clip`` receive it (their layers depend on the clip size); seeds
+    torch first, so the same seed gives the same initial weights.
+    """
+    import inspect
+
+    from fvcflow.models.registry import get_model_spec
+
+    spec = get_model_spec(name)
+    if spec.kind != "torch_video":
+        raise FvcError(f"model {name!r} is of kind {spec.kind!r}, not a deep video model")
+    if "clip" in inspect.signature(spec.constructor).parameters:
+        params["clip"] = clip or spec.extra["clip"]
+    torch.manual_seed(seed)
+    return spec.constructor(seed=seed, weights=weights, **params)
+
+
+def tiny_model(name: str, *, seed: int = 0, **params: Any) -> tuple[VideoClassifier, ClipSpec]:
+    """The registered tiny version of deep model ``name`` and its clip spec (tests, benchmarks)."""
+    from fvcflow.models.registry import get_model_spec
+
+    tiny = get_model_spec(name).extra.get("tiny", TINY)
+    clip = clip_spec(name, tiny["clip"])
+    return build_video_model(name, clip=clip, seed=seed, **{**tiny["params"], **params}), clip

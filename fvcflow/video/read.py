@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Callable, Iterator
 
 import av
 import numpy as np
@@ -295,6 +295,46 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None) -> It
         if buf is None:
             raise VideoError(path, "no decodable frames")
         yield buf[:n]
+
+
+def read_rgb(path, indices, *, transform: Callable[[np.ndarray], np.ndarray] | None = None,
+             threads: bool | int | None = None) -> tuple[np.ndarray, int]:
+    """Decode the RGB frames at ``indices`` (sorted, unique) in one sequential pass.
+
+    Only the wanted frames are kept, each passed through ``transform`` first (a crop or a resize
+    to the clip size), so memory is that of the kept frames whatever the video's length and
+    resolution; decoding stops after the last wanted frame. Indices past the frames the file
+    really holds repeat the last decoded frame (a stream shorter than its probe). Returns the
+    frames ``uint8[len(indices), h, w, 3]`` and the number of frames decoded.
+
+    Examples
+    --------
+    >>> frames, decoded = read_rgb("clip.mp4", [0, 5, 9])  # doctest: +SKIP
+    >>> frames.shape, decoded                              # doctest: +SKIP
+    ((3, 48, 64, 3), 10)
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    if indices.size == 0:
+        raise ValueError("indices must not be empty")
+    if np.any(indices < 0) or np.any(np.diff(indices) <= 0):
+        raise ValueError("indices must be non-negative, sorted and unique")
+    transform = transform or (lambda f: f)
+    kept: list[np.ndarray] = []
+    decoded, last = 0, None
+    with open_video(path) as (container, stream):
+        _set_threads(stream, threads)
+        for pos, frame in enumerate(_decode(container, stream)):
+            decoded = pos + 1
+            if pos == indices[len(kept)]:
+                last = np.ascontiguousarray(transform(frame.to_ndarray(format="rgb24")))
+                kept.append(last)
+                if len(kept) == indices.size:
+                    break
+    if last is None:
+        raise VideoError(path, "no decodable frames" if decoded == 0 else
+                         f"holds {decoded} frames, none of the wanted ones")
+    kept += [last] * (indices.size - len(kept))
+    return np.stack(kept), decoded
 
 
 def _set_threads(stream, threads: bool | int | None) -> None:

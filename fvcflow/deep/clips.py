@@ -1,0 +1,171 @@
+"""Which frames a deep model sees, decoded once and cached on disk.
+
+Sampling (per video and :class:`ClipSpec`): ``K = clips`` windows spaced evenly over the video,
+each of ``W = (frames - 1) * stride + 1 + jitter`` consecutive frames, ``jitter = max(1, frames // 4)``.
+A training clip takes ``frames`` frames every ``stride`` from a random offset in ``[0, jitter]``
+of its window; evaluation takes the middle offset (``jitter // 2``), so it is deterministic.
+Frames are counted as a sequential decode outputs them (``fvcflow.video`` conventions), so a
+variable-frame-rate video is sampled by frame, not by time. A video shorter than ``W`` loops
+(frame ``i`` is frame ``i mod n``; every window is the same); a stream that ends before its
+probe said repeats its last frame.
+
+Decoded clips are cached as ``uint8[K, W, h, w, 3]`` ``.npy`` files under
+``<work dir>/cache/clips/``, one per video and clip configuration, named by
+``cache_key(content hash, "clips", config)``: the second epoch, the second fold and the second
+model with the same clip configuration decode nothing, and a killed run keeps every file it
+finished (written under a temporary name, then renamed). Memory while decoding is that of the
+kept, already resized frames, whatever the video's length or resolution.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fvcflow.models.torch_common import ClipSpec
+from fvcflow.store import cache_key
+from fvcflow.video import read_rgb
+
+log = logging.getLogger("fvcflow.deep")
+
+#: longest side of the frames of a variable-aspect (``size=None``) clip
+VARIABLE_SIDE = 112
+CLIP_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """One stage 3 video the clips come from."""
+
+    video_id: str
+    path: str
+    content_hash: str
+    n_frames: int
+    src_width: int | None = None     # the picture inside the letterbox (variable-aspect clips)
+    src_height: int | None = None
+
+
+def jitter(spec: ClipSpec) -> int:
+    """Frames of temporal slack in each window (the random offset of training clips)."""
+    return max(1, spec.frames // 4)
+
+
+def window(spec: ClipSpec) -> int:
+    """Frames in one cached window: one clip plus its jitter."""
+    return (spec.frames - 1) * spec.stride + 1 + jitter(spec)
+
+
+def window_indices(n_frames: int, spec: ClipSpec) -> np.ndarray:
+    """``int64[K, W]`` frame indices of the K windows of a video of ``n_frames`` frames.
+
+    >>> window_indices(100, ClipSpec(frames=4, clips=3, size=32)).tolist()
+    [[0, 1, 2, 3, 4], [48, 49, 50, 51, 52], [95, 96, 97, 98, 99]]
+    >>> window_indices(3, ClipSpec(frames=4, clips=1, size=32)).tolist()   # short: loops
+    [[0, 1, 2, 0, 1]]
+    """
+    n = max(1, int(n_frames))
+    w = window(spec)
+    starts = np.rint(np.linspace(0, max(n - w, 0), spec.clips)).astype(np.int64)
+    return (starts[:, None] + np.arange(w)[None, :]) % n
+
+
+def clip_offsets(spec: ClipSpec, offset: int) -> np.ndarray:
+    """Positions inside a window of the ``frames`` frames of a clip starting at ``offset``."""
+    return offset + np.arange(spec.frames) * spec.stride
+
+
+def eval_offset(spec: ClipSpec) -> int:
+    return jitter(spec) // 2
+
+
+def cache_config(spec: ClipSpec) -> dict:
+    """What makes two clip arrays of one video differ (normalisation is applied later)."""
+    return {"frames": spec.frames, "clips": spec.clips, "stride": spec.stride, "size": spec.size,
+            "jitter": jitter(spec), "side": VARIABLE_SIDE if spec.size is None else None,
+            "v": CLIP_CACHE_VERSION}
+
+
+def _transform(spec: ClipSpec, source: ClipSource):
+    """Per-frame resize (fixed size) or letterbox crop + resize (variable aspect)."""
+    if spec.size is not None:
+        side = spec.size
+
+        def fixed(frame: np.ndarray) -> np.ndarray:
+            h, w = frame.shape[:2]
+            interp = cv2.INTER_AREA if max(h, w) > side else cv2.INTER_LINEAR
+            return cv2.resize(frame, (side, side), interpolation=interp)
+        return fixed
+
+    def variable(frame: np.ndarray) -> np.ndarray:
+        from fvcflow.stages.scale import letterbox_geometry
+
+        h, w = frame.shape[:2]
+        if source.src_width and source.src_height and h == w:       # remove the stage 3 letterbox
+            new_w, new_h, x0, y0 = letterbox_geometry(source.src_width, source.src_height, w)
+            frame = frame[y0:y0 + new_h, x0:x0 + new_w]
+            h, w = frame.shape[:2]
+        scale = VARIABLE_SIDE / max(h, w)
+        size = (max(8, round(w * scale)), max(8, round(h * scale)))
+        return cv2.resize(frame, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return variable
+
+
+def decode_clips(source: ClipSource, spec: ClipSpec) -> np.ndarray:
+    """``uint8[K, W, h, w, 3]``: the windows of ``source`` decoded in one pass (no cache)."""
+    idx = window_indices(source.n_frames, spec)
+    wanted = np.unique(idx)
+    frames, _ = read_rgb(source.path, wanted, transform=_transform(spec, source))
+    return frames[np.searchsorted(wanted, idx)]
+
+
+class ClipCache:
+    """Content-addressed ``.npy`` files of decoded windows; counts what it decoded and reused.
+
+    ``root=None`` caches nothing (every request decodes).
+    """
+
+    def __init__(self, root: str | os.PathLike | None):
+        self.root = Path(root) if root is not None else None
+        self.decoded = 0
+        self.reused = 0
+
+    def path(self, source: ClipSource, spec: ClipSpec) -> Path | None:
+        if self.root is None:
+            return None
+        key = cache_key(source.content_hash, "clips", cache_config(spec))
+        return self.root / key[:2] / f"{key}.npy"
+
+    def load(self, source: ClipSource, spec: ClipSpec, *, mmap: bool = True) -> np.ndarray:
+        """The windows of ``source``, from the cache or decoded (and then cached)."""
+        path = self.path(source, spec)
+        if path is not None and path.exists():
+            try:
+                arr = np.load(path, mmap_mode="r" if mmap else None)
+                if arr.ndim == 5 and arr.shape[:2] == (spec.clips, window(spec)):
+                    self.reused += 1
+                    return arr
+            except (OSError, ValueError) as exc:     # a damaged file: decode again
+                log.warning("clip cache %s unreadable (%s): decoding again", path, exc)
+        arr = decode_clips(source, spec)
+        self.decoded += 1
+        if path is not None:
+            _save_atomic(path, arr)
+        return arr
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, arr)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

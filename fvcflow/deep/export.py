@@ -1,0 +1,114 @@
+"""A trained deep model as data: its state dict and its spec, logged to MLflow, loaded back.
+
+``spec.json`` names the registered model, its constructor keywords and its :class:`ClipSpec`;
+``state_dict.pt`` holds the tensors. Loading rebuilds the module from the registry
+(:func:`build_video_model`) and loads the tensors (``torch.load(weights_only=True)``): nothing
+of the training run (no pickled module, no globals) is needed. MLflow sees a ``pyfunc`` model
+whose input is a float32 clip batch ``(B, C, T, H, W)`` (normalised) and whose output is
+``P(fake)`` per clip; :meth:`TrainedVideo.predict_video` scores a video file.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import torch
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Schema, TensorSpec
+from torch import nn
+
+from fvcflow.models.torch_common import ClipSpec, build_video_model
+
+SPEC_FILE, STATE_FILE = "spec.json", "state_dict.pt"
+
+
+@dataclass
+class TrainedVideo:
+    """A fitted deep model with what it needs to score videos."""
+
+    name: str
+    module: nn.Module
+    clip: ClipSpec
+    params: dict[str, Any] = field(default_factory=dict)
+    weights: str | None = None              # the initial weights it was trained from (None: random)
+
+    def spec(self) -> dict[str, Any]:
+        return {"model": self.name, "clip": self.clip.as_dict(), "params": self.params,
+                "initial_weights": self.weights, "format": 1}
+
+    @torch.no_grad()
+    def clip_logits(self, x: torch.Tensor) -> torch.Tensor:
+        self.module.eval()
+        return self.module(x.to(next(self.module.parameters()).device)).float().cpu()
+
+    def predict_video(self, path: str | Path, *, src_width: int | None = None,
+                      src_height: int | None = None) -> float:
+        """``P(fake)`` of a (letterboxed) video: the mean of its evaluation clips' logits."""
+        from fvcflow.deep.clips import ClipSource, clip_offsets, decode_clips, eval_offset
+        from fvcflow.deep.data import normalise
+        from fvcflow.video import probe
+
+        info = probe(path)
+        src = ClipSource("predict", str(path), "", info.n_frames, src_width, src_height)
+        windows = decode_clips(src, self.clip)[:, clip_offsets(self.clip, eval_offset(self.clip))]
+        x = torch.from_numpy(np.ascontiguousarray(windows)).permute(0, 4, 1, 2, 3).float().div_(255.0)
+        x = torch.stack([normalise(c, self.clip) for c in x])
+        return float(torch.sigmoid(self.clip_logits(x).mean()))
+
+
+def save_trained(trained: TrainedVideo, folder: str | Path) -> Path:
+    """Write ``spec.json`` and ``state_dict.pt`` into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / SPEC_FILE).write_text(json.dumps(trained.spec(), indent=2, default=list))
+    torch.save({k: v.detach().cpu() for k, v in trained.module.state_dict().items()}, folder / STATE_FILE)
+    return folder
+
+
+def load_trained(folder: str | Path, *, device: str = "cpu") -> TrainedVideo:
+    """Rebuild a saved model from the registry and load its tensors."""
+    folder = Path(folder)
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    clip = ClipSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in spec["clip"].items()})
+    module = build_video_model(spec["model"], clip=clip, **spec["params"])
+    module.load_state_dict(torch.load(folder / STATE_FILE, map_location=device, weights_only=True))
+    module.eval()
+    return TrainedVideo(spec["model"], module.to(device), clip, dict(spec["params"]),
+                        spec.get("initial_weights"))
+
+
+class VideoPythonModel(mlflow.pyfunc.PythonModel):
+    """MLflow ``PythonModel``: loads a :class:`TrainedVideo` from its artifacts, scores clip batches."""
+
+    def load_context(self, context) -> None:
+        self.trained = load_trained(context.artifacts["video_model"])
+
+    def predict(self, context, model_input, params=None):
+        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        return torch.sigmoid(self.trained.clip_logits(x)).numpy()
+
+
+def _requirements() -> list[str]:
+    return [f"{d}=={metadata.version(d)}" for d in ("torch", "torchvision", "timm", "fvcflow")]
+
+
+def log_video_model(trained: TrainedVideo, example: Any = None):
+    """Log ``trained`` as an MLflow pyfunc model named ``model`` (state dict + spec artifacts)."""
+    c = trained.clip
+    side = -1 if c.size is None else c.size
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c.n_channels, c.frames, side, side))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
+    with tempfile.TemporaryDirectory(prefix="fvc-video-model-") as tmp:
+        save_trained(trained, Path(tmp) / "video_model")
+        return mlflow.pyfunc.log_model(name="model", python_model=VideoPythonModel(),
+                                       artifacts={"video_model": str(Path(tmp) / "video_model")},
+                                       signature=signature, pip_requirements=_requirements())
+

@@ -1,0 +1,291 @@
+"""One training loop for every torch video model: the baselines' folds, early stopping, video scores.
+
+For each outer fold of ``stage5/splits.parquet`` the model trains on the other folds' videos
+(originals and their augmented copies), stops early on a grouped validation split carved from
+those training folds (never the outer fold: ``val_fraction`` of the groups, originals only) and
+scores the fold's originals; then one more fit on every training row scores the test set and is
+the deployable model. A video's score is the mean of its clips' logits, and every metric is
+video-level. AdamW (weight decay ``1e-4``), one learning rate from scratch, or backbone and head
+rates (``5e-6``/``5e-4``) with pretrained weights; gradient accumulation to ``effective_batch``;
+bf16 autocast and ``cudnn.benchmark`` on CUDA only. Seeds are fixed per fold: two CPU runs give
+equal metrics.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+from torch import nn
+from torch.nn import functional as F
+
+from fvcflow.deep.clips import ClipCache, ClipSource
+from fvcflow.deep.data import ClipDataset, make_loader
+from fvcflow.deep.device import choose_device, device_tags, peak_memory
+from fvcflow.deep.export import TrainedVideo
+from fvcflow.errors import FvcError, VideoError
+from fvcflow.models import ModelSpec
+from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
+from fvcflow.store import Lake, failure_row, read_parquet, record_failures
+from fvcflow.training.config import DeepConfig, TrainConfig
+from fvcflow.training.metrics import binary_metrics
+from fvcflow.training.results import ModelResult, make_result
+from fvcflow.training.splits import load_splits
+
+log = logging.getLogger("fvcflow.deep")
+
+
+# -- which videos -------------------------------------------------------------------------------
+def video_rows(lake: Lake, cfg: TrainConfig) -> pl.DataFrame:
+    """Split rows joined with their stage 3 video (path, hash, frames, picture size), by ``video_id``."""
+    scaled = read_parquet(lake.stage3)
+    if scaled is None:
+        raise FvcError(f"no stage 3 videos at {lake.stage3}: run the scale stage first "
+                       "(fvc run --stages scale)")
+    splits = load_splits(lake, cfg)
+    keep = [c for c in ("video_id", "path", "content_hash", "n_frames", "src_width", "src_height")
+            if c in scaled.columns]
+    rows = splits.join(scaled.select(keep).unique("video_id", keep="last"), on="video_id", how="inner")
+    if rows.height < splits.height:
+        log.warning("%d of %d split rows have no stage 3 video (see index/failures.parquet)",
+                    splits.height - rows.height, splits.height)
+    if not cfg.use_augmented:
+        rows = rows.filter(pl.col("variant") == "original")
+    return rows.sort("video_id")
+
+
+def _source(row: dict) -> ClipSource:
+    return ClipSource(row["video_id"], row["path"], row["content_hash"], int(row["n_frames"] or 0),
+                      row.get("src_width"), row.get("src_height"))
+
+
+def validation_split(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Carve a grouped, stratified validation set (originals only) from training ``rows``.
+
+    Returns (rows to train on: every row of the other groups, validation originals).
+    """
+    orig = rows.filter(pl.col("variant") == "original")
+    n = max(2, round(1 / fraction))
+    fewest = min(orig.filter(pl.col("label") == c)["group_id"].n_unique() for c in (0, 1))
+    if fewest < 2:
+        raise FvcError(f"early stopping needs both classes in at least 2 groups of each training set, "
+                       f"a class has {fewest}: add data or lower train.folds")
+    cv = StratifiedGroupKFold(n_splits=min(n, fewest), shuffle=True, random_state=seed)
+    _, va = next(cv.split(np.zeros(orig.height), orig["label"].to_numpy(), orig["group_id"].to_numpy()))
+    val_groups = set(orig[va]["group_id"].to_list())
+    return (rows.filter(~pl.col("group_id").is_in(val_groups)),
+            orig.filter(pl.col("group_id").is_in(val_groups)))
+
+
+# -- one fit ------------------------------------------------------------------------------------
+@dataclass
+class Fit:
+    module: nn.Module
+    history: list[dict[str, float]]
+    best_epoch: int
+    checkpoint: Path
+
+
+def forward(model: nn.Module, x) -> torch.Tensor:
+    """Logits of a batch; a list (clips of different shapes) goes through one clip at a time."""
+    if isinstance(x, list):
+        return torch.cat([model(c.unsqueeze(0)) for c in x])
+    return model(x)
+
+
+class Trainer:
+    """Fits and scores one registered deep model with one :class:`DeepConfig` on one device."""
+
+    def __init__(self, spec: ModelSpec, clip: ClipSpec, deep: DeepConfig, cache: ClipCache, *,
+                 params: dict, weights: str | None, seed: int, device: torch.device):
+        self.spec, self.clip, self.deep, self.cache = spec, clip, deep, cache
+        self.params, self.weights, self.seed, self.device = params, weights, seed, device
+        self.accumulate = max(1, math.ceil((deep.effective_batch or deep.batch_size) / deep.batch_size))
+        self.autocast = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+    def _loader(self, rows: pl.DataFrame, *, train: bool, seed: int):
+        ds = ClipDataset([_source(r) for r in rows.to_dicts()], rows["label"].to_list(), self.clip,
+                         self.cache, train=train, seed=seed).prepare()
+        return make_loader(ds, batch_size=self.deep.batch_size, shuffle=train, workers=self.deep.workers,
+                           pin_memory=self.device.type == "cuda", seed=seed)
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        head = list(model.head.parameters())
+        ids = {id(p) for p in head}
+        rest = [p for p in model.parameters() if id(p) not in ids]
+        if self.weights and self.spec.extra.get("pretrained_lr", True):
+            groups = [{"params": rest, "lr": self.deep.backbone_lr},
+                      {"params": head, "lr": self.deep.head_lr}]
+        else:
+            groups = [{"params": rest + head, "lr": self.deep.lr}]
+        return torch.optim.AdamW(groups, weight_decay=self.deep.weight_decay)
+
+    def _logits(self, model: nn.Module, x) -> torch.Tensor:
+        x = [c.to(self.device, non_blocking=True) for c in x] if isinstance(x, list) else \
+            x.to(self.device, non_blocking=True)
+        if self.autocast:
+            with torch.autocast(**self.autocast):
+                return forward(model, x).float()
+        return forward(model, x).float()
+
+    @torch.no_grad()
+    def video_logits(self, model: nn.Module, loader) -> np.ndarray:
+        """Mean clip logit of every video of ``loader``'s dataset, in its order."""
+        model.eval()
+        n = len(loader.dataset.sources)
+        total, count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        for x, _, v in loader:
+            total.index_add_(0, v, self._logits(model, x).double().cpu())
+            count.index_add_(0, v, torch.ones_like(v, dtype=torch.float64))
+        return (total / count.clamp(min=1)).numpy()
+
+    def fit(self, train_rows: pl.DataFrame, val_rows: pl.DataFrame, *, seed: int, workdir: Path,
+            tag: str) -> Fit:
+        model = build_video_model(self.spec.name, clip=self.clip, weights=self.weights, seed=seed,
+                                  **self.params).to(self.device)
+        opt = self._optimizer(model)
+        train = self._loader(train_rows, train=True, seed=seed)
+        val = self._loader(val_rows, train=False, seed=seed)
+        y_val = val_rows["label"].to_numpy().astype(float)
+        history, best, best_state, best_epoch, bad = [], math.inf, None, 0, 0
+        for epoch in range(self.deep.epochs):
+            start = time.perf_counter()
+            train.sampler.set_epoch(epoch)
+            model.train()
+            losses, steps = [], len(train)
+            opt.zero_grad(set_to_none=True)
+            for step, (x, y, _) in enumerate(train):
+                loss = F.binary_cross_entropy_with_logits(self._logits(model, x), y.to(self.device))
+                (loss / self.accumulate).backward()
+                losses.append(float(loss.detach()))
+                if (step + 1) % self.accumulate == 0 or step + 1 == steps:
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+            logits = self.video_logits(model, val)
+            val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits),
+                                                                torch.from_numpy(y_val)))
+            m = binary_metrics(y_val.astype(int), 1 / (1 + np.exp(-logits)))
+            history.append({"train_loss": float(np.mean(losses)), "val_loss": val_loss,
+                            "val_roc_auc": m["roc_auc"], "epoch_seconds": time.perf_counter() - start})
+            log.info("%s %s epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f", self.spec.name, tag,
+                     epoch, history[-1]["train_loss"], val_loss, m["roc_auc"])
+            if val_loss < best - 1e-6:
+                best, best_epoch, bad = val_loss, epoch, 0
+                best_state = copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})
+            else:
+                bad += 1
+                if bad >= self.deep.patience:
+                    break
+        model.load_state_dict(best_state)
+        ckpt = workdir / f"{tag}_best.pt"
+        torch.save({"state_dict": best_state, "model": self.spec.name, "clip": self.clip.as_dict(),
+                    "params": self.params, "epoch": best_epoch, "val_loss": best}, ckpt)
+        return Fit(model, history, best_epoch, ckpt)
+
+    def predict(self, model: nn.Module, rows: pl.DataFrame) -> np.ndarray:
+        """``P(fake)`` of every video of ``rows`` (evaluation clips, mean logit)."""
+        logits = self.video_logits(model, self._loader(rows, train=False, seed=self.seed))
+        return 1 / (1 + np.exp(-logits))
+
+
+# -- every fold ---------------------------------------------------------------------------------
+def resolve_weights(name: str, deep: DeepConfig) -> str | None:
+    """``train.deep.weights[name]``: None for "none"/absent, else an existing local path."""
+    value = deep.weights.get(name, "none")
+    if value.strip().lower() in ("", "none"):
+        return None
+    if not Path(value).is_file():
+        raise FvcError(f"setting 'train.deep.weights.{name}': {value} is not a file (give a local "
+                       "checkpoint path or 'none'; nothing is downloaded)")
+    return value
+
+
+def prepare_sources(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, cache: ClipCache) -> pl.DataFrame:
+    """Decode and cache every video's clips once; videos that cannot be decoded are recorded and left out."""
+    bad, failures = [], []
+    for row in rows.to_dicts():
+        try:
+            cache.load(_source(row), clip)
+        except VideoError as exc:
+            bad.append(row["video_id"])
+            failures.append(failure_row("clips", row["path"], exc.reason, video_id=row["video_id"],
+                                        error_type="VideoError"))
+    if failures:
+        record_failures(lake, failures, stage="clips")
+        log.warning("%d videos could not be decoded into clips (index/failures.parquet)", len(bad))
+    return rows.filter(~pl.col("video_id").is_in(bad))
+
+
+def _pred_frame(rows: pl.DataFrame, p: np.ndarray, fold: int | None, split: str) -> pl.DataFrame:
+    return pl.DataFrame({"video_id": rows["video_id"], "group_id": rows["group_id"],
+                         "label": rows["label"].cast(pl.Int8),
+                         "fold": pl.Series([fold] * rows.height, dtype=pl.Int32),
+                         "split": split, "prob_fake": p.astype(float)})
+
+
+def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig) -> ModelResult:
+    """Every outer fold, the test set and the deployable refit of deep model ``spec``."""
+    deep = cfg.deep
+    start = time.perf_counter()
+    device = choose_device(deep.device)
+    clip = clip_spec(spec.name, deep.clip.get(spec.name))
+    params = dict(cfg.params.get(spec.name, {}))
+    weights = resolve_weights(spec.name, deep)
+    if weights is None:
+        log.warning("%s: no weights given (train.deep.weights): random initialisation", spec.name)
+    else:
+        log.info("%s: initial weights from %s", spec.name, weights)
+    cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
+    rows = prepare_sources(lake, video_rows(lake, cfg), clip, cache)
+    trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device)
+    lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=lake.cache_dir("checkpoints")))
+    train_all = rows.filter(~pl.col("is_test"))
+    folds = sorted(int(f) for f in train_all["fold"].unique().to_list())
+    preds, fold_metrics, fold_params, history, artifacts = [], [], [], [], []
+    for k in folds:
+        fit_rows, val_rows = validation_split(train_all.filter(pl.col("fold") != k), deep.val_fraction,
+                                              cfg.seed + k)
+        fit = trainer.fit(fit_rows, val_rows, seed=cfg.seed + k, workdir=workdir, tag=f"fold{k}")
+        held = train_all.filter((pl.col("fold") == k) & (pl.col("variant") == "original"))
+        p = trainer.predict(fit.module, held)
+        preds.append(_pred_frame(held, p, k, "oof"))
+        fold_metrics.append(binary_metrics(held["label"].to_numpy(), p))
+        fold_params.append({"best_epoch": fit.best_epoch, "epochs_run": len(fit.history),
+                            "n_train_rows": fit_rows.height, "n_val_videos": val_rows.height})
+        history.append(fit.history)
+        artifacts.append({"checkpoints": fit.checkpoint})
+    fit_rows, val_rows = validation_split(train_all, deep.val_fraction, cfg.seed + len(folds))
+    final = trainer.fit(fit_rows, val_rows, seed=cfg.seed + len(folds), workdir=workdir, tag="final")
+    test = rows.filter(pl.col("is_test") & (pl.col("variant") == "original"))
+    if test.height:
+        preds.append(_pred_frame(test, trainer.predict(final.module, test), None, "test"))
+    tags = {"fvc.weights": weights or "random", "fvc.clip": json.dumps(clip.as_dict(), default=list),
+            **device_tags(device), **peak_memory(device)}
+    run_params = {"frames": clip.frames, "clips": clip.clips, "stride": clip.stride, "size": clip.size,
+                  "batch_size": deep.batch_size, "effective_batch": deep.batch_size * trainer.accumulate,
+                  "epochs": deep.epochs, "patience": deep.patience, "weight_decay": deep.weight_decay,
+                  "val_fraction": deep.val_fraction, "device": device.type, "weights": weights or "none",
+                  **({"backbone_lr": deep.backbone_lr, "head_lr": deep.head_lr} if weights
+                     else {"lr": deep.lr}),
+                  **{f"param_{k}": v for k, v in params.items()}}
+    side = clip.size or 112
+    example = np.zeros((1, clip.n_channels, clip.frames, side, side), np.float32)
+    log.info("%s: %d clips decoded, %d reused from the cache", spec.name, cache.decoded, cache.reused)
+    model = TrainedVideo(spec.name, final.module.cpu().eval(), clip, params, weights)
+    return make_result(spec, pl.concat(preds), fold_metrics, fold_params,
+                       {"best_epoch": final.best_epoch}, model, time.perf_counter() - start,
+                       n_train_rows=train_all.height, fold_history=history, fold_artifacts=artifacts,
+                       tags=tags, params=run_params, example=example)
