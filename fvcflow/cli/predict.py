@@ -15,7 +15,8 @@ from fvcflow.training.config import REGISTERED_NAME
 def register(sub) -> None:
     """Add the ``predict`` subcommand to the ``fvc`` parser."""
     p = sub.add_parser("predict", help="score new videos with the trained detector",
-                       description="Compute the pipeline's features of each video and print the probability "
+                       description="Score each video with the model (the pipeline's features for a feature "
+                                   "model; letterboxed clips for a deep model) and print the probability "
                                    "that it is fake, with the model and its version.")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--model", default=None,
@@ -39,8 +40,7 @@ def run(args) -> int:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "error": None}
         try:
-            rec["prob_fake"] = det.predict_rows([det.features(path, scale_size=settings.scale.size,
-                                                              scale_crf=settings.scale.crf)])[0]
+            rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf)
         except FvcError as exc:
             rec["error"] = str(exc)
         except Exception as exc:  # one bad file must not stop the others; say what happened

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import cv2
 import numpy as np
 
 from fvcflow.models.torch_common import ClipSpec
-from fvcflow.store import cache_key
+from fvcflow.store import atomic_path, cache_key
 from fvcflow.video import read_rgb
 
 log = logging.getLogger("fvcflow.deep")
@@ -160,12 +159,6 @@ class ClipCache:
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, arr)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Whole files only (a killed writer leaves a swept temporary); a full disk is DiskFullError."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, arr)

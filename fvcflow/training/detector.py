@@ -38,6 +38,7 @@ class Detector:
     model_name: str | None      # the fvcflow registry name (xgb_s24, ...), from the version or run tags
     columns: list[str]
     staging: Any = field(default=None, repr=False)   # the private copy the model was loaded from
+    video: Any = None           # a deep model (fvcflow.deep.export.TrainedVideo): scores clips, no columns
 
     @property
     def needs_stage4(self) -> bool:
@@ -56,6 +57,22 @@ class Detector:
                 row.update(video_features(scaled, prefix="s4_"))
                 row.update({k: float(flags[k]) for k in S4_FLAGS})
         return row
+
+    def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18) -> float:
+        """``P(fake)`` of one video file, whatever the model's kind.
+
+        A feature model measures the video (:meth:`features`); a deep model sees it as training
+        did: letterboxed like stage 3 (``scale_size``), then its evaluation clips with its own
+        normalisation, the clip logits averaged.
+        """
+        if self.video is None:
+            return self.predict_rows([self.features(path, scale_size=scale_size, scale_crf=scale_crf)])[0]
+        from fvcflow.stages.scale import scale_video
+
+        with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
+            scaled = Path(tmp) / "scaled.mp4"
+            row = scale_video(path, scaled, size=scale_size, crf=scale_crf)
+            return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"])
 
     def predict_rows(self, rows: list[dict[str, float]]) -> list[float]:
         """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""
@@ -131,8 +148,18 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     schema = loaded.metadata.get_input_schema()
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
+    video = _video_model(loaded)
+    columns = [] if video is not None else list(schema.input_names())
     return Detector(loaded, target, name, str(version.version) if version else None,
-                    _model_name(client, target, version), list(schema.input_names()), staging)
+                    _model_name(client, target, version), columns, staging, video)
+
+
+def _video_model(loaded) -> Any:
+    """The :class:`~fvcflow.deep.export.TrainedVideo` inside a deep model's pyfunc, else None."""
+    if "python_model" not in loaded.metadata.flavors.get("python_function", {}):
+        return None
+    python_model = loaded.unwrap_python_model()
+    return getattr(python_model, "trained", None)
 
 
 def _versions(client: MlflowClient, uri: str, name: str) -> list:

@@ -320,20 +320,20 @@ def read_rgb(path, indices, *, transform: Callable[[np.ndarray], np.ndarray] | N
         raise ValueError("indices must be non-negative, sorted and unique")
     transform = transform or (lambda f: f)
     kept: list[np.ndarray] = []
-    decoded, last = 0, None
+    decoded, frame = 0, None
     with open_video(path) as (container, stream):
         _set_threads(stream, threads)
         for pos, frame in enumerate(_decode(container, stream)):
             decoded = pos + 1
             if pos == indices[len(kept)]:
-                last = np.ascontiguousarray(transform(frame.to_ndarray(format="rgb24")))
-                kept.append(last)
+                kept.append(np.ascontiguousarray(transform(frame.to_ndarray(format="rgb24"))))
                 if len(kept) == indices.size:
                     break
-    if last is None:
-        raise VideoError(path, "no decodable frames" if decoded == 0 else
-                         f"holds {decoded} frames, none of the wanted ones")
-    kept += [last] * (indices.size - len(kept))
+        if frame is None:
+            raise VideoError(path, "no decodable frames")
+        if len(kept) < indices.size:                   # the stream ended early: its last frame again
+            last = np.ascontiguousarray(transform(frame.to_ndarray(format="rgb24")))
+            kept += [last] * (indices.size - len(kept))
     return np.stack(kept), decoded
 
 
