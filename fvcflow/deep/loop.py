@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 from torch import nn
 from torch.nn import functional as F
 
@@ -35,6 +34,7 @@ from fvcflow.deep.device import choose_device, device_tags, peak_memory
 from fvcflow.deep.export import TrainedVideo
 from fvcflow.errors import FvcError, VideoError
 from fvcflow.models import ModelSpec
+from fvcflow.models.grouped import grouped_holdout
 from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
 from fvcflow.store import Lake, failure_row, read_parquet, record_failures
 from fvcflow.training.config import DeepConfig, TrainConfig
@@ -75,13 +75,8 @@ def validation_split(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl
     Returns (rows to train on: every row of the other groups, validation originals).
     """
     orig = rows.filter(pl.col("variant") == "original")
-    n = max(2, round(1 / fraction))
-    fewest = min(orig.filter(pl.col("label") == c)["group_id"].n_unique() for c in (0, 1))
-    if fewest < 2:
-        raise FvcError(f"early stopping needs both classes in at least 2 groups of each training set, "
-                       f"a class has {fewest}: add data or lower train.folds")
-    cv = StratifiedGroupKFold(n_splits=min(n, fewest), shuffle=True, random_state=seed)
-    _, va = next(cv.split(np.zeros(orig.height), orig["label"].to_numpy(), orig["group_id"].to_numpy()))
+    _, va = grouped_holdout(orig["label"].to_numpy(), orig["group_id"].to_numpy(), fraction, seed=seed,
+                            what="early stopping of a deep model (train.deep.val_fraction)")
     val_groups = set(orig[va]["group_id"].to_list())
     return (rows.filter(~pl.col("group_id").is_in(val_groups)),
             orig.filter(pl.col("group_id").is_in(val_groups)))
