@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -80,3 +81,42 @@ def test_topk_mean_chooses_k_on_the_inner_folds_of_the_stack():
         got = oof.filter(pl.col("fold") == k).sort("video_id")["prob_fake"].to_numpy()
         assert np.allclose(got, want)
     assert isinstance(cv.final.pipeline.meta, TopKMean)
+
+
+class _VideoBase:
+    """Stands for a deep or embedding base: it scores video files, not feature rows."""
+
+    def predict_video(self, path, **source):  # pragma: no cover - fvc predict calls it
+        return 0.5
+
+
+def test_a_stack_reads_its_video_bases_from_their_prob_columns():
+    from sklearn.linear_model import LogisticRegression
+
+    from fvcflow.models.stack import StackedModel, video_column
+
+    X = pd.DataFrame({"a": [0.0, 1.0, 2.0, 3.0], video_column("deep"): [0.1, 0.2, 0.8, 0.9]})
+    y = [0, 0, 1, 1]
+    tab = LogisticRegression().fit(X[["a"]], y)
+    P = np.column_stack([tab.predict_proba(X[["a"]])[:, 1], X[video_column("deep")]])
+    stack = StackedModel([("tab", tab, ["a"]), ("deep", _VideoBase(), [])], LogisticRegression().fit(P, y))
+    assert [n for n, _ in stack.video_bases] == ["deep"]
+    assert np.allclose(stack.base_probabilities(X), P)
+    assert stack.predict_proba(X).shape == (4, 2)
+    with pytest.raises(ValueError, match="needs its column 'prob_deep'"):
+        stack.predict_proba(X[["a"]])
+
+
+def test_the_stack_example_carries_the_video_bases_oof_probabilities():
+    from types import SimpleNamespace
+
+    from fvcflow.training.stacking import stack_example
+
+    t = paired_table(6, feature_set="s2", seed=0)
+    preds = pl.DataFrame({"video_id": t.video_id.tolist(), "split": "oof",
+                          "prob_fake": np.linspace(0, 1, len(t.y)).tolist()})
+    base = SimpleNamespace(name="deep", model=_VideoBase(), predictions=preds)
+    tab = SimpleNamespace(name="tab", model=object(), predictions=preds)
+    ex = stack_example(t, [tab, base], n=5)
+    assert list(ex.columns[-1:]) == ["prob_deep"] and "prob_tab" not in ex
+    assert ex["prob_deep"].tolist() == pytest.approx(np.linspace(0, 1, len(t.y))[:5].tolist())

@@ -95,12 +95,22 @@ class TopKMean(ClassifierMixin, BaseEstimator):
         return (self.predict_proba(P)[:, 1] >= 0.5).astype(int)
 
 
+def video_column(name: str) -> str:
+    """The input column that carries the ``P(fake)`` of base model ``name`` when it scores videos."""
+    return f"prob_{name}"
+
+
 class StackedModel(ClassifierMixin, BaseEstimator):
-    """Fitted base pipelines and a fitted meta-learner, predicting on a feature DataFrame.
+    """Fitted base models of any kind and a fitted meta-learner, predicting on a DataFrame.
+
+    A base on a feature table reads its columns of the input; a base that scores video files
+    (a deep model, an embedding model: it has ``predict_video``) is read from the input column
+    :func:`video_column` (``prob_<name>``), which ``fvc predict`` fills by running that base on
+    the video (:attr:`video_bases`).
 
     Parameters
     ----------
-    bases : sequence of (name, fitted estimator, feature columns)
+    bases : sequence of (name, fitted model, feature columns)
     meta : fitted classifier over the bases' ``P(fake)``, in the order of ``bases``
 
     Examples
@@ -122,9 +132,23 @@ class StackedModel(ClassifierMixin, BaseEstimator):
     def classes_(self) -> np.ndarray:
         return np.array([0, 1])
 
+    @property
+    def video_bases(self) -> list[tuple[str, object]]:
+        """(name, model) of the bases that score video files, not feature rows."""
+        return [(name, est) for name, est, _ in self.bases if hasattr(est, "predict_video")]
+
     def base_probabilities(self, X: pd.DataFrame) -> np.ndarray:
         """``P(fake)`` of every base model, one column per base."""
-        return np.column_stack([est.predict_proba(X[list(cols)])[:, 1] for _, est, cols in self.bases])
+        out = []
+        for name, est, cols in self.bases:
+            if hasattr(est, "predict_video"):
+                if video_column(name) not in X:
+                    raise ValueError(f"stack base {name} scores videos: the input needs its column "
+                                     f"{video_column(name)!r} (fvc predict fills it)")
+                out.append(X[video_column(name)].to_numpy(dtype=np.float64))
+            else:
+                out.append(est.predict_proba(X[list(cols)])[:, 1])
+        return np.column_stack(out)
 
     def fit(self, X, y=None):  # pragma: no cover - fitted by the trainer, see fvcflow.training.stacking
         raise NotImplementedError("StackedModel is assembled from fitted parts by the trainer")

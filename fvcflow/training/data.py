@@ -93,8 +93,11 @@ class TrainTable:
 
 
 def train_table(features: pl.DataFrame, splits: pl.DataFrame, feature_set: str, *,
-                use_augmented: bool = True) -> TrainTable:
+                use_augmented: bool = True, columns: list[str] | None = None) -> TrainTable:
     """Join a feature table with ``splits`` (inner, on ``video_id``), sorted by ``video_id``.
+
+    ``columns``: the model's input columns (default: the feature set's; the embedding kind
+    passes its ``emb_*`` columns).
 
     Split rows without features (the video failed feature extraction) are left out and counted
     in the log; augmented copies are kept for training unless ``use_augmented`` is false.
@@ -108,7 +111,7 @@ def train_table(features: pl.DataFrame, splits: pl.DataFrame, feature_set: str, 
         df = df.filter(pl.col("variant") == "original")
     if df.height == 0:
         raise FvcError(f"no rows with {feature_set} features among the {splits.height} split rows")
-    cols = feature_set_columns(feature_set)
+    cols = list(columns) if columns is not None else feature_set_columns(feature_set)
     return TrainTable(
         video_id=df["video_id"].to_numpy(), group_id=df["group_id"].to_numpy(),
         y=df["label"].cast(pl.Int64).to_numpy(), fold=df["fold"].fill_null(-1).cast(pl.Int64).to_numpy(),

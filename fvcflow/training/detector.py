@@ -44,18 +44,34 @@ class Detector:
     def needs_stage4(self) -> bool:
         return any(c.startswith("s4_") or c in S4_FLAGS for c in self.columns)
 
+    @property
+    def video_bases(self) -> list[tuple[str, Any]]:
+        """(name, model) of a stack's bases that score video files (deep, embedding); else empty."""
+        try:
+            raw = self.model.get_raw_model()
+        except (NotImplementedError, AttributeError):
+            return []
+        return list(getattr(raw, "video_bases", []))
+
     def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18) -> dict[str, float]:
-        """The feature row of one video (stage 2, and stage 4 when the model needs it)."""
+        """The input row of one video: stage 2 features, stage 4 ones when the model needs them, and
+        for a stack over deep or embedding models their ``P(fake)`` of the letterboxed video."""
+        from fvcflow.models.stack import video_column
         from fvcflow.stages.features import video_features
         from fvcflow.stages.scale import scale_video
 
         row: dict[str, float] = dict(video_features(path))
-        if self.needs_stage4:
+        video_bases = self.video_bases
+        if self.needs_stage4 or video_bases:
             with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
                 scaled = Path(tmp) / "scaled.mp4"
                 flags = scale_video(path, scaled, size=scale_size, crf=scale_crf)
-                row.update(video_features(scaled, prefix="s4_"))
-                row.update({k: float(flags[k]) for k in S4_FLAGS})
+                if self.needs_stage4:
+                    row.update(video_features(scaled, prefix="s4_"))
+                    row.update({k: float(flags[k]) for k in S4_FLAGS})
+                for name, base in video_bases:    # seen as in training: letterboxed like stage 3
+                    row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
+                                                                 src_height=flags["src_height"])
         return row
 
     def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18) -> float:

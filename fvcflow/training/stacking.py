@@ -4,7 +4,9 @@ For outer fold ``k`` the meta-learner is fitted on the *inner* out-of-fold proba
 base models trained on the other folds (every one from a base model that saw neither the row
 nor fold ``k``), then scores fold ``k`` from the base models' outer out-of-fold probabilities.
 The final meta-learner, for the test set and the deployable model, is fitted on the outer
-out-of-fold probabilities of all training rows (none of which saw the test set). The stack has
+out-of-fold probabilities of all training rows (none of which saw the test set). Bases of any
+kind take part (tabular, deep, embedding) when they have inner out-of-fold predictions (deep
+models compute them when an ensemble is selected: ``train.deep.inner_oof``). The stack has
 no grid search: it uses the first point of its grid (``TrainConfig.grids`` can set it).
 """
 
@@ -17,8 +19,10 @@ import polars as pl
 
 from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec, StackedModel, create_model
+from fvcflow.models.stack import video_column
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.cv import CVOutput, FitOutcome
+from fvcflow.training.data import TrainTable
 from fvcflow.training.grouping import fit_params
 from fvcflow.training.metrics import binary_metrics
 from fvcflow.training.results import ModelResult
@@ -81,3 +85,16 @@ def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVO
     inner_out = pl.DataFrame(schema={"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64})
     return CVOutput(pl.concat(preds), inner_out, fold_metrics, [params] * len(fold_metrics),
                     FitOutcome(params, model, inner_out), time.perf_counter() - start, importance=weights)
+
+
+def stack_example(t: TrainTable, bases: list[ModelResult], n: int = 20):
+    """The stack's input example: ``n`` feature rows, plus ``prob_<name>`` columns for the bases that
+    score videos (deep, embedding), from their out-of-fold predictions of the same videos."""
+    example = t.X.head(n).copy()
+    ids = t.video_id[:len(example)]
+    for b in bases:
+        if hasattr(b.model, "predict_video"):
+            oof = b.predictions.filter(pl.col("split") == "oof")
+            prob = dict(zip(oof["video_id"].to_list(), oof["prob_fake"].to_list()))
+            example[video_column(b.name)] = [float(prob.get(v, 0.5)) for v in ids]
+    return example

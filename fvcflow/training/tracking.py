@@ -94,9 +94,15 @@ def _log_pytorch(result: ModelResult, example: Any):
     return log_video_model(result.model, example)
 
 
+def _log_pyfunc(result: ModelResult, example: Any):
+    """A model that logs itself as an MLflow pyfunc (``log_mlflow``: the embedding kind's)."""
+    return result.model.log_mlflow(example)
+
+
 #: how a fitted model is logged, by the registered spec's ``mlflow_flavor``
 MODEL_LOGGERS: dict[str, Callable[[ModelResult, Any], Any]] = {"sklearn": _log_sklearn,
-                                                                "pytorch": _log_pytorch}
+                                                                "pytorch": _log_pytorch,
+                                                                "pyfunc": _log_pyfunc}
 
 
 def _clean(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:

@@ -26,7 +26,7 @@ from fvcflow.training.cv import cross_validate, feature_importance
 from fvcflow.training.data import feature_set_columns, load_features, train_table
 from fvcflow.training.results import ModelResult, make_result
 from fvcflow.training.splits import load_splits
-from fvcflow.training.stacking import stack_cv
+from fvcflow.training.stacking import stack_cv, stack_example
 
 log = logging.getLogger("fvcflow.training")
 
@@ -74,7 +74,7 @@ def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
     cv = stack_cv(spec, bases, cfg)
     feature_set = "s24" if any(b.feature_set == "s24" for b in bases) else "s2"
     splits = load_splits(lake, cfg).filter(~pl.col("is_test"))
-    example = train_table(load_features(lake, feature_set), splits, feature_set).X.head(20)
+    example = stack_example(train_table(load_features(lake, feature_set), splits, feature_set), bases)
     result = make_result(spec, cv.predictions, cv.fold_metrics, cv.fold_params, cv.final.params,
                          cv.final.pipeline, cv.fit_seconds, feature_set=feature_set,
                          columns=feature_set_columns(feature_set), inner_oof=cv.inner_oof,
