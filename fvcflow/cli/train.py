@@ -14,6 +14,8 @@ def register(sub) -> None:
                                    "features, hold-out test, MLflow tracking, stage5/ tables and report.")
     p.add_argument("--models", default=None, help="comma-separated patterns over model names (default: all)")
     p.add_argument("--folds", type=int, default=None, help="outer folds (default 5)")
+    p.add_argument("--inner-folds", type=int, default=None,
+                   help="grouped inner folds of the grid search and the stack (default 3)")
     p.add_argument("--test-size", type=float, default=None,
                    help="grouped hold-out fraction when the corpus has no official test split "
                         "(default 0.2; 0: none)")
@@ -37,7 +39,7 @@ def run(args) -> int:
     if args.list:
         return _list()
     overrides = {k: v for k, v in {"models": args.models, "folds": args.folds, "seed": args.seed,
-                                   "test_size": args.test_size}.items()
+                                   "test_size": args.test_size, "inner_folds": args.inner_folds}.items()
                  if v is not None}
     if args.no_register:
         overrides["register_best"] = False

@@ -113,3 +113,19 @@ class TrainConfig(BaseModel):
             raise ConfigError("; ".join(
                 f"setting 'train.{'.'.join(str(p) for p in e['loc'])}': {e['msg']} (got {e.get('input')!r})"
                 for e in exc.errors())) from None
+
+
+#: TrainConfig fields with an ``fvc train`` flag, and how the flag is written
+TRAIN_FLAGS = {"models": "--models PATTERNS", "folds": "--folds N", "inner_folds": "--inner-folds N",
+               "test_size": "--test-size F", "seed": "--seed N"}
+
+
+def setting_hint(field: str) -> str:
+    """How a user sets ``train.<field>`` from any command: the ``fvc train`` flag where there is one,
+    and the settings file (``--config``) always.
+
+    >>> setting_hint("inner_folds")
+    'fvc train --inner-folds N, or inner_folds under [train] in the --config file'
+    """
+    in_file = f"{field} under [train] in the --config file"
+    return f"fvc train {TRAIN_FLAGS[field]}, or {in_file}" if field in TRAIN_FLAGS else in_file

@@ -27,7 +27,7 @@ from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec, create_model
 from fvcflow.progress import emit
 from fvcflow.training.checkpoint import FoldCache
-from fvcflow.training.config import TrainConfig
+from fvcflow.training.config import TrainConfig, setting_hint
 from fvcflow.training.data import TrainTable
 from fvcflow.training.grouping import fit_params
 from fvcflow.training.metrics import binary_metrics
@@ -50,8 +50,10 @@ def inner_splits(t: TrainTable, n: int, seed: int) -> list[tuple[np.ndarray, np.
     """Grouped, stratified inner splits: train on every row of the other groups, validate on originals."""
     fewest = min(np.unique(t.group_id[t.y == c]).size for c in (0, 1))
     if fewest < n:
-        fix = (f"lower inner_folds to at most {fewest}, or lower folds" if fewest >= 2 else
-               "add data, or lower folds so that the training folds hold more groups")
+        fix = (f"lower inner_folds ({setting_hint('inner_folds')}) to at most {fewest}, or lower folds "
+               f"({setting_hint('folds')})" if fewest >= 2 else
+               f"add data, or lower folds ({setting_hint('folds')}) so that the training folds hold "
+               "more groups")
         raise FvcError(f"inner CV: a class occurs in only {fewest} groups of a training set, fewer than "
                        f"the {n} inner folds; {fix}")
     cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=seed)

@@ -18,7 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fvcflow.errors import FvcError
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
-from fvcflow.training.config import TrainConfig
+from fvcflow.training.config import TrainConfig, setting_hint
 
 log = logging.getLogger("fvcflow.training")
 
@@ -67,8 +67,9 @@ def _test_ids(orig: pl.DataFrame, cfg: TrainConfig) -> tuple[list[str], pl.DataF
         return [], orig
     n_splits = max(2, round(1 / cfg.test_size))
     _check_groups(orig, n_splits, f"hold-out test of {cfg.test_size:.0%}",
-                  lambda n: f"raise test_size (fvc train --test-size) to at least {1 / n:.2f}, "
-                            "or set it to 0 for no hold-out" if n >= 2 else "add data or set test_size to 0")
+                  lambda n: f"raise test_size ({setting_hint('test_size')}) to at least {1 / n:.2f}, "
+                            "or set it to 0 for no hold-out" if n >= 2 else
+                  f"add data or set test_size to 0 ({setting_hint('test_size')})")
     fold_of = _group_folds(orig, n_splits, cfg.seed)
     test_groups = [g for g, f in fold_of.items() if f == 0]
     in_test = pl.col("group_id").is_in(test_groups)
@@ -101,7 +102,7 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
     orig = videos.filter(pl.col("label").is_not_null()).select(cols).unique("video_id", keep="first")
     test_ids, train = _test_ids(orig, cfg)
     _check_groups(train, cfg.folds, f"{cfg.folds}-fold cross-validation",
-                  lambda n: f"lower folds (TrainConfig.folds, fvc train --folds) to at most {n}" if n >= 2
+                  lambda n: f"lower folds ({setting_hint('folds')}) to at most {n}" if n >= 2
                   else "add data: cross-validation needs each class in at least 2 groups")
     fold_of = _group_folds(train, cfg.folds, cfg.seed)
     is_test = pl.col("video_id").is_in(test_ids)
