@@ -15,7 +15,7 @@ from prefect_dask import DaskTaskRunner
 
 from fvcflow.config import STAGES, Settings
 from fvcflow.deep.device import gpu_count
-from fvcflow.engine import dask_cluster
+from fvcflow.engine import check_scheduler, dask_cluster
 from fvcflow.errors import FvcError
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
@@ -144,6 +144,8 @@ def fvc(config: Settings = Settings()) -> list[dict]:
     stages = [s for s in VIDEO_STAGES if s in settings.stages]
     if stages:
         with dask_cluster(settings) as address:
+            if settings.dask_address:
+                check_scheduler(address)   # a user error, not retried tracebacks from every task
             runner_for_stages = DaskTaskRunner(address=address)
             for stage in stages:
                 summary.append(video_stage.with_options(task_runner=runner_for_stages)(stage, settings))

@@ -15,9 +15,12 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from distributed import LocalCluster
+import dask
+from dask.utils import parse_timedelta
+from distributed import Client, LocalCluster
 
 from fvcflow.config import Settings
+from fvcflow.errors import FvcError
 
 #: the thread budgets of the libraries a worker runs (Numba, OpenMP, OpenBLAS, MKL); every cluster
 #: spec sets them all (deployments/dask-kubernetes.yaml, dask_slurm.py: tests/test_deployments.py).
@@ -29,6 +32,20 @@ def worker_env(threads_per_worker: int) -> dict[str, str]:
     """Environment of each worker process: one Numba/BLAS thread per Dask worker thread, so that
     processes x threads fits the cores."""
     return {var: str(threads_per_worker) for var in THREAD_VARS}
+
+
+def check_scheduler(address: str) -> None:
+    """Connect to the scheduler at ``address`` once; a user error (one line) when nobody answers
+    within Dask's connect timeout (``distributed.comm.timeouts.connect``)."""
+    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+    try:
+        with Client(address, timeout=timeout, set_as_default=False):
+            pass
+    except (OSError, TimeoutError, ValueError) as exc:
+        why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FvcError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s "
+                       f"(dask_address: --dask-address, FVC_DASK_ADDRESS or the --config file; "
+                       f"start the scheduler or fix the address): {why[:160]}") from None
 
 
 @contextlib.contextmanager

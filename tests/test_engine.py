@@ -25,3 +25,28 @@ def test_each_worker_gets_one_numba_blas_and_decoder_thread_per_worker_thread():
 def test_an_existing_scheduler_is_used_as_given():
     with dask_cluster(Settings(dask_address="tcp://10.1.2.3:8786")) as address:
         assert address == "tcp://10.1.2.3:8786"
+
+
+def test_an_unreachable_scheduler_is_one_line_with_the_timeout(tmp_path, capsys):
+    """``fvc run --dask-address`` with no scheduler there: one line naming the address and the
+    timeout, exit 2, no traceback, before any work (issue 16, item 10)."""
+    import dask
+
+    from fvcflow.cli import main
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "2s"}):
+        rc = main(["--home", str(tmp_path / "fvc-data"), "run", "--stages", "features",
+                   "--dask-address", "tcp://127.0.0.1:1"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "cannot reach the Dask scheduler at tcp://127.0.0.1:1" in lines[0] and "within 2 s" in lines[0]
+    assert "--dask-address" in lines[0]
+
+
+def test_check_scheduler_accepts_a_live_one():
+    from fvcflow.engine import check_scheduler
+
+    with dask_cluster(Settings(workers=1, threads_per_worker=1)) as address:
+        check_scheduler(address)

@@ -14,6 +14,7 @@ from fvcflow import progress
 from fvcflow.cli import add_verbose, load_settings, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import CORPUS_KINDS, STAGES, Settings
+from fvcflow.stages.specs import SPECS
 from fvcflow.telemetry import analytics_off
 
 
@@ -64,6 +65,10 @@ def prefect_environment(settings: Settings) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    if settings.dask_address and any(s in SPECS for s in settings.stages):
+        from fvcflow.engine import check_scheduler
+
+        check_scheduler(settings.dask_address)      # before any work: one line when nobody is there
     prefect_environment(settings)
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(settings.home, "run", verbose=verbose)
