@@ -90,6 +90,18 @@ class AugmentConfig(_Model):
 
 class FeatureConfig(_Model):
     strategy: Literal["auto", "seek", "sequential"] = "auto"
+    local: bool = Field(True, description="local (tile) inconsistency features in stages 2 and 4 (s2l)")
+    faces: bool = Field(False, description="face-region features in stage 2 (s2lf); offline detector")
+    face_model: Path | None = Field(None, description="local ONNX face detector (YuNet); default: "
+                                                      "OpenCV's bundled Haar cascade")
+    face_every: int = Field(3, ge=1, le=50, description="run the face detector on every k-th sampled frame")
+
+    @field_validator("face_model")
+    @classmethod
+    def _model_file(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).is_file():
+            raise ValueError(f"{v} is not a file (a local ONNX face detector, e.g. YuNet's)")
+        return v
 
 
 class ScaleConfig(_Model):

@@ -14,9 +14,10 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
+from fvcflow.local_report import local_section
 from fvcflow.store import Lake, read_parquet
 from fvcflow.training import plots
-from fvcflow.training.data import feature_set_columns, load_features
+from fvcflow.training.data import feature_set_columns, load_features, missing_for
 from fvcflow.training.results import TrainSummary
 
 
@@ -25,7 +26,7 @@ def _training_originals(lake: Lake) -> tuple[pl.DataFrame, list[str]]:
     splits = read_parquet(lake.splits)
     if splits is None or not lake.stage2.exists():
         return pl.DataFrame(), []
-    fs = "s24" if lake.stage4.exists() else "s2"
+    fs = next(f for f in ("s24l", "s2lf", "s2l", "s24", "s2") if missing_for(lake, f) is None)
     rows = splits.filter(~pl.col("is_test") & (pl.col("variant") == "original")).select("video_id", "label")
     return rows.join(load_features(lake, fs), on="video_id", how="inner"), feature_set_columns(fs)
 
@@ -110,6 +111,9 @@ def write_report(lake: Lake, summary: TrainSummary, *, top: int = 6) -> Path:
                                                    for k, v in summary.skipped.items()] + ["</ul>"]
     for title, name in images:
         parts += [f"<h2>{html.escape(title)}</h2>", f"<img src='report/{name}' alt='{html.escape(title)}'>"]
+    best = next((r for r in summary.results if r.name == summary.best), None)
+    if best is not None:                          # issue 13: deviant tiles of the top-scored videos
+        parts.append(local_section(lake, best.predictions, best.name, img_dir))
     parts.append("</body></html>")
     out = lake.stage5 / "report.html"
     out.write_text("\n".join(parts))

@@ -15,6 +15,7 @@ from .local import (
     N_MAPS,
     N_TEMPORAL,
     TEMPORAL_NAMES,
+    Z_DEVIANT,
     LocalFrame,
     inconsistency,
     local_frame,
@@ -28,6 +29,7 @@ __all__ = [
     "FEATURE_NAMES", "FEATURES", "FRAME", "GROUPS", "N_FEATURES", "Feature", "FeatureTable",
     "batch_features", "blockiness", "dct_stats", "frame_features", "noise_residual", "rgb_to_gray",
     "sharpness",
-    "LOCAL_NAMES", "MAP_NAMES", "N_LOCAL", "N_MAPS", "N_TEMPORAL", "TEMPORAL_NAMES", "LocalFrame",
+    "LOCAL_NAMES", "MAP_NAMES", "N_LOCAL", "N_MAPS", "N_TEMPORAL", "TEMPORAL_NAMES", "Z_DEVIANT",
+    "LocalFrame",
     "inconsistency", "local_frame", "temporal_features", "tile_maps", "tile_maps_pair",
 ]

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from fvcflow.stages.faces import face_columns
 from fvcflow.stages.features import feature_columns
+from fvcflow.stages.local import local_columns
 from fvcflow.store import Lake, failure_row, write_parquet_atomic
 
 #: feature -> shift of the fake class, in units of the per-video noise
@@ -23,8 +25,13 @@ DUPLICATE = ("noise_energy_max", "noise_energy_mean")   # (copy, original): |r| 
 CONSTANT = "codec_fps"
 
 
+def stage2_columns() -> list[str]:
+    """Every feature column a stage 2 table can hold: the 51, the local and the face columns."""
+    return feature_columns() + local_columns() + face_columns()
+
+
 def _features(rng, labels: np.ndarray, group_effect: np.ndarray, signal: float) -> dict[str, np.ndarray]:
-    cols = feature_columns()
+    cols = stage2_columns()
     n = len(labels)
     X = group_effect + rng.normal(0.0, 0.7, (n, len(cols)))
     out = {c: X[:, j] for j, c in enumerate(cols)}
@@ -46,7 +53,7 @@ def synthetic_corpus(n_groups: int = 30, *, per_group: tuple[int, int] = (1, 3),
                      mixed_groups: int = 2, official_test: bool = False) -> dict[str, pl.DataFrame]:
     """Index, augmented, stage 2 and stage 4 tables (polars), with the lake's schemas."""
     rng = np.random.default_rng(seed)
-    n_feat = len(feature_columns())
+    n_feat = len(stage2_columns())
     group_label = rng.permutation(np.arange(n_groups) % 2)
     rows, effects, labels = [], [], []
     for g in range(n_groups):

@@ -17,14 +17,16 @@ TABULAR = list_models(kind="tabular")
 @pytest.fixture(scope="module")
 def tiny():
     t = synthetic_corpus(24, per_group=(2, 2), n_aug=0, seed=5, signal=2.5)
-    s2 = t["stage2"].join(t["stage4"].select("video_id", *feature_set_columns("s24")[51:]), on="video_id")
+    s4 = [c for c in t["stage4"].columns if c.startswith("s4_") or c.startswith("is_")]
+    s2 = t["stage2"].join(t["stage4"].select("video_id", *s4), on="video_id")
     s2 = s2.filter(s2["label"].is_not_null())
     return s2.to_pandas(), s2["label"].to_numpy()
 
 
 def test_the_issue_s_models_are_registered():
     names = list_models()
-    for n in ("logreg_s2", "logreg_s24", "svm_rbf_s24", "xgb_s24", "lgbm_s24", "catboost_s24", "stack_s24"):
+    for n in ("logreg_s2", "logreg_s24", "svm_rbf_s24", "xgb_s24", "lgbm_s24", "catboost_s24", "stack_s24",
+              "logreg_s2l", "xgb_s2l", "logreg_s2lf", "xgb_s2lf", "xgb_s24l"):
         assert n in names
     assert get_model_spec("logreg_s2").feature_set == "s2"
     assert get_model_spec("stack_s24").kind == "stack" and get_model_spec("stack_s24").input == "oof"
@@ -32,8 +34,8 @@ def test_the_issue_s_models_are_registered():
 
 
 def test_list_models_patterns():
-    assert list_models("logreg_*") == ["logreg_s2", "logreg_s24"]
-    assert list_models("logreg_s2,xgb_*") == ["logreg_s2", "xgb_s24"]
+    assert list_models("logreg_*") == ["logreg_s2", "logreg_s24", "logreg_s2l", "logreg_s2lf"]
+    assert list_models("logreg_s2,xgb_*") == ["logreg_s2", "xgb_s24", "xgb_s24l", "xgb_s2l", "xgb_s2lf"]
     assert list_models("nothing*") == []
     assert list_models(kind="stack") == ["stack_s24", "topk_mean"]
 

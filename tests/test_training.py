@@ -151,7 +151,7 @@ def test_stack_needs_base_models_and_is_not_a_train_model_target(tmp_path):
 def test_s24_models_skipped_without_stage4(tmp_path):
     lake = write_lake(tmp_path, n_groups=12, n_aug=0, stage4=False)
     names, skipped = select_models(lake, TrainConfig(models="logreg_*"))
-    assert names == ["logreg_s2"] and "stage 4" in skipped["logreg_s24"]
+    assert names == ["logreg_s2", "logreg_s2l", "logreg_s2lf"] and "stage 4" in skipped["logreg_s24"]
     make_splits(lake, TrainConfig(folds=3))
     with pytest.raises(FvcError, match="no stage 4 features"):
         train_model(lake, "logreg_s24", TrainConfig(folds=3))

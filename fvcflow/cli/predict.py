@@ -40,7 +40,9 @@ def run(args) -> int:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "error": None}
         try:
-            rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf)
+            rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
+                                         face_model=settings.features.face_model,
+                                         face_every=settings.features.face_every)
         except FvcError as exc:
             rec["error"] = str(exc)
         except Exception as exc:  # one bad file must not stop the others; say what happened

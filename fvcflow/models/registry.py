@@ -54,7 +54,7 @@ KINDS: dict[str, Kind] = {
     "torch_video": Kind("frames", "fvcflow.training.trainers:train_torch_video", device="gpu",
                         by_default=False),
 }
-FEATURE_SETS = ("s2", "s24")
+FEATURE_SETS = ("s2", "s24", "s2l", "s2lf", "s24l")
 FLAVORS = ("sklearn", "pytorch", "pyfunc")
 
 

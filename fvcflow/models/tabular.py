@@ -101,3 +101,40 @@ def catboost_s24(*, seed: int = 0, n_jobs: int = 1, depth: int = 4, iterations: 
     est = cb.CatBoostClassifier(iterations=iterations, depth=depth, learning_rate=learning_rate,
                                 thread_count=n_jobs, random_seed=seed, verbose=0, allow_writing_files=False)
     return _early_stopped(est, early_stopping_rounds, seed)
+
+
+# ---------------------------------------------------------------- on the local feature sets (issue 13)
+
+@register_model("logreg_s2l", kind="tabular", feature_set="s2l", needs_scaling=True,
+                grid={"C": [0.1, 1.0, 10.0]})
+def logreg_s2l(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
+    """L2 logistic regression on the stage 2 + local (tile inconsistency) features."""
+    return _logreg(seed, C)
+
+
+@register_model("xgb_s2l", kind="tabular", feature_set="s2l", grid={"max_depth": [2, 4]},
+                extra={"ci_params": {"n_estimators": 30}})
+def xgb_s2l(**kw):
+    """XGBoost as xgb_s24, on the stage 2 + local features."""
+    return xgb_s24(**kw)
+
+
+@register_model("logreg_s2lf", kind="tabular", feature_set="s2lf", needs_scaling=True,
+                grid={"C": [0.1, 1.0, 10.0]})
+def logreg_s2lf(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
+    """L2 logistic regression on the stage 2 + local + face-region features."""
+    return _logreg(seed, C)
+
+
+@register_model("xgb_s2lf", kind="tabular", feature_set="s2lf", grid={"max_depth": [2, 4]},
+                extra={"ci_params": {"n_estimators": 30}})
+def xgb_s2lf(**kw):
+    """XGBoost as xgb_s24, on the stage 2 + local + face-region features."""
+    return xgb_s24(**kw)
+
+
+@register_model("xgb_s24l", kind="tabular", feature_set="s24l", grid={"max_depth": [2, 4]},
+                extra={"ci_params": {"n_estimators": 30}})
+def xgb_s24l(**kw):
+    """XGBoost as xgb_s24, on stages 2 and 4 with the local features of both."""
+    return xgb_s24(**kw)

@@ -14,7 +14,9 @@ import numpy as np
 
 from fvcflow.errors import VideoError
 from fvcflow.kernels import FEATURE_NAMES, frame_features
-from fvcflow.video import VideoInfo, iter_luma, probe, sample_indices
+from fvcflow.stages.faces import FaceAccumulator, FaceDetector
+from fvcflow.stages.local import LocalAccumulator
+from fvcflow.video import VideoInfo, iter_luma, iter_yuv, probe, sample_indices
 
 AGGREGATES = ("mean", "std", "min", "max")
 CODEC_COLUMNS = ("codec_bpp", "codec_gop", "codec_fps")
@@ -56,12 +58,15 @@ def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
 
 
 def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy: str = "auto",
-                   prefix: str = "", threads: bool | int | None = None) -> dict[str, float]:
+                   prefix: str = "", threads: bool | int | None = None, local: bool = False,
+                   faces: FaceDetector | None = None, face_every: int = 3) -> dict[str, float]:
     """Stage 2 feature row of one video: 48 aggregated kernel features, 3 codec cues, counts.
 
     Decodes only the sampled frames (seeking or sequential, chosen from the key-frame spacing),
     one at a time: memory does not grow with the video. Raises :class:`fvcflow.errors.VideoError`
-    for a file that is not a usable video.
+    for a file that is not a usable video. ``local`` adds the 66 local columns
+    (:func:`fvcflow.stages.local.local_columns`), ``faces`` (a detector) the 29 face columns
+    (:func:`fvcflow.stages.faces.face_columns`), from the same decoded frames.
 
     >>> row = video_features("clip.mp4")            # doctest: +SKIP
     >>> row["noise_energy_mean"], row["n_sampled"]  # doctest: +SKIP
@@ -72,13 +77,25 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     stats: dict[str, int] = {}
     per_frame = np.full((len(wanted), len(FEATURE_NAMES)), np.nan)
     got = 0
-    for i, (_, gray) in enumerate(iter_luma(path, wanted, info=info, strategy=strategy, stats=stats,
-                                                threads=threads)):
+    loc = LocalAccumulator() if local else None
+    face = FaceAccumulator(faces, face_every) if faces is not None else None
+    read = iter_luma if loc is None and face is None else iter_yuv
+    frames = read(path, wanted, info=info, strategy=strategy, stats=stats, threads=threads)
+    for i, (_, planes) in enumerate(frames):
+        gray, cb, cr = planes if isinstance(planes, tuple) else (planes, None, None)
         per_frame[i] = frame_features(gray)
+        if loc is not None:
+            loc.add(gray, cb, cr)
+        if face is not None:
+            face.add(gray, cb, cr)
         got = i + 1
     if got == 0:
         raise VideoError(path, "no decodable frames")
     row = aggregate(per_frame[:got], prefix)
+    if loc is not None:
+        row.update(loc.row(prefix))
+    if face is not None:
+        row.update(face.row(prefix))
     row.update(codec_cues(info, prefix))
     row[f"{prefix}n_sampled"] = got
     row[f"{prefix}n_decoded"] = int(stats.get("decoded", got))

@@ -16,7 +16,9 @@ import polars as pl
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 from fvcflow.stages.augment import augment_video, draw_params
+from fvcflow.stages.faces import FACE_VERSION, FaceDetector
 from fvcflow.stages.features import video_features
+from fvcflow.stages.local import LOCAL_VERSION
 from fvcflow.stages.scale import scale_video
 from fvcflow.store import Lake, cache_key, file_hash, read_parquet
 
@@ -80,28 +82,48 @@ def _augment_run(job, s: Settings) -> dict:
 
 
 # stages 2 and 4 ------------------------------------------------------------------------------
+def _feature_config(s: Settings, *, faces: bool) -> dict:
+    """What the feature row depends on beyond the video: empty for the plain 51 columns (the
+    cache of earlier versions stays valid), the local/face versions and settings otherwise."""
+    cfg: dict = {}
+    if s.features.local:
+        cfg["local"] = LOCAL_VERSION
+    if faces and s.features.faces:
+        model = s.features.face_model
+        cfg["faces"] = {"v": FACE_VERSION, "every": s.features.face_every,
+                        "model": None if model is None else file_hash(model)}
+    return cfg
+
+
+def _feature_kwargs(s: Settings, *, faces: bool) -> dict:
+    detector = FaceDetector(s.features.face_model) if faces and s.features.faces else None
+    return dict(strategy=s.features.strategy, threads=s.threads_per_worker, local=s.features.local,
+                faces=detector, face_every=s.features.face_every)
+
+
 def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
-    return [dict(key=cache_key(r["content_hash"], "features", {}), video_id=r["video_id"],
+    cfg = _feature_config(s, faces=True)
+    return [dict(key=cache_key(r["content_hash"], "features", cfg), video_id=r["video_id"],
                  path=r["path"], carry=_carry(r)) for r in feature_inputs(lake)]
 
 
 def _feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, strategy=s.features.strategy, threads=s.threads_per_worker)
+    return video_features(job.path, **_feature_kwargs(s, faces=True))
 
 
 def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
     scaled = read_parquet(lake.stage3)
     if scaled is None:
         raise FvcError(f"no scaled videos at {lake.stage3}: run the scale stage first")
-    return [dict(key=cache_key(r["content_hash"], "scaled_features", {}), video_id=r["video_id"],
+    cfg = _feature_config(s, faces=False)
+    return [dict(key=cache_key(r["content_hash"], "scaled_features", cfg), video_id=r["video_id"],
                  path=r["path"], carry={**_carry(r), "is_upscaled": r["is_upscaled"],
                                         "is_downscaled": r["is_downscaled"]})
             for r in scaled.to_dicts()]
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, strategy=s.features.strategy, prefix="s4_",
-                          threads=s.threads_per_worker)
+    return video_features(job.path, prefix="s4_", **_feature_kwargs(s, faces=False))
 
 
 # stage 3 -------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The feature tables the models train on: stage 2, or stage 2 joined with stage 4 on ``video_id``.
 
+Feature sets: ``s2`` (stage 2), ``s24`` (+ stage 4), ``s2l`` (stage 2 + its local columns),
+``s2lf`` (+ face columns), ``s24l`` (stage 2 and 4, each with local columns).
+
 Feature columns are the contract of docs/FEATURES.md (:func:`fvcflow.stages.features.feature_columns`),
 cast to float64; stage 4 adds its ``s4_`` columns and the ``is_upscaled``/``is_downscaled`` flags.
 """
@@ -15,7 +18,9 @@ import pandas as pd
 import polars as pl
 
 from fvcflow.errors import FvcError
+from fvcflow.stages.faces import face_columns
 from fvcflow.stages.features import feature_columns
+from fvcflow.stages.local import local_columns
 from fvcflow.store import Lake, read_parquet
 
 log = logging.getLogger("fvcflow.training")
@@ -23,17 +28,52 @@ log = logging.getLogger("fvcflow.training")
 S4_FLAGS = ("is_upscaled", "is_downscaled")
 
 
-def feature_set_columns(feature_set: str) -> list[str]:
-    """The model input columns of a feature set (``s2``: 51, ``s24``: 104).
+def _stage4_columns() -> list[str]:
+    return feature_columns("s4_") + list(S4_FLAGS)
 
-    >>> len(feature_set_columns("s2")), len(feature_set_columns("s24"))
-    (51, 104)
+
+#: every feature set: its columns, from the stage tables (FEATURE_SETS in fvcflow.models.registry)
+FEATURE_SET_COLUMNS = {
+    "s2": lambda: feature_columns(),
+    "s24": lambda: feature_columns() + _stage4_columns(),
+    "s2l": lambda: feature_columns() + local_columns(),
+    "s2lf": lambda: feature_columns() + local_columns() + face_columns(),
+    "s24l": lambda: feature_columns() + local_columns() + _stage4_columns() + local_columns("s4_"),
+}
+#: what a stage 2 table lacks when a local / face feature set cannot be trained, and why
+_NEEDS = {"l": ("l32_noise_spread_mean", "features.local is off, or stage 2 ran before it existed"),
+          "f": ("f_found", "features.faces is off (set it and rerun the features stage)")}
+
+
+def feature_set_columns(feature_set: str) -> list[str]:
+    """The model input columns of a feature set (``s2``: 51, ``s24``: 104, ``s2l``: 117,
+    ``s2lf``: 146, ``s24l``: 236).
+
+    >>> [len(feature_set_columns(f)) for f in ("s2", "s24", "s2l", "s2lf", "s24l")]
+    [51, 104, 117, 146, 236]
     """
-    if feature_set == "s2":
-        return feature_columns()
-    if feature_set == "s24":
-        return feature_columns() + feature_columns("s4_") + list(S4_FLAGS)
-    raise FvcError(f"unknown feature set {feature_set!r}; known: s2, s24")
+    try:
+        return FEATURE_SET_COLUMNS[feature_set]()
+    except KeyError:
+        known = ", ".join(FEATURE_SET_COLUMNS)
+        raise FvcError(f"unknown feature set {feature_set!r}; known: {known}") from None
+
+
+def missing_for(lake: Lake, feature_set: str) -> str | None:
+    """Why ``feature_set`` cannot be trained from this lake's tables, or None when it can."""
+    if "4" in feature_set and not lake.stage4.exists():
+        return f"needs stage 4 features ({lake.stage4} does not exist)"
+    return _missing_stage2_columns(lake, feature_set)
+
+
+def _missing_stage2_columns(lake: Lake, feature_set: str) -> str | None:
+    if not lake.stage2.exists():
+        return None                           # load_features says what to run
+    names = set(pl.read_parquet_schema(lake.stage2))
+    for flag, (column, why) in _NEEDS.items():
+        if flag in feature_set[2:] and column not in names:
+            return f"needs the {column.split('_')[0]}_ columns in {lake.stage2}: {why}"
+    return None
 
 
 def _read(path: Path, what: str, hint: str, columns: list[str]) -> pl.DataFrame:
@@ -51,14 +91,20 @@ def _read(path: Path, what: str, hint: str, columns: list[str]) -> pl.DataFrame:
 def load_features(lake: Lake, feature_set: str) -> pl.DataFrame:
     """``video_id`` and the float64 feature columns of ``feature_set``, one row per video.
 
-    For ``s24`` the stage 4 row of each video is joined on ``video_id``; a video without one keeps
-    NaN there (imputed inside the folds), and the count is logged.
+    For the sets with stage 4 columns (``s24``, ``s24l``) the stage 4 row of each video is joined
+    on ``video_id``; a video without one keeps NaN there (imputed inside the folds), and the count
+    is logged.
     """
+    cols = feature_set_columns(feature_set)
+    s4cols = [c for c in cols if c.startswith("s4_") or c in S4_FLAGS]
+    s2cols = [c for c in cols if c not in set(s4cols)]
+    why = _missing_stage2_columns(lake, feature_set)
+    if why:
+        raise FvcError(f"feature set {feature_set!r} {why}")
     s2 = _read(lake.stage2, "stage 2 features", "run the features stage first (fvc run --stages features)",
-               feature_columns())
-    if feature_set == "s2":
+               s2cols)
+    if not s4cols:
         return s2
-    s4cols = feature_columns("s4_") + list(S4_FLAGS)
     s4 = _read(lake.stage4, "stage 4 features",
                "run the scale and scaled_features stages first, or train only s2 models", s4cols)
     out = s2.join(s4.unique("video_id", keep="last"), on="video_id", how="left")
@@ -66,7 +112,7 @@ def load_features(lake: Lake, feature_set: str) -> pl.DataFrame:
     if n_missing:
         log.warning("%d of %d videos have no stage 4 features; their s4_ columns are imputed", n_missing,
                     out.height)
-    return out.select("video_id", *feature_set_columns(feature_set))
+    return out.select("video_id", *cols)
 
 
 @dataclass

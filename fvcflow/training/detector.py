@@ -53,28 +53,51 @@ class Detector:
             return []
         return list(getattr(raw, "video_bases", []))
 
-    def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18) -> dict[str, float]:
-        """The input row of one video: stage 2 features, stage 4 ones when the model needs them, and
-        for a stack over deep or embedding models their ``P(fake)`` of the letterboxed video."""
+    def _needs(self, prefixes: tuple[str, ...], stage4: bool = False) -> bool:
+        lead = "s4_" if stage4 else ""
+        return any(c.startswith(tuple(lead + p for p in prefixes)) for c in self.columns)
+
+    @property
+    def needs_local(self) -> bool:
+        """The model reads local (tile) columns (``s2l``, ``s2lf``, ``s24l``)."""
+        from fvcflow.stages.local import LOCAL_PREFIXES
+
+        return self._needs(LOCAL_PREFIXES)
+
+    @property
+    def needs_faces(self) -> bool:
+        return self._needs(("f_",))
+
+    def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
+                 face_model: str | Path | None = None, face_every: int = 3) -> dict[str, float]:
+        """The input row of one video: stage 2 features (with the local and face columns when the
+        model reads them), stage 4 ones when the model needs them, and for a stack over deep or
+        embedding models their ``P(fake)`` of the letterboxed video."""
         from fvcflow.models.stack import video_column
+        from fvcflow.stages.faces import FaceDetector
         from fvcflow.stages.features import video_features
+        from fvcflow.stages.local import LOCAL_PREFIXES
         from fvcflow.stages.scale import scale_video
 
-        row: dict[str, float] = dict(video_features(path))
+        faces = FaceDetector(face_model) if self.needs_faces else None
+        row: dict[str, float] = dict(video_features(path, local=self.needs_local, faces=faces,
+                                                    face_every=face_every))
         video_bases = self.video_bases
         if self.needs_stage4 or video_bases:
             with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
                 scaled = Path(tmp) / "scaled.mp4"
                 flags = scale_video(path, scaled, size=scale_size, crf=scale_crf)
                 if self.needs_stage4:
-                    row.update(video_features(scaled, prefix="s4_"))
+                    row.update(video_features(scaled, prefix="s4_",
+                                              local=self._needs(LOCAL_PREFIXES, True)))
                     row.update({k: float(flags[k]) for k in S4_FLAGS})
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3
                     row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
                                                                  src_height=flags["src_height"])
         return row
 
-    def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18) -> float:
+    def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
+              face_model: str | Path | None = None, face_every: int = 3) -> float:
         """``P(fake)`` of one video file, whatever the model's kind.
 
         A feature model measures the video (:meth:`features`); a deep model sees it as training
@@ -82,7 +105,8 @@ class Detector:
         normalisation, the clip logits averaged.
         """
         if self.video is None:
-            return self.predict_rows([self.features(path, scale_size=scale_size, scale_crf=scale_crf)])[0]
+            return self.predict_rows([self.features(path, scale_size=scale_size, scale_crf=scale_crf,
+                                                    face_model=face_model, face_every=face_every)])[0]
         from fvcflow.stages.scale import scale_video
 
         with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:

@@ -18,6 +18,7 @@ from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training import tracking
 from fvcflow.training.config import TrainConfig
+from fvcflow.training.data import missing_for
 from fvcflow.training.results import ModelResult, TrainSummary, leaderboard
 from fvcflow.training.splits import load_splits, make_splits, prepare_splits
 
@@ -100,8 +101,8 @@ def select_models(lake: Lake, cfg: TrainConfig) -> tuple[list[str], dict[str, st
         spec = get_model_spec(name)
         if not spec.kind_spec.by_default and name not in named:
             opt_in.append(name)       # deep models train only when a pattern names them
-        elif spec.feature_set == "s24" and not lake.stage4.exists():
-            skipped[name] = f"needs stage 4 features ({lake.stage4} does not exist)"
+        elif spec.feature_set and (why := missing_for(lake, spec.feature_set)):
+            skipped[name] = why
         elif spec.input == "frames" and not lake.stage3.exists():
             skipped[name] = f"needs the stage 3 videos ({lake.stage3} does not exist)"
         else:
