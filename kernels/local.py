@@ -19,38 +19,55 @@ import numpy as np
 
 from .config import JIT
 from .features import _check_dtype, _prepare
+from .table import FEATURES_DOC, FeatureTable
 
 NAN = math.nan
 
 #: the tile maps, in the order of the first axis of every maps array
-MAP_NAMES = (
-    "noise", "lap_var", "grad_energy", "block_strength", "block_phase", "resample",
-    "cb_mean", "cb_std", "cr_mean", "cr_std",
-)
-N_MAPS = len(MAP_NAMES)
-M_NOISE, M_LAP, M_GRAD, M_BLOCK, M_PHASE, M_RESAMPLE = 0, 1, 2, 3, 4, 5
-M_CB, M_CBS, M_CR, M_CRS = 6, 7, 8, 9
+MAPS = FeatureTable([
+    ("noise", "luma"), ("lap_var", "luma"), ("grad_energy", "luma"),
+    ("block_strength", "grid"), ("block_phase", "grid"),
+    ("resample", "resample"),
+    ("cb_mean", "chroma"), ("cb_std", "chroma"), ("cr_mean", "chroma"), ("cr_std", "chroma"),
+], definition=f"{FEATURES_DOC}#tile-maps")
+MAP_NAMES = MAPS.names
+N_MAPS = len(MAPS)
+M_NOISE, M_LAP, M_GRAD, M_BLOCK, M_PHASE, M_RESAMPLE = MAPS.positions(
+    "noise", "lap_var", "grad_energy", "block_strength", "block_phase", "resample")
+M_CB, M_CBS, M_CR, M_CRS = MAPS.positions("cb_mean", "cb_std", "cr_mean", "cr_std")
+assert (M_CBS, M_CRS) == (M_CB + 1, M_CR + 1)     # a chroma plane's mean and std are neighbours
 
 #: the maps that define deviant tiles, and whether each is compared in log(1 + x)
 DEVIANCE = ("noise", "lap_var", "grad_energy", "resample", "cb_mean", "cr_mean")
-_DEV_IDX = np.array([MAP_NAMES.index(c) for c in DEVIANCE], np.int64)
+_DEV_IDX = np.array(MAPS.positions(*DEVIANCE), np.int64)
 _DEV_LOG = np.array([c in ("noise", "lap_var", "grad_energy") for c in DEVIANCE])
 #: robust z above which a tile is deviant; the scale of the MAD (normal consistency)
 Z_DEVIANT = 3.5
 MAD_SCALE = 1.4826
 EPS = 1e-6
 
-#: frame-level features of one grid, in order
-LOCAL_NAMES = tuple(f"{c}_{s}" for c in DEVIANCE for s in ("spread", "maxz")) + (
-    "region_size", "region_compactness", "phase_agreement")
-N_LOCAL = len(LOCAL_NAMES)
+#: frame-level features of one grid, in order: per deviance map (spread, maxz), then the region
+#: and the grid phase (``_frame_local`` writes out[2 * map index + 0/1], then the last three)
+LOCAL = FeatureTable(
+    [(f"{c}_{s}", "deviance") for c in DEVIANCE for s in ("spread", "maxz")]
+    + [("region_size", "region"), ("region_compactness", "region"), ("phase_agreement", "grid")],
+    definition=f"{FEATURES_DOC}#frame-level-inconsistency")
+LOCAL_NAMES = LOCAL.names
+N_LOCAL = len(LOCAL)
+L_REGION = LOCAL.position("region_size")
+assert LOCAL.positions(*(f"{c}_{s}" for c in DEVIANCE for s in ("spread", "maxz"))) == tuple(range(L_REGION))
+assert LOCAL.positions("region_compactness", "phase_agreement") == (L_REGION + 1, L_REGION + 2)
 #: temporal features over the sampled frames (base grid)
-TEMPORAL_NAMES = ("region_presence", "centroid_motion", "mask_iou", "flicker_in", "flicker_out",
-                  "flicker_ratio")
-N_TEMPORAL = len(TEMPORAL_NAMES)
+TEMPORAL = FeatureTable([
+    ("region_presence", "region"), ("centroid_motion", "region"), ("mask_iou", "region"),
+    ("flicker_in", "flicker"), ("flicker_out", "flicker"), ("flicker_ratio", "flicker"),
+], definition=f"{FEATURES_DOC}#temporal-stability")
+TEMPORAL_NAMES = TEMPORAL.names
+N_TEMPORAL = len(TEMPORAL)
+T_PRESENCE, T_MOTION, T_IOU, T_FIN, T_FOUT, T_RATIO = TEMPORAL.positions(*TEMPORAL_NAMES)
 #: the per-tile values whose frame-to-frame change is the flicker (log1p of these maps)
 FLICKER = ("noise", "lap_var", "grad_energy")
-_FLICKER_IDX = np.array([MAP_NAMES.index(c) for c in FLICKER], np.int64)
+_FLICKER_IDX = np.array(MAPS.positions(*FLICKER), np.int64)
 
 # slots of the per-tile luma sums
 S_N, S_R2, S_L, S_L2, S_G2 = 0, 1, 2, 3, 4
@@ -475,7 +492,7 @@ def _frame_local(maps, dev_idx, dev_log, out, zmap, deviant, region):
                 zmap[y, x] = z
         any_map = True
         out[2 * ci + 1] = zmax
-    k = 2 * dev_idx.shape[0]
+    k = L_REGION
     if not any_map:
         out[k] = NAN
         out[k + 1] = NAN
@@ -506,7 +523,7 @@ def _temporal(values, deviant, region, out):
     for f in range(nf):
         if region[f].any():
             present += 1
-    out[0] = present / nf if nf else NAN
+    out[T_PRESENCE] = present / nf if nf else NAN
     motion = 0.0
     n_motion = 0
     iou = 0.0
@@ -555,11 +572,11 @@ def _temporal(values, deviant, region, out):
         if c_out:
             fout += s_out / c_out
             n_out += 1
-    out[1] = motion / n_motion if n_motion else NAN
-    out[2] = iou / n_iou if n_iou else NAN
-    out[3] = fin / n_in if n_in else NAN
-    out[4] = fout / n_out if n_out else NAN
-    out[5] = (out[3] + EPS) / (out[4] + EPS) if n_in and n_out else NAN
+    out[T_MOTION] = motion / n_motion if n_motion else NAN
+    out[T_IOU] = iou / n_iou if n_iou else NAN
+    out[T_FIN] = fin / n_in if n_in else NAN
+    out[T_FOUT] = fout / n_out if n_out else NAN
+    out[T_RATIO] = (out[T_FIN] + EPS) / (out[T_FOUT] + EPS) if n_in and n_out else NAN
 
 
 @numba.jit(**JIT)

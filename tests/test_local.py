@@ -291,3 +291,24 @@ def test_bad_inputs():
 def test_docstring_examples_run():
     result = doctest.testmod(local, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_every_local_name_is_defined_in_its_section_in_table_order():
+    """Each table's definition reference names a ``###`` section of docs/FEATURES.md that names
+    its entries in table order (the deviance features by their map, ``{map}_spread``/``_maxz``)."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    for table in (local.MAPS, local.LOCAL, local.TEMPORAL):
+        path, section = table.definition.split("#")
+        text = (root / path).read_text()
+        parts = re.split(r"^### ", text, flags=re.M)
+        body = next(p for p in parts if re.sub(r"[^a-z0-9]+", "-", p.splitlines()[0].lower()).strip("-")
+                    == section)
+        names = [n for n in table.names if not n.endswith(("_spread", "_maxz"))]
+        names += [c for c in local.DEVIANCE] if table is local.LOCAL else []
+        at = [body.find(f"`{n}`") for n in names]
+        assert all(i >= 0 for i in at), [n for n, i in zip(names, at) if i < 0]
+        if table is not local.LOCAL:
+            assert at == sorted(at), table.definition
