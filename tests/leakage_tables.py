@@ -42,8 +42,10 @@ def paired_table(n_groups: int = 150, *, signal: float = 0.0, feature_set: str =
     groups = np.repeat([f"g{g:04d}" for g in range(n_groups)], 2)
     # ids carry no order (like content hashes): rows sorted by id interleave the pairs at random, as
     # the trainer's tables (sorted by video_id) do, so an unshuffled row-wise split separates mates
-    video_id = np.array([f"v{h:08x}-{'fake' if lab else 'real'}"
-                         for h, lab in zip(rng.permutation(2 * n_groups) * 7919 % 2**32, y)])
+    # drawn apart from the features, so that every feature set's table has the same rows under the
+    # same ids (a stack joins its bases on video_id; the number of columns must not reorder them)
+    ids = np.random.default_rng([seed, 7919]).permutation(2 * n_groups) * 7919 % 2**32
+    video_id = np.array([f"v{h:08x}-{'fake' if lab else 'real'}" for h, lab in zip(ids, y)])
     order = np.argsort(video_id)
     X, y, groups, video_id = X[order], y[order], groups[order], video_id[order]
     fold = np.full(len(y), -1)
