@@ -191,3 +191,81 @@ def test_a_worker_killed_mid_flow_the_flow_completes(prefect_server, corpus, ref
     assert (features["done"], features["cached"], features["failed"]) == (N_VIDEOS, 0, 0)
     assert_frame_equal(feature_table(settings.lake().stage2), reference["stage2"])
     assert_lake_sound(settings.home)
+
+
+def start_run(corpus: Path, home: Path, tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    """``fvc run`` of ingest + stage 2 in its own session, against the session's Prefect server."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(tmp_path / "prefect"),
+               PREFECT_LOGGING_LEVEL="WARNING")
+    cmd = [sys.executable, "-m", "fvcflow", "--home", str(home), "run", "--corpus", "folder",
+           "--root", str(corpus), "--labels", str(corpus / "labels.csv"), "--stages", "ingest,features",
+           "--workers", "2"]
+    log = tmp_path / f"{name}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, log
+
+
+def stop_run(proc: subprocess.Popen, signals: list[int], *, gap: float = 0.5, timeout: float = 120) -> float:
+    """Send ``signals`` to the run (``gap`` seconds apart); wait for it and its workers to exit;
+    the seconds from the last signal to the run's exit."""
+    try:
+        for k, sig in enumerate(signals):
+            if k:
+                time.sleep(gap)
+            os.kill(proc.pid, sig)
+        sent = time.monotonic()
+        proc.wait(timeout)
+        took = time.monotonic() - sent
+        wait_for(lambda: not session_pids(proc.pid), 30, "the stopped run's workers to exit", poll=0.2)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in session_pids(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+    return took
+
+
+@pytest.mark.slow
+def test_sigterm_stops_cleanly_a_second_ctrl_c_forces_and_the_rerun_matches(prefect_server, corpus, reference,
+                                                                            tmp_path):
+    home = tmp_path / "fvc-data"
+    lake = Settings(home=home).lake()
+    # a polite stop: SIGTERM mid stage 2
+    proc, log = start_run(corpus, home, tmp_path, "stopped-run")
+    wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+    stop_run(proc, [signal.SIGTERM])
+    text = log.read_text()
+    assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
+    assert "SIGTERM: stopping" in text and "stopped by SIGTERM during features" in text, text
+    assert "nothing half-done was published" in text and f"to resume, rerun: fvc --home {home} run" in text
+    assert "Traceback" not in text
+    assert not lake.stage2.exists()                      # the stage's table is published only when whole
+    assert_lake_sound(home)                              # no temporary file left
+    stopped = cache_files(home)
+    assert 0 < len(stopped) < N_VIDEOS
+
+    # the same command again, then Ctrl-C twice: the second forces
+    proc, log = start_run(corpus, home, tmp_path, "forced-run")
+    wait_for(lambda: len(cache_files(home)) >= len(stopped) + 1, 240, "more stage 2 cache files", proc)
+    took = stop_run(proc, [signal.SIGINT, signal.SIGINT], gap=0.3)
+    text = log.read_text()
+    assert proc.returncode == 128 + signal.SIGINT, text[-3000:]
+    assert "SIGINT: stopping" in text and "SIGINT again: forced stop" in text, text
+    assert took < 20, f"a forced stop took {took:.1f} s"
+    assert {p: cache_files(home)[p] for p in stopped} == stopped     # the resumed run kept them
+
+    from fvcflow.flows.pipeline import fvc
+
+    before = cache_files(home)
+    assert len(before) < N_VIDEOS
+    state = fvc(config=corpus_settings(corpus, home), return_state=True)   # its plan sweeps the leftovers
+    assert state.is_completed(), state.message
+    features = {r["stage"]: r for r in state.result()}["features"]
+    assert (features["cached"], features["done"]) == (len(before), N_VIDEOS - len(before))
+    assert {p: cache_files(home)[p] for p in before} == before
+    assert_frame_equal(feature_table(lake.stage2), reference["stage2"])
+    assert_lake_sound(home)

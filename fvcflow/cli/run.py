@@ -9,12 +9,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import shlex
+import sys
 
 from fvcflow import progress
 from fvcflow.cli import add_verbose, load_settings, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import CORPUS_KINDS, STAGES, Settings
+from fvcflow.interrupt import Stopped, polite_stop
 from fvcflow.stages.specs import SPECS
+from fvcflow.store import sweep_temporary
 from fvcflow.telemetry import analytics_off
 
 
@@ -75,8 +79,17 @@ def _run(args: argparse.Namespace) -> int:
     local = importlib.import_module("fvcflow.flows.local")  # the Prefect layer, loaded on demand
     display = Display(interactive=False) if verbose else Display()
     logs.route(log_file, verbose=verbose, show=display.note)
-    with display, progress.listening(display):
-        state = local.run_in_process(settings)
+    where: dict[str, str] = {}
+
+    def track(event: str, fields: dict) -> None:
+        if event in ("stage_start", "model_start", "ingest_start"):
+            where["at"] = fields.get("stage") or fields.get("model") or "ingest"
+
+    try:
+        with polite_stop() as stop, display, progress.listening(display), progress.listening(track):
+            state = local.run_in_process(settings)
+    except Stopped:
+        return _stopped(settings, stop, where.get("at"), log_file)
     summary = state.result(raise_on_failure=False)
     display.print_summary()
     if not state.is_completed():
@@ -86,6 +99,19 @@ def _run(args: argparse.Namespace) -> int:
     print(f"done; work dir {settings.home}" + (f"; report {report}" if "train" in settings.stages else "")
           + f"; log {log_file}; look with: fvc sql --query leaderboard")
     return 0
+
+
+def _stopped(settings: Settings, stop, at: str | None, log_file) -> int:
+    """After a polite stop: sweep what the stopped workers left, say what is kept and how to resume."""
+    swept = sweep_temporary(settings.home)
+    cached = {s: sum(1 for _ in settings.lake().cache_dir(s).rglob("*.parquet"))
+              for s in settings.stages if settings.lake().cache_dir(s).exists()}
+    kept = ", ".join(f"{s} {n}" for s, n in cached.items()) or "nothing yet"
+    print(f"stopped by {stop.signal}" + (f" during {at}" if at else "") +
+          f"; nothing half-done was published ({len(swept)} unfinished file(s) removed); "
+          f"cached results kept: {kept}; log: {log_file}", file=sys.stderr)
+    print(f"to resume, rerun: fvc {shlex.join(sys.argv[1:])}", file=sys.stderr)
+    return stop.exit_code
 
 
 def register(sub) -> None:
