@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any, Callable
 
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
@@ -54,9 +55,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def flow_layer(args: argparse.Namespace, settings: Settings):
+    """The Prefect layer (``fvcflow.flows``) for a command that starts flows, as the entry point
+    (``fvcflow.__main__``) hands it over: the library never imports it."""
+    if args.flows is None:
+        raise FvcError(f"fvc {args.command} starts Prefect flows: run it through the entry point "
+                       f"(`fvc {args.command}` after `make install`, or `python -m fvcflow {args.command}`)")
+    return args.flows(settings)
+
+
+def main(argv: list[str] | None = None, *, flows: Callable[[Settings], Any] | None = None) -> int:
+    """Parse ``argv``, load and validate the settings, run the command. ``flows`` loads the
+    Prefect layer for a work dir (given by the entry point, ``fvcflow.__main__``)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.flows = flows
     try:
         args.settings = load_settings(args)      # validated before any command does work
         return int(args.func(args) or 0)

@@ -7,19 +7,16 @@ temporary local one whose database lives under the work dir (``<home>/prefect``)
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import shlex
 import sys
 
 from fvcflow import progress
-from fvcflow.cli import add_verbose, load_settings, logs
+from fvcflow.cli import add_verbose, flow_layer, load_settings, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import CORPUS_KINDS, STAGES, Settings
 from fvcflow.interrupt import Stopped, polite_stop
 from fvcflow.stages.specs import SPECS
 from fvcflow.store import sweep_temporary
-from fvcflow.telemetry import analytics_off
 
 
 def add_settings_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,25 +55,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return load_settings(args, over)
 
 
-def prefect_environment(settings: Settings) -> None:
-    """Keep Prefect's own state under the work dir unless the user points it elsewhere."""
-    settings.lake().prefect_home.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("PREFECT_HOME", str(settings.lake().prefect_home))
-    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")  # slow, busy machines
-    analytics_off()
-
-
 def _run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
     if settings.dask_address and any(s in SPECS for s in settings.stages):
         from fvcflow.engine import check_scheduler
 
         check_scheduler(settings.dask_address)      # before any work: one line when nobody is there
-    prefect_environment(settings)
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(settings.home, "run", verbose=verbose)
-    local = importlib.import_module("fvcflow.flows.local")  # the Prefect layer, loaded on demand
+    local = flow_layer(args, settings).local      # the Prefect layer, from the entry point
     display = Display(interactive=False) if verbose else Display()
     logs.route(log_file, verbose=verbose, show=display.note)
     where: dict[str, str] = {}

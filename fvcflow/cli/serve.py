@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 
-from fvcflow.cli.run import add_settings_arguments, prefect_environment, settings_from_args
+from fvcflow.cli import flow_layer
+from fvcflow.cli.run import add_settings_arguments, settings_from_args
 
 
 def _serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
-    prefect_environment(settings)
-    importlib.import_module("fvcflow.flows.deployments").serve_all(settings)
+    flow_layer(args, settings).deployments.serve_all(settings)   # the Prefect layer, from the entry point
     return 0
 
 

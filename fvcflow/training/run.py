@@ -16,7 +16,7 @@ from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec, list_models
 from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
-from fvcflow.training import tracking
+from fvcflow.training import report, tracking
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.data import missing_for
 from fvcflow.training.results import ModelResult, TrainSummary, leaderboard
@@ -61,8 +61,6 @@ def train_stack(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None 
 def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = None,
            skipped: dict[str, str] | None = None) -> TrainSummary:
     """Write ``stage5/predictions.parquet``, register the best model, write the report."""
-    from fvcflow import report  # the report draws on the whole package; imported when needed
-
     cfg = cfg or TrainConfig()
     if not results:
         raise FvcError("no model was trained: check --models (fvc train --list shows the registered ones)")

@@ -1,7 +1,8 @@
 """``stage5/report.html``: the leaderboard, ROC curves, and the features that separate the classes.
 
 Every number comes from the run (the results and the lake's tables); images are PNG files in
-``stage5/report/`` next to the HTML.
+``stage5/report/`` next to the HTML. It is part of stage 5 (``finish`` writes it), so it lives in
+``fvcflow.training``: nothing outside the package imports training's internals back.
 """
 
 from __future__ import annotations
