@@ -5,8 +5,8 @@ inside a function), ``importlib.import_module(...)``/``__import__(...)`` with a 
 f-string whose leading literal names a package. Two checks run over that graph: the layer rules
 (``violations``) and no cycle between the library's units (``cycles``: a top-level module or a
 subpackage of fvcflow; a subpackage's ``config`` schema belongs to the settings unit
-``fvcflow.config``). Both take the tree's root, so that they are shown to fail on planted
-breaches in a scratch copy.
+``fvcflow.config``; ``PART_OF`` names the packages that belong to another unit). Both take the
+tree's root, so that they are shown to fail on planted breaches in a scratch copy.
 """
 
 import ast
@@ -29,6 +29,12 @@ DYNAMIC = {
     "fvcflow.models.tabular": "the optional boosting extras by name (lightgbm, catboost)",
 }
 IMPORTERS = {"import_module", "__import__"}
+#: packages that are part of another unit, and why
+PART_OF = {
+    "fvcflow.deep": ("fvcflow.training", "the deep models' half of stage 5: training's trainers and tracking "
+                     "call its loop and export (lazily: torch only for deep models), it fills training's "
+                     "results with training's metrics and splits"),
+}
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -96,6 +102,9 @@ def violations(root: Path) -> list[str]:
 
 
 def unit(module: str) -> str:
+    for package, (owner, _why) in PART_OF.items():
+        if module == package or module.startswith(package + "."):
+            return owner
     parts = module.split(".")
     if module.startswith(("fvcflow.kernels", "fvcflow.flows")) or len(parts) == 1:
         return ".".join(parts[:2])
