@@ -184,12 +184,17 @@ def test_every_command_validates_config_and_home_first(command, where, tmp_path,
     assert not (tmp_path / "home").exists() and not (tmp_path / "out").exists()
 
 
-def test_home_flag_and_variable_reach_the_command(tmp_path, monkeypatch, capsys):
+def test_home_flag_and_variable_reach_the_command(tmp_path, monkeypatch):
+    """The command receives the validated settings: $FVC_HOME, then --home before or after it."""
+    import fvcflow.cli.sql as sql
+
+    seen = []
+    monkeypatch.setattr(sql, "run", lambda args: seen.append(args.settings.home) or 0)
     monkeypatch.setenv("FVC_HOME", str(tmp_path / "from-env"))
     assert main(["sql", "--list"]) == 0
-    assert str(tmp_path / "from-env") in capsys.readouterr().out
-    assert main(["sql", "--home", str(tmp_path / "from-flag"), "--list"]) == 0
-    assert str(tmp_path / "from-flag") in capsys.readouterr().out
+    assert main(["sql", "--home", str(tmp_path / "after"), "--list"]) == 0
+    assert main(["--home", str(tmp_path / "before"), "sql", "--list"]) == 0
+    assert seen == [tmp_path / "from-env", tmp_path / "after", tmp_path / "before"]
 
 
 def test_each_enumeration_is_written_once():
