@@ -56,8 +56,11 @@ _MLFLOW_VIEWS = {
         GROUP BY ALL""",
 }
 
-_LEADERBOARD_METRICS = ("oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer",
-                        "oof_average_precision", "test_roc_auc", "test_eer", "test_accuracy", "fit_seconds")
+_LEADERBOARD_METRICS = ("oof_roc_auc", "oof_roc_auc_lo", "oof_roc_auc_hi", "cv_roc_auc_mean",
+                        "cv_roc_auc_std", "oof_eer", "oof_eer_lo", "oof_eer_hi", "oof_average_precision",
+                        "oof_average_precision_lo", "oof_average_precision_hi",
+                        "test_roc_auc", "test_roc_auc_lo", "test_roc_auc_hi", "test_eer", "test_eer_lo",
+                        "test_eer_hi", "test_accuracy", "fit_seconds")
 
 #: ready queries for ``fvc sql --query NAME``
 QUERIES: dict[str, str] = {

@@ -39,7 +39,7 @@ def videos(tmp_path_factory):
     return good, other, bad, cut
 
 
-def _expected(result, path):
+def _expected(result, path, calibration=None):
     row = dict(video_features(path))
     if any(c.startswith("s4_") for c in result.columns):
         s = Settings().scale
@@ -47,7 +47,8 @@ def _expected(result, path):
         row.update(video_features(path.with_suffix(".scaled.mp4"), prefix="s4_"))
         row.update(is_upscaled=float(flags["is_upscaled"]), is_downscaled=float(flags["is_downscaled"]))
     X = pd.DataFrame([{c: float(row.get(c, np.nan)) for c in result.columns}])
-    return float(result.model.predict_proba(X)[0, 1])
+    model = result.model if calibration is None else calibration.wrap(result.model)
+    return float(model.predict_proba(X)[0, 1])
 
 
 def test_scores_good_files_and_reports_bad_ones(trained, videos, capsys, tmp_path):
@@ -65,7 +66,10 @@ def test_scores_good_files_and_reports_bad_ones(trained, videos, capsys, tmp_pat
         assert rec["error"] is None and rec["model"] == summary.best
         assert rec["registered_name"] == "fvc-detector"
         assert rec["version"] == latest                    # other tests may have added versions
-        assert rec["prob_fake"] == pytest.approx(_expected(best, path), abs=1e-9)
+        # fvc-detector is calibrated on the best model's grouped out-of-fold predictions, and says so
+        cal = summary.evidence.calibration
+        assert rec["prob_fake"] == pytest.approx(_expected(best, path, cal), abs=1e-9)
+        assert rec["calibrated"] is True and rec["calibration"] == cal.method
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and str(bad) in errors[0] and str(cut) in errors[1]
     assert recs[str(bad)]["prob_fake"] is None and str(bad) in recs[str(bad)]["error"]
@@ -78,7 +82,12 @@ def test_plain_output_and_a_named_model(trained, videos, capsys):
     assert fvc(["--home", str(lake.root), "predict", str(good), "--model", "fvc-s2-only"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(str(good)) and "model=logreg_s2" in line and "fvc-s2-only v1" in line
-    assert f"P(fake)={_expected(s2, good):.4f}" in line
+    assert f"P(fake)={_expected(s2, good):.4f} uncalibrated" in line
+    assert fvc(["--home", str(lake.root), "predict", str(good)]) == 0
+    line = capsys.readouterr().out.strip()
+    best = next(r for r in summary.results if r.name == summary.best)
+    cal = summary.evidence.calibration
+    assert f"P(fake)={_expected(best, good, cal):.4f} calibrated ({cal.method})" in line
 
 
 @pytest.mark.parametrize("name", MODELS.split(","))
@@ -89,7 +98,7 @@ def test_every_trained_model_by_uri(trained, videos, capsys, name):
     assert fvc(["--home", str(lake.root), "predict", str(good), "--model", result.model_uri, "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)[0]
     assert rec["prob_fake"] == pytest.approx(_expected(result, good), abs=1e-9)
-    assert rec["model"] == name and rec["version"] is None
+    assert rec["model"] == name and rec["version"] is None and rec["calibrated"] is False
 
 
 def test_unknown_model_and_missing_store(trained, videos, capsys, tmp_path):

@@ -110,7 +110,11 @@ def test_best_model_registered_and_loadable(trained):
     loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registered_name}/1")
     assert loaded.metadata.get_input_schema().input_names() == best.columns
     X = train_model_example(lake, best.columns)
-    assert np.allclose(np.asarray(loaded.predict(X))[:, 1], best.model.predict_proba(X)[:, 1])
+    # the registered detector is the best model followed by its grouped out-of-fold calibration
+    detector = summary.evidence.calibration.wrap(best.model)
+    assert np.allclose(np.asarray(loaded.predict(X))[:, 1], detector.predict_proba(X)[:, 1])
+    assert np.allclose(detector.raw_proba(X), best.model.predict_proba(X)[:, 1])
+    assert versions[0].tags["fvc.calibration"] == summary.evidence.calibration.method
 
 
 def train_model_example(lake, columns):

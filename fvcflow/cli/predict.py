@@ -17,7 +17,9 @@ def register(sub) -> None:
     p = sub.add_parser("predict", help="score new videos with the trained detector",
                        description="Score each video with the model (the pipeline's features for a feature "
                                    "model; letterboxed clips for a deep model) and print the probability "
-                                   "that it is fake, with the model and its version.")
+                                   "that it is fake, with the model and its version. The registered "
+                                   "fvc-detector's probabilities are calibrated (on grouped out-of-fold "
+                                   "predictions) and the output says so.")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--model", default=None,
                    help="registered model name (latest version) or an MLflow URI "
@@ -38,7 +40,8 @@ def run(args) -> int:
     out, failed = [], 0
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
-               "version": det.version, "error": None}
+               "version": det.version, "calibrated": det.calibration is not None,
+               "calibration": det.calibration, "error": None}
         try:
             rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
                                          face_model=settings.features.face_model,
@@ -56,6 +59,7 @@ def run(args) -> int:
     else:
         for rec in out:
             if rec["error"] is None:
-                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f}\tmodel={rec['model']}"
+                how = f"calibrated ({det.calibration})" if det.calibration else "uncalibrated"
+                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f} {how}\tmodel={rec['model']}"
                       f"\t{rec['registered_name']} v{rec['version']}")
     return 1 if failed else 0

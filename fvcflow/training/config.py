@@ -73,6 +73,8 @@ class TrainConfig(BaseModel):
     registered_name: str = Field(REGISTERED_NAME, min_length=1, description="MLflow registered model")
     register_best: bool = Field(True, description="register the best model by out-of-fold AUC")
     report: bool = Field(True, description="write stage5/report.html")
+    shortcut_check: bool = Field(True, description="cross-validate the best tabular model again on the "
+                                                   "codec/container cues alone (report, model card)")
     tracking_uri: str | None = Field(None,
                                      description="MLflow tracking URI; default the work dir's SQLite store")
     reuse_splits: bool = Field(False, description="train on the lake's existing stage5/splits.parquet "

@@ -39,6 +39,7 @@ class Detector:
     columns: list[str]
     staging: Any = field(default=None, repr=False)   # the private copy the model was loaded from
     video: Any = None           # a deep model (fvcflow.deep.export.TrainedVideo): scores clips, no columns
+    calibration: str | None = None   # "sigmoid"/"isotonic": P(fake) is calibrated (fvc-detector); None: raw
 
     @property
     def needs_stage4(self) -> bool:
@@ -190,8 +191,10 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
     video = _video_model(loaded)
     columns = [] if video is not None else list(schema.input_names())
+    meta = getattr(loaded.metadata, "metadata", None) or {}
     return Detector(loaded, target, name, str(version.version) if version else None,
-                    _model_name(client, target, version), columns, staging, video)
+                    _model_name(client, target, version), columns, staging, video,
+                    calibration=meta.get("fvc_calibration"))
 
 
 def _video_model(loaded) -> Any:

@@ -17,7 +17,7 @@ from sklearn.metrics import roc_auc_score
 
 from fvcflow.local_report import local_section
 from fvcflow.store import Lake, read_parquet
-from fvcflow.training import plots
+from fvcflow.training import evidence, plots
 from fvcflow.training.data import feature_set_columns, load_features, missing_for
 from fvcflow.training.results import TrainSummary
 
@@ -103,6 +103,7 @@ def write_report(lake: Lake, summary: TrainSummary, *, top: int = 6) -> Path:
              "<h1>fvcflow training report</h1>",
              f"<p>Best by out-of-fold ROC AUC: <b>{html.escape(str(summary.best))}</b>.</p>", reg,
              "<h2>Leaderboard</h2>", _table(board)]
+    parts += evidence.report_sections(lake, summary, img_dir)   # intervals, calibration, shortcut, card
     if sep.height:
         parts += ["<h2>Features that separate the classes best (training originals)</h2>",
                   _table(sep.head(20))]

@@ -11,6 +11,8 @@ import polars as pl
 
 INNER_OOF_SCHEMA = {"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64}
 LEADERBOARD_METRICS = ("roc_auc", "average_precision", "eer", "accuracy", "f1", "log_loss", "brier")
+#: metrics with a grouped bootstrap 95 % interval (``{split}_{metric}_lo`` / ``_hi``)
+INTERVAL_METRICS = ("roc_auc", "average_precision", "eer")
 
 
 @dataclass
@@ -24,7 +26,9 @@ class ModelResult:
     ``fold_history[k]`` holds one dict of metrics per epoch of fold ``k`` (MLflow steps);
     ``fold_artifacts[k]`` maps an artifact path to a local file (the fold's best checkpoint);
     ``tags``/``params`` are extra MLflow tags and parameters of the parent run; ``example`` is the
-    input example the model logger uses (a feature DataFrame, a clip batch).
+    input example the model logger uses (a feature DataFrame, a clip batch). ``intervals`` holds
+    the grouped bootstrap 95 % bounds ``{oof,test}_{roc_auc,average_precision,eer}_{lo,hi}``
+    (:func:`fvcflow.training.bootstrap.prediction_intervals`).
     """
 
     name: str
@@ -48,6 +52,7 @@ class ModelResult:
     tags: dict[str, str] = field(default_factory=dict)
     params: dict[str, Any] = field(default_factory=dict)
     example: Any = None
+    intervals: dict[str, float] = field(default_factory=dict)
     log_seconds: float = 0.0
     run_id: str | None = None
     model_uri: str | None = None
@@ -60,10 +65,16 @@ class ModelResult:
         row: dict[str, Any] = {"model": self.name, "kind": self.kind, "feature_set": self.feature_set}
         for m in LEADERBOARD_METRICS:
             row[f"oof_{m}"] = self.oof_metrics.get(m, math.nan)
+            if m in INTERVAL_METRICS:
+                row[f"oof_{m}_lo"] = self.intervals.get(f"oof_{m}_lo", math.nan)
+                row[f"oof_{m}_hi"] = self.intervals.get(f"oof_{m}_hi", math.nan)
         row["cv_roc_auc_mean"] = self.cv_summary.get("roc_auc_mean", math.nan)
         row["cv_roc_auc_std"] = self.cv_summary.get("roc_auc_std", math.nan)
         for m in LEADERBOARD_METRICS:
             row[f"test_{m}"] = self.test_metrics.get(m, math.nan)
+            if m in INTERVAL_METRICS:
+                row[f"test_{m}_lo"] = self.intervals.get(f"test_{m}_lo", math.nan)
+                row[f"test_{m}_hi"] = self.intervals.get(f"test_{m}_hi", math.nan)
         row["fit_s"] = self.fit_seconds
         row["run_id"] = self.run_id
         return row
@@ -76,8 +87,10 @@ def make_result(spec: Any, predictions: pl.DataFrame, fold_metrics: list[dict[st
 
     Every trainer builds its result here, so that every kind is summarised alike: the fold
     summary from ``fold_metrics``, ``oof_metrics``/``test_metrics`` by :func:`binary_metrics`
-    over the out-of-fold and test rows. ``optional`` sets the other fields of ModelResult.
+    over the out-of-fold and test rows, their grouped bootstrap intervals (resampling
+    ``group_id``). ``optional`` sets the other fields of ModelResult.
     """
+    from fvcflow.training.bootstrap import prediction_intervals
     from fvcflow.training.metrics import binary_metrics, summarize_folds
 
     oof = predictions.filter(pl.col("split") == "oof")
@@ -88,7 +101,8 @@ def make_result(spec: Any, predictions: pl.DataFrame, fold_metrics: list[dict[st
         oof_metrics=binary_metrics(oof["label"].to_numpy(), oof["prob_fake"].to_numpy()),
         test_metrics=(binary_metrics(test["label"].to_numpy(), test["prob_fake"].to_numpy())
                       if test.height else {}),
-        best_params=best_params, model=model, fit_seconds=fit_seconds, **optional)
+        best_params=best_params, model=model, fit_seconds=fit_seconds,
+        **{"intervals": prediction_intervals(predictions), **optional})
 
 
 def leaderboard(results: list[ModelResult]) -> pl.DataFrame:
@@ -129,6 +143,7 @@ class TrainSummary:
     predictions_path: Path | None = None
     report_path: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)
+    evidence: Any = None                       # fvcflow.training.evidence.Evidence (intervals' context)
 
     def markdown(self, top: int = 10) -> str:
         """The leaderboard and the most separating features, as Markdown (a Prefect artifact)."""
@@ -138,12 +153,18 @@ class TrainSummary:
                    if self.registered_version else "")
             parts += [f"Best by out-of-fold ROC AUC: **{self.best}**{reg}.", ""]
         parts += ["## Leaderboard", "", markdown_table(self.leaderboard, [
-            "model", "feature_set", "oof_roc_auc", "cv_roc_auc_mean", "cv_roc_auc_std", "oof_eer",
-            "oof_average_precision", "test_roc_auc", "test_eer", "test_accuracy", "fit_s"]), ""]
+            "model", "feature_set", "oof_roc_auc", "oof_roc_auc_lo", "oof_roc_auc_hi", "cv_roc_auc_mean",
+            "cv_roc_auc_std", "oof_eer", "oof_average_precision", "test_roc_auc", "test_roc_auc_lo",
+            "test_roc_auc_hi", "test_eer", "test_accuracy", "fit_s"]), "",
+            "`_lo`/`_hi`: grouped bootstrap 95 % interval (groups resampled, not videos).", ""]
         if self.top_features.height:
             parts += ["## Features that separate the classes best (single-feature ROC AUC, training "
                       "originals)",
                       "", markdown_table(self.top_features.head(top), ["feature", "auc", "separation"]), ""]
+        if self.evidence is not None:
+            from fvcflow.training.evidence import markdown_sections
+
+            parts += markdown_sections(self)
         if self.skipped:
             parts += ["## Skipped", ""] + [f"- `{k}`: {v}" for k, v in self.skipped.items()] + [""]
         if self.report_path:

@@ -16,7 +16,7 @@ from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec, list_models
 from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
-from fvcflow.training import report, tracking
+from fvcflow.training import evidence, report
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.data import missing_for
 from fvcflow.training.results import ModelResult, TrainSummary, leaderboard
@@ -76,10 +76,13 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
     best_name = board["model"][0] if scored else None
     summary = TrainSummary(results, board, report.feature_separation(lake), best=best_name,
                            predictions_path=lake.predictions, skipped=dict(skipped or {}))
+    evidence.assess(lake, summary, cfg)      # best vs runner-up, shortcut check, subgroups
     if cfg.register_best and best_name:
         best = next(r for r in results if r.name == best_name)
         summary.registered_name = cfg.registered_name
-        summary.registered_version = tracking.register(lake, cfg, best)
+        summary.registered_version = evidence.register_detector(lake, cfg, best, summary)  # calibrated
+    if best_name:
+        evidence.write_card(lake, summary, cfg)
     if cfg.report:
         summary.report_path = report.write_report(lake, summary)
     best_auc = board["oof_roc_auc"][0] if best_name else None

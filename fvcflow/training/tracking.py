@@ -71,7 +71,8 @@ def _requirements(model: Any) -> list[str]:
         todo += [s for _, s in getattr(obj, "steps", [])]
         todo += [est for _, est, _ in getattr(obj, "bases", [])]
         todo += [m for m in [getattr(obj, "meta", None)] if m is not None]
-        todo += [m for m in [getattr(obj, "estimator_", None)] if m is not None]   # grouped wrappers
+        todo += [m for m in [getattr(obj, "estimator_", None), getattr(obj, "model", None)]
+                 if m is not None and hasattr(m, "fit")]      # grouped wrappers, the calibrated detector
     out = []
     for mod in sorted(found & _DISTRIBUTIONS.keys()):
         dist = _DISTRIBUTIONS[mod]
@@ -216,7 +217,8 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
                 for where, path in files.items():
                     mlflow.log_artifact(str(path), artifact_path=where or None)
         mlflow.log_metrics({**_clean(result.cv_summary, "cv_"), **_clean(result.oof_metrics, "oof_"),
-                            **_clean(result.test_metrics, "test_"), "fit_seconds": result.fit_seconds})
+                            **_clean(result.test_metrics, "test_"), **_clean(result.intervals),
+                            "fit_seconds": result.fit_seconds})
         for name, fig in _figures(result).items():
             mlflow.log_figure(fig, name)
         if result.has_importance:
@@ -227,11 +229,14 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
     return result
 
 
-def register(lake: Lake, cfg: TrainConfig, result: ModelResult) -> str:
-    """Register ``result``'s logged model as a new version of ``cfg.registered_name``; its version."""
+def register(lake: Lake, cfg: TrainConfig, result: ModelResult, *, model_uri: str | None = None,
+             tags: dict[str, str] | None = None) -> str:
+    """Register ``result``'s logged model (or ``model_uri``: its calibrated detector) as a new version
+    of ``cfg.registered_name``, with ``tags`` added; its version."""
     configure(lake, cfg)
-    mv = mlflow.register_model(result.model_uri, cfg.registered_name, tags={
+    mv = mlflow.register_model(model_uri or result.model_uri, cfg.registered_name, tags={
         "fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set or "",
-        "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id})
+        "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id,
+        **(tags or {})})
     log.info("registered %s as %s version %s", result.name, cfg.registered_name, mv.version)
     return str(mv.version)
