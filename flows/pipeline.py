@@ -15,7 +15,7 @@ from prefect_dask import DaskTaskRunner
 
 from fvcflow.config import STAGES, Settings
 from fvcflow.deep.device import gpu_count
-from fvcflow.engine import check_scheduler, dask_cluster
+from fvcflow.engine import check_scheduler, dask_cluster, scheduler_lost
 from fvcflow.errors import FvcError
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
@@ -70,10 +70,14 @@ def finish_task(plan: runner.StagePlan, outcomes: list[runner.BatchOutcome], set
 
 @flow(name="video-stage", flow_run_name="{stage}")
 def video_stage(stage: str, settings: Settings) -> dict:
-    plan = plan_task(stage, settings)
-    futures = [batch_task.submit(stage, b, settings) for b in runner.batches(plan.todo, settings.n_workers())]
-    outcomes = runner.collect(plan, (f.result() for f in as_completed(futures)))  # progress as they finish
-    return finish_task(plan, outcomes, settings)
+    try:
+        plan = plan_task(stage, settings)
+        jobs = runner.batches(plan.todo, settings.n_workers())
+        futures = [batch_task.submit(stage, b, settings) for b in jobs]
+        outcomes = runner.collect(plan, (f.result() for f in as_completed(futures)))  # as they finish
+        return finish_task(plan, outcomes, settings)
+    except Exception as exc:
+        raise (scheduler_lost(settings.dask_address, exc) or exc) from None
 
 
 #: the Prefect global concurrency limit every GPU training task takes one slot of

@@ -34,10 +34,11 @@ def worker_env(threads_per_worker: int) -> dict[str, str]:
     return {var: str(threads_per_worker) for var in THREAD_VARS}
 
 
-def check_scheduler(address: str) -> None:
+def check_scheduler(address: str, *, timeout: float | None = None) -> None:
     """Connect to the scheduler at ``address`` once; a user error (one line) when nobody answers
-    within Dask's connect timeout (``distributed.comm.timeouts.connect``)."""
-    timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
+    within ``timeout`` s (default Dask's connect timeout, ``distributed.comm.timeouts.connect``)."""
+    if timeout is None:
+        timeout = parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s")
     try:
         with Client(address, timeout=timeout, set_as_default=False):
             pass
@@ -46,6 +47,22 @@ def check_scheduler(address: str) -> None:
         raise FvcError(f"cannot reach the Dask scheduler at {address} within {timeout:g} s "
                        f"(dask_address: --dask-address, FVC_DASK_ADDRESS or the --config file; "
                        f"start the scheduler or fix the address): {why[:160]}") from None
+
+
+def scheduler_lost(address: str | None, exc: BaseException) -> FvcError | None:
+    """When a stage failed with ``exc`` because the scheduler at ``address`` went away, the error
+    to show instead (naming the address, saying how to resume); ``None`` when it is still there
+    (the failure is something else) or the cluster was this run's own."""
+    if not address or isinstance(exc, FvcError):
+        return None
+    try:
+        check_scheduler(address, timeout=3.0)
+    except FvcError:
+        why = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
+        return FvcError(f"lost the Dask scheduler at {address} during the stage ({why}); the videos "
+                        "finished so far are cached: start a scheduler and its workers (or drop "
+                        "--dask-address for a local cluster) and rerun, only what is missing is computed")
+    return None
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ half-written file read."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -193,15 +194,16 @@ def test_a_worker_killed_mid_flow_the_flow_completes(prefect_server, corpus, ref
     assert_lake_sound(settings.home)
 
 
-def start_run(corpus: Path, home: Path, tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
+def start_run(corpus: Path, home: Path, tmp_path: Path, name: str, *extra: str,
+              **env_extra: str) -> tuple[subprocess.Popen, Path]:
     """``fvc run`` of ingest + stage 2 in its own session, against the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(tmp_path / "prefect"),
-               PREFECT_LOGGING_LEVEL="WARNING")
+               PREFECT_LOGGING_LEVEL="WARNING", **env_extra)
     cmd = [sys.executable, "-m", "fvcflow", "--home", str(home), "run", "--corpus", "folder",
            "--root", str(corpus), "--labels", str(corpus / "labels.csv"), "--stages", "ingest,features",
-           "--workers", "2"]
+           "--workers", "2", *extra]
     log = tmp_path / f"{name}.log"
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -263,6 +265,65 @@ def test_sigterm_stops_cleanly_a_second_ctrl_c_forces_and_the_rerun_matches(pref
     before = cache_files(home)
     assert len(before) < N_VIDEOS
     state = fvc(config=corpus_settings(corpus, home), return_state=True)   # its plan sweeps the leftovers
+    assert state.is_completed(), state.message
+    features = {r["stage"]: r for r in state.result()}["features"]
+    assert (features["cached"], features["done"]) == (len(before), N_VIDEOS - len(before))
+    assert {p: cache_files(home)[p] for p in before} == before
+    assert_frame_equal(feature_table(lake.stage2), reference["stage2"])
+    assert_lake_sound(home)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_dask_scheduler_killed_mid_stage_is_named_and_a_new_one_computes_only_the_rest(
+        prefect_server, corpus, reference, tmp_path):
+    home = tmp_path / "fvc-data"
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    quick = dict(DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="5s")   # the client gives up reconnecting soon
+    port = address.rsplit(":", 1)[1]
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                  "--host", "127.0.0.1", "--port", port, "--no-dashboard"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    workers = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                                "--nworkers", "2", "--nthreads", "1", "--no-dashboard",
+                                "--death-timeout", "10"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                               env=dict(os.environ, **quick))
+    try:
+        proc, log = start_run(corpus, home, tmp_path, "lost-scheduler", "--dask-address", address, **quick)
+        wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+        scheduler.kill()
+        proc.wait(180)
+    finally:
+        for p in (scheduler, workers):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert proc.returncode == 2, text[-3000:]
+    assert f"error: lost the Dask scheduler at {address}" in text, text[-3000:]
+    assert text.count("lost the Dask scheduler") == 1, text[-3000:]
+    lake = Settings(home=home).lake()
+    assert not lake.stage2.exists()
+    before = cache_files(home)
+    assert 0 < len(before) < N_VIDEOS
+
+    from fvcflow.flows.pipeline import fvc
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None, silence_logs=50) as cluster:          # the new scheduler
+        state = fvc(config=corpus_settings(corpus, home, dask_address=cluster.scheduler_address),
+                    return_state=True)
     assert state.is_completed(), state.message
     features = {r["stage"]: r for r in state.result()}["features"]
     assert (features["cached"], features["done"]) == (len(before), N_VIDEOS - len(before))

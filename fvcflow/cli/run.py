@@ -14,6 +14,7 @@ from fvcflow import progress
 from fvcflow.cli import add_verbose, flow_layer, load_settings, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import CORPUS_KINDS, STAGES, Settings
+from fvcflow.errors import FvcError
 from fvcflow.interrupt import Stopped, polite_stop
 from fvcflow.stages.specs import SPECS
 from fvcflow.store import sweep_temporary
@@ -79,6 +80,9 @@ def _run(args: argparse.Namespace) -> int:
         return _stopped(settings, stop, where.get("at"), log_file)
     summary = state.result(raise_on_failure=False)
     display.print_summary()
+    if isinstance(summary, FvcError):                # a full disk, a lost scheduler ...: one line
+        print(f"error: {summary}; log: {log_file}", file=sys.stderr)
+        return 2
     if not state.is_completed():
         print(f"flow run ended {state.name}: {state.message or summary}; log: {log_file}")
         return 1
