@@ -1,4 +1,4 @@
-"""The deployments of flow ``fvc``: ``fvc/full``, one per stage, and ``fvc/demo``.
+"""The deployments of flow ``fvc``: ``fvc/full``, one per stage, ``fvc/train-deep`` and ``fvc/demo``.
 
 Deployments are configuration: a name, the stages it runs and default parameters taken from the
 settings sources (TOML file, ``FVC_*`` environment) when the deployments are served.
@@ -34,6 +34,7 @@ DEPLOYMENTS: dict[str, list[str] | None] = {
     "full": None,
     "demo": None,
     **{stage.replace("_", "-"): [stage] for stage in STAGES},
+    "train-deep": ["train"],
 }
 ENTRYPOINT = "flows/pipeline.py:fvc"
 WORK_POOL = "fvc-process"
@@ -45,12 +46,16 @@ def overrides(name: str) -> dict:
     out: dict = {"stages": DEPLOYMENTS[name] or list(STAGES)}
     if name == "demo":
         out["corpus"] = {"kind": "demo", "root": None, "labels": None}
+    if name == "train-deep":     # the deep models only, on the lake's existing splits
+        out["train"] = {"kinds": ["torch_video"], "reuse_splits": True}
     return out
 
 
 def description(name: str) -> str:
     stages = DEPLOYMENTS[name]
     what = "every stage" if stages is None else ", ".join(stages)
+    if name == "train-deep":
+        what = "train the deep video models (train.models among them) on the existing splits"
     return f"fvcflow: {what}" + (" on the built-in demo corpus" if name == "demo" else "")
 
 

@@ -153,7 +153,7 @@ def test_a_killed_run_resumes_without_recomputing_finished_clips(lake, tmp_path)
 def test_two_cpu_runs_give_equal_predictions_and_folds_come_from_the_splits(lake):
     cfg = tiny_deep_config("naive_3dcnn", epochs=2)
     spec = get_model_spec("naive_3dcnn")
-    a = cross_validate_video(lake, spec, cfg)
+    a = cross_validate_video(lake, spec, cfg)        # no resume cache: both runs train
     b = cross_validate_video(lake, spec, cfg)
     assert a.predictions.equals(b.predictions)
     assert a.oof_metrics == b.oof_metrics
@@ -165,6 +165,22 @@ def test_two_cpu_runs_give_equal_predictions_and_folds_come_from_the_splits(lake
     assert sorted(test["video_id"]) == sorted(splits.filter(pl.col("is_test"))["video_id"])
     assert all(1 <= len(h) <= 2 for h in a.fold_history)
     assert a.tags["fvc.weights"] == "random" and a.tags["fvc.device"] == "cpu"
+
+
+def test_a_killed_training_resumes_from_its_finished_fits(lake, monkeypatch):
+    from fvcflow.deep import loop
+
+    cfg = tiny_deep_config("naive_3dcnn", epochs=1)
+    spec = get_model_spec("naive_3dcnn")
+    store = loop.resume_cache(lake, spec, cfg)
+    store.clear()
+    first = cross_validate_video(lake, spec, cfg, resume=True)
+    assert store.names() == ["final", "fold0", "fold1"]
+    monkeypatch.setattr(loop.Trainer, "fit", lambda *a, **k: pytest.fail("refitted a stored fit"))
+    again = cross_validate_video(lake, spec, cfg, resume=True)          # every fit restored
+    assert again.predictions.equals(first.predictions) and again.fold_history == first.fold_history
+    store.clear()
+    assert store.names() == []
 
 
 def test_weights_from_a_local_file_and_bad_settings(lake, tmp_path):

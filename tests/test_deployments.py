@@ -15,13 +15,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_served_deployments_cover_full_demo_and_every_stage(tmp_path):
     deps = {d.name: d for d in build(Settings(home=tmp_path))}
-    assert set(deps) == {"full", "demo", *(s.replace("_", "-") for s in STAGES)} == set(DEPLOYMENTS)
+    stages = {s.replace("_", "-") for s in STAGES}
+    assert set(deps) == {"full", "demo", "train-deep", *stages} == set(DEPLOYMENTS)
     for name, dep in deps.items():
         assert dep.flow_name == "fvc"
         cfg = Settings.validate_dict(dep.parameters["config"])  # the parameters validate
         assert cfg.home == tmp_path
-        expected = list(STAGES) if name in ("full", "demo") else [name.replace("-", "_")]
+        expected = (list(STAGES) if name in ("full", "demo") else ["train"] if name == "train-deep"
+                    else [name.replace("-", "_")])
         assert cfg.stages == expected
+    deep = Settings.validate_dict(deps["train-deep"].parameters["config"]).train
+    assert deep.kinds == ["torch_video"] and deep.reuse_splits
     assert Settings.validate_dict(deps["demo"].parameters["config"]).corpus.kind == "demo"
 
 

@@ -150,6 +150,47 @@ def test_train_stage_through_the_flow(run):
     assert board and board[0].type == "markdown" and row["best"] in board[0].data
 
 
+def test_deep_models_train_through_the_flow_beside_a_tabular_one(run):
+    """Two deep models as gpu-tagged tasks under the global limit `gpu` (CPU here), one tabular."""
+    settings, _ = run
+    lake = settings.lake()
+    models = "logreg_s2,naive_3dcnn,variable_aspect_cnn"
+    clip = {"frames": 4, "clips": 2, "size": 32}
+    deep = {"device": "cpu", "epochs": 2, "patience": 1, "batch_size": 4, "workers": 0, "lr": 1e-3,
+            "clip": {"naive_3dcnn": clip, "variable_aspect_cnn": {**clip, "size": None}}}
+    train = TrainConfig(folds=2, inner_folds=2, test_size=0.0, models=models, deep=deep, register_best=False)
+    state = fvc(config=settings.model_copy(update={"stages": ["train"], "train": train}), return_state=True)
+    assert state.is_completed(), state.message
+    preds = pl.read_parquet(lake.predictions)
+    assert set(preds["model"]) == set(models.split(","))
+    splits = pl.read_parquet(lake.splits)
+    scaled = pl.read_parquet(lake.stage3)["video_id"]
+    originals = splits.filter((pl.col("variant") == "original") & pl.col("video_id").is_in(scaled.to_list()))
+    for name in ("naive_3dcnn", "variable_aspect_cnn"):   # every out-of-fold original, in its own fold
+        oof = preds.filter((pl.col("model") == name) & (pl.col("split") == "oof")).join(
+            splits, on="video_id", suffix="_s")
+        assert sorted(oof["video_id"]) == sorted(originals["video_id"])
+        assert (oof["fold"] == oof["fold_s"]).all()
+    client = mlflow.MlflowClient(tracking_uri=lake.mlflow_uri)
+    exp = client.get_experiment_by_name(train.experiment)
+    runs = client.search_runs([exp.experiment_id], "tags.`fvc.kind` = 'torch_video'", max_results=50)
+    parents = [r for r in runs if r.data.tags["fvc.role"] == "model"]
+    assert sorted(r.data.tags["fvc.model"] for r in parents)[-2:] == ["naive_3dcnn", "variable_aspect_cnn"]
+    fold_run = next(r for r in runs if r.data.tags["fvc.role"] == "fold")
+    assert client.get_metric_history(fold_run.info.run_id, "val_loss")
+    assert client.list_artifacts(fold_run.info.run_id, "checkpoints")
+    with get_client(sync_client=True) as prefect_client:
+        key = ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"]))
+        board = prefect_client.read_artifacts(artifact_filter=key)
+        limit = prefect_client.read_global_concurrency_limit_by_name("gpu")
+        tasks = prefect_client.read_task_runs()
+    latest = max(board, key=lambda a: a.created)
+    assert all(f"| {m} |" in latest.data for m in models.split(","))    # deep and tabular side by side
+    assert limit.limit >= 1
+    deep_tasks = [t for t in tasks if t.name.startswith("train-deep-model")]
+    assert len(deep_tasks) >= 2 and all("gpu" in t.tags for t in deep_tasks)
+
+
 def test_a_video_that_breaks_mid_run_is_recorded_and_the_run_completes(run, tmp_path):
     settings, _ = run
     lake = settings.lake()

@@ -14,6 +14,7 @@ equal metrics.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
@@ -37,6 +38,7 @@ from fvcflow.models import ModelSpec
 from fvcflow.models.grouped import grouped_holdout
 from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
 from fvcflow.store import Lake, failure_row, read_parquet, record_failures
+from fvcflow.training.checkpoint import FoldCache, table_digest
 from fvcflow.training.config import DeepConfig, TrainConfig
 from fvcflow.training.metrics import binary_metrics
 from fvcflow.training.results import ModelResult, make_result
@@ -186,7 +188,8 @@ class Trainer:
         model.load_state_dict(best_state)
         ckpt = workdir / f"{tag}_best.pt"
         torch.save({"state_dict": best_state, "model": self.spec.name, "clip": self.clip.as_dict(),
-                    "params": self.params, "epoch": best_epoch, "val_loss": best}, ckpt)
+                    "params": self.params, "best_epoch": best_epoch, "val_loss": best,
+                    "history": history}, ckpt)
         return Fit(model, history, best_epoch, ckpt)
 
     def predict(self, model: nn.Module, rows: pl.DataFrame) -> np.ndarray:
@@ -230,8 +233,42 @@ def _pred_frame(rows: pl.DataFrame, p: np.ndarray, fold: int | None, split: str)
                          "split": split, "prob_fake": p.astype(float)})
 
 
-def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig) -> ModelResult:
-    """Every outer fold, the test set and the deployable refit of deep model ``spec``."""
+def _fit_or_restore(trainer: Trainer, resume: FoldCache | None, tag: str, fit_rows: pl.DataFrame,
+                    val_rows: pl.DataFrame, *, seed: int, workdir: Path) -> Fit:
+    """``trainer.fit``, or the fit stored in ``resume`` under ``tag`` by a run that was killed later."""
+    stored = resume.load_bytes(tag) if resume is not None else None
+    if stored is not None:
+        state = torch.load(io.BytesIO(stored), map_location="cpu", weights_only=True)
+        module = build_video_model(trainer.spec.name, clip=trainer.clip, seed=seed, **trainer.params)
+        module.load_state_dict(state["state_dict"])
+        ckpt = workdir / f"{tag}_best.pt"
+        ckpt.write_bytes(stored)
+        log.info("%s %s: restored from the resume cache", trainer.spec.name, tag)
+        return Fit(module.to(trainer.device), state["history"], int(state["best_epoch"]), ckpt)
+    fit = trainer.fit(fit_rows, val_rows, seed=seed, workdir=workdir, tag=tag)
+    if resume is not None:
+        resume.save_bytes(tag, fit.checkpoint.read_bytes())
+    return fit
+
+
+def resume_cache(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
+                 rows: pl.DataFrame | None = None) -> FoldCache:
+    """The :class:`FoldCache` of deep model ``spec`` for these settings and these videos."""
+    rows = video_rows(lake, cfg) if rows is None else rows
+    return FoldCache.for_model(lake, spec.name, cfg, data=table_digest(
+        rows["video_id"], rows["content_hash"], rows["label"], rows["fold"].fill_null(-1), rows["is_test"],
+        rows["variant"]))
+
+
+def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
+                         resume: bool = False) -> ModelResult:
+    """Every outer fold, the test set and the deployable refit of deep model ``spec``.
+
+    With ``resume``, each finished fit (fold, final: its best checkpoint, history and best epoch)
+    is kept in :func:`resume_cache` and restored instead of refitted by a rerun with the same
+    settings and videos: a killed training resumes from its last finished fit. The trainer
+    clears the cache once the result is logged.
+    """
     deep = cfg.deep
     start = time.perf_counter()
     device = choose_device(deep.device)
@@ -245,6 +282,7 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig) -> Model
     cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
     rows = prepare_sources(lake, video_rows(lake, cfg), clip, cache)
     trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device)
+    store = resume_cache(lake, spec, cfg, rows) if resume else None
     lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=lake.cache_dir("checkpoints")))
     train_all = rows.filter(~pl.col("is_test"))
@@ -253,7 +291,8 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig) -> Model
     for k in folds:
         fit_rows, val_rows = validation_split(train_all.filter(pl.col("fold") != k), deep.val_fraction,
                                               cfg.seed + k)
-        fit = trainer.fit(fit_rows, val_rows, seed=cfg.seed + k, workdir=workdir, tag=f"fold{k}")
+        fit = _fit_or_restore(trainer, store, f"fold{k}", fit_rows, val_rows, seed=cfg.seed + k,
+                              workdir=workdir)
         held = train_all.filter((pl.col("fold") == k) & (pl.col("variant") == "original"))
         p = trainer.predict(fit.module, held)
         preds.append(_pred_frame(held, p, k, "oof"))
@@ -263,7 +302,8 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig) -> Model
         history.append(fit.history)
         artifacts.append({"checkpoints": fit.checkpoint})
     fit_rows, val_rows = validation_split(train_all, deep.val_fraction, cfg.seed + len(folds))
-    final = trainer.fit(fit_rows, val_rows, seed=cfg.seed + len(folds), workdir=workdir, tag="final")
+    final = _fit_or_restore(trainer, store, "final", fit_rows, val_rows, seed=cfg.seed + len(folds),
+                            workdir=workdir)
     test = rows.filter(pl.col("is_test") & (pl.col("variant") == "original"))
     if test.height:
         preds.append(_pred_frame(test, trainer.predict(final.module, test), None, "test"))

@@ -79,6 +79,8 @@ class TrainConfig(BaseModel):
                                      description="MLflow tracking URI; default the work dir's SQLite store")
     reuse_splits: bool = Field(False, description="train on the lake's existing stage5/splits.parquet "
                                                   "(fvc/train-deep) instead of remaking it")
+    kinds: list[str] | None = Field(None, description="train only models of these kinds (fvc/train-deep: "
+                                                      "['torch_video']); a kind named here is matched by '*'")
     deep: DeepConfig = Field(default_factory=DeepConfig)
 
     @field_validator("models")

@@ -13,7 +13,7 @@ from typing import Sequence
 import polars as pl
 
 from fvcflow.errors import FvcError
-from fvcflow.models import get_model_spec, list_models
+from fvcflow.models import KINDS, get_model_spec, list_models
 from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training import evidence, report
@@ -94,13 +94,19 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
 def select_models(lake: Lake, cfg: TrainConfig) -> tuple[list[str], dict[str, str]]:
     """Registered models matching ``cfg.models`` that this lake can train, and the skipped ones (why)."""
     names = list_models(cfg.models)
+    if cfg.kinds is not None:
+        unknown = sorted(set(cfg.kinds) - set(KINDS))
+        if unknown:
+            raise FvcError(f"setting 'train.kinds': unknown kinds {', '.join(unknown)}; "
+                           f"known: {', '.join(KINDS)}")
+        names = [n for n in names if get_model_spec(n).kind in cfg.kinds]
     if not names:
         raise FvcError(f"no registered model matches {cfg.models!r}; registered: {', '.join(list_models())}")
     named = set(list_models(",".join(p for p in cfg.patterns() if p != "*") or "-"))
     chosen, skipped, opt_in = [], {}, []
     for name in names:
         spec = get_model_spec(name)
-        if not spec.kind_spec.by_default and name not in named:
+        if not spec.kind_spec.by_default and name not in named and spec.kind not in (cfg.kinds or ()):
             opt_in.append(name)       # deep models train only when a pattern names them
         elif spec.feature_set and (why := missing_for(lake, spec.feature_set)):
             skipped[name] = why

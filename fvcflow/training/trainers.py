@@ -85,6 +85,8 @@ def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
 def train_torch_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
                       bases: Sequence[ModelResult] = ()) -> ModelResult:
     """Train one deep video model on clips of the stage 3 videos, every fold, and track it."""
-    from fvcflow.deep.loop import cross_validate_video  # torch is imported only for deep models
+    from fvcflow.deep.loop import cross_validate_video, resume_cache  # torch only for deep models
 
-    return tracking.log_result(lake, cfg, cross_validate_video(lake, spec, cfg))
+    result = tracking.log_result(lake, cfg, cross_validate_video(lake, spec, cfg, resume=True))
+    resume_cache(lake, spec, cfg).clear()          # logged: a rerun trains afresh
+    return result

@@ -1,0 +1,154 @@
+"""Deep video models: training and inference clips/s of every registered torch model, side by side.
+
+CPU part (always): every ``torch_video`` model at its registered architecture on tiny clips
+(8 x 64 x 64, batch 4, random weights): training clips/s (forward, backward, AdamW step) and
+inference clips/s (``no_grad``, eval mode), and the process's peak RSS after each model.
+
+GPU part (only when CUDA is present): ``r2plus1d_18`` at 16 x 112 x 112, bf16 autocast, batch 32:
+training clips/s fed by the real cached-clip DataLoader (``fvcflow.deep.data``, worker processes,
+pinned memory) against the same loop on clips already in GPU memory; the ratio must be >= 0.85
+(loading does not starve the GPU). Peak GPU memory is printed. A few minutes at most.
+
+    python -m benchmarks.deep [--models PATTERN] [--steps N] [--gpu-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from fvcflow.models import list_models
+from fvcflow.models.torch_common import build_video_model, clip_spec
+
+
+def _rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_rates(name: str, steps: int, batch: int = 4) -> tuple[float, float]:
+    """(training clips/s, inference clips/s) of model ``name`` on 8 x 64 x 64 clips."""
+    clip = clip_spec(name, {"frames": 8, "size": None if clip_spec(name).size is None else 64})
+    model = build_video_model(name, clip=clip)
+    x = torch.randn(batch, 3, 8, 64, 64)
+    y = torch.tensor([i % 2 for i in range(batch)], dtype=torch.float32)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+
+    def train_step():
+        loss = F.binary_cross_entropy_with_logits(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    model.train()
+    train_step()                                           # warm-up (allocations, first-call paths)
+    start = time.perf_counter()
+    for _ in range(steps):
+        train_step()
+    train = steps * batch / (time.perf_counter() - start)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+        start = time.perf_counter()
+        for _ in range(steps):
+            model(x)
+    infer = steps * batch / (time.perf_counter() - start)
+    return train, infer
+
+
+def gpu_ratio(steps: int, batch: int = 32, workers: int = 8) -> None:
+    """r2plus1d_18, 16 x 112 x 112, bf16: DataLoader-fed vs in-GPU-memory training clips/s."""
+    from fvcflow.deep.clips import ClipCache, ClipSource
+    from fvcflow.deep.data import ClipDataset, make_loader
+    from fvcflow.video import VideoWriter
+
+    device = torch.device("cuda")
+    torch.backends.cudnn.benchmark = True
+    clip = clip_spec("r2plus1d_18", {"frames": 16, "clips": 4, "size": 112})
+    with tempfile.TemporaryDirectory(prefix="fvc-bench-deep-") as tmp:
+        rng = np.random.default_rng(0)
+        sources = []
+        for i in range(64):                                # 64 letterboxed 256 px videos, 3 s at 25 fps
+            path = Path(tmp) / f"v{i}.mp4"
+            with VideoWriter(path, 256, 256, 25.0) as w:
+                w.write(rng.integers(0, 255, (75, 256, 256, 3), dtype=np.uint8))
+            sources.append(ClipSource(f"v{i}", str(path), f"h{i}", 75))
+        cache = ClipCache(Path(tmp) / "clips")
+        ds = ClipDataset(sources, [i % 2 for i in range(64)], clip, cache, train=True).prepare()
+        loader = make_loader(ds, batch_size=batch, shuffle=True, workers=workers, pin_memory=True)
+        model = build_video_model("r2plus1d_18", clip=clip).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
+
+        def step(x, y):
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = F.binary_cross_entropy_with_logits(model(x).float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def from_loader(n: int) -> float:
+            done, epoch, start = 0, 0, None
+            while done < n:
+                loader.sampler.set_epoch(epoch)
+                for x, y, _ in loader:
+                    step(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                    if start is None:                      # the first batch warms up
+                        torch.cuda.synchronize()
+                        start = time.perf_counter()
+                        continue
+                    done += 1
+                    if done == n:
+                        break
+                epoch += 1
+            torch.cuda.synchronize()
+            return n * batch / (time.perf_counter() - start)
+
+        def in_memory(n: int) -> float:
+            x = torch.randn(batch, 3, 16, 112, 112, device=device)
+            y = (torch.arange(batch, device=device) % 2).float()
+            step(x, y)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(n):
+                step(x, y)
+            torch.cuda.synchronize()
+            return n * batch / (time.perf_counter() - start)
+
+        torch.cuda.reset_peak_memory_stats()
+        fed, resident = from_loader(steps), in_memory(steps)
+        print(f"GPU {torch.cuda.get_device_name(0)}: r2plus1d_18 16x112x112 bf16 batch {batch}: "
+              f"DataLoader {fed:.1f} clips/s ({workers} workers) vs in GPU memory {resident:.1f} clips/s: "
+              f"ratio {fed / resident:.2f} (target >= 0.85); peak GPU memory "
+              f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="*", help="fnmatch patterns over the torch_video models")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per model (CPU)")
+    ap.add_argument("--gpu-steps", type=int, default=40, help="timed steps of each GPU loop")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    names = list_models(args.models, kind="torch_video")
+    print(f"CPU ({torch.get_num_threads()} threads), tiny clips 8x64x64, batch 4, random weights; "
+          f"{args.steps} timed steps")
+    print(f"{'model':24s} {'train clips/s':>14s} {'infer clips/s':>14s} {'peak RSS MiB':>13s}")
+    for name in names:
+        train, infer = cpu_rates(name, args.steps)
+        print(f"{name:24s} {train:14.1f} {infer:14.1f} {_rss_mib():13.0f}", flush=True)
+    if torch.cuda.is_available():
+        gpu_ratio(args.gpu_steps)
+    else:
+        print("GPU part: not run (no CUDA device here; no GPU machine was lent to this task)")
+
+
+if __name__ == "__main__":
+    main()
