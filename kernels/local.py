@@ -91,6 +91,7 @@ def _row_filters(p, q, t, col, dyy_row):
     w = q.shape[0]
     two = q.dtype.type(2.0)
     eight = q.dtype.type(8.0)
+    acc = col.dtype.type
     for j in range(1, w - 1):
         p0 = p[j - 1]
         p1 = p[j]
@@ -107,11 +108,11 @@ def _row_filters(p, q, t, col, dyy_row):
         lap = dxx + dyy
         gx = (p2 - p0) + two * (q2 - q0) + (t2 - t0)
         gy = (t0 - p0) + two * (t1 - p1) + (t2 - p2)
-        col[0, j] += r * r
-        col[1, j] += lap
-        col[2, j] += lap * lap
-        col[3, j] += gx * gx + gy * gy
-        col[4, j] += abs(dxx)
+        col[0, j] += acc(r * r)
+        col[1, j] += acc(lap)
+        col[2, j] += acc(lap * lap)
+        col[3, j] += acc(gx * gx + gy * gy)
+        col[4, j] += acc(abs(dxx))
         dyy_row[j] = abs(dyy)
 
 
@@ -124,21 +125,35 @@ def _segment_sum(v, j0, j1):
 
 
 @numba.jit(**JIT)
-def _diffs(row, nxt, colh, colv, xe, w, has_next):
-    """Add |row[x+1] - row[x]| (x < xe) to ``colh`` and |nxt[x] - row[x]| to ``colv``."""
-    for x in range(xe):
-        colh[x] += abs(row[x + 1] - row[x])
-    if has_next:
-        for x in range(w):
-            colv[x] += abs(nxt[x] - row[x])
+def _segment_sum_native(v, j0, j1):
+    """The sum in ``v``'s own type: float32 for the uint8 path, where the values are integers
+    below 511 and a tile row's sum stays below 2^24 (exact)."""
+    s = v.dtype.type(0.0)
+    for j in range(j0, j1):
+        s += v[j]
+    return s
 
 
 @numba.jit(**JIT)
-def _luma_sums(a, b, ring, dyy_row, sums, px, py, hb, vb):
+def _diffs(row, nxt, colh, colv, xe, w, has_next):
+    """Add |row[x+1] - row[x]| (x < xe) to ``colh`` and |nxt[x] - row[x]| to ``colv``."""
+    acc = colh.dtype.type
+    for x in range(xe):
+        colh[x] += acc(abs(row[x + 1] - row[x]))
+    if has_next:
+        for x in range(w):
+            colv[x] += acc(abs(nxt[x] - row[x]))
+
+
+@numba.jit(**JIT)
+def _luma_sums(a, b, ring, dyy_row, col, colh, colv, sums, px, py, hb, vb):
     """Accumulate the raw per-tile sums of the 2-D C-contiguous frame ``a`` (tile ``b`` px).
 
     ``ring`` (3, W) and ``dyy_row`` (W): scratch rows, float32 for uint8 input (exact), else
-    float64. sums[ty, tx]: (count slot, filled by ``_luma_counts``; sum R^2, sum L, sum L^2,
+    float64; ``col`` (5, W), ``colh`` (W), ``colv`` (8, W): zeroed column sums over a band of
+    tiles, int32 for uint8 input (exact integers: a band's column sum of R^2 is at most
+    2040^2 x 256 < 2^31 for tiles up to 256 px), else float64. sums[ty, tx]: (count slot,
+    filled by ``_luma_counts``; sum R^2, sum L, sum L^2,
     sum gx^2 + gy^2) over the filter centres in the tile; px[ty, tx, k] sum |dxx| of tile
     column k, py[ty, tx, k] sum |dyy| of tile row k; hb[ty, tx, p] sum |a[y, x+1] - a[y, x]|
     over x % 8 == p, vb the same vertically. Arrays come zeroed. Per band of tiles the
@@ -149,9 +164,6 @@ def _luma_sums(a, b, ring, dyy_row, sums, px, py, hb, vb):
     ny = h // b
     nx = w // b
     wu = nx * b
-    col = np.zeros((5, w))
-    colh = np.zeros(w)
-    colv = np.zeros((8, w))
     xe = min(wu, w - 1)
     _load(a[0], ring[0])
     if h > 1:
@@ -166,7 +178,7 @@ def _luma_sums(a, b, ring, dyy_row, sums, px, py, hb, vb):
         if 1 <= i <= h - 2 and w >= 3:
             _row_filters(ring[(i - 1) % 3], row, ring[(i + 1) % 3], col, dyy_row)
             for tx in range(nx):
-                py[ty, tx, ky] += _segment_sum(dyy_row, max(tx * b, 1), min(tx * b + b, w - 1))
+                py[ty, tx, ky] += _segment_sum_native(dyy_row, max(tx * b, 1), min(tx * b + b, w - 1))
         if ky == b - 1:                 # end of a band of tiles: fold the column sums in
             for tx in range(nx):
                 x0 = tx * b
@@ -178,9 +190,9 @@ def _luma_sums(a, b, ring, dyy_row, sums, px, py, hb, vb):
                     x = x0 + k
                     px[ty, tx, k] = col[4, x]
                     hb[ty, tx, x % 8] += colh[x]
-            col[:, :] = 0.0
-            colh[:] = 0.0
-            colv[:, :] = 0.0
+            col[:, :] = 0
+            colh[:] = 0
+            colv[:, :] = 0
 
 
 @numba.jit(**JIT)
@@ -712,9 +724,10 @@ def tile_maps_pair(gray: np.ndarray, cb: np.ndarray | None = None, cr: np.ndarra
     px, pxn, py, pyn = (np.zeros((ny, nx, b)) for _ in range(4))
     hb, hbn, vb, vbn = (np.zeros((ny, nx, 8)) for _ in range(4))
     if ny and nx:
-        work_dtype = np.float32 if a.dtype == np.uint8 else np.float64
-        ring = np.zeros((3, w), work_dtype)
-        _luma_sums(a, b, ring, np.zeros(w, work_dtype), sums, px, py, hb, vb)
+        exact = a.dtype == np.uint8 and b <= 256      # integer arithmetic (see _luma_sums)
+        work, acc = (np.float32, np.int32) if exact else (np.float64, np.float64)
+        _luma_sums(a, b, np.zeros((3, w), work), np.zeros(w, work), np.zeros((5, w), acc), np.zeros(w, acc),
+                   np.zeros((8, w), acc), sums, px, py, hb, vb)
         _luma_counts(h, w, b, sums, pxn, pyn, hbn, vbn)
     chroma = [_NO_CHROMA, _NO_CHROMA]
     for k, (p, sy, sx) in enumerate(planes):
