@@ -264,3 +264,33 @@ def test_no_import_error_fallbacks(path):
             # only an optional extra may be caught, and only to raise a clear error naming it
             raises = any(isinstance(n, ast.Raise) for n in ast.walk(node))
             assert raises, f"{path}:{node.lineno} hides a missing import"
+
+
+# ---------------------------------------------------------------- pyproject.toml
+
+def _requirement(text: str) -> set[str]:
+    """``dask[distributed]>=2024.8`` -> {"dask", "distributed"}: the distributions it brings."""
+    name, _, rest = text.partition("[")
+    name = name.split(">")[0].split("<")[0].split("=")[0].split(";")[0].strip()
+    extras = rest.split("]")[0].split(",") if rest else []
+    return {n.strip().lower().replace("_", "-") for n in [name, *extras] if n.strip()}
+
+
+def test_pyproject_declares_what_the_library_imports_and_dev_holds_the_rest():
+    """Every third-party module fvcflow, kernels and flows import comes from a declared runtime
+    dependency (or an optional extra); the dev extra's packages are not imported by them."""
+    import tomllib
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = set().union(*map(_requirement, project["dependencies"]))
+    extras = {k: set().union(*map(_requirement, v)) for k, v in project["optional-dependencies"].items()}
+    optional = set().union(*(v for k, v in extras.items() if k != "dev"))
+    owners = {m: {d.lower().replace("_", "-") for d in ds} for m, ds in packages_distributions().items()}
+    mods = module_files(ROOT)
+    imported = {name.split(".")[0] for module, path in mods.items() for _, name in imports(path, module)}
+    imported -= STDLIB | {"fvcflow", "?"}
+    undeclared = {m: owners.get(m) for m in imported if not owners.get(m, set()) & (runtime | optional)}
+    assert not undeclared, undeclared
+    dev_only = extras["dev"] - runtime - optional
+    assert not {m for m in imported if owners.get(m, set()) & dev_only}, dev_only
