@@ -9,7 +9,7 @@ training clips/s fed by the real cached-clip DataLoader (``fvcflow.deep.data``, 
 pinned memory) against the same loop on clips already in GPU memory; the ratio must be >= 0.85
 (loading does not starve the GPU). Peak GPU memory is printed. A few minutes at most.
 
-    python -m benchmarks.deep [--models PATTERN] [--steps N] [--gpu-steps N]
+    python -m benchmarks.deep [--models PATTERN] [--steps N] [--tiny] [--gpu-steps N]
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from fvcflow.models import list_models
+from fvcflow.models import get_model_spec, list_models
 from fvcflow.models.torch_common import build_video_model, clip_spec
 
 
@@ -32,10 +32,12 @@ def _rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_rates(name: str, steps: int, batch: int = 4) -> tuple[float, float]:
-    """(training clips/s, inference clips/s) of model ``name`` on 8 x 64 x 64 clips."""
+def cpu_rates(name: str, steps: int, batch: int = 4, tiny: bool = False) -> tuple[float, float]:
+    """(training clips/s, inference clips/s) of model ``name`` on 8 x 64 x 64 clips (``tiny``: the
+    architecture shrunk by its registered tiny keywords)."""
     clip = clip_spec(name, {"frames": 8, "size": None if clip_spec(name).size is None else 64})
-    model = build_video_model(name, clip=clip)
+    params = get_model_spec(name).extra.get("tiny", {}).get("params", {}) if tiny else {}
+    model = build_video_model(name, clip=clip, **params)
     x = torch.randn(batch, 3, 8, 64, 64)
     y = torch.tensor([i % 2 for i in range(batch)], dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
@@ -134,15 +136,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="timed steps per model (CPU)")
     ap.add_argument("--gpu-steps", type=int, default=40, help="timed steps of each GPU loop")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--tiny", action="store_true", help="shrink the architectures (registered tiny keywords)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     names = list_models(args.models, kind="torch_video")
-    print(f"CPU ({torch.get_num_threads()} threads), tiny clips 8x64x64, batch 4, random weights; "
-          f"{args.steps} timed steps")
+    print(f"CPU ({torch.get_num_threads()} threads), tiny clips 8x64x64, batch 4, random weights, "
+          f"{'tiny' if args.tiny else 'registered'} architectures; {args.steps} timed steps")
     print(f"{'model':24s} {'train clips/s':>14s} {'infer clips/s':>14s} {'peak RSS MiB':>13s}")
     for name in names:
-        train, infer = cpu_rates(name, args.steps)
+        train, infer = cpu_rates(name, args.steps, tiny=args.tiny)
         print(f"{name:24s} {train:14.1f} {infer:14.1f} {_rss_mib():13.0f}", flush=True)
     if torch.cuda.is_available():
         gpu_ratio(args.gpu_steps)

@@ -126,6 +126,20 @@ def test_training_clips_vary_by_epoch_evaluation_clips_do_not(lake, tmp_path):
     assert torch.allclose(x * std + mean, raw.float() / 255, atol=1e-5)   # the model's normalisation
 
 
+def test_worker_processes_give_the_same_batches_as_the_trainer_process(lake, tmp_path):
+    sources = _sources(lake)[:4]
+    cache = ClipCache(tmp_path / "w")
+    ds = ClipDataset(sources, [0, 1, 0, 1], SPEC, cache, train=True, seed=1).prepare()
+    batches = {}
+    for workers in (0, 2):
+        loader = make_loader(ds, batch_size=3, shuffle=True, workers=workers, pin_memory=False, seed=4)
+        loader.sampler.set_epoch(1)
+        batches[workers] = [(x, v) for x, _, v in loader]
+    assert len(batches[0]) == len(batches[2]) == 3
+    for (xa, va), (xb, vb) in zip(batches[0], batches[2]):
+        assert torch.equal(va, vb) and torch.equal(xa, xb)
+
+
 def test_a_killed_run_resumes_without_recomputing_finished_clips(lake, tmp_path):
     root = tmp_path / "clips"
     script = textwrap.dedent(f"""
