@@ -9,7 +9,8 @@ variable-frame-rate video is sampled by frame, not by time. A video shorter than
 (frame ``i`` is frame ``i mod n``; every window is the same); a stream that ends before its
 probe said repeats its last frame.
 
-Decoded clips are cached as ``uint8[K, W, h, w, 3]`` ``.npy`` files under
+Decoded clips are cached as ``uint8[K, W, h, w, C]`` ``.npy`` files (``C`` = 3, or 5 for an
+``"rgb+flow"`` spec: the encoded optical flow of :mod:`fvcflow.deep.flow` as channels 4-5) under
 ``<work dir>/cache/clips/``, one per video and clip configuration, named by
 ``cache_key(content hash, "clips", config)``: the second epoch, the second fold and the second
 model with the same clip configuration decode nothing, and a killed run keeps every file it
@@ -27,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from fvcflow.deep.flow import flow_config, with_flow
 from fvcflow.models.torch_common import ClipSpec
 from fvcflow.store import atomic_path, cache_key
 from fvcflow.video import read_rgb
@@ -87,7 +89,8 @@ def cache_config(spec: ClipSpec) -> dict:
     """What makes two clip arrays of one video differ (normalisation is applied later)."""
     return {"frames": spec.frames, "clips": spec.clips, "stride": spec.stride, "size": spec.size,
             "jitter": jitter(spec), "side": VARIABLE_SIDE if spec.size is None else None,
-            "v": CLIP_CACHE_VERSION}
+            "v": CLIP_CACHE_VERSION,
+            **({"flow": flow_config(spec.flow)} if spec.channels == "rgb+flow" else {})}
 
 
 def _transform(spec: ClipSpec, source: ClipSource):
@@ -120,7 +123,10 @@ def decode_clips(source: ClipSource, spec: ClipSpec) -> np.ndarray:
     idx = window_indices(source.n_frames, spec)
     wanted = np.unique(idx)
     frames, _ = read_rgb(source.path, wanted, transform=_transform(spec, source))
-    return frames[np.searchsorted(wanted, idx)]
+    windows = frames[np.searchsorted(wanted, idx)]
+    if spec.channels == "rgb+flow":     # two-stream models: RGB then the encoded flow (dx, dy)
+        windows = with_flow(windows, spec.flow)
+    return windows
 
 
 class ClipCache:

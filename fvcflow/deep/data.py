@@ -72,6 +72,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flip and random resized crop (80-100% of the area), same for every frame."""
     if torch.rand(1, generator=gen).item() < 0.5:
         x = x.flip(-1)
+        if x.shape[0] == 5:     # a mirrored flow field points the other way: dx code 128 + d -> 128 - d
+            x[3] = 256.0 / 255.0 - x[3]
     _, t, h, w = x.shape
     area = 0.8 + 0.2 * torch.rand(1, generator=gen).item()
     ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
@@ -84,10 +86,13 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def normalise(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
-    """``(x - mean) / std`` per RGB channel of a ``[C, T, H, W]`` clip in ``[0, 1]``."""
+    """``(x - mean) / std`` per RGB channel of a ``[C, T, H, W]`` clip in ``[0, 1]``; flow channels
+    (``rgb+flow`` clips) are decoded to units of ``fvcflow.deep.flow.FLOW_BOUND`` pixels."""
     mean = torch.tensor(spec.mean, dtype=x.dtype).view(3, 1, 1, 1)
     std = torch.tensor(spec.std, dtype=x.dtype).view(3, 1, 1, 1)
     x[:3] = (x[:3] - mean) / std
+    if x.shape[0] == 5:     # flow channels: uint8 code / 255 -> units of FLOW_BOUND pixels, [-1, 1]
+        x[3:] = (x[3:] * 255.0 - 128.0) / 127.0
     return x
 
 

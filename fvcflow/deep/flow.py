@@ -142,3 +142,36 @@ def flow_method(name: str = "farneback", weights: str | None = None, *, device: 
     if name == "raft_small":
         return RaftSmall(weights, device=device)
     raise FvcError(f"setting 'train.deep.flow': must be farneback or raft_small (got {name!r})")
+
+
+_METHODS: dict[str, Any] = {}
+
+
+def spec_flow_method(flow: str):
+    """The method a :class:`~fvcflow.models.torch_common.ClipSpec`'s ``flow`` names (built once).
+
+    ``"farneback"``, or ``"raft_small=PATH"`` (RAFT-small from the local checkpoint PATH, on CUDA
+    when present).
+    """
+    if flow not in _METHODS:
+        name, _, path = flow.partition("=")
+        if name == "raft_small":
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            if not Path(path).is_file():
+                raise FvcError(f"setting 'train.deep.clip.*.flow': RAFT checkpoint {path} is not a file")
+            _METHODS[flow] = RaftSmall(path, device=device, setting="train.deep.clip.*.flow")
+        else:
+            _METHODS[flow] = flow_method(name)
+    return _METHODS[flow]
+
+
+def flow_config(flow: str) -> dict[str, Any]:
+    """What makes two flow computations differ (part of the clip cache key)."""
+    return spec_flow_method(flow).config()
+
+
+def with_flow(windows: np.ndarray, flow: str) -> np.ndarray:
+    """``uint8[K, W, h, w, 5]``: RGB windows and their encoded flow (``dx``, ``dy``) as channels 4-5."""
+    return np.concatenate([windows, flow_windows(windows, spec_flow_method(flow))], axis=-1)

@@ -45,7 +45,9 @@ class ClipSpec:
     ``frames`` (T) consecutive frames taken every ``stride`` frames, ``clips`` (K) such clips
     spaced evenly over the video, resized to ``size`` x ``size`` (``size=None``: frames keep
     their own aspect, for the variable-aspect model). ``channels`` is ``"rgb"`` (3) or
-    ``"rgb+flow"`` (5: RGB then optical flow dx, dy).
+    ``"rgb+flow"`` (5: RGB then optical flow dx, dy). ``flow`` says how the flow of an
+    ``"rgb+flow"`` clip is computed (:mod:`fvcflow.deep.flow`): ``"farneback"`` (OpenCV, CPU) or
+    ``"raft_small=PATH"`` (torchvision RAFT-small from the local checkpoint PATH).
     """
 
     frames: int = 16
@@ -55,6 +57,7 @@ class ClipSpec:
     mean: tuple[float, float, float] = KINETICS_MEAN
     std: tuple[float, float, float] = KINETICS_STD
     channels: str = "rgb"
+    flow: str = "farneback"
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.clips < 1 or self.stride < 1:
@@ -63,6 +66,8 @@ class ClipSpec:
             raise ValueError(f"ClipSpec: size must be >= 8 or None, got {self.size}")
         if self.channels not in ("rgb", "rgb+flow"):
             raise ValueError(f"ClipSpec: channels must be 'rgb' or 'rgb+flow', got {self.channels!r}")
+        if self.flow != "farneback" and not self.flow.startswith("raft_small="):
+            raise ValueError(f"ClipSpec: flow must be 'farneback' or 'raft_small=PATH', got {self.flow!r}")
 
     @property
     def n_channels(self) -> int:
@@ -171,7 +176,7 @@ def clip_spec(name: str, overrides: Mapping[str, Any] | None = None) -> ClipSpec
     unknown = sorted(set(overrides) - {f.name for f in fields(ClipSpec)})
     if unknown:
         raise FvcError(f"setting 'train.deep.clip.{name}': unknown keys {', '.join(unknown)} "
-                       f"(known: frames, clips, stride, size, mean, std, channels)")
+                       f"(known: frames, clips, stride, size, mean, std, channels, flow)")
     for key in ("mean", "std"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])

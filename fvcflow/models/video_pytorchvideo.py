@@ -24,12 +24,15 @@ projection is reported unexpected); ``weights=None`` is random initialisation se
   encoder layer with a CLS token attends over them. Neither pytorchvideo nor torchvision has an
   attention SlowFast; this keeps SlowFast's pathways (and its Kinetics checkpoint) and adds the
   attention where the original pipeline put it, on the fused features.
+- ``two_stream_i3d`` (seed 5u): an I3D-R50 on RGB and another on the clip's optical flow
+  (``ClipSpec(channels="rgb+flow")``: Farneback on the CPU or RAFT-small from a local checkpoint,
+  computed and cached with the clips by :mod:`fvcflow.deep.clips`), fused late.
 - ``mvit_b_16x4`` (seed 5t, "multi-scale SlowFast"): read as the Multiscale Vision Transformer of
   the SlowFast authors (Fan et al., 2021, PySlowFast's successor model), MViT-B 16x4 from
   pytorchvideo's ``create_multiscale_vision_transformers``: its keywords size it directly
   (depth, stage starts, width), where torchvision's ``MViT`` takes a list of per-block configs;
-  torchvision's MViT-V2-S is part 1's ``mvit_v2_s``. Its position tables are fixed at
-  construction, so a clip of another shape is resized to ``frames`` x ``size``.
+  torchvision's MViT-V2-S is part 1's ``mvit_v2_s``. Its position tables are sized to the
+  trainer's clip (``clip``); a clip of another shape is resized to ``frames`` x ``size``.
 
 >>> slow, fast = slowfast_pathways(torch.zeros(2, 3, 8, 32, 32), alpha=4)
 >>> tuple(slow.shape), tuple(fast.shape)
@@ -45,7 +48,7 @@ import torch
 from torch import nn
 
 from fvcflow.models.torch_common import ClipSpec, VideoClassifier, load_local_weights, register_video_model
-from fvcflow.models.video_transformers import fit_clip, seeded_build
+from fvcflow.models.video_transformers import clip_shape, fit_clip, seeded_build
 
 #: pytorchvideo's Kinetics normalisation
 PTV_MEAN = (0.45, 0.45, 0.45)
@@ -166,21 +169,66 @@ def _load(model: VideoClassifier, weights: str | Path | None) -> VideoClassifier
     return model
 
 
-@register_video_model("i3d_r50", clip=_clip(8, 8, 224))
+def _i3d(width: int, depth: int, channels: int, dropout: float) -> PooledNet:
+    from pytorchvideo.models import create_resnet
+
+    net = create_resnet(input_channel=channels, model_depth=depth, stem_dim_out=width,
+                        stem_conv_kernel_size=(5, 7, 7), stage1_pool=nn.MaxPool3d,
+                        stage_conv_a_kernel_size=((3, 1, 1), [(3, 1, 1), (1, 1, 1)],
+                                                  [(3, 1, 1), (1, 1, 1)], [(1, 1, 1), (3, 1, 1)]),
+                        head=None)
+    return PooledNet(net, width * 32, dropout)
+
+
+@register_video_model("i3d_r50", clip=_clip(8, 8, 224), tiny={"params": {"width": 8}})
 def i3d_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, width: int = 64,
             depth: int = 50) -> PooledNet:
     """I3D-R50 (seed 5o): pytorchvideo's inflated ResNet-50, 8 x 224 x 224 clips every 8th frame."""
-    from pytorchvideo.models import create_resnet
+    return _load(seeded_build(seed, lambda: _i3d(width, depth, 3, dropout)), weights)
 
-    def build() -> PooledNet:
-        net = create_resnet(model_depth=depth, stem_dim_out=width, stem_conv_kernel_size=(5, 7, 7),
-                            stage1_pool=nn.MaxPool3d,
-                            stage_conv_a_kernel_size=((3, 1, 1), [(3, 1, 1), (1, 1, 1)],
-                                                      [(3, 1, 1), (1, 1, 1)], [(1, 1, 1), (3, 1, 1)]),
-                            head=None)
-        return PooledNet(net, width * 32, dropout)
 
-    return _load(seeded_build(seed, build), weights)
+class TwoStream(VideoClassifier):
+    """An RGB stream and an optical-flow stream, fused late.
+
+    Each stream pools its own features; the head (dropout, one linear unit) scores their
+    concatenation, which is a learned weighted sum of the two streams' own linear scores: late
+    (score-level) fusion, trained end to end. Input: an ``"rgb+flow"`` clip, channels 1-3 RGB,
+    4-5 the flow (dx, dy in units of ``fvcflow.deep.flow.FLOW_BOUND`` pixels).
+    """
+
+    def __init__(self, rgb: VideoClassifier, flow: VideoClassifier, dropout: float = 0.5):
+        super().__init__(None, rgb.dim + flow.dim, dropout)
+        rgb.head = flow.head = None      # the streams' own heads are unused: the fused head scores
+        self.rgb, self.flow = rgb, flow
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.rgb.features(x[:, :3]), self.flow.features(x[:, 3:5])], dim=1)
+
+
+@register_video_model("two_stream_i3d",
+                      clip=ClipSpec(frames=16, clips=4, stride=2, size=112, mean=PTV_MEAN, std=PTV_STD,
+                                    channels="rgb+flow"),
+                      tiny={"params": {"width": 8}})
+def two_stream_i3d(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
+                   width: int = 64, depth: int = 50) -> TwoStream:
+    """Two-stream I3D-R50 (seed 5u): RGB and optical flow streams, late fusion; 16 x 112 x 112 clips.
+
+    ``weights`` (an ``i3d_r50`` checkpoint) fill both streams; the flow stream's first
+    convolution, which sees 2 channels, starts from the RGB one averaged over its 3 input
+    channels (cross-modality initialisation, as in the temporal segment networks).
+    """
+    model = seeded_build(seed, lambda: TwoStream(_i3d(width, depth, 3, dropout),
+                                                 _i3d(width, depth, 2, dropout), dropout))
+    if weights is not None:
+        load_local_weights(model.rgb.net, weights)
+        load_local_weights(model.flow.net, weights)
+        stem_rgb, stem_flow = model.rgb.net.blocks[0].conv, model.flow.net.blocks[0].conv
+        with torch.no_grad():
+            stem_flow.weight.copy_(stem_rgb.weight.mean(dim=1, keepdim=True).expand_as(stem_flow.weight))
+    return model
+
+
+X3D_TINY = {"params": {"width_factor": 0.5, "depth_factor": 0.5, "head_dim": 32}}
 
 
 def _x3d(seed: int, weights: str | Path | None, dropout: float, width_factor: float, depth_factor: float,
@@ -197,7 +245,7 @@ def _x3d(seed: int, weights: str | Path | None, dropout: float, width_factor: fl
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model("x3d_xs", clip=_clip(4, 12, 160))
+@register_video_model("x3d_xs", clip=_clip(4, 12, 160), tiny=X3D_TINY)
 def x3d_xs(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
            width_factor: float = 2.0, depth_factor: float = 2.2, bottleneck_factor: float = 2.25,
            head_dim: int = 2048) -> X3D:
@@ -205,7 +253,7 @@ def x3d_xs(*, seed: int = 0, weights: str | Path | None = None, dropout: float =
     return _x3d(seed, weights, dropout, width_factor, depth_factor, bottleneck_factor, head_dim)
 
 
-@register_video_model("x3d_s", clip=_clip(13, 6, 160))
+@register_video_model("x3d_s", clip=_clip(13, 6, 160), tiny=X3D_TINY)
 def x3d_s(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
           width_factor: float = 2.0, depth_factor: float = 2.2, bottleneck_factor: float = 2.25,
           head_dim: int = 2048) -> X3D:
@@ -227,7 +275,7 @@ def _slowfast_net(width: int, depth: int, alpha: int, beta_inv: int, pooled: boo
 SLOWFAST_CLIP = _clip(32, 2, 224)
 
 
-@register_video_model("slowfast_r50", clip=SLOWFAST_CLIP)
+@register_video_model("slowfast_r50", clip=SLOWFAST_CLIP, tiny={"params": {"width": 8}})
 def slowfast_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, width: int = 64,
                  depth: int = 50, alpha: int = 4, beta_inv: int = 8) -> SlowFast:
     """SlowFast-R50 8x8 (seed 5r): fast 32 frames every 2nd, slow every 4th of those, 224 x 224."""
@@ -238,7 +286,8 @@ def slowfast_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: f
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model("slowfast_r50_attn", clip=SLOWFAST_CLIP)
+@register_video_model("slowfast_r50_attn", clip=SLOWFAST_CLIP,
+                      tiny={"params": {"width": 8, "dim": 16, "heads": 2}})
 def slowfast_r50_attn(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                       width: int = 64, depth: int = 50, alpha: int = 4, beta_inv: int = 8, dim: int = 512,
                       heads: int = 8) -> SlowFastAttention:
@@ -250,15 +299,20 @@ def slowfast_r50_attn(*, seed: int = 0, weights: str | Path | None = None, dropo
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model("mvit_b_16x4", clip=_clip(16, 4, 224))
-def mvit_b_16x4(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, frames: int = 16,
-                size: int = 224, depth: int = 16, stages: Sequence[int] = (1, 3, 14), embed_dim: int = 96,
-                heads: int = 1, kv_stride: int = 8) -> MViT:
+@register_video_model("mvit_b_16x4", clip=_clip(16, 4, 224),
+                      tiny={"params": {"depth": 2, "stages": (1,), "embed_dim": 16, "kv_stride": 2}})
+def mvit_b_16x4(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
+                clip: ClipSpec | None = None, frames: int | None = None, size: int | None = None,
+                depth: int = 16, stages: Sequence[int] = (1, 3, 14), embed_dim: int = 96, heads: int = 1,
+                kv_stride: int = 8) -> MViT:
     """MViT-B 16x4, the multi-scale variant (seed 5t): 16 x 224 x 224 clips every 4th frame.
 
-    ``stages``: the blocks where the width and heads double and the query pooling halves H, W.
+    ``stages``: the blocks where the width and heads double and the query pooling halves H, W;
+    ``frames`` and ``size`` default to the clip's (the position tables are sized to it).
     """
     from pytorchvideo.models import create_multiscale_vision_transformers
+
+    frames, size = clip_shape(clip, frames, size, 16, 224)
 
     def build() -> MViT:
         net = create_multiscale_vision_transformers(

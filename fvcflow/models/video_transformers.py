@@ -2,7 +2,8 @@
 
 Both are built offline from a config object (``TimesformerConfig``, ``VivitConfig``), never from
 a hub name; the defaults are the published base sizes (what a GPU run trains) and constructor
-keywords shrink them (a CPU test builds ``hidden_size=32, layers=1`` models in milliseconds).
+keywords shrink them (the registered ``tiny`` keywords build a CPU test model in milliseconds);
+the position tables are sized to the clip the trainer passes (``clip``).
 The libraries want clips as ``(B, T, C, H, W)``; the clip pipeline hands over ``(B, C, T, H, W)``
 and :meth:`features` converts. ``transformers`` is imported when a model is built, not when the
 registry is.
@@ -10,8 +11,8 @@ registry is.
 - ``timesformer_base`` (seed 5m): TimeSformer with divided space-time attention (each block
   attends over time at a fixed patch position, then over space within a frame), the CLS token
   after the final layer norm is the embedding. The library's attention reshapes are fixed to
-  the config's ``num_frames`` and ``image_size``, so a clip of another shape is resized to them
-  (trilinear; the registered clip spec matches the defaults, so only a resized model sees it).
+  the config's ``num_frames`` and ``image_size`` (the trainer's clip by default), so a clip of
+  another shape is resized to them (trilinear).
 - ``vivit_b_fe`` (seed 5n): ViViT's factorised encoder (model 2 of Arnab et al., 2021), which
   ``transformers`` does not ship (its ``VivitModel`` is model 1, joint attention): a spatial
   ``VivitModel`` runs on each tubelet-thick time slice (``VivitConfig(num_frames=tubelet_t)``,
@@ -28,7 +29,7 @@ prefix of the ``*ForVideoClassification`` checkpoints stripped. A ``vivit-b-16x2
 checkpoint fills the spatial encoder; its joint space-time position table does not fit and is
 reported missing.
 
->>> model = timesformer_base(hidden_size=16, layers=1, heads=2, patch_size=16, image_size=32)
+>>> model = timesformer_base(hidden_size=16, layers=1, heads=2, clip=ClipSpec(frames=4, size=32))
 >>> model(torch.zeros(2, 3, 4, 32, 32)).shape
 torch.Size([2])
 """
@@ -57,6 +58,14 @@ def seeded_build(seed: int, build):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def clip_shape(clip: ClipSpec | None, frames: int | None, size: int | None, default_frames: int,
+                default_size: int) -> tuple[int, int]:
+    """Frames and side of a fixed-size model: the keywords, else the clip's, else the defaults."""
+    frames = frames or (clip.frames if clip is not None else default_frames)
+    size = size or (clip.size if clip is not None and clip.size else default_size)
+    return int(frames), int(size)
 
 
 def fit_clip(x: torch.Tensor, frames: int | None, size: int) -> torch.Tensor:
@@ -140,12 +149,19 @@ class ViViTFactorisedEncoder(VideoClassifier):
         return self.temporal_norm(hidden[:, 0])
 
 
-@register_video_model("timesformer_base", clip=_clip(8, 4, 4, 224))
+@register_video_model("timesformer_base", clip=_clip(8, 4, 4, 224),
+                      tiny={"params": {"hidden_size": 16, "layers": 1, "heads": 2, "patch_size": 16}})
 def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
-                     hidden_size: int = 768, layers: int = 12, heads: int = 12, mlp: int | None = None,
-                     patch_size: int = 16, image_size: int = 224, frames: int = 8) -> TimeSformer:
-    """TimeSformer-Base, divided space-time attention (seed 5m); 8 x 224 x 224 clips."""
+                     clip: ClipSpec | None = None, hidden_size: int = 768, layers: int = 12, heads: int = 12,
+                     mlp: int | None = None, patch_size: int = 16, image_size: int | None = None,
+                     frames: int | None = None) -> TimeSformer:
+    """TimeSformer-Base, divided space-time attention (seed 5m); 8 x 224 x 224 clips.
+
+    ``frames`` and ``image_size`` default to the clip's (the position tables are sized to it).
+    """
     from transformers import TimesformerConfig
+
+    frames, image_size = clip_shape(clip, frames, image_size, 8, 224)
 
     config = TimesformerConfig(image_size=image_size, patch_size=patch_size, num_frames=frames,
                                hidden_size=hidden_size, num_hidden_layers=layers, num_attention_heads=heads,
@@ -156,13 +172,21 @@ def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropou
     return model
 
 
-@register_video_model("vivit_b_fe", clip=_clip(32, 2, 2, 224))
+@register_video_model("vivit_b_fe", clip=_clip(32, 2, 2, 224),
+                      tiny={"params": {"hidden_size": 16, "spatial_layers": 1, "temporal_layers": 1,
+                                       "heads": 2, "patch_size": 16}})
 def vivit_b_fe(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
-               hidden_size: int = 768, spatial_layers: int = 12, temporal_layers: int = 4, heads: int = 12,
-               mlp: int | None = None, patch_size: int = 16, tubelet_t: int = 2, image_size: int = 224,
-               frames: int = 32) -> ViViTFactorisedEncoder:
-    """ViViT-B/16x2 factorised encoder (seed 5n): 12 spatial + 4 temporal layers; 32 x 224 x 224 clips."""
+               clip: ClipSpec | None = None, hidden_size: int = 768, spatial_layers: int = 12,
+               temporal_layers: int = 4, heads: int = 12, mlp: int | None = None, patch_size: int = 16,
+               tubelet_t: int = 2, image_size: int | None = None,
+               frames: int | None = None) -> ViViTFactorisedEncoder:
+    """ViViT-B/16x2 factorised encoder (seed 5n): 12 spatial + 4 temporal layers; 32 x 224 x 224 clips.
+
+    ``frames`` and ``image_size`` default to the clip's (the position tables are sized to it).
+    """
     from transformers import VivitConfig
+
+    frames, image_size = clip_shape(clip, frames, image_size, 32, 224)
 
     config = VivitConfig(image_size=image_size, num_frames=tubelet_t,
                          tubelet_size=[tubelet_t, patch_size, patch_size], hidden_size=hidden_size,
