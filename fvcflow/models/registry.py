@@ -53,6 +53,9 @@ KINDS: dict[str, Kind] = {
     # a torch module on decoded clips of the stage 3 videos (deep models)
     "torch_video": Kind("frames", "fvcflow.training.trainers:train_torch_video", device="gpu",
                         by_default=False),
+    # an sklearn-style estimator on frozen deep embeddings of the stage 3 videos (XGBoost on deep features)
+    "embedding": Kind("embeddings", "fvcflow.training.embedding:train_embedding", device="gpu",
+                      by_default=False),
 }
 FEATURE_SETS = ("s2", "s24", "s2l", "s2lf", "s24l")
 FLAVORS = ("sklearn", "pytorch", "pyfunc")
@@ -104,7 +107,7 @@ def register_model(name: str, *, kind: str, feature_set: str | None = None, need
     ----------
     name : str
         Unique name that says the configuration (``logreg_s24``).
-    kind : {"tabular", "stack", "torch_video"}
+    kind : {"tabular", "stack", "torch_video", "embedding"}
         Picks the trainer (:data:`KINDS`).
     feature_set : {"s2", "s24"} or None
         Stage 2 features, or stage 2 + stage 4 features (``None`` for frame models).

@@ -1,0 +1,53 @@
+"""XGBoost on frozen deep embeddings (kind ``embedding``, seeds 5f-5j), and the ViT-per-frame backbone.
+
+Each model names its backbone (a registered deep video model) in ``extra["backbone"]``; the
+trainer (:mod:`fvcflow.training.embedding`) embeds every video once with that frozen backbone
+(:mod:`fvcflow.deep.embeddings`, its weights from ``train.deep.weights[backbone]``, its clips
+from ``train.deep.clip[backbone]``, its keywords from ``train.params[backbone]``) and fits the
+estimator by the tabular trainer's cross-validation on the embedding columns.
+
+>>> from fvcflow.models import get_model_spec
+>>> get_model_spec("xgb_emb_r2plus1d").extra["backbone"]
+'r2plus1d_18'
+"""
+
+from __future__ import annotations
+
+from fvcflow.models.registry import register_model
+from fvcflow.models.tabular import xgb_s24
+from fvcflow.models.torch_common import ClipSpec, VideoClassifier, register_video_model
+from fvcflow.models.video_tv import CLIP_FRAMES, FramePooled, _vit
+
+#: backbone of each embedding model (seed codes 5f-5j)
+BACKBONES = {
+    "xgb_emb_inception": "inception_v3_frames",   # 5f
+    "xgb_emb_i3d": "i3d_r50",                     # 5g
+    "xgb_emb_r2plus1d": "r2plus1d_18",            # 5h
+    "xgb_emb_vit": "vit_small_frames",            # 5i
+    "xgb_emb_vit_gru": "vit_gru_small",           # 5j
+}
+
+
+@register_video_model("vit_small_frames", clip=CLIP_FRAMES,
+                      tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
+def vit_small_frames(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
+                     clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12, heads: int = 6,
+                     patch: int = 16) -> VideoClassifier:
+    """timm ViT-S/16 on every frame, temporal average pooling (the ViT of the embedding models)."""
+    return FramePooled(_vit(clip, weights, embed_dim, depth, heads, patch), embed_dim, dropout)
+
+
+def _register(name: str, backbone: str) -> None:
+    def constructor(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators: int = 150,
+                    learning_rate: float = 0.1, early_stopping_rounds: int | None = None):
+        return xgb_s24(seed=seed, n_jobs=n_jobs, max_depth=max_depth, n_estimators=n_estimators,
+                       learning_rate=learning_rate, early_stopping_rounds=early_stopping_rounds)
+
+    constructor.__name__ = name
+    constructor.__doc__ = f"XGBoost on the frozen {backbone} embedding of each video (mean over its clips)."
+    register_model(name, kind="embedding", grid={"max_depth": [2, 4]}, mlflow_flavor="pyfunc",
+                   extra={"backbone": backbone, "ci_params": {"n_estimators": 30}})(constructor)
+
+
+for _name, _backbone in BACKBONES.items():
+    _register(_name, _backbone)
