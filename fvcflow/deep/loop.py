@@ -33,6 +33,7 @@ from fvcflow.deep.clips import ClipCache, ClipSource
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.deep.device import choose_device, device_tags, peak_memory
 from fvcflow.deep.export import TrainedVideo
+from fvcflow.deep.nested import inner_oof, wants_inner_oof
 from fvcflow.errors import FvcError, VideoError
 from fvcflow.models import ModelSpec
 from fvcflow.models.grouped import grouped_holdout
@@ -287,12 +288,19 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
     workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=lake.cache_dir("checkpoints")))
     train_all = rows.filter(~pl.col("is_test"))
     folds = sorted(int(f) for f in train_all["fold"].unique().to_list())
-    preds, fold_metrics, fold_params, history, artifacts = [], [], [], [], []
+    preds, fold_metrics, fold_params, history, artifacts, inner = [], [], [], [], [], []
+    nested = wants_inner_oof(cfg)
     for k in folds:
         fit_rows, val_rows = validation_split(train_all.filter(pl.col("fold") != k), deep.val_fraction,
                                               cfg.seed + k)
         fit = _fit_or_restore(trainer, store, f"fold{k}", fit_rows, val_rows, seed=cfg.seed + k,
                               workdir=workdir)
+        if nested:  # the ensembles' input: predictions of models that never saw fold k
+            def fit_inner(rows, val, seed, tag):
+                return _fit_or_restore(trainer, store, tag, rows, val, seed=seed, workdir=workdir)
+
+            inner.append(inner_oof(fit_inner, trainer.predict, train_all.filter(pl.col("fold") != k), k,
+                                   cfg, validation_split))
         held = train_all.filter((pl.col("fold") == k) & (pl.col("variant") == "original"))
         p = trainer.predict(fit.module, held)
         preds.append(_pred_frame(held, p, k, "oof"))
@@ -323,4 +331,5 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
     return make_result(spec, pl.concat(preds), fold_metrics, fold_params,
                        {"best_epoch": final.best_epoch}, model, time.perf_counter() - start,
                        n_train_rows=train_all.height, fold_history=history, fold_artifacts=artifacts,
-                       tags=tags, params=run_params, example=example)
+                       tags=tags, params=run_params, example=example,
+                       **({"inner_oof": pl.concat(inner)} if inner else {}))

@@ -45,6 +45,9 @@ class DeepConfig(BaseModel):
     clip: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="per model ClipSpec overrides (frames, clips, stride, size)")
     cache: bool = Field(True, description="cache decoded clips on disk (content-addressed)")
+    inner_oof: Literal["auto", "on", "off"] = Field(
+        "auto", description="nested inner CV of each deep model's training folds (inner_folds more fits per "
+                            "fold), so the ensembles can use it; auto: when a stack model is selected")
 
 
 class TrainConfig(BaseModel):
