@@ -21,7 +21,7 @@ from fvcflow.training import TrainConfig
 from tests.media import write_video
 
 pytestmark = pytest.mark.slow
-MODELS = ["logreg_s2", "i3d_r50", "xgb_emb_i3d", "stack_s24"]
+MODELS = ["logreg_s2", "i3d_r50", "emb_xgb_i3d", "stack_s24"]
 
 
 def make_corpus(root, n_groups: int = 10):
@@ -52,7 +52,7 @@ def trained(prefect_server, tmp_path_factory):
     state = fvc(config=settings, return_state=True)
     assert state.is_completed(), state.message
     train = TrainConfig(folds=2, inner_folds=2, test_size=0.0, models=",".join(MODELS),
-                        params={"i3d_r50": {"width": 8}, "xgb_emb_i3d": {"n_estimators": 20}},
+                        params={"i3d_r50": {"width": 8}, "emb_xgb_i3d": {"n_estimators": 20}},
                         deep={"epochs": 1, "patience": 1, "batch_size": 8, "workers": 0, "device": "cpu",
                               "clip": {"i3d_r50": {"frames": 4, "clips": 1, "size": 32}}})
     settings = settings.model_copy(update={"stages": ["train"], "train": train})
@@ -76,7 +76,7 @@ def test_every_kind_and_the_stack_predict_every_out_of_fold_video(trained):
     run = client.search_runs([client.get_experiment_by_name("fvc").experiment_id],
                              "tags.`fvc.model` = 'stack_s24' and tags.`fvc.role` = 'model'")[0]
     importance = client.download_artifacts(run.info.run_id, "feature_importance.csv")
-    assert set(pl.read_csv(importance)["feature"]) == {"logreg_s2", "i3d_r50", "xgb_emb_i3d"}
+    assert set(pl.read_csv(importance)["feature"]) == {"logreg_s2", "i3d_r50", "emb_xgb_i3d"}
 
 
 def test_the_embeddings_are_one_row_per_video_in_one_cached_table(trained):

@@ -26,7 +26,7 @@ from tests.test_grouping import GROUPED_BY_TRAINER
 
 N_GROUPS = 300
 CHANCE_BAND = 0.12
-FEATURE_KINDS = ("tabular",)
+FEATURE_KINDS = ("tabular", "embedding")    # embedding models: the tabular CV on embedding columns
 CANARY = [n for n in list_models() if get_model_spec(n).kind in FEATURE_KINDS
           or get_model_spec(n).kind_spec.uses_bases]
 _RUNS: dict[float, dict[str, float]] = {}
@@ -40,7 +40,7 @@ def _run_all(signal: float) -> dict[str, float]:
         cfg = ci_config(CANARY)
         for name in names:
             spec = get_model_spec(name)
-            t = paired_table(N_GROUPS, signal=signal, feature_set=spec.feature_set, seed=0)
+            t = paired_table(N_GROUPS, signal=signal, feature_set=spec.feature_set or "s24", seed=0)
             cv = cross_validate(spec, t, cfg)
             auc[name] = oof_auc(cv.predictions)
             bases.append(as_base(spec, cv, list(t.X.columns)))

@@ -10,12 +10,10 @@ only when an ensemble is selected (``train.deep.inner_oof = "auto"``) or when as
 
 from __future__ import annotations
 
-import numpy as np
 import polars as pl
-from sklearn.model_selection import StratifiedGroupKFold
 
-from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec, list_models
+from fvcflow.models.grouped import grouped_kfold
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.results import INNER_OOF_SCHEMA
 
@@ -35,15 +33,11 @@ def inner_oof(fit, predict, train_rows: pl.DataFrame, outer_fold: int, cfg: Trai
     ``predict(module, rows)`` scores videos, ``validation_split`` carves the early-stopping split.
     """
     orig = train_rows.filter(pl.col("variant") == "original")
-    fewest = min(orig.filter(pl.col("label") == c)["group_id"].n_unique() for c in (0, 1))
-    n = min(cfg.inner_folds, fewest)
-    if n < 2:
-        raise FvcError(f"inner CV of a deep model: a class occurs in {fewest} group(s) of a training set; "
-                       "add data, lower train.folds, or set train.deep.inner_oof = 'off'")
-    cv = StratifiedGroupKFold(n_splits=n, shuffle=True, random_state=cfg.seed + 1000 + outer_fold)
     out = []
-    for j, (_, va) in enumerate(cv.split(np.zeros(orig.height), orig["label"].to_numpy(),
-                                         orig["group_id"].to_numpy())):
+    splits = grouped_kfold(orig["label"].to_numpy(), orig["group_id"].to_numpy(), cfg.inner_folds,
+                           seed=cfg.seed + 1000 + outer_fold,
+                           what="inner CV of a deep model for the ensembles (train.deep.inner_oof)")
+    for j, (_, va) in enumerate(splits):
         held_groups = set(orig[va]["group_id"].to_list())
         rest = train_rows.filter(~pl.col("group_id").is_in(held_groups))
         seed = cfg.seed + 100 * (outer_fold + 1) + j

@@ -7,7 +7,7 @@ from ``train.deep.clip[backbone]``, its keywords from ``train.params[backbone]``
 estimator by the tabular trainer's cross-validation on the embedding columns.
 
 >>> from fvcflow.models import get_model_spec
->>> get_model_spec("xgb_emb_r2plus1d").extra["backbone"]
+>>> get_model_spec("emb_xgb_r2plus1d").extra["backbone"]
 'r2plus1d_18'
 """
 
@@ -20,11 +20,11 @@ from fvcflow.models.video_tv import CLIP_FRAMES, FramePooled, _vit
 
 #: backbone of each embedding model (seed codes 5f-5j)
 BACKBONES = {
-    "xgb_emb_inception": "inception_v3_frames",   # 5f
-    "xgb_emb_i3d": "i3d_r50",                     # 5g
-    "xgb_emb_r2plus1d": "r2plus1d_18",            # 5h
-    "xgb_emb_vit": "vit_small_frames",            # 5i
-    "xgb_emb_vit_gru": "vit_gru_small",           # 5j
+    "emb_xgb_inception": "inception_v3_frames",   # 5f
+    "emb_xgb_i3d": "i3d_r50",                     # 5g
+    "emb_xgb_r2plus1d": "r2plus1d_18",            # 5h
+    "emb_xgb_vit": "vit_small_frames",            # 5i
+    "emb_xgb_vit_gru": "vit_gru_small",           # 5j
 }
 
 
