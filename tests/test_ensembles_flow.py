@@ -105,3 +105,16 @@ def test_fvc_predict_runs_the_stack_over_its_three_kinds(trained, capsys):
     assert [r["error"] for r in out] == [None, None]
     assert all(0.0 <= r["prob_fake"] <= 1.0 for r in out)
     assert {r["model"] for r in out} == {"stack_s24"}
+
+
+def test_fvc_predict_scores_a_video_with_the_embedding_model(trained, capsys):
+    settings, corpus = trained
+    lake = settings.lake()
+    client = MlflowClient(lake.mlflow_uri)
+    run = client.search_runs([client.get_experiment_by_name("fvc").experiment_id],
+                             "tags.`fvc.model` = 'emb_xgb_i3d' and tags.`fvc.role` = 'model'")[0]
+    assert run.data.tags["fvc.backbone"] == "i3d_r50" and run.data.tags["fvc.weights"] == "random"
+    code = fvc_cli(["--home", str(lake.root), "predict", str(corpus / "g1" / "fake.mp4"), "--model",
+                    f"runs:/{run.info.run_id}/model", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out[0]["error"] is None and 0.0 <= out[0]["prob_fake"] <= 1.0

@@ -52,7 +52,8 @@ class Detector:
             raw = self.model.get_raw_model()
         except (NotImplementedError, AttributeError):
             return []
-        return list(getattr(raw, "video_bases", []))
+        stack = raw if hasattr(raw, "video_bases") else getattr(raw, "model", None)   # calibrated wrapper
+        return list(getattr(stack, "video_bases", []))
 
     def _needs(self, prefixes: tuple[str, ...], stage4: bool = False) -> bool:
         lead = "s4_" if stage4 else ""
