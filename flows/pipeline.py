@@ -91,8 +91,12 @@ def ensure_gpu_limit() -> int:
         try:
             return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
         except Exception:  # noqa: BLE001 - ObjectNotFound: first run against this server
+            pass
+        try:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
             return slots
+        except Exception:  # noqa: BLE001 - created meanwhile by a concurrent run: use that one
+            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
 
 
 @task(name="plan-training", **RETRY)

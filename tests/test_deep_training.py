@@ -284,3 +284,16 @@ def test_predict_scores_a_real_video_with_a_deep_model_and_names_a_bad_file(lake
     assert out[0]["model"] == name and 0.0 <= out[0]["prob_fake"] <= 1.0 and out[0]["error"] is None
     assert out[1]["prob_fake"] is None and "bad.mp4" in out[1]["error"]
     assert f"error: {out[1]['error']}" in captured.err and "Traceback" not in captured.err
+
+
+def test_the_gpu_limit_is_created_once_with_a_slot_per_gpu(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from fvcflow.deep.device import gpu_count
+    from fvcflow.flows.pipeline import GPU_LIMIT, ensure_gpu_limit
+
+    first = ensure_gpu_limit()
+    assert first == max(1, gpu_count()) and ensure_gpu_limit() == first      # found, not created again
+    with get_client(sync_client=True) as client:
+        limits = [lim for lim in client.read_global_concurrency_limits() if lim.name == GPU_LIMIT]
+    assert len(limits) == 1 and limits[0].limit == first
