@@ -210,3 +210,18 @@ def test_the_record_names_the_server_and_is_removed_when_it_stops(tmp_path, monk
     with pytest.raises(FvcError, match="did not answer within 0 s"):
         server.start(timeout=0.01)
     assert server.process is None and list((tmp_path / "records").glob("*.json")) == []
+
+
+@pytest.mark.parametrize("entry", ["import fvcflow.flows.pipeline", "deployments/serve.py"])
+def test_no_analytics_notice_from_any_entry_point(tmp_path, entry):
+    """In a terminal, with a fresh Prefect home and no opt-out of the user's own: no "collects
+    anonymous usage data" notice (Prefect prints it on import unless DO_NOT_TRACK is set)."""
+    root = Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, str(root / entry)] if entry.endswith(".py") else [sys.executable, "-c", entry]
+    (tmp_path / "prefect").mkdir()
+    lines, rc, _ = run_in_pty(cmd, user_env(PREFECT_HOME=tmp_path / "prefect"), timeout=300)
+    text = "\n".join(line for _, line in lines)
+    assert "anonymous usage" not in text, text
+    assert rc == (2 if entry.endswith(".py") else 0), text     # serve.py: no PREFECT_API_URL, refused
+    demo = (root / "deployments" / "demo.sh").read_text()
+    assert "DO_NOT_TRACK=1" in demo and "PREFECT_SERVER_ANALYTICS_ENABLED=false" in demo
