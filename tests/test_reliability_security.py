@@ -141,9 +141,13 @@ def test_the_scripts_bind_loopback():
     assert "PREFECT_SERVER_API_HOST=127.0.0.1" in demo
     mlflow = re.findall(r"mlflow ui([^\n]*)", demo)
     assert mlflow and all("--host 127.0.0.1" in m for m in mlflow)
-    run = (ROOT / "fvcflow" / "cli" / "run.py").read_text()
-    assert 'os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")' in run
+    entry = (ROOT / "fvcflow" / "__main__.py").read_text()     # fvc run / fvc serve set Prefect's host
+    assert 'os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")' in entry
+    from fvcflow.flows.local import TemporaryServer
+
+    local = (ROOT / "flows" / "local.py").read_text()           # fvc run's temporary server
+    assert '"--host", "127.0.0.1"' in local and "127.0.0.1" in TemporaryServer(ROOT / "unused").api_url
     for path in [*ROOT.joinpath("deployments").iterdir(), *ROOT.joinpath("fvcflow").rglob("*.py"),
-                 ROOT / "Makefile"]:
+                 *ROOT.joinpath("flows").rglob("*.py"), ROOT / "Makefile"]:
         if path.is_file():
             assert "0.0.0.0" not in path.read_text(errors="replace"), path
