@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from fvcflow.analytics import query
+from fvcflow.errors import FvcError
 from fvcflow.store import read_parquet, write_parquet_atomic
 from fvcflow.training import TrainConfig, make_splits
 from fvcflow.training.bootstrap import grouped_bootstrap, prediction_intervals
@@ -198,3 +199,10 @@ def test_shortcut_check_flags_a_corpus_separable_by_its_encoding(tmp_path):
     write_parquet_atomic(t["videos"].with_columns(codec=pl.lit("h264")), lake.index)
     calm = shortcut_check(lake, [best], cfg, splits)
     assert calm.auc("codec/container cues only")[0] < 0.8 and "cue_codec=vp9" not in calm.columns
+
+
+def test_calibration_needs_two_groups_of_each_class():
+    pred = pl.DataFrame({"video_id": ["a", "b", "c"], "group_id": ["g1", "g1", "g2"], "label": [0, 1, 0],
+                         "split": "oof", "prob_fake": [0.2, 0.7, 0.4]})
+    with pytest.raises(FvcError, match="detector calibration: a class occurs in fewer than 2 groups"):
+        fit_calibration(pred)

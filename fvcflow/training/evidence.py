@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training import tracking
@@ -214,7 +215,13 @@ def register_detector(lake: Lake, cfg: TrainConfig, best: ModelResult, summary: 
     spec = get_model_spec(best.name)
     uri, tags = None, {}
     if spec.mlflow_flavor == "sklearn" and best.example is not None:
-        ev.calibration = fit_calibration(best.predictions, folds=cfg.folds, seed=cfg.seed, model=best.name)
+        try:
+            ev.calibration = fit_calibration(best.predictions, folds=cfg.folds, seed=cfg.seed,
+                                             model=best.name)
+        except FvcError as exc:      # too few groups to cross-fit a calibration: say so, register raw
+            ev.calibration_note = f"{best.name} is registered uncalibrated: {exc}"
+            log.warning(ev.calibration_note)
+            return tracking.register(lake, cfg, best)
         ev.calibration.model_uri = uri = _log_detector(lake, cfg, best, ev.calibration)
         tags = {"fvc.calibration": ev.calibration.method}
         write_parquet_atomic(ev.calibration.predictions.with_columns(model=pl.lit(best.name)),
@@ -269,9 +276,14 @@ def _subgroup_display(sub: pl.DataFrame) -> pl.DataFrame:
 
 def _limits(best: ModelResult, ev: Evidence) -> list[str]:
     out = []
-    if not any(c.startswith("face") or "_face" in c for c in best.columns):
+    from fvcflow.stages.faces import face_columns
+
+    if not set(best.columns) & set(face_columns()):
         out.append("Trained without face crops: the features describe whole frames, so a manipulation "
                    "confined to a small face region is diluted by the rest of the frame.")
+    else:
+        out.append("Face-region features (`f_` columns) come from a face detector: a video whose face is "
+                   "missed is judged on its whole-frame features only.")
     if ev.shortcut is not None:
         cue, lo, hi = ev.shortcut.auc("codec/container cues only")
         full = best.oof_metrics.get("roc_auc", math.nan)
