@@ -4,7 +4,8 @@ CPU part (always): every ``torch_video`` model at its registered architecture on
 (8 x 64 x 64, batch 4, random weights): training clips/s (forward, backward, AdamW step) and
 inference clips/s (``no_grad``, eval mode), and the process's peak RSS after each model.
 
-GPU part (only when CUDA is present): ``r2plus1d_18`` at 16 x 112 x 112, bf16 autocast, batch 32:
+GPU part (only when CUDA is present): ``r2plus1d_18`` at 16 x 112 x 112, bf16 autocast, batch 32
+(then ``timesformer_base`` at 8 x 224 x 224 and ``slowfast_r50`` at 32 x 224 x 224, batch 8):
 training clips/s fed by the real cached-clip DataLoader (``fvcflow.deep.data``, worker processes,
 pinned memory) against the same loop on clips already in GPU memory; the ratio must be >= 0.85
 (loading does not starve the GPU). Peak GPU memory is printed. A few minutes at most.
@@ -38,7 +39,7 @@ def cpu_rates(name: str, steps: int, batch: int = 4, tiny: bool = False) -> tupl
     clip = clip_spec(name, {"frames": 8, "size": None if clip_spec(name).size is None else 64})
     params = get_model_spec(name).extra.get("tiny", {}).get("params", {}) if tiny else {}
     model = build_video_model(name, clip=clip, **params)
-    x = torch.randn(batch, 3, 8, 64, 64)
+    x = torch.randn(batch, clip.n_channels, 8, 64, 64)     # 5 channels for rgb+flow (two-stream)
     y = torch.tensor([i % 2 for i in range(batch)], dtype=torch.float32)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
 
@@ -64,15 +65,17 @@ def cpu_rates(name: str, steps: int, batch: int = 4, tiny: bool = False) -> tupl
     return train, infer
 
 
-def gpu_ratio(steps: int, batch: int = 32, workers: int = 8) -> None:
-    """r2plus1d_18, 16 x 112 x 112, bf16: DataLoader-fed vs in-GPU-memory training clips/s."""
+def gpu_ratio(steps: int, batch: int = 32, workers: int = 8, name: str = "r2plus1d_18",
+              frames: int = 16, size: int = 112) -> None:
+    """``name`` at ``frames`` x ``size`` x ``size``, bf16: DataLoader-fed vs in-GPU-memory training
+    clips/s."""
     from fvcflow.deep.clips import ClipCache, ClipSource
     from fvcflow.deep.data import ClipDataset, make_loader
     from fvcflow.video import VideoWriter
 
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    clip = clip_spec("r2plus1d_18", {"frames": 16, "clips": 4, "size": 112})
+    clip = clip_spec(name, {"frames": frames, "clips": 4, "size": size})
     with tempfile.TemporaryDirectory(prefix="fvc-bench-deep-") as tmp:
         rng = np.random.default_rng(0)
         sources = []
@@ -84,7 +87,7 @@ def gpu_ratio(steps: int, batch: int = 32, workers: int = 8) -> None:
         cache = ClipCache(Path(tmp) / "clips")
         ds = ClipDataset(sources, [i % 2 for i in range(64)], clip, cache, train=True).prepare()
         loader = make_loader(ds, batch_size=batch, shuffle=True, workers=workers, pin_memory=True)
-        model = build_video_model("r2plus1d_18", clip=clip).to(device)
+        model = build_video_model(name, clip=clip).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=1e-4)
 
         def step(x, y):
@@ -112,7 +115,7 @@ def gpu_ratio(steps: int, batch: int = 32, workers: int = 8) -> None:
             return n * batch / (time.perf_counter() - start)
 
         def in_memory(n: int) -> float:
-            x = torch.randn(batch, 3, 16, 112, 112, device=device)
+            x = torch.randn(batch, clip.n_channels, frames, size, size, device=device)
             y = (torch.arange(batch, device=device) % 2).float()
             step(x, y)
             torch.cuda.synchronize()
@@ -124,7 +127,7 @@ def gpu_ratio(steps: int, batch: int = 32, workers: int = 8) -> None:
 
         torch.cuda.reset_peak_memory_stats()
         fed, resident = from_loader(steps), in_memory(steps)
-        print(f"GPU {torch.cuda.get_device_name(0)}: r2plus1d_18 16x112x112 bf16 batch {batch}: "
+        print(f"GPU {torch.cuda.get_device_name(0)}: {name} {frames}x{size}x{size} bf16 batch {batch}: "
               f"DataLoader {fed:.1f} clips/s ({workers} workers) vs in GPU memory {resident:.1f} clips/s: "
               f"ratio {fed / resident:.2f} (target >= 0.85); peak GPU memory "
               f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
@@ -149,6 +152,9 @@ def main() -> None:
         print(f"{name:24s} {train:14.1f} {infer:14.1f} {_rss_mib():13.0f}", flush=True)
     if torch.cuda.is_available():
         gpu_ratio(args.gpu_steps)
+        # part 2's targets: TimeSformer and SlowFast-R50 at their standard input sizes
+        gpu_ratio(args.gpu_steps, batch=8, name="timesformer_base", frames=8, size=224)
+        gpu_ratio(args.gpu_steps, batch=8, name="slowfast_r50", frames=32, size=224)
     else:
         print("GPU part: not run (no CUDA device here; no GPU machine was lent to this task)")
 
