@@ -215,3 +215,8 @@ def run_in_process(settings: Settings) -> State:
     """The final state of one ``fvc`` flow run over ``settings``."""
     with reachable_api(settings.lake().prefect_home / "temporary-servers"):
         return fvc(config=settings, return_state=True)
+
+
+def given_api_url() -> str | None:
+    """The Prefect server the user named (``PREFECT_API_URL``), or ``None`` (a temporary one is used)."""
+    return PREFECT_API_URL.value() or None

@@ -21,6 +21,7 @@ from polars.testing import assert_frame_equal
 from fvcflow.config import Settings
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
+from fvcflow.store import read_checked_parquet
 from tests.reliability_media import assert_lake_sound, cache_files, feature_table, make_corpus
 
 N_VIDEOS = 32
@@ -199,8 +200,8 @@ def start_run(corpus: Path, home: Path, tmp_path: Path, name: str, *extra: str,
     """``fvc run`` of ingest + stage 2 in its own session, against the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
-    env = dict(os.environ, PREFECT_API_URL=PREFECT_API_URL.value(), PREFECT_HOME=str(tmp_path / "prefect"),
-               PREFECT_LOGGING_LEVEL="WARNING", **env_extra)
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING", **env_extra}
     cmd = [sys.executable, "-m", "fvcflow", "--home", str(home), "run", "--corpus", "folder",
            "--root", str(corpus), "--labels", str(corpus / "labels.csv"), "--stages", "ingest,features",
            "--workers", "2", *extra]
@@ -330,3 +331,45 @@ def test_the_dask_scheduler_killed_mid_stage_is_named_and_a_new_one_computes_onl
     assert {p: cache_files(home)[p] for p in before} == before
     assert_frame_equal(feature_table(lake.stage2), reference["stage2"])
     assert_lake_sound(home)
+
+
+@pytest.mark.slow
+def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(prefect_server, corpus,
+                                                                                tmp_path):
+    from fvcflow.flows.local import TemporaryServer
+
+    server = TemporaryServer(tmp_path / "servers", die_with_parent=False)      # the `make demo` server
+    server.start(timeout=180)
+    home = tmp_path / "fvc-data"
+    proc = None
+    try:
+        proc, log = start_run(corpus, home, tmp_path, "lost-server", PREFECT_API_URL=server.api_url)
+        wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+        server.process.kill()                                                 # the server goes away
+        t0 = time.monotonic()
+        proc.wait(240)
+        took = time.monotonic() - t0
+        wait_for(lambda: not session_pids(proc.pid), 30, "the run's workers to exit", poll=0.2)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in session_pids(proc.pid) if proc is not None else []:
+            os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert proc.returncode == 2, text[-4000:]
+    assert took < 240
+    assert text.count(f"lost the Prefect server at {server.api_url}") == 1, text[-4000:]   # once
+    assert "rerun the same command to resume" in text
+    # not yet quiet: Prefect's log workers still print "--- Error logging to API ---" meanwhile
+    assert_lake_sound(home)
+    before = cache_files(home)
+    assert 0 < len(before) < N_VIDEOS
+    for path in before:                                  # whole, checked entries
+        assert read_checked_parquet(path) is not None
+    # the rerun's plan resumes from the cache: only the missing videos are to compute (a full
+    # rerun after a stop is what the SIGTERM and scheduler tests run)
+    plan = runner.plan("features", corpus_settings(corpus, home))
+    assert (plan.cached, len(plan.todo)) == (len(before), N_VIDEOS - len(before))

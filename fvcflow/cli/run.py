@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import urllib.request
 
 from fvcflow import progress
 from fvcflow.cli import add_verbose, flow_layer, load_settings, logs
@@ -68,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
     display = Display(interactive=False) if verbose else Display()
     logs.route(log_file, verbose=verbose, show=display.note)
     where: dict[str, str] = {}
+    api_url = local.given_api_url()                # a server of the user's (None: a temporary one)
 
     def track(event: str, fields: dict) -> None:
         if event in ("stage_start", "model_start", "ingest_start"):
@@ -78,8 +80,16 @@ def _run(args: argparse.Namespace) -> int:
             state = local.run_in_process(settings)
     except Stopped:
         return _stopped(settings, stop, where.get("at"), log_file)
+    except Exception as exc:
+        if (lost := _lost_server(api_url, exc)) is None:
+            raise
+        print(f"error: {lost}; log: {log_file}", file=sys.stderr)
+        return 2
     summary = state.result(raise_on_failure=False)
     display.print_summary()
+    if not state.is_completed() and (lost := _lost_server(api_url, summary)) is not None:
+        print(f"error: {lost}; log: {log_file}", file=sys.stderr)
+        return 2
     if isinstance(summary, FvcError):                # a full disk, a lost scheduler ...: one line
         print(f"error: {summary}; log: {log_file}", file=sys.stderr)
         return 2
@@ -90,6 +100,20 @@ def _run(args: argparse.Namespace) -> int:
     print(f"done; work dir {settings.home}" + (f"; report {report}" if "train" in settings.stages else "")
           + f"; log {log_file}; look with: fvc sql --query leaderboard")
     return 0
+
+
+def _lost_server(url: str | None, exc: object) -> str | None:
+    """When the run failed because the Prefect server at ``url`` went away, what to tell the user."""
+    if not url or isinstance(exc, FvcError):
+        return None
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=5):
+            return None                                   # it answers: the failure is something else
+    except (OSError, ValueError):
+        pass
+    return (f"lost the Prefect server at {url} during the run ({type(exc).__name__}); the work finished "
+            "so far is cached: start the server again (or unset PREFECT_API_URL for a temporary one) "
+            "and rerun the same command to resume")
 
 
 def _stopped(settings: Settings, stop, at: str | None, log_file) -> int:
