@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: a local Prefect server, the deployment server, the demo corpus, then
-# `prefect deployment run fvc/full --watch`. `make down` (this script with "down") stops exactly
-# the processes this script started (their pids are kept under $FVC_HOME/run).
+# `make demo`: a local Prefect server, the demo corpus, then `fvc run` of every stage against that
+# server (the terminal shows live progress; the run, its subflows and artifacts are in the Prefect
+# UI), then the deployments are served for more runs from the UI. Settings: deployments/demo.toml
+# (FVC_CONFIG to change). `make down` (this script with "down") stops exactly the processes this
+# script started (their pids are kept under $FVC_HOME/run).
 set -euo pipefail
 VENV=${VENV:-.venv}
 BIN=$(cd "$VENV/bin" && pwd)
@@ -11,6 +13,7 @@ export PREFECT_API_URL=${PREFECT_API_URL:-http://127.0.0.1:4200/api}
 export PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT=4200
 export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1 PREFECT_UI_ENABLED=true
 export FVC_CORPUS_KIND=${FVC_CORPUS_KIND:-demo}
+export FVC_CONFIG=${FVC_CONFIG:-$PWD/deployments/demo.toml}
 RUN="$FVC_HOME/run"; LOGS="$FVC_HOME/logs"
 mkdir -p "$RUN" "$LOGS" "$PREFECT_HOME"
 
@@ -42,25 +45,23 @@ if ! healthy; then
   healthy || { echo "the Prefect server did not come up; see $LOGS/prefect-server.log"; exit 1; }
 fi
 
-if ! started serve; then
-  echo "serving the deployments (log: $LOGS/serve.log)"
-  setsid "$BIN/python" deployments/serve.py >"$LOGS/serve.log" 2>&1 &
-  echo $! >"$RUN/serve.pid"
-  for _ in $(seq 120); do "$BIN/prefect" deployment inspect fvc/full >/dev/null 2>&1 && break; sleep 1; done
-fi
-
 echo "building the demo corpus"
 "$BIN/fvc" demo-corpus "$FVC_HOME/demo-corpus"
 
-echo "running: prefect deployment run fvc/full --watch"
-"$BIN/prefect" deployment run fvc/full --watch --watch-interval 5
+echo "running every stage: fvc run (settings $FVC_CONFIG; library logs in $FVC_HOME/logs/fvc-run.log)"
+"$BIN/fvc" run
 
-"$BIN/fvc" sql --query leaderboard || true
+# served after the run, so that it does not compete with it for the cores
+if ! started serve; then
+  echo "serving the deployments for runs from the UI (log: $LOGS/serve.log)"
+  setsid "$BIN/python" deployments/serve.py >"$LOGS/serve.log" 2>&1 &
+  echo $! >"$RUN/serve.pid"
+fi
 cat <<MSG
 
 Done in $(( $(date +%s) - t0 )) s. What was produced, and where to look:
   work dir        $FVC_HOME  (index/, stage1..stage5/, mlflow.db)
-  report          $FVC_HOME/stage5/report.html
+  report          $FVC_HOME/stage5/report.html   (and $FVC_HOME/explore/explore.html: the corpus)
   Prefect UI      http://127.0.0.1:4200   (flow runs, task retries, stage artifacts)
   MLflow UI       $BIN/mlflow ui --backend-store-uri sqlite:///$FVC_HOME/mlflow.db --host 127.0.0.1
   SQL             $BIN/fvc sql --query leaderboard   |   $BIN/fvc sql "SELECT * FROM features LIMIT 5"

@@ -17,10 +17,12 @@ from fvcflow.config import STAGES, Settings
 from fvcflow.deep.device import gpu_count
 from fvcflow.engine import check_scheduler, dask_cluster, scheduler_lost
 from fvcflow.errors import FvcError
+from fvcflow.explore import explore
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
 from fvcflow.stages.specs import SPECS
 from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
+from fvcflow.training.report import figures_markdown, table_rows
 
 VIDEO_STAGES = tuple(s for s in STAGES if s in SPECS)   # the stages the runner runs on Dask
 
@@ -128,7 +130,22 @@ def train_stack_task(name: str, results: list, settings: Settings):
 def finish_training_task(results: list, skipped: dict, settings: Settings) -> dict:
     summary = finish(settings.lake(), results, settings.train, skipped)
     create_markdown_artifact(summary.markdown(), key="leaderboard", description="Stage 5 leaderboard")
+    board = table_rows(summary.leaderboard.drop("run_id", strict=False))
+    create_table_artifact(board, key="leaderboard-table",
+                          description="Stage 5 leaderboard, one row per model, best out-of-fold AUC first")
+    create_markdown_artifact(figures_markdown(summary), key="report-figures",
+                             description="ROC and precision-recall curves of every model")
     return {"models": len(results), "best": summary.best, "registered_version": summary.registered_version}
+
+
+@task(name="explore", cache_policy=NO_CACHE, persist_result=False)
+def explore_task(settings: Settings) -> dict:
+    ex = explore(settings.lake())
+    create_markdown_artifact(ex.markdown(embed=True), key="explore",
+                             description="The corpus: balance, encodings, groups, failures")
+    create_table_artifact(table_rows(ex.cues), key="encoding-cues",
+                          description="Could encoding alone separate the corpus? Single-cue ROC AUCs")
+    return {"page": str(ex.path), "encoding_auc": ex.combined_auc}
 
 
 @flow(name="train")
@@ -157,6 +174,8 @@ def fvc(config: Settings = Settings()) -> list[dict]:
             runner_for_stages = DaskTaskRunner(address=address)
             for stage in stages:
                 summary.append(video_stage.with_options(task_runner=runner_for_stages)(stage, settings))
+    if ("ingest" in settings.stages or stages) and settings.lake().index.exists():
+        explore_task(settings)
     if "train" in settings.stages:
         summary.append({"stage": "train", **train_stage(settings)})
     create_table_artifact(summary, key="fvc-run", description="Every stage of this run")

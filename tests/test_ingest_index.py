@@ -122,7 +122,8 @@ def test_cli_prints_summary(messy, tmp_path, capsys):
     out = capsys.readouterr()
     assert "folder: 7 videos found, 2 indexed, 5 failed" in out.out
     assert "failed (1): empty file (0 bytes)" in out.out
-    assert "probed 7/7" in out.err
+    assert "ingest: probing 7 videos of folder" in out.err            # the progress display (stderr)
+    assert "ingest: done, 7 videos of folder: 2 indexed, 5 failed" in out.err
 
 
 @pytest.mark.parametrize("args, message", [

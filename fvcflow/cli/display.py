@@ -6,6 +6,7 @@ one live line per stage and per model (rich); anywhere else (CI, a pipe, a file)
 lines, at most one per stage every ``interval`` seconds, plus each stage's start and end. At the
 end it prints one table: stage, videos, cached, failed, seconds, and the result (the best model
 and its out-of-fold AUC for training). Notes a user can act on are printed once each.
+Progress and notes go to stderr, the table to stdout.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ class _Line:
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
+def _console(*, stderr: bool) -> Console:
+    console = Console(stderr=stderr)
+    return console if console.is_terminal else Console(stderr=stderr, width=160)
+
+
 def _auc(value: Any, low: Any = None, high: Any = None) -> str:
     if value is None or value != value:  # None or NaN
         return "AUC n/a"
@@ -68,8 +74,11 @@ class Display:
     """
 
     def __init__(self, console: Console | None = None, *, interactive: bool | None = None,
-                 interval: float = 10.0):
-        self.console = console or Console()
+                 interval: float = 10.0, out: Console | None = None):
+        # progress goes to stderr, the summary table (a result) to stdout; a pipe or a file gets
+        # wide lines instead of wrapping at 80 columns
+        self.console = console or _console(stderr=True)
+        self.out = out or (console if console is not None else _console(stderr=False))
         self.interactive = self.console.is_terminal if interactive is None else interactive
         self.interval = interval
         self.rows: list[dict[str, Any]] = []
@@ -266,5 +275,6 @@ class Display:
         return t
 
     def print_summary(self) -> None:
+        """The summary table, on stdout (``out``)."""
         if self.rows:
-            self.console.print(self.table())
+            self.out.print(self.table())

@@ -135,6 +135,8 @@ def route(path: Path, *, verbose: bool = False, show: Callable[[str], None] | No
     root.setLevel(logging.INFO)
     logging.getLogger("fvcflow").setLevel(logging.INFO)
     logging.captureWarnings(True)
+    for chatty in ("httpx", "httpcore", "docket", "alembic"):    # a line per HTTP request or timer tick
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if show is not None:
         root.addHandler(_Once(show))
     if verbose:

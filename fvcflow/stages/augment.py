@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from fvcflow import video
+from fvcflow.video.write import STAGE_PRESET
 
 SPATIAL_OPS = ("rotate", "hflip", "color", "noise", "blur", "affine", "elastic", "cutout")
 TEMPORAL_OPS = ("drop", "duplicate", "reverse")
@@ -354,7 +355,7 @@ def transform_frames(frames: np.ndarray, first_index: int, plan: _Plan,
 # ---- one video -----------------------------------------------------------------------------
 def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, chunk: int = 250,
                   codec: str = "libx264", crf: int = 23, max_chunk_mb: float | None = 256,
-                  threads: bool | int | None = None) -> dict:
+                  threads: bool | int | None = None, preset: str = STAGE_PRESET) -> dict:
     """Write the augmented copy of ``src`` described by ``params`` to ``dst``.
 
     Frames are read ``chunk`` at a time, but never more than ``max_chunk_mb`` MiB of RGB per
@@ -389,7 +390,8 @@ def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, ch
     dst.parent.mkdir(parents=True, exist_ok=True)
     # VideoWriter writes to a temporary name and renames on a clean close; on an error it
     # removes the partial file, so dst never holds a half-written copy
-    with video.VideoWriter(dst, width, height, info.fps, codec=codec, crf=crf) as writer:
+    options = {"preset": preset} if codec.startswith("libx264") else None
+    with video.VideoWriter(dst, width, height, info.fps, codec=codec, crf=crf, options=options) as writer:
         if params.temporal == "reverse":
             n_in, n_out = _write_reversed(src, writer, plan, step, (height, width, info.fps), dst.parent,
                                           threads)

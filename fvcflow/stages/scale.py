@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from fvcflow.video import VideoWriter, iter_rgb, probe
+from fvcflow.video.write import STAGE_PRESET
 
 
 def letterbox_geometry(width: int, height: int, size: int) -> tuple[int, int, int, int]:
@@ -36,7 +37,7 @@ def letterbox(frames: np.ndarray, size: int) -> np.ndarray:
 
 
 def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int = 18,
-                chunk: int = 250, threads: bool | int | None = None) -> dict:
+                chunk: int = 250, threads: bool | int | None = None, preset: str = STAGE_PRESET) -> dict:
     """Write the letterboxed H.264 copy of ``src`` to ``dst``; memory is constant in video length.
 
     Returns the row of ``stage3/scaled.parquet`` for this video (sizes and the up/down flags).
@@ -44,7 +45,7 @@ def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int =
     info = probe(src)
     Path(dst).parent.mkdir(parents=True, exist_ok=True)
     n_out = 0
-    with VideoWriter(dst, size, size, info.fps or 25.0, crf=crf) as writer:
+    with VideoWriter(dst, size, size, info.fps or 25.0, crf=crf, options={"preset": preset}) as writer:
         for frames in iter_rgb(src, chunk=chunk, threads=threads):
             writer.write(letterbox(frames, size))
             n_out += len(frames)

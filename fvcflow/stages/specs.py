@@ -21,6 +21,7 @@ from fvcflow.stages.features import video_features
 from fvcflow.stages.local import LOCAL_VERSION
 from fvcflow.stages.scale import scale_video
 from fvcflow.store import Lake, cache_key, file_hash, read_parquet
+from fvcflow.video.write import STAGE_PRESET
 
 #: columns every stage row carries from the index
 KEYS = ("group_id", "label", "label_raw", "source", "variant")
@@ -66,7 +67,8 @@ def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
         for k in range(1, cfg.copies + 1):
             vid = f"{row['video_id']}~aug{k}"
             jobs.append(dict(
-                key=cache_key(row["content_hash"], "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf}),
+                key=cache_key(row["content_hash"], "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf,
+                                                                 "preset": STAGE_PRESET}),
                 video_id=vid, path=row["path"],
                 carry={**_carry(row), "variant": f"aug-{k}", "source_video_id": row["video_id"]},
                 params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
@@ -132,7 +134,7 @@ def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
     for r in feature_inputs(lake):
         dst = lake.stage3_videos / f"{_safe(r['video_id'])}.mp4"
         # the output file is part of the result, so the key names it: equal inputs, distinct files
-        cfg = {"size": s.scale.size, "crf": s.scale.crf, "dst": dst.name}
+        cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET, "dst": dst.name}
         jobs.append(dict(key=cache_key(r["content_hash"], "scale", cfg), video_id=r["video_id"],
                          path=r["path"],
                          carry=_carry(r), params={"dst": str(dst)}))

@@ -193,14 +193,14 @@ def _log_detector(lake: Lake, cfg: TrainConfig, result: ModelResult, cal: Detect
     tracking.configure(lake, cfg)
     det = cal.wrap(result.model)
     example = result.example
+    fmt, reqs = tracking.sklearn_format(det)
     with mlflow.start_run(run_id=result.run_id):
         mlflow.log_metrics(cal.metrics())
         mlflow.set_tag("fvc.calibration", cal.method)
         mlflow.log_figure(reliability_figure(cal), "reliability.png")
         info = mlflow.sklearn.log_model(
             sk_model=det, name="detector", signature=infer_signature(example, det.predict_proba(example)),
-            input_example=example.head(3), pip_requirements=tracking._requirements(result.model),
-            pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle",
+            input_example=example.head(3), pip_requirements=reqs, pyfunc_predict_fn="predict_proba", **fmt,
             metadata={"fvc_calibration": cal.method, "fvc_model": result.name})
     return info.model_uri
 

@@ -43,9 +43,10 @@ def pr_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = 
     return fig
 
 
-def confusion_figure(y: np.ndarray, p: np.ndarray, title: str = "confusion (p >= 0.5)") -> Figure:
-    """Counts of the 2x2 confusion matrix at threshold 0.5."""
-    cm = skm.confusion_matrix(y, (np.asarray(p) >= 0.5).astype(int), labels=[0, 1])
+def confusion_figure(y: np.ndarray, p: np.ndarray, title: str = "confusion (p >= 0.5)", *,
+                     threshold: float = 0.5) -> Figure:
+    """Counts of the 2x2 confusion matrix at ``p >= threshold``."""
+    cm = skm.confusion_matrix(y, (np.asarray(p) >= threshold).astype(int), labels=[0, 1])
     fig, ax = _figure(4, 3.5)
     ax.imshow(cm, cmap="Blues")
     for (i, j), v in np.ndenumerate(cm):
@@ -81,4 +82,19 @@ def distribution_figure(values: Mapping[str, tuple[np.ndarray, np.ndarray]], bin
         ax.hist(fake[np.isfinite(fake)], bins=edges, alpha=0.6, density=True, label="fake")
         ax.set_title(name, fontsize=8)
         ax.legend(fontsize=7)
+    return fig
+
+
+def fold_spread_figure(aucs: Mapping[str, list[float]]) -> Figure:
+    """One row per model: each outer fold's ROC AUC as a dot, their mean as a bar."""
+    fig, ax = _figure(6, 0.35 * max(len(aucs), 3) + 1.2)
+    for i, (name, v) in enumerate(aucs.items()):
+        y = len(aucs) - 1 - i
+        v = np.asarray(v, dtype=float)
+        ax.scatter(v, np.full(v.shape, y), s=18, color="tab:blue", zorder=3)
+        if np.isfinite(v).any():
+            ax.plot([np.nanmean(v)] * 2, [y - 0.3, y + 0.3], color="black")
+    ax.set_yticks(range(len(aucs))[::-1], list(aucs), fontsize=7)
+    ax.axvline(0.5, ls=":", c="grey")
+    ax.set(xlabel="ROC AUC of the fold (bar: mean)", title="ROC AUC over the outer folds")
     return fig

@@ -7,6 +7,8 @@ never used.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import shutil
@@ -19,6 +21,7 @@ from urllib.parse import unquote, urlparse
 import mlflow
 import numpy as np
 import pandas as pd
+import skops.io as skops_io
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -80,12 +83,45 @@ def _requirements(model: Any) -> list[str]:
     return out
 
 
+#: module prefixes whose classes a logged model may hold and its loader may rebuild (skops format)
+TRUSTED_MODULES = ("sklearn.", "fvcflow.", "xgboost.", "lightgbm.", "catboost.", "numpy.", "scipy.",
+                   "collections.OrderedDict")
+
+
+def _skops_types(model: Any) -> list[str] | None:
+    """The types skops must be told to trust to load ``model``; None when one is outside
+    :data:`TRUSTED_MODULES` (or skops cannot write the model), so it is logged with cloudpickle."""
+    try:
+        types = skops_io.get_untrusted_types(data=skops_io.dumps(model))
+    except Exception as exc:  # noqa: BLE001 - an estimator skops does not know
+        log.info("skops cannot write %s (%s); logged with cloudpickle", type(model).__name__, exc)
+        return None
+    outside = [t for t in types if not t.startswith(TRUSTED_MODULES)]
+    if outside:
+        log.info("%s holds types outside the trusted modules (%s); logged with cloudpickle",
+                 type(model).__name__, ", ".join(outside))
+        return None
+    return types
+
+
+def sklearn_format(model: Any) -> tuple[dict[str, Any], list[str]]:
+    """``mlflow.sklearn.log_model`` keywords and pip requirements for ``model``: the skops format
+    (no pickle: loading runs no arbitrary code, and MLflow raises no pickle warning) with the
+    model's own types trusted; cloudpickle only for a model skops cannot write (said in the log)."""
+    types = _skops_types(model)
+    reqs = _requirements(model)
+    if types is None:
+        return {"serialization_format": "cloudpickle"}, reqs
+    return ({"serialization_format": "skops", "skops_trusted_types": types},
+            reqs + [f"skops=={metadata.version('skops')}"])
+
+
 def _log_sklearn(result: ModelResult, example: pd.DataFrame):
     proba = result.model.predict_proba(example)
+    fmt, reqs = sklearn_format(result.model)
     return mlflow.sklearn.log_model(
         sk_model=result.model, name="model", signature=infer_signature(example, proba),
-        input_example=example.head(3), pip_requirements=_requirements(result.model),
-        pyfunc_predict_fn="predict_proba", serialization_format="cloudpickle")
+        input_example=example.head(3), pip_requirements=reqs, pyfunc_predict_fn="predict_proba", **fmt)
 
 
 def _log_pytorch(result: ModelResult, example: Any):
@@ -234,9 +270,13 @@ def register(lake: Lake, cfg: TrainConfig, result: ModelResult, *, model_uri: st
     """Register ``result``'s logged model (or ``model_uri``: its calibrated detector) as a new version
     of ``cfg.registered_name``, with ``tags`` added; its version."""
     configure(lake, cfg)
-    mv = mlflow.register_model(model_uri or result.model_uri, cfg.registered_name, tags={
-        "fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set or "",
-        "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id,
-        **(tags or {})})
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said), contextlib.redirect_stderr(said):  # MLflow prints, not logs
+        mv = mlflow.register_model(model_uri or result.model_uri, cfg.registered_name, tags={
+            "fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set or "",
+            "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id,
+            **(tags or {})})
+    for line in said.getvalue().splitlines():
+        log.debug("mlflow: %s", line)
     log.info("registered %s as %s version %s", result.name, cfg.registered_name, mv.version)
     return str(mv.version)
