@@ -12,7 +12,6 @@ augmentation ops and op pairs the demo's copies cover (fewer copies must stay as
 from __future__ import annotations
 
 import argparse
-import importlib
 import itertools
 import os
 import shutil
@@ -24,7 +23,6 @@ import polars as pl
 
 from fvcflow import progress
 from fvcflow.cli import logs
-from fvcflow.cli.run import prefect_environment
 from fvcflow.config import Settings
 from fvcflow.demo.corpus import make_demo_corpus
 from fvcflow.stages.augment import SPATIAL_OPS, TEMPORAL_OPS
@@ -77,12 +75,16 @@ def main() -> None:
         over["workers"] = args.workers
     settings = Settings.load(args.config, overrides=over).resolved()
     os.environ.pop("PREFECT_API_URL", None)      # a temporary server, as `fvc run` starts one
-    prefect_environment(settings)
+    settings.lake().prefect_home.mkdir(parents=True, exist_ok=True)
+    os.environ["PREFECT_HOME"] = str(settings.lake().prefect_home)      # as `fvc run` keeps it
+    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     log_file = logs.prepare(settings.home, "bench-demo")
     t0 = time.perf_counter()
     corpus = make_demo_corpus(home / "demo-corpus")
     t_corpus = time.perf_counter() - t0
-    local = importlib.import_module("fvcflow.flows.local")
+    import fvcflow.flows.local as local  # Prefect after its logging is routed (logs.prepare)
+
     logs.route(log_file)
     rec = Recorder()
     t1 = time.perf_counter()
