@@ -98,7 +98,7 @@ def test_no_library_log_line_and_no_error_after_success(run):
     assert not re.search(r"(?i)\berror\b", res.stdout + res.stderr), res.stderr
     assert res.stdout.rstrip().splitlines()[-1].startswith("done;")
     log = (lake.root / "logs" / "fvc-run.log").read_text()
-    assert "prefect" in log and "distributed" in log      # the records went to the file instead
+    assert "Flow run" in log and "distributed" in log     # the records went to the file instead
     assert "pickle or cloudpickle format" not in log      # the models were logged with skops
 
 

@@ -63,7 +63,8 @@ def _auc(value: Any, low: Any = None, high: Any = None) -> str:
     if value is None or value != value:  # None or NaN
         return "AUC n/a"
     text = f"AUC {value:.3f}"
-    return text + (f" [{low:.3f}, {high:.3f}]" if low is not None and high is not None else "")
+    known = low is not None and high is not None and low == low and high == high
+    return text + (f" [{low:.3f}, {high:.3f}]" if known else "")
 
 
 class Display:

@@ -86,8 +86,10 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
     if cfg.report:
         summary.report_path = report.write_report(lake, summary)
     best_auc = board["oof_roc_auc"][0] if best_name else None
+    iv = next((r.intervals for r in results if r.name == best_name), {})
     emit("train_end", best=best_name, best_auc=best_auc, models=len(results),
-         registered_version=summary.registered_version)
+         registered_version=summary.registered_version,
+         best_auc_low=iv.get("oof_roc_auc_lo"), best_auc_high=iv.get("oof_roc_auc_hi"))
     return summary
 
 
