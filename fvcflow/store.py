@@ -219,6 +219,13 @@ def sweep_temporary(folder: str | os.PathLike) -> list[Path]:
             continue
         p.unlink(missing_ok=True)
         removed.append(p)
+    # the video writer's partial files: .<stem>.partial-<host>.<pid>.<random><suffix>
+    for p in Path(folder).rglob(".*.partial-*"):
+        tail = p.name.split(".partial-", 1)[1].split(".")
+        if len(tail) < 3 or tail[0] != host or not tail[1].isdigit() or _alive(int(tail[1])):
+            continue
+        p.unlink(missing_ok=True)
+        removed.append(p)
     return removed
 
 

@@ -115,3 +115,35 @@ def test_a_checked_blob_refuses_truncation_and_flipped_bits(tmp_path):
     truncate(path, 0.5)
     with pytest.raises(CorruptEntry, match="truncated"):
         read_checked_bytes(path)
+
+
+def test_a_killed_video_writers_partial_file_is_swept_by_the_next_plan(tmp_path):
+    """``kill -9`` of a process while it encodes a video: its partial file names the writer, and
+    the sweep removes it once the writer is gone (a live writer's is kept)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from fvcflow.store import sweep_temporary
+    from tests.test_reliability_resume import wait_for
+
+    code = ("import sys, numpy as np\n"
+            "from fvcflow.video import VideoWriter\n"
+            "frames = np.random.default_rng(0).integers(0, 255, (10, 240, 320, 3), dtype=np.uint8)\n"
+            "with VideoWriter(sys.argv[1], 320, 240, 25) as w:\n"
+            "    while True:\n"
+            "        w.write(frames)\n")
+    out = tmp_path / "videos" / "aug1.mp4"
+    out.parent.mkdir()
+    proc = subprocess.Popen([sys.executable, "-c", code, str(out)])
+    try:
+        wait_for(lambda: any(out.parent.glob(".aug1.partial-*")), 120, "the partial file", proc, poll=0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    partial = next(out.parent.glob(".aug1.partial-*"))
+    live = out.parent / f".x.partial-{partial.name.split('.partial-')[1].split('.')[0]}.{os.getpid()}.ab.mp4"
+    live.write_bytes(b"in flight")
+    assert sweep_temporary(tmp_path) == [partial]
+    assert not partial.exists() and live.exists() and not out.exists()

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from fvcflow.errors import DiskFullError
 from fvcflow.models import get_model_spec
 from fvcflow.store import CorruptEntry, Lake, read_checked_bytes, write_checked_bytes
 from fvcflow.training.config import TrainConfig
@@ -96,8 +97,12 @@ class FoldCache:
             return None
 
     def save_bytes(self, name: str, data: bytes) -> None:
-        """Store ``data`` as ``name`` (atomically; a full disk raises DiskFullError)."""
-        write_checked_bytes(data, self._file(name))
+        """Store ``data`` as ``name`` (atomically). Best effort: on a full disk nothing is kept
+        (a warning; the training goes on, and fails where its real output cannot be written)."""
+        try:
+            write_checked_bytes(data, self._file(name))
+        except DiskFullError as exc:
+            log.warning("cannot keep %s for resume: %s", name, exc)
 
     def load(self, name: str) -> Any | None:
         data = self.load_bytes(name)

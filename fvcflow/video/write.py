@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from fractions import Fraction
 from pathlib import Path
@@ -70,7 +71,10 @@ class VideoWriter:
         if not fps > 0:
             raise ValueError(f"fps must be > 0, got {fps}")
         self.frames_written = 0
-        self._tmp = self.path.with_name(f".{self.path.stem}.partial-{uuid.uuid4().hex[:8]}{self.path.suffix}")
+        # names its writer (host, pid) like the store's temporary files: a killed writer's is swept
+        host = socket.gethostname().replace(".", "_")
+        self._tmp = self.path.with_name(f".{self.path.stem}.partial-{host}.{os.getpid()}."
+                                        f"{uuid.uuid4().hex[:8]}{self.path.suffix}")
         try:
             # bitexact: no random track ids or encoder strings, so equal frames give equal files
             self._container = av.open(str(self._tmp), "w", options={"fflags": "+bitexact"})
