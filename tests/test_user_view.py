@@ -56,6 +56,7 @@ def run(prefect_server, tmp_path_factory):
     home = tmp / "fvc-data"
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
     env.pop("FVC_CONFIG", None)
+    env.pop("PREFECT_LOGGING_LEVEL", None)          # as in a user's shell (conftest quiets it)
     res = fvc("--home", str(home), "run", "--config", str(tmp / "fvc.toml"), "--corpus", "folder",
               "--root", str(corpus), "--labels", str(corpus / "labels.csv"), "--workers", "2", env=env)
     return Lake.at(home), res
