@@ -189,3 +189,21 @@ def test_cli_train(tmp_path, capsys):
     assert fvc(["train", "--list"]) == 0 and "catboost_s24" in capsys.readouterr().out
     assert fvc(["--home", str(lake.root), "train", "--folds", "1"]) == 2
     assert "train.folds" in capsys.readouterr().err
+
+
+def test_a_stack_over_bases_of_different_feature_sets_reads_every_base_column(tmp_path):
+    """A stack over an s2l and an s24 base (make demo trains both): its example and signature hold
+    the columns of every base, so it is logged, registered and scores a row (it raised KeyError on
+    the l32_ columns when it took the s24 table for its example)."""
+    from fvcflow.training import run_training
+    from fvcflow.training.data import feature_set_columns
+
+    lake = write_lake(tmp_path, n_groups=16, n_aug=0, signal=2.0, seed=3)
+    cfg = small_config(models="logreg_s2l,logreg_s24,stack_s24", grids={}, params={})
+    summary = run_training(lake, cfg)
+    stack = next(r for r in summary.results if r.name == "stack_s24")
+    want = set(feature_set_columns("s2l")) | set(feature_set_columns("s24"))
+    assert set(stack.columns) == want
+    assert want <= set(stack.example.columns)
+    p = stack.model.predict_proba(stack.example)[:, 1]
+    assert np.isfinite(p).all() and ((0 <= p) & (p <= 1)).all()

@@ -23,7 +23,7 @@ from fvcflow.training import tracking
 from fvcflow.training.checkpoint import FoldCache, table_digest
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.cv import cross_validate, feature_importance
-from fvcflow.training.data import feature_set_columns, load_features, train_table
+from fvcflow.training.data import FEATURE_SET_COLUMNS, feature_set_columns, load_features, train_table
 from fvcflow.training.results import ModelResult, make_result
 from fvcflow.training.splits import load_splits
 from fvcflow.training.stacking import stack_cv, stack_example
@@ -64,6 +64,23 @@ def stack_bases(spec: ModelSpec, bases: Sequence[ModelResult]) -> list[ModelResu
     return usable
 
 
+def stack_features(lake: Lake, bases: Sequence[ModelResult]) -> tuple[str, list[str], pl.DataFrame]:
+    """What a stack reads: its feature-set label, the columns of all its feature bases (in the
+    order of their sets) and their table. Bases of different sets (``s2l`` beside ``s24``) need the
+    union; the label is the smallest registered set holding it, else the sets joined by ``+``."""
+    sets = list(dict.fromkeys(b.feature_set for b in bases if b.feature_set)) or ["s2"]
+    columns = list(dict.fromkeys(c for fs in sets for c in feature_set_columns(fs)))
+    covering = [fs for fs in FEATURE_SET_COLUMNS if set(columns) <= set(feature_set_columns(fs))]
+    label = min(covering, key=lambda fs: len(feature_set_columns(fs))) if covering else "+".join(sets)
+    features = load_features(lake, sets[0])
+    for fs in sets[1:]:
+        table = load_features(lake, fs)
+        features = features.join(table.select("video_id", *[c for c in table.columns
+                                                            if c not in features.columns]),
+                                 on="video_id", how="inner")
+    return label, columns, features
+
+
 def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
                 bases: Sequence[ModelResult] = ()) -> ModelResult:
     """Fit the stacking ensemble ``spec`` over ``bases`` (nested, no leakage) and track it."""
@@ -72,12 +89,12 @@ def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
                        "train it with train_stack(lake, results, cfg)")
     bases = stack_bases(spec, bases)
     cv = stack_cv(spec, bases, cfg)
-    feature_set = "s24" if any(b.feature_set == "s24" for b in bases) else "s2"
+    feature_set, columns, features = stack_features(lake, bases)
     splits = load_splits(lake, cfg).filter(~pl.col("is_test"))
-    example = stack_example(train_table(load_features(lake, feature_set), splits, feature_set), bases)
+    example = stack_example(train_table(features, splits, feature_set, columns=columns), bases)
     result = make_result(spec, cv.predictions, cv.fold_metrics, cv.fold_params, cv.final.params,
                          cv.final.pipeline, cv.fit_seconds, feature_set=feature_set,
-                         columns=feature_set_columns(feature_set), inner_oof=cv.inner_oof,
+                         columns=columns, inner_oof=cv.inner_oof,
                          importance=cv.importance, n_train_rows=bases[0].n_train_rows, example=example)
     return tracking.log_result(lake, cfg, result)
 
