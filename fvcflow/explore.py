@@ -261,7 +261,12 @@ def resolution_figure(videos: pl.DataFrame) -> Figure:
         jitter = 1 + rng.uniform(-0.01, 0.01, size=(2, len(w)))   # equal sizes do not hide each other
         ax.scatter(w * jitter[0], h * jitter[1], s=12, alpha=0.6, color=COLORS[lab],
                    label=LABELS.get(lab, "unlabelled"))
-    ax.set(xscale="log", yscale="log", xlabel="width (px)", ylabel="height (px)", title="resolution")
+    sizes = videos.select(pl.col("width").cast(pl.Float64), pl.col("height").cast(pl.Float64)).to_numpy()
+    known = np.isfinite(sizes).all(axis=1) & (sizes > 0).all(axis=1)
+    if known.any():          # a log axis needs a positive size (an index without probes has none)
+        ax.set(xscale="log", yscale="log")
+    ax.set(xlabel="width (px)", ylabel="height (px)",
+           title="resolution" if known.any() else "resolution (not in the index)")
     ax.legend(fontsize=7)
     return fig
 

@@ -261,7 +261,7 @@ def confidently_wrong(lake: Lake, result: ModelResult, n: int = 10) -> tuple[pl.
                         | ((pl.col("label") == 0) & (pl.col("prob_fake") >= thr)))
     wrong = wrong.with_columns(confidence=(pl.col("prob_fake") - pl.col("label").cast(pl.Float64)).abs())
     index = read_parquet(lake.index)
-    if index is not None:
+    if index is not None and "path" in index.columns:   # a lake made by a library user may lack it
         wrong = wrong.join(index.select("video_id", "path"), on="video_id", how="left")
     else:
         wrong = wrong.with_columns(path=pl.lit(None, pl.Utf8))
