@@ -35,7 +35,7 @@ down:
 	VENV=$(VENV) bash deployments/demo.sh down
 
 bench: install
-	for b in kernels local video ingest augment_memory pipeline train soak demo_separability evidence demo; do \
+	for b in kernels local video ingest augment_memory pipeline train soak demo_separability evidence demo deep; do \
 		$(PY) -m benchmarks.$$b || exit 1; done
 
 clean: down
