@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -109,10 +110,12 @@ def test_the_flow_completes_and_prints_the_counts(bad_run):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     # no traceback from our code (Dask may log its own shutdown chatter on stderr)
     assert f'File "{Path(fvcflow.__file__).parent}' not in proc.stderr, proc.stderr
-    n_listed_bad = len(BAD) - 1  # the invalid name is unmatched: found, not counted as failed
-    assert f"found={len(GOOD) + len(BAD)}, indexed={len(GOOD)}, failed={n_listed_bad}, unmatched_videos=1" \
-        in proc.stdout
-    assert f"videos in={len(GOOD)}, done={len(GOOD)}, cached=0, failed=0" in proc.stdout
+    n_listed_bad = len(BAD) - 1  # the invalid name is unmatched: found, neither indexed nor failed
+    assert (f"ingest: done, {len(GOOD) + len(BAD)} videos of folder: {len(GOOD)} indexed, "
+            f"{n_listed_bad} failed") in proc.stdout + proc.stderr
+    # the summary table (stdout): stage, videos, cached, failed
+    assert re.search(rf"^\s*features\s+{len(GOOD)}\s+0\s+0\s", proc.stdout, re.M), proc.stdout
+    assert re.search(rf"^\s*ingest\s+{len(GOOD)}\s+0\s+{n_listed_bad}\s", proc.stdout, re.M), proc.stdout
 
 
 @pytest.mark.slow
