@@ -366,7 +366,9 @@ def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(
     # not yet quiet: Prefect's log workers still print "--- Error logging to API ---" meanwhile
     assert_lake_sound(home)
     before = cache_files(home)
-    assert 0 < len(before) < N_VIDEOS
+    # the run may finish its current work before it sees the server gone (all of it, on a quiet
+    # machine): what it finished is whole and cached, and the rerun computes only the rest
+    assert 0 < len(before) <= N_VIDEOS
     for path in before:                                  # whole, checked entries
         assert read_checked_parquet(path) is not None
     # the rerun's plan resumes from the cache: only the missing videos are to compute (a full
