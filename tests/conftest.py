@@ -30,3 +30,15 @@ def prefect_server():
 @pytest.fixture
 def lake_dir(tmp_path: Path) -> Path:
     return tmp_path / "fvc-data"
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Tiny torch models run fastest on one thread (the machine has two); restored afterwards.
+    The deep test modules use it for every test (``pytestmark``)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

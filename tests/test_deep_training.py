@@ -34,12 +34,7 @@ from tests.media import write_vfr_video, write_video
 SPEC = ClipSpec(frames=4, clips=2, size=32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from fvcflow import progress
@@ -22,12 +21,7 @@ from tests.deep_lake import tiny_deep_config, write_deep_lake
 TINY_CLIP = {"frames": 4, "clips": 2, "size": 32}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -23,12 +23,7 @@ RGB = ClipSpec(frames=4, clips=2, size=32)
 FLOW = replace(RGB, channels="rgb+flow")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -29,13 +29,7 @@ def tiny(name: str) -> dict:
     return dict(get_model_spec(name).extra["tiny"]["params"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (the machine is shared); restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def test_every_family_registers_a_tiny_size():
