@@ -147,3 +147,36 @@ def test_a_killed_video_writers_partial_file_is_swept_by_the_next_plan(tmp_path)
     live.write_bytes(b"in flight")
     assert sweep_temporary(tmp_path) == [partial]
     assert not partial.exists() and live.exists() and not out.exists()
+
+
+def test_a_temporary_file_of_a_writer_that_died_this_run_is_gone_when_the_stage_finishes(built):
+    """A Dask worker killed while it writes a cache file leaves its temporary file; Dask runs the
+    batch again elsewhere, so the stage's finish (not only the next run's plan) removes it. A live
+    writer's temporary file is kept."""
+    import os
+    import subprocess
+    import sys
+
+    settings, reference = built
+    lake = settings.lake()
+    plan = runner.plan("features", settings)
+    folder = lake.cache_dir("features") / "00"
+    code = ("import os, sys\n"
+            "from fvcflow.store import atomic_path\n"
+            "with atomic_path(sys.argv[1]) as tmp:\n"
+            "    tmp.write_bytes(b'half a parquet file')\n"
+            "    os._exit(9)\n")  # no cleanup runs: what SIGKILL leaves
+    proc = subprocess.run([sys.executable, "-c", code, str(folder / "feedface.parquet")])
+    assert proc.returncode == 9
+    dead = list(folder.glob(".feedface.parquet.*.tmp"))
+    assert len(dead) == 1
+    live = folder / dead[0].name.replace(f".{dead[0].name.split('.')[-3]}.", f".{os.getpid()}.")
+    live.write_bytes(b"in flight")
+    try:
+        report = runner.finish(plan, [], settings)
+        assert not dead[0].exists() and live.exists()
+    finally:
+        live.unlink()
+    assert report.failed == 0
+    assert_frame_equal(feature_table(lake.stage2), reference["features"])
+    assert_lake_sound(settings.home)

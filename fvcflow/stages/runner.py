@@ -193,6 +193,11 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     """Assemble the stage table from the cache and record this stage's failures."""
     spec = spec_of(stage_plan.stage)
     lake = Lake.at(settings.home)
+    # every batch has returned: a temporary file whose writer is gone (a worker killed while it
+    # wrote; Dask ran its batch again elsewhere) is debris of this run, not of the next one
+    for folder in (lake.cache_dir(spec.name), spec.table(lake).parent):
+        for p in sweep_temporary(folder):
+            log.info("%s: removed %s, left by a writer that died", spec.name, p.name)
     failures = [f for o in outcomes for f in o.failures]
     failed = {f["video_id"] for f in failures}
     jobs = [j for j in stage_plan.jobs if j.video_id not in failed]
