@@ -108,3 +108,38 @@ def test_weights_path_that_is_not_there_is_a_clear_error(tmp_path):
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted and not result.failed
+
+
+def test_local_weights_report_what_loaded_with_a_prefix_and_a_foreign_head(tmp_path, caplog):
+    """A checkpoint saved from a wrapper (every key under ``net.``, a DataParallel ``module.``),
+    with a 400-class head and one tensor the model lacks: every shared tensor loads, the head is
+    left at its initial values, and the report names each group as the file spells it."""
+    import logging
+
+    from torch import nn
+
+    from fvcflow.models.torch_common import load_local_weights
+
+    def net() -> nn.Module:
+        return nn.Sequential(nn.Conv3d(3, 4, 3), nn.BatchNorm3d(4), nn.Flatten(), nn.Linear(4, 1))
+
+    source, target = net(), net()
+    torch.manual_seed(0)
+    for p in source.parameters():
+        nn.init.normal_(p)
+    state = {f"module.net.{k}": v for k, v in source.state_dict().items()}
+    state["module.net.3.weight"] = torch.zeros(400, 4)          # the Kinetics head: another shape
+    state["module.net.extra.weight"] = torch.zeros(2)             # not in the model
+    torch.save({"state_dict": state}, tmp_path / "wrapped.pt")
+    head_before = target[3].weight.detach().clone()
+    with caplog.at_level(logging.INFO, logger="fvcflow.models"):
+        report = load_local_weights(target, tmp_path / "wrapped.pt", prefix="net.")
+    shared = [k for k in source.state_dict() if k != "3.weight"]
+    for k in shared:
+        assert torch.equal(target.state_dict()[k], source.state_dict()[k]), k
+    assert torch.equal(target[3].weight, head_before)
+    assert report == {"missing": ["3.weight"], "unexpected": ["module.net.extra.weight"],
+                      "mismatched": ["3.weight"]}
+    own = len(target.state_dict())
+    assert f"loaded {len(shared)} of the model's {own} tensors (1 left at their initial values, 1 of " \
+           "them of another shape in the file; 1 tensors of the file unused)" in caplog.text

@@ -19,6 +19,7 @@ MLflow tags); ``weights=PATH`` loads a local checkpoint. Nothing is ever downloa
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -29,6 +30,8 @@ from torch import nn
 
 from fvcflow.errors import FvcError
 from fvcflow.models.registry import register_model
+
+log = logging.getLogger("fvcflow.models")
 
 #: Kinetics-400 statistics (torchvision's video models)
 KINETICS_MEAN = (0.43216, 0.394666, 0.37645)
@@ -103,13 +106,15 @@ class VideoClassifier(nn.Module):
 
 
 def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "") -> dict[str, list[str]]:
-    """Load a local checkpoint into ``module`` (never a download); returns missing/unexpected keys.
+    """Load a local checkpoint into ``module`` (never a download); returns what did not load.
 
     Accepts a bare state dict or one wrapped under ``state_dict``/``model``/``model_state``
     (torchvision, timm, pytorchvideo and our own checkpoints), or a ``.safetensors`` file (Hugging
     Face and timm); ``prefix`` is stripped from keys
     (``"module."`` of DataParallel checkpoints is always stripped). Shapes that disagree (a
-    classifier for 400 classes) are left out and reported as missing. A path that does not exist
+    classifier for 400 classes) are left out and reported as missing (and mismatched). The result
+    names the model's ``missing`` keys, the file's ``unexpected`` ones (as the file spells them)
+    and the ``mismatched`` ones; the log says how many tensors loaded. A path that does not exist
     or does not hold a state dict is an :class:`FvcError` naming it.
     """
     path = Path(path)
@@ -130,14 +135,23 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
         raise FvcError(f"{path}: does not hold a state dict of tensors")
     own = module.state_dict()
     clean: dict[str, torch.Tensor] = {}
+    unexpected, mismatched = [], []
     for key, value in state.items():
-        key = key.removeprefix("module.").removeprefix(prefix)
-        if key in own and own[key].shape == value.shape:
-            clean[key] = value
-    result = module.load_state_dict(clean, strict=False)
+        name = key.removeprefix("module.").removeprefix(prefix)
+        if name not in own:
+            unexpected.append(key)                       # as the file names it
+        elif own[name].shape != value.shape:
+            mismatched.append(name)
+        else:
+            clean[name] = value
     if not clean:
         raise FvcError(f"{path}: no tensor matches the model's parameters (wrong architecture?)")
-    return {"missing": list(result.missing_keys), "unexpected": sorted(set(state) - set(clean))}
+    result = module.load_state_dict(clean, strict=False)
+    missing = list(result.missing_keys)
+    log.info("%s: loaded %d of the model's %d tensors (%d left at their initial values, %d of them "
+             "of another shape in the file; %d tensors of the file unused)", path, len(clean), len(own),
+             len(missing), len(mismatched), len(unexpected))
+    return {"missing": missing, "unexpected": sorted(unexpected), "mismatched": sorted(mismatched)}
 
 
 #: the tiny configuration tests and the CPU benchmark use unless a model registers its own
