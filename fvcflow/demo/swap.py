@@ -17,21 +17,11 @@ A track is ``int32[n, 4]``: one ``(x, y, w, h)`` box per frame, inside the frame
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 import cv2
 import numpy as np
 
-#: the OpenCV cascade file used to find faces
-CASCADE = "haarcascade_frontalface_default.xml"
-
-
-@lru_cache(maxsize=1)
-def _cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
-    if cascade.empty():  # pragma: no cover - a broken OpenCV install
-        raise RuntimeError(f"OpenCV could not load its bundled {CASCADE}")
-    return cascade
+from fvcflow.cascade import haar_cascade
 
 
 def detect_faces(frames: np.ndarray, *, every: int = 3, min_hits: float = 0.4) -> np.ndarray | None:
@@ -52,8 +42,8 @@ def detect_faces(frames: np.ndarray, *, every: int = 3, min_hits: float = 0.4) -
     min_side = max(16, min(h, w) // 8)
     for i in probes:
         gray = cv2.equalizeHist(cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY))
-        hits = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
-                                           minSize=(min_side, min_side))
+        hits = haar_cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4,
+                                               minSize=(min_side, min_side))
         if len(hits):
             found.append(i)
             boxes.append(max(hits, key=lambda b: b[2] * b[3]))

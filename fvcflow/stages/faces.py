@@ -24,16 +24,15 @@ a box (docs/FEATURES.md, "Face features").
 from __future__ import annotations
 
 import warnings
-from functools import lru_cache
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from fvcflow.cascade import haar_cascade
 from fvcflow.errors import FvcError
 from fvcflow.kernels import FEATURE_NAMES, MAP_NAMES, frame_features, tile_maps
 
-CASCADE = "haarcascade_frontalface_default.xml"
 MAX_SIDE = 320          # the detector sees the frame downscaled to this longest side
 SMOOTH = 0.5            # weight of the held box when a new detection arrives
 MAX_MISSES = 2
@@ -55,12 +54,6 @@ def face_columns(prefix: str = "") -> list[str]:
     return [prefix + c for c in cols]
 
 
-@lru_cache(maxsize=1)
-def _cascade() -> cv2.CascadeClassifier:
-    cascade = cv2.CascadeClassifier(cv2.data.haarcascades + CASCADE)
-    if cascade.empty():  # pragma: no cover - a broken OpenCV install
-        raise FvcError(f"OpenCV could not load its bundled {CASCADE} (opencv-python-headless 4.x ships it)")
-    return cascade
 
 
 class FaceDetector:
@@ -102,7 +95,7 @@ class FaceDetector:
             boxes = [] if faces is None else [tuple(f[:4]) for f in faces]
         else:
             side = max(12, min(small.shape) // 10)
-            boxes = _cascade().detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=4,
+            boxes = haar_cascade().detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=4,
                                                 minSize=(side, side))
         if len(boxes) == 0:
             return None
