@@ -413,6 +413,37 @@ def _median(x):
 
 
 @numba.jit(**JIT)
+def _flood(mask, marks, stack, y, x):
+    """Mark in ``marks`` the 4-connected component of ``mask`` holding tile ``(y, x)``; return its
+    size and bounding-box area (``stack``: scratch of ``mask.size`` rows)."""
+    ny, nx = mask.shape
+    top = 0
+    stack[0, 0] = y
+    stack[0, 1] = x
+    marks[y, x] = True
+    size = 0
+    y0, y1, x0, x1 = y, y, x, x
+    while top >= 0:
+        cy = stack[top, 0]
+        cx = stack[top, 1]
+        top -= 1
+        size += 1
+        y0 = min(y0, cy)
+        y1 = max(y1, cy)
+        x0 = min(x0, cx)
+        x1 = max(x1, cx)
+        for k in range(4):
+            qy = cy + (1 if k == 0 else (-1 if k == 1 else 0))
+            qx = cx + (1 if k == 2 else (-1 if k == 3 else 0))
+            if 0 <= qy < ny and 0 <= qx < nx and mask[qy, qx] and not marks[qy, qx]:
+                marks[qy, qx] = True
+                top += 1
+                stack[top, 0] = qy
+                stack[top, 1] = qx
+    return size, (y1 - y0 + 1) * (x1 - x0 + 1)
+
+
+@numba.jit(**JIT)
 def _largest_component(mask, region):
     """Mark in ``region`` the largest 4-connected component of ``mask`` (ties: the first met
     in raster order); return its size and its bounding-box area."""
@@ -422,53 +453,14 @@ def _largest_component(mask, region):
     best, best_area, best_y, best_x = 0, 0, -1, -1
     for y in range(ny):
         for x in range(nx):
-            if not mask[y, x] or seen[y, x]:
-                continue
-            top = 0
-            stack[0, 0] = y
-            stack[0, 1] = x
-            seen[y, x] = True
-            size = 0
-            y0, y1, x0, x1 = y, y, x, x
-            while top >= 0:
-                cy = stack[top, 0]
-                cx = stack[top, 1]
-                top -= 1
-                size += 1
-                y0 = min(y0, cy)
-                y1 = max(y1, cy)
-                x0 = min(x0, cx)
-                x1 = max(x1, cx)
-                for k in range(4):
-                    qy = cy + (1 if k == 0 else (-1 if k == 1 else 0))
-                    qx = cx + (1 if k == 2 else (-1 if k == 3 else 0))
-                    if 0 <= qy < ny and 0 <= qx < nx and mask[qy, qx] and not seen[qy, qx]:
-                        seen[qy, qx] = True
-                        top += 1
-                        stack[top, 0] = qy
-                        stack[top, 1] = qx
-            if size > best:
-                best, best_area, best_y, best_x = size, (y1 - y0 + 1) * (x1 - x0 + 1), y, x
+            if mask[y, x] and not seen[y, x]:
+                size, area = _flood(mask, seen, stack, y, x)
+                if size > best:
+                    best, best_area, best_y, best_x = size, area, y, x
     region[:, :] = False
     if best == 0:
         return 0, 0
-    # mark the winner again by flood fill from its first tile
-    top = 0
-    stack[0, 0] = best_y
-    stack[0, 1] = best_x
-    region[best_y, best_x] = True
-    while top >= 0:
-        cy = stack[top, 0]
-        cx = stack[top, 1]
-        top -= 1
-        for k in range(4):
-            qy = cy + (1 if k == 0 else (-1 if k == 1 else 0))
-            qx = cx + (1 if k == 2 else (-1 if k == 3 else 0))
-            if 0 <= qy < ny and 0 <= qx < nx and mask[qy, qx] and not region[qy, qx]:
-                region[qy, qx] = True
-                top += 1
-                stack[top, 0] = qy
-                stack[top, 1] = qx
+    _flood(mask, region, stack, best_y, best_x)     # mark the winner again from its first tile
     return best, best_area
 
 

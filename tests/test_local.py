@@ -312,3 +312,22 @@ def test_every_local_name_is_defined_in_its_section_in_table_order():
         assert all(i >= 0 for i in at), [n for n, i in zip(names, at) if i < 0]
         if table is not local.LOCAL:
             assert at == sorted(at), table.definition
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_largest_region_is_scipys_largest_4_connected_component(seed):
+    """The region mask against scipy.ndimage.label (4-connectivity): the largest component's tiles,
+    its size and its bounding-box area; ties go to the component met first in raster order."""
+    from scipy import ndimage
+
+    mask = np.random.default_rng(seed).random((9, 13)) < 0.45
+    region = np.zeros_like(mask)
+    size, area = local._largest_component(mask, region)
+    labels, n = ndimage.label(mask)                       # labels follow raster order
+    sizes = np.bincount(labels.ravel())[1:]
+    best = int(np.argmax(sizes)) + 1                      # argmax: the first of equal sizes
+    want = labels == best
+    ys, xs = np.nonzero(want)
+    assert np.array_equal(region, want)
+    assert size == sizes.max() and area == (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+    assert local._largest_component(np.zeros((3, 4), bool), region) == (0, 0) and not region.any()
