@@ -18,7 +18,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 
 import polars as pl
 
@@ -367,6 +367,79 @@ def read_checked_bytes(path: str | os.PathLike) -> bytes | None:
     if hashlib.blake2b(data, digest_size=16).digest() != digest:
         raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
     return data
+
+
+#: bytes before the payload of a checked file: magic, BLAKE2b-128 digest, payload length
+CHECKED_HEADER_SIZE = len(_CHECKED_MAGIC) + 16 + 8
+
+
+class _DigestWriter:
+    """A write-only file object that hashes and counts what passes through it to ``fh``."""
+
+    def __init__(self, fh: BinaryIO):
+        self._fh, self._h, self.size = fh, hashlib.blake2b(digest_size=16), 0
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        self._h.update(view)
+        self.size += len(view)
+        return self._fh.write(view)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def digest(self) -> bytes:
+        return self._h.digest()
+
+
+@contextlib.contextmanager
+def checked_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """Write a checked file (the format of :func:`write_checked_bytes`) atomically, streamed.
+
+    Yields a writable file object (``write`` only, not seekable): what is written is hashed as it
+    passes, and the header is filled in at the end, so a large payload (a clip array through
+    ``np.save``) is never held in memory twice. The temporary file follows :func:`atomic_path`
+    (swept after a killed writer; a full disk is :class:`~fvcflow.errors.DiskFullError`).
+
+    >>> with checked_writer("/tmp/fvc-doc/blob.chk") as fh:
+    ...     _ = fh.write(b"whole")
+    >>> read_checked_bytes("/tmp/fvc-doc/blob.chk")
+    b'whole'
+    """
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(b"\0" * CHECKED_HEADER_SIZE)
+        writer = _DigestWriter(fh)
+        yield writer  # type: ignore[misc]
+        fh.seek(0)
+        fh.write(_CHECKED_MAGIC + writer.digest() + writer.size.to_bytes(8, "little"))
+
+
+def verify_checked_file(fh: BinaryIO, path: str | os.PathLike, *, chunk: int = 1 << 20) -> int:
+    """Check the open checked file ``fh`` (named ``path`` in errors) in constant memory.
+
+    Streams the payload through BLAKE2b and compares it, and its length, with the header written
+    by :func:`write_checked_bytes` / :func:`checked_writer`; raises :class:`CorruptEntry` when the
+    file is truncated, extended or altered. Returns the payload's offset (:data:`CHECKED_HEADER_SIZE`);
+    ``fh`` is left positioned there. Check and read through the same handle: a writer that
+    replaces ``path`` meanwhile cannot slip an unchecked file in between.
+    """
+    fh.seek(0)
+    header = fh.read(CHECKED_HEADER_SIZE)
+    n = len(_CHECKED_MAGIC)
+    if header[:n] != _CHECKED_MAGIC or len(header) < CHECKED_HEADER_SIZE:
+        raise CorruptEntry(path, "not a checked file (header missing or damaged)")
+    digest, size = header[n:n + 16], int.from_bytes(header[n + 16:], "little")
+    h, got = hashlib.blake2b(digest_size=16), 0
+    while block := fh.read(chunk):
+        h.update(block)
+        got += len(block)
+    if got != size:
+        raise CorruptEntry(path, f"truncated ({got} of {size} bytes)" if got < size
+                           else f"{got - size} bytes more than the {size} written")
+    if h.digest() != digest:
+        raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
+    fh.seek(CHECKED_HEADER_SIZE)
+    return CHECKED_HEADER_SIZE
 
 
 def file_hash(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:

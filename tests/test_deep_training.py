@@ -99,10 +99,10 @@ def test_second_epoch_and_second_model_decode_nothing(lake, tmp_path, monkeypatc
     again = ClipCache(tmp_path / "clips")                        # a second model, same clip config
     ClipDataset(sources, [0] * len(sources), SPEC, again, train=False).prepare()
     assert again.decoded == 0 and again.reused == len(sources) and len(calls) == len(sources)
-    files = sorted((tmp_path / "clips").rglob("*.npy"))
+    files = sorted((tmp_path / "clips").rglob("*.clip"))
     assert len(files) == len(sources)                            # one file per video and clip config
     ClipCache(tmp_path / "clips").load(sources[0], ClipSpec(frames=2, clips=2, size=32))
-    assert len(sorted((tmp_path / "clips").rglob("*.npy"))) == len(sources) + 1
+    assert len(sorted((tmp_path / "clips").rglob("*.clip"))) == len(sources) + 1
 
 
 def test_training_clips_vary_by_epoch_evaluation_clips_do_not(lake, tmp_path):
@@ -149,7 +149,7 @@ def test_a_killed_run_resumes_without_recomputing_finished_clips(lake, tmp_path)
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd(), capture_output=True)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()
-    done = {p: p.stat().st_mtime_ns for p in root.rglob("*.npy")}
+    done = {p: p.stat().st_mtime_ns for p in root.rglob("*.clip")}
     assert len(done) == 3 and not list(root.rglob("*.tmp"))
     cache = ClipCache(root)
     for s in _sources(lake):

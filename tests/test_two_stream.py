@@ -52,7 +52,7 @@ def test_flow_clips_are_computed_once_then_read_from_the_cache(lake, tmp_path, m
     cache = ClipCache(tmp_path / "clips")
     first = [np.asarray(cache.load(s, FLOW)) for s in sources]
     assert (cache.decoded, cache.reused) == (len(sources), 0)
-    files = sorted((tmp_path / "clips").rglob("*.npy"))
+    files = sorted((tmp_path / "clips").rglob("*.clip"))
     assert len(files) == len(sources)
     mtimes = [f.stat().st_mtime_ns for f in files]
 

@@ -9,13 +9,21 @@ variable-frame-rate video is sampled by frame, not by time. A video shorter than
 (frame ``i`` is frame ``i mod n``; every window is the same); a stream that ends before its
 probe said repeats its last frame.
 
-Decoded clips are cached as ``uint8[K, W, h, w, C]`` ``.npy`` files (``C`` = 3, or 5 for an
+Decoded clips are cached as ``uint8[K, W, h, w, C]`` arrays (``C`` = 3, or 5 for an
 ``"rgb+flow"`` spec: the encoded optical flow of :mod:`fvcflow.deep.flow` as channels 4-5) under
-``<work dir>/cache/clips/``, one per video and clip configuration, named by
+``<work dir>/cache/clips/``, one ``<key>.clip`` file per video and clip configuration, named by
 ``cache_key(content hash, "clips", config)``: the second epoch, the second fold and the second
 model with the same clip configuration decode nothing, and a killed run keeps every file it
 finished (written under a temporary name, then renamed). Memory while decoding is that of the
 kept, already resized frames, whatever the video's length or resolution.
+
+A ``.clip`` file is a checked blob of the store (:func:`fvcflow.store.checked_writer`: magic,
+BLAKE2b digest and length of the payload, then the payload, an ``.npy`` array), written and
+verified streamed (constant memory). A :class:`ClipCache` verifies a file the first time it
+opens it and memory-maps the verified handle; a truncated, extended or bit-flipped entry is
+logged (``clips: damaged cache entry <path> for <video>: <reason>; recomputed``), removed and
+decoded again: damaged pixels never reach a model. The ``.npy`` files of fvcflow before the
+checks (``CLIP_CACHE_VERSION`` 1) have other keys and are never read.
 """
 
 from __future__ import annotations
@@ -30,14 +38,15 @@ import numpy as np
 
 from fvcflow.deep.flow import flow_config, with_flow
 from fvcflow.models.torch_common import ClipSpec
-from fvcflow.store import atomic_path, cache_key
+from fvcflow.store import CorruptEntry, cache_key, checked_writer, verify_checked_file
 from fvcflow.video import read_rgb
 
 log = logging.getLogger("fvcflow.deep")
 
 #: longest side of the frames of a variable-aspect (``size=None``) clip
 VARIABLE_SIDE = 112
-CLIP_CACHE_VERSION = 1
+#: 2: checked ``.clip`` files (1: plain ``.npy``, unchecked: never read again)
+CLIP_CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -130,41 +139,93 @@ def decode_clips(source: ClipSource, spec: ClipSpec) -> np.ndarray:
 
 
 class ClipCache:
-    """Content-addressed ``.npy`` files of decoded windows; counts what it decoded and reused.
+    """Content-addressed, checksummed ``.clip`` files of decoded windows; counts what it decoded,
+    reused and found damaged (``damaged``: the paths, in order).
 
-    ``root=None`` caches nothing (every request decodes).
+    ``root=None`` caches nothing (every request decodes). A file is verified once per cache
+    object (and per DataLoader worker that opens it first); later loads of the same file (same
+    inode, size and modification time) memory-map it without hashing it again.
     """
 
     def __init__(self, root: str | os.PathLike | None):
         self.root = Path(root) if root is not None else None
         self.decoded = 0
         self.reused = 0
+        self.damaged: list[str] = []
+        self._verified: dict[str, tuple] = {}
 
     def path(self, source: ClipSource, spec: ClipSpec) -> Path | None:
         if self.root is None:
             return None
         key = cache_key(source.content_hash, "clips", cache_config(spec))
-        return self.root / key[:2] / f"{key}.npy"
+        return self.root / key[:2] / f"{key}.clip"
 
     def load(self, source: ClipSource, spec: ClipSpec, *, mmap: bool = True) -> np.ndarray:
-        """The windows of ``source``, from the cache or decoded (and then cached)."""
+        """The windows of ``source``, from the cache (verified) or decoded (and then cached)."""
         path = self.path(source, spec)
-        if path is not None and path.exists():
+        if path is not None:
             try:
-                arr = np.load(path, mmap_mode="r" if mmap else None)
-                if arr.ndim == 5 and arr.shape[:2] == (spec.clips, window(spec)):
+                arr = self._read(path, spec, mmap=mmap)
+            except CorruptEntry as exc:
+                log.warning("clips: damaged cache entry %s for %s: %s; recomputed", path,
+                            source.video_id, exc.reason)
+                self.damaged.append(str(path))
+                self._verified.pop(str(path), None)
+                path.unlink(missing_ok=True)
+            else:
+                if arr is not None:
                     self.reused += 1
                     return arr
-            except (OSError, ValueError) as exc:     # a damaged file: decode again
-                log.warning("clip cache %s unreadable (%s): decoding again", path, exc)
         arr = decode_clips(source, spec)
         self.decoded += 1
         if path is not None:
-            _save_atomic(path, arr)
+            save_clips(path, arr)
         return arr
 
+    def _read(self, path: Path, spec: ClipSpec, *, mmap: bool) -> np.ndarray | None:
+        """The verified array at ``path`` (None when absent); :class:`CorruptEntry` when damaged."""
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:
+            return None
+        with fh:
+            st = os.fstat(fh.fileno())
+            stamp = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+            known = self._verified.get(str(path))
+            if known is not None and known[0] == stamp:
+                offset, dtype, shape, order = known[1]
+            else:
+                verify_checked_file(fh, path)
+                offset, dtype, shape, order = _npy_header(fh, path)
+                if dtype != np.uint8 or len(shape) != 5 or shape[:2] != (spec.clips, window(spec)):
+                    raise CorruptEntry(path, f"holds {dtype}{list(shape)}, not uint8[{spec.clips}, "
+                                             f"{window(spec)}, h, w, C]")
+                self._verified[str(path)] = (stamp, (offset, dtype, shape, order))
+            if mmap:        # maps the verified handle: a file renamed over ``path`` since is not read
+                return np.memmap(fh, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+            fh.seek(offset)
+            arr = np.fromfile(fh, dtype=dtype, count=int(np.prod(shape)))
+            if arr.size != int(np.prod(shape)):
+                raise CorruptEntry(path, "shorter than when it was checked")
+            return arr.reshape(shape, order=order)
 
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    """Whole files only (a killed writer leaves a swept temporary); a full disk is DiskFullError."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.save(fh, arr)
+
+def _npy_header(fh, path: Path) -> tuple[int, np.dtype, tuple[int, ...], str]:
+    """Offset of the array data, dtype, shape and order of the ``.npy`` payload at ``fh``'s position."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f".npy format version {version}")
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+    except (ValueError, OSError, SyntaxError) as exc:
+        raise CorruptEntry(path, f"no valid array header ({exc})") from None
+    return fh.tell(), dtype, tuple(shape), "F" if fortran else "C"
+
+
+def save_clips(path: str | os.PathLike, arr: np.ndarray) -> None:
+    """Write ``arr`` as a checked ``.clip`` file, streamed: whole files only (a killed writer leaves
+    a swept temporary); a full disk is :class:`~fvcflow.errors.DiskFullError`."""
+    with checked_writer(path) as fh:
+        np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)

@@ -24,7 +24,7 @@ from fvcflow.models.torch_common import ClipSpec
 class ClipDataset(Dataset):
     """Clips of ``sources`` (labels ``labels``) for one model's :class:`ClipSpec`.
 
-    The windows are read from ``cache`` (``.npy`` files, memory-mapped): call :meth:`prepare`
+    The windows are read from ``cache`` (checked ``.clip`` files, memory-mapped): call :meth:`prepare`
     first to decode what is missing in this process, so that workers only read.
     """
 

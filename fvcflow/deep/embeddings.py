@@ -9,7 +9,11 @@ or evaluated (it is the same function of the video in every fold).
 Embeddings are computed once per backbone, weights, constructor keywords, clip spec and seed,
 and cached as content-addressed Parquet: ``stage5/embeddings/<backbone>-<key>.parquet`` (``key``
 hashes all of those, the weights by their file's content), with one row per video content hash.
-A rerun reads them; a video added to the lake is embedded and appended, nothing else.
+A rerun reads them; a video added to the lake is embedded and appended, nothing else. The table
+is a checked Parquet file (:func:`fvcflow.store.write_checked_parquet`: a digest of the whole
+file in its footer, verified before it is parsed): a truncated or bit-flipped table is logged
+(``embeddings: damaged cache entry <path>: <reason>; recomputed``), removed and every video is
+embedded again; a table of an fvcflow before the checks (no digest) is recomputed once too.
 """
 
 from __future__ import annotations
@@ -27,7 +31,14 @@ import torch
 from fvcflow.deep.clips import ClipCache, ClipSource
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.models.torch_common import ClipSpec, build_video_model
-from fvcflow.store import Lake, cache_key, file_hash, read_parquet, write_parquet_atomic
+from fvcflow.store import (
+    CorruptEntry,
+    Lake,
+    cache_key,
+    file_hash,
+    read_checked_parquet,
+    write_checked_parquet,
+)
 
 log = logging.getLogger("fvcflow.deep")
 
@@ -98,7 +109,7 @@ def embedding_table(lake: Lake, backbone: Backbone, sources: list[ClipSource], *
     embedded now and the table is rewritten atomically with them.
     """
     path = table_path(lake, backbone)
-    cached = read_parquet(path)
+    cached = _read_table(path)
     have = set(cached["content_hash"].to_list()) if cached is not None else set()
     todo = [s for s in sources if s.content_hash not in have]
     if todo:
@@ -113,12 +124,25 @@ def embedding_table(lake: Lake, backbone: Backbone, sources: list[ClipSource], *
             pl.DataFrame(emb, schema=embedding_columns(emb.shape[1])))
         full = new if cached is None else pl.concat([cached, new], how="vertical_relaxed")
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_parquet_atomic(full.unique("content_hash", keep="last"), path)
+        write_checked_parquet(full.unique("content_hash", keep="last"), path)
         (path.with_suffix(".json")).write_text(json.dumps(backbone.config(), indent=2, default=list))
         cached = full
     ids = pl.DataFrame({"video_id": [s.video_id for s in sources],
                         "content_hash": [s.content_hash for s in sources]})
     return ids.join(cached.unique("content_hash", keep="last"), on="content_hash", how="left")
+
+
+def _read_table(path: Path) -> pl.DataFrame | None:
+    """The cached embeddings at ``path``, verified; None when absent or damaged (then removed)."""
+    try:
+        return read_checked_parquet(path)
+    except CorruptEntry as exc:
+        if exc.legacy:
+            log.info("embeddings: %s has no checksum (an older fvcflow wrote it); recomputed", path)
+        else:
+            log.warning("embeddings: damaged cache entry %s: %s; recomputed", path, exc.reason)
+        path.unlink(missing_ok=True)
+        return None
 
 
 @torch.no_grad()
