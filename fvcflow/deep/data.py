@@ -125,7 +125,9 @@ class EpochSampler(Sampler):
 def make_loader(ds: ClipDataset, *, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
                 seed: int = 0) -> DataLoader:
     """A DataLoader over ``ds``: seeded per-epoch order (``loader.sampler.set_epoch``), persistent
-    worker processes, pinned memory on CUDA."""
+    worker processes, pinned memory on CUDA. Its own generator draws the workers' base seed, so
+    iterating never moves torch's global RNG (the model's dropout stream): a training resumed at
+    epoch ``e`` draws what an uninterrupted one draws, with or without (persistent) workers."""
     return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed),
                       num_workers=workers, pin_memory=pin_memory, collate_fn=collate, drop_last=False,
-                      persistent_workers=workers > 0)
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))

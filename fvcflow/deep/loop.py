@@ -9,6 +9,12 @@ video-level. AdamW (weight decay ``1e-4``), one learning rate from scratch, or b
 rates (``5e-6``/``5e-4``) with pretrained weights; gradient accumulation to ``effective_batch``;
 bf16 autocast and ``cudnn.benchmark`` on CUDA only. Seeds are fixed per fold: two CPU runs give
 equal metrics.
+
+Resume: with a resume cache, every finished fit is kept (see :func:`cross_validate_video`) and,
+inside a fit, every finished epoch too (``<tag>.epoch``: weights, optimizer, history, early
+stopping state and the RNG states), so a killed training continues from its last epoch and ends
+with the weights an uninterrupted run has (bit for bit on CPU). Augmentation and the epoch order
+depend only on (seed, epoch, item), never on a global stream.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import io
 import json
 import logging
 import math
+import random
 import tempfile
 import time
 from dataclasses import dataclass
@@ -94,6 +101,33 @@ class Fit:
     checkpoint: Path
 
 
+def epoch_tag(tag: str) -> str:
+    """The resume-cache name of fit ``tag``'s last finished epoch."""
+    return f"{tag}.epoch"
+
+
+def rng_state(device: torch.device) -> dict:
+    """Every random stream a training epoch may draw from (dropout, the loader's base seed)."""
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state["numpy"] = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["gauss"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def forward(model: nn.Module, x) -> torch.Tensor:
     """Logits of a batch; a list (clips of different shapes) goes through one clip at a time."""
     if isinstance(x, list):
@@ -150,7 +184,10 @@ class Trainer:
         return (total / count.clamp(min=1)).numpy()
 
     def fit(self, train_rows: pl.DataFrame, val_rows: pl.DataFrame, *, seed: int, workdir: Path,
-            tag: str) -> Fit:
+            tag: str, resume: FoldCache | None = None) -> Fit:
+        """Train with early stopping; with ``resume``, every finished epoch is kept there as
+        ``<tag>.epoch`` and a kept one is continued from (the caller removes it once the
+        finished fit is stored: :func:`_fit_or_restore`)."""
         model = build_video_model(self.spec.name, clip=self.clip, weights=self.weights, seed=seed,
                                   **self.params).to(self.device)
         opt = self._optimizer(model)
@@ -158,7 +195,18 @@ class Trainer:
         val = self._loader(val_rows, train=False, seed=seed)
         y_val = val_rows["label"].to_numpy().astype(float)
         history, best, best_state, best_epoch, bad = [], math.inf, None, 0, 0
-        for epoch in range(self.deep.epochs):
+        first = 0
+        snapshot = self._load_epoch(resume, tag)
+        if snapshot is not None:
+            model.load_state_dict(snapshot["model"])
+            opt.load_state_dict(snapshot["optimizer"])
+            history, best, best_epoch, bad = (snapshot["history"], float(snapshot["best"]),
+                                              int(snapshot["best_epoch"]), int(snapshot["bad"]))
+            best_state = snapshot["best_state"]
+            first = int(snapshot["epoch"]) + 1
+            set_rng_state(snapshot["rng"], self.device)
+            log.info("%s %s: resumed at epoch %d from the resume cache", self.spec.name, tag, first)
+        for epoch in range(first, self.deep.epochs):
             start = time.perf_counter()
             train.sampler.set_epoch(epoch)
             model.train()
@@ -186,12 +234,36 @@ class Trainer:
                 bad += 1
                 if bad >= self.deep.patience:
                     break
+            if resume is not None and epoch + 1 < self.deep.epochs:
+                self._save_epoch(resume, tag, epoch, model, opt, history, best, best_state, best_epoch, bad)
         model.load_state_dict(best_state)
         ckpt = workdir / f"{tag}_best.pt"
         torch.save({"state_dict": best_state, "model": self.spec.name, "clip": self.clip.as_dict(),
                     "params": self.params, "best_epoch": best_epoch, "val_loss": best,
                     "history": history}, ckpt)
         return Fit(model, history, best_epoch, ckpt)
+
+    def _save_epoch(self, resume: FoldCache, tag: str, epoch: int, model: nn.Module,
+                    opt: torch.optim.Optimizer, history, best, best_state, best_epoch, bad) -> None:
+        buf = io.BytesIO()
+        torch.save({"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                    "optimizer": opt.state_dict(), "history": history, "best": best,
+                    "best_state": best_state, "best_epoch": best_epoch, "bad": bad,
+                    "rng": rng_state(self.device)}, buf)
+        resume.save_bytes(epoch_tag(tag), buf.getvalue())
+
+    def _load_epoch(self, resume: FoldCache | None, tag: str) -> dict | None:
+        """The kept epoch of ``tag``; a damaged or unreadable one is reported and ignored."""
+        data = resume.load_bytes(epoch_tag(tag)) if resume is not None else None
+        if data is None:
+            return None
+        try:
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - a checked blob torch cannot read: start the fit again
+            log.warning("%s %s: ignoring an unreadable epoch checkpoint (%s: %s)", self.spec.name, tag,
+                        type(exc).__name__, exc)
+            resume.remove(epoch_tag(tag))
+            return None
 
     def predict(self, model: nn.Module, rows: pl.DataFrame) -> np.ndarray:
         """``P(fake)`` of every video of ``rows`` (evaluation clips, mean logit)."""
@@ -239,6 +311,7 @@ def _fit_or_restore(trainer: Trainer, resume: FoldCache | None, tag: str, fit_ro
     """``trainer.fit``, or the fit stored in ``resume`` under ``tag`` by a run that was killed later."""
     stored = resume.load_bytes(tag) if resume is not None else None
     if stored is not None:
+        resume.remove(epoch_tag(tag))            # killed after storing the fit, before dropping its epoch
         state = torch.load(io.BytesIO(stored), map_location="cpu", weights_only=True)
         module = build_video_model(trainer.spec.name, clip=trainer.clip, seed=seed, **trainer.params)
         module.load_state_dict(state["state_dict"])
@@ -246,9 +319,10 @@ def _fit_or_restore(trainer: Trainer, resume: FoldCache | None, tag: str, fit_ro
         ckpt.write_bytes(stored)
         log.info("%s %s: restored from the resume cache", trainer.spec.name, tag)
         return Fit(module.to(trainer.device), state["history"], int(state["best_epoch"]), ckpt)
-    fit = trainer.fit(fit_rows, val_rows, seed=seed, workdir=workdir, tag=tag)
+    fit = trainer.fit(fit_rows, val_rows, seed=seed, workdir=workdir, tag=tag, resume=resume)
     if resume is not None:
         resume.save_bytes(tag, fit.checkpoint.read_bytes())
+        resume.remove(epoch_tag(tag))            # the finished fit replaces its last epoch
     return fit
 
 
@@ -267,8 +341,9 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
 
     With ``resume``, each finished fit (fold, final: its best checkpoint, history and best epoch)
     is kept in :func:`resume_cache` and restored instead of refitted by a rerun with the same
-    settings and videos: a killed training resumes from its last finished fit. The trainer
-    clears the cache once the result is logged.
+    settings and videos, and the fit under way keeps its last finished epoch there: a killed
+    training resumes from its last finished fit and epoch. The trainer clears the cache once the
+    result is logged.
     """
     deep = cfg.deep
     start = time.perf_counter()

@@ -20,7 +20,8 @@ True
 True
 
 Torch loops keep a per-epoch checkpoint with ``save_bytes`` / ``load_bytes`` (``torch.save``
-into a ``BytesIO``): ``cache.save_bytes(f"fold{k}-last-epoch", buf.getvalue())``.
+into a ``BytesIO``): ``cache.save_bytes(f"fold{k}.epoch", buf.getvalue())``, and ``remove`` it
+once the finished fit is stored (:mod:`fvcflow.deep.loop`).
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ class FoldCache:
             write_checked_bytes(data, self._file(name))
         except DiskFullError as exc:
             log.warning("cannot keep %s for resume: %s", name, exc)
+
+    def remove(self, name: str) -> None:
+        """Forget entry ``name`` (nothing when it is not stored)."""
+        self._file(name).unlink(missing_ok=True)
 
     def load(self, name: str) -> Any | None:
         data = self.load_bytes(name)
