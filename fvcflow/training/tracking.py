@@ -21,7 +21,6 @@ from urllib.parse import unquote, urlparse
 import mlflow
 import numpy as np
 import pandas as pd
-import skops.io as skops_io
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
@@ -91,6 +90,10 @@ TRUSTED_MODULES = ("sklearn.", "fvcflow.", "xgboost.", "lightgbm.", "catboost.",
 def _skops_types(model: Any) -> list[str] | None:
     """The types skops must be told to trust to load ``model``; None when one is outside
     :data:`TRUSTED_MODULES` (or skops cannot write the model), so it is logged with cloudpickle."""
+    # here, not at the top: importing skops.io scans scikit-learn's estimators (3 s), a cost every
+    # ``fvc`` process and Dask worker would pay whether or not it logs a model
+    import skops.io as skops_io
+
     try:
         types = skops_io.get_untrusted_types(data=skops_io.dumps(model))
     except Exception as exc:  # noqa: BLE001 - an estimator skops does not know
