@@ -204,7 +204,7 @@ def test_each_enumeration_is_written_once():
 
     from fvcflow.cli import build_parser
     from fvcflow.config import CORPUS_KINDS, CorpusKind, Stage
-    from fvcflow.flows.pipeline import VIDEO_STAGES
+    from fvcflow.flows.video import VIDEO_STAGES
     from fvcflow.ingest import KINDS
     from fvcflow.stages.specs import SPECS
     from fvcflow.training.config import REGISTERED_NAME, TrainConfig

@@ -285,7 +285,7 @@ def test_the_gpu_limit_is_created_once_with_a_slot_per_gpu(prefect_server):
     from prefect.client.orchestration import get_client
 
     from fvcflow.deep.device import gpu_count
-    from fvcflow.flows.pipeline import GPU_LIMIT, ensure_gpu_limit
+    from fvcflow.flows.train import GPU_LIMIT, ensure_gpu_limit
 
     first = ensure_gpu_limit()
     assert first == max(1, gpu_count()) and ensure_gpu_limit() == first      # found, not created again

@@ -187,8 +187,12 @@ def test_a_worker_killed_mid_flow_the_flow_completes(prefect_server, corpus, ref
         killer.start()
         state = fvc(config=settings, return_state=True)
         killer.join()
+        # the workers imported the video stages' tasks only (flows/video.py), not the training's
+        heavy = client.run(lambda: sorted(m for m in ("torch", "sklearn", "mlflow", "skops", "matplotlib",
+                                                     "fvcflow.flows.train") if m in sys.modules))
     assert killed, "no worker was killed"
     assert state.is_completed(), state.message
+    assert all(not mods for mods in heavy.values()), heavy
     features = {r["stage"]: r for r in state.result()}["features"]
     assert (features["done"], features["cached"], features["failed"]) == (N_VIDEOS, 0, 0)
     assert_frame_equal(feature_table(settings.lake().stage2), reference["stage2"])

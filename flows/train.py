@@ -1,0 +1,94 @@
+"""Prefect layer: stage 5, the training subflow (models, stacks, the report) and the corpus
+exploration; deep models of a ``device="gpu"`` kind hold a slot of the ``gpu`` concurrency limit."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.concurrency.sync import concurrency
+
+from fvcflow.config import Settings
+from fvcflow.deep.device import gpu_count
+from fvcflow.explore import explore
+from fvcflow.flows.video import RETRY
+from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
+from fvcflow.training.report import figures_markdown, table_rows
+
+#: the Prefect global concurrency limit every GPU training task takes one slot of
+GPU_LIMIT = "gpu"
+
+
+def ensure_gpu_limit() -> int:
+    """Create the global concurrency limit ``gpu`` when missing (slots = GPUs seen, at least 1)."""
+    slots = max(1, gpu_count())
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
+        except Exception:  # noqa: BLE001 - ObjectNotFound: first run against this server
+            pass
+        try:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
+            return slots
+        except Exception:  # noqa: BLE001 - created meanwhile by a concurrent run: use that one
+            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
+
+
+@task(name="plan-training", **RETRY)
+def plan_training_task(settings: Settings):
+    plan = plan_models(settings.lake(), settings.train)
+    prepare_splits(settings.lake(), settings.train)
+    for name, why in plan.skipped.items():
+        get_run_logger().warning("skipped %s: %s", name, why)
+    return plan
+
+
+@task(name="train-model", **RETRY)
+def train_model_task(name: str, settings: Settings):
+    return train_model(settings.lake(), name, settings.train)
+
+
+@task(name="train-deep-model", tags=["gpu"], **RETRY)
+def train_gpu_model_task(name: str, settings: Settings):
+    with concurrency(GPU_LIMIT, occupy=1, strict=True):   # a second run waits for the card
+        return train_model(settings.lake(), name, settings.train)
+
+
+@task(name="train-stack", **RETRY)
+def train_stack_task(name: str, results: list, settings: Settings):
+    return train_stack(settings.lake(), results, settings.train, name=name)
+
+
+@task(name="report", cache_policy=NO_CACHE, persist_result=False)
+def finish_training_task(results: list, skipped: dict, settings: Settings) -> dict:
+    summary = finish(settings.lake(), results, settings.train, skipped)
+    create_markdown_artifact(summary.markdown(), key="leaderboard", description="Stage 5 leaderboard")
+    board = table_rows(summary.leaderboard.drop("run_id", strict=False))
+    create_table_artifact(board, key="leaderboard-table",
+                          description="Stage 5 leaderboard, one row per model, best out-of-fold AUC first")
+    create_markdown_artifact(figures_markdown(summary), key="report-figures",
+                             description="ROC and precision-recall curves of every model")
+    return {"models": len(results), "best": summary.best, "registered_version": summary.registered_version}
+
+
+@task(name="explore", cache_policy=NO_CACHE, persist_result=False)
+def explore_task(settings: Settings) -> dict:
+    ex = explore(settings.lake())
+    create_markdown_artifact(ex.markdown(embed=True), key="explore",
+                             description="The corpus: balance, encodings, groups, failures")
+    create_table_artifact(table_rows(ex.cues), key="encoding-cues",
+                          description="Could encoding alone separate the corpus? Single-cue ROC AUCs")
+    return {"page": str(ex.path), "encoding_auc": ex.combined_auc}
+
+
+@flow(name="train")
+def train_stage(settings: Settings) -> dict:
+    plan = plan_training_task(settings)
+    if any(plan.on_gpu(n) for n in plan.base):
+        ensure_gpu_limit()
+    results = [(train_gpu_model_task if plan.on_gpu(name) else train_model_task)(name, settings)
+               for name in plan.base]
+    results += [train_stack_task(name, results, settings) for name in plan.stacks]
+    return finish_training_task(results, plan.skipped, settings)

@@ -1,0 +1,77 @@
+"""Prefect layer: ingest and the video stages (1-4) as a subflow whose ``videos`` tasks run on Dask.
+
+Its own module, light on imports: Dask workers import the module of the tasks they run, and a
+worker of a video stage needs neither torch, scikit-learn nor MLflow (the training tasks are in
+:mod:`fvcflow.flows.train`)."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.tasks import exponential_backoff
+
+from fvcflow.config import STAGES, Settings
+from fvcflow.engine import scheduler_lost
+from fvcflow.errors import FvcError
+from fvcflow.stages import runner
+from fvcflow.stages.ingest import ingest_corpus
+from fvcflow.stages.specs import SPECS
+
+VIDEO_STAGES = tuple(s for s in STAGES if s in SPECS)   # the stages the runner runs on Dask
+
+
+def transient(task, task_run, state) -> bool:
+    """Retry what may pass (I/O hiccups, a lost worker); never a user's mistake."""
+    try:
+        state.result()
+    except FvcError:
+        return False
+    except Exception:  # noqa: BLE001 - anything else may be transient
+        return True
+    return False
+
+
+RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+             retry_condition_fn=transient, cache_policy=NO_CACHE, persist_result=False)
+
+
+@task(name="ingest", **RETRY)
+def ingest_task(settings: Settings) -> dict:
+    summary = ingest_corpus(settings.with_process_secrets())  # a served run gets no secrets
+    get_run_logger().info(summary.format())
+    create_table_artifact(summary.as_rows(), key="ingest-summary",
+                          description="Ingest: videos found, indexed, failed")
+    return summary.as_rows()[0]
+
+
+@task(name="plan", cache_policy=NO_CACHE, persist_result=False)
+def plan_task(stage: str, settings: Settings) -> runner.StagePlan:
+    return runner.plan(stage, settings)
+
+
+@task(name="videos", tags=["video"], **RETRY)
+def batch_task(stage: str, jobs: list[runner.Job], settings: Settings) -> runner.BatchOutcome:
+    return runner.run_batch(stage, jobs, settings)
+
+
+@task(name="publish", cache_policy=NO_CACHE, persist_result=False)
+def finish_task(plan: runner.StagePlan, outcomes: list[runner.BatchOutcome], settings: Settings) -> dict:
+    report = runner.finish(plan, outcomes, settings)
+    create_table_artifact(report.as_rows(), key=f"{plan.stage.replace('_', '-')}-summary",
+                          description=f"Stage {plan.stage}: videos in, done, cached, failed, seconds")
+    get_run_logger().info("%s: %s", plan.stage, report.as_rows()[0])
+    return report.as_rows()[0]
+
+
+@flow(name="video-stage", flow_run_name="{stage}")
+def video_stage(stage: str, settings: Settings) -> dict:
+    try:
+        plan = plan_task(stage, settings)
+        jobs = runner.batches(plan.todo, settings.n_workers())
+        futures = [batch_task.submit(stage, b, settings) for b in jobs]
+        outcomes = runner.collect(plan, (f.result() for f in as_completed(futures)))  # as they finish
+        return finish_task(plan, outcomes, settings)
+    except Exception as exc:
+        raise (scheduler_lost(settings.dask_address, exc) or exc) from None
