@@ -14,6 +14,11 @@ The temporary server never outlives its run:
   owner is gone (an orphan, on an OS without that signal) and leaves the servers of live runs alone;
 - before it stops, Prefect's log and event workers are flushed and API logging is switched off, so
   nothing keeps retrying a server that is gone (a finished run exits at once).
+
+A server of the user's can go away mid-run: ``fvc run`` watches it (``fvcflow.cli.watch``) and,
+once it is declared lost, calls :func:`abandon_api` before it stops the run, so that the way out
+(the engine reports the runs Crashed, releases concurrency slots, flushes logs) does not retry the
+dead API for minutes.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import signal
 import socket
@@ -32,6 +38,7 @@ from typing import Iterator
 
 import httpx
 import prefect
+import prefect.context
 import psutil
 from prefect.events.worker import EventsWorker
 from prefect.logging.handlers import APILogWorker
@@ -220,3 +227,20 @@ def run_in_process(settings: Settings) -> State:
 def given_api_url() -> str | None:
     """The Prefect server the user named (``PREFECT_API_URL``), or ``None`` (a temporary one is used)."""
     return PREFECT_API_URL.value() or None
+
+
+def abandon_api() -> None:
+    """Stop talking to a Prefect API that is gone (``fvc run`` found it silent), for this process.
+
+    Every API call from now on fails at its first attempt (Prefect reads the client's
+    ``max_retries`` at each attempt, from the settings object, so it is set in place: a changed
+    environment variable would not be seen), no log record is queued for the API any more, and the
+    batches already queued fail without ``--- Error logging to API ---`` (Prefect's APILogWorker
+    prints it only while ``logging.raiseExceptions``, the standard library's switch for errors in
+    log handlers, is on).
+    """
+    current = [prefect.context.GLOBAL_SETTINGS_CONTEXT.settings, get_current_settings()]
+    for settings in {id(s): s for s in current}.values():
+        settings.client.max_retries = 0
+        settings.logging.to_api.enabled = False
+    logging.raiseExceptions = False

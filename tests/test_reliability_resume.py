@@ -204,7 +204,7 @@ def start_run(corpus: Path, home: Path, tmp_path: Path, name: str, *extra: str,
     """``fvc run`` of ingest + stage 2 in its own session, against the session's Prefect server."""
     from prefect.settings import PREFECT_API_URL
 
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+    env = {**os.environ, "PREFECT_API_URL": env_extra.pop("PREFECT_API_URL", None) or PREFECT_API_URL.value(),
            "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_LOGGING_LEVEL": "WARNING", **env_extra}
     cmd = [sys.executable, "-m", "fvcflow", "--home", str(home), "run", "--corpus", "folder",
            "--root", str(corpus), "--labels", str(corpus / "labels.csv"), "--stages", "ingest,features",
@@ -338,8 +338,11 @@ def test_the_dask_scheduler_killed_mid_stage_is_named_and_a_new_one_computes_onl
 
 
 @pytest.mark.slow
-def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(prefect_server, corpus,
-                                                                                tmp_path):
+def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(corpus, tmp_path):
+    """``make demo``'s server stopped while ``fvc run`` runs: within the watch's grace and a bounded
+    margin the run stops (or has finished its current work), says so in one line, exit 2, without
+    Prefect's "--- Error logging to API ---" (its client would retry for minutes); the rerun resumes."""
+    from fvcflow.cli.watch import GRACE_S
     from fvcflow.flows.local import TemporaryServer
 
     server = TemporaryServer(tmp_path / "servers", die_with_parent=False)      # the `make demo` server
@@ -348,15 +351,18 @@ def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(
     proc = None
     try:
         proc, log = start_run(corpus, home, tmp_path, "lost-server", PREFECT_API_URL=server.api_url)
-        wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+        wait_for(lambda: len(cache_files(home)) >= 1, 240, "a stage 2 cache file", proc)
         server.process.kill()                                                 # the server goes away
         t0 = time.monotonic()
-        proc.wait(240)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(GRACE_S + 70)
         took = time.monotonic() - t0
+        assert proc.poll() is not None, f"the run still runs {took:.0f} s after its server went away"
         wait_for(lambda: not session_pids(proc.pid), 30, "the run's workers to exit", poll=0.2)
     finally:
         if server.process.poll() is None:
             server.process.kill()
+        server.stop()
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
@@ -364,15 +370,19 @@ def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(
             os.kill(pid, signal.SIGKILL)
     text = log.read_text()
     assert proc.returncode == 2, text[-4000:]
-    assert took < 240
+    lost = f"error: lost the Prefect server at {server.api_url} (no answer for "
     assert text.count(f"lost the Prefect server at {server.api_url}") == 1, text[-4000:]   # once
-    assert "rerun the same command to resume" in text
-    # not yet quiet: Prefect's log workers still print "--- Error logging to API ---" meanwhile
-    assert_lake_sound(home)
+    assert lost in text, text[-4000:]                                          # the watch's line
+    line = text[text.index(lost):].splitlines()[0]
+    assert "nothing half-done was published" in line and "cached results kept: features " in line
+    assert "rerun the same command to resume" in line
+    assert "Error logging to API" not in text, text[-4000:]                   # quiet
+    assert_lake_sound(home)                              # no temporary file left
     before = cache_files(home)
-    # the run may finish its current work before it sees the server gone (all of it, on a quiet
-    # machine): what it finished is whole and cached, and the rerun computes only the rest
+    # the run may finish its current work before the watch declares the server lost (all of it,
+    # on a quiet machine): what it finished is whole and cached, and the rerun computes only the rest
     assert 0 < len(before) <= N_VIDEOS
+    assert f"cached results kept: features {len(before)};" in line
     for path in before:                                  # whole, checked entries
         assert read_checked_parquet(path) is not None
     # the rerun's plan resumes from the cache: only the missing videos are to compute (a full

@@ -1,12 +1,15 @@
 """``fvc run``: the ``fvc`` flow in this process, without a served deployment.
 
 Prefect records the run in the server named by ``PREFECT_API_URL`` when one is set, else in a
-temporary local one whose database lives under the work dir (``<home>/prefect``).
+temporary local one whose database lives under the work dir (``<home>/prefect``). A server of the
+user's is watched while the run runs (``fvcflow.cli.watch``): once it has not answered for
+``watch.GRACE_S`` seconds the run stops as on SIGTERM and says so in one line, exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import urllib.request
@@ -14,6 +17,7 @@ import urllib.request
 from fvcflow import progress
 from fvcflow.cli import add_verbose, flow_layer, load_settings, logs
 from fvcflow.cli.display import Display
+from fvcflow.cli.watch import ServerWatch
 from fvcflow.config import CORPUS_KINDS, STAGES, Settings
 from fvcflow.errors import FvcError
 from fvcflow.interrupt import Stopped, polite_stop
@@ -75,16 +79,28 @@ def _run(args: argparse.Namespace) -> int:
         if event in ("stage_start", "model_start", "ingest_start"):
             where["at"] = fields.get("stage") or fields.get("model") or "ingest"
 
+    def server_gone(silent: float) -> None:
+        local.abandon_api()                        # the way out must not retry the dead API for minutes
+        stop.stop(f"the Prefect server at {api_url} has not answered for {silent:.0f} s")
+
+    watching = ServerWatch(api_url, server_gone) if api_url else contextlib.nullcontext()
     try:
-        with polite_stop() as stop, display, progress.listening(display), progress.listening(track):
+        with (polite_stop() as stop, watching as watch, display, progress.listening(display),
+              progress.listening(track)):
             state = local.run_in_process(settings)
     except Stopped:
+        if stop.reason:
+            return _server_silent(settings, api_url, watch.lost_after, log_file)
         return _stopped(settings, stop, where.get("at"), log_file)
     except Exception as exc:
+        if stop.reason:                            # the stop's way out met the dead API
+            return _server_silent(settings, api_url, watch.lost_after, log_file)
         if (lost := _lost_server(api_url, exc)) is None:
             raise
         print(f"error: {lost}; log: {log_file}", file=sys.stderr)
         return 2
+    if stop.reason:                                # lost as the run ended: its work may be whole
+        return _server_silent(settings, api_url, watch.lost_after, log_file)
     summary = state.result(raise_on_failure=False)
     display.print_summary()
     if not state.is_completed() and (lost := _lost_server(api_url, summary)) is not None:
@@ -116,15 +132,28 @@ def _lost_server(url: str | None, exc: object) -> str | None:
             "and rerun the same command to resume")
 
 
-def _stopped(settings: Settings, stop, at: str | None, log_file) -> int:
-    """After a polite stop: sweep what the stopped workers left, say what is kept and how to resume."""
+def _sweep(settings: Settings) -> str:
+    """After a stop: remove what the stopped workers left; what was removed and what is kept."""
     swept = sweep_temporary(settings.home)
     cached = {s: sum(1 for _ in settings.lake().cache_dir(s).rglob("*.parquet"))
               for s in settings.stages if settings.lake().cache_dir(s).exists()}
     kept = ", ".join(f"{s} {n}" for s, n in cached.items()) or "nothing yet"
-    print(f"stopped by {stop.signal}" + (f" during {at}" if at else "") +
-          f"; nothing half-done was published ({len(swept)} unfinished file(s) removed); "
-          f"cached results kept: {kept}; log: {log_file}", file=sys.stderr)
+    return (f"nothing half-done was published ({len(swept)} unfinished file(s) removed); "
+            f"cached results kept: {kept}")
+
+
+def _server_silent(settings: Settings, url: str, silent: float | None, log_file) -> int:
+    """After the watch stopped the run because the server at ``url`` went silent: one line, exit 2."""
+    print(f"error: lost the Prefect server at {url} (no answer for {silent or 0:.0f} s); {_sweep(settings)}; "
+          "start the server again (or unset PREFECT_API_URL for a temporary one) and rerun the same "
+          f"command to resume; log: {log_file}", file=sys.stderr)
+    return 2
+
+
+def _stopped(settings: Settings, stop, at: str | None, log_file) -> int:
+    """After a polite stop: sweep what the stopped workers left, say what is kept and how to resume."""
+    print(f"stopped by {stop.signal}" + (f" during {at}" if at else "") + f"; {_sweep(settings)}; "
+          f"log: {log_file}", file=sys.stderr)
     print(f"to resume, rerun: fvc {shlex.join(sys.argv[1:])}", file=sys.stderr)
     return stop.exit_code
 
