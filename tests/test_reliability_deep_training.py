@@ -94,6 +94,7 @@ def test_an_interrupted_fit_resumes_at_its_last_epoch_with_the_same_weights(lake
     kept = torch.load(io.BytesIO(read_checked_bytes(store.root / "fold0.epoch.bin")), weights_only=True)
     assert kept["epoch"] == 1 and len(kept["history"]) == 2
 
+    caplog.clear()                  # the fits above may have logged (an earlier test set INFO)
     with caplog.at_level(logging.INFO, logger="fvcflow.deep"):
         resumed = fit(store, "resumed")
     assert f"{MODEL} fold0: resumed at epoch 2 from the resume cache" in caplog.messages
