@@ -294,3 +294,19 @@ def test_pyproject_declares_what_the_library_imports_and_dev_holds_the_rest():
     assert not undeclared, undeclared
     dev_only = extras["dev"] - runtime - optional
     assert not {m for m in imported if owners.get(m, set()) & dev_only}, dev_only
+
+
+def test_every_package_is_in_the_distribution():
+    """``[tool.setuptools] packages`` lists every folder with an ``__init__.py`` under the package
+    dirs: a wheel (``pip install .``, not editable) holds only the listed ones."""
+    import tomllib
+
+    tool = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = set()
+    for package, folder in tool["package-dir"].items():
+        for init in (ROOT / folder).rglob("__init__.py"):
+            rel = init.parent.relative_to(ROOT / folder).parts
+            found.add(".".join((package, *rel)))
+    listed = set(tool["packages"])
+    assert found - listed == set(), "packages missing from pyproject.toml's [tool.setuptools] packages"
+    assert listed - found == set(), "listed packages without an __init__.py"
