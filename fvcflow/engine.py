@@ -13,6 +13,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Iterator
 
 import dask
@@ -65,6 +66,15 @@ def scheduler_lost(address: str | None, exc: BaseException) -> FvcError | None:
     return None
 
 
+def dask_setup(worker) -> None:  # noqa: ARG001 - Dask's preload hook signature
+    """Run in every worker process of :func:`dask_cluster` (a Dask preload of this module).
+
+    A log handler that cannot deliver (Prefect's API log handler in a task, once the run's Prefect
+    server is gone) must not print a traceback for every record: Python's production setting
+    (``logging.raiseExceptions = False``). The run reports the lost server once (``fvc run``)."""
+    logging.raiseExceptions = False
+
+
 @contextlib.contextmanager
 def dask_cluster(settings: Settings, *, dashboard: bool = False) -> Iterator[str]:
     """Yield a scheduler address: ``settings.dask_address``, or a fresh local cluster's."""
@@ -78,7 +88,10 @@ def dask_cluster(settings: Settings, *, dashboard: bool = False) -> Iterator[str
         host="127.0.0.1",
         dashboard_address="127.0.0.1:8787" if dashboard else None,
         env=worker_env(settings.threads_per_worker),
-        silence_logs=40,
+        # a worker's own log lines stay off the terminal: what fails comes back to the run as the
+        # batch's exception (recorded per video), and the nanny (this process) reports lost workers
+        silence_logs=logging.CRITICAL,
+        preload=[__name__],
     )
     try:
         yield cluster.scheduler_address

@@ -50,3 +50,33 @@ def test_check_scheduler_accepts_a_live_one():
 
     with dask_cluster(Settings(workers=1, threads_per_worker=1)) as address:
         check_scheduler(address)
+
+
+def _log_through_a_broken_handler() -> bool:
+    """In a worker: a record through a handler that cannot deliver (as Prefect's API handler once
+    its server is gone), and an error line of Dask's own worker logger."""
+    import logging
+
+    class Broken(logging.Handler):
+        def emit(self, record):
+            try:
+                raise ConnectionError("the API is gone")
+            except ConnectionError:
+                self.handleError(record)
+
+    log = logging.getLogger("fvc-test-broken-handler")
+    log.propagate = False
+    log.addHandler(Broken())
+    log.warning("a record nobody receives")
+    logging.getLogger("distributed.worker").error("Compute Failed (a test line)")
+    return logging.raiseExceptions
+
+
+def test_a_workers_undeliverable_logs_and_dask_errors_stay_off_the_terminal(capfd):
+    with dask_cluster(Settings(workers=1, threads_per_worker=1)) as address, Client(address) as client:
+        raised = client.run(_log_through_a_broken_handler)
+        client.run(lambda: None)                          # the worker's stderr is flushed by now
+    err = capfd.readouterr().err
+    assert list(raised.values()) == [False]
+    assert "Logging error" not in err and "ConnectionError" not in err, err
+    assert "Compute Failed (a test line)" not in err, err
