@@ -22,11 +22,15 @@ install: $(VENV)/.installed
 lint: install
 	$(PY) -m ruff check .
 
+# two test processes, each taking whole files (a file's module fixtures are built once)
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+
 test: lint
-	$(PY) -m pytest
+	$(PYTEST)
 
 test-fast: lint
-	$(PY) -m pytest -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: install
 	VENV=$(VENV) bash deployments/demo.sh
