@@ -123,3 +123,29 @@ def test_eer_threshold_is_where_the_error_rates_meet():
     fnr = ((p < thr) & (y == 1)).sum() / (y == 1).sum()
     f, t, _ = roc_curve(y, p)
     assert abs(fpr - fnr) == pytest.approx(np.min(np.abs((1 - t) - f)))
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_record_no_handler_can_deliver_prints_no_traceback_unless_verbose(tmp_path, verbose):
+    """As Prefect's API log handler once its server is gone: no "--- Logging error ---" traceback
+    on the terminal of a command; ``-v`` shows it."""
+    import subprocess
+    import sys
+
+    code = ("import logging, sys\n"
+            "from pathlib import Path\n"
+            "from fvcflow.cli import logs\n"
+            "class Broken(logging.Handler):\n"
+            "    def emit(self, record):\n"
+            "        try:\n"
+            "            raise ConnectionError('the API is gone')\n"
+            "        except ConnectionError:\n"
+            "            self.handleError(record)\n"
+            "logs.route(Path(sys.argv[1]), verbose=sys.argv[2] == 'v')\n"
+            "logging.getLogger('prefect.flow_runs').addHandler(Broken())\n"
+            "logging.getLogger('prefect.flow_runs').warning('a record for the API')\n")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.log"), "v" if verbose else "-"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert ("Logging error" in res.stderr) == verbose, res.stderr
+    assert "a record for the API" in (tmp_path / "x.log").read_text()

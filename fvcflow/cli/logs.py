@@ -141,6 +141,10 @@ def route(path: Path, *, verbose: bool = False, show: Callable[[str], None] | No
         root.addHandler(_Once(show))
     if verbose:
         return
+    # a handler that cannot deliver a record (Prefect's API log handler while its server is away:
+    # "--- Error logging to API ---") prints no traceback on the terminal; the command says itself
+    # what went wrong, once (the standard library's production setting)
+    logging.raiseExceptions = False
     for h in [h for h in root.handlers if _is_console(h)]:
         root.removeHandler(h)
     for name in list(logging.root.manager.loggerDict):
