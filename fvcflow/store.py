@@ -257,6 +257,28 @@ def read_parquet(path: str | os.PathLike) -> pl.DataFrame | None:
 #: Parquet footer key holding the digest of a checked file's content (:func:`write_checked_parquet`)
 CHECKSUM_KEY = "fvc.blake2b"
 _CHECKED_MAGIC = b"FVCCHK1\n"
+#: bytes before the payload of a checked file: magic, BLAKE2b-128 digest, payload length
+CHECKED_HEADER_SIZE = len(_CHECKED_MAGIC) + 16 + 8
+
+
+def _checked_header(digest: bytes, size: int) -> bytes:
+    return _CHECKED_MAGIC + digest + size.to_bytes(8, "little")
+
+
+def _parse_checked_header(header: bytes, path) -> tuple[bytes, int]:
+    """The digest and payload length a checked file's header records; CorruptEntry when damaged."""
+    n = len(_CHECKED_MAGIC)
+    if header[:n] != _CHECKED_MAGIC or len(header) < CHECKED_HEADER_SIZE:
+        raise CorruptEntry(path, "not a checked file (header missing or damaged)")
+    return header[n:n + 16], int.from_bytes(header[n + 16:CHECKED_HEADER_SIZE], "little")
+
+
+def _check_payload(path, digest: bytes, size: int, got_digest: bytes, got: int) -> None:
+    if got != size:
+        raise CorruptEntry(path, f"truncated ({got} of {size} bytes)" if got < size
+                           else f"{got - size} bytes more than the {size} written")
+    if got_digest != digest:
+        raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
 
 
 class CorruptEntry(Exception):
@@ -342,12 +364,8 @@ def write_checked_bytes(data: bytes, path: str | os.PathLike) -> Path:
     For cached blobs (pickled fold results, torch checkpoints, clip arrays): read them back with
     :func:`read_checked_bytes`, which refuses a truncated or altered file.
     """
-    data = bytes(data)
-    header = _CHECKED_MAGIC + hashlib.blake2b(data, digest_size=16).digest() + len(data).to_bytes(8, "little")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            fh.write(header)
-            fh.write(data)
+    with checked_writer(path) as fh:
+        fh.write(data)
     return Path(path)
 
 
@@ -358,19 +376,10 @@ def read_checked_bytes(path: str | os.PathLike) -> bytes | None:
         blob = Path(path).read_bytes()
     except FileNotFoundError:
         return None
-    n = len(_CHECKED_MAGIC)
-    if blob[:n] != _CHECKED_MAGIC or len(blob) < n + 24:
-        raise CorruptEntry(path, "not a checked file (header missing or damaged)")
-    digest, size, data = blob[n:n + 16], int.from_bytes(blob[n + 16:n + 24], "little"), blob[n + 24:]
-    if len(data) != size:
-        raise CorruptEntry(path, f"truncated ({len(data)} of {size} bytes)")
-    if hashlib.blake2b(data, digest_size=16).digest() != digest:
-        raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
+    digest, size = _parse_checked_header(blob[:CHECKED_HEADER_SIZE], path)
+    data = blob[CHECKED_HEADER_SIZE:]
+    _check_payload(path, digest, size, hashlib.blake2b(data, digest_size=16).digest(), len(data))
     return data
-
-
-#: bytes before the payload of a checked file: magic, BLAKE2b-128 digest, payload length
-CHECKED_HEADER_SIZE = len(_CHECKED_MAGIC) + 16 + 8
 
 
 class _DigestWriter:
@@ -411,7 +420,7 @@ def checked_writer(path: str | os.PathLike) -> Iterator[BinaryIO]:
         writer = _DigestWriter(fh)
         yield writer  # type: ignore[misc]
         fh.seek(0)
-        fh.write(_CHECKED_MAGIC + writer.digest() + writer.size.to_bytes(8, "little"))
+        fh.write(_checked_header(writer.digest(), writer.size))
 
 
 def verify_checked_file(fh: BinaryIO, path: str | os.PathLike, *, chunk: int = 1 << 20) -> int:
@@ -424,20 +433,12 @@ def verify_checked_file(fh: BinaryIO, path: str | os.PathLike, *, chunk: int = 1
     replaces ``path`` meanwhile cannot slip an unchecked file in between.
     """
     fh.seek(0)
-    header = fh.read(CHECKED_HEADER_SIZE)
-    n = len(_CHECKED_MAGIC)
-    if header[:n] != _CHECKED_MAGIC or len(header) < CHECKED_HEADER_SIZE:
-        raise CorruptEntry(path, "not a checked file (header missing or damaged)")
-    digest, size = header[n:n + 16], int.from_bytes(header[n + 16:], "little")
+    digest, size = _parse_checked_header(fh.read(CHECKED_HEADER_SIZE), path)
     h, got = hashlib.blake2b(digest_size=16), 0
     while block := fh.read(chunk):
         h.update(block)
         got += len(block)
-    if got != size:
-        raise CorruptEntry(path, f"truncated ({got} of {size} bytes)" if got < size
-                           else f"{got - size} bytes more than the {size} written")
-    if h.digest() != digest:
-        raise CorruptEntry(path, "content differs from the checksum recorded when it was written")
+    _check_payload(path, digest, size, h.digest(), got)
     fh.seek(CHECKED_HEADER_SIZE)
     return CHECKED_HEADER_SIZE
 
