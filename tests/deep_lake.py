@@ -5,14 +5,20 @@ Fakes are brighter than reals (a trivially separable cue), so a few epochs of an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from fvcflow.models.torch_common import ClipSpec
 from fvcflow.store import Lake, file_hash, write_parquet_atomic
 from fvcflow.training import TrainConfig, make_splits
 from tests.media import write_video
+
+#: the tiny clip specs of the clip-cache tests: RGB, and RGB + optical flow (two-stream)
+RGB = ClipSpec(frames=4, clips=2, size=32)
+FLOW = replace(RGB, channels="rgb+flow")
 
 
 def clip_frames(n: int, side: int, label: int, seed: int) -> np.ndarray:

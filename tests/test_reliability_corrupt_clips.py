@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +17,11 @@ from fvcflow.deep.clips import ClipCache, ClipSource, save_clips
 from fvcflow.deep.data import ClipDataset
 from fvcflow.deep.embeddings import Backbone, embedding_table, table_path
 from fvcflow.deep.loop import _source, prepare_sources, video_rows
-from fvcflow.models.torch_common import ClipSpec, clip_spec
+from fvcflow.models.torch_common import clip_spec
 from fvcflow.store import CorruptEntry, checked_writer, read_checked_bytes, read_parquet, verify_checked_file
-from tests.deep_lake import tiny_deep_config, write_deep_lake
+from tests.deep_lake import FLOW, RGB, tiny_deep_config, write_deep_lake
 from tests.media import write_video
 from tests.test_reliability_corrupt import flip, truncate
-
-RGB = ClipSpec(frames=4, clips=2, size=32)
-FLOW = replace(RGB, channels="rgb+flow")
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 

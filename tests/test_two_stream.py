@@ -3,8 +3,6 @@ flow channels, and the two-stream model training through the deep loop on a smal
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import polars as pl
 import pytest
@@ -15,13 +13,8 @@ from fvcflow.deep.clips import ClipCache, ClipSource, cache_config, decode_clips
 from fvcflow.deep.data import ClipDataset, augment, normalise
 from fvcflow.deep.flow import FLOW_BOUND, decode_flow, flow_windows, spec_flow_method
 from fvcflow.deep.loop import video_rows
-from fvcflow.models.torch_common import ClipSpec
 from fvcflow.training import run_training
-from tests.deep_lake import tiny_deep_config, write_deep_lake
-
-RGB = ClipSpec(frames=4, clips=2, size=32)
-FLOW = replace(RGB, channels="rgb+flow")
-
+from tests.deep_lake import FLOW, RGB, tiny_deep_config, write_deep_lake
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
