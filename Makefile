@@ -5,6 +5,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 FVC_HOME ?= $(CURDIR)/fvc-data
 export FVC_HOME
+# No command started here puts the repository root (or a script's folder) first on sys.path: our
+# top-level kernels/ and flows/ (installed as fvcflow.kernels and fvcflow.flows) must never hide a
+# package of those names (transformers imports Hugging Face's `kernels`). The venv's
+# fvcflow-dev-tree.pth puts the root *after* site-packages, for tests/ and benchmarks/ only.
+export PYTHONSAFEPATH := 1
 
 .PHONY: install lint test test-fast demo down bench clean
 
@@ -14,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -U pip setuptools wheel
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[dev]'
+	echo "$(CURDIR)" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/fvcflow-dev-tree.pth"
 	touch $@
 
 install: $(VENV)/.installed

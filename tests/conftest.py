@@ -3,10 +3,34 @@
 from __future__ import annotations
 
 import os
+import site
+import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def root_ahead_of_site_packages(path: list[str]) -> bool:
+    """Whether the repository root (or the cwd, '') comes before site-packages on ``path``: then our
+    top-level ``kernels/`` and ``flows/`` hide packages of those names (transformers imports Hugging
+    Face's ``kernels``)."""
+    site_dirs = {str(Path(p).resolve()) for p in site.getsitepackages()}
+    for entry in path:
+        resolved = str(Path(entry or os.getcwd()).resolve())
+        if resolved in site_dirs:
+            return False
+        if resolved == str(ROOT):
+            return True
+    return False
+
+
+if root_ahead_of_site_packages(sys.path):
+    pytest.exit(f"the repository root {ROOT} is ahead of site-packages on sys.path, so its kernels/ folder "
+                "would hide Hugging Face's `kernels` package: run `make test`, `.venv/bin/pytest`, or "
+                "`python -P -m pytest` (not `python -m pytest` from the root)", returncode=4)
 
 # Before anything imports prefect: its state goes to a throwaway home, never ~/.prefect.
 _PREFECT_HOME = tempfile.mkdtemp(prefix="fvc-prefect-home-")

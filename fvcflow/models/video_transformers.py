@@ -41,6 +41,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fvcflow.errors import FvcError
 from fvcflow.models.torch_common import ClipSpec, VideoClassifier, load_local_weights, register_video_model
 
 #: the normalisation of the Hugging Face video processors (pixels to [-1, 1])
@@ -51,6 +52,29 @@ HF_VIDEO_STD = (0.5, 0.5, 0.5)
 def _clip(frames: int, clips: int, stride: int, size: int) -> ClipSpec:
     return ClipSpec(frames=frames, clips=clips, stride=stride, size=size, mean=HF_VIDEO_MEAN,
                     std=HF_VIDEO_STD)
+
+
+def transformers_checked():
+    """``transformers``, imported after checking that ``import kernels`` finds Hugging Face's package.
+
+    ``transformers`` imports Hugging Face's ``kernels`` distribution. Run from a checkout with the
+    repository root ahead of site-packages on ``sys.path`` (``python -m ...`` from the root without
+    ``-P``), our own top-level ``kernels/`` folder (installed as ``fvcflow.kernels``) would be found
+    instead, and the import fails deep inside ``transformers``; this says what happened instead.
+    """
+    import importlib.util
+
+    from fvcflow import kernels as ours
+
+    spec = importlib.util.find_spec("kernels")
+    if spec is not None and spec.origin and Path(spec.origin).resolve() == Path(ours.__file__).resolve():
+        raise FvcError(f"`import kernels` finds this checkout's {Path(ours.__file__).parent} (installed as "
+                       "fvcflow.kernels) ahead of Hugging Face's `kernels` package that transformers needs: "
+                       "the repository root is first on sys.path; run the installed `fvc` command, "
+                       "`python -P -m ...`, or set PYTHONSAFEPATH=1")
+    import transformers
+
+    return transformers
 
 
 def seeded_build(seed: int, build):
@@ -95,7 +119,7 @@ class TimeSformer(VideoClassifier):
     """TimeSformer (divided space-time attention) on a ``(B, C, T, H, W)`` clip batch."""
 
     def __init__(self, config, dropout: float = 0.5):
-        from transformers import TimesformerModel
+        TimesformerModel = transformers_checked().TimesformerModel
 
         super().__init__(None, config.hidden_size, dropout)
         self.encoder = TimesformerModel(config)
@@ -111,6 +135,7 @@ class ViViTFactorisedEncoder(VideoClassifier):
     """ViViT factorised encoder: spatial ViT per tubelet time slice, then a temporal transformer."""
 
     def __init__(self, spatial_config, temporal_layers: int, max_slices: int, dropout: float = 0.5):
+        transformers_checked()
         from transformers import VivitConfig, VivitModel
         from transformers.models.vivit.modeling_vivit import VivitLayer
 
@@ -159,7 +184,7 @@ def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropou
 
     ``frames`` and ``image_size`` default to the clip's (the position tables are sized to it).
     """
-    from transformers import TimesformerConfig
+    TimesformerConfig = transformers_checked().TimesformerConfig
 
     frames, image_size = clip_shape(clip, frames, image_size, 8, 224)
 
@@ -184,7 +209,7 @@ def vivit_b_fe(*, seed: int = 0, weights: str | Path | None = None, dropout: flo
 
     ``frames`` and ``image_size`` default to the clip's (the position tables are sized to it).
     """
-    from transformers import VivitConfig
+    VivitConfig = transformers_checked().VivitConfig
 
     frames, image_size = clip_shape(clip, frames, image_size, 32, 224)
 
