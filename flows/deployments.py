@@ -9,10 +9,13 @@ settings sources (TOML file, ``FVC_*`` environment) when the deployments are ser
 
 from __future__ import annotations
 
+import gc
 import json
+import logging
 import signal
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import httpx
@@ -99,14 +102,29 @@ def serve_all(settings: Settings | None = None) -> None:
     main = threading.current_thread() is threading.main_thread()
     # Until Prefect's runner installs its own SIGTERM handler, SIGTERM stops like Ctrl-C.
     previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
-    try:
-        serve(*deployments)     # returns on Ctrl-C / SIGTERM, after pausing the served schedules
-    except KeyboardInterrupt:
-        pass                    # stopped before the runner had started: nothing to pause
-    finally:
-        if main:
-            signal.signal(signal.SIGTERM, previous)
-        flush_prefect_workers()
+    hook = sys.unraisablehook
+    # A signal that lands while asyncio.run builds the runner's event loop leaves a half-built loop
+    # whose __del__ fails later ("Exception ignored ... Traceback", and "coroutine 'Runner.start' was
+    # never awaited"): nothing was lost, so that goes to the log file, not the user's terminal.
+    sys.unraisablehook = _log_unraisable
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="coroutine 'Runner.start' was never awaited",
+                                category=RuntimeWarning)
+        try:
+            serve(*deployments)     # returns on Ctrl-C / SIGTERM, after pausing the served schedules
+        except KeyboardInterrupt:
+            pass                    # stopped before the runner had started: nothing to pause
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous)
+            flush_prefect_workers()
+            gc.collect()            # a half-built loop is collected while the hook is ours
+            sys.unraisablehook = hook
+
+
+def _log_unraisable(unraisable) -> None:
+    logging.getLogger("fvcflow.flows").debug("ignored while stopping: %s in %r", unraisable.exc_value,
+                                             unraisable.object)
 
 
 def _interrupt(signum, frame):

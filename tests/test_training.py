@@ -126,8 +126,14 @@ def train_model_example(lake, columns):
 
 def test_finish_again_adds_a_version(trained, tmp_path):
     lake, cfg, summary, _ = trained
-    again = finish(lake, summary.results, cfg.model_copy(update={"report": False}))
-    assert again.registered_version == "2"
+    card = lake.stage5 / "model_card.md"
+    before = card.read_bytes()
+    try:
+        again = finish(lake, summary.results, cfg.model_copy(update={"report": False}))
+        assert again.registered_version == "2"
+        assert "version 2" in card.read_text()
+    finally:   # the lake is shared with other modules (test_evidence reads version 1's card)
+        card.write_bytes(before)
 
 
 def test_report_and_markdown(trained):
