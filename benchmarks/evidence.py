@@ -25,13 +25,13 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.svm import SVC
 
+from fvcflow.metrics import equal_error_rate
 from fvcflow.models import get_model_spec
 from fvcflow.training import TrainConfig, finish, make_splits, train_model
-from fvcflow.training import evidence as evidence_mod
-from fvcflow.training.bootstrap import draw_groups, grouped_bootstrap
-from fvcflow.training.cv import cross_validate
-from fvcflow.training.metrics import equal_error_rate
-from fvcflow.training.preprocess import build_pipeline
+from fvcflow.training.evidence import assess as evidence_mod
+from fvcflow.training.fitting.bootstrap import draw_groups, grouped_bootstrap
+from fvcflow.training.fitting.cv import cross_validate
+from fvcflow.training.fitting.preprocess import build_pipeline
 from tests.feature_tables import write_lake
 from tests.leakage_tables import ci_config, oof_auc, paired_table
 
@@ -93,7 +93,7 @@ def finish_cost() -> None:
         saved = evidence_mod.assess, evidence_mod.register_detector, evidence_mod.write_card
         t0 = time.perf_counter()
         try:   # finish as before issue 12: no assessment, the raw model registered, no card
-            from fvcflow.training import tracking
+            from fvcflow.training.tracking import runs as tracking
 
             evidence_mod.assess = lambda lake, summary, cfg: None
             evidence_mod.register_detector = (lambda lake, cfg, best, summary:

@@ -15,7 +15,7 @@ from fvcflow.deep.device import gpu_count
 from fvcflow.explore import explore
 from fvcflow.flows.video import RETRY
 from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
-from fvcflow.training.report import figures_markdown, table_rows
+from fvcflow.training.evidence.report import figures_markdown, table_rows
 
 #: the Prefect global concurrency limit every GPU training task takes one slot of
 GPU_LIMIT = "gpu"

@@ -62,3 +62,27 @@ def tiny_deep_config(models: str, **deep) -> TrainConfig:
                 clip={m: clip for m in models.split(",")})
     base.update(deep)
     return TrainConfig(folds=2, models=models, test_size=0.2, deep=base, reuse_splits=True)
+
+
+def deep_rows(lake: Lake, cfg: TrainConfig) -> pl.DataFrame:
+    """The deep layer's video rows of the lake's splits (the torch layer takes the splits as an argument)."""
+    from fvcflow.deep.loop import video_rows
+    from fvcflow.training.fitting.splits import load_splits
+
+    return video_rows(lake, cfg, load_splits(lake, cfg))
+
+
+def video_cv(lake: Lake, spec, cfg: TrainConfig, **kw):
+    """:func:`fvcflow.deep.loop.cross_validate_video` on the lake's splits."""
+    from fvcflow.deep.loop import cross_validate_video
+    from fvcflow.training.fitting.splits import load_splits
+
+    return cross_validate_video(lake, spec, cfg, load_splits(lake, cfg), **kw)
+
+
+def resume_store(lake: Lake, spec, cfg: TrainConfig):
+    """The deep model's resume cache on the lake's splits."""
+    from fvcflow.deep.loop import resume_cache
+    from fvcflow.training.fitting.splits import load_splits
+
+    return resume_cache(lake, spec, cfg, load_splits(lake, cfg))

@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fvcflow.models import ModelSpec, get_model_spec
 from fvcflow.training import TrainConfig
-from fvcflow.training.data import S4_FLAGS, TrainTable, feature_set_columns
+from fvcflow.training.fitting.data import S4_FLAGS, TrainTable, feature_set_columns
 
 #: columns that carry the weak true signal (when ``signal`` > 0), shift in between-group sd units
 SIGNAL_COLUMNS = ("noise_energy_mean", "dct_hf_ratio_mean", "blockiness_mean", "lap_var_mean")

@@ -5,14 +5,14 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from fvcflow.training.bootstrap import (
+from fvcflow.metrics import equal_error_rate
+from fvcflow.training.fitting.bootstrap import (
     draw_groups,
     grouped_bootstrap,
     paired_comparison,
     percentile_interval,
     prediction_intervals,
 )
-from fvcflow.training.metrics import equal_error_rate
 
 
 def _table(n_groups=40, per=(1, 4), seed=0, ties=False):

@@ -203,12 +203,11 @@ def test_each_enumeration_is_written_once():
     from typing import get_args
 
     from fvcflow.cli import build_parser
-    from fvcflow.config import CORPUS_KINDS, CorpusKind, Stage
+    from fvcflow.config import CORPUS_KINDS, REGISTERED_NAME, CorpusKind, Stage, TrainConfig
+    from fvcflow.detector.predict import DEFAULT_NAME
     from fvcflow.flows.video import VIDEO_STAGES
     from fvcflow.ingest import KINDS
     from fvcflow.stages.specs import SPECS
-    from fvcflow.training.config import REGISTERED_NAME, TrainConfig
-    from fvcflow.training.detector import DEFAULT_NAME
 
     assert CORPUS_KINDS == (*KINDS, "demo") == get_args(CorpusKind)
     assert get_args(Stage) == STAGES and VIDEO_STAGES == tuple(SPECS) == STAGES[1:-1]
@@ -216,7 +215,7 @@ def test_each_enumeration_is_written_once():
     assert next(a for a in run._actions if a.dest == "corpus_kind").choices == CORPUS_KINDS
     assert DEFAULT_NAME == REGISTERED_NAME == TrainConfig().registered_name
     code = {p: p.read_text() for p in LIBRARY if p.suffix == ".py"}
-    for literal, home in [('"fvc-detector"', "fvcflow/training/config.py"),
+    for literal, home in [('"fvc-detector"', "fvcflow/config.py"),
                           ('"mbtree=0"', "fvcflow/video/write.py"),
                           ('"ingest", "augment"', "fvcflow/config.py")]:
         assert [str(p.relative_to(ROOT)) for p, text in code.items() if literal in text] == [home], literal

@@ -19,17 +19,6 @@ from fvcflow.models.torch_common import VideoClassifier, tiny_model
 DEEP = list_models(kind="torch_video")
 
 
-def _tiny_params(name: str) -> dict:
-    """Keywords that shrink a model: its registration's, else part 2's test table (until moved)."""
-    if get_model_spec(name).extra["tiny"]["params"]:
-        return {}
-    try:
-        from tests.test_video_models_zoo import TINY
-    except ImportError:  # part 2's table is gone once every registration carries its tiny size
-        return {}
-    return dict(TINY.get(name, {}))
-
-
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
@@ -58,7 +47,7 @@ def _clips(clip, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
 def test_builds_offline_runs_forward_backward_and_overfits(name, no_network):
     spec = get_model_spec(name)
     assert spec.mlflow_flavor == "pytorch" and spec.input == "frames"
-    model, clip = tiny_model(name, dropout=0.0, **_tiny_params(name))
+    model, clip = tiny_model(name, dropout=0.0)   # the registered tiny size (extra['tiny'])
     assert isinstance(model, VideoClassifier)
     x, y = _clips(clip, 8, seed=1)
     assert model.features(x[:2]).shape == (2, model.dim)

@@ -20,7 +20,6 @@ from fvcflow.deep import clips as clips_mod
 from fvcflow.deep.clips import ClipCache, ClipSource, window, window_indices
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.deep.device import choose_device
-from fvcflow.deep.loop import cross_validate_video, video_rows
 from fvcflow.errors import ConfigError, FvcError
 from fvcflow.models import get_model_spec
 from fvcflow.models.torch_common import ClipSpec, build_video_model
@@ -28,7 +27,7 @@ from fvcflow.store import read_parquet
 from fvcflow.training import run_training
 from fvcflow.training.run import PREDICTION_COLUMNS
 from fvcflow.video import probe, read_rgb
-from tests.deep_lake import tiny_deep_config, write_deep_lake
+from tests.deep_lake import deep_rows, resume_store, tiny_deep_config, video_cv, write_deep_lake
 from tests.media import write_vfr_video, write_video
 
 SPEC = ClipSpec(frames=4, clips=2, size=32)
@@ -43,7 +42,7 @@ def lake(tmp_path_factory):
 
 
 def _sources(lake) -> list[ClipSource]:
-    rows = video_rows(lake, tiny_deep_config("naive_3dcnn"))
+    rows = deep_rows(lake, tiny_deep_config("naive_3dcnn"))
     return [ClipSource(r["video_id"], r["path"], r["content_hash"], r["n_frames"]) for r in rows.to_dicts()]
 
 
@@ -162,10 +161,10 @@ def test_a_killed_run_resumes_without_recomputing_finished_clips(lake, tmp_path)
 def test_two_cpu_runs_give_equal_predictions_and_folds_come_from_the_splits(lake):
     cfg = tiny_deep_config("naive_3dcnn", epochs=2)
     spec = get_model_spec("naive_3dcnn")
-    a = cross_validate_video(lake, spec, cfg)        # no resume cache: both runs train
-    b = cross_validate_video(lake, spec, cfg)
+    a = video_cv(lake, spec, cfg)        # no resume cache: both runs train
+    b = video_cv(lake, spec, cfg)
     assert a.predictions.equals(b.predictions)
-    assert a.oof_metrics == b.oof_metrics
+    assert a.fold_metrics == b.fold_metrics
     splits = read_parquet(lake.splits)
     oof = a.predictions.filter(pl.col("split") == "oof").join(splits, on="video_id", suffix="_s")
     assert oof.height == splits.filter(~pl.col("is_test")).height
@@ -181,12 +180,12 @@ def test_a_killed_training_resumes_from_its_finished_fits(lake, monkeypatch):
 
     cfg = tiny_deep_config("naive_3dcnn", epochs=1)
     spec = get_model_spec("naive_3dcnn")
-    store = loop.resume_cache(lake, spec, cfg)
+    store = resume_store(lake, spec, cfg)
     store.clear()
-    first = cross_validate_video(lake, spec, cfg, resume=True)
+    first = video_cv(lake, spec, cfg, resume=True)
     assert store.names() == ["final", "fold0", "fold1"]
     monkeypatch.setattr(loop.Trainer, "fit", lambda *a, **k: pytest.fail("refitted a stored fit"))
-    again = cross_validate_video(lake, spec, cfg, resume=True)          # every fit restored
+    again = video_cv(lake, spec, cfg, resume=True)          # every fit restored
     assert again.predictions.equals(first.predictions) and again.fold_history == first.fold_history
     store.clear()
     assert store.names() == []
@@ -197,13 +196,13 @@ def test_weights_from_a_local_file_and_bad_settings(lake, tmp_path):
     ckpt = tmp_path / "init.pt"
     torch.save({"state_dict": build_video_model("naive_3dcnn", seed=5).state_dict()}, ckpt)
     cfg = tiny_deep_config("naive_3dcnn", epochs=1, weights={"naive_3dcnn": str(ckpt)})
-    result = cross_validate_video(lake, spec, cfg)
+    result = video_cv(lake, spec, cfg)
     assert result.tags["fvc.weights"] == str(ckpt) and result.params["weights"] == str(ckpt)
     bad = tiny_deep_config("naive_3dcnn", weights={"naive_3dcnn": str(tmp_path / "missing.pt")})
     with pytest.raises(FvcError, match="train.deep.weights.naive_3dcnn"):
-        cross_validate_video(lake, spec, bad)
+        video_cv(lake, spec, bad)
     with pytest.raises(FvcError, match="train.deep.clip.naive_3dcnn"):
-        cross_validate_video(lake, spec, tiny_deep_config("naive_3dcnn").model_copy(
+        video_cv(lake, spec, tiny_deep_config("naive_3dcnn").model_copy(
             update={"deep": tiny_deep_config("naive_3dcnn").deep.model_copy(
                 update={"clip": {"naive_3dcnn": {"frame": 3}}})}))
     if not torch.cuda.is_available():

@@ -16,7 +16,7 @@ from fvcflow import progress
 from fvcflow.cli import logs
 from fvcflow.cli.display import Display
 from fvcflow.explore import cue_table
-from fvcflow.training.report import eer_threshold
+from fvcflow.training.evidence.report import eer_threshold
 
 EVENTS = [
     ("stage_start", dict(stage="features", total=10, todo=8, cached=2)),

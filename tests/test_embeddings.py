@@ -10,13 +10,14 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from fvcflow import progress
 from fvcflow.deep.clips import ClipCache
+from fvcflow.deep.embedding_model import EmbeddingModel
 from fvcflow.deep.embeddings import Backbone, embedding_table, table_path
-from fvcflow.deep.loop import _source, video_rows
+from fvcflow.deep.loop import _source
 from fvcflow.models import get_model_spec, list_models, register_model, unregister_model
 from fvcflow.models.torch_common import clip_spec
 from fvcflow.store import read_parquet
-from fvcflow.training.embedding import EmbeddingModel, train_embedding
-from tests.deep_lake import tiny_deep_config, write_deep_lake
+from fvcflow.training import train_model
+from tests.deep_lake import deep_rows, tiny_deep_config, write_deep_lake
 
 TINY_CLIP = {"frames": 4, "clips": 2, "size": 32}
 
@@ -34,7 +35,7 @@ def _backbone(seed: int = 0) -> Backbone:
 
 
 def _sources(lake):
-    return [_source(r) for r in video_rows(lake, tiny_deep_config("i3d_r50")).to_dicts()]
+    return [_source(r) for r in deep_rows(lake, tiny_deep_config("i3d_r50")).to_dicts()]
 
 
 def test_embedding_models_are_registered_with_their_backbones():
@@ -97,8 +98,10 @@ class Recorder(ClassifierMixin, BaseEstimator):
 
 @pytest.fixture
 def recorder():
-    register_model("test_emb_recorder", kind="embedding", mlflow_flavor="pyfunc",
-                   extra={"backbone": "i3d_r50"})(lambda seed=0, n_jobs=1: Recorder())
+    def test_emb_recorder(seed=0, n_jobs=1):
+        return Recorder()
+
+    register_model(kind="embedding", mlflow_flavor="pyfunc", extra={"backbone": "i3d_r50"})(test_emb_recorder)
     Recorder.events.clear()
     yield
     unregister_model("test_emb_recorder")
@@ -123,12 +126,12 @@ def test_no_evaluated_video_s_embedding_is_in_its_fold_s_fit(lake, recorder):
     cfg.params = {"i3d_r50": {"width": 8}}
     sink = lambda event, fields: Recorder.events.append((event, fields)) if event == "fold_end" else None  # noqa: E731
     with progress.listening(sink):
-        result = train_embedding(lake, get_model_spec("test_emb_recorder"), cfg)
+        result = train_model(lake, "test_emb_recorder", cfg)
     assert isinstance(result.model, EmbeddingModel) and result.run_id
     table = read_parquet(table_path(lake, Backbone("i3d_r50", clip_spec("i3d_r50", TINY_CLIP), None,
                                                    (("width", 8),), cfg.seed)))
     emb = dict(zip(table["content_hash"], table.select(pl.col("^emb_.*$")).to_numpy()))
-    rows = video_rows(lake, cfg)
+    rows = deep_rows(lake, cfg)
     vector = {v: emb[h] for v, h in zip(rows["video_id"], rows["content_hash"])}
     oof = result.predictions.filter(pl.col("split") == "oof")
     originals = rows.filter(~pl.col("is_test") & (pl.col("variant") == "original"))["video_id"]

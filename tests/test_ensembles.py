@@ -10,8 +10,8 @@ from sklearn.metrics import roc_auc_score
 
 from fvcflow.models import create_model, get_model_spec, list_models
 from fvcflow.models.stack import TopKMean
-from fvcflow.training.cv import cross_validate
-from fvcflow.training.stacking import stack_cv
+from fvcflow.training.fitting.cv import cross_validate
+from fvcflow.training.fitting.stacking import stack_cv
 from tests.leakage_tables import as_base, ci_config, paired_table
 
 
@@ -110,7 +110,7 @@ def test_a_stack_reads_its_video_bases_from_their_prob_columns():
 def test_the_stack_example_carries_the_video_bases_oof_probabilities():
     from types import SimpleNamespace
 
-    from fvcflow.training.stacking import stack_example
+    from fvcflow.training.fitting.stacking import stack_example
 
     t = paired_table(6, feature_set="s2", seed=0)
     preds = pl.DataFrame({"video_id": t.video_id.tolist(), "split": "oof",

@@ -18,10 +18,14 @@ from fvcflow.analytics import query
 from fvcflow.errors import FvcError
 from fvcflow.store import read_parquet, write_parquet_atomic
 from fvcflow.training import TrainConfig, make_splits
-from fvcflow.training.bootstrap import grouped_bootstrap, prediction_intervals
-from fvcflow.training.calibration import expected_calibration_error, fit_calibration, reliability_table
-from fvcflow.training.evidence import _ci, resolution_band
-from fvcflow.training.shortcut import shortcut_check
+from fvcflow.training.evidence.assess import _ci, resolution_band
+from fvcflow.training.evidence.calibration import (
+    expected_calibration_error,
+    fit_calibration,
+    reliability_table,
+)
+from fvcflow.training.evidence.shortcut import shortcut_check
+from fvcflow.training.fitting.bootstrap import grouped_bootstrap, prediction_intervals
 from tests.feature_tables import synthetic_corpus, write_lake
 from tests.training_runs import shared_trained_lake
 

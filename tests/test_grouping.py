@@ -19,9 +19,9 @@ from fvcflow.models.grouped import (
     grouped_holdout,
     grouped_kfold,
 )
-from fvcflow.training.cv import cross_validate
-from fvcflow.training.grouping import audit_splits, fit_params, static_findings
-from fvcflow.training.preprocess import build_pipeline
+from fvcflow.training.fitting.cv import cross_validate
+from fvcflow.training.fitting.grouping import audit_splits, fit_params, static_findings
+from fvcflow.training.fitting.preprocess import build_pipeline
 from tests.leakage_tables import ci_config, oof_auc, paired_table
 
 #: kinds whose models are not sklearn-style estimators: their trainer owns every split and must use

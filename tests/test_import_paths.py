@@ -20,10 +20,12 @@ from tests.conftest import ROOT, root_ahead_of_site_packages
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
-def test_this_process_has_the_repository_root_after_site_packages():
+def test_this_process_has_the_repository_root_after_site_packages(monkeypatch):
     assert not root_ahead_of_site_packages(sys.path)
     assert root_ahead_of_site_packages([str(ROOT), *sys.path])
-    assert root_ahead_of_site_packages(["", *sys.path]) == (Path.cwd().resolve() == ROOT)
+    assert not root_ahead_of_site_packages([*sys.path, str(ROOT)])
+    monkeypatch.chdir(ROOT)             # '' is the working directory: `python -m` from the root
+    assert root_ahead_of_site_packages(["", *sys.path])
 
 
 def test_hugging_face_kernels_and_our_kernels_are_each_their_own():

@@ -2,11 +2,12 @@
 
 An import is any way of loading a module: ``import``/``from`` statements anywhere (module level or
 inside a function), ``importlib.import_module(...)``/``__import__(...)`` with a literal name or an
-f-string whose leading literal names a package. Two checks run over that graph: the layer rules
-(``violations``) and no cycle between the library's units (``cycles``: a top-level module or a
-subpackage of fvcflow; a subpackage's ``config`` schema belongs to the settings unit
-``fvcflow.config``; ``PART_OF`` names the packages that belong to another unit). Both take the
-tree's root, so that they are shown to fail on planted breaches in a scratch copy.
+f-string whose leading literal names a package. Three checks run over that graph: the layer rules
+(``violations``), no cycle between the library's units (``cycles``: a top-level module or a
+subpackage of fvcflow, and each room of ``fvcflow.training``: fitting, tracking, evidence, run)
+and no cycle between its files (``cycles(..., files=True)``; package ``__init__`` files, which only
+hand names on, left out). All take the tree's root, so that they are shown to fail on planted
+breaches in a scratch copy.
 """
 
 import ast
@@ -25,16 +26,11 @@ PACKAGES = {"fvcflow": "fvcflow", "fvcflow.kernels": "kernels", "fvcflow.flows":
 ENTRY_POINT = "fvcflow.__main__"
 #: modules that import a module named by a variable, and why that name never crosses a layer
 DYNAMIC = {
-    "fvcflow.models.registry": "a kind's trainer, 'fvcflow.training.trainers:NAME' (models.registry.KINDS)",
     "fvcflow.models.tabular": "the optional boosting extras by name (lightgbm, catboost)",
 }
 IMPORTERS = {"import_module", "__import__"}
-#: packages that are part of another unit, and why
-PART_OF = {
-    "fvcflow.deep": ("fvcflow.training", "the deep models' half of stage 5: training's trainers and tracking "
-                     "call its loop and export (lazily: torch only for deep models), it fills training's "
-                     "results with training's metrics and splits"),
-}
+#: packages whose rooms are units of their own (training: fitting <- tracking <- evidence <- run)
+ROOMS = ("fvcflow.training",)
 
 
 def module_files(root: Path) -> dict[str, Path]:
@@ -102,28 +98,29 @@ def violations(root: Path) -> list[str]:
 
 
 def unit(module: str) -> str:
-    for package, (owner, _why) in PART_OF.items():
-        if module == package or module.startswith(package + "."):
-            return owner
     parts = module.split(".")
-    if module.startswith(("fvcflow.kernels", "fvcflow.flows")) or len(parts) == 1:
-        return ".".join(parts[:2])
-    if len(parts) >= 3 and parts[-1] == "config":
-        return "fvcflow.config"
+    if any(module.startswith(room + ".") for room in ROOMS):
+        return ".".join(parts[:3])
     return ".".join(parts[:2])
 
 
-def cycles(root: Path) -> list[list[str]]:
-    """The groups of library units that import each other (strongly connected components of the
-    unit graph over every import, function bodies and strings included), each sorted."""
+def cycles(root: Path, *, files: bool = False) -> list[list[str]]:
+    """The groups of library units (or, with ``files``, of modules) that import each other
+    (strongly connected components of the graph over every import, function bodies and strings
+    included), each sorted."""
     mods = module_files(root)
+    packages = {m for m, p in mods.items() if p.name == "__init__.py"}
+    node = (lambda m: m) if files else unit
     edges: dict[str, set[str]] = {}
     for module, path in mods.items():
-        if module == ENTRY_POINT:
+        if module == ENTRY_POINT or (files and module in packages):
             continue
         for _, name in imports(path, module, set(mods)):
-            if name.startswith("fvcflow") and unit(name) != unit(module):
-                edges.setdefault(unit(module), set()).add(unit(name))
+            while files and name and name not in mods:
+                name = name.rpartition(".")[0]        # a name imported from a module: the module
+            if (name.startswith("fvcflow") and node(name) != node(module)
+                    and not (files and name in packages)):
+                edges.setdefault(node(module), set()).add(node(name))
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
@@ -166,6 +163,22 @@ def test_no_import_breaks_a_layer():
 
 def test_no_cycle_between_the_library_units():
     assert cycles(ROOT) == []
+
+
+def test_no_cycle_between_the_library_files():
+    assert cycles(ROOT, files=True) == []
+
+
+def test_the_torch_layer_never_imports_training_and_fitting_never_imports_what_is_above_it():
+    mods = module_files(ROOT)
+    for module, path in mods.items():
+        names = [n for _, n in imports(path, module, set(mods))]
+        if module.startswith("fvcflow.deep"):
+            assert not [n for n in names if n.startswith("fvcflow.training")], module
+        if module.startswith("fvcflow.training.fitting"):
+            assert not [n for n in names if n.startswith(("fvcflow.training.tracking",
+                                                          "fvcflow.training.evidence",
+                                                          "fvcflow.training.run"))], module
 
 
 def test_the_library_import_pulls_in_no_prefect():
@@ -229,7 +242,22 @@ def test_a_cycle_through_a_function_body_is_found(scratch):
     assert cycles(scratch) == []
     _plant(scratch / "fvcflow" / "store.py",
            "def _late():\n    from fvcflow.training import run\n    return run")
-    assert any({"fvcflow.store", "fvcflow.training"} <= set(group) for group in cycles(scratch))
+    assert any({"fvcflow.store", "fvcflow.training.run"} <= set(group) for group in cycles(scratch))
+
+
+def test_a_deep_import_of_training_is_a_cycle(scratch):
+    """training's trainers call the torch layer; the torch layer calling back closes a cycle."""
+    _plant(scratch / "fvcflow" / "deep" / "loop.py",
+           "def _late():\n    from fvcflow.training.fitting import splits\n    return splits")
+    assert any({"fvcflow.deep", "fvcflow.training.fitting"} <= set(group) for group in cycles(scratch))
+
+
+def test_a_cycle_of_files_inside_one_unit_is_found(scratch):
+    assert cycles(scratch, files=True) == []
+    _plant(scratch / "fvcflow" / "training" / "fitting" / "data.py",      # cv imports data
+           "def _late():\n    from fvcflow.training.fitting import cv\n    return cv")
+    assert any({"fvcflow.training.fitting.cv", "fvcflow.training.fitting.data"} <= set(group)
+               for group in cycles(scratch, files=True))
 
 
 def test_a_cycle_through_a_string_import_is_found(scratch):

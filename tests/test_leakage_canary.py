@@ -19,8 +19,8 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.svm import SVC
 
 from fvcflow.models import get_model_spec, list_models, register_model, unregister_model
-from fvcflow.training.cv import cross_validate
-from fvcflow.training.stacking import stack_cv
+from fvcflow.training.fitting.cv import cross_validate
+from fvcflow.training.fitting.stacking import stack_cv
 from tests.leakage_tables import as_base, ci_config, oof_auc, paired_table
 from tests.test_grouping import GROUPED_BY_TRAINER
 
@@ -70,8 +70,8 @@ def test_a_weak_true_signal_is_never_ranked_below_chance(name):
 
 def test_the_canary_catches_row_wise_calibration():
     # the construction issue 12 found in svm_rbf_s24, registered for this test only
-    @register_model("canary_rowwise_svm", kind="tabular", feature_set="s2", needs_scaling=True)
-    def _rowwise(*, seed=0, n_jobs=1):
+    @register_model(kind="tabular", feature_set="s2", needs_scaling=True)
+    def canary_rowwise_svm(*, seed=0, n_jobs=1):
         return CalibratedClassifierCV(SVC(random_state=seed), method="sigmoid", cv=3, ensemble=False)
 
     try:

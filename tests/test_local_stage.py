@@ -19,7 +19,7 @@ from fvcflow.stages.features import feature_columns, video_features
 from fvcflow.stages.local import LocalAccumulator, local_columns
 from fvcflow.store import write_parquet_atomic
 from fvcflow.training import TrainConfig
-from fvcflow.training.data import feature_set_columns, load_features, missing_for
+from fvcflow.training.fitting.data import feature_set_columns, load_features, missing_for
 from fvcflow.training.run import select_models
 from fvcflow.video import iter_luma, iter_yuv, probe, sample_indices
 from tests.feature_tables import write_lake
@@ -147,8 +147,8 @@ def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, 
                                                                 capsys):
     import mlflow
 
+    from fvcflow.detector.predict import load_detector
     from fvcflow.flows.pipeline import fvc
-    from fvcflow.training.detector import load_detector
     from tests.corpus import make_tiny_corpus
 
     corpus = make_tiny_corpus(tmp_path / "corpus", with_bad=False)

@@ -1,10 +1,10 @@
-"""fvcflow.training.metrics against scikit-learn and against hand computations."""
+"""fvcflow.metrics against scikit-learn and against hand computations."""
 
 import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fvcflow.training.metrics import METRICS, binary_metrics, equal_error_rate, summarize_folds
+from fvcflow.metrics import METRICS, binary_metrics, equal_error_rate, summarize_folds
 
 
 @pytest.fixture

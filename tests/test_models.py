@@ -7,8 +7,8 @@ from sklearn.metrics import roc_auc_score
 from fvcflow.errors import FvcError
 from fvcflow.models import KINDS, create_model, get_model_spec, list_models, register_model, unregister_model
 from fvcflow.models.tabular import _optional
-from fvcflow.training.data import feature_set_columns
-from fvcflow.training.preprocess import CorrelationFilter, build_pipeline, kept_features
+from fvcflow.training.fitting.data import feature_set_columns
+from fvcflow.training.fitting.preprocess import CorrelationFilter, build_pipeline, kept_features
 from tests.feature_tables import DUPLICATE, SIGNAL, synthetic_corpus
 
 TABULAR = list_models(kind="tabular")
@@ -42,19 +42,38 @@ def test_list_models_patterns():
 
 def test_duplicate_registration_is_an_error():
     with pytest.raises(ValueError, match="already registered"):
-        register_model("logreg_s2", kind="tabular", feature_set="s2")(lambda **kw: None)
+        def logreg_s2(**kw):
+            return None
+
+        register_model(kind="tabular", feature_set="s2")(logreg_s2)
 
 
 def test_bad_registrations_are_errors():
+    def x_bad_fs(**kw):
+        return None
+
     with pytest.raises(ValueError, match="kind must be one of"):
-        register_model("x_bad_kind", kind="magic")
+        register_model(kind="magic")
     with pytest.raises(ValueError, match="needs feature_set"):
-        register_model("x_bad_fs", kind="tabular", feature_set="s9")
+        register_model(kind="tabular", feature_set="s9")(x_bad_fs)
+    assert "x_bad_fs" not in list_models()
+
+
+def test_a_model_s_name_is_written_once_its_constructor_s():
+    """Every registration takes its name from the constructor (as timm's @register_model does)."""
+    import re
+
+    from tests.test_layers import ROOT
+
+    for path in (ROOT / "fvcflow" / "models").glob("*.py"):
+        assert not re.search(r"@register_(video_)?model\(\s*[\"']", path.read_text()), path
+    for name in list_models():
+        assert get_model_spec(name).constructor.__name__ == name
 
 
 def test_a_torch_video_model_registers_with_frames_input():
-    @register_model("test_clip_net", kind="torch_video", mlflow_flavor="pytorch", extra={"clip_len": 8})
-    def _net(**kw):
+    @register_model(kind="torch_video", mlflow_flavor="pytorch", extra={"clip_len": 8})
+    def test_clip_net(**kw):
         return "net"
 
     try:

@@ -15,7 +15,7 @@ from fvcflow.cli import main as fvc
 from fvcflow.config import Settings
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
-from fvcflow.training import tracking
+from fvcflow.training.tracking import runs as tracking
 from tests.media import truncate, write_video
 from tests.training_runs import MODELS, shared_trained_lake
 

@@ -16,10 +16,10 @@ import pytest
 from fvcflow.deep.clips import ClipCache, ClipSource, save_clips
 from fvcflow.deep.data import ClipDataset
 from fvcflow.deep.embeddings import Backbone, embedding_table, table_path
-from fvcflow.deep.loop import _source, prepare_sources, video_rows
+from fvcflow.deep.loop import _source, prepare_sources
 from fvcflow.models.torch_common import clip_spec
 from fvcflow.store import CorruptEntry, checked_writer, read_checked_bytes, read_parquet, verify_checked_file
-from tests.deep_lake import FLOW, RGB, tiny_deep_config, write_deep_lake
+from tests.deep_lake import FLOW, RGB, deep_rows, tiny_deep_config, write_deep_lake
 from tests.media import write_video
 from tests.test_reliability_corrupt import flip, truncate
 
@@ -97,7 +97,7 @@ def test_the_training_path_recomputes_damaged_clips_and_reads_whole_ones(lake, c
     items are those of the undamaged cache."""
     cfg = tiny_deep_config("naive_3dcnn")
     clip = clip_spec("naive_3dcnn", cfg.deep.clip["naive_3dcnn"])
-    rows = video_rows(lake, cfg)
+    rows = deep_rows(lake, cfg)
     sources = [_source(r) for r in rows.to_dicts()]
     cache = ClipCache(lake.cache_dir("clips"))
     prepare_sources(lake, rows, clip, cache)
@@ -127,7 +127,7 @@ def test_the_training_path_recomputes_damaged_clips_and_reads_whole_ones(lake, c
 def test_a_damaged_embedding_table_is_recomputed(lake, tmp_path, caplog):
     backbone = Backbone("i3d_r50", clip_spec("i3d_r50", {"frames": 4, "clips": 2, "size": 32}), None,
                         (("width", 8),), 0)
-    sources = [_source(r) for r in video_rows(lake, tiny_deep_config("i3d_r50")).to_dicts()]
+    sources = [_source(r) for r in deep_rows(lake, tiny_deep_config("i3d_r50")).to_dicts()]
     cache = ClipCache(tmp_path / "clips")
     first = embedding_table(lake, backbone, sources, cache=cache)
     path = table_path(lake, backbone)

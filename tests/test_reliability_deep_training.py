@@ -17,12 +17,12 @@ import torch
 from polars.testing import assert_frame_equal
 
 from fvcflow.deep.clips import ClipCache
-from fvcflow.deep.loop import Trainer, cross_validate_video, resume_cache, validation_split, video_rows
+from fvcflow.deep.loop import Trainer, validation_split
 from fvcflow.models import get_model_spec
 from fvcflow.models.torch_common import clip_spec
+from fvcflow.resume import FoldCache
 from fvcflow.store import read_checked_bytes
-from fvcflow.training.checkpoint import FoldCache
-from tests.deep_lake import tiny_deep_config, write_deep_lake
+from tests.deep_lake import deep_rows, resume_store, tiny_deep_config, video_cv, write_deep_lake
 from tests.test_reliability_resume import wait_for
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
@@ -43,7 +43,7 @@ def test_loaders_never_move_the_global_rng_that_dropout_draws_from(lake, tmp_pat
     """Else a resumed epoch would draw other dropout masks: a loader's first iteration (persistent
     workers) or every iteration (in process) draws a base seed."""
     cfg = tiny_deep_config(MODEL)
-    rows = video_rows(lake, cfg).head(4)
+    rows = deep_rows(lake, cfg).head(4)
     trainer = Trainer(get_model_spec(MODEL), clip_spec(MODEL, cfg.deep.clip[MODEL]), cfg.deep,
                       ClipCache(tmp_path / "clips"), params={}, weights=None, seed=0,
                       device=torch.device("cpu"))
@@ -65,7 +65,7 @@ def test_an_interrupted_fit_resumes_at_its_last_epoch_with_the_same_weights(lake
     spec = get_model_spec(MODEL)
     trainer = Trainer(spec, clip_spec(MODEL, cfg.deep.clip[MODEL]), cfg.deep, ClipCache(tmp_path / "clips"),
                       params={}, weights=None, seed=cfg.seed, device=torch.device("cpu"))
-    rows = video_rows(lake, cfg).filter(~pl.col("is_test"))
+    rows = deep_rows(lake, cfg).filter(~pl.col("is_test"))
     fit_rows, val_rows = validation_split(rows, cfg.deep.val_fraction, 7)
 
     def fit(resume, name):
@@ -124,7 +124,7 @@ def test_an_interrupted_fit_resumes_at_its_last_epoch_with_the_same_weights(lake
 def test_kill9_during_a_deep_training_resumes_from_its_last_epoch_and_matches(lake, monkeypatch, caplog):
     cfg = tiny_deep_config(MODEL, epochs=4, patience=4)
     spec = get_model_spec(MODEL)
-    store = resume_cache(lake, spec, cfg)
+    store = resume_store(lake, spec, cfg)
     store.clear()
     code = ("import sys, torch\n"
             "torch.set_num_threads(1)\n"
@@ -132,8 +132,10 @@ def test_kill9_during_a_deep_training_resumes_from_its_last_epoch_and_matches(la
             "from fvcflow.models import get_model_spec\n"
             "from fvcflow.store import Lake\n"
             "from fvcflow.training import TrainConfig\n"
-            "cross_validate_video(Lake.at(sys.argv[1]), get_model_spec(sys.argv[3]),\n"
-            "                     TrainConfig.model_validate_json(sys.argv[2]), resume=True)\n")
+            "from fvcflow.training.fitting.splits import load_splits\n"
+            "lake, cfg = Lake.at(sys.argv[1]), TrainConfig.model_validate_json(sys.argv[2])\n"
+            "cross_validate_video(lake, get_model_spec(sys.argv[3]), cfg, load_splits(lake, cfg),\n"
+            "                     resume=True)\n")
     proc = subprocess.Popen([sys.executable, "-c", code, str(lake.root), cfg.model_dump_json(), MODEL],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:       # fold 0 finished and fold 1 under way: kill it between two epochs of fold 1
@@ -155,17 +157,16 @@ def test_kill9_during_a_deep_training_resumes_from_its_last_epoch_and_matches(la
     monkeypatch.setattr(Trainer, "fit",
                         lambda self, *a, **k: fitted.append(k["tag"]) or real_fit(self, *a, **k))
     with caplog.at_level(logging.INFO, logger="fvcflow.deep"):
-        resumed = cross_validate_video(lake, spec, cfg, resume=True)
+        resumed = video_cv(lake, spec, cfg, resume=True)
     assert f"{MODEL} fold0: restored from the resume cache" in caplog.messages
     assert f"{MODEL} fold1: resumed at epoch {epochs['fold1'] + 1} from the resume cache" in caplog.messages
     assert fitted == ["fold1", "final"]                                  # the finished fold was not refitted
     assert store.names() == ["final", "fold0", "fold1"]                  # epoch checkpoints dropped
     store.clear()
     monkeypatch.setattr(Trainer, "fit", real_fit)
-    reference = cross_validate_video(lake, spec, cfg)                   # uninterrupted, nothing cached
+    reference = video_cv(lake, spec, cfg)                   # uninterrupted, nothing cached
 
     assert resumed.fold_metrics == reference.fold_metrics
-    assert resumed.oof_metrics == reference.oof_metrics and resumed.test_metrics == reference.test_metrics
     assert [p["best_epoch"] for p in resumed.fold_params] == [p["best_epoch"] for p in reference.fold_params]
     assert [_losses(h) for h in resumed.fold_history] == [_losses(h) for h in reference.fold_history]
     assert_frame_equal(resumed.predictions.sort("video_id", "split"),

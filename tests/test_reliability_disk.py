@@ -97,8 +97,8 @@ def test_a_full_disk_while_writing_a_video_leaves_no_partial_file(tiny_corpus, t
 def test_a_full_disk_while_mlflow_logs_an_artifact_keeps_the_registry_whole(tmp_path):
     from mlflow.tracking import MlflowClient
 
+    from fvcflow.detector.predict import load_detector
     from fvcflow.training import finish, make_splits, train_model
-    from fvcflow.training.detector import load_detector
     from tests.feature_tables import write_lake
     from tests.training_runs import small_config
 

@@ -10,8 +10,8 @@ import sys
 import polars as pl
 import pytest
 
+from fvcflow.detector.predict import load_detector
 from fvcflow.training import make_splits, train_model
-from fvcflow.training.detector import load_detector
 from tests.feature_tables import write_lake
 from tests.training_runs import small_config
 

@@ -8,7 +8,7 @@ import pytest
 from fvcflow.errors import FvcError
 from fvcflow.store import read_parquet
 from fvcflow.training import TrainConfig, make_splits
-from fvcflow.training.splits import SPLIT_SCHEMA, assign_splits
+from fvcflow.training.fitting.splits import SPLIT_SCHEMA, assign_splits
 from tests.feature_tables import synthetic_corpus, write_lake
 
 

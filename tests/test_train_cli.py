@@ -45,7 +45,7 @@ def test_every_flag_an_error_may_name_exists():
     import argparse
 
     from fvcflow.cli import build_parser
-    from fvcflow.training.config import TRAIN_FLAGS
+    from fvcflow.config import TRAIN_FLAGS
 
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]

@@ -13,8 +13,8 @@ from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec
 from fvcflow.store import read_parquet
 from fvcflow.training import TrainConfig, finish, make_splits, select_models, train_model
-from fvcflow.training.cv import cross_validate
-from fvcflow.training.data import load_features, train_table
+from fvcflow.training.fitting.cv import cross_validate
+from fvcflow.training.fitting.data import load_features, train_table
 from fvcflow.training.run import PREDICTION_COLUMNS
 from tests.feature_tables import write_lake
 from tests.training_runs import shared_trained_lake, small_config
@@ -202,7 +202,7 @@ def test_a_stack_over_bases_of_different_feature_sets_reads_every_base_column(tm
     the columns of every base, so it is logged, registered and scores a row (it raised KeyError on
     the l32_ columns when it took the s24 table for its example)."""
     from fvcflow.training import run_training
-    from fvcflow.training.data import feature_set_columns
+    from fvcflow.training.fitting.data import feature_set_columns
 
     lake = write_lake(tmp_path, n_groups=16, n_aug=0, signal=2.0, seed=3)
     cfg = small_config(models="logreg_s2l,logreg_s24,stack_s24", grids={}, params={})

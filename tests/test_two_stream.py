@@ -12,9 +12,8 @@ from fvcflow.deep import clips as clips_mod
 from fvcflow.deep.clips import ClipCache, ClipSource, cache_config, decode_clips
 from fvcflow.deep.data import ClipDataset, augment, normalise
 from fvcflow.deep.flow import FLOW_BOUND, decode_flow, flow_windows, spec_flow_method
-from fvcflow.deep.loop import video_rows
 from fvcflow.training import run_training
-from tests.deep_lake import FLOW, RGB, tiny_deep_config, write_deep_lake
+from tests.deep_lake import FLOW, RGB, deep_rows, tiny_deep_config, write_deep_lake
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -25,7 +24,7 @@ def lake(tmp_path_factory):
 
 
 def _sources(lake) -> list[ClipSource]:
-    rows = video_rows(lake, tiny_deep_config("two_stream_i3d"))
+    rows = deep_rows(lake, tiny_deep_config("two_stream_i3d"))
     return [ClipSource(r["video_id"], r["path"], r["content_hash"], r["n_frames"]) for r in rows.to_dicts()]
 
 
@@ -93,7 +92,7 @@ def test_two_stream_model_trains_through_the_training_stage(lake):
     result = next(r for r in summary.results if r.name == "two_stream_i3d")
     assert result.model.clip.channels == "rgb+flow"
     oof = result.predictions.filter(pl.col("split") == "oof")
-    train_originals = video_rows(lake, cfg).filter(~pl.col("is_test") & (pl.col("variant") == "original"))
+    train_originals = deep_rows(lake, cfg).filter(~pl.col("is_test") & (pl.col("variant") == "original"))
     assert sorted(oof["video_id"].to_list()) == sorted(train_originals["video_id"].to_list())
     assert oof["prob_fake"].is_between(0, 1).all()
     assert all(len(h) >= 1 for h in result.fold_history)

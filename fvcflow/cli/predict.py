@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fvcflow.training.config import REGISTERED_NAME
+from fvcflow.config import REGISTERED_NAME
 
 
 def register(sub) -> None:
@@ -30,8 +30,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from fvcflow.detector.predict import load_detector
     from fvcflow.errors import FvcError
-    from fvcflow.training.detector import load_detector
 
     settings = args.settings
     lake = settings.lake()

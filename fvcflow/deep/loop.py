@@ -36,33 +36,31 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fvcflow.config import DeepConfig, TrainConfig
 from fvcflow.deep.clips import ClipCache, ClipSource
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.deep.device import choose_device, device_tags, peak_memory
 from fvcflow.deep.export import TrainedVideo
 from fvcflow.deep.nested import inner_oof, wants_inner_oof
 from fvcflow.errors import FvcError, VideoError
+from fvcflow.metrics import binary_metrics
 from fvcflow.models import ModelSpec
 from fvcflow.models.grouped import grouped_holdout
 from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
+from fvcflow.resume import FoldCache, table_digest
 from fvcflow.store import Lake, failure_row, read_parquet, record_failures
-from fvcflow.training.checkpoint import FoldCache, table_digest
-from fvcflow.training.config import DeepConfig, TrainConfig
-from fvcflow.training.metrics import binary_metrics
-from fvcflow.training.results import ModelResult, make_result
-from fvcflow.training.splits import load_splits
 
 log = logging.getLogger("fvcflow.deep")
 
 
 # -- which videos -------------------------------------------------------------------------------
-def video_rows(lake: Lake, cfg: TrainConfig) -> pl.DataFrame:
-    """Split rows joined with their stage 3 video (path, hash, frames, picture size), by ``video_id``."""
+def video_rows(lake: Lake, cfg: TrainConfig, splits: pl.DataFrame) -> pl.DataFrame:
+    """Rows of ``splits`` (the table ``stage5/splits.parquet`` holds: video, group, label, fold,
+    test flag, variant) joined with their stage 3 video (path, hash, frames, picture size)."""
     scaled = read_parquet(lake.stage3)
     if scaled is None:
         raise FvcError(f"no stage 3 videos at {lake.stage3}: run the scale stage first "
                        "(fvc run --stages scale)")
-    splits = load_splits(lake, cfg)
     keep = [c for c in ("video_id", "path", "content_hash", "n_frames", "src_width", "src_height")
             if c in scaled.columns]
     rows = splits.join(scaled.select(keep).unique("video_id", keep="last"), on="video_id", how="inner")
@@ -326,18 +324,38 @@ def _fit_or_restore(trainer: Trainer, resume: FoldCache | None, tag: str, fit_ro
     return fit
 
 
-def resume_cache(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
+def resume_cache(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.DataFrame,
                  rows: pl.DataFrame | None = None) -> FoldCache:
     """The :class:`FoldCache` of deep model ``spec`` for these settings and these videos."""
-    rows = video_rows(lake, cfg) if rows is None else rows
+    rows = video_rows(lake, cfg, splits) if rows is None else rows
     return FoldCache.for_model(lake, spec.name, cfg, data=table_digest(
         rows["video_id"], rows["content_hash"], rows["label"], rows["fold"].fill_null(-1), rows["is_test"],
         rows["variant"]))
 
 
-def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
-                         resume: bool = False) -> ModelResult:
-    """Every outer fold, the test set and the deployable refit of deep model ``spec``.
+@dataclass
+class VideoCV:
+    """What :func:`cross_validate_video` returns: plain results, which the ``torch_video`` trainer
+    (:mod:`fvcflow.training.fitting.trainers`) turns into a ``ModelResult``."""
+
+    predictions: pl.DataFrame           # video_id, group_id, label, fold, split (oof|test), prob_fake
+    fold_metrics: list[dict[str, float]]
+    fold_params: list[dict]
+    final_params: dict
+    model: TrainedVideo                 # the deployable refit on every training row
+    fit_seconds: float
+    n_train_rows: int
+    fold_history: list[list[dict[str, float]]]
+    fold_artifacts: list[dict]
+    tags: dict[str, str]
+    params: dict
+    example: np.ndarray
+    inner_oof: pl.DataFrame | None = None
+
+
+def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.DataFrame, *,
+                         resume: bool = False) -> VideoCV:
+    """Every outer fold of ``splits``, the test set and the deployable refit of deep model ``spec``.
 
     With ``resume``, each finished fit (fold, final: its best checkpoint, history and best epoch)
     is kept in :func:`resume_cache` and restored instead of refitted by a rerun with the same
@@ -356,9 +374,9 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
     else:
         log.info("%s: initial weights from %s", spec.name, weights)
     cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
-    rows = prepare_sources(lake, video_rows(lake, cfg), clip, cache)
+    rows = prepare_sources(lake, video_rows(lake, cfg, splits), clip, cache)
     trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device)
-    store = resume_cache(lake, spec, cfg, rows) if resume else None
+    store = resume_cache(lake, spec, cfg, splits, rows) if resume else None
     lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=lake.cache_dir("checkpoints")))
     train_all = rows.filter(~pl.col("is_test"))
@@ -403,8 +421,6 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, *,
     example = np.zeros((1, clip.n_channels, clip.frames, side, side), np.float32)
     log.info("%s: %d clips decoded, %d reused from the cache", spec.name, cache.decoded, cache.reused)
     model = TrainedVideo(spec.name, final.module.cpu().eval(), clip, params, weights)
-    return make_result(spec, pl.concat(preds), fold_metrics, fold_params,
-                       {"best_epoch": final.best_epoch}, model, time.perf_counter() - start,
-                       n_train_rows=train_all.height, fold_history=history, fold_artifacts=artifacts,
-                       tags=tags, params=run_params, example=example,
-                       **({"inner_oof": pl.concat(inner)} if inner else {}))
+    return VideoCV(pl.concat(preds), fold_metrics, fold_params, {"best_epoch": final.best_epoch}, model,
+                   time.perf_counter() - start, train_all.height, history, artifacts, tags, run_params,
+                   example, pl.concat(inner) if inner else None)

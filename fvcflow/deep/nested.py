@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import polars as pl
 
+from fvcflow.config import TrainConfig
 from fvcflow.models import get_model_spec, list_models
 from fvcflow.models.grouped import grouped_kfold
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.results import INNER_OOF_SCHEMA
+
+#: the columns of a model's inner out-of-fold predictions (``ModelResult.inner_oof``)
+INNER_OOF_SCHEMA = {"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64}
 
 
 def wants_inner_oof(cfg: TrainConfig) -> bool:

@@ -3,7 +3,7 @@
 :class:`CalibratedDetector` is what ``fvc-detector`` holds: ``predict_proba`` is the calibrated
 ``P(fake)`` (the calibrator applied to the model's log-odds, clipped to ``[eps, 1 - eps]``: a
 detector never claims certainty), ``raw_proba`` the model's own. The calibrator is fitted by
-:func:`fvcflow.training.calibration.fit_calibration` on out-of-fold predictions, never on rows the
+:func:`fvcflow.training.evidence.calibration.fit_calibration` on out-of-fold predictions, never on rows the
 model was fitted on.
 """
 

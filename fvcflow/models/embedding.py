@@ -1,7 +1,7 @@
 """XGBoost on frozen deep embeddings (kind ``embedding``, seeds 5f-5j), and the ViT-per-frame backbone.
 
 Each model names its backbone (a registered deep video model) in ``extra["backbone"]``; the
-trainer (:mod:`fvcflow.training.embedding`) embeds every video once with that frozen backbone
+trainer (:mod:`fvcflow.training.fitting.embedding`) embeds every video once with that frozen backbone
 (:mod:`fvcflow.deep.embeddings`, its weights from ``train.deep.weights[backbone]``, its clips
 from ``train.deep.clip[backbone]``, its keywords from ``train.params[backbone]``) and fits the
 estimator by the tabular trainer's cross-validation on the embedding columns.
@@ -28,7 +28,7 @@ BACKBONES = {
 }
 
 
-@register_video_model("vit_small_frames", clip=CLIP_FRAMES,
+@register_video_model(clip=CLIP_FRAMES,
                       tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
 def vit_small_frames(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                      clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12, heads: int = 6,
@@ -45,7 +45,7 @@ def _register(name: str, backbone: str) -> None:
 
     constructor.__name__ = name
     constructor.__doc__ = f"XGBoost on the frozen {backbone} embedding of each video (mean over its clips)."
-    register_model(name, kind="embedding", grid={"max_depth": [2, 4]}, mlflow_flavor="pyfunc",
+    register_model(kind="embedding", grid={"max_depth": [2, 4]}, mlflow_flavor="pyfunc",
                    extra={"backbone": backbone, "ci_params": {"n_estimators": 30}})(constructor)
 
 

@@ -6,7 +6,7 @@ paired corpus (each fake derived from a real source) a row-wise split puts a pai
 other label beside every held-out row, and what is learnt there is the pair, not the fake.
 
 The estimators here take ``groups`` in ``fit``; the trainer passes them through the pipeline
-(:func:`fvcflow.training.grouping.fit_params`). ``groups=None`` means "every row is its own
+(:func:`fvcflow.training.fitting.grouping.fit_params`). ``groups=None`` means "every row is its own
 group" (a table without group structure), never "split however".
 
 The splitters are public for any training loop (torch models included)::

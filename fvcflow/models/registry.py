@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import importlib
 import itertools
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -30,7 +29,7 @@ class Kind:
 
     ``trainer`` is ``"module:function"``, imported when a model of the kind is trained (the
     registry never imports the training code); the function is called as
-    ``trainer(lake, spec, cfg, bases) -> ModelResult`` (see :mod:`fvcflow.training.trainers`).
+    ``trainer(lake, spec, cfg, bases) -> ModelResult`` (see :mod:`fvcflow.training.fitting.trainers`).
     ``uses_bases``: the trainer fits on other models' results (stacks), so it runs after them.
     ``device``: ``"gpu"`` kinds run as Prefect tasks under the global concurrency limit ``gpu``.
     ``by_default``: selected by the pattern ``*``; when false (deep models: hours on a CPU) a
@@ -38,7 +37,6 @@ class Kind:
     """
 
     input: str
-    trainer: str
     uses_bases: bool = False
     device: str = "cpu"
     by_default: bool = True
@@ -47,15 +45,13 @@ class Kind:
 #: every kind of model -> what it consumes and its trainer; a new kind is one line here
 KINDS: dict[str, Kind] = {
     # an sklearn-style estimator on a stage 2 / 2+4 feature table
-    "tabular": Kind("features", "fvcflow.training.trainers:train_tabular"),
+    "tabular": Kind("features"),
     # a meta-learner on the other models' out-of-fold probabilities
-    "stack": Kind("oof", "fvcflow.training.trainers:train_stack", uses_bases=True),
+    "stack": Kind("oof", uses_bases=True),
     # a torch module on decoded clips of the stage 3 videos (deep models)
-    "torch_video": Kind("frames", "fvcflow.training.trainers:train_torch_video", device="gpu",
-                        by_default=False),
+    "torch_video": Kind("frames", device="gpu", by_default=False),
     # an sklearn-style estimator on frozen deep embeddings of the stage 3 videos (XGBoost on deep features)
-    "embedding": Kind("embeddings", "fvcflow.training.embedding:train_embedding", device="gpu",
-                      by_default=False),
+    "embedding": Kind("embeddings", device="gpu", by_default=False),
 }
 FEATURE_SETS = ("s2", "s24", "s2l", "s2lf", "s24l")
 FLAVORS = ("sklearn", "pytorch", "pyfunc")
@@ -85,11 +81,6 @@ class ModelSpec:
     def kind_spec(self) -> Kind:
         return KINDS[self.kind]
 
-    def trainer(self) -> Callable[..., Any]:
-        """The function that trains this model (its kind's trainer), imported on first use."""
-        module, _, func = self.kind_spec.trainer.partition(":")
-        return getattr(importlib.import_module(module), func)
-
     @property
     def doc(self) -> str:
         return (self.constructor.__doc__ or "").strip().splitlines()[0] if self.constructor.__doc__ else ""
@@ -98,15 +89,14 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(name: str, *, kind: str, feature_set: str | None = None, needs_scaling: bool = False,
+def register_model(*, kind: str, feature_set: str | None = None, needs_scaling: bool = False,
                    grid: Mapping[str, Iterable] | None = None, mlflow_flavor: str = "sklearn",
                    input: str | None = None, extra: Mapping[str, Any] | None = None):
-    """Register the decorated constructor under ``name``; a second registration is an error.
+    """Register the decorated constructor under its own name (``fn.__name__``, as timm's
+    ``@register_model`` does); a second registration of a name is an error.
 
     Parameters
     ----------
-    name : str
-        Unique name that says the configuration (``logreg_s24``).
     kind : {"tabular", "stack", "torch_video", "embedding"}
         Picks the trainer (:data:`KINDS`).
     feature_set : {"s2", "s24"} or None
@@ -124,8 +114,8 @@ def register_model(name: str, *, kind: str, feature_set: str | None = None, need
 
     Examples
     --------
-    >>> @register_model("doc_example_model", kind="tabular", feature_set="s2", grid={"C": [1.0]})
-    ... def _doc_example(*, seed=0, n_jobs=1, C=1.0):
+    >>> @register_model(kind="tabular", feature_set="s2", grid={"C": [1.0]})
+    ... def doc_example_model(*, seed=0, n_jobs=1, C=1.0):
     ...     from sklearn.linear_model import LogisticRegression
     ...     return LogisticRegression(C=C, random_state=seed)
     >>> get_model_spec("doc_example_model").kind
@@ -133,16 +123,17 @@ def register_model(name: str, *, kind: str, feature_set: str | None = None, need
     >>> _ = unregister_model("doc_example_model")
     """
     if kind not in KINDS:
-        raise ValueError(f"model {name!r}: kind must be one of {sorted(KINDS)}, got {kind!r}")
-    input = input or KINDS[kind].input
-    if kind == "tabular" and feature_set not in FEATURE_SETS:
-        raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got "
-                         f"{feature_set!r}")
+        raise ValueError(f"kind must be one of {sorted(KINDS)}, got {kind!r}")
     if mlflow_flavor not in FLAVORS:
-        raise ValueError(f"model {name!r}: mlflow_flavor must be one of {FLAVORS}, got {mlflow_flavor!r}")
+        raise ValueError(f"mlflow_flavor must be one of {FLAVORS}, got {mlflow_flavor!r}")
+    input = input or KINDS[kind].input
     frozen_grid = MappingProxyType({k: tuple(v) for k, v in (grid or {}).items()})
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        name = fn.__name__
+        if kind == "tabular" and feature_set not in FEATURE_SETS:
+            raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got "
+                             f"{feature_set!r}")
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered (by "
                              f"{_REGISTRY[name].constructor.__module__})")
@@ -185,8 +176,10 @@ def create_model(name: str, **kw: Any) -> Any:
 def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
     """Sorted names matching an fnmatch ``pattern`` (comma-separated patterns are OR-ed).
 
-    >>> list_models("logreg_*")
-    ['logreg_s2', 'logreg_s24']
+    >>> list_models("logreg_s2*")
+    ['logreg_s2', 'logreg_s24', 'logreg_s2l', 'logreg_s2lf']
+    >>> list_models("xgb_s24,stack_*")
+    ['stack_s24', 'xgb_s24']
     """
     pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
     return sorted(n for n, s in _REGISTRY.items()

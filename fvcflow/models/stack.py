@@ -3,7 +3,7 @@
 - ``stack_s24``: a logistic regression on the base models' probabilities.
 - ``topk_mean``: the mean of the ``k`` best base models' calibrated probabilities (:class:`TopKMean`).
 
-Both are kind ``stack``: the trainer fits them without leakage (see ``fvcflow.training.stacking``:
+Both are kind ``stack``: the trainer fits them without leakage (see ``fvcflow.training.fitting.stacking``:
 for outer fold ``k`` on the bases' *inner* out-of-fold probabilities, so the ensemble's choices,
 ``k`` included, are made on inner folds); this module holds the registrations and
 :class:`StackedModel`, the deployable form (fitted bases + the fitted ensemble).
@@ -22,13 +22,13 @@ from sklearn.metrics import roc_auc_score
 from fvcflow.models.registry import register_model
 
 
-@register_model("stack_s24", kind="stack", grid={"C": [1.0]})
+@register_model(kind="stack", grid={"C": [1.0]})
 def stack_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """Logistic regression on the base models' out-of-fold probabilities (any kinds)."""
     return LogisticRegression(C=C, max_iter=5000, random_state=seed)
 
 
-@register_model("topk_mean", kind="stack", grid={"max_k": [None]})
+@register_model(kind="stack", grid={"max_k": [None]})
 def topk_mean(*, seed: int = 0, n_jobs: int = 1, max_k: int | None = None) -> "TopKMean":
     """Mean of the k best base models' calibrated probabilities, k chosen on inner folds."""
     return TopKMean(max_k=max_k)
@@ -150,7 +150,7 @@ class StackedModel(ClassifierMixin, BaseEstimator):
                 out.append(est.predict_proba(X[list(cols)])[:, 1])
         return np.column_stack(out)
 
-    def fit(self, X, y=None):  # pragma: no cover - fitted by the trainer, see fvcflow.training.stacking
+    def fit(self, X, y=None):  # pragma: no cover - assembled by fvcflow.training.fitting.stacking
         raise NotImplementedError("StackedModel is assembled from fitted parts by the trainer")
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:

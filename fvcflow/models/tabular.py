@@ -32,21 +32,21 @@ def _logreg(seed: int, C: float) -> LogisticRegression:
     return LogisticRegression(C=C, max_iter=5000, random_state=seed)
 
 
-@register_model("logreg_s2", kind="tabular", feature_set="s2", needs_scaling=True,
+@register_model(kind="tabular", feature_set="s2", needs_scaling=True,
                 grid={"C": [0.1, 1.0, 10.0]})
 def logreg_s2(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """L2 logistic regression on the stage 2 features."""
     return _logreg(seed, C)
 
 
-@register_model("logreg_s24", kind="tabular", feature_set="s24", needs_scaling=True,
+@register_model(kind="tabular", feature_set="s24", needs_scaling=True,
                 grid={"C": [0.1, 1.0, 10.0]})
 def logreg_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """L2 logistic regression on the stage 2 + stage 4 features."""
     return _logreg(seed, C)
 
 
-@register_model("svm_rbf_s24", kind="tabular", feature_set="s24", needs_scaling=True,
+@register_model(kind="tabular", feature_set="s24", needs_scaling=True,
                 grid={"C": [0.5, 2.0, 8.0]})
 def svm_rbf_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0, gamma: str | float = "scale"):
     """RBF support vector machine, Platt-calibrated (sigmoid, grouped 3-fold), stage 2 + 4 features.
@@ -64,7 +64,7 @@ def _early_stopped(est, rounds: int | None, seed: int):
     return est if rounds is None else GroupEarlyStopping(est, rounds=rounds, fraction=0.2, seed=seed)
 
 
-@register_model("xgb_s24", kind="tabular", feature_set="s24", grid={"max_depth": [2, 4]},
+@register_model(kind="tabular", feature_set="s24", grid={"max_depth": [2, 4]},
                 extra={"ci_params": {"n_estimators": 30}})
 def xgb_s24(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators: int = 150,
             learning_rate: float = 0.1, early_stopping_rounds: int | None = None):
@@ -80,7 +80,7 @@ def xgb_s24(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators:
     return _early_stopped(est, early_stopping_rounds, seed)
 
 
-@register_model("lgbm_s24", kind="tabular", feature_set="s24", grid={"num_leaves": [7, 15]},
+@register_model(kind="tabular", feature_set="s24", grid={"num_leaves": [7, 15]},
                 extra={"ci_params": {"n_estimators": 30}})
 def lgbm_s24(*, seed: int = 0, n_jobs: int = 1, num_leaves: int = 15, n_estimators: int = 150,
              learning_rate: float = 0.05, early_stopping_rounds: int | None = None):
@@ -92,7 +92,7 @@ def lgbm_s24(*, seed: int = 0, n_jobs: int = 1, num_leaves: int = 15, n_estimato
     return _early_stopped(est, early_stopping_rounds, seed)
 
 
-@register_model("catboost_s24", kind="tabular", feature_set="s24", grid={"depth": [3, 5]},
+@register_model(kind="tabular", feature_set="s24", grid={"depth": [3, 5]},
                 extra={"ci_params": {"iterations": 30}})
 def catboost_s24(*, seed: int = 0, n_jobs: int = 1, depth: int = 4, iterations: int = 150,
                  learning_rate: float = 0.1, early_stopping_rounds: int | None = None):
@@ -105,35 +105,35 @@ def catboost_s24(*, seed: int = 0, n_jobs: int = 1, depth: int = 4, iterations: 
 
 # ---------------------------------------------------------------- on the local feature sets (issue 13)
 
-@register_model("logreg_s2l", kind="tabular", feature_set="s2l", needs_scaling=True,
+@register_model(kind="tabular", feature_set="s2l", needs_scaling=True,
                 grid={"C": [0.1, 1.0, 10.0]})
 def logreg_s2l(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """L2 logistic regression on the stage 2 + local (tile inconsistency) features."""
     return _logreg(seed, C)
 
 
-@register_model("xgb_s2l", kind="tabular", feature_set="s2l", grid={"max_depth": [2, 4]},
+@register_model(kind="tabular", feature_set="s2l", grid={"max_depth": [2, 4]},
                 extra={"ci_params": {"n_estimators": 30}})
 def xgb_s2l(**kw):
     """XGBoost as xgb_s24, on the stage 2 + local features."""
     return xgb_s24(**kw)
 
 
-@register_model("logreg_s2lf", kind="tabular", feature_set="s2lf", needs_scaling=True,
+@register_model(kind="tabular", feature_set="s2lf", needs_scaling=True,
                 grid={"C": [0.1, 1.0, 10.0]})
 def logreg_s2lf(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
     """L2 logistic regression on the stage 2 + local + face-region features."""
     return _logreg(seed, C)
 
 
-@register_model("xgb_s2lf", kind="tabular", feature_set="s2lf", grid={"max_depth": [2, 4]},
+@register_model(kind="tabular", feature_set="s2lf", grid={"max_depth": [2, 4]},
                 extra={"ci_params": {"n_estimators": 30}})
 def xgb_s2lf(**kw):
     """XGBoost as xgb_s24, on the stage 2 + local + face-region features."""
     return xgb_s24(**kw)
 
 
-@register_model("xgb_s24l", kind="tabular", feature_set="s24l", grid={"max_depth": [2, 4]},
+@register_model(kind="tabular", feature_set="s24l", grid={"max_depth": [2, 4]},
                 extra={"ci_params": {"n_estimators": 30}})
 def xgb_s24l(**kw):
     """XGBoost as xgb_s24, on stages 2 and 4 with the local features of both."""

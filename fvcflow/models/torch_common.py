@@ -158,7 +158,7 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
 TINY = {"clip": {"frames": 4, "clips": 2, "size": 32}, "params": {}}
 
 
-def register_video_model(name: str, *, clip: ClipSpec, pretrained_lr: bool = True,
+def register_video_model(*, clip: ClipSpec, pretrained_lr: bool = True,
                          tiny: Mapping[str, Any] | None = None,
                          extra: Mapping[str, Any] | None = None) -> Callable:
     """Register a deep video model (kind ``torch_video``, MLflow flavour ``pytorch``).
@@ -171,7 +171,7 @@ def register_video_model(name: str, *, clip: ClipSpec, pretrained_lr: bool = Tru
     """
     tiny = {"clip": {**TINY["clip"], **dict((tiny or {}).get("clip", {}))},
             "params": dict((tiny or {}).get("params", {}))}
-    return register_model(name, kind="torch_video", mlflow_flavor="pytorch",
+    return register_model(kind="torch_video", mlflow_flavor="pytorch",
                           extra={"clip": clip, "pretrained_lr": pretrained_lr, "tiny": tiny, **(extra or {})})
 
 

@@ -180,7 +180,7 @@ def _i3d(width: int, depth: int, channels: int, dropout: float) -> PooledNet:
     return PooledNet(net, width * 32, dropout)
 
 
-@register_video_model("i3d_r50", clip=_clip(8, 8, 224), tiny={"params": {"width": 8}})
+@register_video_model(clip=_clip(8, 8, 224), tiny={"params": {"width": 8}})
 def i3d_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, width: int = 64,
             depth: int = 50) -> PooledNet:
     """I3D-R50 (seed 5o): pytorchvideo's inflated ResNet-50, 8 x 224 x 224 clips every 8th frame."""
@@ -205,8 +205,7 @@ class TwoStream(VideoClassifier):
         return torch.cat([self.rgb.features(x[:, :3]), self.flow.features(x[:, 3:5])], dim=1)
 
 
-@register_video_model("two_stream_i3d",
-                      clip=ClipSpec(frames=16, clips=4, stride=2, size=112, mean=PTV_MEAN, std=PTV_STD,
+@register_video_model(clip=ClipSpec(frames=16, clips=4, stride=2, size=112, mean=PTV_MEAN, std=PTV_STD,
                                     channels="rgb+flow"),
                       tiny={"params": {"width": 8}})
 def two_stream_i3d(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
@@ -245,7 +244,7 @@ def _x3d(seed: int, weights: str | Path | None, dropout: float, width_factor: fl
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model("x3d_xs", clip=_clip(4, 12, 160), tiny=X3D_TINY)
+@register_video_model(clip=_clip(4, 12, 160), tiny=X3D_TINY)
 def x3d_xs(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
            width_factor: float = 2.0, depth_factor: float = 2.2, bottleneck_factor: float = 2.25,
            head_dim: int = 2048) -> X3D:
@@ -253,7 +252,7 @@ def x3d_xs(*, seed: int = 0, weights: str | Path | None = None, dropout: float =
     return _x3d(seed, weights, dropout, width_factor, depth_factor, bottleneck_factor, head_dim)
 
 
-@register_video_model("x3d_s", clip=_clip(13, 6, 160), tiny=X3D_TINY)
+@register_video_model(clip=_clip(13, 6, 160), tiny=X3D_TINY)
 def x3d_s(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
           width_factor: float = 2.0, depth_factor: float = 2.2, bottleneck_factor: float = 2.25,
           head_dim: int = 2048) -> X3D:
@@ -275,7 +274,7 @@ def _slowfast_net(width: int, depth: int, alpha: int, beta_inv: int, pooled: boo
 SLOWFAST_CLIP = _clip(32, 2, 224)
 
 
-@register_video_model("slowfast_r50", clip=SLOWFAST_CLIP, tiny={"params": {"width": 8}})
+@register_video_model(clip=SLOWFAST_CLIP, tiny={"params": {"width": 8}})
 def slowfast_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, width: int = 64,
                  depth: int = 50, alpha: int = 4, beta_inv: int = 8) -> SlowFast:
     """SlowFast-R50 8x8 (seed 5r): fast 32 frames every 2nd, slow every 4th of those, 224 x 224."""
@@ -286,7 +285,7 @@ def slowfast_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: f
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model("slowfast_r50_attn", clip=SLOWFAST_CLIP,
+@register_video_model(clip=SLOWFAST_CLIP,
                       tiny={"params": {"width": 8, "dim": 16, "heads": 2}})
 def slowfast_r50_attn(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                       width: int = 64, depth: int = 50, alpha: int = 4, beta_inv: int = 8, dim: int = 512,
@@ -299,7 +298,7 @@ def slowfast_r50_attn(*, seed: int = 0, weights: str | Path | None = None, dropo
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model("mvit_b_16x4", clip=_clip(16, 4, 224),
+@register_video_model(clip=_clip(16, 4, 224),
                       tiny={"params": {"depth": 2, "stages": (1,), "embed_dim": 16, "kv_stride": 2}})
 def mvit_b_16x4(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                 clip: ClipSpec | None = None, frames: int | None = None, size: int | None = None,

@@ -174,7 +174,7 @@ class ViViTFactorisedEncoder(VideoClassifier):
         return self.temporal_norm(hidden[:, 0])
 
 
-@register_video_model("timesformer_base", clip=_clip(8, 4, 4, 224),
+@register_video_model(clip=_clip(8, 4, 4, 224),
                       tiny={"params": {"hidden_size": 16, "layers": 1, "heads": 2, "patch_size": 16}})
 def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                      clip: ClipSpec | None = None, hidden_size: int = 768, layers: int = 12, heads: int = 12,
@@ -197,7 +197,7 @@ def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropou
     return model
 
 
-@register_video_model("vivit_b_fe", clip=_clip(32, 2, 2, 224),
+@register_video_model(clip=_clip(32, 2, 2, 224),
                       tiny={"params": {"hidden_size": 16, "spatial_layers": 1, "temporal_layers": 1,
                                        "heads": 2, "patch_size": 16}})
 def vivit_b_fe(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,

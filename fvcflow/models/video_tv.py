@@ -69,7 +69,7 @@ class Naive3DCNN(VideoClassifier):
         super().__init__(nn.Sequential(*layers), widths[-1], dropout)
 
 
-@register_video_model("naive_3dcnn", clip=CLIP_3D, pretrained_lr=False)
+@register_video_model(clip=CLIP_3D, pretrained_lr=False)
 def naive_3dcnn(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                 widths: tuple[int, ...] = (16, 32, 64)) -> VideoClassifier:
     """A small 3D CNN of our own (three conv3d blocks), 16 x 112 x 112 clips."""
@@ -96,7 +96,7 @@ class VariableAspectCNN(VideoClassifier):
         return self.backbone(_frames(x)).reshape(b, t, -1).mean(1)
 
 
-@register_video_model("variable_aspect_cnn", pretrained_lr=False, tiny={"clip": {"size": None}},
+@register_video_model(pretrained_lr=False, tiny={"clip": {"size": None}},
                       clip=ClipSpec(frames=8, clips=4, size=None, mean=IMAGENET_MEAN, std=IMAGENET_STD))
 def variable_aspect_cnn(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                         widths: tuple[int, ...] = (32, 64, 128)) -> VideoClassifier:
@@ -121,7 +121,7 @@ class FramePooled(VideoClassifier):
         return self.backbone(frames).reshape(b, t, -1).mean(1)
 
 
-@register_video_model("inception_v3_frames", clip=CLIP_FRAMES, tiny={"clip": {"frames": 2}})
+@register_video_model(clip=CLIP_FRAMES, tiny={"clip": {"frames": 2}})
 def inception_v3_frames(*, seed: int = 0, weights: str | None = None,
                         dropout: float = 0.5) -> VideoClassifier:
     """torchvision Inception v3 on every frame, temporal average pooling (5d)."""
@@ -141,19 +141,19 @@ def _resnet3d(builder: str, weights: str | None, dropout: float) -> VideoClassif
     return _Backbone3D(_load(net, weights), 512, dropout)
 
 
-@register_video_model("r2plus1d_18", clip=CLIP_3D)
+@register_video_model(clip=CLIP_3D)
 def r2plus1d_18(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """R(2+1)D-18 (torchvision), 16 x 112 x 112 clips (5p)."""
     return _resnet3d("r2plus1d_18", weights, dropout)
 
 
-@register_video_model("r3d_18", clip=CLIP_3D)
+@register_video_model(clip=CLIP_3D)
 def r3d_18(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """3D ResNet-18 (torchvision), 16 x 112 x 112 clips."""
     return _resnet3d("r3d_18", weights, dropout)
 
 
-@register_video_model("mc3_18", clip=CLIP_3D)
+@register_video_model(clip=CLIP_3D)
 def mc3_18(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """Mixed-convolution ResNet-18 (torchvision), 16 x 112 x 112 clips."""
     return _resnet3d("mc3_18", weights, dropout)
@@ -164,7 +164,7 @@ class _S3D(VideoClassifier):
         return F.adaptive_avg_pool3d(self.backbone(x), 1).flatten(1)
 
 
-@register_video_model("s3d", clip=CLIP_224_K400, tiny={"clip": {"frames": 8}})
+@register_video_model(clip=CLIP_224_K400, tiny={"clip": {"frames": 8}})
 def s3d(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """S3D (torchvision), adaptive pooling instead of its fixed 2 x 7 x 7 average."""
     from torchvision.models.video import s3d as build
@@ -173,7 +173,7 @@ def s3d(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> V
     return _S3D(net.features, 1024, dropout)
 
 
-@register_video_model("mvit_v2_s", clip=CLIP_224_K400)
+@register_video_model(clip=CLIP_224_K400)
 def mvit_v2_s(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
               clip: ClipSpec = CLIP_224_K400) -> VideoClassifier:
     """MViT v2 small (torchvision), built for the configured clip size and length."""
@@ -190,7 +190,7 @@ def mvit_v2_s(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5
     return _Backbone3D(_load(net, weights), 768, dropout)
 
 
-@register_video_model("swin3d_t", clip=CLIP_224_IMAGENET)
+@register_video_model(clip=CLIP_224_IMAGENET)
 def swin3d_t(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """Video Swin Transformer tiny (torchvision)."""
     from torchvision.models.video import swin3d_t as build
@@ -235,7 +235,7 @@ class ViTTemporal(VideoClassifier):
         return self.encoder(seq + self.pos[:, :t]).mean(1)
 
 
-@register_video_model("vit_gru_small", clip=CLIP_FRAMES,
+@register_video_model(clip=CLIP_FRAMES,
                       tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
 def vit_gru_small(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                   clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12, heads: int = 6,
@@ -245,7 +245,7 @@ def vit_gru_small(*, seed: int = 0, weights: str | None = None, dropout: float =
                        dropout, hidden=hidden)
 
 
-@register_video_model("vit_transformer_small", clip=CLIP_FRAMES,
+@register_video_model(clip=CLIP_FRAMES,
                       tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
 def vit_transformer_small(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                           clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12,

@@ -8,8 +8,11 @@ Entry points (plain functions; the Prefect flow wraps each as a task)::
     finish(lake, results, cfg) -> TrainSummary
     run_training(lake, cfg) -> TrainSummary
 
-They are loaded on first use (PEP 562), so that ``fvcflow.config``, which embeds
-:class:`TrainConfig`, does not pull scikit-learn and MLflow into every import.
+They are loaded on first use (PEP 562), so that ``from fvcflow.training import TrainConfig``
+does not pull scikit-learn and MLflow in. The rooms, each importing only those before it:
+:mod:`.fitting` (splits, tables, cross-validation, trainers), :mod:`.tracking` (MLflow),
+:mod:`.evidence` (intervals, calibration, shortcut check, model card, report) and :mod:`.run`
+(the entry points above).
 
 >>> from fvcflow.training import TrainConfig
 >>> TrainConfig().folds
@@ -18,14 +21,15 @@ They are loaded on first use (PEP 562), so that ``fvcflow.config``, which embeds
 
 from importlib import import_module
 
-from fvcflow.training.config import TrainConfig
+from fvcflow.config import DeepConfig, TrainConfig
 
-_LAZY = {"ModelResult": "results", "TrainSummary": "results", "make_result": "results", "ModelPlan": "run",
-         "finish": "run", "make_splits": "run", "plan_models": "run", "prepare_splits": "run",
-         "run_training": "run", "select_models": "run", "train_model": "run", "train_stack": "run",
-         "DeepConfig": "config"}
+_LAZY = {"ModelResult": "fitting.results", "TrainSummary": "fitting.results",
+         "make_result": "fitting.results",
+         "ModelPlan": "run", "finish": "run", "make_splits": "run", "plan_models": "run",
+         "prepare_splits": "run", "run_training": "run", "select_models": "run", "train_model": "run",
+         "train_stack": "run"}
 
-__all__ = ["TrainConfig", *_LAZY]
+__all__ = ["DeepConfig", "TrainConfig", *_LAZY]
 
 
 def __getattr__(name: str):

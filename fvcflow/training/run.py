@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Sequence
 
 import polars as pl
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.models import KINDS, get_model_spec, list_models
 from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
-from fvcflow.training import evidence, report
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.data import missing_for
-from fvcflow.training.results import ModelResult, TrainSummary, leaderboard
-from fvcflow.training.splits import load_splits, make_splits, prepare_splits
+from fvcflow.training.evidence import assess as evidence
+from fvcflow.training.evidence import report
+from fvcflow.training.fitting import embedding  # noqa: F401  (registers the embedding kind's trainer)
+from fvcflow.training.fitting.data import missing_for
+from fvcflow.training.fitting.results import ModelResult, TrainSummary, leaderboard
+from fvcflow.training.fitting.splits import load_splits, make_splits, prepare_splits
+from fvcflow.training.fitting.trainers import TRAINERS
+from fvcflow.training.tracking import runs as tracking
 
 __all__ = ["PREDICTION_COLUMNS", "ModelPlan", "finish", "load_splits", "make_splits", "plan_models",
            "prepare_splits",
@@ -35,8 +40,9 @@ def train_model(lake: Lake, model_name: str, cfg: TrainConfig | None = None,
                 bases: Sequence[ModelResult] = ()) -> ModelResult:
     """Train one registered model on all folds and the test set, tracked in MLflow.
 
-    The trainer is the one of the model's kind (``KINDS[spec.kind].trainer``, see
-    :mod:`fvcflow.training.trainers`); ``bases`` are the trained models a stack fits on.
+    The trainer is the one registered for the model's kind (``trainers.TRAINERS``); it logs the
+    result through :func:`fvcflow.training.tracking.runs.log_result`; ``bases`` are the trained
+    models a stack fits on.
 
     >>> r = train_model(Lake.at("fvc-data"), "logreg_s2", TrainConfig())   # doctest: +SKIP
     >>> r.oof_metrics["roc_auc"]                                           # doctest: +SKIP
@@ -46,7 +52,7 @@ def train_model(lake: Lake, model_name: str, cfg: TrainConfig | None = None,
     spec = get_model_spec(model_name)
     log.info("training %s (%s, %s)", spec.name, spec.kind, spec.feature_set or spec.input)
     emit("model_start", model=spec.name)
-    result = spec.trainer()(lake, spec, cfg, list(bases))
+    result = TRAINERS[spec.kind](lake, spec, cfg, list(bases), partial(tracking.log_result, lake, cfg))
     emit("model_end", model=result.name, oof_roc_auc=result.oof_metrics.get("roc_auc"),
          seconds=result.fit_seconds + result.log_seconds)
     return result

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import DiskFullError
 from fvcflow.models import get_model_spec
 from fvcflow.store import CorruptEntry, Lake, read_checked_bytes, write_checked_bytes
-from fvcflow.training.config import TrainConfig
 
 log = logging.getLogger("fvcflow.training")
 

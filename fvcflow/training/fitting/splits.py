@@ -16,9 +16,9 @@ import numpy as np
 import polars as pl
 from sklearn.model_selection import StratifiedGroupKFold
 
+from fvcflow.config import TrainConfig, setting_hint
 from fvcflow.errors import FvcError
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
-from fvcflow.training.config import TrainConfig, setting_hint
 
 log = logging.getLogger("fvcflow.training")
 

@@ -19,12 +19,12 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fvcflow.config import REGISTERED_NAME
 from fvcflow.errors import FvcError
 from fvcflow.store import Lake
-from fvcflow.training.config import REGISTERED_NAME
-from fvcflow.training.data import S4_FLAGS
+from fvcflow.training.fitting.data import S4_FLAGS
 
-DEFAULT_NAME = REGISTERED_NAME  # fvcflow.training.config: the one place the name is written
+DEFAULT_NAME = REGISTERED_NAME  # fvcflow.config: the one place the name is written
 
 
 @dataclass

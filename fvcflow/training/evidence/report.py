@@ -28,11 +28,12 @@ import polars as pl
 from sklearn.metrics import roc_auc_score
 
 from fvcflow import explore
-from fvcflow.local_report import local_section
 from fvcflow.store import Lake, read_parquet
-from fvcflow.training import evidence, plots
-from fvcflow.training.data import feature_set_columns, load_features, missing_for
-from fvcflow.training.results import ModelResult, TrainSummary
+from fvcflow.training.evidence import assess as evidence
+from fvcflow.training.evidence.local_report import local_section
+from fvcflow.training.fitting.data import feature_set_columns, load_features, missing_for
+from fvcflow.training.fitting.results import ModelResult, TrainSummary
+from fvcflow.training.tracking import plots
 
 log = logging.getLogger("fvcflow.report")
 

@@ -23,15 +23,15 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
+from fvcflow.config import TrainConfig, setting_hint
 from fvcflow.errors import FvcError
+from fvcflow.metrics import binary_metrics
 from fvcflow.models import ModelSpec, create_model
 from fvcflow.progress import emit
-from fvcflow.training.checkpoint import FoldCache
-from fvcflow.training.config import TrainConfig, setting_hint
-from fvcflow.training.data import TrainTable
-from fvcflow.training.grouping import fit_params
-from fvcflow.training.metrics import binary_metrics
-from fvcflow.training.preprocess import build_pipeline, kept_features
+from fvcflow.resume import FoldCache
+from fvcflow.training.fitting.data import TrainTable
+from fvcflow.training.fitting.grouping import fit_params
+from fvcflow.training.fitting.preprocess import build_pipeline, kept_features
 
 log = logging.getLogger("fvcflow.training")
 

@@ -1,38 +1,59 @@
-"""One trainer per model kind, chosen by the registered spec (``KINDS[spec.kind].trainer``).
+"""One trainer per model kind; each registers itself for its kind where it lives (:func:`trains`).
 
-Every trainer has the signature ``trainer(lake, spec, cfg, bases) -> ModelResult``: ``bases``
-are the results a kind with ``uses_bases`` (the stack) fits on, and empty for the others. Each
-returns a result built by :func:`fvcflow.training.results.make_result` and logged by
-:func:`fvcflow.training.tracking.log_result`, so every kind writes the same prediction rows and
-goes through the same metrics, leaderboard, report and registry.
+Every trainer has the signature ``trainer(lake, spec, cfg, bases, log) -> ModelResult``: ``bases``
+are the results a kind with ``uses_bases`` (the stack) fits on, and empty for the others; ``log``
+tracks a finished result and returns it (the caller's MLflow logger,
+:func:`fvcflow.training.tracking.runs.log_result`: fitting never imports tracking). Each returns
+a result built by :func:`fvcflow.training.fitting.results.make_result`, logged, so every kind
+writes the same prediction rows and goes through the same metrics, leaderboard, report and registry.
 
-A new kind is a line in :data:`fvcflow.models.registry.KINDS` naming its trainer (``module:func``).
+A new kind is a line in :data:`fvcflow.models.registry.KINDS` and a function decorated with
+``@trains("kind")``; :data:`TRAINERS` holds them (the trainers of :mod:`.embedding` register when
+it is imported, as :mod:`fvcflow.training.run` does).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import polars as pl
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.models import ModelSpec
+from fvcflow.resume import FoldCache, table_digest
 from fvcflow.store import Lake
-from fvcflow.training import tracking
-from fvcflow.training.checkpoint import FoldCache, table_digest
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.cv import cross_validate, feature_importance
-from fvcflow.training.data import FEATURE_SET_COLUMNS, feature_set_columns, load_features, train_table
-from fvcflow.training.results import ModelResult, make_result
-from fvcflow.training.splits import load_splits
-from fvcflow.training.stacking import stack_cv, stack_example
+from fvcflow.training.fitting.cv import cross_validate, feature_importance
+from fvcflow.training.fitting.data import FEATURE_SET_COLUMNS, feature_set_columns, load_features, train_table
+from fvcflow.training.fitting.results import ModelResult, make_result
+from fvcflow.training.fitting.splits import load_splits
+from fvcflow.training.fitting.stacking import stack_cv, stack_example
 
 log = logging.getLogger("fvcflow.training")
 
+#: ``log(result) -> result``: tracks a trained model (MLflow) and returns the result it logged
+Log = Callable[[ModelResult], ModelResult]
+#: ``trainer(lake, spec, cfg, bases, log) -> ModelResult``
+Trainer = Callable[[Lake, ModelSpec, TrainConfig, Sequence[ModelResult], Log], ModelResult]
+#: every kind's trainer, registered by :func:`trains` where the trainer is defined
+TRAINERS: dict[str, Trainer] = {}
 
-def train_tabular(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
-                  bases: Sequence[ModelResult] = ()) -> ModelResult:
+
+def trains(kind: str) -> Callable[[Trainer], Trainer]:
+    """Register the decorated function as the trainer of model kind ``kind`` (one per kind)."""
+    def decorator(fn: Trainer) -> Trainer:
+        if kind in TRAINERS:
+            raise ValueError(f"kind {kind!r} already has a trainer ({TRAINERS[kind].__qualname__})")
+        TRAINERS[kind] = fn
+        return fn
+
+    return decorator
+
+
+@trains("tabular")
+def train_tabular(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequence[ModelResult],
+                  log: Log) -> ModelResult:
     """Cross-validate (inner grouped grid search), test, refit and track one tabular model."""
     t = train_table(load_features(lake, spec.feature_set), load_splits(lake, cfg), spec.feature_set,
                     use_augmented=cfg.use_augmented)
@@ -45,7 +66,7 @@ def train_tabular(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
                          columns=list(t.X.columns), inner_oof=cv.inner_oof,
                          importance=feature_importance(cv.final.pipeline, train, cfg.seed),
                          n_train_rows=len(train.y), example=train.X.head(20))
-    result = tracking.log_result(lake, cfg, result)
+    result = log(result)
     resume.clear()                      # logged: a rerun trains afresh
     return result
 
@@ -81,8 +102,9 @@ def stack_features(lake: Lake, bases: Sequence[ModelResult]) -> tuple[str, list[
     return label, columns, features
 
 
-def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
-                bases: Sequence[ModelResult] = ()) -> ModelResult:
+@trains("stack")
+def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequence[ModelResult],
+                log: Log) -> ModelResult:
     """Fit the stacking ensemble ``spec`` over ``bases`` (nested, no leakage) and track it."""
     if not bases:
         raise FvcError(f"model {spec.name!r} is of kind {spec.kind!r}: it needs trained base models; "
@@ -96,14 +118,21 @@ def train_stack(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
                          cv.final.pipeline, cv.fit_seconds, feature_set=feature_set,
                          columns=columns, inner_oof=cv.inner_oof,
                          importance=cv.importance, n_train_rows=bases[0].n_train_rows, example=example)
-    return tracking.log_result(lake, cfg, result)
+    return log(result)
 
 
-def train_torch_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig,
-                      bases: Sequence[ModelResult] = ()) -> ModelResult:
+@trains("torch_video")
+def train_torch_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequence[ModelResult],
+                      log: Log) -> ModelResult:
     """Train one deep video model on clips of the stage 3 videos, every fold, and track it."""
     from fvcflow.deep.loop import cross_validate_video, resume_cache  # torch only for deep models
 
-    result = tracking.log_result(lake, cfg, cross_validate_video(lake, spec, cfg, resume=True))
-    resume_cache(lake, spec, cfg).clear()          # logged: a rerun trains afresh
+    splits = load_splits(lake, cfg)
+    cv = cross_validate_video(lake, spec, cfg, splits, resume=True)
+    result = log(make_result(spec, cv.predictions, cv.fold_metrics, cv.fold_params, cv.final_params, cv.model,
+                             cv.fit_seconds, n_train_rows=cv.n_train_rows, fold_history=cv.fold_history,
+                             fold_artifacts=cv.fold_artifacts, tags=cv.tags, params=cv.params,
+                             example=cv.example,
+                             **({"inner_oof": cv.inner_oof} if cv.inner_oof is not None else {})))
+    resume_cache(lake, spec, cfg, splits).clear()          # logged: a rerun trains afresh
     return result

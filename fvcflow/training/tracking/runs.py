@@ -25,19 +25,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
+from fvcflow.models.requirements import pip_requirements as _requirements
 from fvcflow.store import Lake
-from fvcflow.training import plots
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.results import ModelResult
+from fvcflow.training.fitting.results import ModelResult
+from fvcflow.training.tracking import plots
 
 log = logging.getLogger("fvcflow.training")
-
-#: packages whose estimators may sit inside a logged model -> their distribution names
-_DISTRIBUTIONS = {"sklearn": "scikit-learn", "xgboost": "xgboost", "lightgbm": "lightgbm",
-                  "catboost": "catboost", "fvcflow": "fvcflow"}
-
 
 def tracking_uri(lake: Lake, cfg: TrainConfig) -> str:
     """The configured URI, or the work dir's SQLite store."""
@@ -61,25 +57,6 @@ def configure(lake: Lake, cfg: TrainConfig) -> str:
         return client.create_experiment(cfg.experiment, artifact_location=lake.mlartifacts.as_uri())
     except MlflowException:  # created concurrently by another task
         return client.get_experiment_by_name(cfg.experiment).experiment_id
-
-
-def _requirements(model: Any) -> list[str]:
-    """Pinned distributions of every estimator inside ``model`` (pipelines, stacks)."""
-    found: set[str] = {"sklearn", "fvcflow"}
-    todo = [model]
-    while todo:
-        obj = todo.pop()
-        found.add(type(obj).__module__.split(".")[0])
-        todo += [s for _, s in getattr(obj, "steps", [])]
-        todo += [est for _, est, _ in getattr(obj, "bases", [])]
-        todo += [m for m in [getattr(obj, "meta", None)] if m is not None]
-        todo += [m for m in [getattr(obj, "estimator_", None), getattr(obj, "model", None)]
-                 if m is not None and hasattr(m, "fit")]      # grouped wrappers, the calibrated detector
-    out = []
-    for mod in sorted(found & _DISTRIBUTIONS.keys()):
-        dist = _DISTRIBUTIONS[mod]
-        out.append(f"{dist}=={metadata.version(dist)}")
-    return out
 
 
 #: module prefixes whose classes a logged model may hold and its loader may rebuild (skops format)

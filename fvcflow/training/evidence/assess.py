@@ -23,15 +23,15 @@ from matplotlib.figure import Figure
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
-from fvcflow.training import tracking
-from fvcflow.training.bootstrap import Comparison, grouped_bootstrap, paired_comparison
-from fvcflow.training.calibration import DetectorCalibration, fit_calibration, reliability_table
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.results import ModelResult, TrainSummary
-from fvcflow.training.shortcut import ShortcutCheck, shortcut_check
+from fvcflow.training.evidence.calibration import DetectorCalibration, fit_calibration, reliability_table
+from fvcflow.training.evidence.shortcut import ShortcutCheck, shortcut_check
+from fvcflow.training.fitting.bootstrap import Comparison, grouped_bootstrap, paired_comparison
+from fvcflow.training.fitting.results import ModelResult, TrainSummary
+from fvcflow.training.tracking import runs as tracking
 
 log = logging.getLogger("fvcflow.training")
 
@@ -53,6 +53,24 @@ class Evidence:
     calibration_note: str | None = None
     card_path: Any = None
     card: str = ""
+
+    def markdown_sections(self) -> list[str]:
+        """Short Markdown lines for ``TrainSummary.markdown`` (the CLI and the Prefect artifact)."""
+        parts = []
+        if self.comparisons:
+            parts += ["## Best vs runner-up (paired grouped bootstrap)", ""]
+            parts += [f"- {c.sentence()}" for c in self.comparisons] + [""]
+        if self.calibration is not None:
+            c = self.calibration
+            parts += [f"Registered detector calibrated ({c.method}): out-of-fold ECE "
+                      f"{c.ece['oof_before']:.3f} -> {c.ece['oof_after']:.3f}.", ""]
+        elif self.calibration_note:
+            parts += [self.calibration_note, ""]
+        if self.shortcut is not None:
+            parts += ["## Shortcut check", "", self.shortcut.sentence(), ""]
+        if self.card_path:
+            parts += [f"Model card: `{self.card_path}`", ""]
+        return parts
 
 
 def resolution_band(width, height) -> str:
@@ -380,26 +398,6 @@ def write_card(lake: Lake, summary: TrainSummary, cfg: TrainConfig) -> str | Non
 
 
 # --------------------------------------------------------------------------- report sections
-
-def markdown_sections(summary: TrainSummary) -> list[str]:
-    """Short Markdown lines for ``TrainSummary.markdown`` (the CLI and the Prefect artifact)."""
-    ev: Evidence = summary.evidence
-    parts = []
-    if ev.comparisons:
-        parts += ["## Best vs runner-up (paired grouped bootstrap)", ""]
-        parts += [f"- {c.sentence()}" for c in ev.comparisons] + [""]
-    if ev.calibration is not None:
-        c = ev.calibration
-        parts += [f"Registered detector calibrated ({c.method}): out-of-fold ECE "
-                  f"{c.ece['oof_before']:.3f} -> {c.ece['oof_after']:.3f}.", ""]
-    elif ev.calibration_note:
-        parts += [ev.calibration_note, ""]
-    if ev.shortcut is not None:
-        parts += ["## Shortcut check", "", ev.shortcut.sentence(), ""]
-    if ev.card_path:
-        parts += [f"Model card: `{ev.card_path}`", ""]
-    return parts
-
 
 def _html_table(df: pl.DataFrame) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)

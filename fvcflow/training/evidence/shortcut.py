@@ -17,14 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from fvcflow.config import TrainConfig
 from fvcflow.models import get_model_spec
 from fvcflow.stages.features import CODEC_COLUMNS
 from fvcflow.store import Lake, read_parquet
-from fvcflow.training.bootstrap import grouped_bootstrap
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.cv import cross_validate
-from fvcflow.training.data import TrainTable
-from fvcflow.training.results import ModelResult
+from fvcflow.training.fitting.bootstrap import grouped_bootstrap
+from fvcflow.training.fitting.cv import cross_validate
+from fvcflow.training.fitting.data import TrainTable
+from fvcflow.training.fitting.results import ModelResult
 
 log = logging.getLogger("fvcflow.training")
 

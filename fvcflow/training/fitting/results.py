@@ -9,7 +9,8 @@ from typing import Any
 
 import polars as pl
 
-INNER_OOF_SCHEMA = {"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64}
+from fvcflow.deep.nested import INNER_OOF_SCHEMA
+
 LEADERBOARD_METRICS = ("roc_auc", "average_precision", "eer", "accuracy", "f1", "log_loss", "brier")
 #: metrics with a grouped bootstrap 95 % interval (``{split}_{metric}_lo`` / ``_hi``)
 INTERVAL_METRICS = ("roc_auc", "average_precision", "eer")
@@ -28,7 +29,7 @@ class ModelResult:
     ``tags``/``params`` are extra MLflow tags and parameters of the parent run; ``example`` is the
     input example the model logger uses (a feature DataFrame, a clip batch). ``intervals`` holds
     the grouped bootstrap 95 % bounds ``{oof,test}_{roc_auc,average_precision,eer}_{lo,hi}``
-    (:func:`fvcflow.training.bootstrap.prediction_intervals`).
+    (:func:`fvcflow.training.fitting.bootstrap.prediction_intervals`).
     """
 
     name: str
@@ -90,8 +91,8 @@ def make_result(spec: Any, predictions: pl.DataFrame, fold_metrics: list[dict[st
     over the out-of-fold and test rows, their grouped bootstrap intervals (resampling
     ``group_id``). ``optional`` sets the other fields of ModelResult.
     """
-    from fvcflow.training.bootstrap import prediction_intervals
-    from fvcflow.training.metrics import binary_metrics, summarize_folds
+    from fvcflow.metrics import binary_metrics, summarize_folds
+    from fvcflow.training.fitting.bootstrap import prediction_intervals
 
     oof = predictions.filter(pl.col("split") == "oof")
     test = predictions.filter(pl.col("split") == "test")
@@ -143,7 +144,7 @@ class TrainSummary:
     predictions_path: Path | None = None
     report_path: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)
-    evidence: Any = None                       # fvcflow.training.evidence.Evidence (intervals' context)
+    evidence: Any = None           # fvcflow.training.evidence.assess.Evidence (intervals' context)
 
     def markdown(self, top: int = 10) -> str:
         """The leaderboard and the most separating features, as Markdown (a Prefect artifact)."""
@@ -161,10 +162,8 @@ class TrainSummary:
             parts += ["## Features that separate the classes best (single-feature ROC AUC, training "
                       "originals)",
                       "", markdown_table(self.top_features.head(top), ["feature", "auc", "separation"]), ""]
-        if self.evidence is not None:
-            from fvcflow.training.evidence import markdown_sections
-
-            parts += markdown_sections(self)
+        if self.evidence is not None:        # an Evidence (fvcflow.training.evidence.assess)
+            parts += self.evidence.markdown_sections()
         if self.skipped:
             parts += ["## Skipped", ""] + [f"- `{k}`: {v}" for k, v in self.skipped.items()] + [""]
         if self.report_path:

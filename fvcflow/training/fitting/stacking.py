@@ -17,15 +17,15 @@ import time
 import numpy as np
 import polars as pl
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
+from fvcflow.metrics import binary_metrics
 from fvcflow.models import ModelSpec, StackedModel, create_model
 from fvcflow.models.stack import video_column
-from fvcflow.training.config import TrainConfig
-from fvcflow.training.cv import CVOutput, FitOutcome
-from fvcflow.training.data import TrainTable
-from fvcflow.training.grouping import fit_params
-from fvcflow.training.metrics import binary_metrics
-from fvcflow.training.results import ModelResult
+from fvcflow.training.fitting.cv import CVOutput, FitOutcome
+from fvcflow.training.fitting.data import TrainTable
+from fvcflow.training.fitting.grouping import fit_params
+from fvcflow.training.fitting.results import ModelResult
 
 
 def _wide(frames: list[pl.DataFrame], names: list[str], keys: list[str]) -> pl.DataFrame:
