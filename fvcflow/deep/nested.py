@@ -14,6 +14,7 @@ import polars as pl
 
 from fvcflow.models import get_model_spec, list_models
 from fvcflow.models.grouped import grouped_kfold
+from fvcflow.schema import ORIGINAL
 from fvcflow.training.config import TrainConfig
 from fvcflow.training.results import INNER_OOF_SCHEMA
 
@@ -32,7 +33,7 @@ def inner_oof(fit, predict, train_rows: pl.DataFrame, outer_fold: int, cfg: Trai
     ``fit(fit_rows, val_rows, seed, tag)`` trains one model (the loop's fit, resumable),
     ``predict(module, rows)`` scores videos, ``validation_split`` carves the early-stopping split.
     """
-    orig = train_rows.filter(pl.col("variant") == "original")
+    orig = train_rows.filter(pl.col("variant") == ORIGINAL)
     out = []
     splits = grouped_kfold(orig["label"].to_numpy(), orig["group_id"].to_numpy(), cfg.inner_folds,
                            seed=cfg.seed + 1000 + outer_fold,
