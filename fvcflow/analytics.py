@@ -17,19 +17,11 @@ import polars as pl
 import pyarrow as pa
 
 from fvcflow.errors import FvcError
+from fvcflow.schema import NOT_FEATURES, ORIGINAL, STAGE_TABLES, VIEWS
 from fvcflow.store import FAILURE_SCHEMA, Lake
 
-#: view name -> the lake path it reads
-PARQUET_VIEWS = {
-    "videos": lambda lake: lake.index, "failures": lambda lake: lake.failures,
-    "augmented": lambda lake: lake.stage1, "features": lambda lake: lake.stage2,
-    "scaled": lambda lake: lake.stage3, "scaled_features": lambda lake: lake.stage4,
-    "splits": lambda lake: lake.splits, "predictions": lambda lake: lake.predictions,
-}
 _MLFLOW_TABLES = ("experiments", "runs", "latest_metrics", "params", "tags", "registered_models",
                   "model_versions", "model_version_tags")
-_NOT_FEATURES = {"video_id", "group_id", "label", "label_raw", "source", "variant", "n_sampled", "n_decoded",
-                 "s4_n_sampled", "s4_n_decoded", "path", "content_hash", "split"}
 
 _MLFLOW_VIEWS = {
     "mlflow_runs": """
@@ -112,6 +104,9 @@ QUERIES: dict[str, str] = {
         FROM grouped ORDER BY n DESC, stage, error_type""",
 }
 
+#: the views of the feature tables (those feature_values reads)
+_FEATURE_VIEWS = tuple(view for view, key in VIEWS.items()
+                       if key in (STAGE_TABLES["features"], STAGE_TABLES["scaled_features"]))
 #: ready query -> (the views it needs, what to run to make them)
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "leaderboard": (("mlflow_runs", "mlflow_metrics"),
@@ -146,17 +141,17 @@ def _feature_values_view(con: duckdb.DuckDBPyConnection, views: set[str]) -> Non
     originals, long format, NULL, NaN and infinities left out (``isfinite``: DuckDB 2.0.1's
     ``isnan`` answers false for NaN read from Parquet)."""
     parts = []
-    for view in ("features", "scaled_features"):
+    for view in _FEATURE_VIEWS:
         if view not in views:
             continue
         rel = con.sql(f"SELECT * FROM {view} LIMIT 0")
         numeric = [name for name, typ in zip(rel.columns, rel.types)
-                   if name not in _NOT_FEATURES and str(typ) in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER",
+                   if name not in NOT_FEATURES and str(typ) in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER",
                                                                  "BOOLEAN")]
         if numeric and {"label", "variant"} <= set(rel.columns):
             for c in numeric:
                 parts.append(f"SELECT video_id, label, '{c}' AS feature, CAST(\"{c}\" AS DOUBLE) AS value "
-                             f"FROM {view} WHERE variant = 'original' AND label IS NOT NULL AND \"{c}\" IS "
+                             f"FROM {view} WHERE variant = '{ORIGINAL}' AND label IS NOT NULL AND \"{c}\" IS "
                              f"NOT NULL AND isfinite(CAST(\"{c}\" AS DOUBLE))")
     if parts:
         con.execute("CREATE VIEW feature_values AS " + " UNION ALL ".join(parts))
@@ -165,17 +160,17 @@ def _feature_values_view(con: duckdb.DuckDBPyConnection, views: set[str]) -> Non
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with views over every table the lake has.
 
-    Parquet: videos, failures, augmented, features, scaled, scaled_features, splits, predictions;
-    derived: feature_values; MLflow: mlflow_runs, mlflow_metrics, mlflow_params,
-    mlflow_model_versions.
+    Parquet: one per table of the layout with a view (``fvcflow.schema.VIEWS``: videos, failures,
+    augmented, features, ...); derived: ``DERIVED_VIEWS`` (feature_values); MLflow:
+    ``MLFLOW_VIEWS`` (mlflow_runs, ...): every name is ``fvcflow.schema.ALL_VIEWS``.
 
     >>> con = connect(Lake.at("fvc-data"))                                   # doctest: +SKIP
     >>> con.sql("SELECT label, count(*) FROM videos GROUP BY label").pl()     # doctest: +SKIP
     """
     con = duckdb.connect()
     views = set()
-    for name, where in PARQUET_VIEWS.items():
-        path = where(lake)
+    for name, key in VIEWS.items():
+        path = lake.path(key)
         if path.exists():
             con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({_quote(path)})")
             views.add(name)

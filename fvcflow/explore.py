@@ -423,7 +423,7 @@ def explore(lake: Lake, out_dir: str | Path | None = None) -> Exploration:
     >>> ex.cues.columns                              # doctest: +SKIP
     ['cue', 'kind', 'auc', 'n', 'separation']
     """
-    out = Path(out_dir) if out_dir else lake.root / "explore"
+    out = Path(out_dir) if out_dir else lake.explore
     ex = analyse(lake, out)
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>fvcflow: the corpus</title>",
             f"<style>{STYLE}</style></head><body><h1>fvcflow: the corpus</h1>",

@@ -82,7 +82,7 @@ class FoldCache:
         settings = {k: v for k, v in cfg.model_dump(mode="json").items() if k not in _NOT_IN_KEY}
         key = _digest({"model": spec.name, "kind": spec.kind, "grid": spec.grid, "input": spec.input,
                        "feature_set": spec.feature_set, "settings": settings, "data": data, "extra": extra})
-        return cls(lake.stage5 / "resume" / spec.name / key)
+        return cls(lake.resume / spec.name / key)
 
     def _file(self, name: str) -> Path:
         return self.root / f"{name}.bin"

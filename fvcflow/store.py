@@ -1,5 +1,8 @@
 """The data lake: where each table lives, atomic Parquet writes, content hashes and cache keys.
 
+The layout (every path relative to the work dir) is :data:`fvcflow.schema.LAKE`; :class:`Lake`
+joins it to one work dir.
+
 Every stage writes through :func:`write_parquet_atomic` (temporary file in the same folder, then
 ``os.replace``), so a reader never sees a half-written table and an interrupted run loses nothing
 that was already published.
@@ -23,9 +26,12 @@ from typing import Any, BinaryIO, Iterable, Iterator, Mapping
 import polars as pl
 
 from fvcflow.errors import DiskFullError, is_disk_full
+from fvcflow.schema import LAKE_PATHS
 
-#: Bump when the meaning of any feature column changes; it is part of every cache key.
-FEATURE_SCHEMA_VERSION = 1
+#: Bump to recompute every stage's cached results (augmented and scaled videos too); part of every
+#: cache key. A feature's change needs no bump here: the feature stages' configuration carries
+#: ``fvcflow.schema.FEATURE_SCHEMA_VERSION``, derived from the kernel tables.
+KEY_VERSION = 1
 
 FAILURE_SCHEMA = {
     "stage": pl.Utf8,
@@ -48,60 +54,101 @@ class Lake:
         """The work dir at ``root`` (None: ``./fvc-data``), made absolute."""
         return cls(Path(root or "fvc-data").expanduser().resolve())
 
+    def path(self, key: str, **fields: str) -> Path:
+        """The place ``key`` of the layout (:data:`fvcflow.schema.LAKE`) in this work dir; ``fields``
+        fill in its ``{name}`` parts (``lake.path("cache", stage="features")``)."""
+        return self.root / LAKE_PATHS[key].format(**fields)
+
     # index
     @property
     def index(self) -> Path:
-        return self.root / "index" / "videos.parquet"
+        return self.path("index")
 
     @property
     def failures(self) -> Path:
-        return self.root / "index" / "failures.parquet"
+        return self.path("failures")
+
+    def unmatched(self, source: str) -> Path:
+        """The unmatched videos and metadata rows of the last ingest of ``source``."""
+        return self.path("unmatched", source=source)
 
     @property
     def raw(self) -> Path:
         """Where archives are extracted to."""
-        return self.root / "raw"
+        return self.path("raw")
+
+    @property
+    def demo_corpus(self) -> Path:
+        return self.path("demo_corpus")
 
     # stages
     @property
     def stage1_videos(self) -> Path:
-        return self.root / "stage1" / "videos"
+        return self.path("stage1_videos")
 
     @property
     def stage1(self) -> Path:
-        return self.root / "stage1" / "augmented.parquet"
+        return self.path("stage1")
 
     @property
     def stage2(self) -> Path:
-        return self.root / "stage2" / "features.parquet"
+        return self.path("stage2")
 
     @property
     def stage3_videos(self) -> Path:
-        return self.root / "stage3" / "videos"
+        return self.path("stage3_videos")
 
     @property
     def stage3(self) -> Path:
-        return self.root / "stage3" / "scaled.parquet"
+        return self.path("stage3")
 
     @property
     def stage4(self) -> Path:
-        return self.root / "stage4" / "features.parquet"
+        return self.path("stage4")
 
     @property
     def stage5(self) -> Path:
-        return self.root / "stage5"
+        return self.path("stage5")
 
     @property
     def splits(self) -> Path:
-        return self.stage5 / "splits.parquet"
+        return self.path("splits")
 
     @property
     def predictions(self) -> Path:
-        return self.stage5 / "predictions.parquet"
+        return self.path("predictions")
+
+    @property
+    def calibrated_predictions(self) -> Path:
+        return self.path("calibrated_predictions")
+
+    @property
+    def embeddings(self) -> Path:
+        return self.path("embeddings")
+
+    @property
+    def resume(self) -> Path:
+        return self.path("resume")
+
+    @property
+    def report(self) -> Path:
+        return self.path("report")
+
+    @property
+    def report_images(self) -> Path:
+        return self.path("report_images")
+
+    @property
+    def model_card(self) -> Path:
+        return self.path("model_card")
+
+    @property
+    def explore(self) -> Path:
+        return self.path("explore")
 
     @property
     def mlflow_db(self) -> Path:
-        return self.root / "mlflow.db"
+        return self.path("mlflow_db")
 
     @property
     def mlflow_uri(self) -> str:
@@ -109,15 +156,15 @@ class Lake:
 
     @property
     def mlartifacts(self) -> Path:
-        return self.root / "mlartifacts"
+        return self.path("mlartifacts")
 
     @property
     def prefect_home(self) -> Path:
-        return self.root / "prefect"
+        return self.path("prefect_home")
 
     def cache_dir(self, stage: str) -> Path:
         """Per-video cached results of a stage (one small Parquet file per key)."""
-        return self.root / "cache" / stage
+        return self.path("cache", stage=stage)
 
 
 def write_parquet_atomic(df: pl.DataFrame, path: str | os.PathLike, *,
@@ -453,9 +500,9 @@ def file_hash(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
 
 
 def cache_key(content_hash: str, stage: str, config: Mapping[str, Any]) -> str:
-    """Key of one video's result in one stage: content hash + stage config + schema version."""
+    """Key of one video's result in one stage: content hash + stage config + :data:`KEY_VERSION`."""
     payload = json.dumps(
-        {"h": content_hash, "stage": stage, "cfg": dict(config), "schema": FEATURE_SCHEMA_VERSION},
+        {"h": content_hash, "stage": stage, "cfg": dict(config), "schema": KEY_VERSION},
         sort_keys=True,
         default=str,
     )
@@ -503,7 +550,7 @@ def lake_lock(lake: Lake, name: str) -> Iterator[Path]:
     ...     path.name
     'index.lock'
     """
-    path = lake.root / ".locks" / f"{name}.lock"
+    path = lake.path("locks", name=name)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)

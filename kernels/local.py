@@ -19,26 +19,17 @@ import numpy as np
 
 from .config import JIT
 from .features import _check_dtype, _prepare
-from .table import FEATURES_DOC, FeatureTable
+from .table import DEVIANCE, LOCAL, MAPS, N_LOCAL, N_MAPS, N_TEMPORAL, TEMPORAL, TEMPORAL_NAMES
 
 NAN = math.nan
 
-#: the tile maps, in the order of the first axis of every maps array
-MAPS = FeatureTable([
-    ("noise", "luma"), ("lap_var", "luma"), ("grad_energy", "luma"),
-    ("block_strength", "grid"), ("block_phase", "grid"),
-    ("resample", "resample"),
-    ("cb_mean", "chroma"), ("cb_std", "chroma"), ("cr_mean", "chroma"), ("cr_std", "chroma"),
-], definition=f"{FEATURES_DOC}#tile-maps")
-MAP_NAMES = MAPS.names
-N_MAPS = len(MAPS)
+# the tables (MAPS, LOCAL, TEMPORAL) are plain Python in kernels/table.py: fvcflow.schema reads them
 M_NOISE, M_LAP, M_GRAD, M_BLOCK, M_PHASE, M_RESAMPLE = MAPS.positions(
     "noise", "lap_var", "grad_energy", "block_strength", "block_phase", "resample")
 M_CB, M_CBS, M_CR, M_CRS = MAPS.positions("cb_mean", "cb_std", "cr_mean", "cr_std")
 assert (M_CBS, M_CRS) == (M_CB + 1, M_CR + 1)     # a chroma plane's mean and std are neighbours
 
-#: the maps that define deviant tiles, and whether each is compared in log(1 + x)
-DEVIANCE = ("noise", "lap_var", "grad_energy", "resample", "cb_mean", "cr_mean")
+#: whether each deviance map (``DEVIANCE``) is compared in log(1 + x)
 _DEV_IDX = np.array(MAPS.positions(*DEVIANCE), np.int64)
 _DEV_LOG = np.array([c in ("noise", "lap_var", "grad_energy") for c in DEVIANCE])
 #: robust z above which a tile is deviant; the scale of the MAD (normal consistency)
@@ -46,24 +37,9 @@ Z_DEVIANT = 3.5
 MAD_SCALE = 1.4826
 EPS = 1e-6
 
-#: frame-level features of one grid, in order: per deviance map (spread, maxz), then the region
-#: and the grid phase (``_frame_local`` writes out[2 * map index + 0/1], then the last three)
-LOCAL = FeatureTable(
-    [(f"{c}_{s}", "deviance") for c in DEVIANCE for s in ("spread", "maxz")]
-    + [("region_size", "region"), ("region_compactness", "region"), ("phase_agreement", "grid")],
-    definition=f"{FEATURES_DOC}#frame-level-inconsistency")
-LOCAL_NAMES = LOCAL.names
-N_LOCAL = len(LOCAL)
 L_REGION = LOCAL.position("region_size")
 assert LOCAL.positions(*(f"{c}_{s}" for c in DEVIANCE for s in ("spread", "maxz"))) == tuple(range(L_REGION))
 assert LOCAL.positions("region_compactness", "phase_agreement") == (L_REGION + 1, L_REGION + 2)
-#: temporal features over the sampled frames (base grid)
-TEMPORAL = FeatureTable([
-    ("region_presence", "region"), ("centroid_motion", "region"), ("mask_iou", "region"),
-    ("flicker_in", "flicker"), ("flicker_out", "flicker"), ("flicker_ratio", "flicker"),
-], definition=f"{FEATURES_DOC}#temporal-stability")
-TEMPORAL_NAMES = TEMPORAL.names
-N_TEMPORAL = len(TEMPORAL)
 T_PRESENCE, T_MOTION, T_IOU, T_FIN, T_FOUT, T_RATIO = TEMPORAL.positions(*TEMPORAL_NAMES)
 #: the per-tile values whose frame-to-frame change is the flicker (log1p of these maps)
 FLICKER = ("noise", "lap_var", "grad_energy")

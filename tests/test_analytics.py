@@ -7,6 +7,7 @@ from sklearn.metrics import roc_auc_score
 from fvcflow.analytics import QUERIES, connect, query, tables
 from fvcflow.cli import main as fvc
 from fvcflow.errors import FvcError
+from fvcflow.schema import ALL_VIEWS
 from fvcflow.store import FAILURE_SCHEMA, Lake, failure_row, read_parquet, write_parquet_atomic
 from tests.feature_tables import write_lake
 from tests.training_runs import shared_trained_lake
@@ -25,6 +26,7 @@ def test_views_over_every_table(trained):
             "feature_values", "mlflow_runs", "mlflow_metrics", "mlflow_params",
             "mlflow_model_versions"} <= names
     assert "scaled" not in names                                   # no stage3 table in this lake
+    assert names == set(ALL_VIEWS) - {"scaled"}                    # every view is named by the schema
     n = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
     assert n == read_parquet(lake.predictions).height
 

@@ -67,3 +67,15 @@ def test_the_definitions_are_in_the_repository(name):
         assert "exactly 0.5 is **not** below" in text      # the tie rule the kernels follow
     else:
         assert "index/failures.parquet" in text and "group_id" in text
+
+
+def test_the_design_documents_lake_is_the_schemas():
+    """docs/DESIGN.md's "The data lake" block lists ``fvcflow.schema.LAKE`` in order: each place's
+    path and what it holds."""
+    from fvcflow.schema import LAKE
+
+    text = (ROOT / "docs" / "DESIGN.md").read_text()
+    section = text[text.index("## The data lake"):]
+    block = section.split("```\n", 2)[1]
+    width = max(len(p.shown) for p in LAKE) + 2
+    assert block.splitlines() == [f"{p.shown:<{width}}{p.about}".rstrip() for p in LAKE]

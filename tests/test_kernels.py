@@ -423,9 +423,9 @@ def test_group_functions_are_slices_of_frame_features(natural, group):
 
 def test_table_rejects_bad_rows():
     with pytest.raises(ValueError, match="duplicate feature names"):
-        table.FeatureTable([("a", "g"), ("a", "g")], definition="x")
+        table.FeatureTable([("a", "g"), ("a", "g")], definition="x", version=1)
     with pytest.raises(ValueError, match="group 'g' is not contiguous: positions"):
-        table.FeatureTable([("a", "g"), ("b", "h"), ("c", "g")], definition="x")
+        table.FeatureTable([("a", "g"), ("b", "h"), ("c", "g")], definition="x", version=1)
     with pytest.raises(KeyError, match="no feature 'nope'; the table has noise_energy"):
         FRAME.position("nope")
     with pytest.raises(KeyError, match="no group 'nope'"):

@@ -20,6 +20,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from fvcflow.schema import LAKE_PATHS
+
 #: loggers whose console handlers are moved to the log file
 LIBRARIES = ("prefect", "distributed", "mlflow", "numba", "alembic", "urllib3", "httpx", "httpcore",
              "tornado", "bokeh", "asyncio", "py.warnings", "matplotlib", "uvicorn", "fastapi", "docket",
@@ -103,7 +105,7 @@ def _is_console(h: logging.Handler) -> bool:
 
 
 def log_path(home: str | os.PathLike, command: str) -> Path:
-    return Path(home) / "logs" / f"fvc-{command}.log"
+    return Path(home) / LAKE_PATHS["logs"].format(command=command)
 
 
 def prepare(home: str | os.PathLike, command: str, *, verbose: bool = False) -> Path:

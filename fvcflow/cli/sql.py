@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from fvcflow.schema import ALL_VIEWS
+
 
 def register(sub) -> None:
     """Add the ``sql`` subcommand to the ``fvc`` parser."""
     p = sub.add_parser("sql", help="query the lake with DuckDB SQL",
-                       description="Views: videos, failures, augmented, features, scaled, scaled_features, "
-                                   "splits, predictions, feature_values, mlflow_runs, mlflow_metrics, "
-                                   "mlflow_params, mlflow_model_versions (those that exist).")
+                       description=f"Views: {', '.join(ALL_VIEWS)} (those that exist).")
     p.add_argument("sql", nargs="?", help="a SQL statement")
     p.add_argument("--query", "-q", metavar="NAME", help="a ready query (see --list)")
     p.add_argument("--list", action="store_true", help="list the ready queries and the views, then exit")

@@ -31,6 +31,7 @@ import torch
 from fvcflow.deep.clips import ClipCache, ClipSource
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.models.torch_common import ClipSpec, build_video_model
+from fvcflow.schema import EMBEDDING_PREFIX
 from fvcflow.store import (
     CorruptEntry,
     Lake,
@@ -43,7 +44,7 @@ from fvcflow.store import (
 log = logging.getLogger("fvcflow.deep")
 
 EMBEDDING_VERSION = 1
-PREFIX = "emb_"
+PREFIX = EMBEDDING_PREFIX
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def embedding_columns(dim: int) -> list[str]:
 
 
 def table_path(lake: Lake, backbone: Backbone) -> Path:
-    return lake.stage5 / "embeddings" / f"{backbone.name}-{backbone.key()[:20]}.parquet"
+    return lake.embeddings / f"{backbone.name}-{backbone.key()[:20]}.parquet"
 
 
 @torch.no_grad()

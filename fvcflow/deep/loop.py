@@ -48,6 +48,7 @@ from fvcflow.models import ModelSpec
 from fvcflow.models.grouped import grouped_holdout
 from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
 from fvcflow.resume import FoldCache, table_digest
+from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, failure_row, read_parquet, record_failures
 
 log = logging.getLogger("fvcflow.deep")
@@ -68,7 +69,7 @@ def video_rows(lake: Lake, cfg: TrainConfig, splits: pl.DataFrame) -> pl.DataFra
         log.warning("%d of %d split rows have no stage 3 video (see index/failures.parquet)",
                     splits.height - rows.height, splits.height)
     if not cfg.use_augmented:
-        rows = rows.filter(pl.col("variant") == "original")
+        rows = rows.filter(pl.col("variant") == ORIGINAL)
     return rows.sort("video_id")
 
 
@@ -82,7 +83,7 @@ def validation_split(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl
 
     Returns (rows to train on: every row of the other groups, validation originals).
     """
-    orig = rows.filter(pl.col("variant") == "original")
+    orig = rows.filter(pl.col("variant") == ORIGINAL)
     _, va = grouped_holdout(orig["label"].to_numpy(), orig["group_id"].to_numpy(), fraction, seed=seed,
                             what="early stopping of a deep model (train.deep.val_fraction)")
     val_groups = set(orig[va]["group_id"].to_list())
@@ -394,7 +395,7 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
 
             inner.append(inner_oof(fit_inner, trainer.predict, train_all.filter(pl.col("fold") != k), k,
                                    cfg, validation_split))
-        held = train_all.filter((pl.col("fold") == k) & (pl.col("variant") == "original"))
+        held = train_all.filter((pl.col("fold") == k) & (pl.col("variant") == ORIGINAL))
         p = trainer.predict(fit.module, held)
         preds.append(_pred_frame(held, p, k, "oof"))
         fold_metrics.append(binary_metrics(held["label"].to_numpy(), p))
@@ -405,7 +406,7 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     fit_rows, val_rows = validation_split(train_all, deep.val_fraction, cfg.seed + len(folds))
     final = _fit_or_restore(trainer, store, "final", fit_rows, val_rows, seed=cfg.seed + len(folds),
                             workdir=workdir)
-    test = rows.filter(pl.col("is_test") & (pl.col("variant") == "original"))
+    test = rows.filter(pl.col("is_test") & (pl.col("variant") == ORIGINAL))
     if test.height:
         preds.append(_pred_frame(test, trainer.predict(final.module, test), None, "test"))
     tags = {"fvc.weights": weights or "random", "fvc.clip": json.dumps(clip.as_dict(), default=list),

@@ -15,6 +15,7 @@ import polars as pl
 from fvcflow.config import TrainConfig
 from fvcflow.models import get_model_spec, list_models
 from fvcflow.models.grouped import grouped_kfold
+from fvcflow.schema import ORIGINAL
 
 #: the columns of a model's inner out-of-fold predictions (``ModelResult.inner_oof``)
 INNER_OOF_SCHEMA = {"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64}
@@ -34,7 +35,7 @@ def inner_oof(fit, predict, train_rows: pl.DataFrame, outer_fold: int, cfg: Trai
     ``fit(fit_rows, val_rows, seed, tag)`` trains one model (the loop's fit, resumable),
     ``predict(module, rows)`` scores videos, ``validation_split`` carves the early-stopping split.
     """
-    orig = train_rows.filter(pl.col("variant") == "original")
+    orig = train_rows.filter(pl.col("variant") == ORIGINAL)
     out = []
     splits = grouped_kfold(orig["label"].to_numpy(), orig["group_id"].to_numpy(), cfg.inner_folds,
                            seed=cfg.seed + 1000 + outer_fold,

@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 
 from fvcflow.config import REGISTERED_NAME
 from fvcflow.errors import FvcError
+from fvcflow.schema import FACE_PREFIX, LOCAL_PREFIXES, S4_FLAGS, STAGE4_PREFIX
 from fvcflow.store import Lake
-from fvcflow.training.fitting.data import S4_FLAGS
 
 DEFAULT_NAME = REGISTERED_NAME  # fvcflow.config: the one place the name is written
 
@@ -43,7 +43,7 @@ class Detector:
 
     @property
     def needs_stage4(self) -> bool:
-        return any(c.startswith("s4_") or c in S4_FLAGS for c in self.columns)
+        return any(c.startswith(STAGE4_PREFIX) or c in S4_FLAGS for c in self.columns)
 
     @property
     def video_bases(self) -> list[tuple[str, Any]]:
@@ -56,19 +56,17 @@ class Detector:
         return list(getattr(stack, "video_bases", []))
 
     def _needs(self, prefixes: tuple[str, ...], stage4: bool = False) -> bool:
-        lead = "s4_" if stage4 else ""
+        lead = STAGE4_PREFIX if stage4 else ""
         return any(c.startswith(tuple(lead + p for p in prefixes)) for c in self.columns)
 
     @property
     def needs_local(self) -> bool:
         """The model reads local (tile) columns (``s2l``, ``s2lf``, ``s24l``)."""
-        from fvcflow.stages.local import LOCAL_PREFIXES
-
         return self._needs(LOCAL_PREFIXES)
 
     @property
     def needs_faces(self) -> bool:
-        return self._needs(("f_",))
+        return self._needs((FACE_PREFIX,))
 
     def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
                  face_model: str | Path | None = None, face_every: int = 3) -> dict[str, float]:
@@ -78,7 +76,6 @@ class Detector:
         from fvcflow.models.stack import video_column
         from fvcflow.stages.faces import FaceDetector
         from fvcflow.stages.features import video_features
-        from fvcflow.stages.local import LOCAL_PREFIXES
         from fvcflow.stages.scale import scale_video
 
         faces = FaceDetector(face_model) if self.needs_faces else None
@@ -90,7 +87,7 @@ class Detector:
                 scaled = Path(tmp) / "scaled.mp4"
                 flags = scale_video(path, scaled, size=scale_size, crf=scale_crf)
                 if self.needs_stage4:
-                    row.update(video_features(scaled, prefix="s4_",
+                    row.update(video_features(scaled, prefix=STAGE4_PREFIX,
                                               local=self._needs(LOCAL_PREFIXES, True)))
                     row.update({k: float(flags[k]) for k in S4_FLAGS})
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3

@@ -25,6 +25,7 @@ from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
 from fvcflow.ingest.probing import probe_many
 from fvcflow.progress import emit
+from fvcflow.schema import ORIGINAL
 from fvcflow.store import (
     Lake,
     failure_row,
@@ -135,7 +136,7 @@ def _split_unnamable(cands: list[Candidate]) -> tuple[list[Candidate], list[dict
 
 def _row(c: Candidate, source: str, probed: dict) -> dict:
     video_id = c.video_id or f"{source}-{probed['content_hash'][:16]}"
-    return {"video_id": video_id, "path": str(resolved_path(c.path)), "source": source, "variant": "original",
+    return {"video_id": video_id, "path": str(resolved_path(c.path)), "source": source, "variant": ORIGINAL,
             "group_id": c.group_id or video_id, "label": label_value(c.label_raw), "label_raw": c.label_raw,
             "split": c.split, "platform": c.platform, "cascade_id": c.cascade_id,
             "content_hash": probed["content_hash"], **probed["probe"]}
@@ -196,7 +197,7 @@ def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
 
 def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
     """Every unmatched video and row of this corpus, in ``index/unmatched-<source>.txt``."""
-    path = lake.index.parent / f"unmatched-{cat.source}.txt"
+    path = lake.unmatched(cat.source)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = ("".join(f"video\t{printable_path(v)}\n" for v in cat.unmatched_videos)
             + "".join(f"row\t{r}\n" for r in cat.unmatched_rows))

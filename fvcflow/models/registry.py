@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping
 
 from fvcflow.errors import FvcError
+from fvcflow.schema import FEATURE_SETS as _FEATURE_SET_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,8 @@ KINDS: dict[str, Kind] = {
     # an sklearn-style estimator on frozen deep embeddings of the stage 3 videos (XGBoost on deep features)
     "embedding": Kind("embeddings", device="gpu", by_default=False),
 }
-FEATURE_SETS = ("s2", "s24", "s2l", "s2lf", "s24l")
+#: the feature sets a tabular model may name (fvcflow.schema.FEATURE_SETS: their columns)
+FEATURE_SETS = tuple(_FEATURE_SET_COLUMNS)
 FLAVORS = ("sklearn", "pytorch", "pyfunc")
 
 
@@ -99,8 +101,9 @@ def register_model(*, kind: str, feature_set: str | None = None, needs_scaling: 
     ----------
     kind : {"tabular", "stack", "torch_video", "embedding"}
         Picks the trainer (:data:`KINDS`).
-    feature_set : {"s2", "s24"} or None
-        Stage 2 features, or stage 2 + stage 4 features (``None`` for frame models).
+    feature_set : one of :data:`FEATURE_SETS` or None
+        The feature table of a tabular model (``fvcflow.schema.FEATURE_SETS``: ``s2`` stage 2,
+        ``s24`` stage 2 + stage 4, ...); ``None`` for frame models.
     needs_scaling : bool
         Standardise features inside each training fold.
     grid : mapping of str to sequence

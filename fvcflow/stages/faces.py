@@ -15,7 +15,8 @@ centre, not face) and background tiles (the rest); per statistic of ``FACE_STATS
 over each set, compared as ``log((face + 1e-6) / (other + 1e-6))`` (energies, grid strength,
 resampling) or ``face - other`` (chroma means); the 8x8 grid-phase match of face and
 background; and the face box's own 12 per-frame features. Each is averaged over the frames with
-a box (docs/FEATURES.md, "Face features").
+a box (docs/FEATURES.md, "Face features"). The column names and ``FACE_STATS`` are
+:mod:`fvcflow.schema`'s.
 
 >>> len(face_columns()), face_columns()[:2]
 (29, ['f_found', 'f_box_area'])
@@ -32,28 +33,15 @@ import numpy as np
 from fvcflow.cascade import haar_cascade
 from fvcflow.errors import FvcError
 from fvcflow.kernels import FEATURE_NAMES, MAP_NAMES, frame_features, tile_maps
+from fvcflow.schema import FACE_STATS, face_columns
 
 MAX_SIDE = 320          # the detector sees the frame downscaled to this longest side
 SMOOTH = 0.5            # weight of the held box when a new detection arrives
 MAX_MISSES = 2
 RING = 1.6
 FACE_TILE = 16
-FACE_STATS = ("noise", "lap_var", "grad_energy", "block_strength", "resample", "cb_mean", "cr_mean")
 _DIFF_STATS = ("cb_mean", "cr_mean")
 EPS = 1e-6
-#: part of the stage cache key when faces are on
-FACE_VERSION = 1
-
-
-def face_columns(prefix: str = "") -> list[str]:
-    """``f_found``, ``f_box_area``, 14 face-vs-ring/background comparisons, the grid-phase match
-    and the face box's 12 per-frame features (``f_box_{feature}``)."""
-    cols = ["f_found", "f_box_area"]
-    cols += [f"f_{s}_vs_{o}" for s in FACE_STATS for o in ("bg", "ring")]
-    cols += ["f_phase_match"] + [f"f_box_{n}" for n in FEATURE_NAMES]
-    return [prefix + c for c in cols]
-
-
 
 
 class FaceDetector:

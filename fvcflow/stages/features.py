@@ -1,5 +1,8 @@
 """Stages 2 and 4: the handcrafted features of one video (docs/FEATURES.md, "Per-video features").
 
+The column names (:func:`feature_columns`, ``AGGREGATES``, ``CODEC_COLUMNS``) are
+:mod:`fvcflow.schema`'s, derived from the kernel table ``FRAME``.
+
 >>> from fvcflow.stages.features import feature_columns
 >>> len(feature_columns())
 51
@@ -14,18 +17,12 @@ import numpy as np
 
 from fvcflow.errors import VideoError
 from fvcflow.kernels import FEATURE_NAMES, frame_features
+from fvcflow.schema import AGGREGATES, CODEC_COLUMNS, COUNT_COLUMNS, feature_columns
 from fvcflow.stages.faces import FaceAccumulator, FaceDetector
 from fvcflow.stages.local import LocalAccumulator
 from fvcflow.video import VideoInfo, iter_luma, iter_yuv, probe, sample_indices
 
-AGGREGATES = ("mean", "std", "min", "max")
-CODEC_COLUMNS = ("codec_bpp", "codec_gop", "codec_fps")
-
-
-def feature_columns(prefix: str = "") -> list[str]:
-    """The 48 aggregated kernel columns and the 3 codec cues, in table order."""
-    cols = [f"{prefix}{name}_{agg}" for name in FEATURE_NAMES for agg in AGGREGATES]
-    return cols + [f"{prefix}{c}" for c in CODEC_COLUMNS]
+__all__ = ["AGGREGATES", "CODEC_COLUMNS", "aggregate", "codec_cues", "feature_columns", "video_features"]
 
 
 def aggregate(per_frame: np.ndarray, prefix: str = "") -> dict[str, float]:
@@ -47,6 +44,7 @@ def aggregate(per_frame: np.ndarray, prefix: str = "") -> dict[str, float]:
 
 def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
     """``codec_bpp``, ``codec_gop`` and ``codec_fps``, read from the container, not from pixels."""
+    bpp_col, gop_col, fps_col = (prefix + c for c in CODEC_COLUMNS)
     bit_rate = info.bit_rate
     if not bit_rate and info.duration > 0:
         bit_rate = info.size_bytes * 8 / info.duration
@@ -54,7 +52,7 @@ def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
     bpp = float(bit_rate) / pixels_per_s if bit_rate and pixels_per_s > 0 else float("nan")
     keys = np.asarray(info.keyframes, dtype=np.float64)
     gop = float(np.mean(np.diff(keys))) if keys.size > 1 else float(info.n_frames)
-    return {f"{prefix}codec_bpp": bpp, f"{prefix}codec_gop": gop, f"{prefix}codec_fps": float(info.fps)}
+    return {bpp_col: bpp, gop_col: gop, fps_col: float(info.fps)}
 
 
 def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy: str = "auto",
@@ -97,6 +95,7 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     if face is not None:
         row.update(face.row(prefix))
     row.update(codec_cues(info, prefix))
-    row[f"{prefix}n_sampled"] = got
-    row[f"{prefix}n_decoded"] = int(stats.get("decoded", got))
+    sampled, decoded = (prefix + c for c in COUNT_COLUMNS)
+    row[sampled] = got
+    row[decoded] = int(stats.get("decoded", got))
     return row

@@ -15,7 +15,7 @@ def ingest_corpus(settings: Settings) -> IngestSummary:
     lake = Lake.at(settings.home)
     corpus = settings.corpus
     if corpus.kind == "demo":
-        root = corpus.root or lake.root / "demo-corpus"
+        root = corpus.root or lake.demo_corpus
         make_demo_corpus(root, small=corpus.demo_small)
         return ingest("folder", root, lake, labels=root / "labels.csv", source="demo",
                       workers=settings.n_workers())

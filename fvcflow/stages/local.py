@@ -3,7 +3,8 @@
 Per sampled frame, :func:`fvcflow.kernels.local_frame` gives the 15 ``LOCAL_NAMES`` of the base
 (32 px) and of the coarse (64 px) grid; over the frames each is aggregated as ``mean`` and
 ``max`` (NaN ignored), named ``l32_{name}_{agg}`` / ``l64_{name}_{agg}``; the 6
-``TEMPORAL_NAMES`` follow as ``lt_{name}`` (docs/FEATURES.md, "Local features").
+``TEMPORAL_NAMES`` follow as ``lt_{name}`` (docs/FEATURES.md, "Local features"). The grids, the
+aggregates and the column names are :mod:`fvcflow.schema`'s.
 
 >>> len(local_columns()), local_columns()[0], local_columns("s4_")[-1]
 (66, 'l32_noise_spread_mean', 's4_lt_flicker_ratio')
@@ -16,21 +17,9 @@ import warnings
 import numpy as np
 
 from fvcflow.kernels import LOCAL_NAMES, N_LOCAL, TEMPORAL_NAMES, LocalFrame, local_frame, temporal_features
+from fvcflow.schema import COARSE, GRIDS, LOCAL_AGGREGATES, TEMPORAL_PREFIX, TILE, local_columns
 
-#: base tile and coarse factor of the pipeline's local features (part of the cache key)
-TILE, COARSE = 32, 2
-LOCAL_AGGREGATES = ("mean", "max")
-#: bump when a local definition changes: cached stage rows with an older version are recomputed
-LOCAL_VERSION = 1
-GRIDS = (f"l{TILE}", f"l{TILE * COARSE}")
-#: how every local column name begins (after a stage prefix such as ``s4_``)
-LOCAL_PREFIXES = tuple(f"{g}_" for g in GRIDS) + ("lt_",)
-
-
-def local_columns(prefix: str = "") -> list[str]:
-    """The 60 aggregated per-frame local columns and the 6 temporal ones, in table order."""
-    cols = [f"{prefix}{g}_{name}_{agg}" for g in GRIDS for name in LOCAL_NAMES for agg in LOCAL_AGGREGATES]
-    return cols + [f"{prefix}lt_{name}" for name in TEMPORAL_NAMES]
+__all__ = ["COARSE", "TILE", "LocalAccumulator", "local_columns"]
 
 
 class LocalAccumulator:
@@ -70,5 +59,5 @@ class LocalAccumulator:
                 for agg in LOCAL_AGGREGATES:
                     out[f"{prefix}{g}_{name}_{agg}"] = float(stats[agg][gi * N_LOCAL + j])
         for name, v in zip(TEMPORAL_NAMES, temporal_features(self.frames)):
-            out[f"{prefix}lt_{name}"] = float(v)
+            out[f"{prefix}{TEMPORAL_PREFIX}{name}"] = float(v)
         return out

@@ -15,16 +15,22 @@ import polars as pl
 
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
+from fvcflow.schema import (
+    FACE_VERSION,
+    FEATURE_SCHEMA_VERSION,
+    KEYS,
+    LOCAL_VERSION,
+    STAGE4_PREFIX,
+    STAGE_TABLES,
+    augmented_id,
+    augmented_variant,
+)
 from fvcflow.stages.augment import augment_video, draw_params
-from fvcflow.stages.faces import FACE_VERSION, FaceDetector
+from fvcflow.stages.faces import FaceDetector
 from fvcflow.stages.features import video_features
-from fvcflow.stages.local import LOCAL_VERSION
 from fvcflow.stages.scale import scale_video
 from fvcflow.store import Lake, cache_key, file_hash, read_parquet
 from fvcflow.video.write import STAGE_PRESET
-
-#: columns every stage row carries from the index
-KEYS = ("group_id", "label", "label_raw", "source", "variant")
 
 
 @dataclass(frozen=True)
@@ -65,12 +71,12 @@ def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
     jobs = []
     for row in _index(lake).filter(pl.col("label").is_not_null()).to_dicts():
         for k in range(1, cfg.copies + 1):
-            vid = f"{row['video_id']}~aug{k}"
+            vid = augmented_id(row["video_id"], k)
             jobs.append(dict(
                 key=cache_key(row["content_hash"], "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf,
                                                                  "preset": STAGE_PRESET}),
                 video_id=vid, path=row["path"],
-                carry={**_carry(row), "variant": f"aug-{k}", "source_video_id": row["video_id"]},
+                carry={**_carry(row), "variant": augmented_variant(k), "source_video_id": row["video_id"]},
                 params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
             ))
     return jobs
@@ -85,9 +91,9 @@ def _augment_run(job, s: Settings) -> dict:
 
 # stages 2 and 4 ------------------------------------------------------------------------------
 def _feature_config(s: Settings, *, faces: bool) -> dict:
-    """What the feature row depends on beyond the video: empty for the plain 51 columns (the
-    cache of earlier versions stays valid), the local/face versions and settings otherwise."""
-    cfg: dict = {}
+    """What the feature row depends on beyond the video: the feature schema version (a digest of
+    the kernel tables: a new feature recomputes the rows), the local/face versions and settings."""
+    cfg: dict = {"schema": FEATURE_SCHEMA_VERSION}
     if s.features.local:
         cfg["local"] = LOCAL_VERSION
     if faces and s.features.faces:
@@ -125,7 +131,7 @@ def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, prefix="s4_", **_feature_kwargs(s, faces=False))
+    return video_features(job.path, prefix=STAGE4_PREFIX, **_feature_kwargs(s, faces=False))
 
 
 # stage 3 -------------------------------------------------------------------------------------
@@ -147,10 +153,15 @@ def _scale_run(job, s: Settings) -> dict:
     return {**out, "src_path": job.path, "path": dst, "content_hash": file_hash(dst)}
 
 
+def _table(stage: str) -> Callable[[Lake], Path]:
+    """Where ``stage`` publishes its table (``fvcflow.schema.STAGE_TABLES``)."""
+    return lambda lake: lake.path(STAGE_TABLES[stage])
+
+
 SPECS: dict[str, StageSpec] = {
-    "augment": StageSpec("augment", lambda lake: lake.stage1, _augment_jobs, _augment_run),
-    "features": StageSpec("features", lambda lake: lake.stage2, _feature_jobs, _feature_run),
-    "scale": StageSpec("scale", lambda lake: lake.stage3, _scale_jobs, _scale_run),
-    "scaled_features": StageSpec("scaled_features", lambda lake: lake.stage4, _scaled_feature_jobs,
+    "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run),
+    "features": StageSpec("features", _table("features"), _feature_jobs, _feature_run),
+    "scale": StageSpec("scale", _table("scale"), _scale_jobs, _scale_run),
+    "scaled_features": StageSpec("scaled_features", _table("scaled_features"), _scaled_feature_jobs,
                                  _scaled_feature_run),
 }

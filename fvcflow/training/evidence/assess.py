@@ -26,6 +26,7 @@ from mlflow.tracking import MlflowClient
 from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec
+from fvcflow.schema import ORIGINAL, face_columns
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training.evidence.calibration import DetectorCalibration, fit_calibration, reliability_table
 from fvcflow.training.evidence.shortcut import ShortcutCheck, shortcut_check
@@ -87,8 +88,8 @@ def resolution_band(width, height) -> str:
 def _video_facts(lake: Lake, splits: pl.DataFrame, cfg: TrainConfig) -> pl.DataFrame:
     """One row per original in the splits: label, group, test flag and the subgroup dimensions."""
     index = read_parquet(lake.index)
-    orig = splits.filter(pl.col("variant") == "original").select("video_id", "group_id", "label", "is_test")
-    copies = splits.filter(pl.col("variant") != "original")
+    orig = splits.filter(pl.col("variant") == ORIGINAL).select("video_id", "group_id", "label", "is_test")
+    copies = splits.filter(pl.col("variant") != ORIGINAL)
     aug = read_parquet(lake.stage1)
     with_copies: set[str] = set()
     if cfg.use_augmented and aug is not None and aug.height and copies.height:
@@ -144,7 +145,7 @@ def subgroup_auc(predictions: pl.DataFrame, facts: pl.DataFrame, *, n_boot: int 
 
 
 def _protocol(splits: pl.DataFrame, cfg: TrainConfig) -> dict[str, Any]:
-    orig = splits.filter(pl.col("variant") == "original")
+    orig = splits.filter(pl.col("variant") == ORIGINAL)
     train, test = orig.filter(~pl.col("is_test")), orig.filter(pl.col("is_test"))
     return {"folds": cfg.folds, "inner_folds": cfg.inner_folds, "seed": cfg.seed,
             "train_videos": train.height, "train_groups": train["group_id"].n_unique(),
@@ -243,7 +244,7 @@ def register_detector(lake: Lake, cfg: TrainConfig, best: ModelResult, summary: 
         ev.calibration.model_uri = uri = _log_detector(lake, cfg, best, ev.calibration)
         tags = {"fvc.calibration": ev.calibration.method}
         write_parquet_atomic(ev.calibration.predictions.with_columns(model=pl.lit(best.name)),
-                             lake.stage5 / "calibrated_predictions.parquet")
+                             lake.calibrated_predictions)
     else:
         ev.calibration_note = (f"{best.name} ({spec.mlflow_flavor} flavour) is registered uncalibrated: "
                                "its probabilities are the model's own")
@@ -294,8 +295,6 @@ def _subgroup_display(sub: pl.DataFrame) -> pl.DataFrame:
 
 def _limits(best: ModelResult, ev: Evidence) -> list[str]:
     out = []
-    from fvcflow.stages.faces import face_columns
-
     if not set(best.columns) & set(face_columns()):
         out.append("Trained without face crops: the features describe whole frames, so a manipulation "
                    "confined to a small face region is diluted by the rest of the frame.")
@@ -382,7 +381,7 @@ def write_card(lake: Lake, summary: TrainSummary, cfg: TrainConfig) -> str | Non
     if not isinstance(ev, Evidence) or not summary.best:
         return None
     card = render_card(summary, cfg)
-    path = lake.stage5 / "model_card.md"
+    path = lake.model_card
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(card)
     ev.card, ev.card_path = card, path

@@ -28,6 +28,7 @@ import polars as pl
 from sklearn.metrics import roc_auc_score
 
 from fvcflow import explore
+from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, read_parquet
 from fvcflow.training.evidence import assess as evidence
 from fvcflow.training.evidence.local_report import local_section
@@ -44,7 +45,7 @@ def _training_originals(lake: Lake) -> tuple[pl.DataFrame, list[str]]:
     if splits is None or not lake.stage2.exists():
         return pl.DataFrame(), []
     fs = next(f for f in ("s24l", "s2lf", "s2l", "s24", "s2") if missing_for(lake, f) is None)
-    rows = splits.filter(~pl.col("is_test") & (pl.col("variant") == "original")).select("video_id", "label")
+    rows = splits.filter(~pl.col("is_test") & (pl.col("variant") == ORIGINAL)).select("video_id", "label")
     return rows.join(load_features(lake, fs), on="video_id", how="inner"), feature_set_columns(fs)
 
 
@@ -371,7 +372,7 @@ def _layout(lake: Lake, summary: TrainSummary, img_dir: Path) -> list[Section]:
 
 def write_report(lake: Lake, summary: TrainSummary) -> Path:
     """Write ``stage5/report.html`` and its images (``stage5/report/``); returns the HTML path."""
-    img_dir = lake.stage5 / "report"
+    img_dir = lake.report_images
     img_dir.mkdir(parents=True, exist_ok=True)
     sections = _layout(lake, summary, img_dir)
     nav = "".join(f"<a href='#{s.id}'>{html.escape(s.title.split(':')[0])}</a>" for s in sections)
@@ -379,7 +380,7 @@ def write_report(lake: Lake, summary: TrainSummary) -> Path:
              f"<style>{STYLE}</style></head><body>", "<h1>fvcflow training report</h1>", f"<nav>{nav}</nav>"]
     parts += [f"<section id='{s.id}'><h2>{html.escape(s.title)}</h2>\n{s.html}</section>" for s in sections]
     parts.append("</body></html>")
-    out = lake.stage5 / "report.html"
+    out = lake.report
     tmp = out.with_name(".report.html.tmp")
     tmp.write_text("\n".join(parts))
     tmp.replace(out)

@@ -19,7 +19,7 @@ import polars as pl
 
 from fvcflow.config import TrainConfig
 from fvcflow.models import get_model_spec
-from fvcflow.stages.features import CODEC_COLUMNS
+from fvcflow.schema import CODEC_COLUMNS, ORIGINAL
 from fvcflow.store import Lake, read_parquet
 from fvcflow.training.fitting.bootstrap import grouped_bootstrap
 from fvcflow.training.fitting.cv import cross_validate
@@ -63,7 +63,7 @@ def cue_table(lake: Lake, splits: pl.DataFrame) -> TrainTable | None:
     cues = cue_frame(lake)
     if not cues.height:
         return None
-    df = (splits.filter(pl.col("variant") == "original").join(cues, on="video_id", how="inner")
+    df = (splits.filter(pl.col("variant") == ORIGINAL).join(cues, on="video_id", how="inner")
           .sort("video_id"))
     cols = [c for c in cues.columns if c != "video_id" and df[c].drop_nulls().n_unique() > 1]
     if not cols or df.height == 0:

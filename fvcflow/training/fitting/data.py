@@ -3,7 +3,7 @@
 Feature sets: ``s2`` (stage 2), ``s24`` (+ stage 4), ``s2l`` (stage 2 + its local columns),
 ``s2lf`` (+ face columns), ``s24l`` (stage 2 and 4, each with local columns).
 
-Feature columns are the contract of docs/FEATURES.md (:func:`fvcflow.stages.features.feature_columns`),
+Feature columns are the contract of docs/FEATURES.md (:data:`fvcflow.schema.FEATURE_SETS`),
 cast to float64; stage 4 adds its ``s4_`` columns and the ``is_upscaled``/``is_downscaled`` flags.
 """
 
@@ -18,31 +18,16 @@ import pandas as pd
 import polars as pl
 
 from fvcflow.errors import FvcError
-from fvcflow.stages.faces import face_columns
-from fvcflow.stages.features import feature_columns
-from fvcflow.stages.local import local_columns
+from fvcflow.schema import FEATURE_SETS, ORIGINAL, S4_FLAGS, STAGE4_PREFIX, face_columns, local_columns
 from fvcflow.store import Lake, read_parquet
 
 log = logging.getLogger("fvcflow.training")
 
-S4_FLAGS = ("is_upscaled", "is_downscaled")
-
-
-def _stage4_columns() -> list[str]:
-    return feature_columns("s4_") + list(S4_FLAGS)
-
-
-#: every feature set: its columns, from the stage tables (FEATURE_SETS in fvcflow.models.registry)
-FEATURE_SET_COLUMNS = {
-    "s2": lambda: feature_columns(),
-    "s24": lambda: feature_columns() + _stage4_columns(),
-    "s2l": lambda: feature_columns() + local_columns(),
-    "s2lf": lambda: feature_columns() + local_columns() + face_columns(),
-    "s24l": lambda: feature_columns() + local_columns() + _stage4_columns() + local_columns("s4_"),
-}
+#: every feature set: its columns (fvcflow.schema, also the model registry's FEATURE_SETS)
+FEATURE_SET_COLUMNS = FEATURE_SETS
 #: what a stage 2 table lacks when a local / face feature set cannot be trained, and why
-_NEEDS = {"l": ("l32_noise_spread_mean", "features.local is off, or stage 2 ran before it existed"),
-          "f": ("f_found", "features.faces is off (set it and rerun the features stage)")}
+_NEEDS = {"l": (local_columns()[0], "features.local is off, or stage 2 ran before it existed"),
+          "f": (face_columns()[0], "features.faces is off (set it and rerun the features stage)")}
 
 
 def feature_set_columns(feature_set: str) -> list[str]:
@@ -53,7 +38,7 @@ def feature_set_columns(feature_set: str) -> list[str]:
     [51, 104, 117, 146, 236]
     """
     try:
-        return FEATURE_SET_COLUMNS[feature_set]()
+        return list(FEATURE_SET_COLUMNS[feature_set])
     except KeyError:
         known = ", ".join(FEATURE_SET_COLUMNS)
         raise FvcError(f"unknown feature set {feature_set!r}; known: {known}") from None
@@ -96,7 +81,7 @@ def load_features(lake: Lake, feature_set: str) -> pl.DataFrame:
     is logged.
     """
     cols = feature_set_columns(feature_set)
-    s4cols = [c for c in cols if c.startswith("s4_") or c in S4_FLAGS]
+    s4cols = [c for c in cols if c.startswith(STAGE4_PREFIX) or c in S4_FLAGS]
     s2cols = [c for c in cols if c not in set(s4cols)]
     why = _missing_stage2_columns(lake, feature_set)
     if why:
@@ -154,12 +139,12 @@ def train_table(features: pl.DataFrame, splits: pl.DataFrame, feature_set: str, 
         log.warning("%d of %d split rows have no %s features (see index/failures.parquet)", lost,
                     splits.height, feature_set)
     if not use_augmented:
-        df = df.filter(pl.col("variant") == "original")
+        df = df.filter(pl.col("variant") == ORIGINAL)
     if df.height == 0:
         raise FvcError(f"no rows with {feature_set} features among the {splits.height} split rows")
     cols = list(columns) if columns is not None else feature_set_columns(feature_set)
     return TrainTable(
         video_id=df["video_id"].to_numpy(), group_id=df["group_id"].to_numpy(),
         y=df["label"].cast(pl.Int64).to_numpy(), fold=df["fold"].fill_null(-1).cast(pl.Int64).to_numpy(),
-        is_test=df["is_test"].to_numpy(), is_original=(df["variant"] == "original").to_numpy(),
+        is_test=df["is_test"].to_numpy(), is_original=(df["variant"] == ORIGINAL).to_numpy(),
         X=df.select(cols).to_pandas().astype("float64"), feature_set=feature_set)

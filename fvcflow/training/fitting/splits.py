@@ -18,6 +18,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fvcflow.config import TrainConfig, setting_hint
 from fvcflow.errors import FvcError
+from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 
 log = logging.getLogger("fvcflow.training")
@@ -107,7 +108,7 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
     fold_of = _group_folds(train, cfg.folds, cfg.seed)
     is_test = pl.col("video_id").is_in(test_ids)
     table = orig.filter(is_test | pl.col("video_id").is_in(train["video_id"].to_list())).select(
-        "video_id", "group_id", "label", pl.lit("original").alias("variant"),
+        "video_id", "group_id", "label", pl.lit(ORIGINAL).alias("variant"),
         pl.when(is_test).then(None).otherwise(
             pl.col("group_id").replace_strict(fold_of, default=None, return_dtype=pl.Int32)).alias("fold"),
         is_test.alias("is_test"))
@@ -133,7 +134,7 @@ def make_splits(lake: Lake, cfg: TrainConfig | None = None) -> pl.DataFrame:
         raise FvcError(f"no video index at {lake.index}: run the ingest stage first (fvc ingest ...)")
     table = assign_splits(videos, read_parquet(lake.stage1), cfg)
     write_parquet_atomic(table, lake.splits)
-    n_test = table.filter(pl.col("is_test") & (pl.col("variant") == "original")).height
+    n_test = table.filter(pl.col("is_test") & (pl.col("variant") == ORIGINAL)).height
     log.info("splits: %d rows (%d test originals), %d folds -> %s", table.height, n_test, cfg.folds,
              lake.splits)
     return table
