@@ -51,3 +51,23 @@ def test_every_flag_an_error_may_name_exists():
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["train"]
     options = {o for a in sub._actions for o in a.option_strings}
     assert {flag.split()[0] for flag in TRAIN_FLAGS.values()} <= options
+
+
+def test_fvc_train_loads_the_settings_once_and_its_flags_win(tmp_path, capsys, monkeypatch):
+    from fvcflow import config
+    from fvcflow.training import run as training_run
+
+    lake = write_lake(tmp_path / "lake", n_groups=12, n_aug=0)
+    loads, seen = [], []
+    real_load = config.Settings.load.__func__
+    monkeypatch.setattr(config.Settings, "load",
+                        classmethod(lambda cls, *a, **k: loads.append(1) or real_load(cls, *a, **k)))
+    monkeypatch.setattr(training_run, "run_training", lambda lake, cfg: seen.append(cfg) or 1 / 0)
+    cfg_file = tmp_path / "fvc.toml"
+    cfg_file.write_text("[train]\nfolds = 4\nseed = 7\n")
+    try:
+        _train(lake.root, capsys, config=cfg_file)
+    except ZeroDivisionError:
+        pass
+    assert len(loads) == 1
+    assert (seen[0].folds, seen[0].seed, seen[0].models, seen[0].register_best) == (3, 7, "logreg_s2", False)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from fvcflow import progress
-from fvcflow.cli import add_verbose, load_settings, logs
+from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
+from fvcflow.config import TrainConfig
 
 
 def register(sub) -> None:
@@ -43,7 +44,10 @@ def run(args) -> int:
                  if v is not None}
     if args.no_register:
         overrides["register_best"] = False
-    settings = load_settings(args, {"train": overrides})
+    settings = args.settings                 # loaded and validated once, by fvcflow.cli.main
+    if overrides:                            # the flags, validated like the settings they set
+        settings = settings.model_copy(update={"train": TrainConfig.make(
+            **{**settings.train.model_dump(), **overrides})})
     lake = settings.lake()
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(lake.root, "train", verbose=verbose)
