@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 from prefect import serve
-from prefect.deployments.runner import RunnerDeployment
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.settings import PREFECT_API_URL
 
 from fvcflow.config import STAGES, Settings, merge
@@ -39,6 +39,10 @@ DEPLOYMENTS: dict[str, list[str] | None] = {
     **{stage.replace("_", "-"): [stage] for stage in STAGES},
     "train-deep": ["train"],
 }
+#: the entry point `prefect deploy` (work pools) reads from deployments/prefect.yaml: a file path, as its
+#: CLI requires; `fvc serve` deploys by module path instead (see build), because Prefect puts a script
+#: entry point's folder and the working directory first on sys.path, where our top-level kernels/ would
+#: hide Hugging Face's `kernels` (README, "The repository root never comes first on sys.path")
 ENTRYPOINT = "flows/pipeline.py:fvc"
 WORK_POOL = "fvc-process"
 
@@ -73,6 +77,7 @@ def build(settings: Settings | None = None) -> list[RunnerDeployment]:
             parameters={"config": cfg.model_dump(mode="json")},
             description=description(name),
             tags=["fvcflow", name],
+            entrypoint_type=EntrypointType.MODULE_PATH,   # fvcflow.flows.pipeline.fvc: nothing on sys.path
         ))
     return out
 

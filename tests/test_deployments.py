@@ -1,6 +1,7 @@
 """Deployments are configuration: every one loads and its entry point resolves to flow `fvc`."""
 
 import runpy
+import sys
 from pathlib import Path
 
 import yaml
@@ -8,7 +9,15 @@ from prefect.flows import load_flow_from_entrypoint
 
 from fvcflow.config import STAGES, Settings
 from fvcflow.engine import THREAD_VARS, worker_env
-from fvcflow.flows.deployments import DEPLOYMENTS, WORK_POOL, build, description, overrides, prefect_yaml
+from fvcflow.flows.deployments import (
+    DEPLOYMENTS,
+    ENTRYPOINT,
+    WORK_POOL,
+    build,
+    description,
+    overrides,
+    prefect_yaml,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,10 +52,27 @@ def test_prefect_yaml_entry_points_resolve(monkeypatch):
     names = {d["name"] for d in spec["deployments"]}
     assert names == set(DEPLOYMENTS)
     monkeypatch.chdir(ROOT)
+    # Prefect puts a script entry point's folder and the working directory first on sys.path for
+    # good: restored afterwards, or this worker's later tests would import our kernels/ as `kernels`
+    monkeypatch.setattr(sys, "path", list(sys.path))
     for dep in spec["deployments"]:
         flow = load_flow_from_entrypoint(dep["entrypoint"])
         assert flow.name == "fvc"
         Settings.validate_dict(dep.get("parameters", {}).get("config", {}))
+
+
+def test_served_deployments_load_by_module_path_and_leave_sys_path_alone(monkeypatch):
+    """`fvc serve`'s flow runs load ``fvcflow.flows.pipeline.fvc`` by module: the repository root never
+    goes first on sys.path (as a file entry point's load puts it, see the test above)."""
+    monkeypatch.chdir(ROOT)
+    before = list(sys.path)
+    for dep in build(Settings(home=ROOT / "fvc-data-unused")):
+        assert dep.entrypoint == "fvcflow.flows.pipeline.fvc"
+        assert load_flow_from_entrypoint(dep.entrypoint).name == "fvc"
+    assert sys.path == before
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    load_flow_from_entrypoint(ENTRYPOINT)                       # the file entry point, for contrast
+    assert str(ROOT) in sys.path[:2]
 
 
 def test_serve_script_imports_the_deployments():

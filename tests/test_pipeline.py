@@ -11,7 +11,12 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterParentFlowRunId,
+)
 
 from fvcflow.config import Settings
 from fvcflow.flows.pipeline import fvc
@@ -144,10 +149,12 @@ def test_train_stage_through_the_flow(run):
     assert oof["video_id"].n_unique() == originals
     client = mlflow.MlflowClient(tracking_uri=lake.mlflow_uri)
     assert client.get_registered_model("fvc-detector").latest_versions
-    with get_client(sync_client=True) as prefect_client:
+    with get_client(sync_client=True) as prefect_client:    # this run's (its train subflow's) leaderboard
         board = prefect_client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"])))
-    assert board and board[0].type == "markdown" and row["best"] in board[0].data
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"])),
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(
+                any_=[state.state_details.flow_run_id])))
+    assert len(board) == 1 and board[0].type == "markdown" and f"**{row['best']}**" in board[0].data
 
 
 def test_deep_models_train_through_the_flow_beside_a_tabular_one(run):

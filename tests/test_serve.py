@@ -80,3 +80,45 @@ def test_serve_stops_cleanly_on_ctrl_c_and_sigterm(prefect_server, tmp_path, sig
     out = "".join(lines)
     assert rc in (0, 130), out
     assert "Traceback" not in out and "ConnectError" not in out and "Error logging to API" not in out, out
+
+
+@pytest.mark.slow
+def test_a_served_deployment_runs_from_the_api_with_the_root_never_first_on_sys_path(prefect_server,
+                                                                                    tmp_path):
+    """`prefect deployment run fvc/ingest` against `fvc serve` started from the repository root: the
+    flow run (a subprocess of the runner) loads the flow by module path and indexes the corpus, and
+    its processes inherit PYTHONSAFEPATH (a script entry point or `python -m` from the root would
+    put the root, and with it our kernels/ folder, ahead of site-packages)."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL
+
+    from fvcflow.store import Lake, read_parquet
+    from tests.corpus import TINY, make_tiny_corpus
+
+    corpus = make_tiny_corpus(tmp_path / "corpus", with_bad=False)
+    home = tmp_path / "fvc-data"
+    env = env_with(home, PREFECT_API_URL=PREFECT_API_URL.value(), FVC_CORPUS_KIND="folder",
+                   FVC_CORPUS_ROOT=str(corpus), FVC_CORPUS_LABELS=str(corpus / "labels.csv"))
+    env.pop("PYTHONSAFEPATH", None)                # as in a user's shell: fvc serve sets it for its children
+    proc = subprocess.Popen(entry("fvc serve", home), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not any("being served" in x
+                                                                               for x in lines):
+            time.sleep(0.2)
+        assert any("being served" in x for x in lines), "".join(lines)
+        run = run_deployment("fvc/ingest", timeout=300)
+        assert run.state.is_completed(), (run.state.message, "".join(lines))
+        index = read_parquet(Lake.at(home).index)
+        assert index is not None and index.height == len(TINY)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
