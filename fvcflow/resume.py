@@ -7,7 +7,10 @@ the model's registered spec (name, kind, grid), the training settings that reach
 (seeds, folds, grids, params, the deep settings) and the training data with its splits (the
 caller passes a digest, :func:`table_digest` for tabular data). Any change gives a new key, so
 a stale entry is never reused. Entries are checked blobs (:func:`fvcflow.store.write_checked_bytes`):
-written atomically, verified on read; a damaged one is reported and recomputed. The trainer
+written atomically, verified on read; a damaged one is reported and recomputed. An object entry
+holds no pickle (:meth:`FoldCache.save`): a zip of JSON, NumPy arrays (``allow_pickle=False``),
+Parquet frames and skops estimators loaded with fvcflow's trusted types; an entry in any other
+form (an older version's pickle, a planted file) is refused, never unpickled, and recomputed. The trainer
 calls :meth:`FoldCache.clear` once the model is logged: resume is for interrupted trainings,
 a finished one retrains from scratch when run again (and entries under older keys go too).
 
@@ -27,18 +30,20 @@ once the finished fit is stored (:mod:`fvcflow.deep.loop`).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
-import pickle
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fvcflow.config import TrainConfig
-from fvcflow.errors import DiskFullError
+from fvcflow.errors import DiskFullError, FvcError
 from fvcflow.models import get_model_spec
+from fvcflow.models.skops_safe import dump_estimator, load_estimator
 from fvcflow.store import CorruptEntry, Lake, read_checked_bytes, write_checked_bytes
 
 log = logging.getLogger("fvcflow.training")
@@ -69,7 +74,8 @@ def table_digest(*arrays: Any) -> str:
 
 
 class FoldCache:
-    """Finished folds (any picklable object, or raw bytes) of one model's training, by name."""
+    """Finished folds (JSON-able values, arrays, frames, estimators; or raw bytes) of one model's
+    training, by name."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -110,15 +116,26 @@ class FoldCache:
         self._file(name).unlink(missing_ok=True)
 
     def load(self, name: str) -> Any | None:
+        """What :meth:`save` stored as ``name``, or ``None``: never stored, damaged, or not in this
+        format (an older version's pickle, a file naming an untrusted type): such an entry is
+        refused without loading it (a warning naming the file), removed and recomputed."""
         data = self.load_bytes(name)
-        return None if data is None else pickle.loads(data)
+        if data is None:
+            return None
+        try:
+            return decode_entry(data, self._file(name))
+        except FvcError as exc:
+            log.warning("resume entry refused, recomputing it: %s", exc)
+            self._file(name).unlink(missing_ok=True)
+            return None
 
     def save(self, name: str, obj: Any) -> None:
-        """Store ``obj`` (pickled) as ``name``; an object that cannot be pickled is not stored
-        (a warning: that fold would be refitted after a crash), the training goes on."""
+        """Store ``obj`` as ``name``: dicts, lists and JSON values, NumPy arrays, Polars frames and
+        estimators (skops, fvcflow's trusted types). Anything else is not stored (a warning: that fold
+        would be refitted after a crash), the training goes on."""
         try:
-            data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
+            data = encode_entry(obj)
+        except (FvcError, TypeError, ValueError) as exc:
             log.warning("cannot keep %s for resume (%s: %s)", name, type(exc).__name__, exc)
             return
         self.save_bytes(name, data)
@@ -130,3 +147,86 @@ class FoldCache:
     def clear(self) -> None:
         """Forget this model's entries, and any left under older keys (after its result is logged)."""
         shutil.rmtree(self.root.parent, ignore_errors=True)
+
+
+_ENTRY = "entry.json"
+
+
+def encode_entry(obj: Any) -> bytes:
+    """``obj`` as a zip: ``entry.json`` (the tree; arrays, frames and estimators replaced by
+    references), ``arrays.npz``, ``f<N>.parquet``, ``e<N>.skops``. No pickle anywhere."""
+    arrays: dict[str, np.ndarray] = {}
+    files: dict[str, bytes] = {}
+
+    def enc(v: Any) -> Any:
+        if v is None or isinstance(v, (bool, int, float, str)):
+            return v
+        if isinstance(v, np.generic):
+            return v.item()
+        if isinstance(v, np.ndarray):
+            if v.dtype == object:
+                raise TypeError("an object array cannot be stored without pickle")
+            arrays[key := f"a{len(arrays)}"] = v
+            return {"$array": key}
+        if isinstance(v, dict):
+            if not all(isinstance(k, str) for k in v):
+                raise TypeError("only string keys can be stored")
+            return {"$dict": {k: enc(x) for k, x in v.items()}}
+        if isinstance(v, (list, tuple)):
+            return [enc(x) for x in v]
+        if type(v).__module__.startswith("polars") and hasattr(v, "write_parquet"):
+            buf = io.BytesIO()
+            v.write_parquet(buf)
+            files[key := f"f{len(files)}.parquet"] = buf.getvalue()
+            return {"$frame": key}
+        if hasattr(v, "fit") and hasattr(v, "get_params"):
+            files[key := f"e{len(files)}.skops"] = dump_estimator(v)
+            return {"$estimator": key}
+        raise TypeError(f"cannot store a {type(v).__name__} without pickle")
+
+    tree = enc(obj)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(_ENTRY, json.dumps(tree))
+        if arrays:
+            buf = io.BytesIO()
+            np.savez(buf, allow_pickle=False, **arrays)
+            z.writestr("arrays.npz", buf.getvalue())
+        for key, data in files.items():
+            z.writestr(key, data)
+    return out.getvalue()
+
+
+def decode_entry(data: bytes, where: Path) -> Any:
+    """What :func:`encode_entry` wrote; a :class:`FvcError` naming ``where`` for anything else."""
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data))
+        tree = json.loads(z.read(_ENTRY))
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise FvcError(f"{where}: not a resume entry of this version ({type(exc).__name__}); "
+                       "an older version's pickle is never loaded") from None
+    with z:
+        arrays = (np.load(io.BytesIO(z.read("arrays.npz")), allow_pickle=False)
+                  if "arrays.npz" in z.namelist() else {})
+
+        def dec(v: Any) -> Any:
+            if isinstance(v, list):
+                return [dec(x) for x in v]
+            if not isinstance(v, dict):
+                return v
+            if "$dict" in v:
+                return {k: dec(x) for k, x in v["$dict"].items()}
+            if "$array" in v:
+                return np.asarray(arrays[v["$array"]])
+            if "$frame" in v:
+                import polars as pl
+
+                return pl.read_parquet(io.BytesIO(z.read(v["$frame"])))
+            if "$estimator" in v:
+                return load_estimator(z.read(v["$estimator"]), f"{where}:{v['$estimator']}")
+            raise FvcError(f"{where}: unknown value {sorted(v)}; refused")
+
+        try:
+            return dec(tree)
+        except (KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise FvcError(f"{where}: damaged resume entry ({type(exc).__name__}: {exc})") from None

@@ -3,25 +3,20 @@
 ``spec.json`` names the registered model, its constructor keywords and its :class:`ClipSpec`;
 ``state_dict.pt`` holds the tensors. Loading rebuilds the module from the registry
 (:func:`build_video_model`) and loads the tensors (``torch.load(weights_only=True)``): nothing
-of the training run (no pickled module, no globals) is needed. MLflow sees a ``pyfunc`` model
-whose input is a float32 clip batch ``(B, C, T, H, W)`` (normalised) and whose output is
-``P(fake)`` per clip; :meth:`TrainedVideo.predict_video` scores a video file.
+of the training run (no pickled module, no globals) is needed. It is logged as a part of the
+safe model format (:mod:`fvcflow.saved.format`, a ``video`` part);
+:meth:`TrainedVideo.predict_video` scores a video file.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import torch
-from mlflow.models import ModelSignature
-from mlflow.types.schema import Schema, TensorSpec
 from torch import nn
 
 from fvcflow.models.torch_common import ClipSpec, build_video_model
@@ -82,33 +77,3 @@ def load_trained(folder: str | Path, *, device: str = "cpu") -> TrainedVideo:
     module.eval()
     return TrainedVideo(spec["model"], module.to(device), clip, dict(spec["params"]),
                         spec.get("initial_weights"))
-
-
-class VideoPythonModel(mlflow.pyfunc.PythonModel):
-    """MLflow ``PythonModel``: loads a :class:`TrainedVideo` from its artifacts, scores clip batches."""
-
-    def load_context(self, context) -> None:
-        self.trained = load_trained(context.artifacts["video_model"])
-
-    def predict(self, context, model_input, params=None):
-        x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
-        return torch.sigmoid(self.trained.clip_logits(x)).numpy()
-
-
-def _requirements() -> list[str]:
-    return [f"{d}=={metadata.version(d)}" for d in ("torch", "torchvision", "timm", "fvcflow")]
-
-
-def log_video_model(trained: TrainedVideo, example: Any = None):
-    """Log ``trained`` as an MLflow pyfunc model named ``model`` (state dict + spec artifacts)."""
-    c = trained.clip
-    side = -1 if c.size is None else c.size
-    signature = ModelSignature(
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c.n_channels, c.frames, side, side))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
-    with tempfile.TemporaryDirectory(prefix="fvc-video-model-") as tmp:
-        save_trained(trained, Path(tmp) / "video_model")
-        return mlflow.pyfunc.log_model(name="model", python_model=VideoPythonModel(),
-                                       artifacts={"video_model": str(Path(tmp) / "video_model")},
-                                       signature=signature, pip_requirements=_requirements())
-

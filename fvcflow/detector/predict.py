@@ -15,10 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.artifacts
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from fvcflow import saved
 from fvcflow.config import REGISTERED_NAME
 from fvcflow.errors import FvcError
 from fvcflow.schema import FACE_PREFIX, LOCAL_PREFIXES, S4_FLAGS, STAGE4_PREFIX
@@ -31,7 +34,7 @@ DEFAULT_NAME = REGISTERED_NAME  # fvcflow.config: the one place the name is writ
 class Detector:
     """A loaded model, what it is, and the feature columns it reads."""
 
-    model: Any                  # mlflow.pyfunc.PyFuncModel returning predict_proba
+    model: Any                  # the model (fvcflow.saved.load_logged): predict_proba on feature rows
     uri: str
     name: str                   # registry name, or the URI when loaded by URI
     version: str | None
@@ -48,10 +51,7 @@ class Detector:
     @property
     def video_bases(self) -> list[tuple[str, Any]]:
         """(name, model) of a stack's bases that score video files (deep, embedding); else empty."""
-        try:
-            raw = self.model.get_raw_model()
-        except (NotImplementedError, AttributeError):
-            return []
+        raw = self.model
         stack = raw if hasattr(raw, "video_bases") else getattr(raw, "model", None)   # calibrated wrapper
         return list(getattr(stack, "video_bases", []))
 
@@ -117,9 +117,8 @@ class Detector:
         """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""
         X = pd.DataFrame([{c: float(r.get(c, math.nan)) for c in self.columns} for r in rows],
                          dtype="float64")
-        out = self.model.predict(X)
-        out = out.to_numpy() if hasattr(out, "to_numpy") else out
-        return [float(v) for v in (out[:, 1] if getattr(out, "ndim", 1) == 2 else out)]
+        out = np.asarray(self.model.predict_proba(X))
+        return [float(v) for v in (out[:, 1] if out.ndim == 2 else out)]
 
 
 def _source_run(client: MlflowClient, uri: str, version) -> str | None:
@@ -176,31 +175,32 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
                            "has finished registering")
         version = max(ready, key=lambda v: int(v.version))
         name, target = model, f"models:/{model}/{version.version}"
-    # Loaded from a private copy: MLflow writes a ``registered_model_meta`` file into the folder it
-    # loads a registered model from, which for a local store would be the store itself.
+    # Downloaded into a private copy and rebuilt by our loader from safe parts: the model's own
+    # code is not run, nothing is unpickled; a model of an older format is refused (retrain).
     staging = tempfile.TemporaryDirectory(prefix="fvc-model-")
     try:
-        loaded = mlflow.pyfunc.load_model(target, dst_path=staging.name)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=target, dst_path=staging.name)
+        loaded, meta = saved.load_logged(local)
     except (MlflowException, OSError) as exc:
         staging.cleanup()
         raise FvcError(f"cannot load model {target}: {str(exc).splitlines()[0]}") from None
-    schema = loaded.metadata.get_input_schema()
+    except FvcError:
+        staging.cleanup()
+        raise
+    schema = meta.get_input_schema()
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
     video = _video_model(loaded)
     columns = [] if video is not None else list(schema.input_names())
-    meta = getattr(loaded.metadata, "metadata", None) or {}
+    extra = meta.metadata or {}
     return Detector(loaded, target, name, str(version.version) if version else None,
                     _model_name(client, target, version), columns, staging, video,
-                    calibration=meta.get("fvc_calibration"))
+                    calibration=extra.get("fvc_calibration"))
 
 
 def _video_model(loaded) -> Any:
-    """The :class:`~fvcflow.deep.export.TrainedVideo` inside a deep model's pyfunc, else None."""
-    if "python_model" not in loaded.metadata.flavors.get("python_function", {}):
-        return None
-    python_model = loaded.unwrap_python_model()
-    return getattr(python_model, "trained", None)
+    """The model itself when it is a deep model (:class:`~fvcflow.deep.export.TrainedVideo`), else None."""
+    return loaded if hasattr(loaded, "clip_logits") else None
 
 
 def _versions(client: MlflowClient, uri: str, name: str) -> list:

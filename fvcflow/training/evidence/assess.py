@@ -20,7 +20,6 @@ import mlflow
 import numpy as np
 import polars as pl
 from matplotlib.figure import Figure
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from fvcflow.config import TrainConfig
@@ -212,15 +211,12 @@ def _log_detector(lake: Lake, cfg: TrainConfig, result: ModelResult, cal: Detect
     tracking.configure(lake, cfg)
     det = cal.wrap(result.model)
     example = result.example
-    fmt, reqs = tracking.sklearn_format(det)
     with mlflow.start_run(run_id=result.run_id):
         mlflow.log_metrics(cal.metrics())
         mlflow.set_tag("fvc.calibration", cal.method)
         mlflow.log_figure(reliability_figure(cal), "reliability.png")
-        info = mlflow.sklearn.log_model(
-            sk_model=det, name="detector", signature=infer_signature(example, det.predict_proba(example)),
-            input_example=example.head(3), pip_requirements=reqs, pyfunc_predict_fn="predict_proba", **fmt,
-            metadata={"fvc_calibration": cal.method, "fvc_model": result.name})
+        info = tracking.log_model(det, example, name="detector",
+                                  metadata={"fvc_calibration": cal.method, "fvc_model": result.name})
     return info.model_uri
 
 

@@ -160,11 +160,13 @@ def _fit_or_restore(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: Fo
     took in an earlier, interrupted run (0 when fitted now)."""
     if resume is not None and (stored := resume.load(name)) is not None:
         log.info("%s: %s restored from %s", spec.name, name, resume.root)
-        return stored["fit"], stored["seconds"]
+        fit = FitOutcome(stored["params"], stored["pipeline"], stored["inner_oof"], list(stored["scores"]))
+        return fit, stored["seconds"]
     start = time.perf_counter()
     fit = search_and_fit(spec, t, cfg)
-    if resume is not None:
-        resume.save(name, {"fit": fit, "seconds": time.perf_counter() - start})
+    if resume is not None:     # stored as safe parts (no pickle): see fvcflow.resume
+        resume.save(name, {"params": fit.params, "pipeline": fit.pipeline, "inner_oof": fit.inner_oof,
+                           "scores": [float(s) for s in fit.scores], "seconds": time.perf_counter() - start})
     return fit, 0.0
 
 

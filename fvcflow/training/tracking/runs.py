@@ -13,22 +13,19 @@ import json
 import logging
 import shutil
 import time
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 import mlflow
 import numpy as np
-import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fvcflow import saved
 from fvcflow.config import TrainConfig
 from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
-from fvcflow.models.requirements import pip_requirements as _requirements
 from fvcflow.store import Lake
 from fvcflow.training.fitting.results import ModelResult
 from fvcflow.training.tracking import plots
@@ -59,67 +56,10 @@ def configure(lake: Lake, cfg: TrainConfig) -> str:
         return client.get_experiment_by_name(cfg.experiment).experiment_id
 
 
-#: module prefixes whose classes a logged model may hold and its loader may rebuild (skops format)
-TRUSTED_MODULES = ("sklearn.", "fvcflow.", "xgboost.", "lightgbm.", "catboost.", "numpy.", "scipy.",
-                   "collections.OrderedDict")
-
-
-def _skops_types(model: Any) -> list[str] | None:
-    """The types skops must be told to trust to load ``model``; None when one is outside
-    :data:`TRUSTED_MODULES` (or skops cannot write the model), so it is logged with cloudpickle."""
-    # here, not at the top: importing skops.io scans scikit-learn's estimators (3 s), a cost every
-    # ``fvc`` process and Dask worker would pay whether or not it logs a model
-    import skops.io as skops_io
-
-    try:
-        types = skops_io.get_untrusted_types(data=skops_io.dumps(model))
-    except Exception as exc:  # noqa: BLE001 - an estimator skops does not know
-        log.info("skops cannot write %s (%s); logged with cloudpickle", type(model).__name__, exc)
-        return None
-    outside = [t for t in types if not t.startswith(TRUSTED_MODULES)]
-    if outside:
-        log.info("%s holds types outside the trusted modules (%s); logged with cloudpickle",
-                 type(model).__name__, ", ".join(outside))
-        return None
-    return types
-
-
-def sklearn_format(model: Any) -> tuple[dict[str, Any], list[str]]:
-    """``mlflow.sklearn.log_model`` keywords and pip requirements for ``model``: the skops format
-    (no pickle: loading runs no arbitrary code, and MLflow raises no pickle warning) with the
-    model's own types trusted; cloudpickle only for a model skops cannot write (said in the log)."""
-    types = _skops_types(model)
-    reqs = _requirements(model)
-    if types is None:
-        return {"serialization_format": "cloudpickle"}, reqs
-    return ({"serialization_format": "skops", "skops_trusted_types": types},
-            reqs + [f"skops=={metadata.version('skops')}"])
-
-
-def _log_sklearn(result: ModelResult, example: pd.DataFrame):
-    proba = result.model.predict_proba(example)
-    fmt, reqs = sklearn_format(result.model)
-    return mlflow.sklearn.log_model(
-        sk_model=result.model, name="model", signature=infer_signature(example, proba),
-        input_example=example.head(3), pip_requirements=reqs, pyfunc_predict_fn="predict_proba", **fmt)
-
-
-def _log_pytorch(result: ModelResult, example: Any):
-    """A deep model: its state dict and spec (rebuilt from the registry, no pickled module)."""
-    from fvcflow.deep.export import log_video_model  # torch only when a deep model is logged
-
-    return log_video_model(result.model, example)
-
-
-def _log_pyfunc(result: ModelResult, example: Any):
-    """A model that logs itself as an MLflow pyfunc (``log_mlflow``: the embedding kind's)."""
-    return result.model.log_mlflow(example)
-
-
-#: how a fitted model is logged, by the registered spec's ``mlflow_flavor``
-MODEL_LOGGERS: dict[str, Callable[[ModelResult, Any], Any]] = {"sklearn": _log_sklearn,
-                                                                "pytorch": _log_pytorch,
-                                                                "pyfunc": _log_pyfunc}
+def log_model(model: Any, example: Any = None, **kw: Any):
+    """Log ``model`` (any kind) in the safe format (:mod:`fvcflow.saved`: a code-based pyfunc over
+    parts that load without unpickling); MLflow's ``ModelInfo``."""
+    return saved.log_model(model, example, **kw)
 
 
 def _clean(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
@@ -239,7 +179,7 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
             mlflow.log_figure(fig, name)
         if result.has_importance:
             mlflow.log_text(result.importance.write_csv(), "feature_importance.csv")
-        info = MODEL_LOGGERS[spec.mlflow_flavor](result, example)
+        info = log_model(result.model, example)
     result.run_id, result.model_uri = run.info.run_id, info.model_uri
     result.log_seconds = time.perf_counter() - start
     return result

@@ -1,0 +1,236 @@
+"""Every model we log, as parts that load without unpickling, and the one loader of them.
+
+A logged model is an MLflow pyfunc built from code (models-from-code: the code is
+:mod:`fvcflow.saved.pyfunc_model`, nothing cloudpickled) with one artifact, the folder
+``fvc_model``: a marker :data:`MARKER` (JSON: :data:`FORMAT`, its version, the tree of parts) and
+the parts it names, ``part<N>`` or ``part<N>.skops``:
+
+- ``skops``: a scikit-learn estimator or pipeline (tree boosters inside in their own formats),
+  loaded with fvcflow's trusted types (:mod:`fvcflow.models.skops_safe`), never the file's;
+- ``video``: a torch video model: ``spec.json`` (the registered name, its keywords, the clip) and
+  its state dict, read with ``torch.load(weights_only=True)``, rebuilt from the registry;
+- ``embedding``, ``stack``, ``calibrated``: JSON fields (names, columns, method) over parts.
+
+:func:`load_folder` is the one loader: the pyfunc's ``load_context`` calls it, and so does
+:func:`load_logged`, which ``fvc predict`` uses on a downloaded model folder *without* running
+the model's stored code. A folder without the marker (a model logged by an older fvcflow: a
+pickle) is refused with :class:`OlderFormat`, which says to retrain; nothing of it is read.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+
+from fvcflow.errors import FvcError
+from fvcflow.models.calibrated import CalibratedDetector
+from fvcflow.models.requirements import pip_requirements
+from fvcflow.models.skops_safe import dump_estimator, load_estimator
+from fvcflow.models.stack import StackedModel
+
+FORMAT, VERSION = "fvcflow-safe-model", 1
+MARKER = "fvc-model.json"
+ARTIFACT = "fvc_model"                       # the pyfunc artifact holding the parts
+CODE = Path(__file__).with_name("pyfunc_model.py")
+_PART = re.compile(r"part\d+(\.skops)?")
+
+
+class OlderFormat(FvcError):
+    """A model folder not written by this format (an older fvcflow's pickle): never loaded."""
+
+
+def _is_video(model: Any) -> bool:
+    return hasattr(model, "clip_logits") and hasattr(model, "module")
+
+
+def _is_embedding(model: Any) -> bool:
+    return hasattr(model, "backbone") and hasattr(model, "pipeline") and hasattr(model, "embed_video")
+
+
+class _Writer:
+    def __init__(self, folder: Path):
+        self.folder, self.n = folder, 0
+
+    def _name(self, suffix: str = "") -> str:
+        self.n += 1
+        return f"part{self.n - 1}{suffix}"
+
+    def encode(self, model: Any) -> dict[str, Any]:
+        if _is_video(model):
+            from fvcflow.deep.export import save_trained  # torch only for a deep model
+
+            name = self._name()
+            save_trained(model, self.folder / name)
+            return {"kind": "video", "part": name}
+        if _is_embedding(model):
+            return {"kind": "embedding", "name": model.name, "columns": list(model.columns),
+                    "backbone": self.encode(model.backbone), "pipeline": self.encode(model.pipeline)}
+        if isinstance(model, StackedModel):
+            return {"kind": "stack", "meta": self.encode(model.meta),
+                    "bases": [{"name": n, "columns": list(c), "model": self.encode(m)}
+                              for n, m, c in model.bases]}
+        if isinstance(model, CalibratedDetector):
+            return {"kind": "calibrated", "method": model.method, "eps": float(model.eps),
+                    "model": self.encode(model.model), "calibrator": self.encode(model.calibrator)}
+        name = self._name(".skops")
+        (self.folder / name).write_bytes(dump_estimator(model))
+        return {"kind": "skops", "part": name}
+
+
+def save_folder(model: Any, folder: str | Path) -> Path:
+    """Write ``model`` (any kind we train) into ``folder`` as safe parts and the marker."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    root = _Writer(folder).encode(model)
+    (folder / MARKER).write_text(json.dumps({"format": FORMAT, "version": VERSION, "root": root}, indent=1))
+    return folder
+
+
+def _part(folder: Path, node: dict[str, Any]) -> Path:
+    name = str(node.get("part", ""))
+    if not _PART.fullmatch(name):
+        raise FvcError(f"{folder / MARKER}: bad part name {name!r}; refused")
+    return folder / name
+
+
+def _decode(node: dict[str, Any], folder: Path) -> Any:
+    kind = node.get("kind")
+    if kind == "skops":
+        path = _part(folder, node)
+        return load_estimator(path.read_bytes(), path)
+    if kind == "video":
+        from fvcflow.deep.export import load_trained
+
+        return load_trained(_part(folder, node))
+    if kind == "embedding":
+        from fvcflow.deep.embedding_model import EmbeddingModel
+
+        return EmbeddingModel(str(node["name"]), _decode(node["backbone"], folder),
+                              _decode(node["pipeline"], folder), [str(c) for c in node["columns"]])
+    if kind == "stack":
+        bases = [(str(b["name"]), _decode(b["model"], folder), [str(c) for c in b["columns"]])
+                 for b in node["bases"]]
+        return StackedModel(bases, _decode(node["meta"], folder))
+    if kind == "calibrated":
+        return CalibratedDetector(_decode(node["model"], folder), _decode(node["calibrator"], folder),
+                                  method=str(node["method"]), eps=float(node["eps"]))
+    raise FvcError(f"{folder / MARKER}: unknown part kind {kind!r}; refused")
+
+
+def retrain_message(where: str | Path, found: list[str]) -> str:
+    held = f" (it holds {', '.join(found)})" if found else ""
+    return (f"{where}: this model was not saved by this version of fvcflow{held}: models of older "
+            "versions are pickles, which fvcflow no longer loads (loading one could run any code); "
+            "retrain it with `fvc train`")
+
+
+def load_folder(folder: str | Path) -> Any:
+    """The model saved in ``folder`` by :func:`save_folder`; :class:`OlderFormat` for any other folder."""
+    folder = Path(folder)
+    marker = folder / MARKER
+    if not marker.is_file():
+        found = sorted(p.name for p in folder.rglob("*") if p.suffix in (".pkl", ".pickle", ".cloudpickle"))
+        raise OlderFormat(retrain_message(folder, found))
+    try:
+        spec = json.loads(marker.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FvcError(f"{marker}: not JSON ({exc}); refused") from None
+    if spec.get("format") != FORMAT or spec.get("version") != VERSION:
+        raise OlderFormat(retrain_message(marker, []))
+    return _decode(spec["root"], folder)
+
+
+def load_logged(model_dir: str | Path) -> tuple[Any, Any]:
+    """A downloaded MLflow model folder: (our model, MLflow's ``Model`` metadata). Reads the
+    ``MLmodel`` description (YAML, safe) and our parts; never imports the folder's code or
+    unpickles anything. A folder of another format is refused (:class:`OlderFormat`)."""
+    from mlflow.models import Model
+
+    model_dir = Path(model_dir)
+    meta = Model.load(str(model_dir / "MLmodel"))
+    pyfunc = meta.flavors.get("python_function", {})
+    art = (pyfunc.get("artifacts") or {}).get(ARTIFACT)
+    if not pyfunc.get("model_code_path") or not art:
+        found = sorted(p.name for p in model_dir.rglob("*")
+                       if p.suffix in (".pkl", ".pickle", ".cloudpickle") or p.name == "model.skops")
+        raise OlderFormat(retrain_message(model_dir, found))
+    rel = Path(art["path"] if isinstance(art, dict) else art)
+    folder = (model_dir / rel).resolve()
+    if rel.is_absolute() or not folder.is_relative_to(model_dir.resolve()):
+        raise FvcError(f"{model_dir / 'MLmodel'}: artifact path {rel} leaves the model folder; refused")
+    return load_folder(folder), meta
+
+
+class FvcPythonModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc of every logged model: ``P(fake)`` per clip (video models, input a float32 clip
+    batch ``(B, C, T, H, W)``) or ``predict_proba`` per row (every other kind)."""
+
+    def load_context(self, context) -> None:
+        self.model = load_folder(context.artifacts[ARTIFACT])
+
+    def predict(self, context, model_input, params=None):
+        if _is_video(self.model):
+            import torch
+
+            x = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+            return torch.sigmoid(self.model.clip_logits(x)).numpy()
+        return self.model.predict_proba(pd.DataFrame(model_input))
+
+
+def _torch_requirements() -> list[str]:
+    return [f"{d}=={dist_version(d)}" for d in ("torch", "torchvision", "timm")]
+
+
+def _parts(model: Any) -> list[Any]:
+    out, todo = [], [model]
+    while todo:
+        m = todo.pop()
+        out.append(m)
+        todo += [b for _, b, _ in getattr(m, "bases", [])] if isinstance(m, StackedModel) else []
+        todo += [m.model] if isinstance(m, CalibratedDetector) else []
+        todo += [m.backbone, m.pipeline] if _is_embedding(m) else []
+    return out
+
+
+def _signature(model: Any, example: Any):
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    if _is_video(model):
+        c = model.clip
+        side = -1 if c.size is None else c.size
+        return ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c.n_channels, c.frames, side, side))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
+    return infer_signature(example, model.predict_proba(example))
+
+
+def log_model(model: Any, example: Any = None, *, name: str = "model",
+              metadata: dict[str, Any] | None = None):
+    """Log ``model`` (any kind we train) as a code-based MLflow pyfunc named ``name``; MLflow's
+    ``ModelInfo``. ``example``: a feature table (rows models) for the signature and input example."""
+    parts = _parts(model)
+    reqs = set(pip_requirements(model)) | {f"skops=={dist_version('skops')}",
+                                           f"fvcflow=={dist_version('fvcflow')}"}
+    for p in parts:
+        if _is_embedding(p):
+            reqs |= set(pip_requirements(p.pipeline))
+        if _is_video(p):
+            reqs |= set(_torch_requirements())
+    rows = not _is_video(model)
+    with tempfile.TemporaryDirectory(prefix="fvc-model-") as tmp:
+        folder = save_folder(model, Path(tmp) / ARTIFACT)
+        return mlflow.pyfunc.log_model(
+            name=name, python_model=str(CODE), artifacts={ARTIFACT: str(folder)},
+            signature=_signature(model, example),
+            input_example=example.head(3) if rows and isinstance(example, pd.DataFrame) else None,
+            pip_requirements=sorted(reqs), metadata={"fvc_format": FORMAT, **(metadata or {})})
+

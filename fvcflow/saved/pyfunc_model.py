@@ -1,0 +1,12 @@
+"""The code of every model fvcflow logs (MLflow models-from-code): the model is built at load
+from the ``fvc_model`` artifact by :func:`fvcflow.saved.format.load_folder`, never unpickled.
+
+``fvc predict`` does not run this file from a model folder: it calls the same loader itself
+(:func:`fvcflow.saved.format.load_logged`).
+"""
+
+from mlflow.models import set_model
+
+from fvcflow.saved.format import FvcPythonModel
+
+set_model(FvcPythonModel())
