@@ -13,7 +13,7 @@ from fvcflow.deep.clips import ClipCache
 from fvcflow.deep.embedding_model import EmbeddingModel
 from fvcflow.deep.embeddings import Backbone, embedding_table, table_path
 from fvcflow.deep.loop import _source
-from fvcflow.models import get_model_spec, list_models, register_model, unregister_model
+from fvcflow.models import get_model_spec, list_models, register_model, skops_safe, unregister_model
 from fvcflow.models.torch_common import clip_spec
 from fvcflow.store import read_parquet
 from fvcflow.training import train_model
@@ -97,9 +97,12 @@ class Recorder(ClassifierMixin, BaseEstimator):
 
 
 @pytest.fixture
-def recorder():
+def recorder(monkeypatch):
     def test_emb_recorder(seed=0, n_jobs=1):
         return Recorder()
+
+    # a model logs only types of fvcflow's trusted list (no pickle): this test's estimator joins it
+    monkeypatch.setattr(skops_safe, "TRUSTED_TYPES", skops_safe.TRUSTED_TYPES | {f"{__name__}.Recorder"})
 
     register_model(kind="embedding", mlflow_flavor="pyfunc", extra={"backbone": "i3d_r50"})(test_emb_recorder)
     Recorder.events.clear()

@@ -87,7 +87,8 @@ def test_every_tabular_model_round_trips(tmp_path, name):
 
 
 def _calibrated_stack(X, y) -> CalibratedDetector:
-    bases = [("lr", _fitted("logreg_s2", X[["a", "b"]], y), ["a", "b"]), ("xgb", _fitted("xgb_s24", X, y), list(X.columns))]
+    bases = [("lr", _fitted("logreg_s2", X[["a", "b"]], y), ["a", "b"]),
+             ("xgb", _fitted("xgb_s24", X, y), list(X.columns))]
     P = np.column_stack([m.predict_proba(X[c])[:, 1] for _, m, c in bases])
     stack = StackedModel(bases, TopKMean().fit(P, y))
     cal = ScoreCalibrator("sigmoid").fit(logit(stack.predict_proba(X)[:, 1]), y)
