@@ -23,7 +23,7 @@ from prefect import serve
 from prefect.deployments.runner import EntrypointType, RunnerDeployment
 from prefect.settings import PREFECT_API_URL
 
-from fvcflow.config import STAGES, Settings, merge
+from fvcflow.config import STAGES, Settings, merge, serving
 from fvcflow.errors import FvcError
 from fvcflow.flows.local import flush_prefect_workers
 from fvcflow.flows.pipeline import fvc
@@ -103,6 +103,7 @@ def require_server() -> str:
 def serve_all(settings: Settings | None = None) -> None:
     """Serve every deployment from this process until Ctrl-C or SIGTERM (``fvc serve``)."""
     require_server()
+    settings = settings or Settings.load()
     deployments = build(settings)
     main = threading.current_thread() is threading.main_thread()
     # Until Prefect's runner installs its own SIGTERM handler, SIGTERM stops like Ctrl-C.
@@ -116,7 +117,8 @@ def serve_all(settings: Settings | None = None) -> None:
         warnings.filterwarnings("ignore", message="coroutine 'Runner.start' was never awaited",
                                 category=RuntimeWarning)
         try:
-            serve(*deployments)     # returns on Ctrl-C / SIGTERM, after pausing the served schedules
+            with serving(settings):     # the runs started here may use the served home (and allowed ones)
+                serve(*deployments)     # returns on Ctrl-C / SIGTERM, after pausing the served schedules
         except KeyboardInterrupt:
             pass                    # stopped before the runner had started: nothing to pause
         finally:

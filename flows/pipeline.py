@@ -8,7 +8,7 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 from prefect_dask import DaskTaskRunner
 
-from fvcflow.config import Settings
+from fvcflow.config import Settings, check_home
 from fvcflow.engine import check_scheduler, dask_cluster
 from fvcflow.flows.train import explore_task, train_stage
 from fvcflow.flows.video import VIDEO_STAGES, ingest_task, video_stage
@@ -18,9 +18,11 @@ from fvcflow.flows.video import VIDEO_STAGES, ingest_task, video_stage
 def fvc(config: Settings = Settings()) -> list[dict]:
     """The whole pipeline: ingest, augment, features, scale, scaled features, train."""
     settings = config.resolved()
+    check_home(settings)   # a served run: the served work dir or an allowed one, whatever its parameters
     summary: list[dict] = []
     if "ingest" in settings.stages:
         summary.append({"stage": "ingest", **ingest_task(settings)})
+    settings = settings.without_secrets()   # ingest used the password: no later task receives it
     stages = [s for s in VIDEO_STAGES if s in settings.stages]
     if stages:
         with dask_cluster(settings) as address:

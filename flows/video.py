@@ -67,6 +67,7 @@ def finish_task(plan: runner.StagePlan, outcomes: list[runner.BatchOutcome], set
 
 @flow(name="video-stage", flow_run_name="{stage}")
 def video_stage(stage: str, settings: Settings) -> dict:
+    settings = settings.without_secrets()   # the tasks' settings are pickled to the Dask workers
     try:
         plan = plan_task(stage, settings)
         jobs = runner.batches(plan.todo, settings.n_workers())

@@ -17,10 +17,12 @@ read in the code to that).
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from pydantic import (
     BaseModel,
@@ -141,9 +143,7 @@ class TrainConfig(BaseModel):
         try:
             return cls(**kw)
         except ValidationError as exc:
-            raise ConfigError("; ".join(
-                f"setting 'train.{'.'.join(str(p) for p in e['loc'])}': {e['msg']} (got {e.get('input')!r})"
-                for e in exc.errors())) from None
+            raise ConfigError(describe(exc, cls, prefix=("train",))) from None
 
 
 #: TrainConfig fields with an ``fvc train`` flag, and how the flag is written
@@ -181,6 +181,8 @@ ENV_VARS = {
     "FVC_DASK_ADDRESS": "dask_address",
     "FVC_WORKERS": "workers",
     "FVC_ZIP_PASSWORD": "zip_password",
+    "FVC_ALLOWED_HOMES": "allowed_homes",
+    "FVC_SERVED_HOMES": "",   # no setting: set by `fvc serve` for its runs (served_homes, check_home)
 }
 #: settings that are secrets: never serialized (a flow run's parameters, logs) nor printed
 SECRETS = ("zip_password",)
@@ -257,6 +259,11 @@ class Settings(_Model):
     workers: int | None = Field(None, ge=1, le=1024, description="Dask worker processes (default: cores)")
     threads_per_worker: int = Field(1, ge=1, le=64, description="Dask threads per worker; also each "
                                     "worker's Numba, BLAS and video-decoder threads")
+    allowed_homes: list[Path] = Field(default_factory=list, exclude=True,
+                                      description="work dirs a run of a served deployment may use besides "
+                                                  "the served one ($FVC_ALLOWED_HOMES, separated by "
+                                                  "os.pathsep); read by `fvc serve`, never from a run's "
+                                                  "parameters")
     zip_password: SecretStr | None = Field(None, exclude=True, repr=False,
                                            description="the FVC archives' password ($FVC_ZIP_PASSWORD); "
                                                        "never serialized, logged or sent as a parameter")
@@ -265,6 +272,11 @@ class Settings(_Model):
     @classmethod
     def _ordered(cls, v: list[str]) -> list[str]:
         return [s for s in STAGES if s in v]
+
+    @field_validator("allowed_homes", mode="before")
+    @classmethod
+    def _path_list(cls, v: Any) -> Any:
+        return [p for p in v.split(os.pathsep) if p] if isinstance(v, str) else v
 
     @field_validator("dask_address")
     @classmethod
@@ -291,6 +303,16 @@ class Settings(_Model):
         found = _from_env(os.environ if env is None else env)
         missing = {k: found[k] for k in SECRETS if k in found and getattr(self, k) is None}
         return self.model_copy(update={k: SecretStr(v) for k, v in missing.items()}) if missing else self
+
+    def without_secrets(self) -> "Settings":
+        """This copy without the secrets: what every task after ingest receives (a video task's
+        settings travel pickled to Dask workers, over the network with ``dask_address``)."""
+        return self.model_copy(update=dict.fromkeys(SECRETS))
+
+    def served_homes(self) -> list[Path]:
+        """The work dirs a run of this process's served deployments may use: its own, then
+        ``allowed_homes``, absolute."""
+        return [Lake.at(self.home).root, *(Path(os.path.abspath(p)) for p in self.allowed_homes)]
 
     def n_workers(self) -> int:
         return self.workers or max(1, (os.cpu_count() or 1) // self.threads_per_worker)
@@ -319,7 +341,44 @@ class Settings(_Model):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_describe(exc)) from None
+            raise ConfigError(describe(exc, cls, secrets=_secret_values(data))) from None
+
+
+@contextlib.contextmanager
+def serving(settings: Settings) -> Iterator[None]:
+    """While ``fvc serve`` serves: ``FVC_SERVED_HOMES`` in this process's environment, which the
+    flow runs it starts inherit (:func:`check_home` reads it there, not from their parameters)."""
+    old = os.environ.get("FVC_SERVED_HOMES")
+    os.environ["FVC_SERVED_HOMES"] = os.pathsep.join(str(p) for p in settings.served_homes())
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("FVC_SERVED_HOMES", None)
+        else:
+            os.environ["FVC_SERVED_HOMES"] = old
+
+
+def check_home(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """In a run of a served deployment (``FVC_SERVED_HOMES`` set by :func:`serving`), ``home`` must
+    be the served work dir or one of the server's ``allowed_homes``: a run's parameters are anyone's
+    who reaches the Prefect server, and a work dir holds files the run loads. Elsewhere: nothing.
+
+    Raises
+    ------
+    ConfigError
+        ``home`` is neither.
+    """
+    served = (os.environ if env is None else env).get("FVC_SERVED_HOMES")
+    if not served:
+        return
+    allowed = [Path(p) for p in served.split(os.pathsep) if p]
+    home = Lake.at(settings.home).root
+    if os.path.realpath(home) not in {os.path.realpath(p) for p in allowed}:
+        raise ConfigError(f"setting 'home': {home} is not the served work dir {allowed[0]}"
+                          + (f" nor one of allowed_homes ({', '.join(map(str, allowed[1:]))})"
+                             if allowed[1:] else "")
+                          + "; the server's allowed_homes setting ($FVC_ALLOWED_HOMES) lists the others")
 
 
 def _from_env(env: dict[str, str]) -> dict[str, Any]:
@@ -345,9 +404,56 @@ def merge(base: dict, extra: dict) -> dict:
     return base
 
 
-def _describe(exc: ValidationError) -> str:
+#: the longest value a configuration error shows; a longer one is cut (and its length said)
+SHOWN_CHARS = 40
+
+
+def _secret_values(data: dict) -> list[str]:
+    return [str(data[k]) for k in SECRETS if isinstance(data, dict) and data.get(k)]
+
+
+def _fields(model: type[BaseModel], path: tuple[str, ...]) -> list[str]:
+    """The setting names of the (nested) model at ``path`` below ``model``; [] where it is no model."""
+    for name in path:
+        field = model.model_fields.get(name)
+        model = field.annotation if field is not None else None
+        if not (isinstance(model, type) and issubclass(model, BaseModel)):
+            return []
+    return list(model.model_fields)
+
+
+def _shown(value: Any) -> str:
+    """A value as an error shows it: tables never (they may hold anything), long ones cut."""
+    if isinstance(value, dict):
+        return "a table"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def describe(exc: ValidationError, model: type[BaseModel], *, prefix: tuple[str, ...] = (),
+             secrets: list[str] = ()) -> str:
+    """One line per bad setting, naming it. A value is never shown for a secret setting, nor for
+    an unknown one (a misspelled secret's name is unknown: ``zip_pasword``); others are cut to
+    :data:`SHOWN_CHARS`; any value of ``secrets`` left in the text is masked.
+
+    >>> describe(ValidationError.from_exception_data("Settings", [{"type": "extra_forbidden",
+    ...     "loc": ("zip_pasword",), "input": "s3cret"}]), Settings)
+    "setting 'zip_pasword': not a setting (did you mean 'zip_password'?)"
+    """
     parts = []
     for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "settings"
-        parts.append(f"setting {where!r}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
+        loc = tuple(str(p) for p in err["loc"])
+        where = ".".join(prefix + loc) or "settings"
+        if err["type"] == "extra_forbidden":
+            known = _fields(model, loc[:-1])
+            close = difflib.get_close_matches(loc[-1], known, n=1) if loc else []
+            hint = f" (did you mean {'.'.join(prefix + loc[:-1] + (close[0],))!r}?)" if close else ""
+            parts.append(f"setting {where!r}: not a setting{hint}")
+        elif any(p in SECRETS for p in prefix + loc):
+            parts.append(f"setting {where!r}: {err['msg']} (the value of a secret is not shown)")
+        else:
+            parts.append(f"setting {where!r}: {err['msg']} (got {_shown(err.get('input'))})")
+    text = "; ".join(parts)
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text

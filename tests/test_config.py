@@ -1,13 +1,14 @@
 """Settings: sources merge in order; every bad value is refused up front, naming the setting."""
 
 import ast
+import os
 import re
 from pathlib import Path
 
 import pytest
 
 from fvcflow.cli import main
-from fvcflow.config import ENV_VARS, STAGES, Settings
+from fvcflow.config import ENV_VARS, STAGES, Settings, TrainConfig
 from fvcflow.errors import ConfigError
 
 
@@ -47,6 +48,37 @@ def test_stages_are_put_in_pipeline_order():
 def test_bad_values_name_the_setting(overrides, named):
     with pytest.raises(ConfigError, match=f"setting '{named}"):
         Settings.load(env={}, overrides=overrides)
+
+
+def test_a_misspelled_secret_is_named_never_shown(tmp_path: Path):
+    """``zip_pasword = "..."`` in the settings file: the error names the setting (and the one meant),
+    never the value; nor does any error about the real secret setting."""
+    secret = "Hunter2-very-secret"
+    cfg = tmp_path / "fvc.toml"
+    cfg.write_text(f'zip_pasword = "{secret}"\n[corpus]\nzip_password = "{secret}"\n')
+    with pytest.raises(ConfigError) as exc:
+        Settings.load(cfg, env={})
+    text = str(exc.value)
+    assert "setting 'zip_pasword': not a setting (did you mean 'zip_password'?)" in text
+    assert "setting 'corpus.zip_password': not a setting" in text
+    assert secret not in text and "Hunter" not in text
+    hidden = "setting 'zip_password': .*the value of a secret is not shown"
+    with pytest.raises(ConfigError, match=hidden) as exc:
+        Settings.load(env={}, overrides={"zip_password": [secret]})
+    assert secret not in str(exc.value)
+
+
+def test_a_long_value_in_a_config_error_is_cut():
+    long = "tcp-" + "x" * 500 + "-tail"
+    cut = r"setting 'dask_address': .*\(got 'tcp-x+\.\.\. \(511 characters\)\)"   # the repr's length
+    with pytest.raises(ConfigError, match=cut) as exc:
+        Settings.load(env={}, overrides={"dask_address": long})
+    assert "-tail" not in str(exc.value) and len(str(exc.value)) < 200
+    cut = r"setting 'train\.folds': .*\(got 'y+\.\.\. \(1002 characters\)\)$"
+    with pytest.raises(ConfigError, match=cut):
+        TrainConfig.make(folds="y" * 1000)
+    with pytest.raises(ConfigError, match=r"setting 'corpus': .*\(got a table\)"):
+        Settings.load(env={}, overrides={"corpus": {"kind": "ffpp"}})
 
 
 def test_bad_config_file_is_a_clear_error(tmp_path: Path):
@@ -150,12 +182,14 @@ def test_every_fvc_variable_is_a_setting():
 def test_each_variable_fills_its_setting(tmp_path):
     env = {"FVC_HOME": str(tmp_path / "h"), "FVC_CORPUS_KIND": "folder", "FVC_CORPUS_ROOT": str(tmp_path),
            "FVC_CORPUS_LABELS": str(tmp_path / "l.csv"), "FVC_DASK_ADDRESS": "tcp://10.0.0.1:8786",
-           "FVC_WORKERS": "3", "FVC_ZIP_PASSWORD": "s3cret"}
-    assert set(env) | {"FVC_CONFIG"} == set(ENV_VARS)
+           "FVC_WORKERS": "3", "FVC_ZIP_PASSWORD": "s3cret",
+           "FVC_ALLOWED_HOMES": os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")])}
+    assert set(env) | {"FVC_CONFIG", "FVC_SERVED_HOMES"} == set(ENV_VARS)   # no settings: file, serve
     s = Settings.load(env=env)
     assert (s.home, s.corpus.kind, s.corpus.root, s.corpus.labels) == (
         tmp_path / "h", "folder", tmp_path, tmp_path / "l.csv")
     assert (s.dask_address, s.workers, s.password()) == ("tcp://10.0.0.1:8786", 3, b"s3cret")
+    assert s.allowed_homes == [tmp_path / "a", tmp_path / "b"]
 
 
 def test_the_password_is_never_serialized_nor_shown():

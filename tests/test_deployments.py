@@ -4,6 +4,7 @@ import runpy
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
@@ -92,3 +93,31 @@ def test_kubernetes_spec_sets_every_thread_budget_to_the_worker_threads():
 def test_slurm_workers_get_every_thread_budget():
     assert worker_env(3) == {var: "3" for var in THREAD_VARS}
     assert "worker_env(" in (ROOT / "deployments" / "dask_slurm.py").read_text()
+
+
+def test_a_served_run_keeps_to_the_served_or_an_allowed_home(tmp_path, monkeypatch):
+    """`fvc serve` publishes its work dir and allowed_homes to the runs it starts (the environment
+    they inherit); a run whose `home` parameter is neither is refused before any work, whatever its
+    parameters say (allowed_homes is not taken from them); outside a served run nothing is checked."""
+    from fvcflow.config import check_home, serving
+    from fvcflow.errors import ConfigError
+    from fvcflow.flows.pipeline import fvc
+
+    monkeypatch.delenv("FVC_SERVED_HOMES", raising=False)
+    served, allowed, other = tmp_path / "served", tmp_path / "shared", tmp_path / "elsewhere"
+    server = Settings(home=served, allowed_homes=[allowed])
+    assert "allowed_homes" not in server.model_dump()          # never sent as a run's parameter
+    with serving(server):
+        check_home(Settings(home=served))
+        check_home(Settings(home=allowed))
+        check_home(Settings(home=tmp_path / "x" / ".." / "served"))   # the same folder, spelled otherwise
+        with pytest.raises(ConfigError, match=f"setting 'home': {other} is not the served work dir "
+                                              f"{served} nor one of allowed_homes \\({allowed}\\)"):
+            check_home(Settings(home=other, allowed_homes=[other]))
+        with pytest.raises(ConfigError, match="is not the served work dir"):
+            fvc.fn(config=Settings(home=other, stages=["ingest"]))
+    assert not other.exists()
+    check_home(Settings(home=other))                            # `fvc run`, `fvc ingest`: not served
+    (tmp_path / "link").symlink_to(other, target_is_directory=True)
+    with serving(Settings(home=tmp_path / "link")):
+        check_home(Settings(home=other))                        # a link to the served home is it

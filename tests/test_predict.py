@@ -105,6 +105,10 @@ def test_unknown_model_and_missing_store(trained, videos, capsys, tmp_path):
     lake, _, _ = trained
     assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", "no-such-model"]) == 2
     assert "no registered model 'no-such-model'" in capsys.readouterr().err
+    for quoted in ("it's", "x' OR name LIKE '%", 'say "hi"'):   # never part of an MLflow filter string
+        assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", quoted]) == 2
+        err = capsys.readouterr().err
+        assert f"no registered model {quoted!r}" in err and "fvc-detector" in err, err
     assert fvc(["--home", str(tmp_path), "predict", str(videos[0])]) == 2
     assert "no MLflow store" in capsys.readouterr().err
 

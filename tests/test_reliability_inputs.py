@@ -235,6 +235,34 @@ def test_a_symlink_loop_in_the_corpus_is_a_failure_not_a_crash(tmp_path):
     assert unlisted["reason"].str.starts_with("no metadata row").all()
 
 
+def test_a_symlink_out_of_the_corpus_is_a_failure_naming_it(tmp_path):
+    """A labels CSV naming a link to a video outside the corpus folder (directly, or through a
+    linked folder): a failure row naming the link, never indexed; the other videos are; a rerun
+    replaces the row instead of adding another."""
+    root, outside = tmp_path / "corpus", tmp_path / "outside"
+    write_video(root / "plain.mp4", n=12, seed=1)
+    write_video(outside / "secret.mp4", n=12, seed=2)
+    write_video(root / "real.mp4", n=12, seed=3)
+    os.symlink(outside / "secret.mp4", root / "leak.mp4")
+    os.symlink(outside, root / "linked", target_is_directory=True)
+    os.symlink("real.mp4", root / "inside.mp4")              # a link within the corpus stays fine
+    write_labels(root, [("plain.mp4", "real", "g1"), ("leak.mp4", "fake", "g2"),
+                        ("linked/secret.mp4", "fake", "g3"), ("inside.mp4", "real", "g4")])
+    lake = Lake.at(tmp_path / "fvc-data")
+    for _ in range(2):
+        summary = ingest("folder", root, lake, labels=root / "labels.csv", workers=1)
+        assert summary.indexed == 2 and summary.found == 4
+        index = pl.read_parquet(lake.index)
+        assert sorted(Path(p).name for p in index["path"]) == ["plain.mp4", "real.mp4"]
+        refused = pl.read_parquet(lake.failures).filter(pl.col("error_type") == "UnsafePath")
+        links = [str(root / "leak.mp4"), str(root / "linked" / "secret.mp4")]
+        assert sorted(refused["path"].to_list()) == links
+        assert refused["reason"].str.starts_with("a symbolic link leading out of the corpus folder").all()
+        assert "outside" not in " ".join(index["path"].to_list())
+    reasons = [r for r in summary.failed if r.startswith("a symbolic link")]
+    assert len(reasons) == 1 and summary.failed[reasons[0]] == 2
+
+
 def test_a_non_utf8_name_an_adapter_accepts_is_a_failure_not_a_crash(tmp_path):
     """FF++ actor videos are named ``<id>__<free text>``: a name with bytes that are not UTF-8 is
     a candidate; it cannot be stored in the index, so it becomes a failure naming the problem, and

@@ -151,3 +151,50 @@ def test_the_scripts_bind_loopback():
                  *ROOT.joinpath("flows").rglob("*.py"), ROOT / "Makefile"]:
         if path.is_file():
             assert "0.0.0.0" not in path.read_text(errors="replace"), path
+
+
+@pytest.fixture(scope="module")
+def dask_payloads(prefect_server, tmp_path_factory):
+    """Ingest and stage 2 of the FVC corpus as ``fvc run`` starts them: the password inside the
+    settings object (loaded from the environment), the video tasks on a Dask cluster given by
+    address, whose scheduler records every task graph it receives, as received (header and frames)."""
+    from distributed import LocalCluster
+
+    from fvcflow.flows.pipeline import fvc
+
+    tmp = tmp_path_factory.mktemp("payloads")
+    mini = build_mini_fvc(tmp / "archives")
+    received: list[bytes] = []
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        scheduler = cluster.scheduler           # in this process: a LocalCluster's scheduler is local
+        original = scheduler.stream_handlers["update-graph"]
+
+        async def update_graph(**msg):
+            expr = msg["expr_ser"]
+            received.append(repr(expr.header).encode() + b"".join(bytes(f) for f in expr.frames))
+            return await original(**msg)
+
+        scheduler.stream_handlers["update-graph"] = update_graph
+        settings = Settings.load(env={"FVC_ZIP_PASSWORD": mini.password}, overrides={
+            "home": str(tmp / "fvc-data"), "stages": ["ingest", "features"],
+            "corpus": {"kind": "fvc", "root": str(mini.archives)},
+            "dask_address": cluster.scheduler_address})
+        assert settings.password() == PASSWORD.encode()
+        state = fvc(config=settings, return_state=True)
+    return settings.resolved(), state, received
+
+
+@pytest.mark.slow
+def test_the_password_is_in_no_dask_task_payload(dask_payloads):
+    """The settings travel to the workers with every video task (``dask_address``: over the
+    network), the password never: ingest used it and the flow dropped it."""
+    settings, state, received = dask_payloads
+    assert state.is_completed(), state.message
+    summary = {r["stage"]: r for r in state.result()}
+    assert summary["ingest"]["indexed"] > 0 and summary["features"]["done"] > 0   # it was used
+    assert received, "the scheduler received no task graph"
+    home = str(settings.home).encode()
+    assert any(home in payload for payload in received)   # the settings are in the payloads, readable
+    for i, payload in enumerate(received):
+        assert PASSWORD.encode() not in payload, f"the password is in task graph {i}"

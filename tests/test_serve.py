@@ -115,6 +115,14 @@ def test_a_served_deployment_runs_from_the_api_with_the_root_never_first_on_sys_
         assert run.state.is_completed(), (run.state.message, "".join(lines))
         index = read_parquet(Lake.at(home).index)
         assert index is not None and index.height == len(TINY)
+        # a run whose parameters name another work dir is refused before any work (issue 26)
+        other = tmp_path / "elsewhere"
+        config = {"home": str(other), "stages": ["ingest"], "corpus": {
+            "kind": "folder", "root": str(corpus), "labels": str(corpus / "labels.csv")}}
+        refused = run_deployment("fvc/ingest", parameters={"config": config}, timeout=300)
+        assert refused.state.is_failed(), (refused.state, "".join(lines))
+        assert f"setting 'home': {other} is not the served work dir {home}" in refused.state.message
+        assert not other.exists()
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -296,3 +296,87 @@ def test_disk_filling_up_midway_names_archive_and_target(tmp_path):
         assert _files(disk / "out") == {}  # the partial temp file is gone
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+# ------------------------------------------------------------------ hostile archives (issue 26)
+def _overlapping(path: Path, n: int = 40, size: int = (1 << 20) - 4096) -> Path:
+    """One deflated member just under 1 MiB, named by ``n`` central-directory entries that all
+    point at its local header: each entry alone passes the per-member checks."""
+    _crafted(path, [("m00.bin", bytes(size))])
+    raw = path.read_bytes()
+    eocd = raw.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack_from("<II", raw, eocd + 12)
+    record = raw[cd_offset: cd_offset + cd_size]
+    assert record[46:53] == b"m00.bin"
+    entries = b"".join(record[:46] + f"m{i:02d}.bin".encode() + record[53:] for i in range(n))
+    end = bytearray(raw[eocd:])
+    struct.pack_into("<HHII", end, 8, n, n, len(entries), cd_offset)
+    path.write_bytes(raw[:cd_offset] + entries + bytes(end))
+    return path
+
+
+def test_refuses_overlapping_entries_writing_nothing(tmp_path):
+    arc = _overlapping(tmp_path / "overlap.zip")
+    with zipfile.ZipFile(arc) as zf:   # the crafted archive really is the bomb of the issue
+        infos = zf.infolist()
+    assert len(infos) == 40 and len({i.header_offset for i in infos}) == 1
+    assert arc.stat().st_size < 5_000 and sum(i.file_size for i in infos) > 40_000_000
+    assert all(i.file_size < (1 << 20) for i in infos)   # each under the per-member ratio floor
+    overlap = r"overlap\.zip: entries 'm\d\d\.bin' and 'm\d\d\.bin' overlap"
+    with pytest.raises(ArchiveError, match=overlap) as exc:
+        extract_zip(arc, tmp_path / "out", check_space=False)
+    assert "zip bomb" in str(exc.value)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ArchiveError, match="overlap"):
+        verify_password(arc, None)
+
+
+def test_refuses_an_archive_whose_total_ratio_is_a_bomb(tmp_path):
+    """Forty members of zeros, each under the per-member floor: the archive as a whole is refused."""
+    arc = _crafted(tmp_path / "many.zip", [(f"z{i:02d}.bin", bytes(1_000_000)) for i in range(40)])
+    with pytest.raises(ArchiveError, match=r"many\.zip: the archive expands \d+:1 as a whole \(limit 100:1"):
+        extract_zip(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_refuses_an_archive_over_the_total_size_cap(corpus, tmp_path):
+    total = sum(len(v) for v in corpus[1].values())
+    with pytest.raises(ArchiveError, match=r"c\.zip: the members total 1\.\d MB, over the limit of 1\.0 MB"):
+        extract_zip(corpus[0], tmp_path / "out", password=PW, max_total=1_000_000)
+    assert not (tmp_path / "out").exists()
+    res = extract_zip(corpus[0], tmp_path / "out", password=PW, max_total=total)   # at the cap: fine
+    assert res.bytes_written == total
+
+
+@pytest.mark.parametrize("name", [".fvc-extract-evil.zip.jsonl", "sub/.fvc-extract-x.jsonl",
+                                  ".a.mp4.fvc-part"])
+def test_refuses_members_named_like_the_manifest_or_a_part_file(tmp_path, name):
+    arc = _crafted(tmp_path / "evil.zip", [("a.mp4", b"v" * 100), (name, b'{"name": "a.mp4"}\n')])
+    with pytest.raises(ArchiveError, match="a name the extraction reserves"):
+        extract_zip(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_files_of_an_encrypted_archive_are_their_owners_only(corpus, tmp_path):
+    res = extract_zip(corpus[0], tmp_path / "out", password=PW, workers=2)
+    files = [p for p in (tmp_path / "out").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(files) == len(corpus[1]) == len(res.extracted)
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o600}
+    # a file an older version extracted world-readable is made private by the next run
+    video = tmp_path / "out" / "clips" / "a" / "video.mp4"
+    video.chmod(0o644)
+    extract_zip(corpus[0], tmp_path / "out", password=PW)
+    assert stat.S_IMODE(video.stat().st_mode) == 0o600
+
+
+def test_files_of_a_plain_archive_keep_the_usual_mode(tmp_path):
+    arc = _crafted(tmp_path / "plain.zip", [("a.txt", b"abc")])
+    extract_zip(arc, tmp_path / "out")
+    mode = stat.S_IMODE((tmp_path / "out" / "a.txt").stat().st_mode)
+    assert mode == 0o644 & ~_umask()
+
+
+def _umask() -> int:
+    old = os.umask(0)
+    os.umask(old)
+    return old

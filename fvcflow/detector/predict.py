@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils import get_results_from_paginated_fn
 
 from fvcflow import saved
 from fvcflow.config import REGISTERED_NAME
@@ -206,7 +207,9 @@ def _video_model(loaded) -> Any:
 def _versions(client: MlflowClient, uri: str, name: str) -> list:
     """Every version of registered model ``name``; a user-facing error when there is none."""
     try:
-        versions = client.search_model_versions(f"name = '{name}'")
+        versions = [v for v in get_results_from_paginated_fn(     # the name is compared, never put in a
+            lambda n, page: client.search_model_versions(max_results=n, page_token=page), 1000)   # filter
+            if v.name == name]                                       # string (a quote would break it)
         if not versions:
             names = sorted(r.name for r in client.search_registered_models())
     except MlflowException as exc:

@@ -5,10 +5,14 @@ only; member data is streamed by :mod:`fvcflow.ingest.zipstream` with the jitted
 kernel (:mod:`fvcflow.kernels.zipcrypto`) and zlib, several members at a time.
 
 Everything that could write outside the target or exhaust the disk is refused before the
-first byte is written: absolute paths, ``..`` components, symlink entries, a wrong password
-(every encrypted member's header is checked), compression ratios no video has, a total size
-above the free space. The password is taken as bytes and never logged, stored, or put into an
-error message.
+first byte is written: absolute paths, ``..`` components, symlink entries, names the extraction
+reserves (its manifest, its temporary files), entries whose bytes overlap another's (one
+compressed member counted many times: the overlapping-entry zip bomb), a wrong password (every
+encrypted member's header is checked), compression ratios no video has (per member and for the
+whole archive), a total size above ``max_total`` or the free space. Each member is cut off at its
+declared size, so nothing beyond the checked total is ever written. The password is taken as
+bytes and never logged, stored, or put into an error message; the files of an encrypted
+archive are readable by their owner only (0600).
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from typing import Callable
 import numpy as np
 
 from fvcflow.errors import ArchiveError
-from fvcflow.ingest.zipstream import Manifest, Member, data_offset, extract_member, header_ok
+from fvcflow.ingest.zipstream import (
+    PART_SUFFIX,
+    PRIVATE_MODE,
+    Manifest,
+    Member,
+    data_offset,
+    extract_member,
+    header_ok,
+)
 
 __all__ = ["ExtractResult", "extract_zip", "verify_password", "is_encrypted", "DEFAULT_MAX_RATIO"]
 
@@ -35,6 +47,8 @@ __all__ = ["ExtractResult", "extract_zip", "verify_password", "is_encrypted", "D
 DEFAULT_MAX_RATIO = 100.0
 #: Members smaller than this are not ratio-checked (a small text file of zeros is no bomb).
 RATIO_MIN_SIZE = 1 << 20
+#: Largest total uncompressed size of one archive (bytes); ``extract_zip(max_total=...)`` changes it.
+DEFAULT_MAX_TOTAL = 1 << 40
 #: Free space kept on the target's disk beyond the archive's total uncompressed size.
 SPACE_MARGIN = 64 << 20
 _SUPPORTED = {zipfile.ZIP_STORED: 0, zipfile.ZIP_DEFLATED: 8}
@@ -53,8 +67,11 @@ class ExtractResult:
     bytes_written: int
 
 
+MANIFEST_PREFIX = ".fvc-extract-"
+
+
 def _manifest_path(archive: Path, target: Path) -> Path:
-    return target / f".fvc-extract-{archive.name}.jsonl"
+    return target / f"{MANIFEST_PREFIX}{archive.name}.jsonl"
 
 
 def _safe_dest(archive: Path, target: Path, name: str) -> Path:
@@ -69,6 +86,9 @@ def _safe_dest(archive: Path, target: Path, name: str) -> Path:
         raise ArchiveError(archive, f"unsafe entry {name!r}: '..' path component")
     if not parts:
         raise ArchiveError(archive, f"unsafe entry {name!r}: empty path")
+    if parts[-1].startswith(MANIFEST_PREFIX) or parts[-1].endswith(PART_SUFFIX):
+        raise ArchiveError(archive, f"unsafe entry {name!r}: a name the extraction reserves for its "
+                                    f"manifest ({MANIFEST_PREFIX}*) or temporary files (*{PART_SUFFIX})")
     dest = target.joinpath(*parts)
     real_target = os.path.realpath(target)
     if os.path.commonpath([os.path.realpath(dest), real_target]) != real_target:
@@ -103,7 +123,29 @@ def _check_byte(info: zipfile.ZipInfo) -> int:
     return info.CRC >> 24
 
 
-def _plan(archive: Path, target: Path, max_ratio: float) -> tuple[list[Member], list[Path]]:
+def _check_overlaps(archive: Path, spans: list[tuple[int, int, str]]) -> None:
+    """Refuse entries whose bytes (local header to end of data) overlap: one deflated member named
+    by many central-directory entries writes its output once per entry (the overlapping-entry bomb)."""
+    spans = sorted(spans)
+    for (start, end, name), (nxt, _, other) in zip(spans, spans[1:]):
+        if nxt < end:
+            raise ArchiveError(archive, f"entries {name!r} and {other!r} overlap in the archive "
+                                        "(shared data): refused as a zip bomb")
+
+
+def _check_totals(archive: Path, members: list[Member], size: int, max_ratio: float, max_total: int) -> None:
+    """The whole archive's size and ratio: many small members each under the per-member floor."""
+    total = sum(m.file_size for m in members)
+    if total > max_total:
+        raise ArchiveError(archive, f"the members total {total / 1e6:.1f} MB, over the limit of "
+                                    f"{max_total / 1e6:.1f} MB for one archive")
+    if total >= RATIO_MIN_SIZE and total > max_ratio * max(size, 1):
+        raise ArchiveError(archive, f"the archive expands {total / max(size, 1):.0f}:1 as a whole "
+                                    f"(limit {max_ratio:.0f}:1): refused as a zip bomb")
+
+
+def _plan(archive: Path, target: Path, max_ratio: float,
+          max_total: int = DEFAULT_MAX_TOTAL) -> tuple[list[Member], list[Path]]:
     """Every file member checked and resolved, and the folders to create; refuses unsafe archives."""
     try:
         zf = zipfile.ZipFile(archive)
@@ -112,7 +154,7 @@ def _plan(archive: Path, target: Path, max_ratio: float) -> tuple[list[Member], 
                            f"not a ZIP archive, or truncated (no central directory): {exc}") from None
     except FileNotFoundError:
         raise ArchiveError(archive, "no such file") from None
-    members, folders, seen = [], [], set()
+    members, folders, seen, spans = [], [], set(), []
     size = archive.stat().st_size
     with zf, open(archive, "rb") as fh:
         for info in zf.infolist():
@@ -121,14 +163,17 @@ def _plan(archive: Path, target: Path, max_ratio: float) -> tuple[list[Member], 
                 raise ArchiveError(archive, f"duplicate entry {info.filename!r}")
             seen.add(dest)
             _check_entry(archive, info, max_ratio)
+            offset = data_offset(fh, archive, info.filename, info.header_offset, info.compress_size, size)
+            spans.append((info.header_offset, offset + info.compress_size, info.filename))
             if info.is_dir():
                 folders.append(dest)
                 continue
-            offset = data_offset(fh, archive, info.filename, info.header_offset, info.compress_size, size)
             members.append(Member(
                 name=info.filename, dest=dest, data_offset=offset, compress_size=info.compress_size,
                 file_size=info.file_size, crc=info.CRC, method=_SUPPORTED[info.compress_type],
                 encrypted=bool(info.flag_bits & 0x01), check_byte=_check_byte(info)))
+    _check_overlaps(archive, spans)
+    _check_totals(archive, members, size, max_ratio, max_total)
     return members, folders
 
 
@@ -157,6 +202,15 @@ def _check_space(archive: Path, target: Path, pending: list[Member]) -> None:
         raise ArchiveError(archive,
                            f"not enough disk space in {target}: extraction needs {need / 1e6:.1f} MB "
                                     f"(+{SPACE_MARGIN >> 20} MiB margin), {free / 1e6:.1f} MB free")
+
+
+def _make_private(path: Path) -> None:
+    try:
+        if os.stat(path, follow_symlinks=False).st_mode & 0o077:
+            os.chmod(path, PRIVATE_MODE, follow_symlinks=False)
+    except OSError as exc:
+        raise ArchiveError(path, "cannot make it readable by its owner only: "
+                                 f"{exc.strerror or exc}") from None
 
 
 def _run_pool(run: Callable[[Member], None], members: list[Member], n_workers: int) -> None:
@@ -209,7 +263,8 @@ def is_encrypted(archive: str | os.PathLike) -> bool:
 
 
 def extract_zip(archive: str | os.PathLike, target: str | os.PathLike, *, password: bytes | None = None,
-                max_ratio: float = DEFAULT_MAX_RATIO, check_space: bool = True, workers: int | None = None,
+                max_ratio: float = DEFAULT_MAX_RATIO, max_total: int = DEFAULT_MAX_TOTAL,
+                check_space: bool = True, workers: int | None = None,
                 progress: Callable[[str, int, int], None] | None = None) -> ExtractResult:
     """Extract ``archive`` into ``target`` safely, fast and resumably.
 
@@ -223,7 +278,10 @@ def extract_zip(archive: str | os.PathLike, target: str | os.PathLike, *, passwo
         Needed when members are encrypted. Checked on every encrypted member before anything
         is written; never logged or stored.
     max_ratio : float
-        Refuse members (of 1 MiB or more) whose uncompressed/compressed ratio exceeds this.
+        Refuse members (of 1 MiB or more), and archives as a whole, whose uncompressed/compressed
+        ratio exceeds this.
+    max_total : int
+        Refuse archives whose members total more bytes than this (default 1 TiB).
     check_space : bool
         Refuse when the members still to extract do not fit in the free space (plus a margin).
     workers : int, optional
@@ -239,7 +297,8 @@ def extract_zip(archive: str | os.PathLike, target: str | os.PathLike, *, passwo
     Raises
     ------
     ArchiveError
-        Unsafe entry, wrong or missing password, zip bomb, truncated/corrupt archive, CRC
+        Unsafe or reserved entry, overlapping entries, wrong or missing password, zip bomb (a
+        member's or the whole archive's ratio, the total size), truncated/corrupt archive, CRC
         mismatch, unsupported method (AES), disk full. Partial files are removed; members
         finished before the error are kept and skipped by the next run.
 
@@ -250,12 +309,15 @@ def extract_zip(archive: str | os.PathLike, target: str | os.PathLike, *, passwo
     1612
     """
     archive, target = Path(archive), Path(target).absolute()
-    members, folders = _plan(archive, target, max_ratio)
+    members, folders = _plan(archive, target, max_ratio, max_total)
     pw = _check_password(archive, members, password)
     manifest = Manifest(_manifest_path(archive, target))
     pending = [m for m in members if not manifest.is_done(m)]
     pending_names = {m.name for m in pending}
     skipped = tuple(m.name for m in members if m.name not in pending_names)
+    for m in members:   # an encrypted member extracted by an older version: made private too
+        if m.encrypted and m.name not in pending_names:
+            _make_private(m.dest)
     if check_space:
         _check_space(archive, target, pending)
     target.mkdir(parents=True, exist_ok=True)

@@ -48,6 +48,7 @@ class Catalog:
     unmatched_videos: list[str] = field(default_factory=list)  # paths of videos with no metadata row
     unmatched_rows: list[str] = field(default_factory=list)  # metadata rows (ids/urls) with no video
     notes: list[str] = field(default_factory=list)  # anything else a user should read
+    refused: list[tuple[Path, str]] = field(default_factory=list)  # (file, reason): failures, never probed
 
 
 def label_value(label_raw: str | None) -> int | None:

@@ -3,7 +3,8 @@
 Paths are relative to ``DIR``; labels are real/fake/0/1 (any case); a header row
 ``path,label[,group]`` is optional. A video without a group gets its own id (the content
 hash) as group. Videos under ``DIR`` that the CSV does not name, and CSV rows whose file is
-missing, are reported.
+missing, are reported. A row whose file is a symbolic link (or lies under one) leading out of
+``DIR`` is a failure naming it: the corpus is what the folder holds, nothing it points at.
 """
 
 from __future__ import annotations
@@ -88,10 +89,16 @@ def catalog_folder(root: str | Path, labels: str | Path | None, *, source: str =
         raise FvcError("a folder corpus needs --labels CSV (path,label[,group])")
     cat = Catalog(source)
     listed = set()
+    inside = resolved_path(root)
     for row in read_labels(labels):
         path = root / row.path
         if not os.path.lexists(path) or path.is_dir():  # a broken link or a loop is a failure, later
             cat.unmatched_rows.append(f"{Path(labels).name}:{row.line}: {row.path} (no such file)")
+            continue
+        if not resolved_path(path).is_relative_to(inside):
+            listed.add(resolved_path(path))   # named, refused: not also "no metadata row names it"
+            cat.refused.append((Path(os.path.abspath(path)),
+                                f"a symbolic link leading out of the corpus folder {inside} (not indexed)"))
             continue
         listed.add(resolved_path(path))
         cat.candidates.append(Candidate(path=path, video_id=None, label_raw=row.label_raw,

@@ -189,9 +189,13 @@ def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
 def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
     """Replace this corpus's earlier ingest failures (by folder) with ``rows``; other corpora's stay."""
     old = read_parquet(lake.failures)
-    prefixes = tuple(str(resolved_path(p)) + os.sep for p in roots)
+    prefixes = tuple({str(f(p)) + os.sep for p in roots for f in (resolved_path, os.path.abspath)})
+
+    def ours(path: str) -> bool:   # a refused link is recorded by its own path, not its target's
+        return str(resolved_path(path)).startswith(prefixes) or os.path.abspath(path).startswith(prefixes)
+
     keep = [] if old is None else [r for r in old.filter(pl.col("stage") == "ingest").to_dicts()
-                                   if not str(resolved_path(r["path"])).startswith(prefixes)]
+                                   if not ours(r["path"])]
     record_failures(lake, keep + rows, stage="ingest")
 
 
@@ -259,6 +263,7 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     failures += dupes
     failures += [failure_row("ingest", resolved_path(p), "no metadata row names this video (not indexed)",
                              error_type="Unmatched") for p in cat.unmatched_videos]
+    failures += [failure_row("ingest", path, reason, error_type="UnsafePath") for path, reason in cat.refused]
     with lake_lock(lake, "index"):  # another ingest into this work dir waits: no lost rows
         index = _merge_index(lake, cat.source, rows)
         write_parquet_atomic(index, lake.index)
@@ -271,7 +276,7 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
             key = "duplicate (exact copy of an indexed video)" if dup else f["reason"]
             failed_paths.setdefault(key, []).append(f["path"])
     failed = Counter({reason: len(paths) for reason, paths in failed_paths.items()})
-    found = len(cat.candidates) + len(cat.unmatched_videos)
+    found = len(cat.candidates) + len(cat.unmatched_videos) + len(cat.refused)
     emit("ingest_end", source=cat.source, found=found, indexed=len(rows), failed=sum(failed.values()),
          seconds=time.perf_counter() - started)
     return IngestSummary(cat.source, found=found, indexed=len(rows), failed=dict(failed),

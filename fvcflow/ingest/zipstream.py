@@ -21,6 +21,8 @@ from fvcflow.errors import ArchiveError
 from fvcflow.kernels.zipcrypto import decrypt, init_keys
 
 CHUNK = 1 << 20  # bytes read from the archive per step
+PART_SUFFIX = ".fvc-part"  # a member streams into ".<name>.fvc-part" (archive.py reserves the suffix)
+PRIVATE_MODE = 0o600  # the files of encrypted members: readable by their owner only
 _MAX_OUT = 4 << 20  # most bytes one inflate step may produce
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
 _LOCAL_MAGIC = b"PK\x03\x04"
@@ -184,7 +186,7 @@ def _pump(fh, sink: _Sink, member: Member, password: np.ndarray | None, archive:
 
 def part_path(dest: Path) -> Path:
     """The temporary file a member streams into before its rename (a fixed name: reruns reuse it)."""
-    return dest.with_name(f".{dest.name}.fvc-part")
+    return dest.with_name(f".{dest.name}{PART_SUFFIX}")
 
 
 def extract_member(archive: Path, member: Member, password: np.ndarray | None) -> None:
@@ -197,7 +199,10 @@ def extract_member(archive: Path, member: Member, password: np.ndarray | None) -
     done = False
     try:
         member.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW,
+                     PRIVATE_MODE if member.encrypted else 0o644)
+        if member.encrypted:   # a password-protected file is its owner's only (a part file left by an
+            os.fchmod(fd, PRIVATE_MODE)   # earlier run kept its old mode)
         # A buffered writer: it retries short writes, so every byte counted is on disk or raised.
         with open(fd, "wb", buffering=CHUNK) as out, open(archive, "rb", buffering=0) as fh:
             sink = _Sink(out, member, archive)
