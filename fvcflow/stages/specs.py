@@ -15,6 +15,7 @@ import polars as pl
 
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
+from fvcflow.kernels.config import NUMERICS
 from fvcflow.stages.augment import augment_video, draw_params
 from fvcflow.stages.faces import FACE_VERSION, FaceDetector
 from fvcflow.stages.features import video_features
@@ -85,9 +86,10 @@ def _augment_run(job, s: Settings) -> dict:
 
 # stages 2 and 4 ------------------------------------------------------------------------------
 def _feature_config(s: Settings, *, faces: bool) -> dict:
-    """What the feature row depends on beyond the video: empty for the plain 51 columns (the
-    cache of earlier versions stays valid), the local/face versions and settings otherwise."""
-    cfg: dict = {}
+    """What the feature row depends on beyond the video: the kernels' numerics version (rows
+    computed before the kernels gave the same bits on every CPU are computed again), the
+    local/face versions and settings."""
+    cfg: dict = {"numerics": NUMERICS}
     if s.features.local:
         cfg["local"] = LOCAL_VERSION
     if faces and s.features.faces:
