@@ -25,6 +25,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from fvcflow import fingerprint
+from fvcflow.digest import lake_digests
 from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
 from fvcflow.store import Lake
@@ -81,6 +83,9 @@ def _requirements(model: Any) -> list[str]:
         out.append(f"{dist}=={metadata.version(dist)}")
     return out
 
+
+#: the lake's tables a model is trained from: their digests are tags of its run (``fvc.digest.<table>``)
+INPUT_TABLES = ("index", "stage1", "stage2", "stage3", "stage4", "splits")
 
 #: module prefixes whose classes a logged model may hold and its loader may rebuild (skops format)
 TRUSTED_MODULES = ("sklearn.", "fvcflow.", "xgboost.", "lightgbm.", "catboost.", "numpy.", "scipy.",
@@ -232,6 +237,9 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
     tags = {"fvc.model": result.name, "fvc.kind": result.kind}
     if result.feature_set is not None:
         tags["fvc.feature_set"] = result.feature_set
+    # what the numbers came from: the input tables' digests and the environment (libraries, CPU)
+    env = {**{f"fvc.digest.{t}": d for t, d in lake_digests(lake, INPUT_TABLES).items()},
+           **fingerprint.tags()}
     params = {"model": result.name, "kind": result.kind, "folds": cfg.folds, "seed": cfg.seed,
               "n_train_rows": result.n_train_rows, "use_augmented": cfg.use_augmented}
     if result.feature_set is not None:
@@ -240,7 +248,7 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
                        "grid": json.dumps(dict(cfg.grids.get(result.name, spec.grid)), default=str)})
     params.update({**{f"best_{k}": v for k, v in result.best_params.items()}, **result.params})
     with mlflow.start_run(experiment_id=exp_id, run_name=result.name,
-                          tags={**tags, **result.tags, "fvc.role": "model"}) as run:
+                          tags={**tags, **result.tags, **env, "fvc.role": "model"}) as run:
         runs.append(run.info.run_id)
         mlflow.log_params(params)
         for k, (m, fold_params) in enumerate(zip(result.fold_metrics, result.fold_params)):
