@@ -4,15 +4,16 @@ For uint8 input every filter output is an integer: the high-pass residual R in [
 the Laplacian L in [-1020, 1020], the Sobel gx, gy in [-1020, 1020], so gx^2 + gy^2 <=
 2,080,800. Each input row is widened once to float32 (a ring of three rows); float32 holds
 every integer below 2^24 exactly, so R, L, gx, gy, R^2, L^2 and gx^2 + gy^2 are computed
-exactly, eight lanes wide. Their power sums are exact too, in integer types: R, |R|, L, R^2
-and L^2 are summed in int32 per chunk of at most ``CHUNK`` outputs (512 * 2040^2 < 2^31) and
-in int64 per frame. Integer sums are the same in any order of addition, so they vectorise
-freely and give the same result on every machine. Only two quantities leave the integers:
+exactly, eight lanes wide. Their power sums are exact too: per chunk of at most ``CHUNK``
+outputs, R, |R| and L in float32 (every partial sum stays below 2^24), R^2 and L^2 in int32
+(512 * 2040^2 < 2^31), and everything in int64 per frame. Exact sums are the same in any order
+of the additions, so the chunk's loop may be vectorised by reassociation (``JIT_EXACT``) and
+still gives the same bits on every machine. Only two quantities leave the integers:
 
 * R^3 and R^4 for the kurtosis: ``d = R - K`` with an integer shift K (the previous row's mean,
-  rounded) is an integer, and so are d^3 and d^4 (int64, summed exactly per chunk:
-  512 * 4080^4 < 2^63); the row's central sums are merged pairwise (``_moments``) as in the
-  float path.
+  rounded) is an integer, and so are d^3 and d^4 in float64; their sums over a chunk are exact
+  too (``_power_sums``: below 2^53, else d^4 by its 24-bit halves), so again in any order. The
+  row's central sums are merged pairwise (``_moments``) as in the float path.
 * the Sobel magnitude M = sqrt(gx^2 + gy^2): the float32 square root is correctly rounded
   (relative error <= 6e-8). M's power sums are kept per column, down the rows: every column
   adds ``M - K_j`` and its square to its own float64 sums, K_j being the column's first value

@@ -22,7 +22,9 @@ partial sum below 2^24 (float32) or 2^53 (float64): such sums are exact in any o
 order the vectoriser picks cannot change a bit (``_neigh_u8._chunk``, ``_power_sums``).
 
 What the kernels still take from outside: ``log1p`` (local features) from the C library, the
-same on every CPU for one C library version.
+same on every CPU for one C library version; unless Intel's SVML is installed, which Numba then
+uses to vectorise it per instruction set (``NUMBA_DISABLE_INTEL_SVML=1`` turns that off;
+``fvcflow.fingerprint`` records it as ``numba_svml``).
 
 Numba's on-disk cache (``cache=True``) keys a function on its own source file only: a jitted
 caller keeps the compiled code of a callee from another module after that callee is edited.
