@@ -7,10 +7,12 @@ in the report and the model card.
 
 What the keys say about machine-dependence: the Numba kernels give the same bits on every CPU
 (``kernels/config.py``), so ``numba_cpu`` and ``numba_vector`` only name what they were compiled
-for. NumPy (``numpy_simd``: transcendental functions such as ``log1p`` have AVX-512 versions),
-OpenCV (``opencv_simd``) and the BLAS (``blas``: its kernels are chosen per CPU) pick code by
-CPU at run time, and so do FFmpeg and x264 (their SIMD is bit-exact by design: the stage 1 and 3
-videos were byte-identical between an AVX-512 and an AVX2 machine).
+for, unless ``numba_svml`` is ``yes`` (Intel's SVML installed: Numba then vectorises ``log1p``
+and the like per instruction set). NumPy (``numpy_simd``: ``log1p`` and other transcendental
+functions have AVX-512 versions with other last bits), OpenCV (``opencv_simd``) and the BLAS
+(``blas``: its kernels are chosen per CPU) pick code by CPU at run time, and so do FFmpeg and
+x264 (their SIMD is bit-exact by design: the stage 1 and 3 videos were byte-identical between
+this AVX-512 machine and an emulated AVX2 one).
 
 Only the standard library is imported here; the libraries are asked when :func:`fingerprint`
 runs (once per process); an optional one that is not installed reads ``absent``.
@@ -42,7 +44,8 @@ VECTOR_FLAGS = ("sse4_2", "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512dq",
                 "amx_tile", "amx-tile", "asimd", "neon", "sve", "sve2")
 ABSENT = "absent"
 #: the keys that say which code computed the numbers (the versions are the other keys)
-MACHINE_KEYS = ("cpu", "cpu_vector", "numba_cpu", "numba_vector", "numpy_simd", "opencv_simd", "blas")
+MACHINE_KEYS = ("cpu", "cpu_vector", "numba_cpu", "numba_vector", "numba_svml", "numpy_simd", "opencv_simd",
+                "blas")
 
 
 def _version(names: tuple[str, ...]) -> str:
@@ -76,14 +79,17 @@ def _vector(flags) -> str:
     return " ".join(f for f in VECTOR_FLAGS if f in flags) or "none"
 
 
-def _numba_target() -> tuple[str, str]:
+def _numba_target() -> tuple[str, str, str]:
     """The CPU name and vector features Numba compiles for (``NUMBA_CPU_NAME`` /
-    ``NUMBA_CPU_FEATURES`` when set, else this machine's): its CPU code generator's own answer."""
+    ``NUMBA_CPU_FEATURES`` when set, else this machine's): its CPU code generator's own answer;
+    and whether it uses Intel's SVML (vectorised log, exp ...: other bits per instruction set)."""
+    import numba
     from numba.core.registry import cpu_target
 
     codegen = cpu_target.target_context.codegen()
     features = codegen._get_host_cpu_features()
-    return codegen._get_host_cpu_name(), _vector({f[1:] for f in features.split(",") if f.startswith("+")})
+    on = {f[1:] for f in features.split(",") if f.startswith("+")}
+    return codegen._get_host_cpu_name(), _vector(on), "yes" if numba.config.USING_SVML else "no"
 
 
 def _numpy_simd() -> str:
@@ -121,7 +127,7 @@ def _ffmpeg() -> str:
 @functools.lru_cache(maxsize=1)
 def _cached() -> tuple[tuple[str, str], ...]:
     model, flags = _cpuinfo()
-    numba_cpu, numba_vector = _numba_target()
+    numba_cpu, numba_vector, numba_svml = _numba_target()
     cpu_vector = _vector(flags) if flags else numba_vector   # no /proc/cpuinfo: what LLVM sees
     libc = " ".join(platform.libc_ver()).strip()
     system = f"{platform.system()} {platform.release()} {platform.machine()}"
@@ -133,6 +139,7 @@ def _cached() -> tuple[tuple[str, str], ...]:
            "cpu_vector": cpu_vector,
            "numba_cpu": numba_cpu,
            "numba_vector": numba_vector,
+           "numba_svml": numba_svml,
            "numpy_simd": _numpy_simd(),
            "opencv_simd": _opencv_simd(),
            "blas": _blas()}
@@ -143,8 +150,10 @@ def fingerprint() -> dict[str, str]:
     """This process's environment: ``python``, one key per library of ``LIBRARIES`` (its version or
     ``absent``), ``ffmpeg`` (PyAV's FFmpeg), ``os`` (with the C library), ``cpu`` (model name),
     ``cpu_vector`` (its vector extensions: avx2, fma, avx512f ...), ``numba_cpu`` and
-    ``numba_vector`` (what Numba compiles for), ``numpy_simd``, ``opencv_simd`` and ``blas`` (the
-    SIMD code those libraries chose on this machine). Every value is a short string."""
+    ``numba_vector`` (what Numba compiles for), ``numba_svml`` (whether Numba vectorises math
+    functions with Intel's SVML, whose results depend on the instruction set), ``numpy_simd``,
+    ``opencv_simd`` and ``blas`` (the SIMD code those libraries chose on this machine). Every
+    value is a short string."""
     return dict(_cached())
 
 
