@@ -70,7 +70,8 @@ def finish_training_task(results: list, skipped: dict, settings: Settings) -> di
                           description="Stage 5 leaderboard, one row per model, best out-of-fold AUC first")
     create_markdown_artifact(figures_markdown(summary), key="report-figures",
                              description="ROC and precision-recall curves of every model")
-    return {"models": len(results), "best": summary.best, "registered_version": summary.registered_version}
+    return {"models": len(results), "best": summary.best, "registered_version": summary.registered_version,
+            "digest": summary.digests.get("predictions")}
 
 
 @task(name="explore", cache_policy=NO_CACHE, persist_result=False)

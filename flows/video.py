@@ -41,9 +41,10 @@ RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2
 def ingest_task(settings: Settings) -> dict:
     summary = ingest_corpus(settings.with_process_secrets())  # a served run gets no secrets
     get_run_logger().info(summary.format())
-    create_table_artifact(summary.as_rows(), key="ingest-summary",
-                          description="Ingest: videos found, indexed, failed")
-    return summary.as_rows()[0]
+    rows = [{**row, "digest": summary.digest} for row in summary.as_rows()]
+    create_table_artifact(rows, key="ingest-summary",
+                          description="Ingest: videos found, indexed, failed; the index's content digest")
+    return rows[0]
 
 
 @task(name="plan", cache_policy=NO_CACHE, persist_result=False)
@@ -60,7 +61,8 @@ def batch_task(stage: str, jobs: list[runner.Job], settings: Settings) -> runner
 def finish_task(plan: runner.StagePlan, outcomes: list[runner.BatchOutcome], settings: Settings) -> dict:
     report = runner.finish(plan, outcomes, settings)
     create_table_artifact(report.as_rows(), key=f"{plan.stage.replace('_', '-')}-summary",
-                          description=f"Stage {plan.stage}: videos in, done, cached, failed, seconds")
+                          description=f"Stage {plan.stage}: videos in, done, cached, failed, seconds, "
+                                      "the published table's content digest")
     get_run_logger().info("%s: %s", plan.stage, report.as_rows()[0])
     return report.as_rows()[0]
 

@@ -14,6 +14,7 @@ import math
 import numba
 import numpy as np
 
+from ._lanes import lane_moments12, lane_sum
 from .config import JIT
 from .table import FRAME
 
@@ -146,15 +147,10 @@ def pool(s):
 
 @numba.jit(**JIT)
 def summarise(dc, n, ac_abs, ac_sq, hf_sq, zeros, out):
-    """The five DCT features from the ``n`` DC coefficients and the pooled AC sums (both passes)."""
-    mean = 0.0
-    for k in range(n):
-        mean += dc[k]
-    mean /= n
-    var = 0.0
-    for k in range(n):
-        d = dc[k] - mean
-        var += d * d
+    """The five DCT features from the ``n`` DC coefficients and the pooled AC sums (both passes);
+    the DC mean and spread are sums in the fixed lane order of ``_lanes``."""
+    mean = lane_sum(dc, 0, n) / n
+    var = lane_moments12(dc, 0, n, mean)[1]
     out[DC_MEAN] = mean
     out[DC_STD] = math.sqrt(var / n)
     out[AC_MEAN_ABS] = ac_abs / (63 * n)

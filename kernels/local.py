@@ -61,9 +61,9 @@ def _load(src, dst):
 @numba.jit(**JIT)
 def _row_filters(p, q, t, col, dyy_row):
     """Filter outputs of the interior row q (rows p above, t below), added to the band's
-    column sums ``col`` (float64[5, W]: R^2, L, L^2, gx^2 + gy^2, |dxx|); |dyy| is stored in
-    ``dyy_row``. For uint8 input the rows are float32 and every value here is an integer
-    below 2^24: exact."""
+    column sums ``col`` ([5, W]: R^2, L, L^2, gx^2 + gy^2, |dxx|); |dyy| is stored in
+    ``dyy_row`` (``col``'s type). For uint8 input the rows are float32 and every value here is
+    an integer below 2^24: exact, and stored as int32."""
     w = q.shape[0]
     two = q.dtype.type(2.0)
     eight = q.dtype.type(8.0)
@@ -89,22 +89,16 @@ def _row_filters(p, q, t, col, dyy_row):
         col[2, j] += acc(lap * lap)
         col[3, j] += acc(gx * gx + gy * gy)
         col[4, j] += acc(abs(dxx))
-        dyy_row[j] = abs(dyy)
+        dyy_row[j] = acc(abs(dyy))
 
 
 @numba.jit(**JIT)
-def _segment_sum(v, j0, j1):
-    s = 0.0
-    for j in range(j0, j1):
-        s += v[j]
-    return s
-
-
-@numba.jit(**JIT)
-def _segment_sum_native(v, j0, j1):
-    """The sum in ``v``'s own type: float32 for the uint8 path, where the values are integers
-    below 511 and a tile row's sum stays below 2^24 (exact)."""
-    s = v.dtype.type(0.0)
+def _segment_sum(v, j0, j1, zero):
+    """``zero + sum v[j0:j1]``, added in index order. The uint8 path's sums are of integers
+    (int32 column sums) with an int64 ``zero``: exact, and integer additions vectorise in any
+    order; the float path's are float64 and add one after another (no ``reassoc``: the same
+    order, so the same bits, on every machine)."""
+    s = zero
     for j in range(j0, j1):
         s += v[j]
     return s
@@ -122,13 +116,14 @@ def _diffs(row, nxt, colh, colv, xe, w, has_next):
 
 
 @numba.jit(**JIT)
-def _luma_sums(a, b, ring, dyy_row, col, colh, colv, sums, px, py, hb, vb):
+def _luma_sums(a, b, ring, dyy_row, col, colh, colv, sums, px, py, hb, vb, zero):
     """Accumulate the raw per-tile sums of the 2-D C-contiguous frame ``a`` (tile ``b`` px).
 
-    ``ring`` (3, W) and ``dyy_row`` (W): scratch rows, float32 for uint8 input (exact), else
-    float64; ``col`` (5, W), ``colh`` (W), ``colv`` (8, W): zeroed column sums over a band of
-    tiles, int32 for uint8 input (exact integers: a band's column sum of R^2 is at most
-    2040^2 x 256 < 2^31 for tiles up to 256 px), else float64. sums[ty, tx]: (count slot,
+    ``ring`` (3, W): scratch rows, float32 for uint8 input (exact), else float64; ``dyy_row``
+    (W), ``col`` (5, W), ``colh`` (W), ``colv`` (8, W): scratch row and zeroed column sums over
+    a band of tiles, int32 for uint8 input (exact integers: a band's column sum of R^2 is at
+    most 2040^2 x 256 < 2^31 for tiles up to 256 px), else float64; ``zero``: what their
+    segment sums start from (int64 0 for int32 columns, else 0.0). sums[ty, tx]: (count slot,
     filled by ``_luma_counts``; sum R^2, sum L, sum L^2,
     sum gx^2 + gy^2) over the filter centres in the tile; px[ty, tx, k] sum |dxx| of tile
     column k, py[ty, tx, k] sum |dyy| of tile row k; hb[ty, tx, p] sum |a[y, x+1] - a[y, x]|
@@ -154,14 +149,14 @@ def _luma_sums(a, b, ring, dyy_row, col, colh, colv, sums, px, py, hb, vb):
         if 1 <= i <= h - 2 and w >= 3:
             _row_filters(ring[(i - 1) % 3], row, ring[(i + 1) % 3], col, dyy_row)
             for tx in range(nx):
-                py[ty, tx, ky] += _segment_sum_native(dyy_row, max(tx * b, 1), min(tx * b + b, w - 1))
+                py[ty, tx, ky] += _segment_sum(dyy_row, max(tx * b, 1), min(tx * b + b, w - 1), zero)
         if ky == b - 1:                 # end of a band of tiles: fold the column sums in
             for tx in range(nx):
                 x0 = tx * b
                 for s in range(4):
-                    sums[ty, tx, S_R2 + s] = _segment_sum(col[s], x0, x0 + b)
+                    sums[ty, tx, S_R2 + s] = _segment_sum(col[s], x0, x0 + b, zero)
                 for p in range(8):
-                    vb[ty, tx, p] = _segment_sum(colv[p], x0, x0 + b)
+                    vb[ty, tx, p] = _segment_sum(colv[p], x0, x0 + b, zero)
                 for k in range(b):
                     x = x0 + k
                     px[ty, tx, k] = col[4, x]
@@ -193,9 +188,11 @@ def _luma_counts(h, w, b, sums, pxn, pyn, hbn, vbn):
 
 
 @numba.jit(**JIT)
-def _chroma_stats(plane, b, sy, sx, ny, nx, st):
+def _chroma_stats(plane, b, sy, sx, ny, nx, st, zero):
     """(n, mean, M2) of each tile of a chroma plane: tile (ty, tx) covers plane rows
-    [ty b / sy, (ty + 1) b / sy) and columns likewise; shifted by the tile's first value."""
+    [ty b / sy, (ty + 1) b / sy) and columns likewise; shifted by the tile's first value. The
+    sums start from ``zero``: int64 for uint8 planes (exact integer sums, which vectorise in any
+    order), else 0.0 (float64, added in raster order)."""
     ch, cw = plane.shape
     by = b // sy
     bx = b // sx
@@ -211,13 +208,13 @@ def _chroma_stats(plane, b, sy, sx, ny, nx, st):
                 st[ty, tx, 1] = NAN
                 st[ty, tx, 2] = NAN
                 continue
-            k = 1.0 * plane[r0, c0]
-            s1 = 0.0
-            s2 = 0.0
+            k = zero + plane[r0, c0]
+            s1 = zero
+            s2 = zero
             for r in range(r0, r1):
                 pr = plane[r]
                 for c in range(c0, c1):
-                    d = 1.0 * pr[c] - k
+                    d = (zero + pr[c]) - k
                     s1 += d
                     s2 += d * d
             st[ty, tx, 0] = n
@@ -293,14 +290,16 @@ def _pool_chroma(st, m):
 
 
 @numba.jit(**JIT)
-def _profile_peak(prof, cnt, cos_t, sin_t):
+def _profile_peak(prof, cnt, cos_t, sin_t, vals, re, im):
     """Peak-to-mean ratio of the DFT magnitude of a mean |second derivative| profile.
 
     Bins without entries take the mean of the others; frequencies 1..T/2 except multiples
-    of T/8 (the 8x8 coding grid's harmonics); (max + EPS) / (mean + EPS).
+    of T/8 (the 8x8 coding grid's harmonics); (max + EPS) / (mean + EPS). ``cos_t``, ``sin_t``:
+    the DFT tables [k, f]; ``vals`` (T), ``re``, ``im`` (T/2 + 1): scratch. The transform adds
+    bin k's term to every frequency at once (a loop without reductions, which vectorises), so
+    each frequency's sum adds the bins in order, on every machine.
     """
     t = prof.shape[0]
-    vals = np.empty(t)
     tot = 0.0
     nv = 0
     for k in range(t):
@@ -312,6 +311,16 @@ def _profile_peak(prof, cnt, cos_t, sin_t):
     for k in range(t):
         if cnt[k] <= 0:
             vals[k] = fill
+    nfreq = re.shape[0]
+    re[:] = 0.0
+    im[:] = 0.0
+    for k in range(t):
+        x = vals[k]
+        ck = cos_t[k]
+        sk = sin_t[k]
+        for f in range(nfreq):
+            re[f] += x * ck[f]
+            im[f] += x * sk[f]          # the imaginary part's sign: squared away
     step = t // 8
     best = 0.0
     acc = 0.0
@@ -319,12 +328,7 @@ def _profile_peak(prof, cnt, cos_t, sin_t):
     for f in range(1, t // 2 + 1):
         if f % step == 0:
             continue
-        re = 0.0
-        im = 0.0
-        for k in range(t):
-            re += vals[k] * cos_t[f, k]
-            im -= vals[k] * sin_t[f, k]
-        mag = math.sqrt(re * re + im * im)
+        mag = math.sqrt(re[f] * re[f] + im[f] * im[f])
         best = max(best, mag)
         acc += mag
         nf += 1
@@ -346,6 +350,10 @@ def _chroma_cell(st, ty, tx, c, out):
 def _maps_from_sums(sums, px, pxn, py, pyn, hb, hbn, vb, vbn, cb, cr, cos_t, sin_t, out):
     """Fill ``out[N_MAPS, ny, nx]`` from the pooled sums (cb, cr: (n, mean, M2) or empty)."""
     ny, nx = sums.shape[0], sums.shape[1]
+    t = px.shape[2]
+    vals = np.empty(t)
+    re = np.empty(t // 2 + 1)
+    im = np.empty(t // 2 + 1)
     for ty in range(ny):
         for tx in range(nx):
             n = sums[ty, tx, S_N]
@@ -374,8 +382,8 @@ def _maps_from_sums(sums, px, pxn, py, pyn, hb, hbn, vb, vbn, cb, cr, cos_t, sin
                     ov += vv[p]
             out[M_BLOCK, ty, tx] = (hv[bh] + vv[bv] + EPS) / (oh / 7.0 + ov / 7.0 + EPS)
             out[M_PHASE, ty, tx] = 8.0 * bv + bh
-            rx = _profile_peak(px[ty, tx], pxn[ty, tx], cos_t, sin_t)
-            ry = _profile_peak(py[ty, tx], pyn[ty, tx], cos_t, sin_t)
+            rx = _profile_peak(px[ty, tx], pxn[ty, tx], cos_t, sin_t, vals, re, im)
+            ry = _profile_peak(py[ty, tx], pyn[ty, tx], cos_t, sin_t, vals, re, im)
             out[M_RESAMPLE, ty, tx] = max(rx, ry)
             _chroma_cell(cb, ty, tx, M_CB, out)
             _chroma_cell(cr, ty, tx, M_CR, out)
@@ -560,6 +568,13 @@ def _temporal(values, deviant, region, out):
 
 
 @numba.jit(**JIT)
+def _log1p(a):
+    """``log1p`` of every element by the C library, as ``_frame_local`` takes it (NumPy's own
+    ``np.log1p`` picks a vectorised implementation by the CPU: AVX-512 machines get other bits)."""
+    return np.log1p(a)
+
+
+@numba.jit(**JIT)
 def _centroid(mask):
     sy = 0.0
     sx = 0.0
@@ -614,8 +629,9 @@ def _subsampling(name: str, plane: np.ndarray, h: int, w: int) -> tuple[int, int
 
 
 def _dft_tables(t: int) -> tuple[np.ndarray, np.ndarray]:
-    ang = 2.0 * np.pi * np.outer(np.arange(t // 2 + 1), np.arange(t)) / t
-    return np.cos(ang), np.sin(ang)
+    """cos and sin of the DFT of length t, [k, f] (bin, frequency 0..t/2), C-contiguous."""
+    ang = 2.0 * np.pi * np.outer(np.arange(t), np.arange(t // 2 + 1)) / t
+    return np.ascontiguousarray(np.cos(ang)), np.ascontiguousarray(np.sin(ang))
 
 
 _TABLES: dict[int, tuple[np.ndarray, np.ndarray]] = {}
@@ -694,14 +710,14 @@ def tile_maps_pair(gray: np.ndarray, cb: np.ndarray | None = None, cr: np.ndarra
     if ny and nx:
         exact = a.dtype == np.uint8 and b <= 256      # integer arithmetic (see _luma_sums)
         work, acc = (np.float32, np.int32) if exact else (np.float64, np.float64)
-        _luma_sums(a, b, np.zeros((3, w), work), np.zeros(w, work), np.zeros((5, w), acc), np.zeros(w, acc),
-                   np.zeros((8, w), acc), sums, px, py, hb, vb)
+        _luma_sums(a, b, np.zeros((3, w), work), np.zeros(w, acc), np.zeros((5, w), acc), np.zeros(w, acc),
+                   np.zeros((8, w), acc), sums, px, py, hb, vb, np.int64(0) if exact else 0.0)
         _luma_counts(h, w, b, sums, pxn, pyn, hbn, vbn)
     chroma = [_NO_CHROMA, _NO_CHROMA]
     for k, (p, sy, sx) in enumerate(planes):
         st = np.zeros((ny, nx, 3))
         if ny and nx:
-            _chroma_stats(p, b, sy, sx, ny, nx, st)
+            _chroma_stats(p, b, sy, sx, ny, nx, st, np.int64(0) if p.dtype == np.uint8 else 0.0)
         chroma[k] = st
     base = (sums, px, pxn, py, pyn, hb, hbn, vb, vbn)
     fine = _maps(base, chroma, b)
@@ -822,7 +838,7 @@ def temporal_features(frames: list[LocalFrame]) -> np.ndarray:
     shapes = {f.maps.shape for f in frames}
     if len(shapes) != 1:
         return out
-    values = np.ascontiguousarray(np.log1p(np.stack([f.maps[_FLICKER_IDX] for f in frames])))
+    values = _log1p(np.ascontiguousarray(np.stack([f.maps[_FLICKER_IDX] for f in frames])))
     deviant = np.ascontiguousarray(np.stack([f.deviant for f in frames]))
     region = np.ascontiguousarray(np.stack([f.region for f in frames]))
     _temporal(values, deviant, region, out)

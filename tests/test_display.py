@@ -23,7 +23,7 @@ EVENTS = [
     ("stage_batch", dict(stage="features", done=4, failed=1)),
     ("stage_batch", dict(stage="features", done=3, failed=0)),
     ("stage_end", dict(stage="features", videos=9, done=7, cached=2, failed=1, seconds=3.25,
-                       reasons={"not a video": 1})),
+                       reasons={"not a video": 1}, digest="0a1b2c3d4e5f")),
     ("train_start", dict(models=["logreg_s2", "xgb_s24"], folds=2)),
     ("model_start", dict(model="logreg_s2")),
     ("fold_end", dict(model="logreg_s2", fold=0, folds=2)),
@@ -31,7 +31,8 @@ EVENTS = [
     ("model_end", dict(model="logreg_s2", oof_roc_auc=0.75, seconds=1.0)),
     ("model_start", dict(model="xgb_s24")),
     ("model_end", dict(model="xgb_s24", oof_roc_auc=0.8125, seconds=2.0)),
-    ("train_end", dict(best="xgb_s24", best_auc=0.8125, models=2, registered_version="3")),
+    ("train_end", dict(best="xgb_s24", best_auc=0.8125, models=2, registered_version="3",
+                       digest="9f8e7d6c5b4a")),
 ]
 
 
@@ -44,15 +45,15 @@ def play(display: Display) -> str:
 
 
 def test_plain_lines_and_summary_when_not_a_terminal():
-    out = play(Display(Console(file=io.StringIO(), width=120), interval=0.0))
+    out = play(Display(Console(file=io.StringIO(), width=140), interval=0.0))
     assert "features: 10 videos, 2 cached, 8 to compute" in out
     assert re.search(r"features: 7/10 videos  2 cached  1 failed .* videos/s  ETA", out)
     assert "features: done, 9 videos (7 computed, 2 cached, 1 failed) in 3.2 s" in out
     assert "note: features: 1 videos failed (1 x not a video); all of them: fvc sql --query failures" in out
     assert "train: model 2 of 2: xgb_s24" in out
     table = out[out.index(" stage "):].splitlines()
-    assert table[2].split() == ["features", "9", "2", "1", "3.2"]
-    assert table[3].split()[:4] == ["train", "-", "-", "0"]
+    assert table[2].split() == ["features", "9", "2", "1", "3.2", "0a1b2c3d4e5f"]
+    assert table[3].split()[:4] == ["train", "-", "-", "0"] and table[3].split()[5] == "9f8e7d6c5b4a"
     assert "best xgb_s24, out-of-fold AUC 0.812 (registered v3)" in table[3]
 
 

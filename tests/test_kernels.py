@@ -13,7 +13,7 @@ import pytest
 from numpy.testing import assert_allclose
 
 from fvcflow import kernels as K
-from fvcflow.kernels import FRAME, _dct, _dct_fast, color, features, table
+from fvcflow.kernels import FRAME, _dct, _dct_fast, _lanes, color, features, table
 from tests import naive as N
 from tests.media import write_video
 
@@ -311,7 +311,7 @@ def test_rgb_empty():
 
 # ---------------------------------------------------------------- docs
 
-@pytest.mark.parametrize("module", [features, color, table])
+@pytest.mark.parametrize("module", [features, color, table, _lanes])
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0 and result.failed == 0

@@ -19,6 +19,7 @@ from prefect.client.schemas.filters import (
 )
 
 from fvcflow.config import Settings
+from fvcflow.digest import lake_digests, table_digest
 from fvcflow.flows.pipeline import fvc
 from fvcflow.stages.features import feature_columns
 from fvcflow.store import Lake
@@ -60,6 +61,15 @@ def test_flow_completes_and_counts_the_bad_input(run):
     bad = failures.filter(pl.col("path").str.ends_with("notes.mp4"))
     assert bad["stage"].to_list() == ["ingest"]
     assert "not a video" in bad["reason"][0]
+
+
+def test_the_run_summary_carries_each_published_table_s_digest(run):
+    settings, state = run
+    summary = by_stage(state.result())
+    digests = lake_digests(settings.lake())
+    assert summary["ingest"]["digest"] == digests["index"]
+    for stage, table in zip(VIDEO_STAGES, FEATURE_TABLES):
+        assert summary[stage]["digest"] == digests[table], stage
 
 
 def test_stage_tables_rows_columns_and_group_inheritance(run):
@@ -138,6 +148,7 @@ def test_train_stage_through_the_flow(run):
     assert state.is_completed(), state.message
     row = by_stage(state.result())["train"]
     assert row["models"] == 4 and row["registered_version"] is not None
+    assert row["digest"] == table_digest(lake.predictions)
     preds = pl.read_parquet(lake.predictions)
     assert set(preds["model"]) == {"logreg_s2", "logreg_s24", "xgb_s24", "stack_s24"}
     splits = pl.read_parquet(lake.splits)

@@ -70,8 +70,10 @@ def _auc(value: Any, low: Any = None, high: Any = None) -> str:
 class Display:
     """A progress sink: ``with Display() as d, progress.listening(d): ...``; then ``d.rows``.
 
-    ``rows`` (one dict per finished stage: stage, videos, cached, failed, seconds, result) is what
-    the summary table prints.
+    ``rows`` (one dict per finished stage: stage, videos, cached, failed, seconds, digest, result) is
+    what the summary table prints; ``digest`` is the content digest of the table the stage
+    published (:mod:`fvcflow.digest`; the train row's is the predictions'): two machines' or two
+    work dirs' summaries compare in one line.
     """
 
     def __init__(self, console: Console | None = None, *, interactive: bool | None = None,
@@ -162,7 +164,7 @@ class Display:
             self._update(line)
 
     def _on_stage_end(self, stage: str, videos: int, done: int, cached: int, failed: int, seconds: float,
-                      reasons: dict[str, int]) -> None:
+                      reasons: dict[str, int], digest: str = "") -> None:
         line = self._lines.get(stage) or self._start(stage, stage, done + cached + failed, cached)
         line.done, line.cached, line.failed = done, cached, failed
         if self.interactive and line.task is not None:
@@ -172,7 +174,7 @@ class Display:
             self.say(f"{stage}: done, {videos} videos ({done} computed, {cached} cached, {failed} failed) "
                      f"in {seconds:.1f} s")
         self.rows.append({"stage": stage, "videos": videos, "cached": cached, "failed": failed,
-                          "seconds": seconds, "result": ""})
+                          "seconds": seconds, "digest": digest, "result": ""})
         if failed:
             top = ", ".join(f"{n} x {r}" for r, n in sorted(reasons.items(), key=lambda kv: -kv[1])[:3])
             self._on_note(f"{stage}: {failed} videos failed ({top}); all of them: fvc sql --query failures")
@@ -190,7 +192,8 @@ class Display:
             line.done = done
             self._update(line)
 
-    def _on_ingest_end(self, source: str, found: int, indexed: int, failed: int, seconds: float) -> None:
+    def _on_ingest_end(self, source: str, found: int, indexed: int, failed: int, seconds: float,
+                       digest: str = "") -> None:
         line = self._lines.get("ingest") or self._start("ingest", "ingest", found)
         line.done, line.failed = indexed, failed
         status = f"{indexed} indexed  {failed} failed  {seconds:.1f} s"
@@ -200,7 +203,7 @@ class Display:
             self.say(f"ingest: done, {found} videos of {source}: {indexed} indexed, {failed} failed "
                      f"in {seconds:.1f} s")
         self.rows.append({"stage": "ingest", "videos": indexed, "cached": 0, "failed": failed,
-                          "seconds": seconds, "result": ""})
+                          "seconds": seconds, "digest": digest, "result": ""})
 
     # training -----------------------------------------------------------------------------
     def _on_train_start(self, models: list[str], folds: int) -> None:
@@ -247,13 +250,13 @@ class Display:
 
     def _on_train_end(self, best: str | None, best_auc: float | None, models: int,
                       registered_version: str | None = None, best_auc_low: float | None = None,
-                      best_auc_high: float | None = None, **_: Any) -> None:
+                      best_auc_high: float | None = None, digest: str | None = None, **_: Any) -> None:
         seconds = time.monotonic() - self._train.started if self._train else 0.0
         result = f"{models} models; best {best}, out-of-fold {_auc(best_auc, best_auc_low, best_auc_high)}"
         if registered_version:
             result += f" (registered v{registered_version})"
         self.rows.append({"stage": "train", "videos": None, "cached": None, "failed": 0,
-                          "seconds": seconds, "result": result})
+                          "seconds": seconds, "digest": digest or "", "result": result})
         if not self.interactive:
             self.say(f"train: done, {result} in {seconds:.1f} s")
 
@@ -267,12 +270,12 @@ class Display:
         """The summary: one row per finished stage."""
         t = Table(box=box.SIMPLE_HEAD, title=None, show_edge=False)
         for col, just in (("stage", "left"), ("videos", "right"), ("cached", "right"), ("failed", "right"),
-                          ("seconds", "right"), ("result", "left")):
-            t.add_column(col, justify=just)
+                          ("seconds", "right"), ("digest", "left"), ("result", "left")):
+            t.add_column(col, justify=just, no_wrap=col == "digest")
         for r in self.rows:
             t.add_row(r["stage"], "-" if r["videos"] is None else str(r["videos"]),
                       "-" if r["cached"] is None else str(r["cached"]), str(r["failed"]),
-                      f"{r['seconds']:.1f}", r["result"] or "")
+                      f"{r['seconds']:.1f}", r.get("digest") or "-", r["result"] or "")
         return t
 
     def print_summary(self) -> None:

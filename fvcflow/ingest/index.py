@@ -16,6 +16,7 @@ from typing import Callable
 
 import polars as pl
 
+from fvcflow.digest import frame_digest
 from fvcflow.errors import FvcError
 from fvcflow.ingest.celebdf import catalog_celebdf
 from fvcflow.ingest.common import Candidate, Catalog, label_value, resolved_path
@@ -64,6 +65,7 @@ class IngestSummary:
     index_path: str = ""
     unmatched_path: str = ""  # the full lists of unmatched videos and rows, one per line
     failed_paths: dict[str, list[str]] = field(default_factory=dict)  # reason -> the files
+    digest: str = ""  # the index table's content digest after this ingest (fvcflow.digest)
 
     @property
     def n_failed(self) -> int:
@@ -267,6 +269,7 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     with lake_lock(lake, "index"):  # another ingest into this work dir waits: no lost rows
         index = _merge_index(lake, cat.source, rows)
         write_parquet_atomic(index, lake.index)
+        digest = frame_digest(index)
         _failures(lake, roots, failures)
         unmatched = _write_unmatched(lake, cat)
     failed_paths: dict[str, list[str]] = {}
@@ -278,9 +281,9 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     failed = Counter({reason: len(paths) for reason, paths in failed_paths.items()})
     found = len(cat.candidates) + len(cat.unmatched_videos) + len(cat.refused)
     emit("ingest_end", source=cat.source, found=found, indexed=len(rows), failed=sum(failed.values()),
-         seconds=time.perf_counter() - started)
+         seconds=time.perf_counter() - started, digest=digest)
     return IngestSummary(cat.source, found=found, indexed=len(rows), failed=dict(failed),
                          unmatched_videos=[printable_path(v) for v in cat.unmatched_videos],
                          unmatched_rows=cat.unmatched_rows, notes=cat.notes, index_path=str(lake.index),
                          unmatched_path=str(unmatched),
-                         failed_paths={k: sorted(v) for k, v in failed_paths.items()})
+                         failed_paths={k: sorted(v) for k, v in failed_paths.items()}, digest=digest)

@@ -19,6 +19,7 @@ from typing import Any, Iterable
 import polars as pl
 
 from fvcflow.config import Settings
+from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
 from fvcflow.stages.specs import SPECS, StageSpec
@@ -80,11 +81,12 @@ class StageReport:
     failure_reasons: dict[str, int]
     rows: int = 0            # rows of the published table
     damaged: int = 0         # cached results found damaged (checksum) and recomputed
+    digest: str = ""         # the published table's content digest (fvcflow.digest)
 
     def as_rows(self) -> list[dict]:
         return [{"stage": self.stage, "videos in": self.videos_in, "done": self.done,
                  "cached": self.cached, "failed": self.failed, "damaged": self.damaged,
-                 "seconds": round(self.seconds, 2), "table": self.table}]
+                 "seconds": round(self.seconds, 2), "table": self.table, "digest": self.digest}]
 
 
 def _cache_file(lake: Lake, stage: str, key: str) -> Path:
@@ -243,9 +245,10 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         failure_reasons=reasons,
         rows=table.height,
         damaged=len(stage_plan.damaged),
+        digest=frame_digest(table),
     )
     emit("stage_end", stage=spec.name, videos=table.height, done=report.done, cached=report.cached,
-         failed=report.failed, seconds=report.seconds, reasons=dict(reasons))
+         failed=report.failed, seconds=report.seconds, reasons=dict(reasons), digest=report.digest)
     return report
 
 

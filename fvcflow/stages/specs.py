@@ -15,6 +15,7 @@ import polars as pl
 
 from fvcflow.config import Settings
 from fvcflow.errors import FvcError
+from fvcflow.kernels.config import NUMERICS
 from fvcflow.schema import (
     FACE_VERSION,
     FEATURE_SCHEMA_VERSION,
@@ -92,8 +93,10 @@ def _augment_run(job, s: Settings) -> dict:
 # stages 2 and 4 ------------------------------------------------------------------------------
 def _feature_config(s: Settings, *, faces: bool) -> dict:
     """What the feature row depends on beyond the video: the feature schema version (a digest of
-    the kernel tables: a new feature recomputes the rows), the local/face versions and settings."""
-    cfg: dict = {"schema": FEATURE_SCHEMA_VERSION}
+    the kernel tables: a new feature recomputes the rows), the kernels' numerics version (rows
+    computed before the kernels gave the same bits on every CPU are computed again), the
+    local/face versions and settings."""
+    cfg: dict = {"schema": FEATURE_SCHEMA_VERSION, "numerics": NUMERICS}
     if s.features.local:
         cfg["local"] = LOCAL_VERSION
     if faces and s.features.faces:

@@ -14,6 +14,7 @@ from typing import Sequence
 import polars as pl
 
 from fvcflow.config import TrainConfig
+from fvcflow.digest import lake_digests
 from fvcflow.errors import FvcError
 from fvcflow.models import KINDS, get_model_spec, list_models
 from fvcflow.progress import emit
@@ -81,7 +82,8 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
     scored = board.height and board["oof_roc_auc"].fill_nan(None)[0] is not None
     best_name = board["model"][0] if scored else None
     summary = TrainSummary(results, board, report.feature_separation(lake), best=best_name,
-                           predictions_path=lake.predictions, skipped=dict(skipped or {}))
+                           predictions_path=lake.predictions, skipped=dict(skipped or {}),
+                           digests=lake_digests(lake))
     evidence.assess(lake, summary, cfg)      # best vs runner-up, shortcut check, subgroups
     if cfg.register_best and best_name:
         best = next(r for r in results if r.name == best_name)
@@ -95,7 +97,8 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
     iv = next((r.intervals for r in results if r.name == best_name), {})
     emit("train_end", best=best_name, best_auc=best_auc, models=len(results),
          registered_version=summary.registered_version,
-         best_auc_low=iv.get("oof_roc_auc_lo"), best_auc_high=iv.get("oof_roc_auc_hi"))
+         best_auc_low=iv.get("oof_roc_auc_lo"), best_auc_high=iv.get("oof_roc_auc_hi"),
+         digest=summary.digests.get("predictions"))
     return summary
 
 

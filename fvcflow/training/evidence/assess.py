@@ -22,6 +22,7 @@ import polars as pl
 from matplotlib.figure import Figure
 from mlflow.tracking import MlflowClient
 
+from fvcflow import fingerprint
 from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec
@@ -368,7 +369,12 @@ def render_card(summary: TrainSummary, cfg: TrainConfig) -> str:
         lines += ["", "## Features it leans on", "",
                   _md_table(best.importance.head(10).select("feature", "importance", "method"))]
     lines += ["", "## Known limits", ""] + [f"- {x}" for x in _limits(best, ev)] + [""]
-    return "\n".join(lines)
+    lines += ["## Reproducibility", "", f"- Environment: {fingerprint.summary_line()}; Numba compiled for "
+              f"{fingerprint.fingerprint()['numba_cpu']} (the kernels give the same bits on every CPU)"]
+    if summary.digests:
+        lines += ["- Table digests (`python -m fvcflow.digest DIR` prints a work dir's): "
+                  + ", ".join(f"{t} `{d}`" for t, d in summary.digests.items())]
+    return "\n".join(lines + [""])
 
 
 def write_card(lake: Lake, summary: TrainSummary, cfg: TrainConfig) -> str | None:

@@ -27,7 +27,8 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from fvcflow import explore
+from fvcflow import explore, fingerprint
+from fvcflow.digest import lake_digests
 from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, read_parquet
 from fvcflow.training.evidence import assess as evidence
@@ -334,13 +335,28 @@ def _skipped_section(lake: Lake, summary: TrainSummary, img_dir: Path) -> Sectio
     return Section("skipped", "Skipped models", f"<ul>{items}</ul>")
 
 
+def _environment_section(lake: Lake, summary: TrainSummary, img_dir: Path) -> Section | None:
+    digests = summary.digests or lake_digests(lake)
+    fp = fingerprint.fingerprint()
+    frag = ("<p>The content digest of every table of this run (values only: no timings, no paths) and "
+            "the environment that computed them. Two runs that publish the same digests computed the "
+            "same numbers; where they differ, the first table that differs is where to look, "
+            "<code>python -m fvcflow.digest DIR_A DIR_B</code> names its columns, and the environment "
+            "says what differs between the machines (the Numba kernels give the same bits on every CPU; "
+            "NumPy, OpenCV and the BLAS pick SIMD code by CPU).</p>"
+            + _table(pl.DataFrame({"table": list(digests), "digest": list(digests.values())},
+                                  schema={"table": pl.Utf8, "digest": pl.Utf8}))
+            + _table(pl.DataFrame({"environment": list(fp), "value": list(fp.values())})))
+    return Section("environment", "Reproducibility: table digests and environment", frag)
+
+
 #: the report's layout, in order
 SECTIONS: list[SectionFn] = [
     _summary_section, _leaderboard_section, _evidence_section,
     _curves_section("roc", "ROC curves", plots.roc_figure),
     _curves_section("pr", "Precision-recall curves", plots.pr_figure),
     _confusion_section, _folds_section, _importance_section, _timing_section, _wrong_section,
-    _features_section, _tiles_section, _corpus_section, _skipped_section,
+    _features_section, _tiles_section, _corpus_section, _skipped_section, _environment_section,
 ]
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}nav a{margin-right:0.8em;font-size:13px}"

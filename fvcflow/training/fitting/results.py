@@ -145,6 +145,7 @@ class TrainSummary:
     report_path: Path | None = None
     skipped: dict[str, str] = field(default_factory=dict)
     evidence: Any = None           # fvcflow.training.evidence.assess.Evidence (intervals' context)
+    digests: dict[str, str] = field(default_factory=dict)   # table -> content digest (fvcflow.digest)
 
     def markdown(self, top: int = 10) -> str:
         """The leaderboard and the most separating features, as Markdown (a Prefect artifact)."""

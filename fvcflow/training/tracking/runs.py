@@ -22,8 +22,9 @@ import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from fvcflow import saved
+from fvcflow import fingerprint, saved
 from fvcflow.config import TrainConfig
+from fvcflow.digest import lake_digests
 from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
 from fvcflow.store import Lake
@@ -60,6 +61,10 @@ def log_model(model: Any, example: Any = None, **kw: Any):
     """Log ``model`` (any kind) in the safe format (:mod:`fvcflow.saved`: a code-based pyfunc over
     parts that load without unpickling); MLflow's ``ModelInfo``."""
     return saved.log_model(model, example, **kw)
+
+
+#: the lake's tables a model is trained from: their digests are tags of its run (``fvc.digest.<table>``)
+INPUT_TABLES = ("index", "stage1", "stage2", "stage3", "stage4", "splits")
 
 
 def _clean(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
@@ -149,6 +154,9 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
     tags = {"fvc.model": result.name, "fvc.kind": result.kind}
     if result.feature_set is not None:
         tags["fvc.feature_set"] = result.feature_set
+    # what the numbers came from: the input tables' digests and the environment (libraries, CPU)
+    env = {**{f"fvc.digest.{t}": d for t, d in lake_digests(lake, INPUT_TABLES).items()},
+           **fingerprint.tags()}
     params = {"model": result.name, "kind": result.kind, "folds": cfg.folds, "seed": cfg.seed,
               "n_train_rows": result.n_train_rows, "use_augmented": cfg.use_augmented}
     if result.feature_set is not None:
@@ -157,7 +165,7 @@ def _log_result(lake: Lake, cfg: TrainConfig, result: ModelResult, example: Any,
                        "grid": json.dumps(dict(cfg.grids.get(result.name, spec.grid)), default=str)})
     params.update({**{f"best_{k}": v for k, v in result.best_params.items()}, **result.params})
     with mlflow.start_run(experiment_id=exp_id, run_name=result.name,
-                          tags={**tags, **result.tags, "fvc.role": "model"}) as run:
+                          tags={**tags, **result.tags, **env, "fvc.role": "model"}) as run:
         runs.append(run.info.run_id)
         mlflow.log_params(params)
         for k, (m, fold_params) in enumerate(zip(result.fold_metrics, result.fold_params)):
