@@ -37,6 +37,8 @@ from pydantic import (
 from fvcflow.errors import ConfigError
 from fvcflow.ingest.index import KINDS as ADAPTER_KINDS
 from fvcflow.store import Lake
+from fvcflow.video.limits import DEFAULT as DEFAULT_LIMITS
+from fvcflow.video.limits import FORMATS, Limits
 
 # -- stage 5: training (``train.*``) ---------------------------------------------------------------
 # ``TrainConfig``: every setting of stage 5 (splits, cross-validation, models, tracking); a bad value
@@ -244,6 +246,39 @@ class ScaleConfig(_Model):
         return v
 
 
+class LimitsConfig(_Model):
+    """What one video may cost (``limits.*``; fvcflow.video.limits): a video over a bound is one
+    failure row naming it, the batch goes on. The defaults admit 8K and hours of video."""
+
+    max_pixels: int = Field(DEFAULT_LIMITS.max_pixels, ge=64, le=2**31,
+                            description="pixels per frame (default 8192x4320)")
+    max_frames: int = Field(DEFAULT_LIMITS.max_frames, ge=1, description="frames per video")
+    max_duration_s: float = Field(DEFAULT_LIMITS.max_duration_s, gt=0, description="seconds of video")
+    decode_seconds: float | None = Field(DEFAULT_LIMITS.decode_seconds, gt=0,
+                                         description="the watchdog: seconds one video may be read for "
+                                                     "in one stage (None: no watchdog)")
+    chunk_mb: float = Field(DEFAULT_LIMITS.chunk_mb, ge=1, le=65536,
+                            description="MiB of decoded RGB frames held at once (stages 3, predict)")
+    formats: list[str] = Field(default_factory=lambda: list(FORMATS),
+                               description="FFmpeg demuxers a video may be read with (no playlists)")
+
+    @field_validator("formats")
+    @classmethod
+    def _no_playlists(cls, v: list[str]) -> list[str]:
+        bad = [f for f in v if f in ("hls", "applehttp", "dash", "concat", "image2", "data", "tee")]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a playlist, list or image sequence may not be allowed")
+        if not v:
+            raise ValueError("needs at least one format, e.g. ['mov', 'matroska']")
+        return v
+
+    def video_limits(self) -> Limits:
+        """These bounds as the video layer takes them (:func:`fvcflow.video.limits.bounded`)."""
+        return Limits(max_pixels=self.max_pixels, max_frames=self.max_frames,
+                      max_duration_s=self.max_duration_s, decode_seconds=self.decode_seconds,
+                      chunk_mb=self.chunk_mb, formats=tuple(self.formats))
+
+
 class Settings(_Model):
     """Everything a pipeline run needs; the flow's only parameter."""
 
@@ -254,6 +289,7 @@ class Settings(_Model):
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     dask_address: str | None = Field(None, description="tcp://host:port of an existing Dask scheduler")
     workers: int | None = Field(None, ge=1, le=1024, description="Dask worker processes (default: cores)")

@@ -45,7 +45,8 @@ def run(args) -> int:
         try:
             rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
                                          face_model=settings.features.face_model,
-                                         face_every=settings.features.face_every)
+                                         face_every=settings.features.face_every,
+                                         limits=settings.limits.video_limits())
         except FvcError as exc:
             rec["error"] = str(exc)
         except Exception as exc:  # one bad file must not stop the others; say what happened

@@ -27,6 +27,7 @@ from fvcflow.config import REGISTERED_NAME
 from fvcflow.errors import FvcError
 from fvcflow.schema import FACE_PREFIX, LOCAL_PREFIXES, S4_FLAGS, STAGE4_PREFIX
 from fvcflow.store import Lake
+from fvcflow.video.limits import Limits, bounded
 
 DEFAULT_NAME = REGISTERED_NAME  # fvcflow.config: the one place the name is written
 
@@ -97,13 +98,21 @@ class Detector:
         return row
 
     def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
-              face_model: str | Path | None = None, face_every: int = 3) -> float:
+              face_model: str | Path | None = None, face_every: int = 3,
+              limits: Limits | None = None) -> float:
         """``P(fake)`` of one video file, whatever the model's kind.
 
         A feature model measures the video (:meth:`features`); a deep model sees it as training
         did: letterboxed like stage 3 (``scale_size``), then its evaluation clips with its own
-        normalisation, the clip logits averaged.
+        normalisation, the clip logits averaged. The video is read within ``limits`` (default: the
+        bounds in force, :mod:`fvcflow.video.limits`), its watchdog started here: a bound crossed
+        is a VideoError naming it.
         """
+        with bounded(limits):
+            return self._score(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
+                               face_every=face_every)
+
+    def _score(self, path, *, scale_size, scale_crf, face_model, face_every) -> float:
         if self.video is None:
             return self.predict_rows([self.features(path, scale_size=scale_size, scale_crf=scale_crf,
                                                     face_model=face_model, face_every=face_every)])[0]

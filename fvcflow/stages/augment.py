@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from fvcflow import video
+from fvcflow.video.limits import chunk_frames
 from fvcflow.video.write import STAGE_PRESET
 
 SPATIAL_OPS = ("rotate", "hflip", "color", "noise", "blur", "affine", "elastic", "cutout")
@@ -400,21 +401,6 @@ def augment_video(src: str | Path, dst: str | Path, params: AugmentParams, *, ch
     return {"params": params.to_json(), "ops": ",".join(params.ops), "n_frames_in": n_in,
             "n_frames_out": n_out, "width": width, "height": height, "fps": info.fps,
             "seconds": time.perf_counter() - t0}
-
-
-def chunk_frames(chunk: int, height: int, width: int, max_chunk_mb: float | None = 256) -> int:
-    """Frames per chunk: ``chunk``, capped so that one RGB chunk stays within ``max_chunk_mb`` MiB.
-
-    Examples
-    --------
-    >>> chunk_frames(250, 256, 256), chunk_frames(250, 1080, 1920)
-    (250, 43)
-    """
-    if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}")
-    if max_chunk_mb is None:
-        return chunk
-    return max(1, min(chunk, int(max_chunk_mb * 2**20 // (height * width * 3))))
 
 
 def _chunks(src: Path, step: int, height: int, width: int, threads: bool | int | None):

@@ -34,6 +34,7 @@ from fvcflow.store import (
     write_checked_parquet,
     write_parquet_atomic,
 )
+from fvcflow.video.limits import bounded
 
 log = logging.getLogger("fvcflow.stages")
 
@@ -153,14 +154,23 @@ def batches(jobs: list[Job], workers: int, *, max_size: int = 32) -> list[list[J
 
 
 def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
-    """Compute each job, cache its row at once; a bad video becomes a failure row, not an error."""
+    """Compute each job, cache its row at once; a bad video becomes a failure row, not an error.
+
+    Each video is read within ``settings.limits`` (its own watchdog: ``limits.decode_seconds``);
+    a bound crossed is a VideoError naming it. Any other exception of one video (MemoryError, a
+    decoder's RuntimeError ...) is that video's failure row too, on the first try: the batch goes
+    on and is not retried. Only a full disk (no video is to blame) and other OSErrors (the lake's
+    I/O, which may pass) stop the batch.
+    """
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
+    limits = settings.limits.video_limits()
     t0 = time.perf_counter()
     done, failures = [], []
     for job in jobs:
         try:
-            result = spec.run(job, settings)
+            with bounded(limits):
+                result = spec.run(job, settings)
         except DiskFullError:
             raise                                    # the stage stops: no video is to blame
         except FvcError as exc:
@@ -173,6 +183,11 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
             if is_disk_full(exc):
                 raise DiskFullError(job.params.get("dst") or _cache_file(lake, spec.name, job.key)) from None
             raise
+        except Exception as exc:  # noqa: BLE001 - one video's failure, whatever it is, is its row
+            log.warning("%s: %s failed with %s: %s", spec.name, job.path, type(exc).__name__, exc)
+            failures.append(failure_row(spec.name, job.path, f"{type(exc).__name__}: {exc}"[:500],
+                                        video_id=job.video_id, error_type=type(exc).__name__))
+            continue
         # the cache holds what the content determines; identity (video_id, keys) comes from the plan
         row = {**result, "cache_key": job.key}
         write_checked_parquet(pl.DataFrame([row], infer_schema_length=None),

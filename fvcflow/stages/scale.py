@@ -38,7 +38,9 @@ def letterbox(frames: np.ndarray, size: int) -> np.ndarray:
 
 def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int = 18,
                 chunk: int = 250, threads: bool | int | None = None, preset: str = STAGE_PRESET) -> dict:
-    """Write the letterboxed H.264 copy of ``src`` to ``dst``; memory is constant in video length.
+    """Write the letterboxed H.264 copy of ``src`` to ``dst``; memory is constant in video length
+    and bounded in frame size: a chunk is at most ``chunk`` frames and ``limits.chunk_mb`` MiB of
+    RGB (:func:`fvcflow.video.iter_rgb`), one chunk alive at a time.
 
     Returns the row of ``stage3/scaled.parquet`` for this video (sizes and the up/down flags).
     """
@@ -49,6 +51,7 @@ def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int =
         for frames in iter_rgb(src, chunk=chunk, threads=threads):
             writer.write(letterbox(frames, size))
             n_out += len(frames)
+            del frames   # let the chunk go before the next one is decoded: one chunk in memory, not two
     longest = max(info.width, info.height)
     return {
         "src_width": info.width,

@@ -7,7 +7,9 @@ understands; no ``av.error.*`` or ``OSError`` leaves this package.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +18,7 @@ import av
 import numpy as np
 
 from fvcflow.errors import VideoError
+from fvcflow.video import limits as bounds
 
 # First bytes of the containers we can name when FFmpeg refuses the file (offset, magic, name).
 _MAGIC = (
@@ -23,6 +26,12 @@ _MAGIC = (
     (0, (b"\x1aE\xdf\xa3",), "matroska/webm"),
     (8, (b"AVI ",), "avi"),
 )
+# First bytes of still images (offset, magic, name): FFmpeg reads them with image demuxers, off the list.
+_IMAGES = ((0, b"\x89PNG", "png"), (0, b"\xff\xd8\xff", "jpeg"), (0, b"GIF8", "gif"), (0, b"BM", "bmp"),
+           (8, b"WEBP", "webp"), (0, b"II*\x00", "tiff"), (0, b"MM\x00*", "tiff"))
+# First bytes of playlists and lists of other files (never opened: they name files or URLs to read).
+_PLAYLISTS = ((b"#EXTM3U", "an HLS playlist (m3u8)"), (b"ffconcat", "an FFmpeg concat list"),
+              (b"<?xml", "an XML document (a DASH manifest?)"), (b"<MPD", "a DASH manifest"))
 
 
 @dataclass(frozen=True)
@@ -99,14 +108,18 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     >>> info.codec, info.width, info.height, info.n_frames  # doctest: +SKIP
     ('h264', 640, 360, 250)
     """
+    limits = bounds.current()
     with open_video(path) as (container, stream):
-        scan = _scan(container, stream)
+        scan = _scan(container, stream, limits.max_frames)
         if scan.n_frames == 0:
             raise VideoError(path, "no decodable frames (no complete key frame in the video stream)")
         first = scan.first_frame
         if first is None:
             raise VideoError(path, "no decodable frames")
+        bounds.check_size(path, first.width, first.height, limits)
         fps = _fps(stream, scan)
+        duration = _duration(stream, container, scan, fps)
+        bounds.check_length(path, scan.n_frames, duration, limits)
         return VideoInfo(
             path=os.fspath(path),
             container=_container_name(container.format.name, path),
@@ -116,7 +129,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
             height=first.height,
             rotation=_rotation(first, stream),
             fps=fps,
-            duration=_duration(stream, container, scan, fps),
+            duration=duration,
             n_frames=scan.n_frames,
             bit_rate=stream.bit_rate or None,
             keyframes=scan.keyframes,
@@ -136,16 +149,35 @@ def open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCont
     """Open ``path`` and yield ``(container, video stream)``; every failure is a VideoError.
 
     FFmpeg errors raised inside the ``with`` block are converted too (as "truncated or corrupt").
+    Within the bounds in force (:mod:`fvcflow.video.limits`): a local file only (FFmpeg gets an
+    absolute path and may open nothing but files: no protocol, URL or playlist), read with a
+    demuxer of ``limits.formats``; a frame size over ``limits.max_pixels`` or a declared duration
+    over ``limits.max_duration_s`` is refused before a frame is decoded.
     """
+    limits = bounds.current()
     head = _read_head(path)
+    for magic, what in _PLAYLISTS:
+        if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(magic):
+            raise VideoError(path, f"container format not allowed: {what}, not a video file "
+                                   f"(limits.formats)")
+    options = {"format_whitelist": ",".join(limits.formats), "protocol_whitelist": "file"}
     try:
-        container = av.open(os.fspath(path), metadata_errors="replace")
+        container = av.open(os.path.abspath(os.fspath(path)), metadata_errors="replace",
+                            container_options=options)
     except av.error.FFmpegError as exc:
         raise _open_error(path, head, exc) from None
     except OSError as exc:
         raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
     try:
-        yield container, _video_stream(container, path)
+        stream = _video_stream(container, path)
+        ctx = stream.codec_context
+        bounds.check_size(path, ctx.width, ctx.height, limits)
+        declared = container.duration / av.time_base if container.duration else 0.0
+        if declared > limits.max_duration_s:
+            bounds.check_length(path, 0, declared, limits)
+        yield container, stream
+    except bounds.BoundExceeded as exc:
+        raise VideoError(path, str(exc)) from None
     except OSError as exc:                               # av.error.* I/O errors are OSErrors too
         raise VideoError(path, f"cannot read file ({exc.strerror or exc})") from None
     except av.error.FFmpegError as exc:
@@ -174,6 +206,13 @@ def _read_head(path) -> bytes:
 def _open_error(path, head: bytes, exc: av.error.FFmpegError) -> VideoError:
     if isinstance(exc, PermissionError):
         return VideoError(path, "permission denied")
+    if getattr(exc, "errno", None) == errno.EINVAL:   # refused: a format off the allow-list
+        image = next((name for off, magic, name in _IMAGES if head[off:off + len(magic)] == magic), None)
+        if image:
+            return VideoError(path, f"not a video (a still image, {image})")
+        refused = _not_allowed(exc) or "a format off the allow-list"
+        return VideoError(path, f"container format not allowed: FFmpeg reads it as {refused} "
+                                f"(limits.formats: {', '.join(bounds.current().formats)})")
     kind = next((name for off, magics, name in _MAGIC if head[off:off + 4] in magics), None)
     if kind is None:
         return VideoError(path, f"not a video container (FFmpeg: {_describe(exc)})")
@@ -181,6 +220,14 @@ def _open_error(path, head: bytes, exc: av.error.FFmpegError) -> VideoError:
         return VideoError(path, "truncated or corrupt: mp4/mov without a readable index "
                                 f"(moov atom missing; interrupted download?) (FFmpeg: {_describe(exc)})")
     return VideoError(path, f"truncated or corrupt: unreadable {kind} header (FFmpeg: {_describe(exc)})")
+
+
+def _not_allowed(exc: av.error.FFmpegError) -> str | None:
+    """The demuxer's name when FFmpeg refused the file for a format off the allow-list."""
+    line = exc.log[2] if getattr(exc, "log", None) else ""
+    if "not on whitelist" in line:
+        return "'" + line.split("Format ", 1)[-1].split(" not on whitelist", 1)[0].strip() + "'"
+    return None
 
 
 def _describe(exc: av.error.FFmpegError) -> str:
@@ -231,11 +278,15 @@ def frame_packets(container, stream) -> Iterator[av.Packet]:
                 yield packet
 
 
-def _scan(container, stream) -> _Scan:
-    """One demux pass: count frame packets, note key packets and timestamps, decode frame 0."""
+def _scan(container, stream, max_frames: int) -> _Scan:
+    """One demux pass: count frame packets, note key packets and timestamps, decode frame 0;
+    stops past ``max_frames`` frames (BoundExceeded)."""
     pts, durations, keys = [], [], []
     first = None
     for packet in frame_packets(container, stream):
+        if len(pts) >= max_frames:
+            raise bounds.BoundExceeded(f"over the frame bound: more than {max_frames} frames "
+                                       f"(limits.max_frames = {max_frames})")
         if first is None:
             first = _decode_first(stream, packet)
         if packet.is_discard:
@@ -249,9 +300,14 @@ def _scan(container, stream) -> _Scan:
 
 
 def _demux_until_error(container, stream) -> Iterator[av.Packet]:
-    """Packets of ``stream``; a read error ends the stream (what follows is not in the file)."""
+    """Packets of ``stream``; a read error ends the stream (what follows is not in the file).
+    The watchdog (:func:`fvcflow.video.limits.bounded`) is checked at every packet."""
     packets = container.demux(stream)
+    deadline = bounds.watchdog()
+    clock = time.monotonic
     while True:
+        if deadline is not None and clock() > deadline:
+            raise bounds.over_time()
         try:
             packet = next(packets)
         except (StopIteration, av.error.InvalidDataError, av.error.EOFError):

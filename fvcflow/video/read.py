@@ -10,6 +10,8 @@ import numpy as np
 
 from fvcflow.errors import VideoError
 from fvcflow.kernels import rgb_to_gray
+from fvcflow.video import limits as bounds
+from fvcflow.video.limits import chunk_frames
 from fvcflow.video.probe import VideoInfo, frame_packets, open_video, probe
 
 # A seek (demuxer seek + decoder flush + restart) costs about as much CPU as decoding this many
@@ -266,12 +268,15 @@ def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
     return out
 
 
-def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None) -> Iterator[np.ndarray]:
+def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
+             max_chunk_mb: float | None | str = "limits") -> Iterator[np.ndarray]:
     """Decode every frame as RGB, in chunks of uint8[n <= chunk, H, W, 3]; memory is constant in length.
 
-    Nothing is applied to the frames (rotation is reported by :func:`probe`, not applied). A
-    change of frame size mid-stream ends the current chunk early. ``threads`` as in
-    :func:`iter_luma`.
+    A chunk holds at most ``max_chunk_mb`` MiB of RGB frames too (``"limits"``, the default:
+    ``chunk_mb`` of the bounds in force, :mod:`fvcflow.video.limits`; None: no cap), so memory
+    does not grow with the frame size either. Nothing is applied to the frames (rotation is
+    reported by :func:`probe`, not applied). A change of frame size mid-stream ends the current
+    chunk early. ``threads`` as in :func:`iter_luma`.
 
     Examples
     --------
@@ -280,16 +285,20 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None) -> It
     """
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
+    limits = bounds.current()
+    cap = limits.chunk_mb if max_chunk_mb == "limits" else max_chunk_mb
     with open_video(path) as (container, stream):
         _set_threads(stream, threads)
         buf, n = None, 0
         for frame in _decode(container, stream):
             rgb = frame.to_ndarray(format="rgb24")
-            if buf is not None and (n == chunk or rgb.shape != buf.shape[1:]):
+            if buf is not None and (n == len(buf) or rgb.shape != buf.shape[1:]):
                 yield buf[:n]
                 buf = None
             if buf is None:
-                buf, n = np.empty((chunk, *rgb.shape), np.uint8), 0
+                bounds.check_size(path, rgb.shape[1], rgb.shape[0], limits)
+                buf, n = np.empty((chunk_frames(chunk, rgb.shape[0], rgb.shape[1], cap), *rgb.shape),
+                                  np.uint8), 0
             buf[n] = rgb
             n += 1
         if buf is None:

@@ -1,0 +1,155 @@
+"""Bounded cost per video (issue 26, part 2), faults injected for real: a video over a bound, a
+playlist named ``.mp4``, a decode that never ends and a video whose processing raises are each
+one failure row naming the cause, on the first try, and the batch's other videos succeed. Plus
+stage 3's memory on an 8K video, measured in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from fvcflow.config import Settings
+from fvcflow.stages import runner
+from fvcflow.stages.runner import Job
+from tests.media import write_video
+
+
+def settings(tmp_path: Path, **limits) -> Settings:
+    return Settings(home=tmp_path / "home", workers=1, limits=limits).resolved()
+
+
+def job(path: Path, name: str) -> Job:
+    return Job(key=f"{name:0>8}", video_id=name, path=str(path), carry={"video_id": name})
+
+
+def run(tmp_path: Path, bad: Path, **limits) -> dict:
+    good = write_video(tmp_path / "good.mp4", n=12, width=96, height=64)
+    out = runner.run_batch("features", [job(bad, "bad"), job(good, "good")], settings(tmp_path, **limits))
+    assert out.done == ["good"], out.failures                     # the batch goes on
+    assert [f["video_id"] for f in out.failures] == ["bad"]
+    return out.failures[0]
+
+
+def test_a_frame_over_the_pixel_bound_is_one_failure_row_naming_it(tmp_path):
+    """(x264 and FFmpeg's mjpeg refuse to write a 16Kx16K frame, and FFmpeg does not report the
+    size of a file whose header was edited to declare one: the bound is lowered instead.)"""
+    big = write_video(tmp_path / "big.mp4", n=3, width=256, height=256)
+    row = run(tmp_path, big, max_pixels=128 * 128)
+    assert "over the pixel bound" in row["reason"] and "limits.max_pixels = 16384" in row["reason"]
+    assert row["error_type"] == "VideoError"
+
+
+def test_a_video_over_the_frame_and_duration_bounds_is_refused(tmp_path):
+    long = write_video(tmp_path / "long.mp4", n=40, width=64, height=48)
+    assert "limits.max_frames = 20" in run(tmp_path, long, max_frames=20)["reason"]
+    assert "limits.max_duration_s" in run(tmp_path / "d", long, max_duration_s=1.0)["reason"]
+
+
+def test_an_hls_playlist_named_mp4_is_refused_without_reading_its_segments(tmp_path):
+    seg = write_video(tmp_path / "seg.ts", n=12, codec="libx264")
+    bad = tmp_path / "playlist.mp4"
+    bad.write_text(f"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\n{seg}\n#EXT-X-ENDLIST\n")
+    row = run(tmp_path, bad)
+    assert "container format not allowed" in row["reason"] and "HLS" in row["reason"]
+
+
+def test_protocols_and_formats_off_the_list_are_refused(tmp_path):
+    from fvcflow.errors import VideoError
+    from fvcflow.video import limits, probe
+
+    clip = write_video(tmp_path / "clip.mkv", n=6)
+    with pytest.raises(VideoError, match="file not found"):
+        probe(f"concat:{clip}|{clip}")                              # a protocol is never parsed
+    with limits.bounded(limits.Limits(formats=("mov",))), pytest.raises(VideoError, match="not allowed"):
+        probe(clip)
+    assert probe(clip).n_frames == 6
+
+
+def endless_ts(fifo: Path, data: bytes, stop: threading.Event) -> None:
+    """Write an MPEG-TS stream into ``fifo`` again and again, to every reader, until ``stop``."""
+    while not stop.is_set():
+        try:
+            with open(fifo, "wb") as fh:
+                while not stop.is_set():
+                    fh.write(data)
+        except (BrokenPipeError, OSError):
+            continue
+
+
+def test_a_decode_that_never_ends_is_stopped_by_the_watchdog(tmp_path):
+    src = write_video(tmp_path / "src.ts", n=25, width=96, height=64)
+    fifo = tmp_path / "endless.ts"
+    os.mkfifo(fifo)
+    stop = threading.Event()
+    writer = threading.Thread(target=endless_ts, args=(fifo, src.read_bytes(), stop), daemon=True)
+    writer.start()
+    try:
+        row = run(tmp_path, fifo, decode_seconds=3.0)
+    finally:
+        stop.set()
+        try:                                                      # let the writer see the stop
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert "over the decode time bound" in row["reason"] and "limits.decode_seconds = 3" in row["reason"]
+
+
+def test_any_exception_of_one_video_is_its_failure_row_on_the_first_try(tmp_path, monkeypatch):
+    from fvcflow.stages import specs
+
+    bad = write_video(tmp_path / "bad.mp4", n=6)
+    real = specs.SPECS["features"]
+    calls = []
+
+    def run_one(j, s):
+        calls.append(j.video_id)
+        if j.video_id == "bad":
+            raise MemoryError("cannot allocate 25 GB")
+        return real.run(j, s)
+
+    monkeypatch.setitem(specs.SPECS, "features", real.__class__(real.name, real.table, real.jobs, run_one))
+    row = run(tmp_path, bad)
+    assert row["error_type"] == "MemoryError" and "25 GB" in row["reason"]
+    assert calls == ["bad", "good"]
+
+
+PEAK = """
+import sys
+from fvcflow.stages.scale import scale_video
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
+
+scale_video(sys.argv[1], sys.argv[3] + "/warm.mp4", threads=1)   # warm: imports, codec tables
+with open("/proc/self/clear_refs", "w") as fh:                   # reset the peak (VmHWM)
+    fh.write("5")
+before = status("VmRSS:")
+scale_video(sys.argv[2], sys.argv[3] + "/out.mp4", threads=1)
+print(status("VmHWM:") - before)
+"""
+
+
+def scale_peak(warm: Path, video: Path, out: Path) -> int:
+    res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(out)],
+                         capture_output=True, text=True, check=True)
+    return int(res.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_8k_stage3_memory_is_bounded_by_the_chunk_cap(tmp_path):
+    """Stage 3 on 7680x4320 holds at most ``limits.chunk_mb`` (256 MiB: 2 frames) of RGB, not a
+    250-frame chunk (about 25 GB; the 10 frames of this clip would be 950 MiB)."""
+    from tests.test_reliability_inputs import eight_k
+
+    warm = write_video(tmp_path / "warm.mp4", n=3, width=96, height=64)
+    clip = eight_k(tmp_path / "8k.mp4", 10)
+    growth = scale_peak(warm, clip, tmp_path)
+    rgb = 7680 * 4320 * 3
+    print(f"8K (10 frames) stage 3 peak RSS growth: {growth / 2**20:.0f} MiB")
+    assert growth < 7 * rgb                   # 250 frames: 250 * rgb; all 10 frames alone: 10 * rgb
