@@ -103,11 +103,16 @@ def test_no_library_log_line_and_no_error_after_success(run):
     assert "pickle or cloudpickle format" not in log      # the models were logged with skops
 
 
-def test_models_are_logged_in_the_skops_format(run):
+def test_models_are_logged_in_the_safe_format(run):
+    """Every logged model is fvcflow's code-based pyfunc over parts that load without unpickling."""
     lake, _ = run
     mlmodels = list(lake.mlartifacts.rglob("MLmodel"))
     assert len(mlmodels) >= 2
-    assert all("serialization_format: skops" in p.read_text() for p in mlmodels)
+    for path in mlmodels:
+        text = path.read_text()
+        assert "python_model: pyfunc_model.py" in text or "pyfunc_model.py" in text, text
+        assert not list(path.parent.rglob("*.pkl")), path.parent
+        assert list(path.parent.rglob("fvc-model.json")), path.parent
 
 
 def test_explore_writes_its_page_and_plots_from_the_tables(run):
