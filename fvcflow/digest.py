@@ -28,12 +28,15 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from fvcflow.schema import STAGE_TABLES
 from fvcflow.store import Lake
 
 #: columns no digest covers: timings, and paths (they name the work dir or the corpus folder)
 TIMING = ("seconds", "fit_seconds", "log_seconds", "recorded_at")
-#: the tables of a lake, in pipeline order: what a digest is kept of
-TABLES = ("index", "stage1", "stage2", "stage3", "stage4", "splits", "predictions")
+#: the tables of a lake, in pipeline order: what a digest is kept of (the stages' tables from the schema)
+TABLES = ("index", *STAGE_TABLES.values(), "splits", "predictions")
+#: the tables a model is trained from (its MLflow run carries their digests, ``fvc.digest.<table>``)
+INPUT_TABLES = TABLES[:TABLES.index("predictions")]
 #: digits of the hex digest
 SIZE = 12
 
@@ -81,7 +84,7 @@ def column_digests(df: pl.DataFrame) -> dict[str, str]:
     return out
 
 
-def table_digest(path: str | Path) -> str | None:
+def parquet_digest(path: str | Path) -> str | None:
     """The digest of the Parquet table at ``path``; None when there is none."""
     path = Path(path)
     return frame_digest(pl.read_parquet(path)) if path.exists() else None
@@ -91,7 +94,7 @@ def lake_digests(lake: Lake, tables: tuple[str, ...] = TABLES) -> dict[str, str]
     """``{table: digest}`` of the lake's tables that exist (names as ``Lake``'s attributes)."""
     out = {}
     for name in tables:
-        digest = table_digest(getattr(lake, name))
+        digest = parquet_digest(getattr(lake, name))
         if digest is not None:
             out[name] = digest
     return out

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from fvcflow import fingerprint
 from fvcflow.config import Settings
-from fvcflow.digest import column_digests, compare, frame_digest, lake_digests, main, table_digest
+from fvcflow.digest import column_digests, compare, frame_digest, lake_digests, main, parquet_digest
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
 from fvcflow.store import Lake
@@ -78,7 +78,7 @@ def test_two_work_dirs_publish_equal_digests(two_dirs):
     assert pl.read_parquet(lake_a.index)["path"][0] != pl.read_parquet(lake_b.index)["path"][0]
     assert report_a.digest and report_a.digest == report_b.digest
     assert report_a.as_rows()[0]["digest"] == report_a.digest
-    assert report_a.digest == table_digest(lake_a.stage2)
+    assert report_a.digest == parquet_digest(lake_a.stage2)
     assert lake_digests(lake_a) == lake_digests(lake_b) and set(lake_digests(lake_a)) == {"index", "stage2"}
     assert compare(tmp / "home-a", tmp / "home-b") == [f"index: {lake_digests(lake_a)['index']} in both",
                                                        f"stage2: {report_a.digest} in both"]
@@ -93,7 +93,7 @@ def test_one_changed_feature_value_shows(two_dirs, tmp_path, capsys):
     x = t["grad_mean_mean"].to_numpy().copy()
     x[3] = np.nextafter(x[3], np.inf)                 # one value, one ulp
     t.with_columns(grad_mean_mean=pl.Series(x)).write_parquet(lake_c.stage2)
-    assert table_digest(lake_c.stage2) != report_b.digest
+    assert parquet_digest(lake_c.stage2) != report_b.digest
     lines = compare(tmp / "home-a", home_c)
     assert lines[0].endswith("in both") and lines[1].endswith("1 columns differ: grad_mean_mean"), lines
     assert main([str(tmp / "home-a"), str(home_c)]) == 0
@@ -129,12 +129,12 @@ def test_fingerprint_and_digests_reach_mlflow_the_report_and_the_card(tmp_path):
         os.chdir(cwd)
     fp = fingerprint.fingerprint()
     assert set(summary.digests) >= {"index", "stage2", "splits", "predictions"}
-    assert summary.digests["predictions"] == table_digest(lake.predictions)
+    assert summary.digests["predictions"] == parquet_digest(lake.predictions)
     run = MlflowClient(lake.mlflow_uri).get_run(summary.results[0].run_id)
     tags = run.data.tags
     assert tags["fvc.env.cpu"] == fp["cpu"] and tags["fvc.env.numba"] == fp["numba"]
     assert tags["fvc.env.cpu_vector"] == fp["cpu_vector"] and tags["fvc.env.numba_cpu"] == fp["numba_cpu"]
-    assert tags["fvc.digest.stage2"] == table_digest(lake.stage2)
+    assert tags["fvc.digest.stage2"] == parquet_digest(lake.stage2)
     assert tags["fvc.digest.splits"] == summary.digests["splits"]
     page = summary.report_path.read_text()
     assert "id='environment'" in page or 'id="environment"' in page

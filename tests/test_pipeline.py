@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import (
 )
 
 from fvcflow.config import Settings
-from fvcflow.digest import lake_digests, table_digest
+from fvcflow.digest import lake_digests, parquet_digest
 from fvcflow.flows.pipeline import fvc
 from fvcflow.stages.features import feature_columns
 from fvcflow.store import Lake
@@ -148,7 +148,7 @@ def test_train_stage_through_the_flow(run):
     assert state.is_completed(), state.message
     row = by_stage(state.result())["train"]
     assert row["models"] == 4 and row["registered_version"] is not None
-    assert row["digest"] == table_digest(lake.predictions)
+    assert row["digest"] == parquet_digest(lake.predictions)
     preds = pl.read_parquet(lake.predictions)
     assert set(preds["model"]) == {"logreg_s2", "logreg_s24", "xgb_s24", "stack_s24"}
     splits = pl.read_parquet(lake.splits)

@@ -24,7 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from fvcflow import fingerprint, saved
 from fvcflow.config import TrainConfig
-from fvcflow.digest import lake_digests
+from fvcflow.digest import INPUT_TABLES, lake_digests
 from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
 from fvcflow.store import Lake
@@ -61,10 +61,6 @@ def log_model(model: Any, example: Any = None, **kw: Any):
     """Log ``model`` (any kind) in the safe format (:mod:`fvcflow.saved`: a code-based pyfunc over
     parts that load without unpickling); MLflow's ``ModelInfo``."""
     return saved.log_model(model, example, **kw)
-
-
-#: the lake's tables a model is trained from: their digests are tags of its run (``fvc.digest.<table>``)
-INPUT_TABLES = ("index", "stage1", "stage2", "stage3", "stage4", "splits")
 
 
 def _clean(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
