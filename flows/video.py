@@ -6,6 +6,7 @@ worker of a video stage needs neither torch, scikit-learn nor MLflow (the traini
 
 from __future__ import annotations
 
+from distributed import KilledWorker
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -14,8 +15,8 @@ from prefect.tasks import exponential_backoff
 
 from fvcflow.config import STAGES, Settings
 from fvcflow.engine import scheduler_lost
-from fvcflow.errors import FvcError
-from fvcflow.stages import runner
+from fvcflow.errors import FvcError, WorkerDied
+from fvcflow.stages import guard, runner
 from fvcflow.stages.ingest import ingest_corpus
 from fvcflow.stages.specs import SPECS
 
@@ -23,10 +24,11 @@ VIDEO_STAGES = tuple(s for s in STAGES if s in SPECS)   # the stages the runner 
 
 
 def transient(task, task_run, state) -> bool:
-    """Retry what may pass (I/O hiccups, a lost worker); never a user's mistake."""
+    """Retry what may pass (I/O hiccups); never a user's mistake, nor a dead worker: Dask has run
+    the task again already, and the flow splits a batch whose worker died (:mod:`fvcflow.stages.guard`)."""
     try:
         state.result()
-    except FvcError:
+    except (FvcError, KilledWorker):
         return False
     except Exception:  # noqa: BLE001 - anything else may be transient
         return True
@@ -53,8 +55,36 @@ def plan_task(stage: str, settings: Settings) -> runner.StagePlan:
 
 
 @task(name="videos", tags=["video"], **RETRY)
-def batch_task(stage: str, jobs: list[runner.Job], settings: Settings) -> runner.BatchOutcome:
-    return runner.run_batch(stage, jobs, settings)
+def batch_task(stage: str, jobs: list[runner.Job], settings: Settings, token: str) -> runner.BatchOutcome:
+    return guard.guarded_batch(stage, jobs, settings, token)
+
+
+def run_batches(stage: str, batches: list[list[runner.Job]], settings: Settings):
+    """The outcomes of ``batches`` as they finish. A batch of several videos whose worker died
+    (``WorkerDied`` from its next attempt, or the scheduler's ``KilledWorker``) runs again as one
+    task per video; a one-video task whose worker died is that video's failure row."""
+    tokens: list[str] = []
+    try:
+        while batches:
+            pending = {}
+            for b in batches:
+                tokens.append(guard.new_token())
+                pending[batch_task.submit(stage, b, settings, tokens[-1])] = b
+            batches = []
+            for future in as_completed(list(pending)):
+                jobs = pending[future]
+                try:
+                    yield future.result()
+                except (WorkerDied, KilledWorker):
+                    if len(jobs) > 1:
+                        get_run_logger().warning("%s: a worker died running %d videos; running them "
+                                                 "one per task", stage, len(jobs))
+                        batches.extend([j] for j in jobs)
+                    else:
+                        get_run_logger().warning("%s: %s killed its worker", stage, jobs[0].path)
+                        yield guard.killed_outcome(stage, jobs[0])
+    finally:
+        guard.forget(settings.home, tokens)
 
 
 @task(name="publish", cache_policy=NO_CACHE, persist_result=False)
@@ -73,8 +103,7 @@ def video_stage(stage: str, settings: Settings) -> dict:
     try:
         plan = plan_task(stage, settings)
         jobs = runner.batches(plan.todo, settings.n_workers())
-        futures = [batch_task.submit(stage, b, settings) for b in jobs]
-        outcomes = runner.collect(plan, (f.result() for f in as_completed(futures)))  # as they finish
+        outcomes = runner.collect(plan, run_batches(stage, jobs, settings))  # as they finish
         return finish_task(plan, outcomes, settings)
     except Exception as exc:
         raise (scheduler_lost(settings.dask_address, exc) or exc) from None

@@ -37,6 +37,20 @@ class ArchiveError(FvcError):
         return (type(self), (self.path, self.reason))
 
 
+class WorkerDied(FvcError):
+    """The Dask worker running a batch of several videos died (a crash, ``os._exit``, the OOM
+    killer): the batch is run again one video per task, so that only the video to blame fails."""
+
+    def __init__(self, stage: str, video_ids: list[str]):
+        self.stage = stage
+        self.video_ids = list(video_ids)
+        super().__init__(f"{stage}: the worker running {len(self.video_ids)} videos died; "
+                         "running them one video per task")
+
+    def __reduce__(self):
+        return (type(self), (self.stage, self.video_ids))
+
+
 class DiskFullError(FvcError):
     """A write ran out of space (``ENOSPC``/``EDQUOT``). ``path`` names the file being written.
 
