@@ -100,6 +100,19 @@ def test_letterbox_pads_with_black_and_keeps_the_picture():
     assert (out[:, 17:47] == 200).all()
 
 
+def test_scale_video_letterboxes_each_frame_as_letterbox_does_on_whole_chunks(tmp_path):
+    """Stage 3 letterboxes frame by frame as it decodes (one full-size frame alive): the video
+    it writes is byte for byte the one encoded from whole decoded chunks letterboxed at once."""
+    from fvcflow.video import VideoWriter, iter_rgb
+    from fvcflow.video.write import STAGE_PRESET
+
+    src = write_video(tmp_path / "s.mp4", n=30, width=320, height=180, seed=3)
+    scale_video(src, tmp_path / "new.mp4", size=128, threads=1)
+    with VideoWriter(tmp_path / "ref.mp4", 128, 128, 25.0, crf=18, options={"preset": STAGE_PRESET}) as w:
+        w.write(letterbox(np.concatenate(list(iter_rgb(src, chunk=250, threads=1))), 128))
+    assert (tmp_path / "new.mp4").read_bytes() == (tmp_path / "ref.mp4").read_bytes()
+
+
 def test_scale_video_writes_a_square_h264_and_flags(tmp_path):
     src = write_video(tmp_path / "s.webm", n=9, width=65, height=49)
     row = scale_video(src, tmp_path / "out" / "s.mp4", size=128)

@@ -340,6 +340,24 @@ def test_iter_rgb_chunks(videos):
         next(iter_rgb(path, chunk=0))
 
 
+def test_iter_rgb_transforms_each_frame_as_decoded_and_caps_the_transformed_chunk(videos):
+    """``transform`` sees every decoded frame alone, full size; the chunks hold its results,
+    capped in MiB at their own size (a 4x4 frame: 250 frames fit in 0.01 MiB)."""
+    path = videos["h264_mkv"][0]
+    seen = []
+
+    def shrink(frame):
+        seen.append(frame.shape)
+        return frame[::16, ::24].copy()
+
+    chunks = list(iter_rgb(path, chunk=250, max_chunk_mb=0.001, transform=shrink))
+    assert seen == [(64, 96, 3)] * 60                                   # one full frame at a time
+    assert [len(c) for c in chunks] == [21, 21, 18]                     # 0.001 MiB / 48 bytes: 21
+    with av.open(str(path)) as c:
+        expected = np.stack([f.to_ndarray(format="rgb24")[::16, ::24] for f in c.decode(video=0)])
+    np.testing.assert_array_equal(np.concatenate(chunks), expected)
+
+
 def test_iter_rgb_does_not_rotate(tmp_path):
     path = write_video(tmp_path / "rot.mp4", n=3, width=64, height=48, rotate=90)
     assert probe(path).rotation == 90

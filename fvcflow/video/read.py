@@ -269,7 +269,8 @@ def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
 
 
 def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
-             max_chunk_mb: float | None | str = "limits") -> Iterator[np.ndarray]:
+             max_chunk_mb: float | None | str = "limits",
+             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Decode every frame as RGB, in chunks of uint8[n <= chunk, H, W, 3]; memory is constant in length.
 
     A chunk holds at most ``max_chunk_mb`` MiB of RGB frames too (``"limits"``, the default:
@@ -277,6 +278,11 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
     does not grow with the frame size either. Nothing is applied to the frames (rotation is
     reported by :func:`probe`, not applied). A change of frame size mid-stream ends the current
     chunk early. ``threads`` as in :func:`iter_luma`.
+
+    ``transform`` (a resize, a letterbox) is applied to each frame as soon as it is decoded, and
+    the chunks hold its results: then a single full-size RGB frame is alive at a time, whatever
+    the chunk, and the MiB cap applies to the transformed frames. Every frame is still checked
+    against the pixel bound at its decoded size.
 
     Examples
     --------
@@ -291,7 +297,12 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
         _set_threads(stream, threads)
         buf, n = None, 0
         for frame in _decode(container, stream):
+            if transform is not None:
+                bounds.check_size(path, frame.width, frame.height, limits)
             rgb = frame.to_ndarray(format="rgb24")
+            if transform is not None:
+                del frame
+                rgb = transform(rgb)                     # the full-size frame goes at once
             if buf is not None and (n == len(buf) or rgb.shape != buf.shape[1:]):
                 yield buf[:n]
                 buf = None
