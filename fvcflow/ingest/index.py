@@ -36,6 +36,7 @@ from fvcflow.store import (
     record_failures,
     write_parquet_atomic,
 )
+from fvcflow.video.limits import Limits
 
 __all__ = ["KINDS", "INDEX_SCHEMA", "IngestSummary", "ingest", "catalog"]
 
@@ -215,7 +216,7 @@ def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
 
 def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.PathLike | None = None,
            password: bytes | None = None, workers: int | None = None, source: str | None = None,
-           progress: Callable[[str], None] | None = None) -> IngestSummary:
+           progress: Callable[[str], None] | None = None, limits: Limits | None = None) -> IngestSummary:
     """Index a corpus into ``lake``: hash and probe every video, write the index and the failures.
 
     Parameters
@@ -235,6 +236,9 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
         The ``source`` value of a folder corpus (default "folder"; the demo corpus uses "demo").
     progress : callable, optional
         Receives progress lines.
+    limits : Limits, optional
+        What one video may cost (``Settings.limits``; default: the bounds in force,
+        :mod:`fvcflow.video.limits`): a video over a bound is a failure row naming it.
 
     Returns
     -------
@@ -252,7 +256,7 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     candidates, failures = _split_unnamable(cat.candidates)
     log(f"{cat.source}: probing {len(candidates)} videos ...")
     emit("ingest_start", source=cat.source, total=len(candidates))
-    results = probe_many([c.path for c in candidates], workers=workers, log=log)
+    results = probe_many([c.path for c in candidates], workers=workers, log=log, limits=limits)
     rows = []
     for cand, res in zip(candidates, results):
         if "error" in res:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import current_process, get_context
@@ -12,15 +13,18 @@ from fvcflow import progress
 from fvcflow.errors import VideoError
 from fvcflow.store import file_hash
 from fvcflow.video import probe
+from fvcflow.video.limits import Limits, bounded, current
 
 __all__ = ["probe_one", "probe_many"]
 
 
-def probe_one(path: str | os.PathLike) -> dict:
+def probe_one(path: str | os.PathLike, limits: Limits | None = None) -> dict:
     """``{"content_hash", "probe": {...index columns}}``, or ``{"error", "error_type"}``.
 
     Never raises for a bad file: an empty, unreadable, truncated or non-video file is an error
-    entry whose reason a person understands.
+    entry whose reason a person understands. The file is probed within ``limits`` (default: the
+    bounds in force; ingest passes ``Settings.limits``), its watchdog started here: a video over
+    a bound is an error entry naming the bound.
 
     Examples
     --------
@@ -31,7 +35,8 @@ def probe_one(path: str | os.PathLike) -> dict:
         if os.path.getsize(path) == 0:
             return {"error": "empty file (0 bytes)", "error_type": "VideoError"}
         digest = file_hash(path)
-        return {"content_hash": digest, "probe": probe(path).as_row()}
+        with bounded(limits):
+            return {"content_hash": digest, "probe": probe(path).as_row()}
     except VideoError as exc:
         return {"error": exc.reason, "error_type": "VideoError"}
     except OSError as exc:
@@ -46,8 +51,9 @@ def _forkserver():
 
 
 def probe_many(paths: Sequence[str | os.PathLike], *, workers: int | None = None,
-               log: Callable[[str], None] = lambda s: None) -> list[dict]:
-    """:func:`probe_one` over ``paths`` in ``workers`` processes (default ``os.cpu_count()``), in order.
+               log: Callable[[str], None] = lambda s: None, limits: Limits | None = None) -> list[dict]:
+    """:func:`probe_one` over ``paths`` in ``workers`` processes (default ``os.cpu_count()``), in
+    order, each within ``limits`` (default: the bounds in force here, passed to the processes).
 
     Examples
     --------
@@ -55,18 +61,19 @@ def probe_many(paths: Sequence[str | os.PathLike], *, workers: int | None = None
     [None, 'empty file (0 bytes)']
     """
     paths = [str(Path(p)) for p in paths]
+    one = functools.partial(probe_one, limits=limits or current())
     workers = max(1, min(workers or os.cpu_count() or 1, len(paths) or 1))
     step = max(1, len(paths) // 20)
     out: list[dict] = []
     pool: Executor | None = None
     if workers == 1:
-        results = map(probe_one, paths)
+        results = map(one, paths)
     else:
         # A daemonic process (a Dask worker) may not fork children: threads then (PyAV and
         # hashlib release the GIL). Otherwise processes from a fork server (safe with threads).
         pool = ThreadPoolExecutor(workers) if current_process().daemon else ProcessPoolExecutor(
             workers, mp_context=_forkserver())
-        results = pool.map(probe_one, paths, chunksize=max(1, min(16, len(paths) // (workers * 8))))
+        results = pool.map(one, paths, chunksize=max(1, min(16, len(paths) // (workers * 8))))
     try:
         for i, res in enumerate(results, 1):
             out.append(res)

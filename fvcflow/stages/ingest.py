@@ -11,13 +11,14 @@ from fvcflow.store import Lake
 def ingest_corpus(settings: Settings) -> IngestSummary:
     """Index ``settings.corpus`` into the work dir; the FVC archives' password is
     ``settings.zip_password`` (from ``FVC_ZIP_PASSWORD``; never serialized with the settings, so a
-    flow run adds it with ``settings.with_process_secrets()``)."""
+    flow run adds it with ``settings.with_process_secrets()``). Every video is probed within
+    ``settings.limits``: one over a bound is a failure row naming it."""
     lake = Lake.at(settings.home)
     corpus = settings.corpus
     if corpus.kind == "demo":
         root = corpus.root or lake.demo_corpus
         make_demo_corpus(root, small=corpus.demo_small)
         return ingest("folder", root, lake, labels=root / "labels.csv", source="demo",
-                      workers=settings.n_workers())
+                      workers=settings.n_workers(), limits=settings.limits.video_limits())
     return ingest(corpus.kind, corpus.root, lake, labels=corpus.labels, password=settings.password(),
-                  workers=settings.n_workers())
+                  workers=settings.n_workers(), limits=settings.limits.video_limits())
