@@ -160,3 +160,46 @@ def test_unknown_version_names_the_versions_that_exist(trained, videos, capsys):
     assert fvc(["--home", str(lake.root), "predict", str(videos[0]), "--model", "models:/nope/1"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "no registered model 'nope'" in err and "fvc-detector" in err
+
+
+PEAK_OF_CHILD = """
+import resource, subprocess, sys
+res = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+sys.stdout.write(res.stdout)
+sys.stderr.write(res.stderr)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+sys.exit(res.returncode)
+"""
+
+
+def predict_peak(lake, uri, *videos) -> tuple[int, str, int]:
+    """``fvc predict`` in a fresh process: its exit status, its error lines, its peak RSS (bytes)."""
+    cmd = [sys.executable, "-m", "fvcflow", "--home", str(lake.root), "predict", *map(str, videos),
+           "--model", uri, "--json"]
+    res = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, *cmd], capture_output=True, text=True)
+    return res.returncode, res.stderr, int(res.stdout.split()[-1])
+
+
+@pytest.mark.slow
+def test_frames_over_the_pixel_bound_are_refused_with_bounded_memory(trained, tmp_path):
+    """An 8192x8192 frame (over the default pixel bound) and a 16384x16384 one (over what FFmpeg
+    decodes): one error line each naming the file and the bound, no traceback, and ``fvc predict``'s
+    peak memory stays that of a small video's (one 8Kx8K RGB frame alone would be 192 MiB)."""
+    from tests.test_reliability_bounds import png_video
+
+    lake, _, summary = trained
+    uri = next(r for r in summary.results if r.name == "logreg_s24").model_uri   # letterboxes (stage 4)
+    small = write_video(tmp_path / "small.mp4", n=24, width=96, height=64, seed=2)
+    x8 = png_video(tmp_path / "8kx8k.mov", 8192, 8192)
+    x16 = png_video(tmp_path / "16kx16k.mov", 16384, 16384)
+    rc, err, base = predict_peak(lake, uri, small)
+    assert rc == 0, err
+    rc, err, peak = predict_peak(lake, uri, x8, x16)
+    assert rc == 1 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2, err
+    assert str(x8) in errors[0] and "over the pixel bound: 8192x8192" in errors[0]
+    assert "limits.max_pixels = 35389440" in errors[0]
+    assert str(x16) in errors[1] and "over the pixel bound: 16384x16384" in errors[1]
+    print(f"fvc predict peak RSS: small video {base / 2**20:.0f} MiB, 8Kx8K + 16Kx16K {peak / 2**20:.0f} MiB")
+    assert peak - base < 128 * 2**20

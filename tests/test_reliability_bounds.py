@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from fvcflow.config import Settings
@@ -68,6 +69,29 @@ def test_protocols_and_formats_off_the_list_are_refused(tmp_path):
     with limits.bounded(limits.Limits(formats=("mov",))), pytest.raises(VideoError, match="not allowed"):
         probe(clip)
     assert probe(clip).n_frames == 6
+
+
+def test_ingest_probes_within_the_settings_limits(tmp_path):
+    """A bound lowered in the settings applies at ingest too, in its probing processes (two
+    workers: a process pool that would otherwise use the default bounds)."""
+    from fvcflow.stages.ingest import ingest_corpus
+    from tests.reliability_media import write_labels
+
+    root = tmp_path / "corpus"
+    write_video(root / "big.mp4", n=3, width=256, height=256)
+    write_video(root / "small.mp4", n=3, width=96, height=64, seed=1)
+    write_labels(root, [("big.mp4", "fake", "g0"), ("small.mp4", "real", "g1")])
+    s = Settings(home=tmp_path / "home", workers=2, limits={"max_pixels": 128 * 128},
+                 corpus={"kind": "folder", "root": root, "labels": root / "labels.csv"}).resolved()
+    summary = ingest_corpus(s)
+    index = pl.read_parquet(s.lake().index)
+    assert [Path(p).name for p in index["path"]] == ["small.mp4"]
+    failures = pl.read_parquet(s.lake().failures)
+    assert failures.height == 1 and failures["path"][0].endswith("big.mp4")
+    assert failures["stage"][0] == "ingest"
+    assert "over the pixel bound" in failures["reason"][0]
+    assert "limits.max_pixels = 16384" in failures["reason"][0]
+    assert "1 failed" in summary.format()
 
 
 def endless_ts(fifo: Path, data: bytes, stop: threading.Event) -> None:
@@ -153,3 +177,82 @@ def test_8k_stage3_memory_is_bounded_by_the_chunk_cap(tmp_path):
     rgb = 7680 * 4320 * 3
     print(f"8K (10 frames) stage 3 peak RSS growth: {growth / 2**20:.0f} MiB")
     assert growth < 7 * rgb                   # 250 frames: 250 * rgb; all 10 frames alone: 10 * rgb
+
+
+def png_video(path: Path, width: int, height: int, n: int = 2) -> Path:
+    """A QuickTime file of ``n`` black ``width`` x ``height`` PNG frames, written cheaply: one
+    gray PNG compressed row by row (a 16384x16384 frame is 0.26 MB of PNG, never 256 MiB of
+    pixels here), muxed as ready-made packets (no encoder is opened, as none takes 16K frames)."""
+    import fractions
+    import struct
+    import zlib
+
+    import av
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(width + 1)                                 # filter byte 0, black gray pixels
+    idat = b"".join([z.compress(row) for _ in range(height)] + [z.flush()])
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+           + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    with av.open(str(path), "w", format="mov") as container:
+        stream = container.add_mux_stream("png", rate=25, width=width, height=height)
+        stream.time_base = fractions.Fraction(1, 25)
+        for i in range(n):
+            packet = av.Packet(png)
+            packet.stream, packet.pts, packet.dts = stream, i, i
+            packet.time_base, packet.is_keyframe = stream.time_base, True
+            container.mux(packet)
+    return path
+
+
+OVERSIZE = """
+import json, sys
+from fvcflow.config import Settings
+from fvcflow.stages import runner
+from fvcflow.stages.runner import Job
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
+
+home, paths = sys.argv[1], sys.argv[2:]
+settings = Settings(home=home, workers=1).resolved()
+jobs = [Job(key=f"{i:0>8}", video_id=f"v{i}", path=p, carry={"video_id": f"v{i}"},
+            params={"dst": f"{home}/out{i}.mp4"}) for i, p in enumerate(paths)]
+runner.run_batch("scale", jobs[:1], settings)                   # warm: imports, codec tables
+with open("/proc/self/clear_refs", "w") as fh:                  # reset the peak (VmHWM)
+    fh.write("5")
+before = status("VmRSS:")
+out = runner.run_batch("scale", jobs[1:], settings)
+print(json.dumps({"done": out.done, "failures": out.failures, "growth": status("VmHWM:") - before}))
+"""
+
+
+@pytest.mark.slow
+def test_frames_over_the_pixel_bound_stage3_refuses_them_with_bounded_memory(tmp_path):
+    """An 8192x8192 frame (over the default bound, 35389440 pixels) and a 16384x16384 one (over
+    what FFmpeg decodes at all) each become one failure row naming it, in a stage 3 batch run in a
+    fresh process, whose memory grows by far less than one such frame (8K x 8K RGB: 192 MiB; 16K:
+    768 MiB); the batch's ordinary video is scaled."""
+    import json
+
+    warm = write_video(tmp_path / "warm.mp4", n=3, width=96, height=64)
+    good = write_video(tmp_path / "good.mp4", n=6, width=96, height=64, seed=4)
+    x8 = png_video(tmp_path / "8kx8k.mov", 8192, 8192)
+    x16 = png_video(tmp_path / "16kx16k.mov", 16384, 16384)
+    assert x16.stat().st_size < 2**20                          # written cheaply
+    res = subprocess.run([sys.executable, "-c", OVERSIZE, str(tmp_path / "home"), str(warm), str(x8),
+                          str(x16), str(good)], capture_output=True, text=True, check=True)
+    out = json.loads(res.stdout.splitlines()[-1])
+    assert out["done"] == ["v3"]
+    rows = {Path(f["path"]).name: f for f in out["failures"]}
+    assert sorted(rows) == ["16kx16k.mov", "8kx8k.mov"]
+    assert all(f["error_type"] == "VideoError" and f["stage"] == "scale" for f in rows.values())
+    assert ("over the pixel bound: 8192x8192 frames (67108864 pixels) exceed limits.max_pixels = 35389440"
+            in rows["8kx8k.mov"]["reason"])
+    assert "over the pixel bound" in rows["16kx16k.mov"]["reason"], rows["16kx16k.mov"]
+    print(f"stage 3 peak RSS growth on 8Kx8K + 16Kx16K frames: {out['growth'] / 2**20:.0f} MiB")
+    assert out["growth"] < 128 * 2**20

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -171,6 +172,8 @@ def open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCont
     try:
         stream = _video_stream(container, path)
         ctx = stream.codec_context
+        if not (ctx.width and ctx.height):
+            _check_refused_size(path, options, limits)
         bounds.check_size(path, ctx.width, ctx.height, limits)
         declared = container.duration / av.time_base if container.duration else 0.0
         if declared > limits.max_duration_s:
@@ -184,6 +187,32 @@ def open_video(path: str | os.PathLike) -> Iterator[tuple[av.container.InputCont
         raise VideoError(path, f"truncated or corrupt: {_describe(exc)}") from None
     finally:
         container.close()
+
+
+_INVALID_SIZE = re.compile(r"Picture size (\d+)x(\d+) is invalid")
+
+
+def _check_refused_size(path, options: dict, limits: bounds.Limits) -> None:
+    """A stream whose frame size FFmpeg dropped as invalid (over what its decoders take, about
+    16000x16000 pixels: it then reports 0x0) is over the pixel bound too: say so, with the size
+    the file declares. FFmpeg says it only in its log, read here in this thread for one more open
+    of the file (this case only; the open decodes nothing, as the decoder refuses the size)."""
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)
+    try:
+        with av.logging.Capture(local=True) as logs:
+            with contextlib.suppress(av.error.FFmpegError, OSError):
+                av.open(os.path.abspath(os.fspath(path)), metadata_errors="replace",
+                        container_options=options).close()
+    finally:
+        av.logging.set_level(previous)
+    for _, _, message in logs:
+        found = _INVALID_SIZE.search(message)
+        if found:
+            width, height = map(int, found.groups())
+            bounds.check_size(path, width, height, limits)
+            raise VideoError(path, f"over the pixel bound: {width}x{height} frames are more than FFmpeg "
+                                   f"decodes (limits.max_pixels = {limits.max_pixels})")
 
 
 def _read_head(path) -> bytes:
