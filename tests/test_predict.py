@@ -203,3 +203,26 @@ def test_frames_over_the_pixel_bound_are_refused_with_bounded_memory(trained, tm
     assert str(x16) in errors[1] and "over the pixel bound: 16384x16384" in errors[1]
     print(f"fvc predict peak RSS: small video {base / 2**20:.0f} MiB, 8Kx8K + 16Kx16K {peak / 2**20:.0f} MiB")
     assert peak - base < 128 * 2**20
+
+
+def test_a_model_from_outside_the_registry_is_refused_unless_allowed(trained, videos, capsys, tmp_path):
+    """A copy of a logged model in a folder outside the work dir (where anyone may have planted
+    one) is refused with one line; ``--allow-external-model`` loads it and scores as the original."""
+    import mlflow.artifacts
+
+    lake, _, summary = trained
+    good = videos[0]
+    result = next(r for r in summary.results if r.name == "logreg_s2")
+    mlflow.set_tracking_uri(lake.mlflow_uri)
+    copy = mlflow.artifacts.download_artifacts(artifact_uri=result.model_uri,
+                                               dst_path=str(tmp_path / "elsewhere"))
+    uri = f"file://{copy}"
+    capsys.readouterr()                                               # the download's progress bar
+    assert fvc(["--home", str(lake.root), "predict", str(good), "--model", uri]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--model {uri}: not a model of this work dir's registry" in err, err
+    assert "--allow-external-model" in err
+    assert fvc(["--home", str(lake.root), "predict", str(good), "--model", uri, "--allow-external-model",
+                "--json"]) == 0
+    rec = json.loads(capsys.readouterr().out)[0]
+    assert rec["prob_fake"] == pytest.approx(_expected(result, good), abs=1e-9)

@@ -25,6 +25,9 @@ def register(sub) -> None:
                    help="registered model name (latest version) or an MLflow URI "
                         f"(models:/NAME/VERSION, runs:/ID/model); default the setting "
                         f"train.registered_name ({REGISTERED_NAME})")
+    p.add_argument("--allow-external-model", action="store_true",
+                   help="load a --model URI from outside this work dir's registry (another store, a "
+                        "folder elsewhere, s3://, https://); refused without it")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.set_defaults(func=run)
 
@@ -36,7 +39,7 @@ def run(args) -> int:
     settings = args.settings
     lake = settings.lake()
     det = load_detector(lake, args.model or settings.train.registered_name,
-                        tracking_uri=settings.train.tracking_uri)
+                        tracking_uri=settings.train.tracking_uri, allow_external=args.allow_external_model)
     out, failed = [], 0
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,

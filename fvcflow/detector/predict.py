@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,8 @@ from fvcflow.store import Lake
 from fvcflow.video.limits import Limits, bounded
 
 DEFAULT_NAME = REGISTERED_NAME  # fvcflow.config: the one place the name is written
+#: URIs resolved in the tracking store's own registry and runs
+REGISTRY_URIS = ("models:/", "runs:/")
 
 
 @dataclass
@@ -153,8 +156,33 @@ def _model_name(client: MlflowClient, uri: str, version) -> str | None:
         return None
 
 
-def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None) -> Detector:
-    """Load ``model`` (registry name, default ``fvc-detector`` latest; or an MLflow URI).
+def check_model_uri(lake: Lake, model: str, *, allow_external: bool = False) -> None:
+    """Refuse a model URI from outside the tracking store's registry and the work dir (an MLflow
+    URI of another store, a ``file:`` folder elsewhere, ``s3://``, ``https://`` ...) unless
+    ``allow_external``: the detector loads only what this work dir's training logged.
+
+    >>> check_model_uri(Lake.at("/w"), "models:/fvc-detector/3")
+    >>> check_model_uri(Lake.at("/w"), "file:///w/mlartifacts/1/models/m-1/artifacts")
+    >>> check_model_uri(Lake.at("/w"), "file:///tmp/planted")
+    Traceback (most recent call last):
+    fvcflow.errors.FvcError: --model file:///tmp/planted: not a model of this work dir's registry ...
+    """
+    if ":/" not in model or model.startswith(REGISTRY_URIS) or allow_external:
+        return
+    if model.startswith("file:"):
+        path = Path(urllib.parse.unquote(urllib.parse.urlparse(model).path)).resolve()
+        if path.is_relative_to(lake.root):
+            return
+    raise FvcError(f"--model {model}: not a model of this work dir's registry (models:/NAME/VERSION, "
+                   f"runs:/ID/PATH, or a file: URI under {lake.root}); pass --allow-external-model to "
+                   "load a model from elsewhere")
+
+
+def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None,
+                  allow_external: bool = False) -> Detector:
+    """Load ``model`` (registry name, default ``fvc-detector`` latest; or an MLflow URI of the
+    tracking store's registry or the work dir: others only with ``allow_external``,
+    :func:`check_model_uri`).
 
     >>> det = load_detector(Lake.at("fvc-data"))          # doctest: +SKIP
     >>> det.predict_rows([det.features("clip.mp4")])      # doctest: +SKIP
@@ -168,6 +196,7 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
     model = model or DEFAULT_NAME
+    check_model_uri(lake, model, allow_external=allow_external)
     version = None
     if ":/" in model:
         m = re.fullmatch(r"models:/([^/@]+)/(\d+)", model)
