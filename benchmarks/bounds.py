@@ -2,6 +2,9 @@
 
 1. Peak memory of stage 3 (``scale_video``) on 1080p, 4K and 8K clips of the same length, each
    in a fresh subprocess (VmHWM growth over a warmed process); target: within 1.5x of 1080p.
+   Then the peak memory of ``fvc predict`` (a model reading stage 4 columns, so the video is
+   measured, letterboxed and measured again) on the same clips, each a fresh ``fvc predict``
+   process: its peak RSS, and its growth over the same command on a small 96x64 clip.
 2. The per-video watchdog's cost on stage 2 (``video_features``): the same clip read with and
    without the watchdog, interleaved, best of N; target: under 2 %.
 
@@ -11,6 +14,7 @@ Run: ``PYTHONSAFEPATH=1 .venv/bin/python benchmarks/bounds.py [--frames 10] [--r
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +28,12 @@ from fvcflow.video import limits
 from tests.media import write_video
 from tests.test_reliability_bounds import PEAK
 
+PEAK_OF_CHILD = """
+import resource, subprocess, sys
+subprocess.run(sys.argv[1:], check=True, capture_output=True)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)
+"""
+
 SIZES = {"1080p": (1080, 1920), "4K": (2160, 3840), "8K": (4320, 7680)}
 
 
@@ -34,6 +44,31 @@ def clip(path: Path, n: int, height: int, width: int) -> Path:
         frames[k] = row[None, 8 * k:8 * k + width, None]
         frames[k, ::9] = 40 * k % 256
     return write_video(path, frames=frames)
+
+
+def trained_model(root: Path) -> tuple[Path, str]:
+    """A logistic regression over stage 2 and 4 columns, trained on a small synthetic lake: the
+    work dir and the model's URI."""
+    from fvcflow.training import run_training
+    from tests.feature_tables import write_lake
+    from tests.training_runs import small_config
+
+    lake = write_lake(root, n_groups=12, n_aug=1, signal=2.0, seed=11)
+    cwd = os.getcwd()
+    os.chdir(root)                       # no stray ./mlruns
+    try:
+        summary = run_training(lake, small_config(models="logreg_s24"))
+    finally:
+        os.chdir(cwd)
+    return lake.root, summary.results[0].model_uri
+
+
+def predict_peak(home: Path, uri: str, video: Path) -> int:
+    """Peak RSS (bytes) of one ``fvc predict`` process scoring ``video`` with ``uri``."""
+    cmd = [sys.executable, "-m", "fvcflow", "--home", str(home), "predict", str(video), "--model", uri]
+    res = subprocess.run([sys.executable, "-c", PEAK_OF_CHILD, *cmd], capture_output=True, text=True,
+                         check=True)
+    return int(res.stdout.split()[-1])
 
 
 def main() -> None:
@@ -55,6 +90,16 @@ def main() -> None:
             print(f"stage 3 peak RSS growth {name:>5} ({args.frames} frames): {peak / 2**20:7.0f} MiB  "
                   f"ratio to 1080p {peak / base:.2f}x (target <= 1.5x; a 250-frame chunk of "
                   f"{name} would be {250 * SIZES[name][0] * SIZES[name][1] * 3 / 2**30:.1f} GiB)")
+        lake, uri = trained_model(tmp / "lake")
+        small = write_video(tmp / "small.mp4", n=args.frames, width=96, height=64)
+        small_peak = predict_peak(lake, uri, small)
+        rows = {name: predict_peak(lake, uri, tmp / f"{name}.mp4") for name in SIZES}
+        base = rows["1080p"] - small_peak
+        for name, peak in rows.items():
+            print(f"fvc predict peak RSS {name:>5} ({args.frames} frames): {peak / 2**20:7.0f} MiB "
+                  f"({peak / rows['1080p']:.2f}x of 1080p's), growth over a 96x64 clip "
+                  f"{(peak - small_peak) / 2**20:5.0f} MiB ({(peak - small_peak) / base:.2f}x of 1080p's; "
+                  f"target <= 1.5x)")
         video = write_video(tmp / "s2.mp4", n=250, width=1280, height=720)
         video_features(video)                                         # warm: JIT, codec tables
         times = {"off": [], "on": []}
