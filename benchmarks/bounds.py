@@ -8,7 +8,7 @@
 2. The per-video watchdog's cost on stage 2 (``video_features``): the same clip read with and
    without the watchdog, interleaved, best of N; target: under 2 %.
 
-Run: ``PYTHONSAFEPATH=1 .venv/bin/python benchmarks/bounds.py [--frames 10] [--repeat 5]``
+Run: ``PYTHONSAFEPATH=1 .venv/bin/python benchmarks/bounds.py [--frames 10] [--repeat 5] [--watchdog-only]``
 """
 
 from __future__ import annotations
@@ -71,40 +71,47 @@ def predict_peak(home: Path, uri: str, video: Path) -> int:
     return int(res.stdout.split()[-1])
 
 
+def memory(tmp: Path, frames: int) -> None:
+    """Stage 3's and fvc predict's peak memory on 1080p, 4K and 8K clips of ``frames`` frames."""
+    warm = write_video(tmp / "warm.mp4", n=3, width=96, height=64)
+    peaks = {}
+    for name, (h, w) in SIZES.items():
+        video = clip(tmp / f"{name}.mp4", frames, h, w)
+        res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(tmp)],
+                             capture_output=True, text=True, check=True)
+        peaks[name] = int(res.stdout.split()[-1])
+    base = peaks["1080p"]
+    for name, peak in peaks.items():
+        print(f"stage 3 peak RSS growth {name:>5} ({frames} frames): {peak / 2**20:7.0f} MiB  "
+              f"ratio to 1080p {peak / base:.2f}x (target <= 1.5x; a 250-frame chunk of "
+              f"{name} would be {250 * SIZES[name][0] * SIZES[name][1] * 3 / 2**30:.1f} GiB)")
+    lake, uri = trained_model(tmp / "lake")
+    small = write_video(tmp / "small.mp4", n=frames, width=96, height=64)
+    small_peak = predict_peak(lake, uri, small)
+    rows = {name: predict_peak(lake, uri, tmp / f"{name}.mp4") for name in SIZES}
+    base = rows["1080p"] - small_peak
+    for name, peak in rows.items():
+        print(f"fvc predict peak RSS {name:>5} ({frames} frames): {peak / 2**20:7.0f} MiB "
+              f"({peak / rows['1080p']:.2f}x of 1080p's), growth over a 96x64 clip "
+              f"{(peak - small_peak) / 2**20:5.0f} MiB ({(peak - small_peak) / base:.2f}x of 1080p's; "
+              f"target <= 1.5x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--frames", type=int, default=10)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--watchdog-only", action="store_true", help="the watchdog's cost alone")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        warm = write_video(tmp / "warm.mp4", n=3, width=96, height=64)
-        peaks = {}
-        for name, (h, w) in SIZES.items():
-            video = clip(tmp / f"{name}.mp4", args.frames, h, w)
-            res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(tmp)],
-                                 capture_output=True, text=True, check=True)
-            peaks[name] = int(res.stdout.split()[-1])
-        base = peaks["1080p"]
-        for name, peak in peaks.items():
-            print(f"stage 3 peak RSS growth {name:>5} ({args.frames} frames): {peak / 2**20:7.0f} MiB  "
-                  f"ratio to 1080p {peak / base:.2f}x (target <= 1.5x; a 250-frame chunk of "
-                  f"{name} would be {250 * SIZES[name][0] * SIZES[name][1] * 3 / 2**30:.1f} GiB)")
-        lake, uri = trained_model(tmp / "lake")
-        small = write_video(tmp / "small.mp4", n=args.frames, width=96, height=64)
-        small_peak = predict_peak(lake, uri, small)
-        rows = {name: predict_peak(lake, uri, tmp / f"{name}.mp4") for name in SIZES}
-        base = rows["1080p"] - small_peak
-        for name, peak in rows.items():
-            print(f"fvc predict peak RSS {name:>5} ({args.frames} frames): {peak / 2**20:7.0f} MiB "
-                  f"({peak / rows['1080p']:.2f}x of 1080p's), growth over a 96x64 clip "
-                  f"{(peak - small_peak) / 2**20:5.0f} MiB ({(peak - small_peak) / base:.2f}x of 1080p's; "
-                  f"target <= 1.5x)")
+        if not args.watchdog_only:
+            memory(tmp, args.frames)
         video = write_video(tmp / "s2.mp4", n=250, width=1280, height=720)
         video_features(video)                                         # warm: JIT, codec tables
         times = {"off": [], "on": []}
-        for _ in range(args.repeat):
-            for mode in ("off", "on"):
+        for k in range(args.repeat):
+            for mode in (("off", "on") if k % 2 == 0 else ("on", "off")):   # neither always first
                 with limits.bounded(watchdog=mode == "on"):
                     t0 = time.perf_counter()
                     video_features(video)
