@@ -11,12 +11,14 @@ checked by its size and modification time, its content hashed only when those di
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 
@@ -99,16 +101,30 @@ def plan(stage: str, settings: Settings) -> StagePlan:
         sweep_temporary(folder)  # what writers killed in an earlier run left behind
     manifest = Manifest(lake, spec.name)
     manifest.migrate_legacy()
-    jobs = [Job(**j) for j in spec.jobs(lake, settings)]
-    if stage in settings.force:
-        todo = jobs
-        damaged: list[str] = []
-    else:
-        loaded = manifest.read()
-        damaged = list(loaded.damaged)
-        todo = _todo(manifest, loaded.rows, jobs, damaged)
+    damaged: list[str] = []
+    with _gc_paused():      # millions of small objects, none of them garbage: no collection passes
+        jobs = [Job(**j) for j in spec.jobs(lake, settings)]
+        if stage in settings.force:
+            todo = jobs
+        else:
+            loaded = manifest.read()
+            damaged += loaded.damaged
+            todo = _todo(manifest, loaded.rows, jobs, damaged)
     emit("stage_start", stage=stage, total=len(jobs), todo=len(todo), cached=len(jobs) - len(todo))
     return StagePlan(stage, jobs, todo, damaged=damaged)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic collector paused for a block that only builds objects (a plan of a million
+    jobs runs about twice as fast); it runs again, as it was, after."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _todo(manifest: Manifest, rows: pl.DataFrame, jobs: list[Job], damaged: list[str]) -> list[Job]:
