@@ -42,6 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("root", type=Path, help="corpus folder (fvc: the archives' folder)")
     p.add_argument("--labels", type=Path, help="labels CSV path,label[,group] (folder corpora)")
     p.add_argument("--workers", type=_positive, help="probing processes (default: all cores)")
+    p.add_argument("--resplit", action="store_true",
+                   help="decide the test hold-out again (train.test_size, train.seed) for the videos "
+                        "without a split of the corpus's own; stage 1 and 5 follow at the next run")
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -71,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     say = logging.getLogger("fvcflow.ingest").info
     with display, progress.listening(display):
         summary = ingest(args.kind, args.root, lake, labels=args.labels, password=password,
-                         workers=args.workers, progress=say)
+                         workers=args.workers, progress=say, test_size=args.settings.train.test_size,
+                         seed=args.settings.train.seed, resplit=args.resplit)
     print(summary.format())
     return 0

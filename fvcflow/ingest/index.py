@@ -7,6 +7,7 @@ corpus's rows into the index (re-ingesting a corpus replaces its rows, other cor
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -24,6 +25,7 @@ from fvcflow.ingest.dfdc import catalog_dfdc
 from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
+from fvcflow.ingest.holdout import HOLDOUT_KEY, decide_holdout
 from fvcflow.ingest.probing import probe_many
 from fvcflow.progress import emit
 from fvcflow.schema import ORIGINAL
@@ -188,6 +190,29 @@ def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
     return new.sort("source", "video_id")
 
 
+def _holdout(lake: Lake, source: str, rows: list[dict], *, test_size: float, seed: int, resplit: bool,
+             log: Callable[[str], None]) -> None:
+    """Fill in each new row's ``split``: the corpus's own, the one decided at an earlier ingest
+    (unless ``resplit``), else decided now by group."""
+    old = read_parquet(lake.index)
+    before: dict[str, str] = {}
+    if old is not None and old.height and "split" in old.columns:
+        ours = old.filter((pl.col("source") == source) & pl.col("split").is_not_null())
+        before = dict(zip(ours["video_id"].to_list(), ours["split"].to_list()))
+    if not resplit:
+        for r in rows:
+            if not r.get("split") and r["video_id"] in before:
+                r["split"] = before[r["video_id"]]
+    decided = decide_holdout(rows, test_size=test_size, seed=seed)
+    if decided:
+        changed = sum(1 for r in rows if r["video_id"] in before and r["split"] != before[r["video_id"]])
+        log(f"{source}: test hold-out decided for {decided} videos by group "
+            f"(test_size {test_size}, seed {seed})"
+            + (f"; {changed} of them changed side" if resplit else ""))
+    if resplit and lake.splits.exists():
+        lake.splits.unlink()        # stage 5's folds were made from the old hold-out
+
+
 def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
     """Replace this corpus's earlier ingest failures (by folder) with ``rows``; other corpora's stay."""
     old = read_parquet(lake.failures)
@@ -215,8 +240,13 @@ def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
 
 def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.PathLike | None = None,
            password: bytes | None = None, workers: int | None = None, source: str | None = None,
-           progress: Callable[[str], None] | None = None) -> IngestSummary:
+           progress: Callable[[str], None] | None = None, test_size: float = 0.2, seed: int = 0,
+           resplit: bool = False) -> IngestSummary:
     """Index a corpus into ``lake``: hash and probe every video, write the index and the failures.
+
+    The test hold-out is decided here, by group (:mod:`fvcflow.ingest.holdout`): the corpus's own
+    split where it has one, else ``test_size`` of each class by groups ordered by ``seed``. Videos
+    indexed before keep their split unless ``resplit`` (the explicit way to change the hold-out).
 
     Parameters
     ----------
@@ -235,6 +265,10 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
         The ``source`` value of a folder corpus (default "folder"; the demo corpus uses "demo").
     progress : callable, optional
         Receives progress lines.
+    test_size, seed : float, int
+        The hold-out of videos without a split of their corpus (``train.test_size``, ``train.seed``).
+    resplit : bool
+        Decide the hold-out again for this corpus's videos (their earlier decisions are dropped).
 
     Returns
     -------
@@ -267,8 +301,10 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
                              error_type="Unmatched") for p in cat.unmatched_videos]
     failures += [failure_row("ingest", path, reason, error_type="UnsafePath") for path, reason in cat.refused]
     with lake_lock(lake, "index"):  # another ingest into this work dir waits: no lost rows
+        _holdout(lake, cat.source, rows, test_size=test_size, seed=seed, resplit=resplit, log=log)
         index = _merge_index(lake, cat.source, rows)
-        write_parquet_atomic(index, lake.index)
+        write_parquet_atomic(index, lake.index,
+                             metadata={HOLDOUT_KEY: json.dumps({"test_size": test_size, "seed": seed})})
         digest = frame_digest(index)
         _failures(lake, roots, failures)
         unmatched = _write_unmatched(lake, cat)

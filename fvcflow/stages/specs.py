@@ -70,7 +70,11 @@ def feature_inputs(lake: Lake) -> list[dict]:
 def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
     cfg = s.augment
     jobs = []
-    rows = _index(lake).filter(pl.col("label").is_not_null()).to_dicts()
+    index = _index(lake)
+    trains = pl.col("label").is_not_null()
+    if "split" in index.columns:      # the test hold-out (decided at ingest): no copies, they train nothing
+        trains &= pl.col("split").fill_null("") != "test"
+    rows = index.filter(trains).to_dicts()
     hashes = [r["content_hash"] for r in rows]
     keys = {k: cache_keys(hashes, "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf,
                                               "preset": STAGE_PRESET}) for k in range(1, cfg.copies + 1)}
