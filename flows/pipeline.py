@@ -20,17 +20,18 @@ def fvc(config: Settings = Settings()) -> list[dict]:
     settings = config.resolved()
     check_home(settings)   # a served run: the served work dir or an allowed one, whatever its parameters
     summary: list[dict] = []
-    if "ingest" in settings.stages:
-        summary.append({"stage": "ingest", **ingest_task(settings)})
-    settings = settings.without_secrets()   # ingest used the password: no later task receives it
     stages = [s for s in VIDEO_STAGES if s in settings.stages]
-    if stages:
+    if stages or "ingest" in settings.stages:     # ingest probes on the cluster the stages run on
         with dask_cluster(settings) as address:
             if settings.dask_address:
                 check_scheduler(address)   # a user error, not retried tracebacks from every task
+            if "ingest" in settings.stages:
+                summary.append({"stage": "ingest", **ingest_task(settings, address)})
+            settings = settings.without_secrets()   # ingest used the password: no later task receives it
             runner_for_stages = DaskTaskRunner(address=address)
             for stage in stages:
                 summary.append(video_stage.with_options(task_runner=runner_for_stages)(stage, settings))
+    settings = settings.without_secrets()
     if ("ingest" in settings.stages or stages) and settings.lake().index.exists():
         explore_task(settings)
     if "train" in settings.stages:

@@ -26,7 +26,7 @@ from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
 from fvcflow.ingest.holdout import HOLDOUT_KEY, decide_holdout
-from fvcflow.ingest.probing import probe_many
+from fvcflow.ingest.probing import probe_many, probe_on_dask
 from fvcflow.progress import emit
 from fvcflow.schema import ORIGINAL
 from fvcflow.store import (
@@ -241,7 +241,7 @@ def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
 def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.PathLike | None = None,
            password: bytes | None = None, workers: int | None = None, source: str | None = None,
            progress: Callable[[str], None] | None = None, test_size: float = 0.2, seed: int = 0,
-           resplit: bool = False) -> IngestSummary:
+           resplit: bool = False, dask_address: str | None = None) -> IngestSummary:
     """Index a corpus into ``lake``: hash and probe every video, write the index and the failures.
 
     The test hold-out is decided here, by group (:mod:`fvcflow.ingest.holdout`): the corpus's own
@@ -269,6 +269,8 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
         The hold-out of videos without a split of their corpus (``train.test_size``, ``train.seed``).
     resplit : bool
         Decide the hold-out again for this corpus's videos (their earlier decisions are dropped).
+    dask_address : str, optional
+        Probe and hash on the workers of this Dask scheduler (``workers`` is then theirs).
 
     Returns
     -------
@@ -286,7 +288,9 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     candidates, failures = _split_unnamable(cat.candidates)
     log(f"{cat.source}: probing {len(candidates)} videos ...")
     emit("ingest_start", source=cat.source, total=len(candidates))
-    results = probe_many([c.path for c in candidates], workers=workers, log=log)
+    paths = [c.path for c in candidates]
+    results = (probe_on_dask(paths, dask_address, log=log) if dask_address
+               else probe_many(paths, workers=workers, log=log))
     rows = []
     for cand, res in zip(candidates, results):
         if "error" in res:
