@@ -10,7 +10,7 @@ from prefect_dask import DaskTaskRunner
 
 from fvcflow.config import Settings, check_home
 from fvcflow.engine import check_scheduler, dask_cluster
-from fvcflow.flows.train import explore_task, train_stage
+from fvcflow.flows.explore import explore_task
 from fvcflow.flows.video import VIDEO_STAGES, ingest_task, video_stage
 
 
@@ -35,6 +35,9 @@ def fvc(config: Settings = Settings()) -> list[dict]:
     if ("ingest" in settings.stages or stages) and settings.lake().index.exists():
         explore_task(settings)
     if "train" in settings.stages:
+        # imported here: torch, MLflow and scikit-learn load only for a run that trains (seconds)
+        from fvcflow.flows.train import train_stage
+
         summary.append({"stage": "train", **train_stage(settings)})
     create_table_artifact(summary, key="fvc-run", description="Every stage of this run")
     return summary
