@@ -5,7 +5,8 @@ server, the Dask cluster, the stages' own time.
 
 Each part is measured on its own, in fresh processes, best of 2, side by side in one run:
 interpreter start (``python -c pass``); importing the CLI (``fvcflow.cli``, what every ``fvc``
-command pays); importing the Prefect layer ``fvc run`` loads (``fvcflow.flows.local``); the
+command pays); importing the Prefect layer ``fvc run`` loads (``fvcflow.flows.local``), and what
+the training flow adds (imported only by a run that trains); the
 temporary Prefect server's start and stop (``TemporaryServer``); a local Dask cluster's start and
 stop (``engine.dask_cluster``, 2 workers); and the whole ``fvc run --stages features`` on a corpus
 of ``--videos`` tiny videos whose stage 2 is cached, with the stage's own time from its summary line.
@@ -69,8 +70,10 @@ def main() -> None:
     start, _ = best_of([py, "-c", "pass"])
     cli, _ = best_of([py, "-c", "import fvcflow.cli.run"])
     flows, _ = best_of([py, "-c", "import fvcflow.flows.local"])
+    both, _ = best_of([py, "-c", "import fvcflow.flows.local, fvcflow.flows.train"])
     print(f"fixed cost: interpreter {start:.2f} s; + the CLI's imports {cli - start:.2f} s; "
-          f"+ the Prefect layer's imports (fvc run) {flows - start:.2f} s")
+          f"+ the Prefect layer's imports (fvc run) {flows - start:.2f} s; + the training flow's "
+          f"(torch, MLflow, scikit-learn: now only when training) {both - flows:.2f} s more")
     _, out = best_of([py, "-c", SERVER], n=1)
     up, down = map(float, out.split()[-2:])
     print(f"fixed cost: temporary Prefect server start {up:.2f} s, stop {down:.2f} s")
