@@ -79,6 +79,9 @@ def test_stage1_copies_only_training_videos_and_stage5_tests_on_the_index_hold_o
     assert sources == set(index["video_id"]) - test_ids and len(plan.jobs) == 2 * 16
     splits = make_splits(lake, TrainConfig(folds=2, test_size=0.2))
     assert set(splits.filter(pl.col("is_test"))["video_id"]) == test_ids
+    assert set(index.filter(pl.col("split_by") == "holdout")["video_id"]) == set(index["video_id"])
+    everyone = make_splits(lake, TrainConfig(folds=2, test_size=0.0))      # no hold-out asked: none
+    assert not everyone["is_test"].any() and set(everyone["video_id"]) == set(index["video_id"])
 
 
 def test_changing_the_hold_out_is_explicit_and_invalidates_what_it_must(corpus, tmp_path):
@@ -119,6 +122,9 @@ def test_the_folder_labels_csv_takes_the_corpus_own_split(corpus, tmp_path):
     index = pl.read_parquet(lake.index)
     tested = sorted(set(index.filter(pl.col("split") == "test")["group_id"]))
     assert tested == ["g3", "g7"]                                 # no room left: g5 decided into train
+    by = dict(zip(index["group_id"], index["split_by"]))
+    assert (by["g3"], by["g5"], by["g0"]) == ("corpus", "holdout", "corpus")
+    assert make_splits(lake, TrainConfig(folds=2, test_size=0.0))["is_test"].sum() == 4   # the corpus's own
     bad = tmp_path / "bad.csv"
     bad.write_text("path,label,group,split\nv0_00.mp4,real,g0,holdout\n")
     with pytest.raises(FvcError, match=r"bad\.csv:2: split 'holdout' is not one of train, val, test"):

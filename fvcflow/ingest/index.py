@@ -50,6 +50,7 @@ INDEX_SCHEMA = {
     "content_hash": pl.Utf8, "container": pl.Utf8, "codec": pl.Utf8, "pix_fmt": pl.Utf8,
     "width": pl.Int32, "height": pl.Int32, "fps": pl.Float64, "duration": pl.Float64, "n_frames": pl.Int64,
     "bit_rate": pl.Int64, "rotation": pl.Int32, "size_bytes": pl.Int64, "gop": pl.Float64,
+    "split_by": pl.Utf8,    # who set split: "corpus" (its own split), "holdout" (decided at ingest)
 }
 
 
@@ -186,7 +187,9 @@ def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
         if clash:
             raise FvcError(f"video ids of {source} already in {lake.index} under another source: "
                            f"{', '.join(sorted(clash)[:5])}")
-        new = pl.concat([old.select([pl.col(c).cast(t) for c, t in INDEX_SCHEMA.items()]), new])
+        old = old.select([(pl.col(c) if c in old.columns else pl.lit(None)).cast(t).alias(c)  # older indexes
+                          for c, t in INDEX_SCHEMA.items()])
+        new = pl.concat([old, new])
     return new.sort("source", "video_id")
 
 
@@ -196,14 +199,17 @@ def _holdout(lake: Lake, source: str, rows: list[dict], *, test_size: float, see
     (unless ``resplit``), else decided now by group."""
     old = read_parquet(lake.index)
     before: dict[str, str] = {}
-    if old is not None and old.height and "split" in old.columns:
-        ours = old.filter((pl.col("source") == source) & pl.col("split").is_not_null())
+    if old is not None and old.height and "split_by" in old.columns:
+        ours = old.filter((pl.col("source") == source) & (pl.col("split_by") == "holdout"))
         before = dict(zip(ours["video_id"].to_list(), ours["split"].to_list()))
-    if not resplit:
-        for r in rows:
-            if not r.get("split") and r["video_id"] in before:
-                r["split"] = before[r["video_id"]]
+    for r in rows:
+        r["split_by"] = "corpus" if r.get("split") else None
+        if not resplit and not r.get("split") and r["video_id"] in before:
+            r["split"], r["split_by"] = before[r["video_id"]], "holdout"
     decided = decide_holdout(rows, test_size=test_size, seed=seed)
+    for r in rows:
+        if r.get("split") and r["split_by"] is None:
+            r["split_by"] = "holdout"
     if decided:
         changed = sum(1 for r in rows if r["video_id"] in before and r["split"] != before[r["video_id"]])
         log(f"{source}: test hold-out decided for {decided} videos by group "

@@ -138,11 +138,20 @@ def make_splits(lake: Lake, cfg: TrainConfig | None = None) -> pl.DataFrame:
     if videos is None:
         raise FvcError(f"no video index at {lake.index}: run the ingest stage first (fvc ingest ...)")
     decided = holdout_of(lake.index)
-    if decided and cfg.use_official_split and not math.isclose(decided["test_size"], cfg.test_size):
-        raise FvcError(f"the test hold-out was decided when the corpus was indexed, with test_size "
-                       f"{decided['test_size']:g}, and stage 1 made its copies for it; test_size is now "
-                       f"{cfg.test_size:g} ({setting_hint('test_size')}): to change the hold-out, ingest "
-                       f"again with --resplit (fvc ingest KIND ROOT --resplit), or set test_size back")
+    if (decided and cfg.use_official_split and not math.isclose(decided["test_size"], cfg.test_size)
+            and "split_by" in videos.columns):
+        if cfg.test_size == 0:     # no hold-out asked: the one decided at ingest joins the folds
+            held = videos.filter((pl.col("split_by") == "holdout") & (pl.col("split") == "test")).height
+            log.warning("test_size is 0: the %d test videos decided at ingest join the cross-validation "
+                        "(stage 1 made no augmented copies of them)", held)
+            videos = videos.with_columns(split=pl.when(pl.col("split_by") == "holdout").then(None)
+                                         .otherwise(pl.col("split")))
+        else:
+            raise FvcError(f"the test hold-out was decided when the corpus was indexed, with test_size "
+                           f"{decided['test_size']:g}, and stage 1 made its copies for it; test_size is now "
+                           f"{cfg.test_size:g} ({setting_hint('test_size')}): to change the hold-out, ingest "
+                           f"again with --resplit (fvc ingest KIND ROOT --resplit), set test_size back, or "
+                           f"to 0 for no hold-out")
     table = assign_splits(videos, read_parquet(lake.stage1), cfg)
     write_parquet_atomic(table, lake.splits)
     n_test = table.filter(pl.col("is_test") & (pl.col("variant") == ORIGINAL)).height
