@@ -26,7 +26,7 @@ from fvcflow.config import Settings
 from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
-from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, Manifest, stat_of
+from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, WRITTEN, Manifest, stat_of
 from fvcflow.stages.specs import SPECS, StageSpec
 from fvcflow.store import Lake, failure_row, file_hash, record_failures, sweep_temporary, write_parquet_atomic
 from fvcflow.video.limits import bounded
@@ -158,7 +158,7 @@ def _todo(manifest: Manifest, rows: pl.DataFrame, jobs: list[Job], damaged: list
         update = rows.filter(pl.col(KEY).is_in(list(refreshed))).to_dicts()
         for r in update:
             r[DST_SIZE], r[DST_MTIME] = refreshed[r[KEY]]
-            r.pop("_fvc_written_ns", None)
+            r.pop(WRITTEN, None)
         manifest.append(update)
     order = {id(j): i for i, j in enumerate(jobs)}
     return sorted(todo, key=lambda j: order[id(j)])
