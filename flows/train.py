@@ -1,5 +1,6 @@
-"""Prefect layer: stage 5, the training subflow (models, stacks, the report) and the corpus
-exploration; deep models of a ``device="gpu"`` kind hold a slot of the ``gpu`` concurrency limit."""
+"""Prefect layer: stage 5, the training subflow (models, stacks, the report); deep models of a
+``device="gpu"`` kind hold a slot of the ``gpu`` concurrency limit. The corpus exploration is in
+:mod:`fvcflow.flows.explore`."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from prefect.concurrency.sync import concurrency
 
 from fvcflow.config import Settings
 from fvcflow.deep.device import gpu_count
-from fvcflow.explore import explore
 from fvcflow.flows.video import RETRY
 from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
 from fvcflow.training.evidence.report import figures_markdown, table_rows
@@ -72,16 +72,6 @@ def finish_training_task(results: list, skipped: dict, settings: Settings) -> di
                              description="ROC and precision-recall curves of every model")
     return {"models": len(results), "best": summary.best, "registered_version": summary.registered_version,
             "digest": summary.digests.get("predictions")}
-
-
-@task(name="explore", cache_policy=NO_CACHE, persist_result=False)
-def explore_task(settings: Settings) -> dict:
-    ex = explore(settings.lake())
-    create_markdown_artifact(ex.markdown(embed=True), key="explore",
-                             description="The corpus: balance, encodings, groups, failures")
-    create_table_artifact(table_rows(ex.cues), key="encoding-cues",
-                          description="Could encoding alone separate the corpus? Single-cue ROC AUCs")
-    return {"page": str(ex.path), "encoding_auc": ex.combined_auc}
 
 
 @flow(name="train")

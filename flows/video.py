@@ -40,8 +40,8 @@ RETRY = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2
 
 
 @task(name="ingest", **RETRY)
-def ingest_task(settings: Settings) -> dict:
-    summary = ingest_corpus(settings.with_process_secrets())  # a served run gets no secrets
+def ingest_task(settings: Settings, address: str | None = None) -> dict:
+    summary = ingest_corpus(settings.with_process_secrets(), address)  # a served run gets no secrets
     get_run_logger().info(summary.format())
     rows = [{**row, "digest": summary.digest} for row in summary.as_rows()]
     create_table_artifact(rows, key="ingest-summary",

@@ -62,6 +62,12 @@ class Exploration:
     groups: dict[str, float] = field(default_factory=dict)           # groups, largest, mean, duplicates
     verdict: str = ""
 
+    def cue_rows(self, digits: int = 4) -> list[dict]:
+        """:attr:`cues` as rows for a table artifact: floats rounded, NaN as None (JSON has no NaN)."""
+        def clean(v):
+            return (None if math.isnan(v) else round(v, digits)) if isinstance(v, float) else v
+        return [{k: clean(v) for k, v in row.items()} for row in self.cues.iter_rows(named=True)]
+
     def markdown(self, *, images: bool = True, embed: bool = False) -> str:
         """The tables (and figure links) as Markdown, for the Prefect artifact."""
         parts = ["# The corpus", "", self.verdict, "", "## Single-cue ROC AUC (codec and container)", "",

@@ -91,7 +91,7 @@ LAKE: tuple[Place, ...] = (
     Place("report", "stage5/report.html", "the training report (HTML)"),
     Place("report_images", "stage5/report/", "its images"),
     Place("model_card", "stage5/model_card.md", "the registered detector's model card"),
-    Place("cache", "cache/{stage}/", "per-video results of each stage (one Parquet per key), decoded clips"),
+    Place("cache", "cache/{stage}/", "each stage's manifest of per-video results, decoded clips"),
     Place("explore", "explore/", "`fvc explore`'s page and figures"),
     Place("logs", "logs/fvc-{command}.log", "each command's log: library records and warnings"),
     Place("locks", ".locks/{name}.lock", "advisory locks of shared tables' updates (flock)"),

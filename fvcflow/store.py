@@ -16,12 +16,13 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Mapping
+from typing import Any, BinaryIO, Iterable, Iterator, Mapping, Sequence
 
 import polars as pl
 
@@ -507,6 +508,39 @@ def cache_key(content_hash: str, stage: str, config: Mapping[str, Any]) -> str:
         default=str,
     )
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
+
+
+def cache_keys(content_hashes: Sequence[str], stage: str, config: Mapping[str, Any], *,
+               varying: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+    """:func:`cache_key` of many videos at once, the same keys: the JSON payload is laid out once
+    and only each video's parts (its content hash, and the string values of ``varying`` config
+    entries, one per video) are filled in, so that planning a million jobs costs a hash each.
+
+    >>> cache_keys(["ab"], "scale", {"size": 224}, varying={"dst": ["v.mp4"]}) == \\
+    ...     [cache_key("ab", "scale", {"size": 224, "dst": "v.mp4"})]
+    True
+    """
+    varying = dict(varying or {})
+    marks = {name: f"\x00{i}\x00" for i, name in enumerate(["\x00h", *varying])}
+    cfg = {**config, **{k: marks[k] for k in varying}}
+    text = json.dumps({"h": marks["\x00h"], "stage": stage, "cfg": cfg, "schema": KEY_VERSION},
+                      sort_keys=True, default=str)
+    quoted = {json.dumps(m): name for name, m in marks.items()}
+    pattern = "(" + "|".join(re.escape(q) for q in quoted) + ")"
+    pieces = re.split(pattern, text)           # literal, mark, literal, mark, ..., literal
+    columns = {"\x00h": content_hashes, **varying}
+    order = [quoted[p] for p in pieces[1::2]]
+    literals = pieces[0::2]
+    out = []
+    blake = hashlib.blake2b
+    dumps = json.dumps
+    for i in range(len(content_hashes)):
+        parts = [literals[0]]
+        for name, lit in zip(order, literals[1:]):
+            parts.append(dumps(columns[name][i]))
+            parts.append(lit)
+        out.append(blake("".join(parts).encode(), digest_size=16).hexdigest())
+    return out
 
 
 def printable_path(path: str | bytes | os.PathLike) -> str:

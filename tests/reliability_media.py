@@ -15,6 +15,8 @@ import av
 import numpy as np
 import polars as pl
 
+from fvcflow.stages.manifest import KEY, WRITTEN, Manifest
+from fvcflow.store import Lake
 from tests.media import synthetic_frames, write_video
 
 
@@ -63,10 +65,15 @@ def write_labels(root: Path, rows: list[tuple[str, str, str]]) -> Path:
     return path
 
 
-def cache_files(home: Path, stage: str = "features") -> dict[str, float]:
-    """Every published cache file of ``stage`` -> its mtime (ns)."""
-    root = Path(home) / "cache" / stage
-    return {str(p): p.stat().st_mtime_ns for p in root.rglob("*.parquet")} if root.exists() else {}
+def cached_results(home: Path, stage: str = "features") -> dict[str, int]:
+    """Every cached result of ``stage`` (a row of its manifest) -> when it was written (ns)."""
+    rows = Manifest(Lake.at(home), stage).read().rows
+    return dict(zip(rows[KEY].to_list(), rows[WRITTEN].to_list())) if rows.height else {}
+
+
+def manifest_files(home: Path, stage: str = "features") -> list[Path]:
+    """The published files of ``stage``'s manifest (shards and parts), sorted."""
+    return Manifest(Lake.at(home), stage).files()
 
 
 def assert_lake_sound(home: Path) -> None:

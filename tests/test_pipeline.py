@@ -78,9 +78,10 @@ def test_stage_tables_rows_columns_and_group_inheritance(run):
     index = pl.read_parquet(lake.index)
     t = tables(lake)
     n = index.height
-    # stage 1: two copies of every labelled original, inheriting group and label
+    trains = index.filter(pl.col("split") != "test")["video_id"]
+    # stage 1: two copies of every labelled original outside the test hold-out, inheriting group and label
     aug = t["stage1"]
-    assert aug.height == 2 * n
+    assert aug.height == 2 * trains.len() and set(aug["source_video_id"]) == set(trains)
     joined = aug.join(index, left_on="source_video_id", right_on="video_id", suffix="_src")
     assert joined.height == aug.height
     assert (joined["group_id"] == joined["group_id_src"]).all()
@@ -89,14 +90,14 @@ def test_stage_tables_rows_columns_and_group_inheritance(run):
     assert all(Path(p).exists() for p in aug["path"])
     # stage 2: originals + copies, keys + 51 features, sampled frames decoded
     s2 = t["stage2"]
-    assert s2.height == 3 * n
+    assert s2.height == n + aug.height
     assert set(feature_columns()) <= set(s2.columns)
     assert {"video_id", "group_id", "label", "source", "variant", "n_sampled", "n_decoded"} <= set(s2.columns)
     assert s2.select(pl.col("noise_energy_mean").is_nan().sum()).item() == 0
     assert (s2["n_sampled"] >= 5).all()
     # stage 3: every video letterboxed to 256x256, flags consistent with the source size
     s3 = t["stage3"]
-    assert s3.height == 3 * n
+    assert s3.height == n + aug.height
     with av.open(s3["path"][0]) as c:
         assert (c.streams.video[0].width, c.streams.video[0].height) == (256, 256)
     longest = s3.select(pl.max_horizontal("src_width", "src_height")).to_series()
@@ -104,7 +105,7 @@ def test_stage_tables_rows_columns_and_group_inheritance(run):
     assert s3["is_downscaled"].any() and s3["is_upscaled"].any()
     # stage 4: the same kernels with the s4_ prefix, plus the flags
     s4 = t["stage4"]
-    assert s4.height == 3 * n
+    assert s4.height == n + aug.height
     assert set(feature_columns("s4_")) <= set(s4.columns)
     assert {"is_upscaled", "is_downscaled"} <= set(s4.columns)
 

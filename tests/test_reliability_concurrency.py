@@ -17,7 +17,13 @@ from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
 from fvcflow.store import Lake, lake_lock
 from tests.media import write_video
-from tests.reliability_media import assert_lake_sound, cache_files, feature_table, make_corpus, write_labels
+from tests.reliability_media import (
+    assert_lake_sound,
+    cached_results,
+    feature_table,
+    make_corpus,
+    write_labels,
+)
 
 ROUNDS = 25
 
@@ -124,7 +130,7 @@ def test_two_stage2_runs_at_once_give_a_whole_table(small_corpus, tmp_path):
     first = subprocess.Popen([sys.executable, "-c", FEATURES, str(shared.home)], stdout=subprocess.PIPE,
                              text=True)
     deadline = time.monotonic() + 120
-    while not cache_files(shared.home) and time.monotonic() < deadline and first.poll() is None:
+    while not cached_results(shared.home) and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.01)
     second = subprocess.Popen([sys.executable, "-c", FEATURES, str(shared.home)], stdout=subprocess.PIPE,
                               text=True)
@@ -134,7 +140,7 @@ def test_two_stage2_runs_at_once_give_a_whole_table(small_corpus, tmp_path):
     for out in outs:
         done, cached, failed = map(int, out.split())
         assert done + cached == n and failed == 0
-    assert len(cache_files(shared.home)) == n
+    assert len(cached_results(shared.home)) == n
     assert_lake_sound(shared.home)
     assert_frame_equal(feature_table(shared.lake().stage2), feature_table(ref.lake().stage2))
 

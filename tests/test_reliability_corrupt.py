@@ -1,6 +1,7 @@
-"""A damaged cache entry, injected for real (a truncated or bit-flipped cached feature file, a
-truncated augmented video, a bit-flipped scaled video, a damaged checked blob): detected by the
-checksum or content hash recorded at write time, reported, recomputed, and never read into a table."""
+"""A damaged cache entry, injected for real (a truncated or bit-flipped file of the feature stage's
+manifest, a truncated augmented video, a bit-flipped scaled video, a damaged checked blob): detected
+by the checksum or content hash recorded at write time, reported, recomputed, and never read into a
+table."""
 
 from __future__ import annotations
 
@@ -14,8 +15,15 @@ from polars.testing import assert_frame_equal
 from fvcflow.config import Settings
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
-from fvcflow.store import CorruptEntry, file_hash, read_checked_bytes, read_parquet, write_checked_bytes
-from tests.reliability_media import assert_lake_sound, cache_files, feature_table, make_corpus
+from fvcflow.store import (
+    CorruptEntry,
+    file_hash,
+    read_checked_bytes,
+    read_checked_parquet,
+    read_parquet,
+    write_checked_bytes,
+)
+from tests.reliability_media import assert_lake_sound, feature_table, make_corpus, manifest_files
 
 STAGES = ("augment", "features", "scale", "scaled_features")
 
@@ -48,12 +56,14 @@ def built(tmp_path_factory):
     return settings, tables
 
 
-def test_damaged_cache_files_and_videos_are_reported_recomputed_and_the_tables_match(built, caplog):
+def test_damaged_cached_results_and_videos_are_reported_recomputed_and_the_tables_match(built, caplog):
     settings, reference = built
     lake = settings.lake()
-    features = sorted(cache_files(settings.home, "features"))
-    truncate(Path(features[0]))
-    flip(Path(features[1]))
+    features = manifest_files(settings.home, "features")
+    assert len(features) >= 2
+    lost = sum(read_checked_parquet(p).height for p in features[:2])   # the rows these files hold
+    truncate(features[0])
+    flip(features[1])
     augmented = read_parquet(lake.stage1).sort("video_id")
     aug_video = Path(augmented["path"][0])
     truncate(aug_video)
@@ -64,7 +74,7 @@ def test_damaged_cache_files_and_videos_are_reported_recomputed_and_the_tables_m
     with caplog.at_level(logging.WARNING, logger="fvcflow.stages"):
         reports = {s: runner.run_local(s, settings) for s in STAGES}
     assert (reports["augment"].damaged, reports["augment"].done) == (1, 1)
-    assert (reports["features"].damaged, reports["features"].done) == (2, 2)
+    assert (reports["features"].damaged, reports["features"].done) == (2, lost)
     assert (reports["scale"].damaged, reports["scale"].done) == (1, 1)
     assert reports["scaled_features"].damaged == 0
     assert all(r.failed == 0 for r in reports.values())
@@ -85,12 +95,12 @@ def test_an_entry_damaged_after_the_plan_is_never_read_into_the_table(built):
     lake = settings.lake()
     plan = runner.plan("features", settings)
     assert not plan.todo
-    victim = sorted(cache_files(settings.home, "features"))[2]
-    flip(Path(victim), 0.3)
+    victim = manifest_files(settings.home, "features")[2]
+    keys = set(read_checked_parquet(victim)["cache_key"])
+    flip(victim, 0.3)
     report = runner.finish(plan, [], settings)
     table = pl.read_parquet(lake.stage2)
-    key = Path(victim).stem
-    missing = [j.video_id for j in plan.jobs if j.key == key]
+    missing = [j.video_id for j in plan.jobs if j.key in keys]
     assert missing and not set(missing) & set(table["video_id"])     # left out, not read
     assert report.failed == len(missing)
     failures = read_parquet(lake.failures).filter(pl.col("stage") == "features")

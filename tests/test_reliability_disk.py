@@ -16,7 +16,7 @@ from fvcflow.stages.ingest import ingest_corpus
 from fvcflow.store import file_hash, read_parquet
 from fvcflow.video import probe
 from tests.faults import fill, free, small_disk, temporaries
-from tests.reliability_media import assert_lake_sound, cache_files, make_corpus
+from tests.reliability_media import assert_lake_sound, cached_results, make_corpus
 
 N = 4
 
@@ -50,7 +50,7 @@ def test_a_full_disk_in_stage2_names_the_path_damages_nothing_and_the_rerun_comp
         with pytest.raises(DiskFullError, match=r"^no space left on .*/cache/features/") as err:
             runner.run_local("features", settings)
         assert "free space" in str(err.value) and "rerun" in str(err.value)
-        assert not temporaries(disk) and not cache_files(settings.home)
+        assert not temporaries(disk) and not cached_results(settings.home)
         assert lake.index.read_bytes() == index and not lake.stage2.exists()
         assert stage_failures(lake, "features") == 0         # no video is blamed for the disk
 

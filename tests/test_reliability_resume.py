@@ -22,7 +22,13 @@ from fvcflow.config import Settings
 from fvcflow.stages import runner
 from fvcflow.stages.ingest import ingest_corpus
 from fvcflow.store import read_checked_parquet
-from tests.reliability_media import assert_lake_sound, cache_files, feature_table, make_corpus
+from tests.reliability_media import (
+    assert_lake_sound,
+    cached_results,
+    feature_table,
+    make_corpus,
+    manifest_files,
+)
 
 N_VIDEOS = 32
 
@@ -82,7 +88,7 @@ def test_kill9_in_stage2_then_rerun_resumes_and_matches(prefect_server, corpus, 
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+        wait_for(lambda: len(cached_results(home)) >= 2, 240, "stage 2 cache files", proc)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         # the Dask workers die with their parent: nothing keeps writing after the kill
@@ -92,10 +98,10 @@ def test_kill9_in_stage2_then_rerun_resumes_and_matches(prefect_server, corpus, 
         for pid in session_pids(proc.pid):
             os.kill(pid, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    before = cache_files(home)
+    before = cached_results(home)
     assert 0 < len(before) < N_VIDEOS, f"the kill should land mid-stage ({len(before)} of {N_VIDEOS} done)"
-    for path in before:  # what the killed run published is whole
-        pl.read_parquet(path)
+    for path in manifest_files(home):  # what the killed run published is whole (checked)
+        assert read_checked_parquet(path) is not None
 
     from fvcflow.flows.pipeline import fvc
 
@@ -104,7 +110,7 @@ def test_kill9_in_stage2_then_rerun_resumes_and_matches(prefect_server, corpus, 
     features = {r["stage"]: r for r in state.result()}["features"]
     assert features["cached"] == len(before)
     assert features["done"] == N_VIDEOS - len(before) and features["failed"] == 0
-    after = cache_files(home)
+    after = cached_results(home)
     assert len(after) == N_VIDEOS
     assert {p: after[p] for p in before} == before  # finished videos were not recomputed
     assert_lake_sound(home)
@@ -143,7 +149,7 @@ def test_a_writer_killed_mid_write_leaves_no_table_and_its_file_is_swept(corpus,
 
 
 def _kill_a_worker_once_started(client: Client, home: Path, killed: list) -> None:
-    wait_for(lambda: len(cache_files(home)) >= 2, 120, "stage 2 to start")
+    wait_for(lambda: len(cached_results(home)) >= 2, 120, "stage 2 to start")
     pid = next(iter(client.run(os.getpid).values()))
     os.kill(pid, signal.SIGKILL)
     killed.append(pid)
@@ -243,7 +249,7 @@ def test_sigterm_stops_cleanly_a_second_ctrl_c_forces_and_the_rerun_matches(pref
     lake = Settings(home=home).lake()
     # a polite stop: SIGTERM mid stage 2
     proc, log = start_run(corpus, home, tmp_path, "stopped-run")
-    wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+    wait_for(lambda: len(cached_results(home)) >= 2, 240, "stage 2 cache files", proc)
     stop_run(proc, [signal.SIGTERM])
     text = log.read_text()
     assert proc.returncode == 128 + signal.SIGTERM, text[-3000:]
@@ -252,28 +258,28 @@ def test_sigterm_stops_cleanly_a_second_ctrl_c_forces_and_the_rerun_matches(pref
     assert "Traceback" not in text
     assert not lake.stage2.exists()                      # the stage's table is published only when whole
     assert_lake_sound(home)                              # no temporary file left
-    stopped = cache_files(home)
+    stopped = cached_results(home)
     assert 0 < len(stopped) < N_VIDEOS
 
     # the same command again, then Ctrl-C twice: the second forces
     proc, log = start_run(corpus, home, tmp_path, "forced-run")
-    wait_for(lambda: len(cache_files(home)) >= len(stopped) + 1, 240, "more stage 2 cache files", proc)
+    wait_for(lambda: len(cached_results(home)) >= len(stopped) + 1, 240, "more stage 2 cache files", proc)
     took = stop_run(proc, [signal.SIGINT, signal.SIGINT], gap=0.3)
     text = log.read_text()
     assert proc.returncode == 128 + signal.SIGINT, text[-3000:]
     assert "SIGINT: stopping" in text and "SIGINT again: forced stop" in text, text
     assert took < 20, f"a forced stop took {took:.1f} s"
-    assert {p: cache_files(home)[p] for p in stopped} == stopped     # the resumed run kept them
+    assert {p: cached_results(home)[p] for p in stopped} == stopped     # the resumed run kept them
 
     from fvcflow.flows.pipeline import fvc
 
-    before = cache_files(home)
+    before = cached_results(home)
     assert len(before) < N_VIDEOS
     state = fvc(config=corpus_settings(corpus, home), return_state=True)   # its plan sweeps the leftovers
     assert state.is_completed(), state.message
     features = {r["stage"]: r for r in state.result()}["features"]
     assert (features["cached"], features["done"]) == (len(before), N_VIDEOS - len(before))
-    assert {p: cache_files(home)[p] for p in before} == before
+    assert {p: cached_results(home)[p] for p in before} == before
     assert_frame_equal(feature_table(lake.stage2), reference["stage2"])
     assert_lake_sound(home)
 
@@ -303,7 +309,7 @@ def test_the_dask_scheduler_killed_mid_stage_is_named_and_a_new_one_computes_onl
                                env=dict(os.environ, **quick))
     try:
         proc, log = start_run(corpus, home, tmp_path, "lost-scheduler", "--dask-address", address, **quick)
-        wait_for(lambda: len(cache_files(home)) >= 2, 240, "stage 2 cache files", proc)
+        wait_for(lambda: len(cached_results(home)) >= 2, 240, "stage 2 cache files", proc)
         scheduler.kill()
         proc.wait(180)
     finally:
@@ -320,7 +326,7 @@ def test_the_dask_scheduler_killed_mid_stage_is_named_and_a_new_one_computes_onl
     assert text.count("lost the Dask scheduler") == 1, text[-3000:]
     lake = Settings(home=home).lake()
     assert not lake.stage2.exists()
-    before = cache_files(home)
+    before = cached_results(home)
     assert 0 < len(before) < N_VIDEOS
 
     from fvcflow.flows.pipeline import fvc
@@ -332,7 +338,7 @@ def test_the_dask_scheduler_killed_mid_stage_is_named_and_a_new_one_computes_onl
     assert state.is_completed(), state.message
     features = {r["stage"]: r for r in state.result()}["features"]
     assert (features["cached"], features["done"]) == (len(before), N_VIDEOS - len(before))
-    assert {p: cache_files(home)[p] for p in before} == before
+    assert {p: cached_results(home)[p] for p in before} == before
     assert_frame_equal(feature_table(lake.stage2), reference["stage2"])
     assert_lake_sound(home)
 
@@ -351,7 +357,7 @@ def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(
     proc = None
     try:
         proc, log = start_run(corpus, home, tmp_path, "lost-server", PREFECT_API_URL=server.api_url)
-        wait_for(lambda: len(cache_files(home)) >= 1, 240, "a stage 2 cache file", proc)
+        wait_for(lambda: len(cached_results(home)) >= 1, 240, "a stage 2 cache file", proc)
         server.process.kill()                                                 # the server goes away
         t0 = time.monotonic()
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -378,12 +384,12 @@ def test_the_prefect_server_lost_mid_run_is_reported_once_and_the_rerun_resumes(
     assert "rerun the same command to resume" in line
     assert "Error logging to API" not in text, text[-4000:]                   # quiet
     assert_lake_sound(home)                              # no temporary file left
-    before = cache_files(home)
+    before = cached_results(home)
     # the run may finish its current work before the watch declares the server lost (all of it,
     # on a quiet machine): what it finished is whole and cached, and the rerun computes only the rest
     assert 0 < len(before) <= N_VIDEOS
     assert f"cached results kept: features {len(before)};" in line
-    for path in before:                                  # whole, checked entries
+    for path in manifest_files(home):                    # whole, checked entries
         assert read_checked_parquet(path) is not None
     # the rerun's plan resumes from the cache: only the missing videos are to compute (a full
     # rerun after a stop is what the SIGTERM and scheduler tests run)

@@ -205,6 +205,26 @@ class Display:
         self.rows.append({"stage": "ingest", "videos": indexed, "cached": 0, "failed": failed,
                           "seconds": seconds, "digest": digest, "result": ""})
 
+    # verify -------------------------------------------------------------------------------
+    def _on_verify_start(self, total: int) -> None:
+        line = self._start("verify", "verify", total)
+        if not self.interactive:
+            line.last_print = time.monotonic()
+            self.say(f"verify: hashing {total} videos the stages wrote")
+
+    def _on_verify_step(self, done: int, total: int) -> None:
+        line = self._lines.get("verify")
+        if line is not None:
+            line.done = done
+            self._update(line)
+
+    def _on_verify_end(self, videos: int, damaged: int, missing: int, seconds: float) -> None:
+        line = self._lines.get("verify")
+        if line is not None and self.interactive and line.task is not None:
+            self._progress.update(line.task, completed=line.total,
+                                  status=f"{videos} read  {damaged} damaged  {missing} missing  "
+                                         f"{seconds:.1f} s")
+
     # training -----------------------------------------------------------------------------
     def _on_train_start(self, models: list[str], folds: int) -> None:
         self._models, self._folds = list(models), folds

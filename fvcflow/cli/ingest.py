@@ -42,6 +42,10 @@ def register(subparsers) -> None:
     p.add_argument("root", type=Path, help="corpus folder (fvc: the archives' folder)")
     p.add_argument("--labels", type=Path, help="labels CSV path,label[,group] (folder corpora)")
     p.add_argument("--workers", type=_positive, help="probing processes (default: all cores)")
+    p.add_argument("--dask-address", help="probe and hash on the workers of this Dask scheduler, tcp://host:port")
+    p.add_argument("--resplit", action="store_true",
+                   help="decide the test hold-out again (train.test_size, train.seed) for the videos "
+                        "without a split of the corpus's own; stage 1 and 5 follow at the next run")
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -62,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         raise FvcError(f"--labels applies to folder corpora only, not {args.kind}")
     if args.kind == "folder" and args.labels is None:
         raise FvcError("fvc ingest folder needs --labels CSV (path,label[,group], paths relative to ROOT)")
+    if args.dask_address:
+        from fvcflow.engine import check_scheduler
+
+        check_scheduler(args.dask_address)       # one line when nobody answers, before any work
     lake = args.settings.lake()
     password = _password(args.root, args.settings) if args.kind == "fvc" else None
     verbose = getattr(args, "verbose", False)
@@ -71,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     say = logging.getLogger("fvcflow.ingest").info
     with display, progress.listening(display):
         summary = ingest(args.kind, args.root, lake, labels=args.labels, password=password,
-                         workers=args.workers, progress=say)
+                         workers=args.workers, progress=say, test_size=args.settings.train.test_size,
+                         seed=args.settings.train.seed, resplit=args.resplit,
+                         dask_address=args.dask_address)
     print(summary.format())
     return 0

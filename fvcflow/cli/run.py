@@ -21,6 +21,7 @@ from fvcflow.cli.watch import ServerWatch
 from fvcflow.config import CORPUS_KINDS, STAGES, Settings
 from fvcflow.errors import FvcError
 from fvcflow.interrupt import Stopped, polite_stop
+from fvcflow.stages.manifest import Manifest
 from fvcflow.stages.specs import SPECS
 from fvcflow.store import sweep_temporary
 
@@ -87,6 +88,10 @@ def _run(args: argparse.Namespace) -> int:
     try:
         with (polite_stop() as stop, watching as watch, display, progress.listening(display),
               progress.listening(track)):
+            if getattr(args, "verify", False):
+                from fvcflow.stages.verify import verify
+
+                print(verify(settings).format())
             state = local.run_in_process(settings)
     except Stopped:
         if stop.reason:
@@ -135,8 +140,8 @@ def _lost_server(url: str | None, exc: object) -> str | None:
 def _sweep(settings: Settings) -> str:
     """After a stop: remove what the stopped workers left; what was removed and what is kept."""
     swept = sweep_temporary(settings.home)
-    cached = {s: sum(1 for _ in settings.lake().cache_dir(s).rglob("*.parquet"))
-              for s in settings.stages if settings.lake().cache_dir(s).exists()}
+    cached = {s: Manifest(settings.lake(), s).count()
+              for s in settings.stages if s in SPECS and settings.lake().cache_dir(s).exists()}
     kept = ", ".join(f"{s} {n}" for s, n in cached.items()) or "nothing yet"
     return (f"nothing half-done was published ({len(swept)} unfinished file(s) removed); "
             f"cached results kept: {kept}")
@@ -161,5 +166,7 @@ def _stopped(settings: Settings, stop, at: str | None, log_file) -> int:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run the pipeline flow in this process")
     add_settings_arguments(p)
+    p.add_argument("--verify", action="store_true",
+                   help="first hash every video the stages wrote (fvc verify); damaged ones are made again")
     add_verbose(p)
     p.set_defaults(func=_run)

@@ -1,8 +1,10 @@
-"""Any folder of labelled videos: ``DIR`` plus a labels CSV ``path,label[,group]``.
+"""Any folder of labelled videos: ``DIR`` plus a labels CSV ``path,label[,group[,split]]``.
 
 Paths are relative to ``DIR``; labels are real/fake/0/1 (any case); a header row
-``path,label[,group]`` is optional. A video without a group gets its own id (the content
-hash) as group. Videos under ``DIR`` that the CSV does not name, and CSV rows whose file is
+``path,label[,group[,split]]`` is optional. A video without a group gets its own id (the content
+hash) as group. ``split`` (train, val or test) is the corpus's own test hold-out; videos without
+one get theirs decided by group at ingest (:mod:`fvcflow.ingest.holdout`). Videos under ``DIR``
+that the CSV does not name, and CSV rows whose file is
 missing, are reported. A row whose file is a symbolic link (or lies under one) leading out of
 ``DIR`` is a failure naming it: the corpus is what the folder holds, nothing it points at.
 """
@@ -19,6 +21,7 @@ from fvcflow.ingest.common import Candidate, Catalog, require_dir, resolved_path
 
 __all__ = ["LabelRow", "read_labels", "catalog_folder"]
 
+SPLITS = ("train", "val", "test")
 _LABELS = {"real": "real", "0": "real", "fake": "fake", "1": "fake"}
 
 
@@ -28,20 +31,24 @@ class LabelRow:
     path: str  # relative to the corpus folder, '/'-separated
     label_raw: str  # "real" or "fake"
     group: str | None
+    split: str | None = None   # the corpus's own split: train, val or test
 
 
 def _parse_row(csv_path: Path, line: int, fields: list[str]) -> LabelRow:
     fields = [f.strip() for f in fields]
-    if len(fields) not in (2, 3):
-        raise FvcError(f"{csv_path}:{line}: expected path,label[,group], found {len(fields)} fields")
+    if len(fields) not in (2, 3, 4):
+        raise FvcError(f"{csv_path}:{line}: expected path,label[,group[,split]], found {len(fields)} fields")
     rel, label = fields[0], fields[1].lower()
     if label not in _LABELS:
         raise FvcError(f"{csv_path}:{line}: label {fields[1]!r} is not one of real, fake, 0, 1")
     pure = PurePosixPath(rel.replace("\\", "/"))
     if not rel or pure.is_absolute() or ".." in pure.parts:
         raise FvcError(f"{csv_path}:{line}: path {rel!r} must be relative to the corpus folder, without '..'")
-    group = fields[2] if len(fields) == 3 and fields[2] else None
-    return LabelRow(line, pure.as_posix(), _LABELS[label], group)
+    group = fields[2] if len(fields) >= 3 and fields[2] else None
+    split = fields[3].lower() if len(fields) == 4 and fields[3] else None
+    if split not in (None, *SPLITS):
+        raise FvcError(f"{csv_path}:{line}: split {fields[3]!r} is not one of {', '.join(SPLITS)} (or empty)")
+    return LabelRow(line, pure.as_posix(), _LABELS[label], group, split)
 
 
 def read_labels(path: str | Path) -> list[LabelRow]:
@@ -102,6 +109,6 @@ def catalog_folder(root: str | Path, labels: str | Path | None, *, source: str =
             continue
         listed.add(resolved_path(path))
         cat.candidates.append(Candidate(path=path, video_id=None, label_raw=row.label_raw,
-                                        group_id=row.group))
+                                        group_id=row.group, split=row.split))
     cat.unmatched_videos += [str(p) for p in scan_videos(root) if resolved_path(p) not in listed]
     return cat

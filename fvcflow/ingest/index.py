@@ -7,6 +7,7 @@ corpus's rows into the index (re-ingesting a corpus replaces its rows, other cor
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import Counter
@@ -24,7 +25,8 @@ from fvcflow.ingest.dfdc import catalog_dfdc
 from fvcflow.ingest.ffpp import catalog_ffpp
 from fvcflow.ingest.folder import catalog_folder
 from fvcflow.ingest.fvc import catalog_fvc, prepare_fvc
-from fvcflow.ingest.probing import probe_many
+from fvcflow.ingest.holdout import HOLDOUT_KEY, decide_holdout
+from fvcflow.ingest.probing import probe_many, probe_on_dask
 from fvcflow.progress import emit
 from fvcflow.schema import ORIGINAL
 from fvcflow.store import (
@@ -49,6 +51,7 @@ INDEX_SCHEMA = {
     "content_hash": pl.Utf8, "container": pl.Utf8, "codec": pl.Utf8, "pix_fmt": pl.Utf8,
     "width": pl.Int32, "height": pl.Int32, "fps": pl.Float64, "duration": pl.Float64, "n_frames": pl.Int64,
     "bit_rate": pl.Int64, "rotation": pl.Int32, "size_bytes": pl.Int64, "gop": pl.Float64,
+    "split_by": pl.Utf8,    # who set split: "corpus" (its own split), "holdout" (decided at ingest)
 }
 
 
@@ -185,8 +188,36 @@ def _merge_index(lake: Lake, source: str, rows: list[dict]) -> pl.DataFrame:
         if clash:
             raise FvcError(f"video ids of {source} already in {lake.index} under another source: "
                            f"{', '.join(sorted(clash)[:5])}")
-        new = pl.concat([old.select([pl.col(c).cast(t) for c, t in INDEX_SCHEMA.items()]), new])
+        old = old.select([(pl.col(c) if c in old.columns else pl.lit(None)).cast(t).alias(c)  # older indexes
+                          for c, t in INDEX_SCHEMA.items()])
+        new = pl.concat([old, new])
     return new.sort("source", "video_id")
+
+
+def _holdout(lake: Lake, source: str, rows: list[dict], *, test_size: float, seed: int, resplit: bool,
+             log: Callable[[str], None]) -> None:
+    """Fill in each new row's ``split``: the corpus's own, the one decided at an earlier ingest
+    (unless ``resplit``), else decided now by group."""
+    old = read_parquet(lake.index)
+    before: dict[str, str] = {}
+    if old is not None and old.height and "split_by" in old.columns:
+        ours = old.filter((pl.col("source") == source) & (pl.col("split_by") == "holdout"))
+        before = dict(zip(ours["video_id"].to_list(), ours["split"].to_list()))
+    for r in rows:
+        r["split_by"] = "corpus" if r.get("split") else None
+        if not resplit and not r.get("split") and r["video_id"] in before:
+            r["split"], r["split_by"] = before[r["video_id"]], "holdout"
+    decided = decide_holdout(rows, test_size=test_size, seed=seed)
+    for r in rows:
+        if r.get("split") and r["split_by"] is None:
+            r["split_by"] = "holdout"
+    if decided:
+        changed = sum(1 for r in rows if r["video_id"] in before and r["split"] != before[r["video_id"]])
+        log(f"{source}: test hold-out decided for {decided} videos by group "
+            f"(test_size {test_size}, seed {seed})"
+            + (f"; {changed} of them changed side" if resplit else ""))
+    if resplit and lake.splits.exists():
+        lake.splits.unlink()        # stage 5's folds were made from the old hold-out
 
 
 def _failures(lake: Lake, roots: list[Path], rows: list[dict]) -> None:
@@ -216,8 +247,14 @@ def _write_unmatched(lake: Lake, cat: Catalog) -> Path:
 
 def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.PathLike | None = None,
            password: bytes | None = None, workers: int | None = None, source: str | None = None,
-           progress: Callable[[str], None] | None = None, limits: Limits | None = None) -> IngestSummary:
+           progress: Callable[[str], None] | None = None, limits: Limits | None = None,
+           test_size: float = 0.2, seed: int = 0, resplit: bool = False,
+           dask_address: str | None = None) -> IngestSummary:
     """Index a corpus into ``lake``: hash and probe every video, write the index and the failures.
+
+    The test hold-out is decided here, by group (:mod:`fvcflow.ingest.holdout`): the corpus's own
+    split where it has one, else ``test_size`` of each class by groups ordered by ``seed``. Videos
+    indexed before keep their split unless ``resplit`` (the explicit way to change the hold-out).
 
     Parameters
     ----------
@@ -239,6 +276,12 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     limits : Limits, optional
         What one video may cost (``Settings.limits``; default: the bounds in force,
         :mod:`fvcflow.video.limits`): a video over a bound is a failure row naming it.
+    test_size, seed : float, int
+        The hold-out of videos without a split of their corpus (``train.test_size``, ``train.seed``).
+    resplit : bool
+        Decide the hold-out again for this corpus's videos (their earlier decisions are dropped).
+    dask_address : str, optional
+        Probe and hash on the workers of this Dask scheduler (``workers`` is then theirs).
 
     Returns
     -------
@@ -256,7 +299,9 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
     candidates, failures = _split_unnamable(cat.candidates)
     log(f"{cat.source}: probing {len(candidates)} videos ...")
     emit("ingest_start", source=cat.source, total=len(candidates))
-    results = probe_many([c.path for c in candidates], workers=workers, log=log, limits=limits)
+    paths = [c.path for c in candidates]
+    results = (probe_on_dask(paths, dask_address, log=log, limits=limits) if dask_address
+               else probe_many(paths, workers=workers, log=log, limits=limits))
     rows = []
     for cand, res in zip(candidates, results):
         if "error" in res:
@@ -271,8 +316,10 @@ def ingest(kind: str, root: str | os.PathLike, lake: Lake, *, labels: str | os.P
                              error_type="Unmatched") for p in cat.unmatched_videos]
     failures += [failure_row("ingest", path, reason, error_type="UnsafePath") for path, reason in cat.refused]
     with lake_lock(lake, "index"):  # another ingest into this work dir waits: no lost rows
+        _holdout(lake, cat.source, rows, test_size=test_size, seed=seed, resplit=resplit, log=log)
         index = _merge_index(lake, cat.source, rows)
-        write_parquet_atomic(index, lake.index)
+        write_parquet_atomic(index, lake.index,
+                             metadata={HOLDOUT_KEY: json.dumps({"test_size": test_size, "seed": seed})})
         digest = frame_digest(index)
         _failures(lake, roots, failures)
         unmatched = _write_unmatched(lake, cat)

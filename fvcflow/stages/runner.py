@@ -3,18 +3,22 @@
 The three steps are plain functions so that a Prefect flow, a script or a notebook can drive them:
 ``plan`` runs where the flow runs, ``run_batch`` runs on a Dask worker (it needs only the jobs and
 the settings, returns small rows, never frames), ``finish`` assembles the stage table and records
-failures. Every finished video is written to the per-stage cache at once, so an interrupted run
-loses only the videos that were in flight.
+failures. Every finished video's row is written to the stage's manifest at once (its batch's part,
+:mod:`fvcflow.stages.manifest`), so an interrupted run loses only the videos that were in flight.
+Planning is one read of the manifest and an anti-join with the jobs; a video a stage wrote is
+checked by its size and modification time, its content hashed only when those differ.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import polars as pl
 
@@ -22,18 +26,9 @@ from fvcflow.config import Settings
 from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
+from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, WRITTEN, Manifest, stat_of
 from fvcflow.stages.specs import SPECS, StageSpec
-from fvcflow.store import (
-    CorruptEntry,
-    Lake,
-    failure_row,
-    file_hash,
-    read_checked_parquet,
-    record_failures,
-    sweep_temporary,
-    write_checked_parquet,
-    write_parquet_atomic,
-)
+from fvcflow.store import Lake, failure_row, file_hash, record_failures, sweep_temporary, write_parquet_atomic
 from fvcflow.video.limits import bounded
 
 log = logging.getLogger("fvcflow.stages")
@@ -90,54 +85,83 @@ class StageReport:
                  "seconds": round(self.seconds, 2), "table": self.table, "digest": self.digest}]
 
 
-def _cache_file(lake: Lake, stage: str, key: str) -> Path:
-    return lake.cache_dir(stage) / key[:2] / f"{key}.parquet"
-
-
 def plan(stage: str, settings: Settings) -> StagePlan:
     """Every job of ``stage`` and those not yet cached (all of them when the stage is forced).
 
-    A cached result counts only when it passes its checks: the cache file's checksum, and for
-    stages that write a video (augment, scale) the video's content hash recorded at write time.
-    A damaged entry is reported (logged, counted in the stage report), removed and recomputed.
+    One read of the stage's manifest, anti-joined with the jobs. A cached result counts only when
+    it passes its checks: the manifest files' checksums, and for stages that write a video
+    (augment, scale) the video's size and modification time recorded at write time; when those
+    differ, its content hash (the video is kept when the content is the same). A damaged entry is
+    reported (logged, counted in the stage report), removed and recomputed. Per-video cache files
+    of an older fvcflow are migrated into the manifest first (once, logged).
     """
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
     for folder in (lake.cache_dir(spec.name), spec.table(lake).parent):
         sweep_temporary(folder)  # what writers killed in an earlier run left behind
-    jobs = [Job(**j) for j in spec.jobs(lake, settings)]
-    force = stage in settings.force
+    manifest = Manifest(lake, spec.name)
+    manifest.migrate_legacy()
     damaged: list[str] = []
-    todo = [j for j in jobs if force or not _is_cached(lake, spec, j, damaged)]
+    with _gc_paused():      # millions of small objects, none of them garbage: no collection passes
+        jobs = [Job(**j) for j in spec.jobs(lake, settings)]
+        if stage in settings.force:
+            todo = jobs
+        else:
+            loaded = manifest.read()
+            damaged += loaded.damaged
+            todo = _todo(manifest, loaded.rows, jobs, damaged)
     emit("stage_start", stage=stage, total=len(jobs), todo=len(todo), cached=len(jobs) - len(todo))
     return StagePlan(stage, jobs, todo, damaged=damaged)
 
 
-def _is_cached(lake: Lake, spec: StageSpec, job: Job, damaged: list[str]) -> bool:
-    path = _cache_file(lake, spec.name, job.key)
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Python's cyclic collector paused for a block that only builds objects (a plan of a million
+    jobs runs about twice as fast); it runs again, as it was, after."""
+    was = gc.isenabled()
+    gc.disable()
     try:
-        row = read_checked_parquet(path)
-    except CorruptEntry as exc:
-        if not exc.legacy:
-            _report_damage(damaged, spec.name, str(exc))
-        path.unlink(missing_ok=True)
-        return False
-    if row is None:
-        return False
-    out = job.params.get("dst")
-    if out is None:
-        return True
-    out = Path(out)
-    want = row["content_hash"][0] if "content_hash" in row.columns else None
-    if not out.exists():
-        return False
-    if want is not None and file_hash(out) != want:
-        _report_damage(damaged, spec.name, f"{out}: the video differs from the content hash recorded when "
-                                           f"it was written")
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _todo(manifest: Manifest, rows: pl.DataFrame, jobs: list[Job], damaged: list[str]) -> list[Job]:
+    """The jobs without a sound cached row: the anti-join, then the stat check of written videos."""
+    keys = set(rows[KEY].to_list()) if rows.height else set()
+    todo = [j for j in jobs if j.key not in keys]
+    written = [j for j in jobs if j.key in keys and j.params.get("dst") is not None]
+    if not written:
+        return todo
+    cols = [c for c in ("content_hash", DST_SIZE, DST_MTIME) if c in rows.columns]
+    wanted = rows.filter(pl.col(KEY).is_in([j.key for j in written])).select(KEY, *cols)
+    recorded = {r[KEY]: r for r in wanted.iter_rows(named=True)}
+    refreshed: dict[str, tuple[int, int]] = {}
+    for job in written:
+        rec, out = recorded[job.key], Path(job.params["dst"])
+        st = stat_of(out)
+        if st is None:                                   # removed: made again
+            todo.append(job)
+            continue
+        if st == (rec.get(DST_SIZE), rec.get(DST_MTIME)):
+            continue                                     # as written: no need to read it
+        want = rec.get("content_hash")
+        if want is None or file_hash(out) == want:
+            refreshed[job.key] = st                      # touched or copied, same content: kept
+            continue
+        _report_damage(damaged, manifest.stage, f"{out}: the video differs from the content hash recorded "
+                                                f"when it was written")
         out.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
-        return False
-    return True
+        todo.append(job)
+    if refreshed:   # record the new stat, so that the next plan need not read these videos again
+        update = rows.filter(pl.col(KEY).is_in(list(refreshed))).to_dicts()
+        for r in update:
+            r[DST_SIZE], r[DST_MTIME] = refreshed[r[KEY]]
+            r.pop(WRITTEN, None)
+        manifest.append(update)
+    order = {id(j): i for i, j in enumerate(jobs)}
+    return sorted(todo, key=lambda j: order[id(j)])
 
 
 def _report_damage(damaged: list[str], stage: str, what: str) -> None:
@@ -167,6 +191,16 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
     limits = settings.limits.video_limits()
     t0 = time.perf_counter()
     done, failures = [], []
+    part = Manifest(lake, spec.name).writer()
+    try:
+        _run_jobs(spec, jobs, settings, limits, part, done, failures)
+    finally:
+        part.seal()                                      # what finished is kept, whatever stopped the batch
+    return BatchOutcome(done, failures, time.perf_counter() - t0)
+
+
+def _run_jobs(spec: StageSpec, jobs: list[Job], settings: Settings, limits, part, done: list[str],
+              failures: list[dict]) -> None:
     for job in jobs:
         try:
             with bounded(limits):
@@ -175,25 +209,25 @@ def run_batch(stage: str, jobs: list[Job], settings: Settings) -> BatchOutcome:
             raise                                    # the stage stops: no video is to blame
         except FvcError as exc:
             if is_disk_full(exc):                    # e.g. an encoder's VideoError on ENOSPC
-                raise DiskFullError(job.params.get("dst") or _cache_file(lake, spec.name, job.key)) from None
+                raise DiskFullError(job.params.get("dst") or part.path) from None
             failures.append(failure_row(spec.name, job.path, getattr(exc, "reason", str(exc)),
                                         video_id=job.video_id, error_type=type(exc).__name__))
             continue
         except OSError as exc:
             if is_disk_full(exc):
-                raise DiskFullError(job.params.get("dst") or _cache_file(lake, spec.name, job.key)) from None
+                raise DiskFullError(job.params.get("dst") or part.path) from None
             raise
         except Exception as exc:  # noqa: BLE001 - one video's failure, whatever it is, is its row
             log.warning("%s: %s failed with %s: %s", spec.name, job.path, type(exc).__name__, exc)
             failures.append(failure_row(spec.name, job.path, f"{type(exc).__name__}: {exc}"[:500],
                                         video_id=job.video_id, error_type=type(exc).__name__))
             continue
-        # the cache holds what the content determines; identity (video_id, keys) comes from the plan
-        row = {**result, "cache_key": job.key}
-        write_checked_parquet(pl.DataFrame([row], infer_schema_length=None),
-                              _cache_file(lake, spec.name, job.key))
+        # the manifest holds what the content determines; identity (video_id, keys) comes from the plan
+        row = {**result, KEY: job.key}
+        if job.params.get("dst") is not None and (st := stat_of(job.params["dst"])) is not None:
+            row[DST_SIZE], row[DST_MTIME] = st           # for the next plan's stat check
+        part.add(row)
         done.append(job.video_id)
-    return BatchOutcome(done, failures, time.perf_counter() - t0)
 
 
 def collect(stage_plan: StagePlan, outcomes: Iterable[BatchOutcome]) -> list[BatchOutcome]:
@@ -218,34 +252,27 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     failures = [f for o in outcomes for f in o.failures]
     failed = {f["video_id"] for f in failures}
     jobs = [j for j in stage_plan.jobs if j.video_id not in failed]
-    keys = dict.fromkeys(j.key for j in jobs)  # videos of equal content share one cached result
-    present, damaged = [], []
-    for k in keys:
-        try:
-            t = read_checked_parquet(_cache_file(lake, spec.name, k))
-        except CorruptEntry as exc:              # damaged after the plan checked it: left out
-            damaged.append(k)
-            _cache_file(lake, spec.name, k).unlink(missing_ok=True)
-            log.warning("%s: damaged cache entry left out of the table: %s", spec.name, exc)
-            continue
-        if t is not None:
-            present.append(t)
+    loaded = Manifest(lake, spec.name).read()
+    have = loaded.keys()
+    # a row the plan counted on may be gone: its file damaged after the plan (left out, never read)
+    why = ("its cached result was damaged; rerun to recompute it" if loaded.damaged else
+           "its cached result is missing (removed during the run); rerun to recompute it")
     for j in jobs:
-        if j.key in damaged:
-            failures.append(failure_row(spec.name, j.path,
-                                        "its cached result was damaged; rerun to recompute it",
-                                        video_id=j.video_id, error_type="CorruptEntry"))
-    jobs = [j for j in jobs if j.key not in damaged]
-    if present:
-        results = pl.concat(present, how="diagonal_relaxed")
-        ids = pl.DataFrame([{"video_id": j.video_id, **j.carry, "cache_key": j.key} for j in jobs],
+        if j.key not in have:
+            failures.append(failure_row(spec.name, j.path, why, video_id=j.video_id,
+                                        error_type="CorruptEntry"))
+    jobs = [j for j in jobs if j.key in have]
+    if jobs:
+        results = loaded.rows.select(pl.exclude(f"^{PRIVATE}.*$"))
+        ids = pl.DataFrame([{"video_id": j.video_id, **j.carry, KEY: j.key} for j in jobs],
                            infer_schema_length=None)
-        table = ids.join(results, on="cache_key", how="inner").sort("video_id")
+        table = ids.join(results, on=KEY, how="inner").sort("video_id")
     else:
         table = pl.DataFrame(schema={"video_id": pl.Utf8})
     table_path = spec.table(lake)
     write_parquet_atomic(table, table_path)
     record_failures(lake, failures, stage=spec.name)
+    Manifest(lake, spec.name).compact()                  # the batches' parts, folded into the shards
     reasons: dict[str, int] = {}
     for f in failures:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1

@@ -30,7 +30,7 @@ from fvcflow.stages.augment import augment_video, draw_params
 from fvcflow.stages.faces import FaceDetector
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
-from fvcflow.store import Lake, cache_key, file_hash, read_parquet
+from fvcflow.store import Lake, cache_keys, file_hash, read_parquet
 from fvcflow.video.write import STAGE_PRESET
 
 
@@ -70,12 +70,19 @@ def feature_inputs(lake: Lake) -> list[dict]:
 def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
     cfg = s.augment
     jobs = []
-    for row in _index(lake).filter(pl.col("label").is_not_null()).to_dicts():
+    index = _index(lake)
+    trains = pl.col("label").is_not_null()
+    if "split" in index.columns:      # the test hold-out (decided at ingest): no copies, they train nothing
+        trains &= pl.col("split").fill_null("") != "test"
+    rows = index.filter(trains).to_dicts()
+    hashes = [r["content_hash"] for r in rows]
+    keys = {k: cache_keys(hashes, "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf,
+                                              "preset": STAGE_PRESET}) for k in range(1, cfg.copies + 1)}
+    for i, row in enumerate(rows):
         for k in range(1, cfg.copies + 1):
             vid = augmented_id(row["video_id"], k)
             jobs.append(dict(
-                key=cache_key(row["content_hash"], "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf,
-                                                                 "preset": STAGE_PRESET}),
+                key=keys[k][i],
                 video_id=vid, path=row["path"],
                 carry={**_carry(row), "variant": augmented_variant(k), "source_video_id": row["video_id"]},
                 params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
@@ -114,8 +121,9 @@ def _feature_kwargs(s: Settings, *, faces: bool) -> dict:
 
 def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
     cfg = _feature_config(s, faces=True)
-    return [dict(key=cache_key(r["content_hash"], "features", cfg), video_id=r["video_id"],
-                 path=r["path"], carry=_carry(r)) for r in feature_inputs(lake)]
+    rows = feature_inputs(lake)
+    keys = cache_keys([r["content_hash"] for r in rows], "features", cfg)
+    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r)) for k, r in zip(keys, rows)]
 
 
 def _feature_run(job, s: Settings) -> dict:
@@ -127,10 +135,11 @@ def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
     if scaled is None:
         raise FvcError(f"no scaled videos at {lake.stage3}: run the scale stage first")
     cfg = _feature_config(s, faces=False)
-    return [dict(key=cache_key(r["content_hash"], "scaled_features", cfg), video_id=r["video_id"],
-                 path=r["path"], carry={**_carry(r), "is_upscaled": r["is_upscaled"],
-                                        "is_downscaled": r["is_downscaled"]})
-            for r in scaled.to_dicts()]
+    rows = scaled.to_dicts()
+    keys = cache_keys([r["content_hash"] for r in rows], "scaled_features", cfg)
+    return [dict(key=k, video_id=r["video_id"], path=r["path"],
+                 carry={**_carry(r), "is_upscaled": r["is_upscaled"], "is_downscaled": r["is_downscaled"]})
+            for k, r in zip(keys, rows)]
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
@@ -139,15 +148,14 @@ def _scaled_feature_run(job, s: Settings) -> dict:
 
 # stage 3 -------------------------------------------------------------------------------------
 def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
-    jobs = []
-    for r in feature_inputs(lake):
-        dst = lake.stage3_videos / f"{_safe(r['video_id'])}.mp4"
-        # the output file is part of the result, so the key names it: equal inputs, distinct files
-        cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET, "dst": dst.name}
-        jobs.append(dict(key=cache_key(r["content_hash"], "scale", cfg), video_id=r["video_id"],
-                         path=r["path"],
-                         carry=_carry(r), params={"dst": str(dst)}))
-    return jobs
+    rows = feature_inputs(lake)
+    dsts = [lake.stage3_videos / f"{_safe(r['video_id'])}.mp4" for r in rows]
+    # the output file is part of the result, so the key names it: equal inputs, distinct files
+    cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET}
+    keys = cache_keys([r["content_hash"] for r in rows], "scale", cfg,
+                      varying={"dst": [d.name for d in dsts]})
+    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params={"dst": str(dst)})
+            for k, r, dst in zip(keys, rows, dsts)]
 
 
 def _scale_run(job, s: Settings) -> dict:

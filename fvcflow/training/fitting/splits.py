@@ -3,13 +3,17 @@
 Only originals decide the assignment; an augmented copy then takes its source's group, fold and
 test flag, so copies never sit on both sides. Rows of the corpus's official test split form the
 test set when present (``split == "test"``); training rows that share a group with them are dropped
-(and logged). Otherwise a stratified grouped hold-out of ``test_size`` is drawn. Deterministic for
-a seed.
+(and logged). The ingest decides that split by group for every video without one of its corpus
+(:mod:`fvcflow.ingest.holdout`), so that stage 1 makes no copies of test videos; a ``test_size``
+other than the one it was decided with is an error (the hold-out changes only by ``--resplit``).
+Otherwise (an index without it) a stratified grouped hold-out of ``test_size`` is drawn.
+Deterministic for a seed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 import numpy as np
@@ -18,6 +22,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fvcflow.config import TrainConfig, setting_hint
 from fvcflow.errors import FvcError
+from fvcflow.ingest.holdout import holdout_of
 from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 
@@ -132,6 +137,21 @@ def make_splits(lake: Lake, cfg: TrainConfig | None = None) -> pl.DataFrame:
     videos = read_parquet(lake.index)
     if videos is None:
         raise FvcError(f"no video index at {lake.index}: run the ingest stage first (fvc ingest ...)")
+    decided = holdout_of(lake.index)
+    if (decided and cfg.use_official_split and not math.isclose(decided["test_size"], cfg.test_size)
+            and "split_by" in videos.columns):
+        if cfg.test_size == 0:     # no hold-out asked: the one decided at ingest joins the folds
+            held = videos.filter((pl.col("split_by") == "holdout") & (pl.col("split") == "test")).height
+            log.warning("test_size is 0: the %d test videos decided at ingest join the cross-validation "
+                        "(stage 1 made no augmented copies of them)", held)
+            videos = videos.with_columns(split=pl.when(pl.col("split_by") == "holdout").then(None)
+                                         .otherwise(pl.col("split")))
+        else:
+            raise FvcError(f"the test hold-out was decided when the corpus was indexed, with test_size "
+                           f"{decided['test_size']:g}, and stage 1 made its copies for it; test_size is now "
+                           f"{cfg.test_size:g} ({setting_hint('test_size')}): to change the hold-out, ingest "
+                           f"again with --resplit (fvc ingest KIND ROOT --resplit), set test_size back, or "
+                           f"to 0 for no hold-out")
     table = assign_splits(videos, read_parquet(lake.stage1), cfg)
     write_parquet_atomic(table, lake.splits)
     n_test = table.filter(pl.col("is_test") & (pl.col("variant") == ORIGINAL)).height
