@@ -166,7 +166,7 @@ def setting_hint(field: str) -> str:
 
 # -- the run ------------------------------------------------------------------------------------
 #: the pipeline's stages, in order (the one list: flows, specs, CLI and deployments derive theirs)
-STAGES = ("ingest", "augment", "features", "scale", "scaled_features", "train")
+STAGES = ("ingest", "augment", "faces", "features", "scale", "scaled_features", "train")
 Stage = Literal[STAGES]
 #: what ``corpus.kind`` may be: an ingest adapter's kind, or the built-in demo corpus
 CORPUS_KINDS = (*ADAPTER_KINDS, "demo")
@@ -234,6 +234,17 @@ class FeatureConfig(_Model):
         return v
 
 
+class FacesConfig(_Model):
+    """The face-track stage (``faces.*``; fvcflow/stages/facetrack.py)."""
+
+    detector: Literal["auto", "yuface", "yunet", "haar"] = Field(
+        "auto", description="auto: the yuface CNN when installed, else YuNet (features.face_model), "
+                            "else Haar")
+    every: int = Field(3, ge=1, le=50, description="run the detector on every k-th sampled frame")
+    max_tracks: int = Field(2, ge=1, le=16, description="tracks kept per video, longest x largest first")
+    max_side: int = Field(640, ge=64, le=4096, description="the detector sees frames downscaled to this side")
+
+
 class ScaleConfig(_Model):
     size: int = Field(256, ge=16, le=4096, description="letterbox side in pixels (even)")
     crf: int = Field(18, ge=0, le=51)
@@ -288,6 +299,7 @@ class Settings(_Model):
     force: list[Stage] = Field(default_factory=list, description="stages to recompute ignoring the cache")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

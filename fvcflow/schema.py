@@ -71,6 +71,10 @@ LAKE: tuple[Place, ...] = (
     Place("stage1_videos", "stage1/videos/", "augmented videos"),
     Place("stage1", "stage1/augmented.parquet", "one row per augmented copy (variant aug-k)",
           view="augmented", stage="augment"),
+    Place("faces_tracks", "faces/tracks/", "one Parquet table of face tracks per video (frame, box, "
+          "landmarks, score, track)"),
+    Place("faces", "faces/faces.parquet", "one row per video: detector, tracks, face-found rate and size",
+          view="faces", stage="faces"),
     Place("stage2", "stage2/features.parquet", "per-video handcrafted features (docs/FEATURES.md)",
           view="features", stage="features"),
     Place("stage3_videos", "stage3/videos/", "letterboxed videos"),

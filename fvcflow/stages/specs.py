@@ -6,6 +6,7 @@ publishing for all of them alike.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,10 +29,13 @@ from fvcflow.schema import (
 )
 from fvcflow.stages.augment import augment_video, draw_params
 from fvcflow.stages.faces import FaceDetector
+from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
-from fvcflow.store import Lake, cache_key, file_hash, read_parquet
+from fvcflow.store import Lake, cache_key, file_hash, read_parquet, write_parquet_atomic
 from fvcflow.video.write import STAGE_PRESET
+
+log = logging.getLogger("fvcflow.stages")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,42 @@ def _augment_run(job, s: Settings) -> dict:
     out = augment_video(job.path, job.params["dst"], params, chunk=s.augment.chunk, crf=s.augment.crf,
                         threads=s.threads_per_worker)
     return {**out, "path": job.params["dst"], "content_hash": file_hash(job.params["dst"])}
+
+
+# the face tracks -----------------------------------------------------------------------------
+def face_detector(s: Settings):
+    """The face-track stage's detector as the settings name it (``faces.detector``)."""
+    return make_detector(s.faces.detector, s.features.face_model, max_side=s.faces.max_side)
+
+
+def _faces_config(s: Settings, detector) -> dict:
+    model = s.features.face_model if detector.kind == "yunet" else None
+    return {"v": TRACK_VERSION, "detector": detector.name,
+            "model": None if model is None else file_hash(model), "every": s.faces.every,
+            "max_tracks": s.faces.max_tracks, "max_side": s.faces.max_side}
+
+
+def _faces_jobs(lake: Lake, s: Settings) -> list[dict]:
+    detector = face_detector(s)
+    note = fallback_note(detector)
+    if note:
+        log.warning("%s", note)     # said once per run of the stage, where it is planned
+    jobs = []
+    for r in feature_inputs(lake):
+        dst = lake.faces_tracks / f"{_safe(r['video_id'])}.parquet"
+        cfg = {**_faces_config(s, detector), "dst": dst.name}
+        jobs.append(dict(key=cache_key(r["content_hash"], "faces", cfg), video_id=r["video_id"],
+                         path=r["path"], carry=_carry(r), params={"dst": str(dst)}))
+    return jobs
+
+
+def _faces_run(job, s: Settings) -> dict:
+    table, summary = track_video(job.path, face_detector(s), every=s.faces.every,
+                                 max_tracks=s.faces.max_tracks, strategy=s.features.strategy,
+                                 threads=s.threads_per_worker)
+    dst = job.params["dst"]
+    write_parquet_atomic(table, dst)
+    return {**summary, "tracks": dst, "content_hash": file_hash(dst)}
 
 
 # stages 2 and 4 ------------------------------------------------------------------------------
@@ -163,6 +203,7 @@ def _table(stage: str) -> Callable[[Lake], Path]:
 
 SPECS: dict[str, StageSpec] = {
     "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run),
+    "faces": StageSpec("faces", _table("faces"), _faces_jobs, _faces_run),
     "features": StageSpec("features", _table("features"), _feature_jobs, _feature_run),
     "scale": StageSpec("scale", _table("scale"), _scale_jobs, _scale_run),
     "scaled_features": StageSpec("scaled_features", _table("scaled_features"), _scaled_feature_jobs,
