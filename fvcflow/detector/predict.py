@@ -94,7 +94,8 @@ class Detector:
                     row.update({k: float(flags[k]) for k in S4_FLAGS})
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3
                     row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
-                                                                 src_height=flags["src_height"])
+                                                                 src_height=flags["src_height"],
+                                                                 original=path)
         return row
 
     def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
@@ -121,7 +122,8 @@ class Detector:
         with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
             scaled = Path(tmp) / "scaled.mp4"
             row = scale_video(path, scaled, size=scale_size, crf=scale_crf)
-            return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"])
+            return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"],
+                                            original=path)
 
     def predict_rows(self, rows: list[dict[str, float]]) -> list[float]:
         """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""
