@@ -4,12 +4,15 @@ to end beside frame clips, the video score over several tracks."""
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import polars as pl
 import pytest
 from mlflow.tracking import MlflowClient
 
+from fvcflow.cli import main as fvc_cli
 from fvcflow.config import Settings
 from fvcflow.deep.clips import (
     ClipCache,
@@ -140,7 +143,7 @@ def test_a_video_score_is_the_max_or_mean_over_its_tracks():
 
 
 @pytest.mark.slow
-def test_a_tiny_model_trains_on_face_clips_beside_frame_clips(face_lake):
+def test_a_tiny_model_trains_on_face_clips_beside_frame_clips(face_lake, capsys):
     lake = face_lake.lake()
     clip = {"frames": 4, "clips": 2, "size": 32}
     cfg = TrainConfig(folds=2, test_size=0.2, models="naive_3dcnn,variable_aspect_cnn", kinds=["torch_video"],
@@ -169,3 +172,7 @@ def test_a_tiny_model_trains_on_face_clips_beside_frame_clips(face_lake):
     p = face.model.predict_video(scaled, src_width=flags["src_width"], src_height=flags["src_height"],
                                  original=new)
     assert 0.0 <= p <= 1.0 and face.model.last_track == 0
+    # fvc predict --json names that track
+    rc = fvc_cli(["--home", str(lake.root), "predict", str(new), "--model", face.model_uri, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out[0]["face_track"] == 0 and out[0]["prob_fake"] == pytest.approx(p, abs=1e-3)

@@ -340,3 +340,21 @@ def test_fvc_faces_names_a_bad_file_and_goes_on(tmp_path, capsys):
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and str(bad) in errors[0] and "Traceback" not in captured.err
     assert f"{good}: 0 face track(s)" in captured.out and "no face found" in captured.out
+
+
+@needs_cnn
+def test_explore_reports_faces_by_label_and_warns_when_face_found_alone_separates_them(lake_settings, capsys):
+    from fvcflow.explore import explore
+
+    runner.run_local("faces", lake_settings)
+    ex = explore(lake_settings.lake())
+    rows = {r["label"]: r for r in ex.faces.to_dicts()}
+    assert (rows["real"]["videos"], rows["real"]["with_face"]) == (1, 1.0)       # face.mp4
+    assert (rows["fake"]["videos"], rows["fake"]["with_face"]) == (2, 0.5)       # face2.mp4, noise.mp4
+    assert rows["real"]["face_area_median"] == pytest.approx(28 * 35 / (320 * 240), rel=0.3)
+    assert ex.faces_verdict.startswith(
+        "Face found alone separates the labels (ROC AUC 0.750, detector yuface)")
+    assert fvc_cli(["--home", str(lake_settings.home), "explore"]) == 0
+    out = capsys.readouterr().out
+    assert "faces by label" in out and "Face found alone separates the labels" in out
+    assert "Faces by label" in ex.path.read_text()
