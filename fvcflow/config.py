@@ -224,7 +224,9 @@ class FeatureConfig(_Model):
     faces: bool = Field(False, description="face-region features in stage 2 (s2lf); offline detector")
     face_model: Path | None = Field(None, description="local ONNX face detector (YuNet); default: "
                                                       "OpenCV's bundled Haar cascade")
-    face_every: int = Field(3, ge=1, le=50, description="run the face detector on every k-th sampled frame")
+    face_every: int = Field(3, ge=1, le=50, description="the held-box face tracker of the library's "
+                            "FaceAccumulator; stage 2 and predict use the faces stage's tracker "
+                            "(faces.every)")
 
     @field_validator("face_model")
     @classmethod

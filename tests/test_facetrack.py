@@ -358,3 +358,96 @@ def test_explore_reports_faces_by_label_and_warns_when_face_found_alone_separate
     out = capsys.readouterr().out
     assert "faces by label" in out and "Face found alone separates the labels" in out
     assert "Faces by label" in ex.path.read_text()
+
+
+# ---------------------------------------------------------------- face-versus-rest on the tracks
+def naive_landmark_instability(rows: list[dict]) -> tuple[float, float]:
+    """docs/FEATURES.md's definition, written out: track 0's detection rows in frame order, each
+    landmark coordinate relative to the box, the mean of their population stds and of their
+    absolute steps."""
+    rows = sorted((r for r in rows if r["track"] == 0 and r["detected"]), key=lambda r: r["frame"])
+    series = []
+    for name in facetrack.LANDMARKS:
+        series.append([(r[f"{name}_x"] - r["x"]) / r["w"] for r in rows])
+        series.append([(r[f"{name}_y"] - r["y"]) / r["h"] for r in rows])
+    stds, steps = [], []
+    for s in series:
+        m = sum(s) / len(s)
+        stds.append((sum((v - m) ** 2 for v in s) / len(s)) ** 0.5)
+        steps += [abs(b - a) for a, b in zip(s, s[1:])]
+    return (sum(stds) / len(stds) if len(rows) >= 3 else float("nan"),
+            sum(steps) / len(steps) if len(rows) >= 2 else float("nan"))
+
+
+@needs_cnn
+def test_stage_2_face_columns_come_from_the_main_track_with_the_landmark_instability(pan, detector):
+    from fvcflow.kernels import FEATURE_NAMES, frame_features
+    from fvcflow.stages.faces import face_columns, face_frame_features
+    from fvcflow.stages.features import video_features
+    from fvcflow.video import iter_yuv
+
+    path, _ = pan
+    tracks, summary = track_video(path, detector)
+    row = video_features(path, local=False, face_tracks=tracks)
+    assert [c for c in row if c.startswith("f_")] == face_columns()
+    assert row["f_found"] == summary["face_found"] == 1.0
+    # the reference: the per-frame values on track 0's box of each sampled frame, averaged
+    boxes = {r["frame"]: np.array([r["x"], r["y"], r["w"], r["h"]]) for r in tracks.to_dicts()}
+    info = probe(path)
+    per_frame = [face_frame_features(np.ascontiguousarray(y), cb, cr, boxes[i])
+                 for i, (y, cb, cr) in iter_yuv(path, sample_indices(info.n_frames), info=info)]
+    want = np.mean(per_frame, axis=0)
+    got = [row[c] for c in face_columns()[1:-2]]
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    i0, (y0, _, _) = next(iter(iter_yuv(path, [0])))
+    x, y, w, h = (int(round(v)) for v in boxes[0])
+    np.testing.assert_allclose(per_frame[0][-len(FEATURE_NAMES):], frame_features(y0[y:y + h, x:x + w]))
+    spread, step = naive_landmark_instability(tracks.to_dicts())
+    assert row["f_lm_instability"] == pytest.approx(spread, rel=1e-12)
+    assert row["f_lm_step"] == pytest.approx(step, rel=1e-12)
+    assert 0 < row["f_lm_instability"] < 0.05      # a rigid face: its landmarks keep their place in the box
+
+
+def test_landmark_instability_of_constructed_tracks_and_its_undefined_cases():
+    from fvcflow.stages.faces import landmark_instability
+
+    rng = np.random.default_rng(0)
+    base = facetrack.template_landmarks(np.array([100.0, 50.0, 80.0, 100.0]))
+    rows = []
+    for i in range(6):      # the box moves; the landmarks move with it plus a jitter of known size
+        box = np.array([100.0 + 7 * i, 50.0 + 3 * i, 80.0, 100.0])
+        lm = base + [7 * i, 3 * i] + rng.normal(0, 2.0, (5, 2))
+        rows.append({"frame": i * 5, "track": 0, "x": box[0], "y": box[1], "w": box[2], "h": box[3],
+                     "score": 0.9, **{f"{n}_{c}": lm[k, j] for k, n in enumerate(facetrack.LANDMARKS)
+                                      for j, c in enumerate("xy")}, "detected": True})
+    table = pl.DataFrame(rows, schema=facetrack.SCHEMA).with_columns(detector=pl.lit("yuface"))
+    got = landmark_instability(table)
+    np.testing.assert_allclose(got, naive_landmark_instability(rows), rtol=1e-12)
+    assert got[0] == pytest.approx(2.0 / 90, rel=0.5)             # about the jitter over the box side
+    two = landmark_instability(table.head(2))
+    assert np.isnan(two[0]) and not np.isnan(two[1])              # a std needs 3 detections, a step 2
+    assert np.isnan(landmark_instability(table.with_columns(detector=pl.lit("haar")))).all()
+    assert np.isnan(landmark_instability(None)).all()
+
+
+def test_stage_2_reads_the_faces_stage_tracks_and_tracks_itself_without_them(lake_settings):
+    from fvcflow.stages.faces import face_columns
+    from fvcflow.stages.features import video_features
+
+    features = lake_settings.features.model_copy(update={"faces": True})
+    s = lake_settings.model_copy(update={"features": features})
+    lake = s.lake()
+    alone = runner.run_local("features", s)           # no faces stage yet: tracked inside stage 2
+    before = pl.read_parquet(lake.stage2).sort("video_id")
+    runner.run_local("faces", s)
+    jobs = runner.plan("features", s)
+    assert jobs.todo == [] and all(j.params["tracks"] for j in jobs.jobs)   # same key, the stage's files now
+    faces = pl.read_parquet(lake.faces)
+    for r in pl.read_parquet(lake.index).to_dicts():
+        tracks = pl.read_parquet(faces.filter(pl.col("video_id") == r["video_id"])["tracks"][0])
+        want = video_features(r["path"], local=True, face_tracks=tracks)
+        got = before.filter(pl.col("video_id") == r["video_id"]).row(0, named=True)
+        np.testing.assert_allclose([got[c] for c in face_columns()], [want[c] for c in face_columns()],
+                                   rtol=1e-12, equal_nan=True)
+    other = s.model_copy(update={"faces": s.faces.model_copy(update={"max_side": 320})})
+    assert len(runner.plan("features", other).todo) == alone.videos_in   # the tracker's settings: in the key

@@ -46,7 +46,8 @@ def run(args) -> int:
         try:
             rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
                                          face_model=settings.features.face_model,
-                                         face_every=settings.features.face_every,
+                                         face_every=settings.faces.every,
+                                         face_tracker=settings.faces.model_dump(),
                                          limits=settings.limits.video_limits())
             # a deep model on face clips: the face track whose clips gave the video's score
             rec["face_track"] = getattr(det.video, "last_track", None)

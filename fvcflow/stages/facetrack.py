@@ -42,6 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import polars as pl
+from threadpoolctl import threadpool_limits
 
 from fvcflow.cascade import haar_cascade
 from fvcflow.errors import FvcError
@@ -318,9 +319,12 @@ def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int
     positions = detection_positions(len(sampled), every)
     wanted = [sampled[p] for p in positions]
     frames, dets = [], []
-    for i, gray in iter_luma(path, wanted, info=info, strategy=strategy, threads=threads):
-        frames.append(int(i))
-        dets.append(detector.detect(gray))
+    # the CNN's OpenMP threads spin while they wait: on a shared core they cost 6x the CPU
+    # (benchmarks/faces.py); the worker's own share of the cores (one thread by default) is faster
+    with threadpool_limits(limits=threads or 1, user_api="openmp"):
+        for i, gray in iter_luma(path, wanted, info=info, strategy=strategy, threads=threads):
+            frames.append(int(i))
+            dets.append(detector.detect(gray))
     table = track_frames(frames, dets, sampled, max_tracks=max_tracks)
     covered = table["frame"].n_unique() if table.height else 0
     first = table.filter(pl.col("track") == 0)

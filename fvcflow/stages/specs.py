@@ -28,7 +28,6 @@ from fvcflow.schema import (
     augmented_variant,
 )
 from fvcflow.stages.augment import augment_video, draw_params
-from fvcflow.stages.faces import FaceDetector
 from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
@@ -139,27 +138,51 @@ def _feature_config(s: Settings, *, faces: bool) -> dict:
     cfg: dict = {"schema": FEATURE_SCHEMA_VERSION, "numerics": NUMERICS}
     if s.features.local:
         cfg["local"] = LOCAL_VERSION
-    if faces and s.features.faces:
-        model = s.features.face_model
-        cfg["faces"] = {"v": FACE_VERSION, "every": s.features.face_every,
-                        "model": None if model is None else file_hash(model)}
+    if faces and s.features.faces:      # the face columns come from the face tracker's main track
+        cfg["faces"] = {"v": FACE_VERSION, "tracker": _faces_config(s, face_detector(s))}
     return cfg
 
 
-def _feature_kwargs(s: Settings, *, faces: bool) -> dict:
-    detector = FaceDetector(s.features.face_model) if faces and s.features.faces else None
-    return dict(strategy=s.features.strategy, threads=s.threads_per_worker, local=s.features.local,
-                faces=detector, face_every=s.features.face_every)
+def _feature_kwargs(s: Settings) -> dict:
+    return dict(strategy=s.features.strategy, threads=s.threads_per_worker, local=s.features.local)
 
 
 def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
     cfg = _feature_config(s, faces=True)
+    tracks = current_tracks(lake, s) if s.features.faces else {}
     return [dict(key=cache_key(r["content_hash"], "features", cfg), video_id=r["video_id"],
-                 path=r["path"], carry=_carry(r)) for r in feature_inputs(lake)]
+                 path=r["path"], carry=_carry(r), params={"tracks": tracks.get(r["video_id"])})
+            for r in feature_inputs(lake)]
+
+
+def current_tracks(lake: Lake, s: Settings) -> dict[str, str]:
+    """video_id -> its tracks file, for the videos whose faces-stage row was made with the current
+    ``faces.*`` settings (its cache key is the one the stage would compute now)."""
+    faces = read_parquet(lake.faces)
+    if faces is None or not faces.height or "cache_key" not in faces.columns:
+        return {}
+    cfg = _faces_config(s, face_detector(s))
+    want = {r["video_id"]: cache_key(r["content_hash"], "faces",
+                                     {**cfg, "dst": f"{_safe(r['video_id'])}.parquet"})
+            for r in feature_inputs(lake)}
+    return {r["video_id"]: r["tracks"] for r in faces.select("video_id", "cache_key", "tracks").to_dicts()
+            if want.get(r["video_id"]) == r["cache_key"] and Path(r["tracks"]).is_file()}
+
+
+def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame:
+    """The tracks table of the video at ``path``: the faces stage's file when given, else tracked
+    now with the same settings (the same table: the tracker is deterministic)."""
+    if tracks is not None:
+        return pl.read_parquet(tracks)
+    return track_video(path, face_detector(s), every=s.faces.every, max_tracks=s.faces.max_tracks,
+                       strategy=s.features.strategy, threads=s.threads_per_worker)[0]
 
 
 def _feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, **_feature_kwargs(s, faces=True))
+    kw = _feature_kwargs(s)
+    if s.features.faces:
+        kw["face_tracks"] = face_tracks_of(job.path, s, job.params.get("tracks"))
+    return video_features(job.path, **kw)
 
 
 def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
@@ -174,7 +197,7 @@ def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, prefix=STAGE4_PREFIX, **_feature_kwargs(s, faces=False))
+    return video_features(job.path, prefix=STAGE4_PREFIX, **_feature_kwargs(s))
 
 
 # stage 3 -------------------------------------------------------------------------------------
