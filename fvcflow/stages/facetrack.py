@@ -212,13 +212,13 @@ def affinity(a: np.ndarray, b: np.ndarray) -> float:
     """
     o = iou(a, b)
     if o >= LINK_IOU:
-        return 1.0 + o
+        return float(1.0 + o)
     area_a, area_b = a[2] * a[3], b[2] * b[3]
     if area_a <= 0 or area_b <= 0 or not 0.5 <= area_a / area_b <= 2.0:
         return 0.0
     side = (area_a * area_b) ** 0.25
     d = float(np.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2)) / side
-    return max(0.0, 1.0 - d / LINK_DIST)
+    return float(max(0.0, 1.0 - d / LINK_DIST))
 
 
 def detection_positions(n_sampled: int, every: int) -> list[int]:
