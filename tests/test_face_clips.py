@@ -176,3 +176,20 @@ def test_a_tiny_model_trains_on_face_clips_beside_frame_clips(face_lake, capsys)
     rc = fvc_cli(["--home", str(lake.root), "predict", str(new), "--model", face.model_uri, "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out[0]["face_track"] == 0 and out[0]["prob_fake"] == pytest.approx(p, abs=1e-3)
+
+
+def test_the_report_shows_a_video_s_aligned_main_face(face_lake, tmp_path):
+    from fvcflow.training.evidence.report import face_crop
+
+    lake = face_lake.lake()
+    faces = read_parquet(lake.faces).sort("video_id")
+    index = read_parquet(lake.index)
+    vid = faces["video_id"][0]
+    path = index.filter(pl.col("video_id") == vid)["path"][0]
+    assert face_crop(lake, vid, path, tmp_path / "face.png")
+    crop = cv2.cvtColor(cv2.imread(str(tmp_path / "face.png")), cv2.COLOR_BGR2RGB)
+    tracks = pl.read_parquet(faces["tracks"][0]).filter(pl.col("track") == 0).sort("frame")
+    mid = int(tracks["frame"][tracks.height // 2])
+    _, lm = boxes_at(tracks, 0, [mid])
+    np.testing.assert_array_equal(crop, align_face(read_rgb(path, [mid])[0][0], lm[0], 112))
+    assert not face_crop(lake, "no-such-video", path, tmp_path / "none.png")
