@@ -194,7 +194,7 @@ def test_the_report_shows_a_video_s_aligned_main_face(face_lake, tmp_path):
     path = index.filter(pl.col("video_id") == vid)["path"][0]
     assert face_crop(lake, vid, path, tmp_path / "face.png")
     crop = cv2.cvtColor(cv2.imread(str(tmp_path / "face.png")), cv2.COLOR_BGR2RGB)
-    tracks = pl.read_parquet(faces["tracks"][0]).filter(pl.col("track") == 0).sort("frame")
+    tracks = pl.read_parquet(faces["tracks_path"][0]).filter(pl.col("track") == 0).sort("frame")
     mid = int(tracks["frame"][tracks.height // 2])
     _, lm = boxes_at(tracks, 0, [mid])
     np.testing.assert_array_equal(crop, align_face(read_rgb(path, [mid])[0][0], lm[0], 112))

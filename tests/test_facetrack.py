@@ -272,8 +272,8 @@ def test_the_faces_stage_publishes_a_table_and_one_tracks_file_per_video(lake_se
     assert set(table["detector"]) == {det}
     names = {r["video_id"]: os.path.basename(r["path"]) for r in pl.read_parquet(lake.index).to_dicts()}
     for r in table.to_dicts():
-        tracks = pl.read_parquet(r["tracks"])
-        assert file_hash(r["tracks"]) == r["content_hash"]
+        tracks = pl.read_parquet(r["tracks_path"])
+        assert file_hash(r["tracks_path"]) == r["content_hash"]
         assert r["n_tracks"] == (tracks["track"].n_unique() if tracks.height else 0)
         assert set(tracks.columns) >= set(facetrack.TRACK_COLUMNS)
         if r["variant"] == "original" and det == "yuface":
@@ -444,7 +444,7 @@ def test_stage_2_reads_the_faces_stage_tracks_and_tracks_itself_without_them(lak
     assert jobs.todo == [] and all(j.params["tracks"] for j in jobs.jobs)   # same key, the stage's files now
     faces = pl.read_parquet(lake.faces)
     for r in pl.read_parquet(lake.index).to_dicts():
-        tracks = pl.read_parquet(faces.filter(pl.col("video_id") == r["video_id"])["tracks"][0])
+        tracks = pl.read_parquet(faces.filter(pl.col("video_id") == r["video_id"])["tracks_path"][0])
         want = video_features(r["path"], local=True, face_tracks=tracks)
         got = before.filter(pl.col("video_id") == r["video_id"]).row(0, named=True)
         np.testing.assert_allclose([got[c] for c in face_columns()], [want[c] for c in face_columns()],

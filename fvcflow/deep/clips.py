@@ -311,7 +311,7 @@ def with_faces(lake, spec: ClipSpec, rows: pl.DataFrame) -> tuple[ClipSpec, pl.D
         return replace(spec, source="frame"), rows
     full = pl.DataFrame([{"video_id": r["video_id"], "face_video": r["path"],
                           "face_video_hash": r["content_hash"]} for r in feature_inputs(lake)])
-    table = (faces.select("video_id", pl.col("tracks").alias("face_tracks"),
+    table = (faces.select("video_id", pl.col("tracks_path").alias("face_tracks"),
                           pl.col("content_hash").alias("face_tracks_hash"),
                           pl.col("n_tracks").alias("face_n_tracks"))
              .join(full.unique("video_id", keep="last"), on="video_id", how="inner"))

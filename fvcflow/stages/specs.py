@@ -126,7 +126,7 @@ def _faces_run(job, s: Settings) -> dict:
                                  threads=s.threads_per_worker)
     dst = job.params["dst"]
     write_parquet_atomic(table, dst)
-    return {**summary, "tracks": dst, "content_hash": file_hash(dst)}
+    return {**summary, "tracks_path": dst, "content_hash": file_hash(dst)}
 
 
 # stages 2 and 4 ------------------------------------------------------------------------------
@@ -165,8 +165,9 @@ def current_tracks(lake: Lake, s: Settings) -> dict[str, str]:
     want = {r["video_id"]: cache_key(r["content_hash"], "faces",
                                      {**cfg, "dst": f"{_safe(r['video_id'])}.parquet"})
             for r in feature_inputs(lake)}
-    return {r["video_id"]: r["tracks"] for r in faces.select("video_id", "cache_key", "tracks").to_dicts()
-            if want.get(r["video_id"]) == r["cache_key"] and Path(r["tracks"]).is_file()}
+    return {r["video_id"]: r["tracks_path"]
+            for r in faces.select("video_id", "cache_key", "tracks_path").to_dicts()
+            if want.get(r["video_id"]) == r["cache_key"] and Path(r["tracks_path"]).is_file()}
 
 
 def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame:

@@ -268,7 +268,7 @@ def face_crop(lake: Lake, video_id: str, path: str, dst: Path, size: int = 112) 
     if row is None or not row.height or not row["n_tracks"][0]:
         return False
     try:
-        tracks = pl.read_parquet(row["tracks"][0])
+        tracks = pl.read_parquet(row["tracks_path"][0])
         main = tracks.filter(pl.col("track") == 0).sort("frame")
         frame = int(main["frame"][main.height // 2])
         _, lm = boxes_at(tracks, 0, [frame])
