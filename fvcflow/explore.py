@@ -355,7 +355,8 @@ def face_table(lake: Lake, videos: pl.DataFrame) -> tuple[pl.DataFrame, str]:
         return pl.DataFrame(), ""
     table = (lab.group_by("label").agg(
         videos=pl.len(), with_face=(pl.col("n_tracks") > 0).mean(),
-        frames_with_face=pl.col("face_found").mean(), face_area_median=pl.col("face_area").median())
+        frames_with_face=pl.col("face_found").mean(),
+        face_area_median=pl.col("face_area").fill_nan(None).median())
         .sort("label")
         .with_columns(label=pl.col("label").replace_strict(LABELS, return_dtype=pl.Utf8)))
     detectors = ", ".join(sorted(set(lab["detector"].drop_nulls().to_list())))
