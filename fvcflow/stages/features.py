@@ -64,7 +64,7 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     Decodes only the sampled frames (seeking or sequential, chosen from the key-frame spacing),
     one at a time: memory does not grow with the video. Raises :class:`fvcflow.errors.VideoError`
     for a file that is not a usable video. ``local`` adds the 66 local columns
-    (:func:`fvcflow.stages.local.local_columns`), ``faces`` (a detector) the 29 face columns
+    (:func:`fvcflow.stages.local.local_columns`), ``faces`` (a detector) the 31 face columns
     (:func:`fvcflow.stages.faces.face_columns`), from the same decoded frames; ``face_tracks`` (a
     tracks table of :mod:`fvcflow.stages.facetrack`) gives them from its main track instead.
 
