@@ -166,7 +166,7 @@ def setting_hint(field: str) -> str:
 
 # -- the run ------------------------------------------------------------------------------------
 #: the pipeline's stages, in order (the one list: flows, specs, CLI and deployments derive theirs)
-STAGES = ("ingest", "augment", "features", "scale", "scaled_features", "train")
+STAGES = ("ingest", "augment", "faces", "features", "scale", "scaled_features", "train")
 Stage = Literal[STAGES]
 #: what ``corpus.kind`` may be: an ingest adapter's kind, or the built-in demo corpus
 CORPUS_KINDS = (*ADAPTER_KINDS, "demo")
@@ -224,7 +224,9 @@ class FeatureConfig(_Model):
     faces: bool = Field(False, description="face-region features in stage 2 (s2lf); offline detector")
     face_model: Path | None = Field(None, description="local ONNX face detector (YuNet); default: "
                                                       "OpenCV's bundled Haar cascade")
-    face_every: int = Field(3, ge=1, le=50, description="run the face detector on every k-th sampled frame")
+    face_every: int = Field(3, ge=1, le=50, description="the held-box face tracker of the library's "
+                            "FaceAccumulator; stage 2 and predict use the faces stage's tracker "
+                            "(faces.every)")
 
     @field_validator("face_model")
     @classmethod
@@ -232,6 +234,17 @@ class FeatureConfig(_Model):
         if v is not None and not Path(v).is_file():
             raise ValueError(f"{v} is not a file (a local ONNX face detector, e.g. YuNet's)")
         return v
+
+
+class FacesConfig(_Model):
+    """The face-track stage (``faces.*``; fvcflow/stages/facetrack.py)."""
+
+    detector: Literal["auto", "yuface", "yunet", "haar"] = Field(
+        "auto", description="auto: the yuface CNN when installed, else YuNet (features.face_model), "
+                            "else Haar")
+    every: int = Field(3, ge=1, le=50, description="run the detector on every k-th sampled frame")
+    max_tracks: int = Field(2, ge=1, le=16, description="tracks kept per video, longest x largest first")
+    max_side: int = Field(640, ge=64, le=4096, description="the detector sees frames downscaled to this side")
 
 
 class ScaleConfig(_Model):
@@ -288,6 +301,7 @@ class Settings(_Model):
     force: list[Stage] = Field(default_factory=list, description="stages to recompute ignoring the cache")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
+    faces: FacesConfig = Field(default_factory=FacesConfig)
     scale: ScaleConfig = Field(default_factory=ScaleConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)

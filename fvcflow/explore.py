@@ -61,6 +61,8 @@ class Exploration:
     failures: pl.DataFrame = field(default_factory=pl.DataFrame)     # stage, reason, videos
     groups: dict[str, float] = field(default_factory=dict)           # groups, largest, mean, duplicates
     verdict: str = ""
+    faces: pl.DataFrame = field(default_factory=pl.DataFrame)        # by label: face-found rate, size
+    faces_verdict: str = ""                                          # the face-found shortcut check
 
     def cue_rows(self, digits: int = 4) -> list[dict]:
         """:attr:`cues` as rows for a table artifact: floats rounded, NaN as None (JSON has no NaN)."""
@@ -77,6 +79,9 @@ class Exploration:
         if self.failures.height:
             parts += ["## Failures by reason", "",
                       markdown_table(self.failures, ["stage", "reason", "videos"]), ""]
+        if self.faces.height:
+            parts += ["## Faces by label", "", self.faces_verdict, "",
+                      markdown_table(self.faces, list(self.faces.columns)), ""]
         if images:
             for title, path in self.images.items():
                 parts += [f"### {title}", "", f"![{title}]({data_uri(path) if embed else path.as_uri()})", ""]
@@ -343,6 +348,35 @@ def cues_figure(cues: pl.DataFrame) -> Figure:
 
 
 # the page -----------------------------------------------------------------------------------
+def face_table(lake: Lake, videos: pl.DataFrame) -> tuple[pl.DataFrame, str]:
+    """Per label (labelled originals), from the faces stage: videos, the share with a face track,
+    the mean share of sampled frames with one, the median face size (box area / frame area); and
+    the shortcut check: the ROC AUC of "a face was found" alone. Empty without a faces table."""
+    faces = read_parquet(lake.faces)
+    if faces is None or not faces.height:
+        return pl.DataFrame(), ""
+    lab = (videos.filter(pl.col("label").is_not_null()).select("video_id", "label")
+           .join(faces.select("video_id", "n_tracks", "face_found", "face_area", "detector"), on="video_id"))
+    if not lab.height:
+        return pl.DataFrame(), ""
+    table = (lab.group_by("label").agg(
+        videos=pl.len(), with_face=(pl.col("n_tracks") > 0).mean(),
+        frames_with_face=pl.col("face_found").mean(),
+        face_area_median=pl.col("face_area").fill_nan(None).median())
+        .sort("label")
+        .with_columns(label=pl.col("label").replace_strict(LABELS, return_dtype=pl.Utf8)))
+    detectors = ", ".join(sorted(set(lab["detector"].drop_nulls().to_list())))
+    auc = _auc(lab["label"].to_numpy(), (lab["n_tracks"] > 0).cast(pl.Float64).to_numpy())
+    if math.isnan(auc):
+        return table, f"Faces ({detectors}): every labelled video alike (all or none with a face)."
+    sep = max(auc, 1 - auc)
+    if sep >= WARN_AUC:
+        return table, (f"Face found alone separates the labels (ROC AUC {sep:.3f}, detector {detectors}): "
+                       "a shortcut; a face-based detector may learn whether a face was found, not the "
+                       "manipulation.")
+    return table, f"Face found alone does not separate the labels (ROC AUC {sep:.3f}, detector {detectors})."
+
+
 def analyse(lake: Lake, img_dir: Path) -> Exploration:
     """Compute the tables and write the figures into ``img_dir``."""
     videos = _videos(lake)
@@ -380,7 +414,8 @@ def analyse(lake: Lake, img_dir: Path) -> Exploration:
                     f"Encoding alone does not separate this corpus well (below {WARN_AUC}).")
     else:
         verdict = "Too few labelled videos of both classes to score the encoding cues."
-    return Exploration(None, images, cues, combined, balance, failures, groups, verdict)
+    faces, faces_verdict = face_table(lake, videos)
+    return Exploration(None, images, cues, combined, balance, failures, groups, verdict, faces, faces_verdict)
 
 
 def _table(df: pl.DataFrame) -> str:
@@ -407,6 +442,9 @@ def fragment(ex: Exploration, *, prefix: str = "", level: int = 2, wrap: bool = 
              f"{g.get('mean', 0):.2f}; {g.get('duplicates', 0)} exact duplicates dropped at ingest.</p>"]
     if ex.failures.height:
         parts += [f"<{h2}>Failures by stage and reason</{h2}>", _table(ex.failures)]
+    if ex.faces.height:
+        parts += [f"<{h2}>Faces by label (the faces stage)</{h2}>",
+                  f"<p class='verdict'>{html.escape(ex.faces_verdict)}</p>", _table(ex.faces)]
     for title, path in ex.images.items():
         parts += [f"<figure><img src='{html.escape(prefix + path.name)}' alt='{html.escape(title)}'>"
                   f"<figcaption>{html.escape(title)}</figcaption></figure>"]

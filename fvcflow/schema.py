@@ -18,7 +18,7 @@ cached feature rows by itself; no version number has to be remembered.
 >>> len(feature_columns()), feature_columns(STAGE4_PREFIX)[0], local_columns()[0], face_columns()[0]
 (51, 's4_noise_energy_mean', 'l32_noise_spread_mean', 'f_found')
 >>> {name: len(cols) for name, cols in FEATURE_SETS.items()}
-{'s2': 51, 's24': 104, 's2l': 117, 's2lf': 146, 's24l': 236}
+{'s2': 51, 's24': 104, 's2l': 117, 's2lf': 148, 's24l': 236}
 >>> LAKE_PATHS["stage2"], VIEWS["scaled_features"], STAGE_TABLES["augment"]
 ('stage2/features.parquet', 'stage4', 'stage1')
 """
@@ -71,6 +71,10 @@ LAKE: tuple[Place, ...] = (
     Place("stage1_videos", "stage1/videos/", "augmented videos"),
     Place("stage1", "stage1/augmented.parquet", "one row per augmented copy (variant aug-k)",
           view="augmented", stage="augment"),
+    Place("faces_tracks", "faces/tracks/", "one Parquet table of face tracks per video (frame, box, "
+          "landmarks, score, track)"),
+    Place("faces", "faces/faces.parquet", "one row per video: detector, tracks, face-found rate and size",
+          view="faces", stage="faces"),
     Place("stage2", "stage2/features.parquet", "per-video handcrafted features (docs/FEATURES.md)",
           view="features", stage="features"),
     Place("stage3_videos", "stage3/videos/", "letterboxed videos"),
@@ -178,12 +182,16 @@ def local_columns(prefix: str = "") -> list[str]:
 
 
 def face_columns(prefix: str = "") -> list[str]:
-    """``f_found``, ``f_box_area``, 14 face-vs-ring/background comparisons, the grid-phase match
-    and the face box's 12 per-frame features (``f_box_{feature}``)."""
+    """``f_found``, ``f_box_area``, 14 face-vs-ring/background comparisons, the grid-phase match,
+    the face box's 12 per-frame features (``f_box_{feature}``) and the landmark instability (2)."""
     cols = ["found", "box_area"]
     cols += [f"{s}_vs_{o}" for s in FACE_STATS for o in ("bg", "ring")]
-    cols += ["phase_match"] + [f"box_{n}" for n in FRAME.names]
+    cols += ["phase_match"] + [f"box_{n}" for n in FRAME.names] + list(LANDMARK_FEATURES)
     return [f"{prefix}{FACE_PREFIX}{c}" for c in cols]
+
+
+#: the face track's landmark instability columns (``f_`` + these; docs/FEATURES.md)
+LANDMARK_FEATURES = ("lm_instability", "lm_step")
 
 
 #: the columns of a stage row that are not features: the id, the keys, the counts, the file
@@ -221,7 +229,7 @@ _LAYOUT = {"aggregates": AGGREGATES, "codec": CODEC_COLUMNS, "counts": COUNT_COL
 LOCAL_VERSION = 1
 #: bump when the face stage (``fvcflow/stages/faces.py``) changes meaning; in the key when
 #: ``features.faces`` is on
-FACE_VERSION = 1
+FACE_VERSION = 2
 
 
 def feature_schema_version(tables: Mapping[str, FeatureTable] = KERNEL_TABLES) -> str:

@@ -92,6 +92,14 @@ class Lake:
         return self.path("stage1")
 
     @property
+    def faces_tracks(self) -> Path:
+        return self.path("faces_tracks")
+
+    @property
+    def faces(self) -> Path:
+        return self.path("faces")
+
+    @property
     def stage2(self) -> Path:
         return self.path("stage2")
 

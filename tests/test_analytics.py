@@ -25,8 +25,8 @@ def test_views_over_every_table(trained):
     assert {"videos", "failures", "augmented", "features", "scaled_features", "splits", "predictions",
             "feature_values", "mlflow_runs", "mlflow_metrics", "mlflow_params",
             "mlflow_model_versions"} <= names
-    assert "scaled" not in names                                   # no stage3 table in this lake
-    assert names == set(ALL_VIEWS) - {"scaled"}                    # every view is named by the schema
+    assert not {"scaled", "faces"} & names                         # no stage3 or faces table in this lake
+    assert names == set(ALL_VIEWS) - {"scaled", "faces"}           # every view is named by the schema
     n = con.execute("SELECT count(*) FROM predictions").fetchone()[0]
     assert n == read_parquet(lake.predictions).height
 

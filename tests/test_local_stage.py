@@ -61,7 +61,9 @@ def test_face_stage_finds_and_follows_the_rendered_face(portrait):
     assert [c for c in row if c.startswith("f_")] == face_columns()
     assert row["f_found"] >= 0.6
     assert 0.05 < row["f_box_area"] < 0.6
-    assert np.isfinite([row[c] for c in face_columns() if c != "f_phase_match"]).all()
+    held = [c for c in face_columns() if c not in ("f_phase_match", "f_lm_instability", "f_lm_step")]
+    assert np.isfinite([row[c] for c in held]).all()                # no landmarks without a track
+    assert np.isnan([row["f_lm_instability"], row["f_lm_step"]]).all()
     # the same values from the accumulator fed the decoded planes by hand
     info = probe(portrait)
     acc = FaceAccumulator(FaceDetector(), every=2)
@@ -149,6 +151,7 @@ def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, 
 
     from fvcflow.detector.predict import load_detector
     from fvcflow.flows.pipeline import fvc
+    from fvcflow.stages.specs import face_tracks_of
     from tests.corpus import make_tiny_corpus
 
     corpus = make_tiny_corpus(tmp_path / "corpus", with_bad=False)
@@ -157,7 +160,7 @@ def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, 
                                "xgb_s2lf": {"max_depth": [2]}}, params={"xgb_s2lf": {"n_estimators": 10}})
     settings = Settings(home=tmp_path / "fvc-data", workers=1, stages=["ingest", "features", "train"],
                         corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"},
-                        features={"faces": True, "face_every": 2}, train=train)
+                        features={"faces": True}, faces={"every": 2}, train=train)
     state = fvc(config=settings, return_state=True)
     assert state.is_completed(), state.message
     lake = settings.lake()
@@ -165,7 +168,7 @@ def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, 
     assert set(local_columns() + face_columns()) <= set(s2.columns)
     one = s2.sort("video_id").row(0, named=True)
     path = pl.read_parquet(lake.index).filter(pl.col("video_id") == one["video_id"])["path"][0]
-    direct = video_features(path, local=True, faces=FaceDetector(), face_every=2)
+    direct = video_features(path, local=True, face_tracks=face_tracks_of(path, settings))   # the tracker's
     assert_allclose([one[c] for c in local_columns() + face_columns()],
                     [direct[c] for c in local_columns() + face_columns()], rtol=1e-12, equal_nan=True)
     preds = pl.read_parquet(lake.predictions)
@@ -185,5 +188,6 @@ def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, 
     capsys.readouterr()
     assert fvc_cli(["--home", str(lake.root), "predict", str(portrait), "--model", uri, "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)[0]
-    want = det.predict_rows([video_features(portrait, local=True, faces=FaceDetector(), face_every=3)])[0]
+    tracks = face_tracks_of(portrait, Settings())             # fvc predict's settings: faces.every 3
+    want = det.predict_rows([video_features(portrait, local=True, face_tracks=tracks)])[0]
     assert rec["error"] is None and rec["prob_fake"] == pytest.approx(want, abs=1e-12)

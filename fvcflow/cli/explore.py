@@ -30,6 +30,14 @@ def run(args) -> int:
     for r in ex.cues.iter_rows(named=True):
         t.add_row(r["cue"], r["kind"], "n/a" if r["auc"] is None else f"{r['auc']:.3f}", str(r["n"]))
     console.print(t)
+    if ex.faces.height:
+        f = Table(title="faces by label (the faces stage)", title_justify="left")
+        for col in ex.faces.columns:
+            f.add_column(col, justify="left" if col == "label" else "right")
+        for r in ex.faces.iter_rows():
+            f.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in r])
+        console.print(f)
+        console.print(ex.faces_verdict, markup=False, highlight=False)
     b = ex.balance
     failed = int(ex.failures["videos"].sum()) if ex.failures.height else 0
     console.print(f"{int(b['videos'].sum())} videos: {int(b['real'].sum())} real, {int(b['fake'].sum())} "

@@ -1,7 +1,8 @@
 """``fvc predict VIDEO... [--model NAME_OR_URI] [--json]``: probability of fake for new videos.
 
-Each file is scored independently: an unreadable one prints an error line (to stderr) and the
-others are still scored; the exit code is 1 when any file failed.
+A deep model trained on face clips names, in ``face_track``, the face track whose clips gave the
+score (the max over tracks). Each file is scored independently: an unreadable one prints an error
+line (to stderr) and the others are still scored; the exit code is 1 when any file failed.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ def run(args) -> int:
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "calibrated": det.calibration is not None,
-               "calibration": det.calibration, "error": None}
+               "calibration": det.calibration, "face_track": None, "error": None}
         try:
             rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
                                          face_model=settings.features.face_model,
-                                         face_every=settings.features.face_every,
+                                         face_every=settings.faces.every,
+                                         face_tracker=settings.faces.model_dump(),
                                          limits=settings.limits.video_limits())
+            # a deep model on face clips: the face track whose clips gave the video's score
+            rec["face_track"] = getattr(det.video, "last_track", None)
         except FvcError as exc:
             rec["error"] = str(exc)
         except Exception as exc:  # one bad file must not stop the others; say what happened
@@ -64,6 +68,7 @@ def run(args) -> int:
         for rec in out:
             if rec["error"] is None:
                 how = f"calibrated ({det.calibration})" if det.calibration else "uncalibrated"
+                face = "" if rec["face_track"] is None else f"\tface track {rec['face_track']}"
                 print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f} {how}\tmodel={rec['model']}"
-                      f"\t{rec['registered_name']} v{rec['version']}")
+                      f"\t{rec['registered_name']} v{rec['version']}{face}")
     return 1 if failed else 0

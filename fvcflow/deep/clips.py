@@ -35,9 +35,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import polars as pl
 
 from fvcflow.deep.flow import flow_config, with_flow
 from fvcflow.models.torch_common import ClipSpec
+from fvcflow.stages.facetrack import MARGIN, align_face, boxes_at
 from fvcflow.store import CorruptEntry, cache_key, checked_writer, verify_checked_file
 from fvcflow.video import read_rgb
 
@@ -47,11 +49,26 @@ log = logging.getLogger("fvcflow.deep")
 VARIABLE_SIDE = 112
 #: 2: checked ``.clip`` files (1: plain ``.npy``, unchecked: never read again)
 CLIP_CACHE_VERSION = 2
+#: the face crops' alignment (template, margin): in the face clips' cache key
+ALIGN_VERSION = f"5pt-{MARGIN}"
+
+
+@dataclass(frozen=True)
+class FaceRef:
+    """One face track of a video, for face clips: the full-resolution video (the index's original
+    or the stage 1 copy, not the letterbox), its tracks table (the ``faces`` stage) and the
+    table's content hash, the track's version in the clip cache key."""
+
+    video: str
+    video_hash: str
+    tracks: str
+    tracks_hash: str
+    track: int = 0
 
 
 @dataclass(frozen=True)
 class ClipSource:
-    """One stage 3 video the clips come from."""
+    """One stage 3 video the clips come from (``face``: from this face track instead)."""
 
     video_id: str
     path: str
@@ -59,6 +76,7 @@ class ClipSource:
     n_frames: int
     src_width: int | None = None     # the picture inside the letterbox (variable-aspect clips)
     src_height: int | None = None
+    face: FaceRef | None = None
 
 
 def jitter(spec: ClipSpec) -> int:
@@ -127,8 +145,38 @@ def _transform(spec: ClipSpec, source: ClipSource):
     return variable
 
 
+def decode_face_clips(source: ClipSource, spec: ClipSpec) -> np.ndarray:
+    """``uint8[K, W, s, s, 3]``: the windows of ``source.face``'s track, each frame of the
+    full-resolution video aligned by the track's 5 landmarks (interpolated to that frame) to the
+    template (:func:`fvcflow.stages.facetrack.align_face`, ``MARGIN`` x the face) at ``s`` =
+    ``spec.size`` (112 for a variable-aspect spec). Frames outside the track's span take its
+    nearest end's face."""
+    face = source.face
+    idx = window_indices(source.n_frames, spec)
+    wanted = np.unique(idx)
+    tracks = pl.read_parquet(face.tracks)
+    _, landmarks = boxes_at(tracks, face.track, wanted)
+    side = spec.size or VARIABLE_SIDE
+    step = iter(range(len(wanted)))
+    last = [0]
+
+    def aligned(frame: np.ndarray) -> np.ndarray:
+        k = next(step, last[0])      # read_rgb transforms the wanted frames in order
+        last[0] = k
+        return align_face(frame, landmarks[k], side)
+
+    frames, _ = read_rgb(face.video, wanted, transform=aligned)
+    windows = frames[np.searchsorted(wanted, idx)]
+    if spec.channels == "rgb+flow":
+        windows = with_flow(windows, spec.flow)
+    return windows
+
+
 def decode_clips(source: ClipSource, spec: ClipSpec) -> np.ndarray:
-    """``uint8[K, W, h, w, 3]``: the windows of ``source`` decoded in one pass (no cache)."""
+    """``uint8[K, W, h, w, 3]``: the windows of ``source`` decoded in one pass (no cache); face
+    clips when ``source.face`` names a track (:func:`decode_face_clips`)."""
+    if source.face is not None:
+        return decode_face_clips(source, spec)
     idx = window_indices(source.n_frames, spec)
     wanted = np.unique(idx)
     frames, _ = read_rgb(source.path, wanted, transform=_transform(spec, source))
@@ -157,7 +205,12 @@ class ClipCache:
     def path(self, source: ClipSource, spec: ClipSpec) -> Path | None:
         if self.root is None:
             return None
-        key = cache_key(source.content_hash, "clips", cache_config(spec))
+        if source.face is not None:     # the track's version (its table's hash) is in the key
+            f = source.face
+            key = cache_key(f.video_hash, "face_clips", {**cache_config(spec), "tracks": f.tracks_hash,
+                                                          "track": f.track, "align": ALIGN_VERSION})
+        else:
+            key = cache_key(source.content_hash, "clips", cache_config(spec))
         return self.root / key[:2] / f"{key}.clip"
 
     def load(self, source: ClipSource, spec: ClipSpec, *, mmap: bool = True) -> np.ndarray:
@@ -229,3 +282,93 @@ def save_clips(path: str | os.PathLike, arr: np.ndarray) -> None:
     a swept temporary); a full disk is :class:`~fvcflow.errors.DiskFullError`."""
     with checked_writer(path) as fh:
         np.lib.format.write_array(fh, np.asanyarray(arr), allow_pickle=False)
+
+
+# ---------------------------------------------------------------- face or frame clips
+#: the face columns :func:`with_faces` adds to a model's rows
+FACE_COLUMNS = ("face_video", "face_video_hash", "face_tracks", "face_tracks_hash", "face_n_tracks")
+
+
+def with_faces(lake, spec: ClipSpec, rows: pl.DataFrame) -> tuple[ClipSpec, pl.DataFrame]:
+    """The spec with its ``source`` decided and the rows with their face tracks (:data:`FACE_COLUMNS`).
+
+    ``auto`` is ``face`` when more than half of ``rows`` have a face track in the ``faces`` stage
+    table, else ``frame``. With face clips, a video without a track is seen through frame clips:
+    counted and said once (a log warning). ``face`` without a faces table is an error naming the
+    stage to run.
+    """
+    from dataclasses import replace
+
+    from fvcflow.errors import FvcError
+    from fvcflow.stages.specs import feature_inputs
+    from fvcflow.store import read_parquet
+
+    faces = read_parquet(lake.faces)
+    if faces is None or not faces.height:
+        if spec.source == "face":
+            raise FvcError(f"clip.source = 'face' needs the face tracks at {lake.faces}: run the faces "
+                           "stage first (fvc run --stages faces)")
+        return replace(spec, source="frame"), rows
+    full = pl.DataFrame([{"video_id": r["video_id"], "face_video": r["path"],
+                          "face_video_hash": r["content_hash"]} for r in feature_inputs(lake)])
+    table = (faces.select("video_id", pl.col("tracks_path").alias("face_tracks"),
+                          pl.col("content_hash").alias("face_tracks_hash"),
+                          pl.col("n_tracks").alias("face_n_tracks"))
+             .join(full.unique("video_id", keep="last"), on="video_id", how="inner"))
+    joined = rows.drop([c for c in FACE_COLUMNS if c in rows.columns]).join(table, on="video_id", how="left")
+    joined = joined.with_columns(pl.col("face_n_tracks").fill_null(0))
+    with_track = int((joined["face_n_tracks"] > 0).sum())
+    source = spec.source
+    if source == "auto":
+        source = "face" if with_track * 2 > joined.height else "frame"
+    if source == "frame":
+        return replace(spec, source="frame"), rows
+    missing = joined.height - with_track
+    if missing:
+        log.warning("clips: %d of %d videos have no face track; they are seen through frame clips",
+                    missing, joined.height)
+    return replace(spec, source="face"), joined
+
+
+def source_of(row: dict, track: int = 0) -> ClipSource:
+    """The clip source of one model row: face track ``track`` when the row has face tracks
+    (:func:`with_faces`), else its stage 3 video."""
+    face = None
+    if (row.get("face_n_tracks") or 0) > track:
+        face = FaceRef(row["face_video"], row["face_video_hash"], row["face_tracks"], row["face_tracks_hash"],
+                       int(track))
+    return ClipSource(row["video_id"], row["path"], row["content_hash"], int(row["n_frames"] or 0),
+                      row.get("src_width"), row.get("src_height"), face)
+
+
+def pool_tracks(values: np.ndarray, owners: np.ndarray, n: int, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per video (``owners``: the video index of each track's value), the ``max`` or ``mean`` of
+    its tracks' values, and the track that gave the max (for ``mean``: the largest too).
+
+    >>> pool_tracks(np.array([0.1, 0.9, 0.5]), np.array([0, 0, 1]), 2, "max")
+    (array([0.9, 0.5]), array([1, 0]))
+    """
+    out = np.full(n, -np.inf if how == "max" else 0.0)
+    count, best, top = np.zeros(n), np.zeros(n, np.int64), np.full(n, -np.inf)
+    seen = np.zeros(n, np.int64)
+    for v, o in zip(values, owners):
+        if v > top[o]:
+            top[o], best[o] = v, seen[o]
+        seen[o] += 1
+        count[o] += 1
+        out[o] = max(out[o], v) if how == "max" else out[o] + v
+    if how == "mean":
+        out = out / np.maximum(count, 1)
+    return out, best
+
+
+def face_tags(lake, spec: ClipSpec) -> dict[str, str]:
+    """MLflow tags of a model's clip source: ``fvc.clip_source`` and, for face clips, the face
+    detector(s) that made the tracks (``fvc.face_detector``)."""
+    from fvcflow.store import read_parquet
+
+    tags = {"fvc.clip_source": spec.source}
+    faces = read_parquet(lake.faces) if spec.source == "face" else None
+    if faces is not None and "detector" in faces.columns:
+        tags["fvc.face_detector"] = ",".join(sorted(set(faces["detector"].drop_nulls().to_list())))
+    return tags

@@ -33,6 +33,7 @@ class TrainedVideo:
     clip: ClipSpec
     params: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None              # the initial weights it was trained from (None: random)
+    last_track: int | None = field(default=None, repr=False)   # the face track of the last predict_video
 
     def spec(self) -> dict[str, Any]:
         return {"model": self.name, "clip": self.clip.as_dict(), "params": self.params,
@@ -44,18 +45,46 @@ class TrainedVideo:
         return self.module(x.to(next(self.module.parameters()).device)).float().cpu()
 
     def predict_video(self, path: str | Path, *, src_width: int | None = None,
-                      src_height: int | None = None) -> float:
-        """``P(fake)`` of a (letterboxed) video: the mean of its evaluation clips' logits."""
-        from fvcflow.deep.clips import ClipSource, clip_offsets, decode_clips, eval_offset
-        from fvcflow.deep.data import normalise
+                      src_height: int | None = None, original: str | Path | None = None) -> float:
+        """``P(fake)`` of a (letterboxed) video: the mean of its evaluation clips' logits. A model
+        trained on face clips (``clip.source == "face"``) tracks the faces of ``original`` (the
+        full-resolution file) and scores each track's aligned clips: the video's score is the
+        max (or mean: ``clip.tracks``) over its tracks, its frame clips when it has none;
+        :attr:`last_track` names the track that drove the score (None: frame clips)."""
+        from fvcflow.deep.clips import ClipSource, FaceRef, pool_tracks
         from fvcflow.video import probe
 
         info = probe(path)
         src = ClipSource("predict", str(path), "", info.n_frames, src_width, src_height)
+        self.last_track = None
+        if self.clip.source == "face" and original is not None:
+            import tempfile
+
+            from fvcflow.stages.facetrack import make_detector, track_video
+            from fvcflow.store import write_parquet_atomic
+
+            table, summary = track_video(original, make_detector("auto"))
+            if summary["n_tracks"]:
+                with tempfile.TemporaryDirectory(prefix="fvc-tracks-") as tmp:
+                    tracks = write_parquet_atomic(table, Path(tmp) / "tracks.parquet")
+                    logits = [self._logit(ClipSource("predict", str(path), "", info.n_frames, src_width,
+                                                     src_height, FaceRef(str(original), "", str(tracks), "",
+                                                                         k)))
+                              for k in range(summary["n_tracks"])]
+                pooled, best = pool_tracks(np.array(logits), np.zeros(len(logits), np.int64), 1,
+                                           self.clip.tracks)
+                self.last_track = int(best[0])
+                return float(1 / (1 + np.exp(-pooled[0])))
+        return float(1 / (1 + np.exp(-self._logit(src))))
+
+    def _logit(self, src) -> float:
+        from fvcflow.deep.clips import clip_offsets, decode_clips, eval_offset
+        from fvcflow.deep.data import normalise
+
         windows = decode_clips(src, self.clip)[:, clip_offsets(self.clip, eval_offset(self.clip))]
         x = torch.from_numpy(np.ascontiguousarray(windows)).permute(0, 4, 1, 2, 3).float().div_(255.0)
         x = torch.stack([normalise(c, self.clip) for c in x])
-        return float(torch.sigmoid(self.clip_logits(x).mean()))
+        return float(self.clip_logits(x).mean())
 
 
 def save_trained(trained: TrainedVideo, folder: str | Path) -> Path:

@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fvcflow.config import DeepConfig, TrainConfig
-from fvcflow.deep.clips import ClipCache, ClipSource
+from fvcflow.deep.clips import ClipCache, ClipSource, face_tags, pool_tracks, source_of, with_faces
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.deep.device import choose_device, device_tags, peak_memory
 from fvcflow.deep.export import TrainedVideo
@@ -74,8 +74,7 @@ def video_rows(lake: Lake, cfg: TrainConfig, splits: pl.DataFrame) -> pl.DataFra
 
 
 def _source(row: dict) -> ClipSource:
-    return ClipSource(row["video_id"], row["path"], row["content_hash"], int(row["n_frames"] or 0),
-                      row.get("src_width"), row.get("src_height"))
+    return source_of(row, row.get("face_track") or 0)      # face track 0 (the main face) or the frame
 
 
 def validation_split(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -265,9 +264,17 @@ class Trainer:
             return None
 
     def predict(self, model: nn.Module, rows: pl.DataFrame) -> np.ndarray:
-        """``P(fake)`` of every video of ``rows`` (evaluation clips, mean logit)."""
-        logits = self.video_logits(model, self._loader(rows, train=False, seed=self.seed))
-        return 1 / (1 + np.exp(-logits))
+        """``P(fake)`` of every video of ``rows`` (evaluation clips, mean logit); with face clips,
+        each face track is scored and the video's score is their max (``clip.tracks``: or mean)."""
+        if "face_n_tracks" not in rows.columns or int(rows["face_n_tracks"].max() or 0) <= 1:
+            logits = self.video_logits(model, self._loader(rows, train=False, seed=self.seed))
+            return 1 / (1 + np.exp(-logits))
+        per_track = (rows.with_row_index("_video")
+                     .with_columns(face_track=pl.int_ranges(0, pl.max_horizontal(pl.col("face_n_tracks"), 1)))
+                     .explode("face_track"))
+        logits = self.video_logits(model, self._loader(per_track, train=False, seed=self.seed))
+        pooled, _ = pool_tracks(logits, per_track["_video"].to_numpy(), rows.height, self.clip.tracks)
+        return 1 / (1 + np.exp(-pooled))
 
 
 # -- every fold ---------------------------------------------------------------------------------
@@ -375,7 +382,8 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     else:
         log.info("%s: initial weights from %s", spec.name, weights)
     cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
-    rows = prepare_sources(lake, video_rows(lake, cfg, splits), clip, cache)
+    clip, rows = with_faces(lake, clip, video_rows(lake, cfg, splits))     # clip.source: face or frame
+    rows = prepare_sources(lake, rows, clip, cache)
     trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device)
     store = resume_cache(lake, spec, cfg, splits, rows) if resume else None
     lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
@@ -410,6 +418,7 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     if test.height:
         preds.append(_pred_frame(test, trainer.predict(final.module, test), None, "test"))
     tags = {"fvc.weights": weights or "random", "fvc.clip": json.dumps(clip.as_dict(), default=list),
+            **face_tags(lake, clip),
             **device_tags(device), **peak_memory(device)}
     run_params = {"frames": clip.frames, "clips": clip.clips, "stride": clip.stride, "size": clip.size,
                   "batch_size": deep.batch_size, "effective_batch": deep.batch_size * trainer.accumulate,

@@ -74,18 +74,23 @@ class Detector:
         return self._needs((FACE_PREFIX,))
 
     def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
-                 face_model: str | Path | None = None, face_every: int = 3) -> dict[str, float]:
+                 face_model: str | Path | None = None, face_every: int = 3,
+                 face_tracker: dict | None = None) -> dict[str, float]:
         """The input row of one video: stage 2 features (with the local and face columns when the
         model reads them), stage 4 ones when the model needs them, and for a stack over deep or
         embedding models their ``P(fake)`` of the letterboxed video."""
         from fvcflow.models.stack import video_column
-        from fvcflow.stages.faces import FaceDetector
+        from fvcflow.stages.facetrack import make_detector, track_video
         from fvcflow.stages.features import video_features
         from fvcflow.stages.scale import scale_video
 
-        faces = FaceDetector(face_model) if self.needs_faces else None
-        row: dict[str, float] = dict(video_features(path, local=self.needs_local, faces=faces,
-                                                    face_every=face_every))
+        tracks = None
+        if self.needs_faces:        # the face tracker's main track, as stage 2 (fvcflow.stages.specs)
+            t = {"detector": "auto", "every": face_every, "max_tracks": 2, "max_side": 640,
+                 **(face_tracker or {})}
+            det = make_detector(t["detector"], face_model, max_side=t["max_side"])
+            tracks = track_video(path, det, every=t["every"], max_tracks=t["max_tracks"])[0]
+        row: dict[str, float] = dict(video_features(path, local=self.needs_local, face_tracks=tracks))
         video_bases = self.video_bases
         if self.needs_stage4 or video_bases:
             with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
@@ -97,34 +102,38 @@ class Detector:
                     row.update({k: float(flags[k]) for k in S4_FLAGS})
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3
                     row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
-                                                                 src_height=flags["src_height"])
+                                                                 src_height=flags["src_height"],
+                                                                 original=path)
         return row
 
     def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
               face_model: str | Path | None = None, face_every: int = 3,
-              limits: Limits | None = None) -> float:
+              limits: Limits | None = None, face_tracker: dict | None = None) -> float:
         """``P(fake)`` of one video file, whatever the model's kind.
 
         A feature model measures the video (:meth:`features`); a deep model sees it as training
         did: letterboxed like stage 3 (``scale_size``), then its evaluation clips with its own
         normalisation, the clip logits averaged. The video is read within ``limits`` (default: the
         bounds in force, :mod:`fvcflow.video.limits`), its watchdog started here: a bound crossed
-        is a VideoError naming it.
+        is a VideoError naming it. ``face_tracker``: the face tracker's settings (``faces.*``:
+        detector, every, max_tracks, max_side) for the face columns, as stage 2 computes them.
         """
         with bounded(limits):
             return self._score(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
-                               face_every=face_every)
+                               face_every=face_every, face_tracker=face_tracker)
 
-    def _score(self, path, *, scale_size, scale_crf, face_model, face_every) -> float:
+    def _score(self, path, *, scale_size, scale_crf, face_model, face_every, face_tracker=None) -> float:
         if self.video is None:
             return self.predict_rows([self.features(path, scale_size=scale_size, scale_crf=scale_crf,
-                                                    face_model=face_model, face_every=face_every)])[0]
+                                                    face_model=face_model, face_every=face_every,
+                                                    face_tracker=face_tracker)])[0]
         from fvcflow.stages.scale import scale_video
 
         with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
             scaled = Path(tmp) / "scaled.mp4"
             row = scale_video(path, scaled, size=scale_size, crf=scale_crf)
-            return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"])
+            return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"],
+                                            original=path)
 
     def predict_rows(self, rows: list[dict[str, float]]) -> list[float]:
         """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""

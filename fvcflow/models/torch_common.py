@@ -50,7 +50,11 @@ class ClipSpec:
     their own aspect, for the variable-aspect model). ``channels`` is ``"rgb"`` (3) or
     ``"rgb+flow"`` (5: RGB then optical flow dx, dy). ``flow`` says how the flow of an
     ``"rgb+flow"`` clip is computed (:mod:`fvcflow.deep.flow`): ``"farneback"`` (OpenCV, CPU) or
-    ``"raft_small=PATH"`` (torchvision RAFT-small from the local checkpoint PATH).
+    ``"raft_small=PATH"`` (torchvision RAFT-small from the local checkpoint PATH). ``source``:
+    ``"face"``, crops of the video's face tracks aligned to a 5-point template
+    (:func:`fvcflow.deep.clips.decode_face_clips`), ``"frame"``, whole frames, ``"auto"``: face
+    when most of the corpus has a face track; ``tracks``: a video's score over its tracks, their
+    ``"max"`` (a video is fake when any face in it is) or ``"mean"``.
     """
 
     frames: int = 16
@@ -61,6 +65,8 @@ class ClipSpec:
     std: tuple[float, float, float] = KINETICS_STD
     channels: str = "rgb"
     flow: str = "farneback"
+    source: str = "auto"        # "face": aligned face-track crops; "frame": whole frames; auto: face
+    tracks: str = "max"         # a video's score over its face tracks: "max" (any face fake) or "mean"
 
     def __post_init__(self) -> None:
         if self.frames < 1 or self.clips < 1 or self.stride < 1:
@@ -69,6 +75,10 @@ class ClipSpec:
             raise ValueError(f"ClipSpec: size must be >= 8 or None, got {self.size}")
         if self.channels not in ("rgb", "rgb+flow"):
             raise ValueError(f"ClipSpec: channels must be 'rgb' or 'rgb+flow', got {self.channels!r}")
+        if self.source not in ("auto", "face", "frame"):
+            raise ValueError(f"ClipSpec: source must be 'auto', 'face' or 'frame', got {self.source!r}")
+        if self.tracks not in ("max", "mean"):
+            raise ValueError(f"ClipSpec: tracks must be 'max' or 'mean', got {self.tracks!r}")
         if self.flow != "farneback" and not self.flow.startswith("raft_small="):
             raise ValueError(f"ClipSpec: flow must be 'farneback' or 'raft_small=PATH', got {self.flow!r}")
 
@@ -190,7 +200,7 @@ def clip_spec(name: str, overrides: Mapping[str, Any] | None = None) -> ClipSpec
     unknown = sorted(set(overrides) - {f.name for f in fields(ClipSpec)})
     if unknown:
         raise FvcError(f"setting 'train.deep.clip.{name}': unknown keys {', '.join(unknown)} "
-                       f"(known: frames, clips, stride, size, mean, std, channels, flow)")
+                       f"(known: frames, clips, stride, size, mean, std, channels, flow, source, tracks)")
     for key in ("mean", "std"):
         if key in overrides:
             overrides[key] = tuple(overrides[key])

@@ -16,10 +16,12 @@ over each set, compared as ``log((face + 1e-6) / (other + 1e-6))`` (energies, gr
 resampling) or ``face - other`` (chroma means); the 8x8 grid-phase match of face and
 background; and the face box's own 12 per-frame features. Each is averaged over the frames with
 a box (docs/FEATURES.md, "Face features"). The column names and ``FACE_STATS`` are
-:mod:`fvcflow.schema`'s.
+:mod:`fvcflow.schema`'s. Stage 2 takes the boxes from the face tracker's main track
+(:mod:`fvcflow.stages.facetrack`), which also gives the landmark instability columns; the
+held-box tracker here serves :class:`FaceAccumulator` without tracks.
 
 >>> len(face_columns()), face_columns()[:2]
-(29, ['f_found', 'f_box_area'])
+(31, ['f_found', 'f_box_area'])
 """
 
 from __future__ import annotations
@@ -33,7 +35,8 @@ import numpy as np
 from fvcflow.cascade import haar_cascade
 from fvcflow.errors import FvcError
 from fvcflow.kernels import FEATURE_NAMES, MAP_NAMES, frame_features, tile_maps
-from fvcflow.schema import FACE_STATS, face_columns
+from fvcflow.schema import FACE_STATS, LANDMARK_FEATURES, face_columns
+from fvcflow.stages.facetrack import LANDMARKS
 
 MAX_SIDE = 320          # the detector sees the frame downscaled to this longest side
 SMOOTH = 0.5            # weight of the held box when a new detection arrives
@@ -166,15 +169,22 @@ def face_frame_features(gray: np.ndarray, cb, cr, box: np.ndarray) -> np.ndarray
 
 
 class FaceAccumulator:
-    """Tracks the face over a video's sampled frames and collects its per-frame values."""
+    """Collects the per-frame face values over a video's sampled frames: the boxes of the face
+    tracker's main track (``tracks``, a tracks table of :mod:`fvcflow.stages.facetrack`: track 0
+    at the sampled frames) or, without one, of the held-and-smoothed box of ``detector``."""
 
-    def __init__(self, detector: FaceDetector, every: int = 3):
-        self.track = FaceTrack(detector, every)
+    def __init__(self, detector: FaceDetector | None, every: int = 3, *, tracks=None):
+        self.track = FaceTrack(detector, every) if tracks is None else None
+        self.tracks = tracks
+        self.main = {} if tracks is None else {
+            int(r["frame"]): np.array([r["x"], r["y"], r["w"], r["h"]], np.float64)
+            for r in tracks.filter(tracks["track"] == 0).select("frame", "x", "y", "w", "h").to_dicts()}
         self.values: list[np.ndarray] = []
         self.boxes: list[np.ndarray | None] = []
 
-    def add(self, gray: np.ndarray, cb=None, cr=None) -> np.ndarray | None:
-        box = self.track.update(gray)
+    def add(self, gray: np.ndarray, cb=None, cr=None, index: int | None = None) -> np.ndarray | None:
+        """One sampled frame (``index``: its frame number, which the tracks are keyed by)."""
+        box = self.track.update(gray) if self.track is not None else self.main.get(int(index))
         self.boxes.append(box)
         if box is not None:
             self.values.append(face_frame_features(gray, cb, cr, box))
@@ -184,10 +194,31 @@ class FaceAccumulator:
         cols = face_columns(prefix)
         n = len(self.boxes)
         found = sum(b is not None for b in self.boxes) / n if n else float("nan")
+        k = len(cols) - 1 - len(LANDMARK_FEATURES)
         if self.values:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 means = np.nanmean(np.array(self.values), axis=0)
         else:
-            means = np.full(len(cols) - 1, np.nan)
+            means = np.full(k, np.nan)
+        means = [*means, *landmark_instability(self.tracks)]
         return {cols[0]: float(found), **{c: float(v) for c, v in zip(cols[1:], means)}}
+
+
+def landmark_instability(tracks) -> tuple[float, float]:
+    """``(f_lm_instability, f_lm_step)`` of the main track (docs/FEATURES.md): the landmarks
+    relative to the box on its detection frames, their mean population std and mean absolute
+    step between consecutive detections. NaN without a track, with fewer than 3 (std) or 2
+    (step) detections, or from a detector without landmarks (Haar)."""
+    if tracks is None or not tracks.height:
+        return float("nan"), float("nan")
+    if "detector" in tracks.columns and (tracks["detector"] == "haar").any():
+        return float("nan"), float("nan")
+    t = tracks.filter((tracks["track"] == 0) & tracks["detected"]).sort("frame")
+    x, y, w, h = (t[c].to_numpy()[:, None] for c in ("x", "y", "w", "h"))
+    lx = np.stack([t[f"{n}_x"].to_numpy() for n in LANDMARKS], axis=1)
+    ly = np.stack([t[f"{n}_y"].to_numpy() for n in LANDMARKS], axis=1)
+    rel = np.concatenate([(lx - x) / w, (ly - y) / h], axis=1)          # [detections, 10]
+    spread = float(rel.std(axis=0).mean()) if len(rel) >= 3 else float("nan")
+    step = float(np.abs(np.diff(rel, axis=0)).mean()) if len(rel) >= 2 else float("nan")
+    return spread, step

@@ -57,14 +57,16 @@ def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
 
 def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy: str = "auto",
                    prefix: str = "", threads: bool | int | None = None, local: bool = False,
-                   faces: FaceDetector | None = None, face_every: int = 3) -> dict[str, float]:
+                   faces: FaceDetector | None = None, face_every: int = 3,
+                   face_tracks=None) -> dict[str, float]:
     """Stage 2 feature row of one video: 48 aggregated kernel features, 3 codec cues, counts.
 
     Decodes only the sampled frames (seeking or sequential, chosen from the key-frame spacing),
     one at a time: memory does not grow with the video. Raises :class:`fvcflow.errors.VideoError`
     for a file that is not a usable video. ``local`` adds the 66 local columns
-    (:func:`fvcflow.stages.local.local_columns`), ``faces`` (a detector) the 29 face columns
-    (:func:`fvcflow.stages.faces.face_columns`), from the same decoded frames.
+    (:func:`fvcflow.stages.local.local_columns`), ``faces`` (a detector) the 31 face columns
+    (:func:`fvcflow.stages.faces.face_columns`), from the same decoded frames; ``face_tracks`` (a
+    tracks table of :mod:`fvcflow.stages.facetrack`) gives them from its main track instead.
 
     >>> row = video_features("clip.mp4")            # doctest: +SKIP
     >>> row["noise_energy_mean"], row["n_sampled"]  # doctest: +SKIP
@@ -76,16 +78,17 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     per_frame = np.full((len(wanted), len(FEATURE_NAMES)), np.nan)
     got = 0
     loc = LocalAccumulator() if local else None
-    face = FaceAccumulator(faces, face_every) if faces is not None else None
+    face = (FaceAccumulator(None, tracks=face_tracks) if face_tracks is not None
+            else FaceAccumulator(faces, face_every) if faces is not None else None)
     read = iter_luma if loc is None and face is None else iter_yuv
     frames = read(path, wanted, info=info, strategy=strategy, stats=stats, threads=threads)
-    for i, (_, planes) in enumerate(frames):
+    for i, (index, planes) in enumerate(frames):
         gray, cb, cr = planes if isinstance(planes, tuple) else (planes, None, None)
         per_frame[i] = frame_features(gray)
         if loc is not None:
             loc.add(gray, cb, cr)
         if face is not None:
-            face.add(gray, cb, cr)
+            face.add(gray, cb, cr, index)
         got = i + 1
     if got == 0:
         raise VideoError(path, "no decodable frames")

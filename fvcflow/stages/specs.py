@@ -6,6 +6,7 @@ publishing for all of them alike.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,13 @@ from fvcflow.schema import (
     augmented_variant,
 )
 from fvcflow.stages.augment import augment_video, draw_params
-from fvcflow.stages.faces import FaceDetector
+from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
-from fvcflow.store import Lake, cache_keys, file_hash, read_parquet
+from fvcflow.store import Lake, cache_key, cache_keys, file_hash, read_parquet, write_parquet_atomic
 from fvcflow.video.write import STAGE_PRESET
+
+log = logging.getLogger("fvcflow.stages")
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,41 @@ def _augment_run(job, s: Settings) -> dict:
     return {**out, "path": job.params["dst"], "content_hash": file_hash(job.params["dst"])}
 
 
+# the face tracks -----------------------------------------------------------------------------
+def face_detector(s: Settings):
+    """The face-track stage's detector as the settings name it (``faces.detector``)."""
+    return make_detector(s.faces.detector, s.features.face_model, max_side=s.faces.max_side)
+
+
+def _faces_config(s: Settings, detector) -> dict:
+    model = s.features.face_model if detector.kind == "yunet" else None
+    return {"v": TRACK_VERSION, "detector": detector.name,
+            "model": None if model is None else file_hash(model), "every": s.faces.every,
+            "max_tracks": s.faces.max_tracks, "max_side": s.faces.max_side}
+
+
+def _faces_jobs(lake: Lake, s: Settings) -> list[dict]:
+    detector = face_detector(s)
+    note = fallback_note(detector)
+    if note:
+        log.warning("%s", note)     # said once per run of the stage, where it is planned
+    rows = feature_inputs(lake)
+    dsts = [lake.faces_tracks / f"{_safe(r['video_id'])}.parquet" for r in rows]
+    keys = cache_keys([r["content_hash"] for r in rows], "faces", _faces_config(s, detector),
+                      varying={"dst": [d.name for d in dsts]})
+    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params={"dst": str(d)})
+            for k, r, d in zip(keys, rows, dsts)]
+
+
+def _faces_run(job, s: Settings) -> dict:
+    table, summary = track_video(job.path, face_detector(s), every=s.faces.every,
+                                 max_tracks=s.faces.max_tracks, strategy=s.features.strategy,
+                                 threads=s.threads_per_worker)
+    dst = job.params["dst"]
+    write_parquet_atomic(table, dst)
+    return {**summary, "tracks_path": dst, "content_hash": file_hash(dst)}
+
+
 # stages 2 and 4 ------------------------------------------------------------------------------
 def _feature_config(s: Settings, *, faces: bool) -> dict:
     """What the feature row depends on beyond the video: the feature schema version (a digest of
@@ -106,28 +144,53 @@ def _feature_config(s: Settings, *, faces: bool) -> dict:
     cfg: dict = {"schema": FEATURE_SCHEMA_VERSION, "numerics": NUMERICS}
     if s.features.local:
         cfg["local"] = LOCAL_VERSION
-    if faces and s.features.faces:
-        model = s.features.face_model
-        cfg["faces"] = {"v": FACE_VERSION, "every": s.features.face_every,
-                        "model": None if model is None else file_hash(model)}
+    if faces and s.features.faces:      # the face columns come from the face tracker's main track
+        cfg["faces"] = {"v": FACE_VERSION, "tracker": _faces_config(s, face_detector(s))}
     return cfg
 
 
-def _feature_kwargs(s: Settings, *, faces: bool) -> dict:
-    detector = FaceDetector(s.features.face_model) if faces and s.features.faces else None
-    return dict(strategy=s.features.strategy, threads=s.threads_per_worker, local=s.features.local,
-                faces=detector, face_every=s.features.face_every)
+def _feature_kwargs(s: Settings) -> dict:
+    return dict(strategy=s.features.strategy, threads=s.threads_per_worker, local=s.features.local)
 
 
 def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
     cfg = _feature_config(s, faces=True)
+    tracks = current_tracks(lake, s) if s.features.faces else {}
     rows = feature_inputs(lake)
     keys = cache_keys([r["content_hash"] for r in rows], "features", cfg)
-    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r)) for k, r in zip(keys, rows)]
+    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r),
+                 params={"tracks": tracks.get(r["video_id"])}) for k, r in zip(keys, rows)]
+
+
+def current_tracks(lake: Lake, s: Settings) -> dict[str, str]:
+    """video_id -> its tracks file, for the videos whose faces-stage row was made with the current
+    ``faces.*`` settings (its cache key is the one the stage would compute now)."""
+    faces = read_parquet(lake.faces)
+    if faces is None or not faces.height or "cache_key" not in faces.columns:
+        return {}
+    cfg = _faces_config(s, face_detector(s))
+    want = {r["video_id"]: cache_key(r["content_hash"], "faces",
+                                     {**cfg, "dst": f"{_safe(r['video_id'])}.parquet"})
+            for r in feature_inputs(lake)}
+    return {r["video_id"]: r["tracks_path"]
+            for r in faces.select("video_id", "cache_key", "tracks_path").to_dicts()
+            if want.get(r["video_id"]) == r["cache_key"] and Path(r["tracks_path"]).is_file()}
+
+
+def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame:
+    """The tracks table of the video at ``path``: the faces stage's file when given, else tracked
+    now with the same settings (the same table: the tracker is deterministic)."""
+    if tracks is not None:
+        return pl.read_parquet(tracks)
+    return track_video(path, face_detector(s), every=s.faces.every, max_tracks=s.faces.max_tracks,
+                       strategy=s.features.strategy, threads=s.threads_per_worker)[0]
 
 
 def _feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, **_feature_kwargs(s, faces=True))
+    kw = _feature_kwargs(s)
+    if s.features.faces:
+        kw["face_tracks"] = face_tracks_of(job.path, s, job.params.get("tracks"))
+    return video_features(job.path, **kw)
 
 
 def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
@@ -143,7 +206,7 @@ def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
-    return video_features(job.path, prefix=STAGE4_PREFIX, **_feature_kwargs(s, faces=False))
+    return video_features(job.path, prefix=STAGE4_PREFIX, **_feature_kwargs(s))
 
 
 # stage 3 -------------------------------------------------------------------------------------
@@ -171,6 +234,7 @@ def _table(stage: str) -> Callable[[Lake], Path]:
 
 SPECS: dict[str, StageSpec] = {
     "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run),
+    "faces": StageSpec("faces", _table("faces"), _faces_jobs, _faces_run),
     "features": StageSpec("features", _table("features"), _feature_jobs, _feature_run),
     "scale": StageSpec("scale", _table("scale"), _scale_jobs, _scale_run),
     "scaled_features": StageSpec("scaled_features", _table("scaled_features"), _scaled_feature_jobs,

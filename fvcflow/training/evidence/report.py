@@ -253,6 +253,32 @@ def _thumbnail(path: str, dst: Path, width: int = 160) -> bool:
     return bool(cv2.imwrite(str(dst), cv2.cvtColor(small, cv2.COLOR_RGB2BGR)))
 
 
+def face_crop(lake: Lake, video_id: str, path: str, dst: Path, size: int = 112) -> bool:
+    """The main face of ``video_id`` (track 0 of the faces stage, at its middle sampled frame)
+    aligned as the deep models see it (:func:`fvcflow.stages.facetrack.align_face`), a PNG at
+    ``dst``; False without a faces table, a track or a readable frame."""
+    import cv2
+
+    from fvcflow.errors import VideoError
+    from fvcflow.stages.facetrack import align_face, boxes_at
+    from fvcflow.video import read_rgb
+
+    faces = read_parquet(lake.faces)
+    row = None if faces is None else faces.filter(pl.col("video_id") == video_id)
+    if row is None or not row.height or not row["n_tracks"][0]:
+        return False
+    try:
+        tracks = pl.read_parquet(row["tracks_path"][0])
+        main = tracks.filter(pl.col("track") == 0).sort("frame")
+        frame = int(main["frame"][main.height // 2])
+        _, lm = boxes_at(tracks, 0, [frame])
+        rgb = read_rgb(path, [frame])[0][0]
+    except (VideoError, OSError) as exc:
+        log.info("no face crop of %s: %s", path, exc)
+        return False
+    return bool(cv2.imwrite(str(dst), cv2.cvtColor(align_face(rgb, lm[0], size), cv2.COLOR_RGB2BGR)))
+
+
 def confidently_wrong(lake: Lake, result: ModelResult, n: int = 10) -> tuple[pl.DataFrame, str, float]:
     """The ``n`` videos ``result`` got most confidently wrong at its EER threshold: the hold-out
     test when there is one, else the out-of-fold predictions; with the index's path."""
@@ -286,9 +312,13 @@ def _wrong_section(lake: Lake, summary: TrainSummary, img_dir: Path) -> Section 
         name = f"wrong_{i}.png"
         cell = (f"<img class='thumb' src='report/{name}' alt='frame of {html.escape(r['video_id'])}'>"
                 if r["path"] and _thumbnail(r["path"], img_dir / name) else "(no frame)")
-        rows.append(f"<tr><td>{cell}</td><td class='path'>{html.escape(str(r['path']))}</td>"
+        crop = f"face_{i}.png"
+        face = (f"<img class='thumb' src='report/{crop}' alt='face of {html.escape(r['video_id'])}'>"
+                if r["path"] and face_crop(lake, r["video_id"], r["path"], img_dir / crop) else "(no face)")
+        rows.append(f"<tr><td>{cell}</td><td>{face}</td><td class='path'>{html.escape(str(r['path']))}</td>"
                     f"<td>{'fake' if r['label'] == 1 else 'real'}</td><td>{r['prob_fake']:.3f}</td></tr>")
-    table = ("<table><thead><tr><th>frame</th><th>path</th><th>label</th><th>P(fake)</th></tr></thead><tbody>"
+    table = ("<table><thead><tr><th>frame</th><th>face (aligned, track 0)</th><th>path</th><th>label</th>"
+             "<th>P(fake)</th></tr></thead><tbody>"
              + "".join(rows) + "</tbody></table>")
     return Section("wrong", "Most confidently wrong videos", head + table)
 

@@ -32,10 +32,10 @@ _NEEDS = {"l": (local_columns()[0], "features.local is off, or stage 2 ran befor
 
 def feature_set_columns(feature_set: str) -> list[str]:
     """The model input columns of a feature set (``s2``: 51, ``s24``: 104, ``s2l``: 117,
-    ``s2lf``: 146, ``s24l``: 236).
+    ``s2lf``: 148, ``s24l``: 236).
 
     >>> [len(feature_set_columns(f)) for f in ("s2", "s24", "s2l", "s2lf", "s24l")]
-    [51, 104, 117, 146, 236]
+    [51, 104, 117, 148, 236]
     """
     try:
         return list(FEATURE_SET_COLUMNS[feature_set])

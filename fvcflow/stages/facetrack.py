@@ -1,0 +1,405 @@
+"""Face tracks: detect faces on a video's sampled frames, link them into tracks, keep the main ones.
+
+Offline only. The detector (:func:`make_detector`) is, by preference, ``yuface``:
+libfacedetection's CNN (YuNet), BSD-3, its weights compiled into the wheel, a box, a confidence
+and 5 landmarks per face. Its wheels exist for CPython <= 3.11; elsewhere (or with
+``faces.detector`` set so) the fallback is OpenCV's YuNet from a local ONNX file
+(``features.face_model``), else OpenCV's bundled Haar frontal-face cascade, which gives no
+landmarks (they are placed at the canonical template's positions in the box: :data:`TEMPLATE`).
+The detector's :attr:`~FaceDetector.name` is in every cache key, tracks table and MLflow tag.
+
+The tracker (:func:`track_frames`, :func:`track_video`):
+
+1. the frames are the stage 2 sample (:func:`fvcflow.video.sample_indices`); the detector runs
+   on every ``every``-th of them (and the last), on a grayscale copy downscaled to at most
+   ``max_side`` pixels on its longer side;
+2. detections are linked frame to frame, best pairs first (:func:`affinity`): by box overlap
+   (IoU >= :data:`LINK_IOU`), else, as sampled frames may lie seconds apart, by the nearest
+   box of a similar size within :data:`LINK_DIST` face sizes; a track survives up to
+   :data:`MAX_GAP` detection frames without a match; landmarks are put in image order (eyes
+   and mouth corners sorted left to right), so that a mirrored video gives mirrored landmarks,
+   not swapped ones;
+3. each track's detections are smoothed (box and landmarks: each interior detection moves
+   halfway to the line through its neighbours, which halves jitter and keeps steady motion) and
+   interpolated linearly onto every sampled frame between its first and last detection;
+4. tracks seen on fewer than 2 detection frames are dropped (when there were 3 or more), and
+   the ``max_tracks`` longest-times-largest (sampled frames spanned x mean box area) are kept,
+   numbered 0, 1, ... in that order.
+
+A video without a face gives no track: a recorded outcome, not a failure.
+
+>>> TRACK_COLUMNS[:7]
+('frame', 'track', 'x', 'y', 'w', 'h', 'score')
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import polars as pl
+from threadpoolctl import threadpool_limits
+
+from fvcflow.cascade import haar_cascade
+from fvcflow.errors import FvcError
+from fvcflow.video import iter_luma, probe, sample_indices
+
+log = logging.getLogger("fvcflow.stages")
+
+#: bump when the tracker's output changes meaning (part of the stage cache key)
+TRACK_VERSION = 1
+LANDMARKS = ("eye_l", "eye_r", "nose", "mouth_l", "mouth_r")
+LANDMARK_COLUMNS = tuple(f"{n}_{c}" for n in LANDMARKS for c in ("x", "y"))
+TRACK_COLUMNS = ("frame", "track", "x", "y", "w", "h", "score", *LANDMARK_COLUMNS, "detected")
+SCHEMA = {"frame": pl.Int64, "track": pl.Int32, **{c: pl.Float64 for c in TRACK_COLUMNS[2:-1]},
+          "detected": pl.Boolean}
+DETECTORS = ("auto", "yuface", "yunet", "haar")
+LINK_IOU = 0.3
+LINK_DIST = 2.0
+MAX_GAP = 2
+MIN_SCORE = 0.6
+#: the 5-point template (ArcFace's 112 x 112 template made left-right symmetric), in units of the
+#: template's side: eye_l, eye_r, nose, mouth_l, mouth_r (image left and right)
+TEMPLATE = np.array([[38.29, 51.60], [73.71, 51.60], [56.0, 71.74], [41.55, 92.28], [70.45, 92.28]]) / 112.0
+#: the box of a face in template units (the Haar fallback places the template's points in it)
+TEMPLATE_BOX = np.array([0.14, 0.22, 0.72, 0.78])
+
+
+def yuface_available() -> bool:
+    """Whether the ``yuface`` wheel (libfacedetection's CNN) is installed here."""
+    return importlib.util.find_spec("yuface") is not None
+
+
+@dataclass(frozen=True)
+class Detection:
+    box: np.ndarray          # float64[4]: x, y, w, h
+    score: float             # 0..1
+    landmarks: np.ndarray    # float64[5, 2], image order (LANDMARKS)
+
+
+def _image_order(lm: np.ndarray) -> np.ndarray:
+    lm = np.asarray(lm, np.float64).reshape(5, 2).copy()
+    if lm[0, 0] > lm[1, 0]:
+        lm[[0, 1]] = lm[[1, 0]]
+    if lm[3, 0] > lm[4, 0]:
+        lm[[3, 4]] = lm[[4, 3]]
+    return lm
+
+
+def template_landmarks(box) -> np.ndarray:
+    """The template's 5 points placed in ``box`` (x, y, w, h): the landmarks of a detector that
+    has none (Haar)."""
+    x, y, w, h = box
+    bx, by, bw, bh = TEMPLATE_BOX
+    return np.stack([x + (TEMPLATE[:, 0] - bx) / bw * w, y + (TEMPLATE[:, 1] - by) / bh * h], axis=1)
+
+
+class FaceDetector:
+    """Every face of a grayscale frame: boxes, scores and landmarks in the frame's pixels.
+
+    ``kind``: ``"yuface"``, ``"yunet"`` (``model``: a local ONNX file for ``cv2.FaceDetectorYN``)
+    or ``"haar"``; :func:`make_detector` picks one from the settings.
+    """
+
+    def __init__(self, kind: str, model: str | Path | None = None, *, max_side: int = 640,
+                 min_score: float = MIN_SCORE):
+        if kind not in DETECTORS[1:]:
+            raise FvcError(f"faces.detector: {kind!r} is not one of {', '.join(DETECTORS)}")
+        self.kind, self.max_side, self.min_score = kind, max_side, min_score
+        self.model = None if model is None else Path(model)
+        self._yunet = None
+        if kind == "yuface":
+            if not yuface_available():
+                raise FvcError("faces.detector = 'yuface': the yuface package is not installed (its wheels "
+                               "exist for CPython <= 3.11); use 'auto' to fall back to YuNet ONNX or Haar")
+            import yuface
+
+            self._yuface = yuface.detect
+        elif kind == "yunet":
+            if self.model is None or not self.model.is_file():
+                raise FvcError(f"faces.detector = 'yunet' needs features.face_model, a local ONNX file "
+                               f"(YuNet's face_detection_yunet_2023mar.onnx); got {self.model}")
+            try:
+                self._yunet = cv2.FaceDetectorYN.create(str(self.model), "", (max_side, max_side), min_score)
+            except cv2.error as exc:
+                raise FvcError(f"features.face_model: OpenCV cannot load {self.model} as a face "
+                               f"detector: {str(exc).strip().splitlines()[-1]}") from None
+
+    @property
+    def name(self) -> str:
+        """``yuface``, ``yunet:<file name>`` or ``haar``: in cache keys, tables and MLflow tags."""
+        return f"yunet:{self.model.name}" if self.kind == "yunet" else self.kind
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """The faces of ``gray`` (uint8[H, W]) scoring at least ``min_score``, largest first."""
+        h, w = gray.shape
+        scale = min(1.0, self.max_side / max(h, w))
+        small = np.ascontiguousarray(gray)
+        if scale < 1.0:
+            small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+        out = []
+        if self.kind == "yuface":
+            confs, boxes, lms = self._yuface(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)),
+                                             conf=self.min_score)
+            for c, b, lm in zip(confs, boxes, lms):
+                out.append((np.asarray(b, np.float64), float(c) / 100.0, np.asarray(lm, np.float64)))
+        elif self.kind == "yunet":
+            self._yunet.setInputSize((small.shape[1], small.shape[0]))
+            _, faces = self._yunet.detect(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR))
+            for f in ([] if faces is None else faces):
+                out.append((np.asarray(f[:4], np.float64), float(f[14]), np.asarray(f[4:14], np.float64)))
+        else:
+            side = max(12, min(small.shape) // 10)
+            boxes = haar_cascade().detectMultiScale(cv2.equalizeHist(small), scaleFactor=1.1, minNeighbors=4,
+                                                minSize=(side, side))
+            for b in boxes:
+                b = np.asarray(b, np.float64)
+                out.append((b, 1.0, template_landmarks(b).ravel()))
+        dets = [Detection(b / scale, s, _image_order(lm / scale)) for b, s, lm in out
+                if s >= self.min_score and b[2] > 0 and b[3] > 0]
+        return sorted(dets, key=lambda d: -d.box[2] * d.box[3])
+
+
+def make_detector(kind: str = "auto", model: str | Path | None = None, *,
+                  max_side: int = 640) -> FaceDetector:
+    """The detector ``kind`` names; ``"auto"``: yuface when installed, else YuNet from ``model``
+    when given, else Haar (:func:`fallback_note` says so)."""
+    if kind == "auto":
+        kind = "yuface" if yuface_available() else "yunet" if model is not None else "haar"
+    return FaceDetector(kind, model, max_side=max_side)
+
+
+def fallback_note(detector: FaceDetector) -> str | None:
+    """The one line that says a detector other than the CNN ran, or None when the CNN did."""
+    if detector.kind == "yuface":
+        return None
+    why = ("yuface is not installed (its wheels exist for CPython <= 3.11)" if not yuface_available()
+           else "faces.detector asks for it")
+    extra = "" if detector.kind == "yunet" else ", frontal faces only, no landmarks"
+    return f"faces: the {detector.name} detector ran, not the yuface CNN: {why}{extra}"
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two (x, y, w, h) boxes.
+
+    >>> iou(np.array([0, 0, 10, 10.]), np.array([5, 0, 10, 10.]))
+    0.3333333333333333
+    """
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[0] + a[2], b[0] + b[2]), min(a[1] + a[3], b[1] + b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = a[2] * a[3] + b[2] * b[3] - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def affinity(a: np.ndarray, b: np.ndarray) -> float:
+    """How well box ``b`` continues box ``a``: ``1 + IoU`` when they overlap by IoU >= LINK_IOU;
+    else, for boxes of similar area (ratio within 1/2..2) whose centres lie within LINK_DIST face
+    sizes (the geometric mean side of the two), ``1 - distance / LINK_DIST`` (a face that moved
+    between sparse detection frames); else 0 (no link).
+
+    >>> affinity(np.array([0, 0, 10, 10.]), np.array([0, 0, 10, 10.]))
+    2.0
+    >>> round(affinity(np.array([0, 0, 10, 10.]), np.array([15, 0, 10, 10.])), 2)
+    0.25
+    >>> affinity(np.array([0, 0, 10, 10.]), np.array([30, 0, 10, 10.]))
+    0.0
+    """
+    o = iou(a, b)
+    if o >= LINK_IOU:
+        return float(1.0 + o)
+    area_a, area_b = a[2] * a[3], b[2] * b[3]
+    if area_a <= 0 or area_b <= 0 or not 0.5 <= area_a / area_b <= 2.0:
+        return 0.0
+    side = (area_a * area_b) ** 0.25
+    d = float(np.hypot(a[0] + a[2] / 2 - b[0] - b[2] / 2, a[1] + a[3] / 2 - b[1] - b[3] / 2)) / side
+    return float(max(0.0, 1.0 - d / LINK_DIST))
+
+
+def detection_positions(n_sampled: int, every: int) -> list[int]:
+    """Positions in the sample where the detector runs: every ``every``-th and the last.
+
+    >>> detection_positions(10, 3)
+    [0, 3, 6, 9]
+    >>> detection_positions(8, 3)
+    [0, 3, 6, 7]
+    """
+    if every < 1:
+        raise FvcError(f"faces.every must be >= 1, got {every}")
+    pos = list(range(0, n_sampled, every))
+    if n_sampled and pos[-1] != n_sampled - 1:
+        pos.append(n_sampled - 1)
+    return pos
+
+
+def link(frames: list[int], detections: list[list[Detection]]) -> list[list[tuple[int, Detection]]]:
+    """Link per-frame detections into tracks: greedy by IoU, a gap of up to MAX_GAP frames."""
+    tracks: list[list[tuple[int, Detection]]] = []
+    last_seen: list[int] = []
+    for step, (frame, dets) in enumerate(zip(frames, detections)):
+        live = [t for t in range(len(tracks)) if step - last_seen[t] <= MAX_GAP + 1]
+        pairs = sorted(((affinity(tracks[t][-1][1].box, d.box), t, j)
+                        for t in live for j, d in enumerate(dets)), key=lambda p: (-p[0], p[1], p[2]))
+        used_t, used_d = set(), set()
+        for o, t, j in pairs:
+            if o <= 0 or t in used_t or j in used_d:
+                continue
+            used_t.add(t)
+            used_d.add(j)
+            tracks[t].append((frame, dets[j]))
+            last_seen[t] = step
+        for j, d in enumerate(dets):
+            if j not in used_d:
+                tracks.append([(frame, d)])
+                last_seen.append(step)
+    return tracks
+
+
+def _smooth(frames: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Each interior detection halfway towards the line through its two neighbours (at its own
+    frame): jitter is halved, steady motion (a pan, a zoom) is left exactly as it is; the first
+    and last detections are kept."""
+    if len(values) < 3:
+        return values
+    out = values.copy()
+    f0, f1, f2 = frames[:-2], frames[1:-1], frames[2:]
+    t = ((f1 - f0) / (f2 - f0))[:, None]
+    out[1:-1] = 0.5 * values[1:-1] + 0.5 * ((1 - t) * values[:-2] + t * values[2:])
+    return out
+
+
+def track_frames(frames: list[int], detections: list[list[Detection]], sampled: list[int], *,
+                 max_tracks: int = 2) -> pl.DataFrame:
+    """The tracks table (:data:`TRACK_COLUMNS`) of detections on ``frames`` (a subset of
+    ``sampled``, both in decode order): linked, smoothed, interpolated onto ``sampled``, ranked."""
+    tracks = link(frames, detections)
+    min_hits = 2 if len(frames) >= 3 else 1
+    tracks = [t for t in tracks if len(t) >= min_hits]
+    sampled_arr = np.asarray(sampled, np.int64)
+    scored = []
+    for t in tracks:
+        f = np.array([fr for fr, _ in t], np.float64)
+        vals = np.array([[*d.box, d.score, *d.landmarks.ravel()] for _, d in t], np.float64)
+        vals = _smooth(f, vals)
+        span = sampled_arr[(sampled_arr >= f[0]) & (sampled_arr <= f[-1])]
+        rows = np.stack([np.interp(span, f, vals[:, c]) for c in range(vals.shape[1])], axis=1)
+        detected = np.isin(span, f.astype(np.int64))
+        size = float(np.mean(vals[:, 2] * vals[:, 3]))
+        scored.append((len(span) * size, int(f[0]), span, rows, detected))
+    scored.sort(key=lambda s: (-s[0], s[1]))
+    parts = []
+    for k, (_, _, span, rows, detected) in enumerate(scored[:max_tracks]):
+        data = {"frame": span, "track": np.full(len(span), k, np.int32)}
+        data.update({c: rows[:, i] for i, c in enumerate(TRACK_COLUMNS[2:-1])})
+        data["detected"] = detected
+        parts.append(pl.DataFrame(data, schema=SCHEMA))
+    if not parts:
+        return pl.DataFrame(schema=SCHEMA)
+    return pl.concat(parts).sort("track", "frame")
+
+
+def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int = 2, info=None,
+                strategy: str = "auto", threads: int | None = None) -> tuple[pl.DataFrame, dict]:
+    """Track the faces of the video at ``path``: its tracks table and a summary row.
+
+    The summary: ``detector``, ``n_sampled`` (frames of the stage 2 sample), ``n_detect`` (frames
+    the detector ran on), ``n_tracks``, ``face_found`` (share of the sampled frames with a track),
+    ``face_area`` (median box area of track 0 over the frame's, NaN without one), ``width``,
+    ``height``.
+    """
+    if max_tracks < 1:
+        raise FvcError(f"faces.max_tracks must be >= 1, got {max_tracks}")
+    info = info or probe(path)
+    sampled = sample_indices(info.n_frames).tolist()
+    positions = detection_positions(len(sampled), every)
+    wanted = [sampled[p] for p in positions]
+    frames, dets = [], []
+    # the CNN's OpenMP threads spin while they wait: on a shared core they cost 6x the CPU
+    # (benchmarks/faces.py); the worker's own share of the cores (one thread by default) is faster
+    with threadpool_limits(limits=threads or 1, user_api="openmp"):
+        for i, gray in iter_luma(path, wanted, info=info, strategy=strategy, threads=threads):
+            frames.append(int(i))
+            dets.append(detector.detect(gray))
+    table = track_frames(frames, dets, sampled, max_tracks=max_tracks)
+    covered = table["frame"].n_unique() if table.height else 0
+    first = table.filter(pl.col("track") == 0)
+    area = (float((first["w"] * first["h"]).median() / (info.width * info.height)) if first.height
+            else float("nan"))
+    summary = {"detector": detector.name, "n_sampled": len(sampled), "n_detect": len(frames),
+               "n_tracks": int(table["track"].n_unique()) if table.height else 0,
+               "face_found": covered / len(sampled) if sampled else float("nan"), "face_area": area,
+               "width": info.width, "height": info.height}
+    return table.with_columns(pl.lit(detector.name).alias("detector")), summary
+
+
+def boxes_at(tracks: pl.DataFrame, track: int, frames) -> tuple[np.ndarray, np.ndarray]:
+    """Box ``float64[n, 4]`` and landmarks ``float64[n, 5, 2]`` of ``track`` at ``frames`` (any
+    decode-order indices): interpolated between its rows, held beyond its ends."""
+    t = tracks.filter(pl.col("track") == track).sort("frame")
+    if not t.height:
+        raise ValueError(f"no track {track}")
+    f = t["frame"].to_numpy().astype(np.float64)
+    frames = np.asarray(frames, np.float64)
+    cols = ["x", "y", "w", "h", *LANDMARK_COLUMNS]
+    vals = np.stack([np.interp(frames, f, t[c].to_numpy()) for c in cols], axis=1)
+    return vals[:, :4], vals[:, 4:].reshape(-1, 5, 2)
+
+
+# ---------------------------------------------------------------- alignment
+#: the aligned crop shows the template's face region enlarged this much about its centre (context
+#: around the face, as DeepfakeBench's 1.3x crops keep)
+MARGIN = 1.3
+
+
+def template_points(size: int, margin: float = MARGIN) -> np.ndarray:
+    """The template's 5 points in an aligned crop of ``size`` x ``size`` pixels.
+
+    >>> template_points(112, 1.0)[:2].round(2).tolist()
+    [[38.29, 51.6], [73.71, 51.6]]
+    """
+    return ((TEMPLATE - 0.5) / margin + 0.5) * size
+
+
+def alignment_matrix(landmarks, size: int, margin: float = MARGIN) -> np.ndarray:
+    """The 2x3 similarity (rotation, uniform scale, translation) taking a face's 5 landmarks
+    (image order, :data:`LANDMARKS`) to the template in a ``size`` crop.
+
+    The rotation levels the eye line (the eyes land on one horizontal line, as in the template),
+    the scale is the least-squares fit of all 5 points under that rotation (robust to a narrow
+    eye distance in a turned head), the translation puts the eyes' midpoint on the template's.
+    """
+    src = np.asarray(landmarks, np.float64).reshape(5, 2)
+    dst = template_points(size, margin)
+    d = src[1] - src[0]
+    angle = np.arctan2(d[1], d[0])
+    c, s = np.cos(-angle), np.sin(-angle)
+    rot = np.array([[c, -s], [s, c]])
+    a = (src - src.mean(0)) @ rot.T
+    b = dst - dst.mean(0)
+    denom = float((a ** 2).sum())
+    scale = float((a * b).sum() / denom) if denom > 0 else 1.0
+    if not np.isfinite(scale) or scale <= 0:
+        scale = 1.0
+    lin = scale * rot
+    shift = (dst[0] + dst[1]) / 2 - lin @ ((src[0] + src[1]) / 2)
+    return np.hstack([lin, shift[:, None]])
+
+
+def align_face(frame: np.ndarray, landmarks, size: int, margin: float = MARGIN) -> np.ndarray:
+    """The face of ``frame`` (H, W[, C]) aligned to the template in a ``size`` x ``size`` crop
+    (bilinear; outside the frame: the nearest edge pixel). A face more than twice the crop's size
+    is taken from the frame area-downscaled first, so that the crop does not alias."""
+    m = alignment_matrix(landmarks, size, margin)
+    scale = float(np.hypot(m[0, 0], m[1, 0]))
+    if scale < 0.5:
+        r = 2 * scale
+        h, w = frame.shape[:2]
+        frame = cv2.resize(frame, (max(1, round(w * r)), max(1, round(h * r))), interpolation=cv2.INTER_AREA)
+        m = m.copy()
+        m[:, :2] /= r
+    return cv2.warpAffine(frame, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

@@ -1,0 +1,201 @@
+"""Face clips for the deep models: aligned crops of the face tracks from the full-resolution video,
+cached with the track's version, chosen per model (clip.source), a tiny model trained on them end
+to end beside frame clips, the video score over several tracks."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import polars as pl
+import pytest
+from mlflow.tracking import MlflowClient
+
+from fvcflow.cli import main as fvc_cli
+from fvcflow.config import Settings
+from fvcflow.deep.clips import (
+    ClipCache,
+    decode_face_clips,
+    pool_tracks,
+    source_of,
+    window_indices,
+    with_faces,
+)
+from fvcflow.errors import FvcError
+from fvcflow.ingest import ingest
+from fvcflow.models.torch_common import ClipSpec
+from fvcflow.stages import runner
+from fvcflow.stages.facetrack import align_face, boxes_at, yuface_available
+from fvcflow.store import read_parquet
+from fvcflow.training import TrainConfig
+from fvcflow.video import read_rgb
+from tests.media import write_video
+from tests.test_facetrack import astronaut_pan
+
+pytestmark = [pytest.mark.usefixtures("torch_one_thread"),
+              pytest.mark.skipif(not yuface_available(), reason="yuface: CPython <= 3.11 only")]
+
+SPEC = ClipSpec(frames=4, clips=2, size=32, source="face")
+
+
+def _fake(frames: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """A crude face swap: the face region re-rendered at low resolution and brightened."""
+    out = frames.copy()
+    for f, (x, y, w, h) in zip(out, boxes[:, 0]):
+        x0, y0, x1, y1 = int(x), int(y), int(x + w), int(y + h)
+        face = f[y0:y1, x0:x1]
+        low = cv2.resize(cv2.resize(face, (8, 8), interpolation=cv2.INTER_AREA), face.shape[1::-1])
+        f[y0:y1, x0:x1] = np.clip(low.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+    return out
+
+
+@pytest.fixture(scope="module")
+def face_lake(tmp_path_factory):
+    """8 groups of a real and a fake astronaut video, ingested; faces and scale stages run."""
+    root = tmp_path_factory.mktemp("facelake")
+    corpus = root / "corpus"
+    lines = ["path,label,group"]
+    for g in range(8):
+        frames, boxes = astronaut_pan(n=16, width=256, height=192, side=192, seed=g, travel=16)
+        write_video(corpus / f"r{g}.mp4", frames=frames, fps=10)
+        write_video(corpus / f"f{g}.mp4", frames=_fake(frames, boxes), fps=10)
+        lines += [f"r{g}.mp4,real,g{g}", f"f{g}.mp4,fake,g{g}"]
+    (corpus / "labels.csv").write_text("\n".join(lines) + "\n")
+    settings = Settings(home=root / "fvc-data", workers=1, augment={"copies": 0}).resolved()
+    ingest("folder", corpus, settings.lake(), labels=corpus / "labels.csv", workers=1)
+    for stage in ("faces", "scale"):
+        runner.run_local(stage, settings)
+    return settings
+
+
+def _rows(settings):
+    from fvcflow.deep.loop import video_rows
+    from fvcflow.training.fitting.splits import load_splits, make_splits
+
+    cfg = TrainConfig(folds=2, test_size=0.2, reuse_splits=True)
+    make_splits(settings.lake(), cfg)
+    return video_rows(settings.lake(), cfg, load_splits(settings.lake(), cfg))
+
+
+def test_face_clips_are_the_aligned_full_resolution_faces_cached_with_the_track_version(face_lake):
+    lake = face_lake.lake()
+    spec, rows = with_faces(lake, ClipSpec(frames=4, clips=2, size=32), _rows(face_lake))
+    assert spec.source == "face"                         # auto: every video has a track
+    assert (rows["face_n_tracks"] >= 1).all()
+    row = rows.to_dicts()[0]
+    src = source_of(row)
+    assert src.face is not None and src.face.video != row["path"]      # not the 256 px letterbox
+    clips = decode_face_clips(src, SPEC)
+    idx = window_indices(src.n_frames, SPEC)
+    assert clips.shape == (2, idx.shape[1], 32, 32, 3)
+    # the reference: each wanted frame of the full-resolution video, aligned by its interpolated landmarks
+    wanted = np.unique(idx)
+    _, lms = boxes_at(pl.read_parquet(src.face.tracks), 0, wanted)
+    full, _ = read_rgb(src.face.video, wanted)
+    ref = np.stack([align_face(f, lm, 32) for f, lm in zip(full, lms)])
+    np.testing.assert_array_equal(clips, ref[np.searchsorted(wanted, idx)])
+    cache = ClipCache(lake.cache_dir("clips"))
+    path = cache.path(src, SPEC)
+    assert path != cache.path(source_of({**row, "face_tracks_hash": "another"}), SPEC)   # track version
+    assert path != cache.path(source_of({**row, "face_n_tracks": 0}), SPEC)              # frame clips
+    np.testing.assert_array_equal(cache.load(src, SPEC), clips)
+    assert path.exists() and cache.decoded == 1
+
+
+def test_clip_source_auto_falls_back_to_frames_and_face_needs_the_stage(face_lake, tmp_path, caplog):
+    lake = face_lake.lake()
+    rows = _rows(face_lake)
+    tracks = read_parquet(lake.faces)
+    saved = tracks.clone()
+    try:
+        from fvcflow.store import write_parquet_atomic
+
+        # most videos without a face: auto takes frames; face keeps them, counted and said once
+        write_parquet_atomic(tracks.with_columns(n_tracks=pl.when(pl.col("video_id") == rows["video_id"][0])
+                                                 .then(pl.col("n_tracks")).otherwise(0)), lake.faces)
+        assert with_faces(lake, ClipSpec(size=32), rows)[0].source == "frame"
+        with caplog.at_level("WARNING", logger="fvcflow.deep"):
+            spec, joined = with_faces(lake, ClipSpec(size=32, source="face"), rows)
+        assert spec.source == "face"
+        said = [r.message for r in caplog.records if "no face track" in r.message]
+        assert said == [f"clips: {rows.height - 1} of {rows.height} videos have no face track; they are seen "
+                        "through frame clips"]
+        for r in joined.to_dicts():       # the one video with a track gets face clips, the rest frames
+            assert (source_of(r).face is not None) == (r["video_id"] == rows["video_id"][0])
+    finally:
+        write_parquet_atomic(saved, lake.faces)
+    empty = Settings(home=tmp_path / "empty").resolved().lake()
+    with pytest.raises(FvcError, match="run the faces stage first"):
+        with_faces(empty, ClipSpec(size=32, source="face"), rows)
+    with pytest.raises(ValueError, match="source must be"):
+        ClipSpec(source="faces")
+
+
+def test_a_video_score_is_the_max_or_mean_over_its_tracks():
+    logits = np.array([-2.0, 3.0, 1.0, 0.5, -1.0])
+    owners = np.array([0, 0, 1, 2, 2])
+    top, best = pool_tracks(logits, owners, 3, "max")
+    np.testing.assert_allclose(top, [3.0, 1.0, 0.5])
+    assert best.tolist() == [1, 0, 0]
+    mean, _ = pool_tracks(logits, owners, 3, "mean")
+    np.testing.assert_allclose(mean, [0.5, 1.0, -0.25])
+
+
+@pytest.mark.slow
+def test_a_tiny_model_trains_on_face_clips_beside_frame_clips_through_the_flow(face_lake, prefect_server,
+                                                                              tmp_path, capsys):
+    from fvcflow.detector.predict import load_detector
+    from fvcflow.flows.pipeline import fvc
+
+    corpus = face_lake.home.parent / "corpus"
+    clip = {"frames": 4, "clips": 2, "size": 32}
+    cfg = TrainConfig(folds=2, test_size=0.2, models="naive_3dcnn,variable_aspect_cnn", kinds=["torch_video"],
+                      deep=dict(epochs=2, patience=2, batch_size=4, workers=0, device="cpu", lr=1e-3,
+                                clip={"naive_3dcnn": {**clip, "source": "face"},
+                                      "variable_aspect_cnn": {**clip, "size": None, "source": "frame"}}))
+    settings = Settings(home=tmp_path / "fvc-data", workers=1, augment={"copies": 1},
+                        stages=["ingest", "augment", "faces", "scale", "train"], train=cfg,
+                        corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"})
+    state = fvc(config=settings, return_state=True)
+    assert state.is_completed(), state.message
+    lake = settings.lake()
+    assert read_parquet(lake.faces).height == 32                       # originals and their copies
+    pred = read_parquet(lake.predictions)
+    assert set(pred["model"]) == {"naive_3dcnn", "variable_aspect_cnn"}
+    assert pred["prob_fake"].is_between(0, 1).all()
+    client = MlflowClient(lake.mlflow_uri)
+    exp = client.get_experiment_by_name(cfg.experiment).experiment_id
+    runs = {r.data.tags["fvc.model"]: r for r in client.search_runs([exp], "tags.`fvc.role` = 'model'")}
+    face, frame = runs["naive_3dcnn"].data.tags, runs["variable_aspect_cnn"].data.tags
+    assert face["fvc.clip_source"] == "face" and face["fvc.face_detector"] == "yuface"
+    assert frame["fvc.clip_source"] == "frame" and "fvc.face_detector" not in frame
+    assert '"source": "face"' in face["fvc.clip"]
+    assert list((lake.cache_dir("clips")).rglob("*.clip"))
+    # the logged face model scores a new video through its face track, and fvc predict names the track
+    uri = f"runs:/{runs['naive_3dcnn'].info.run_id}/model"
+    det = load_detector(lake, uri, tracking_uri=cfg.tracking_uri)
+    assert det.video.clip.source == "face"
+    frames, _ = astronaut_pan(n=16, width=256, height=192, side=192, seed=99, travel=16)
+    new = write_video(tmp_path / "new.mp4", frames=frames, fps=10)
+    capsys.readouterr()
+    rc = fvc_cli(["--home", str(lake.root), "predict", str(new), "--model", uri, "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out[0]["face_track"] == 0 and 0.0 <= out[0]["prob_fake"] <= 1.0
+
+
+def test_the_report_shows_a_video_s_aligned_main_face(face_lake, tmp_path):
+    from fvcflow.training.evidence.report import face_crop
+
+    lake = face_lake.lake()
+    faces = read_parquet(lake.faces).sort("video_id")
+    index = read_parquet(lake.index)
+    vid = faces["video_id"][0]
+    path = index.filter(pl.col("video_id") == vid)["path"][0]
+    assert face_crop(lake, vid, path, tmp_path / "face.png")
+    crop = cv2.cvtColor(cv2.imread(str(tmp_path / "face.png")), cv2.COLOR_BGR2RGB)
+    tracks = pl.read_parquet(faces["tracks_path"][0]).filter(pl.col("track") == 0).sort("frame")
+    mid = int(tracks["frame"][tracks.height // 2])
+    _, lm = boxes_at(tracks, 0, [mid])
+    np.testing.assert_array_equal(crop, align_face(read_rgb(path, [mid])[0][0], lm[0], 112))
+    assert not face_crop(lake, "no-such-video", path, tmp_path / "none.png")
