@@ -18,7 +18,7 @@ They take whatever clip the trainer hands them: face clips when the face stage m
   temporal transformer over them (a class token, learned positions), its class token to the head.
 - ``emb_xgb_clip`` (in :mod:`fvcflow.models.embedding`): XGBoost on ``clip_ln``'s frozen embeddings.
 
-The registered ``tiny`` size shrinks the tower (width 32, 2 layers, patch 8) for CPU tests.
+The registered ``tiny`` size shrinks the tower (width 32, 2 layers, patch 8, a 128-d output) for CPU tests.
 
 >>> from fvcflow.models import list_models
 >>> list_models("clip_*")
@@ -46,7 +46,7 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 CLIP_CLIP = ClipSpec(frames=8, clips=4, size=224, mean=OPENAI_MEAN, std=OPENAI_STD)
 CLIP_WEIGHTS = WeightSource("open_clip", "ViT-B-16", prefix="visual.")
 TINY_TOWER = {"clip": {"size": 32},
-              "params": {"width": 32, "layers": 2, "heads": 2, "patch": 8, "embed_dim": 32}}
+              "params": {"width": 32, "layers": 2, "heads": 2, "patch": 8, "embed_dim": 128}}
 BACKBONES = ("ViT-B-16", "ViT-L-14", "PE-Core-L-14-336")
 
 
