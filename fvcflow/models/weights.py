@@ -478,9 +478,8 @@ def _unreachable(exc: BaseException) -> bool:
     seen = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, (urllib.error.URLError, socket.gaierror, ConnectionError, TimeoutError, OSError)):
-            if not isinstance(exc, FileNotFoundError):
-                return True
+        if isinstance(exc, (urllib.error.URLError, socket.gaierror, ConnectionError, TimeoutError)):
+            return True
         name = type(exc).__name__
         if name in ("ConnectError", "ConnectTimeout", "ConnectionError", "LocalEntryNotFoundError",
                     "OfflineModeIsEnabled"):
