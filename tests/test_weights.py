@@ -359,3 +359,16 @@ def test_weights_of_another_library_or_an_unknown_name_are_one_line_errors(cache
     with pytest.raises(FvcError, match="naive_3dcnn.* has no named weights"):
         resolve("naive_3dcnn", "torchvision:KINETICS400_V1")
     mlflow.set_tracking_uri(None)
+
+
+def test_fvc_run_with_the_train_stage_checks_named_weights_before_any_stage(
+        caches, no_network, tmp_path, capsys):
+    config = tmp_path / "fvc.toml"
+    config.write_text('[train]\nmodels = "*,clip_ln"\n[train.deep.weights]\nclip_ln = "open_clip:openai"\n')
+    home = tmp_path / "home"
+    rc = fvc(["--home", str(home), "--config", str(config), "run", "--stages", "train"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "`fvc weights pull clip_ln=open_clip:openai`" in lines[0]
+    assert not (home / "prefect").exists() and not (home / "stage5").exists()   # no flow, no stage started
