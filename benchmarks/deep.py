@@ -5,7 +5,8 @@ CPU part (always): every ``torch_video`` model at its registered architecture on
 inference clips/s (``no_grad``, eval mode), and the process's peak RSS after each model.
 
 GPU part (only when CUDA is present): ``r2plus1d_18`` at 16 x 112 x 112, bf16 autocast, batch 32
-(then ``timesformer_base`` at 8 x 224 x 224 and ``slowfast_r50`` at 32 x 224 x 224, batch 8):
+(then ``timesformer_base`` at 8 x 224 x 224, ``slowfast_r50`` at 32 x 224 x 224 and ``clip_ln``
+(ViT-B/16 per frame) at 8 x 224 x 224, batch 8):
 training clips/s fed by the real cached-clip DataLoader (``fvcflow.deep.data``, worker processes,
 pinned memory) against the same loop on clips already in GPU memory; the ratio must be >= 0.85
 (loading does not starve the GPU). Peak GPU memory is printed. A few minutes at most.
@@ -155,6 +156,8 @@ def main() -> None:
         # part 2's targets: TimeSformer and SlowFast-R50 at their standard input sizes
         gpu_ratio(args.gpu_steps, batch=8, name="timesformer_base", frames=8, size=224)
         gpu_ratio(args.gpu_steps, batch=8, name="slowfast_r50", frames=32, size=224)
+        # the CLIP family at its registered size: ViT-B/16 per frame, 8 x 224 x 224
+        gpu_ratio(args.gpu_steps, batch=8, name="clip_ln", frames=8, size=224)
     else:
         print("GPU part: not run (no CUDA device here; no GPU machine was lent to this task)")
 

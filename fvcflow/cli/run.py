@@ -68,6 +68,13 @@ def _run(args: argparse.Namespace) -> int:
         from fvcflow.engine import check_scheduler
 
         check_scheduler(settings.dask_address)      # before any work: one line when nobody is there
+    if "train" in settings.stages:                  # named weights not cached: one line, before any work
+        from fvcflow.models import list_models
+        from fvcflow.models.weights import check_selected
+
+        t = settings.train
+        named = list_models(",".join(p for p in t.patterns() if p != "*") or "-")
+        check_selected(named, t.deep.weights, t.params)
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(settings.home, "run", verbose=verbose)
     local = flow_layer(args, settings).local      # the Prefect layer, from the entry point

@@ -31,6 +31,7 @@ import torch
 from fvcflow.deep.clips import ClipCache, ClipSource
 from fvcflow.deep.data import ClipDataset, make_loader
 from fvcflow.models.torch_common import ClipSpec, build_video_model
+from fvcflow.models.weights import is_named, resolve
 from fvcflow.schema import EMBEDDING_PREFIX
 from fvcflow.store import (
     CorruptEntry,
@@ -60,8 +61,16 @@ class Backbone:
     def config(self) -> dict[str, Any]:
         """What makes two embeddings differ (the weights by content, not by path)."""
         return {"backbone": self.name, "clip": self.clip.as_dict(), "params": dict(self.params),
-                "weights": file_hash(self.weights) if self.weights else "random", "seed": self.seed,
+                "weights": self.weights_digest(), "seed": self.seed,
                 "v": EMBEDDING_VERSION}
+
+    def weights_digest(self) -> str:
+        """"random", a local file's content hash, or a named weight's name and SHA-256 (its cached file)."""
+        if not self.weights:
+            return "random"
+        if is_named(self.weights):
+            return f"{self.weights}@{resolve(self.name, self.weights, dict(self.params)).sha256}"
+        return file_hash(self.weights)
 
     def key(self) -> str:
         return cache_key("", "embeddings", self.config())

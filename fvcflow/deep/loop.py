@@ -47,6 +47,7 @@ from fvcflow.metrics import binary_metrics
 from fvcflow.models import ModelSpec
 from fvcflow.models.grouped import grouped_holdout
 from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
+from fvcflow.models.weights import resolve, resolve_setting
 from fvcflow.resume import FoldCache, table_digest
 from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, failure_row, read_parquet, record_failures
@@ -212,7 +213,8 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             for step, (x, y, _) in enumerate(train):
                 loss = F.binary_cross_entropy_with_logits(self._logits(model, x), y.to(self.device))
-                (loss / self.accumulate).backward()
+                extra = getattr(getattr(model, "module", model), "regularizer", lambda: None)()
+                ((loss if extra is None else loss + extra) / self.accumulate).backward()
                 losses.append(float(loss.detach()))
                 if (step + 1) % self.accumulate == 0 or step + 1 == steps:
                     opt.step()
@@ -278,15 +280,24 @@ class Trainer:
 
 
 # -- every fold ---------------------------------------------------------------------------------
-def resolve_weights(name: str, deep: DeepConfig) -> str | None:
-    """``train.deep.weights[name]``: None for "none"/absent, else an existing local path."""
-    value = deep.weights.get(name, "none")
-    if value.strip().lower() in ("", "none"):
-        return None
-    if not Path(value).is_file():
-        raise FvcError(f"setting 'train.deep.weights.{name}': {value} is not a file (give a local "
-                       "checkpoint path or 'none'; nothing is downloaded)")
-    return value
+def resolve_weights(name: str, deep: DeepConfig, params: dict | None = None) -> str | None:
+    """``train.deep.weights[name]``: None for "none"/absent, else a local path or a named weight in its
+    library's cache (:func:`fvcflow.models.weights.resolve_setting`: not cached or not a file is an
+    error before any work)."""
+    resolved = resolve_setting(name, deep.weights, params)
+    return resolved.label if resolved is not None else None
+
+
+def weight_params(name: str, weights: str | None, params: dict) -> dict:
+    """``params`` with the constructor keywords the weights need first (kept in the saved spec)."""
+    return {**resolve(name, weights, params).params, **params} if weights else dict(params)
+
+
+def weight_tags(name: str, weights: str | None, params: dict | None = None) -> dict[str, str]:
+    """MLflow tags of the initial weights: name (or path), library, file and SHA-256."""
+    if weights is None:
+        return {"fvc.weights": "random"}
+    return resolve(name, weights, params).tags()
 
 
 def prepare_sources(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, cache: ClipCache) -> pl.DataFrame:
@@ -374,9 +385,10 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     deep = cfg.deep
     start = time.perf_counter()
     device = choose_device(deep.device)
-    clip = clip_spec(spec.name, deep.clip.get(spec.name))
     params = dict(cfg.params.get(spec.name, {}))
-    weights = resolve_weights(spec.name, deep)
+    weights = resolve_weights(spec.name, deep, params)
+    params = weight_params(spec.name, weights, params)
+    clip = clip_spec(spec.name, deep.clip.get(spec.name), weights=weights, params=params)
     if weights is None:
         log.warning("%s: no weights given (train.deep.weights): random initialisation", spec.name)
     else:
@@ -417,7 +429,7 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     test = rows.filter(pl.col("is_test") & (pl.col("variant") == ORIGINAL))
     if test.height:
         preds.append(_pred_frame(test, trainer.predict(final.module, test), None, "test"))
-    tags = {"fvc.weights": weights or "random", "fvc.clip": json.dumps(clip.as_dict(), default=list),
+    tags = {**weight_tags(spec.name, weights, params), "fvc.clip": json.dumps(clip.as_dict(), default=list),
             **face_tags(lake, clip),
             **device_tags(device), **peak_memory(device)}
     run_params = {"frames": clip.frames, "clips": clip.clips, "stride": clip.stride, "size": clip.size,

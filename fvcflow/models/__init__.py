@@ -11,7 +11,15 @@ a model is built.
 """
 
 # importing the model modules registers the models
-from fvcflow.models import embedding, stack, tabular, video_pytorchvideo, video_transformers, video_tv  # noqa: F401
+from fvcflow.models import (  # noqa: F401
+    embedding,
+    stack,
+    tabular,
+    video_clip,
+    video_pytorchvideo,
+    video_transformers,
+    video_tv,
+)
 from fvcflow.models.registry import (
     FEATURE_SETS,
     KINDS,

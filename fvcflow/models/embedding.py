@@ -16,7 +16,7 @@ from __future__ import annotations
 from fvcflow.models.registry import register_model
 from fvcflow.models.tabular import xgb_s24
 from fvcflow.models.torch_common import ClipSpec, VideoClassifier, register_video_model
-from fvcflow.models.video_tv import CLIP_FRAMES, FramePooled, _vit
+from fvcflow.models.video_tv import CLIP_FRAMES, VIT_S_WEIGHTS, FramePooled, _vit
 
 #: backbone of each embedding model (seed codes 5f-5j)
 BACKBONES = {
@@ -25,10 +25,11 @@ BACKBONES = {
     "emb_xgb_r2plus1d": "r2plus1d_18",            # 5h
     "emb_xgb_vit": "vit_small_frames",            # 5i
     "emb_xgb_vit_gru": "vit_gru_small",           # 5j
+    "emb_xgb_clip": "clip_ln",                    # frozen CLIP frame embeddings (mean over the clip)
 }
 
 
-@register_video_model(clip=CLIP_FRAMES,
+@register_video_model(clip=CLIP_FRAMES, weights=VIT_S_WEIGHTS,
                       tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
 def vit_small_frames(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                      clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12, heads: int = 6,

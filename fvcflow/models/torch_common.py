@@ -9,7 +9,11 @@ another layout (``(B, T, C, H, W)`` for the transformers, two pathways for SlowF
 inside ``features``, so the clip pipeline always hands over ``(B, C, T, H, W)``.
 
 Weights are data: ``weights=None`` builds random weights (the trainer says so in its log and
-MLflow tags); ``weights=PATH`` loads a local checkpoint. Nothing is ever downloaded.
+MLflow tags); ``weights=PATH`` loads a local checkpoint; a named weight
+(``torchvision:KINETICS400_V1``, ``timm:TAG``, ``hf:REPO``, ``pytorchvideo:NAME``,
+``open_clip:TAG``: :mod:`fvcflow.models.weights`) is resolved to its file in its library's cache
+by :func:`build_video_model`, and its preprocessing goes into the clip spec (:func:`clip_spec`).
+Nothing is ever downloaded here (``fvc weights pull`` does).
 
 >>> import torch
 >>> spec = ClipSpec(frames=4, clips=2, size=32)
@@ -19,7 +23,9 @@ MLflow tags); ``weights=PATH`` loads a local checkpoint. Nothing is ever downloa
 
 from __future__ import annotations
 
+import contextvars
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -30,6 +36,10 @@ from torch import nn
 
 from fvcflow.errors import FvcError
 from fvcflow.models.registry import register_model
+from fvcflow.models.weights import WeightSource, is_named, resolve
+
+#: set while a named weight loads: a tensor of another shape, or one the file lacks, is an error
+_STRICT: contextvars.ContextVar[str | None] = contextvars.ContextVar("fvc_strict_weights", default=None)
 
 log = logging.getLogger("fvcflow.models")
 
@@ -114,8 +124,23 @@ class VideoClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x)).squeeze(-1)
 
+    def regularizer(self) -> torch.Tensor | None:
+        """A term the trainer adds to the loss (``clip_svd``'s orthogonality loss); None: nothing."""
+        return None
 
-def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "") -> dict[str, list[str]]:
+
+@contextmanager
+def strict_loading(label: str):
+    """Inside, :func:`load_local_weights` refuses a checkpoint that does not fit (named weights)."""
+    token = _STRICT.set(label)
+    try:
+        yield
+    finally:
+        _STRICT.reset(token)
+
+
+def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "",
+                       transform: Callable[[dict], dict] | None = None) -> dict[str, list[str]]:
     """Load a local checkpoint into ``module`` (never a download); returns what did not load.
 
     Accepts a bare state dict or one wrapped under ``state_dict``/``model``/``model_state``
@@ -125,7 +150,11 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
     classifier for 400 classes) are left out and reported as missing (and mismatched). The result
     names the model's ``missing`` keys, the file's ``unexpected`` ones (as the file spells them)
     and the ``mismatched`` ones; the log says how many tensors loaded. A path that does not exist
-    or does not hold a state dict is an :class:`FvcError` naming it.
+    or does not hold a state dict is an :class:`FvcError` naming it. ``transform`` maps the
+    file's state dict first (timm's ``checkpoint_filter_fn``: position tables resampled).
+
+    Inside :func:`strict_loading` (a named weight) a tensor of another shape, or a parameter of the
+    module the file lacks, is an :class:`FvcError` listing them with their shapes.
     """
     path = Path(path)
     if not path.is_file():
@@ -143,6 +172,8 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
             break
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FvcError(f"{path}: does not hold a state dict of tensors")
+    if transform is not None:
+        state = transform(dict(state))
     own = module.state_dict()
     clean: dict[str, torch.Tensor] = {}
     unexpected, mismatched = [], []
@@ -154,6 +185,16 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
             mismatched.append(name)
         else:
             clean[name] = value
+    strict = _STRICT.get()
+    if strict is not None:
+        absent = [k for k in own if k not in clean and k not in mismatched]
+        if mismatched or absent:
+            shown = [f"{k} {tuple(state_shape(state, k, prefix))} in the file, {tuple(own[k].shape)} in "
+                     "the model" for k in mismatched[:8]] + [f"{k} missing from the file" for k in absent[:8]]
+            more = len(mismatched) + len(absent) - len(shown)
+            raise FvcError(f"{strict} ({path}): {len(mismatched)} tensors of another shape and {len(absent)} "
+                           f"missing: {'; '.join(shown)}{f'; and {more} more' if more > 0 else ''} "
+                           "(another architecture or size: check the model's train.params and weights)")
     if not clean:
         raise FvcError(f"{path}: no tensor matches the model's parameters (wrong architecture?)")
     result = module.load_state_dict(clean, strict=False)
@@ -164,12 +205,20 @@ def load_local_weights(module: nn.Module, path: str | Path, *, prefix: str = "")
     return {"missing": missing, "unexpected": sorted(unexpected), "mismatched": sorted(mismatched)}
 
 
+def state_shape(state: Mapping[str, torch.Tensor], name: str, prefix: str = "") -> torch.Size:
+    """Shape of the file's tensor that loads as ``name`` (keys as :func:`load_local_weights` cleans them)."""
+    for key, value in state.items():
+        if key.removeprefix("module.").removeprefix(prefix) == name:
+            return value.shape
+    return torch.Size()
+
+
 #: the tiny configuration tests and the CPU benchmark use unless a model registers its own
 TINY = {"clip": {"frames": 4, "clips": 2, "size": 32}, "params": {}}
 
 
 def register_video_model(*, clip: ClipSpec, pretrained_lr: bool = True,
-                         tiny: Mapping[str, Any] | None = None,
+                         tiny: Mapping[str, Any] | None = None, weights: WeightSource | None = None,
                          extra: Mapping[str, Any] | None = None) -> Callable:
     """Register a deep video model (kind ``torch_video``, MLflow flavour ``pytorch``).
 
@@ -178,15 +227,22 @@ def register_video_model(*, clip: ClipSpec, pretrained_lr: bool = True,
     ``pretrained_lr``: with weights given, the backbone trains at its own small learning rate.
     ``tiny``: ``{"clip": ClipSpec overrides, "params": constructor keywords}`` of a tiny version
     for CPU tests and benchmarks (default :data:`TINY`: 4 frames, 2 clips, 32 px).
+    ``weights``: the library its named weights come from (:class:`WeightSource`; ``fvc weights list``).
     """
     tiny = {"clip": {**TINY["clip"], **dict((tiny or {}).get("clip", {}))},
             "params": dict((tiny or {}).get("params", {}))}
     return register_model(kind="torch_video", mlflow_flavor="pytorch",
-                          extra={"clip": clip, "pretrained_lr": pretrained_lr, "tiny": tiny, **(extra or {})})
+                          extra={"clip": clip, "pretrained_lr": pretrained_lr, "tiny": tiny,
+                                 "weights": weights, **(extra or {})})
 
 
-def clip_spec(name: str, overrides: Mapping[str, Any] | None = None) -> ClipSpec:
+def clip_spec(name: str, overrides: Mapping[str, Any] | None = None, *, weights: str | None = None,
+              params: Mapping[str, Any] | None = None) -> ClipSpec:
     """The registered :class:`ClipSpec` of model ``name``, with ``overrides`` (frames, clips, size, ...).
+
+    With a named ``weights`` (not cached: :class:`fvcflow.models.weights.WeightsNotCached`), the
+    weights' own preprocessing (mean, std, size and frames where they say) comes between the
+    registered spec and ``overrides``: what the user sets wins, then what the weights expect.
 
     >>> clip_spec("r2plus1d_18", {"frames": 8, "size": 64}).shape(2)
     (2, 3, 8, 64, 64)
@@ -196,6 +252,12 @@ def clip_spec(name: str, overrides: Mapping[str, Any] | None = None) -> ClipSpec
     from fvcflow.models.registry import get_model_spec
 
     base = get_model_spec(name).extra["clip"]
+    if weights and is_named(weights):
+        pre = resolve(name, weights, params).preprocess
+        try:
+            base = replace(base, **{k: tuple(v) if k in ("mean", "std") else v for k, v in pre.items()})
+        except ValueError as exc:
+            raise FvcError(f"weights {weights} of {name}: preprocessing {pre}: {exc}") from None
     overrides = dict(overrides or {})
     unknown = sorted(set(overrides) - {f.name for f in fields(ClipSpec)})
     if unknown:
@@ -212,7 +274,9 @@ def clip_spec(name: str, overrides: Mapping[str, Any] | None = None) -> ClipSpec
 
 def build_video_model(name: str, *, clip: ClipSpec | None = None, weights: str | None = None,
                       seed: int = 0, **params: Any) -> VideoClassifier:
-    """Build registered deep model ``name``: random weights, or ``weights`` (a local path).
+    """Build registered deep model ``name``: random weights, ``weights`` (a local path) or a named
+    weight resolved in its library's cache (not cached: ``WeightsNotCached``; a checkpoint that
+    does not fit: an error listing the tensors).
 
     Constructors that take ``clip`` receive it (their layers depend on the clip size); seeds
     torch first, so the same seed gives the same initial weights.
@@ -227,6 +291,11 @@ def build_video_model(name: str, *, clip: ClipSpec | None = None, weights: str |
     if "clip" in inspect.signature(spec.constructor).parameters:
         params["clip"] = clip or spec.extra["clip"]
     torch.manual_seed(seed)
+    if weights and is_named(weights):
+        resolved = resolve(name, weights, {k: v for k, v in params.items() if k != "clip"})
+        params = {**resolved.params, **params}     # keywords the weights need (OpenAI CLIP: quick_gelu)
+        with strict_loading(f"weights {weights} of {name}"):
+            return spec.constructor(seed=seed, weights=str(resolved.path), **params)
     return spec.constructor(seed=seed, weights=weights, **params)
 
 

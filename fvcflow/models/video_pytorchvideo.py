@@ -49,6 +49,7 @@ from torch import nn
 
 from fvcflow.models.torch_common import ClipSpec, VideoClassifier, load_local_weights, register_video_model
 from fvcflow.models.video_transformers import clip_shape, fit_clip, seeded_build
+from fvcflow.models.weights import WeightSource
 
 #: pytorchvideo's Kinetics normalisation
 PTV_MEAN = (0.45, 0.45, 0.45)
@@ -57,6 +58,13 @@ PTV_STD = (0.225, 0.225, 0.225)
 
 def _clip(frames: int, stride: int, size: int) -> ClipSpec:
     return ClipSpec(frames=frames, clips=4, stride=stride, size=size, mean=PTV_MEAN, std=PTV_STD)
+
+
+def _zoo(name: str, frames: int, stride: int) -> WeightSource:
+    """A PyTorchVideo model-zoo checkpoint (``pytorchvideo:<name>``) and the clips it was trained on
+    (the zoo's table: frames x stride, Kinetics mean and std)."""
+    return WeightSource("pytorchvideo", names=(name,), meta={name: {"frames": frames, "stride": stride,
+                                                                    "mean": PTV_MEAN, "std": PTV_STD}})
 
 
 def slowfast_pathways(clip: torch.Tensor, alpha: int = 4) -> list[torch.Tensor]:
@@ -180,7 +188,7 @@ def _i3d(width: int, depth: int, channels: int, dropout: float) -> PooledNet:
     return PooledNet(net, width * 32, dropout)
 
 
-@register_video_model(clip=_clip(8, 8, 224), tiny={"params": {"width": 8}})
+@register_video_model(clip=_clip(8, 8, 224), tiny={"params": {"width": 8}}, weights=_zoo("i3d_r50", 8, 8))
 def i3d_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, width: int = 64,
             depth: int = 50) -> PooledNet:
     """I3D-R50 (seed 5o): pytorchvideo's inflated ResNet-50, 8 x 224 x 224 clips every 8th frame."""
@@ -207,7 +215,8 @@ class TwoStream(VideoClassifier):
 
 @register_video_model(clip=ClipSpec(frames=16, clips=4, stride=2, size=112, mean=PTV_MEAN, std=PTV_STD,
                                     channels="rgb+flow"),
-                      tiny={"params": {"width": 8}})
+                      tiny={"params": {"width": 8}},
+                      weights=_zoo("i3d_r50", 16, 2))
 def two_stream_i3d(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                    width: int = 64, depth: int = 50) -> TwoStream:
     """Two-stream I3D-R50 (seed 5u): RGB and optical flow streams, late fusion; 16 x 112 x 112 clips.
@@ -244,7 +253,7 @@ def _x3d(seed: int, weights: str | Path | None, dropout: float, width_factor: fl
     return _load(seeded_build(seed, build), weights)
 
 
-@register_video_model(clip=_clip(4, 12, 160), tiny=X3D_TINY)
+@register_video_model(clip=_clip(4, 12, 160), tiny=X3D_TINY, weights=_zoo("x3d_xs", 4, 12))
 def x3d_xs(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
            width_factor: float = 2.0, depth_factor: float = 2.2, bottleneck_factor: float = 2.25,
            head_dim: int = 2048) -> X3D:
@@ -252,7 +261,7 @@ def x3d_xs(*, seed: int = 0, weights: str | Path | None = None, dropout: float =
     return _x3d(seed, weights, dropout, width_factor, depth_factor, bottleneck_factor, head_dim)
 
 
-@register_video_model(clip=_clip(13, 6, 160), tiny=X3D_TINY)
+@register_video_model(clip=_clip(13, 6, 160), tiny=X3D_TINY, weights=_zoo("x3d_s", 13, 6))
 def x3d_s(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
           width_factor: float = 2.0, depth_factor: float = 2.2, bottleneck_factor: float = 2.25,
           head_dim: int = 2048) -> X3D:
@@ -274,7 +283,7 @@ def _slowfast_net(width: int, depth: int, alpha: int, beta_inv: int, pooled: boo
 SLOWFAST_CLIP = _clip(32, 2, 224)
 
 
-@register_video_model(clip=SLOWFAST_CLIP, tiny={"params": {"width": 8}})
+@register_video_model(clip=SLOWFAST_CLIP, tiny={"params": {"width": 8}}, weights=_zoo("slowfast_r50", 32, 2))
 def slowfast_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5, width: int = 64,
                  depth: int = 50, alpha: int = 4, beta_inv: int = 8) -> SlowFast:
     """SlowFast-R50 8x8 (seed 5r): fast 32 frames every 2nd, slow every 4th of those, 224 x 224."""
@@ -286,7 +295,8 @@ def slowfast_r50(*, seed: int = 0, weights: str | Path | None = None, dropout: f
 
 
 @register_video_model(clip=SLOWFAST_CLIP,
-                      tiny={"params": {"width": 8, "dim": 16, "heads": 2}})
+                      tiny={"params": {"width": 8, "dim": 16, "heads": 2}},
+                      weights=_zoo("slowfast_r50", 32, 2))
 def slowfast_r50_attn(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                       width: int = 64, depth: int = 50, alpha: int = 4, beta_inv: int = 8, dim: int = 512,
                       heads: int = 8) -> SlowFastAttention:
@@ -299,7 +309,8 @@ def slowfast_r50_attn(*, seed: int = 0, weights: str | Path | None = None, dropo
 
 
 @register_video_model(clip=_clip(16, 4, 224),
-                      tiny={"params": {"depth": 2, "stages": (1,), "embed_dim": 16, "kv_stride": 2}})
+                      tiny={"params": {"depth": 2, "stages": (1,), "embed_dim": 16, "kv_stride": 2}},
+                      weights=_zoo("mvit_base_16x4", 16, 4))
 def mvit_b_16x4(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                 clip: ClipSpec | None = None, frames: int | None = None, size: int | None = None,
                 depth: int = 16, stages: Sequence[int] = (1, 3, 14), embed_dim: int = 96, heads: int = 1,

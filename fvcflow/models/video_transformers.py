@@ -43,6 +43,7 @@ from torch import nn
 
 from fvcflow.errors import FvcError
 from fvcflow.models.torch_common import ClipSpec, VideoClassifier, load_local_weights, register_video_model
+from fvcflow.models.weights import WeightSource
 
 #: the normalisation of the Hugging Face video processors (pixels to [-1, 1])
 HF_VIDEO_MEAN = (0.5, 0.5, 0.5)
@@ -175,7 +176,8 @@ class ViViTFactorisedEncoder(VideoClassifier):
 
 
 @register_video_model(clip=_clip(8, 4, 4, 224),
-                      tiny={"params": {"hidden_size": 16, "layers": 1, "heads": 2, "patch_size": 16}})
+                      tiny={"params": {"hidden_size": 16, "layers": 1, "heads": 2, "patch_size": 16}},
+                      weights=WeightSource("hf", names=("facebook/timesformer-base-finetuned-k400",)))
 def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                      clip: ClipSpec | None = None, hidden_size: int = 768, layers: int = 12, heads: int = 12,
                      mlp: int | None = None, patch_size: int = 16, image_size: int | None = None,
@@ -199,7 +201,8 @@ def timesformer_base(*, seed: int = 0, weights: str | Path | None = None, dropou
 
 @register_video_model(clip=_clip(32, 2, 2, 224),
                       tiny={"params": {"hidden_size": 16, "spatial_layers": 1, "temporal_layers": 1,
-                                       "heads": 2, "patch_size": 16}})
+                                       "heads": 2, "patch_size": 16}},
+                      weights=WeightSource("hf", names=("google/vivit-b-16x2-kinetics400",)))
 def vivit_b_fe(*, seed: int = 0, weights: str | Path | None = None, dropout: float = 0.5,
                clip: ClipSpec | None = None, hidden_size: int = 768, spatial_layers: int = 12,
                temporal_layers: int = 4, heads: int = 12, mlp: int | None = None, patch_size: int = 16,

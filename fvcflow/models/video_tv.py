@@ -28,6 +28,16 @@ from fvcflow.models.torch_common import (
     load_local_weights,
     register_video_model,
 )
+from fvcflow.models.weights import WeightSource
+
+
+def _tv(enum: str) -> WeightSource:
+    """Named weights of a torchvision model: the members of its ``*_Weights`` enum."""
+    return WeightSource("torchvision", enum)
+
+
+#: timm's ViT-S/16 pretrained tags (``timm:augreg_in21k_ft_in1k``) for the ViT-per-frame models
+VIT_S_WEIGHTS = WeightSource("timm", "vit_small_patch16_224")
 
 CLIP_3D = ClipSpec(frames=16, clips=4, size=112)
 CLIP_224_K400 = ClipSpec(frames=16, clips=4, size=224)
@@ -121,7 +131,7 @@ class FramePooled(VideoClassifier):
         return self.backbone(frames).reshape(b, t, -1).mean(1)
 
 
-@register_video_model(clip=CLIP_FRAMES, tiny={"clip": {"frames": 2}})
+@register_video_model(clip=CLIP_FRAMES, tiny={"clip": {"frames": 2}}, weights=_tv("Inception_V3_Weights"))
 def inception_v3_frames(*, seed: int = 0, weights: str | None = None,
                         dropout: float = 0.5) -> VideoClassifier:
     """torchvision Inception v3 on every frame, temporal average pooling (5d)."""
@@ -141,19 +151,19 @@ def _resnet3d(builder: str, weights: str | None, dropout: float) -> VideoClassif
     return _Backbone3D(_load(net, weights), 512, dropout)
 
 
-@register_video_model(clip=CLIP_3D)
+@register_video_model(clip=CLIP_3D, weights=_tv("R2Plus1D_18_Weights"))
 def r2plus1d_18(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """R(2+1)D-18 (torchvision), 16 x 112 x 112 clips (5p)."""
     return _resnet3d("r2plus1d_18", weights, dropout)
 
 
-@register_video_model(clip=CLIP_3D)
+@register_video_model(clip=CLIP_3D, weights=_tv("R3D_18_Weights"))
 def r3d_18(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """3D ResNet-18 (torchvision), 16 x 112 x 112 clips."""
     return _resnet3d("r3d_18", weights, dropout)
 
 
-@register_video_model(clip=CLIP_3D)
+@register_video_model(clip=CLIP_3D, weights=_tv("MC3_18_Weights"))
 def mc3_18(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """Mixed-convolution ResNet-18 (torchvision), 16 x 112 x 112 clips."""
     return _resnet3d("mc3_18", weights, dropout)
@@ -164,7 +174,7 @@ class _S3D(VideoClassifier):
         return F.adaptive_avg_pool3d(self.backbone(x), 1).flatten(1)
 
 
-@register_video_model(clip=CLIP_224_K400, tiny={"clip": {"frames": 8}})
+@register_video_model(clip=CLIP_224_K400, tiny={"clip": {"frames": 8}}, weights=_tv("S3D_Weights"))
 def s3d(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """S3D (torchvision), adaptive pooling instead of its fixed 2 x 7 x 7 average."""
     from torchvision.models.video import s3d as build
@@ -173,7 +183,7 @@ def s3d(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> V
     return _S3D(net.features, 1024, dropout)
 
 
-@register_video_model(clip=CLIP_224_K400)
+@register_video_model(clip=CLIP_224_K400, weights=_tv("MViT_V2_S_Weights"))
 def mvit_v2_s(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
               clip: ClipSpec = CLIP_224_K400) -> VideoClassifier:
     """MViT v2 small (torchvision), built for the configured clip size and length."""
@@ -190,7 +200,7 @@ def mvit_v2_s(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5
     return _Backbone3D(_load(net, weights), 768, dropout)
 
 
-@register_video_model(clip=CLIP_224_IMAGENET)
+@register_video_model(clip=CLIP_224_IMAGENET, weights=_tv("Swin3D_T_Weights"))
 def swin3d_t(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5) -> VideoClassifier:
     """Video Swin Transformer tiny (torchvision)."""
     from torchvision.models.video import swin3d_t as build
@@ -206,9 +216,13 @@ def _vit(clip: ClipSpec, weights: str | None, embed_dim: int, depth: int, heads:
     import timm
 
     side = clip.size or 224
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
     net = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0, img_size=side,
                             patch_size=patch, embed_dim=embed_dim, depth=depth, num_heads=heads)
-    return _load(net, weights)
+    if weights:   # timm's own filter: position table resampled to the clip size, head dropped
+        load_local_weights(net, weights, transform=lambda state: checkpoint_filter_fn(state, net))
+    return net
 
 
 class ViTTemporal(VideoClassifier):
@@ -236,7 +250,8 @@ class ViTTemporal(VideoClassifier):
 
 
 @register_video_model(clip=CLIP_FRAMES,
-                      tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
+                      tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}},
+                      weights=VIT_S_WEIGHTS)
 def vit_gru_small(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                   clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12, heads: int = 6,
                   patch: int = 16, hidden: int = 256) -> VideoClassifier:
@@ -246,7 +261,8 @@ def vit_gru_small(*, seed: int = 0, weights: str | None = None, dropout: float =
 
 
 @register_video_model(clip=CLIP_FRAMES,
-                      tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}})
+                      tiny={"params": {"embed_dim": 64, "depth": 2, "heads": 2, "patch": 8}},
+                      weights=VIT_S_WEIGHTS)
 def vit_transformer_small(*, seed: int = 0, weights: str | None = None, dropout: float = 0.5,
                           clip: ClipSpec = CLIP_FRAMES, embed_dim: int = 384, depth: int = 12,
                           heads: int = 6, patch: int = 16, layers: int = 2) -> VideoClassifier:

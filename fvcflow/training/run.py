@@ -17,6 +17,7 @@ from fvcflow.config import TrainConfig
 from fvcflow.digest import lake_digests
 from fvcflow.errors import FvcError
 from fvcflow.models import KINDS, get_model_spec, list_models
+from fvcflow.models.weights import check_selected
 from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training.evidence import assess as evidence
@@ -153,6 +154,7 @@ def plan_models(lake: Lake, cfg: TrainConfig) -> ModelPlan:
     []
     """
     names, skipped = select_models(lake, cfg)
+    check_selected(names, cfg.deep.weights, cfg.params)     # a named weight not cached: stop before any work
     base = [n for n in names if not get_model_spec(n).kind_spec.uses_bases]
     stacks = [n for n in names if get_model_spec(n).kind_spec.uses_bases]
     if stacks and len(base) < 2:

@@ -36,14 +36,15 @@ def train_embedding(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequen
     from fvcflow.deep.embeddings import Backbone, columns_of, embedding_table, table_path
     from fvcflow.deep.export import TrainedVideo
     from fvcflow.deep.loop import _source as source_of
-    from fvcflow.deep.loop import prepare_sources, resolve_weights, video_rows
+    from fvcflow.deep.loop import prepare_sources, resolve_weights, video_rows, weight_params, weight_tags
     from fvcflow.models.torch_common import clip_spec
 
     deep, name = cfg.deep, spec.extra["backbone"]
     device = choose_device(deep.device)
-    clip = clip_spec(name, deep.clip.get(name))
-    weights = resolve_weights(name, deep)
     params = dict(cfg.params.get(name, {}))
+    weights = resolve_weights(name, deep, params)
+    params = weight_params(name, weights, params)
+    clip = clip_spec(name, deep.clip.get(name), weights=weights, params=params)
     backbone = Backbone(name, clip, weights, tuple(sorted(params.items())), cfg.seed)
     cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
     splits = load_splits(lake, cfg)
@@ -57,7 +58,7 @@ def train_embedding(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequen
     train = t.subset(~t.is_test)
     frozen = TrainedVideo(name, backbone.build("cpu"), clip, params, weights)
     model = EmbeddingModel(spec.name, frozen, cv.final.pipeline, cols)
-    tags = {"fvc.backbone": name, "fvc.weights": weights or "random",
+    tags = {"fvc.backbone": name, **weight_tags(name, weights, params),
             "fvc.embeddings": str(table_path(lake, backbone)), **device_tags(device)}
     run_params = {"backbone": name, "embedding_dim": len(cols), "frames": clip.frames,
                   "clips": clip.clips, "stride": clip.stride, "size": clip.size, "weights": weights or "none",
