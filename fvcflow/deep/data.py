@@ -6,6 +6,13 @@ resized crop (area 80-100%, resized back); evaluation items take the middle offs
 else. The randomness of item ``i`` in epoch ``e`` comes from a generator seeded with
 ``(seed, e, i)``, so runs repeat whatever the number of workers. Normalisation is the model's
 (``ClipSpec.mean``/``std``, on ``[0, 1]`` values).
+
+The trainer's loader (``make_loader(..., raw=True)``) splits that work where it is cheapest: a
+worker only indexes the cached uint8 window (the clip's frames, the flip, the crop, copied into a
+clip-sized buffer whose margin repeats the crop's edge) and ships uint8, a quarter of float32's
+bytes; :func:`to_input` then converts, resizes the crops and normalises the whole batch on the
+device (:class:`RawClips`). ``ds[i]`` gives the same numbers through the same code, one item on
+the CPU.
 """
 
 from __future__ import annotations
@@ -51,21 +58,43 @@ class ClipDataset(Dataset):
             return self._memory[v]
         return self.cache.load(self.sources[v], self.spec)
 
-    def __getitem__(self, index: int):
+    def raw(self, index: int):
+        """Item ``index`` as the worker ships it: ``(uint8[T, H, W, C] frames, flipped and cropped by
+        indexing into a clip-sized buffer, int32[3] (flip, crop height, crop width), label, video)``."""
         epoch, i = divmod(int(index), len(self))        # EpochSampler folds the epoch into the index
         v, k = divmod(i, self.spec.clips)
-        win = self._windows(v)[k]                                   # uint8[W, h, w, 3]
+        win = self._windows(v)[k]                                   # uint8[W, h, w, C]
         gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFFFFFF)
         if self.train:
             offset = int(torch.randint(0, jitter(self.spec) + 1, (1,), generator=gen))
         else:
             offset = eval_offset(self.spec)
-        frames = np.ascontiguousarray(win[clip_offsets(self.spec, offset)])
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)    # C, T, h, w
-        if self.train:
-            x = augment(x, gen)
-        x = normalise(x, self.spec)
-        return x, torch.tensor(self.labels[v]), torch.tensor(v, dtype=torch.int64)
+        frames = win[clip_offsets(self.spec, offset)]               # T, h, w, C (a copy)
+        _, h, w, _ = frames.shape
+        flip, ch, cw = 0, h, w
+        if self.train:                  # the draws of `augment`, in its order
+            flip = int(torch.rand(1, generator=gen).item() < 0.5)
+            area = 0.8 + 0.2 * torch.rand(1, generator=gen).item()
+            ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
+            y0 = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+            x0 = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+            src = frames[:, :, ::-1] if flip else frames
+            if (ch, cw) != (h, w):
+                buf = np.empty_like(frames)
+                buf[:, :ch, :cw] = src[:, y0:y0 + ch, x0:x0 + cw]
+                buf[:, :ch, cw:] = buf[:, :ch, cw - 1:cw]             # the margin repeats the edge,
+                buf[:, ch:] = buf[:, ch - 1:ch]                       # as a clamped resize reads it
+                frames = buf
+            else:
+                frames = np.ascontiguousarray(src)
+        aug = torch.tensor([flip, ch, cw], dtype=torch.int32)
+        return (torch.from_numpy(np.ascontiguousarray(frames)), aug, torch.tensor(self.labels[v]),
+                torch.tensor(v, dtype=torch.int64))
+
+    def __getitem__(self, index: int):
+        frames, aug, y, v = self.raw(index)
+        x = to_input(RawClips(frames[None], aug[None]), self.spec, torch.device("cpu"))[0]
+        return x, y, v
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,6 +125,79 @@ def normalise(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
     return x
 
 
+class RawClips:
+    """A batch of uint8 clips ``[B, T, H, W, C]`` (or a list of ``[T, H, W, C]`` of different shapes)
+    and their int32 ``(flip, crop h, crop w)``, as the loader ships them; pinnable."""
+
+    def __init__(self, data, aug: torch.Tensor):
+        self.data, self.aug = data, aug
+
+    def pin_memory(self) -> "RawClips":
+        data = [d.pin_memory() for d in self.data] if isinstance(self.data, list) else self.data.pin_memory()
+        return RawClips(data, self.aug.pin_memory())
+
+    def __len__(self) -> int:
+        return len(self.aug)
+
+
+def to_input(raw: RawClips, spec: ClipSpec, device: torch.device, *,
+             memory_format: torch.memory_format | None = None):
+    """The model's float input of ``raw`` on ``device``: to ``[0, 1]``, crops resized back to the
+    clip size (bilinear, as ``F.interpolate`` with clamped edges), flipped flow fields negated,
+    normalised; a list stays a list. Runs on the whole batch at once, with no host sync."""
+    if isinstance(raw.data, list):
+        return [to_input(RawClips(d[None], raw.aug[i:i + 1]), spec, device)[0]
+                for i, d in enumerate(raw.data)]
+    x = raw.data.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)   # B, C, T, H, W
+    aug = raw.aug.to(device, non_blocking=True)
+    b, c, t, h, w = x.shape
+    cropped = (aug[:, 1] != h) | (aug[:, 2] != w)
+    if raw.aug[:, 1:].ne(torch.tensor([h, w], dtype=raw.aug.dtype)).any():   # read on the host copy
+        sy, sx = aug[:, 1].float() / h, aug[:, 2].float() / w
+        theta = torch.zeros(b, 2, 3, device=device)
+        theta[:, 0, 0], theta[:, 0, 2] = sx, sx - 1
+        theta[:, 1, 1], theta[:, 1, 2] = sy, sy - 1
+        flat = x.reshape(b, c * t, h, w)
+        grid = F.affine_grid(theta, [b, c * t, h, w], align_corners=False)
+        resized = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = torch.where(cropped.view(b, 1, 1, 1), resized, flat).reshape(b, c, t, h, w)
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
+    rgb = (x[:, :3] - mean) / std
+    if c == 5:      # flow: a mirrored field points the other way (code 128 + d -> 128 - d), then units
+        dx, dy = x[:, 3:4] * 255.0, x[:, 4:5] * 255.0
+        dx = torch.where(aug[:, 0].bool().view(b, 1, 1, 1, 1), 256.0 - dx, dx)
+        x = torch.cat([rgb, (dx - 128.0) / 127.0, (dy - 128.0) / 127.0], 1)
+    else:
+        x = rgb
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
+
+
+def collate_raw(batch):
+    """Stack same-shaped uint8 clips into a :class:`RawClips`; different shapes stay a list."""
+    xs, augs, ys, vs = zip(*batch)
+    same = all(x.shape == xs[0].shape for x in xs)
+    clips = RawClips(torch.stack(xs) if same else list(xs), torch.stack(augs))
+    return clips, torch.stack(ys), torch.stack(vs)
+
+
+class _Raw(Dataset):
+    """``ds`` giving :meth:`ClipDataset.raw` items (what a worker ships)."""
+
+    def __init__(self, ds: ClipDataset):
+        self.ds = ds
+
+    @property
+    def sources(self):
+        return self.ds.sources
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        return self.ds.raw(index)
+
+
 def collate(batch):
     """Stack same-shaped clips; clips of different shapes (variable aspect) stay a list."""
     xs, ys, vs = zip(*batch)
@@ -123,11 +225,15 @@ class EpochSampler(Sampler):
 
 
 def make_loader(ds: ClipDataset, *, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
-                seed: int = 0) -> DataLoader:
+                seed: int = 0, raw: bool = False, prefetch: int = 4) -> DataLoader:
     """A DataLoader over ``ds``: seeded per-epoch order (``loader.sampler.set_epoch``), persistent
-    worker processes, pinned memory on CUDA. Its own generator draws the workers' base seed, so
-    iterating never moves torch's global RNG (the model's dropout stream): a training resumed at
-    epoch ``e`` draws what an uninterrupted one draws, with or without (persistent) workers."""
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed),
-                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate, drop_last=False,
-                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    worker processes prefetching ``prefetch`` batches each, pinned memory on CUDA. Its own
+    generator draws the workers' base seed, so iterating never moves torch's global RNG (the
+    model's dropout stream): a training resumed at epoch ``e`` draws what an uninterrupted one
+    draws, with or without (persistent) workers. ``raw``: batches of :class:`RawClips` (uint8, for
+    :func:`to_input` on the device) instead of float clips."""
+    extra = {"prefetch_factor": prefetch} if workers > 0 else {}
+    return DataLoader(_Raw(ds) if raw else ds, batch_size=batch_size,
+                      sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed), num_workers=workers,
+                      pin_memory=pin_memory, collate_fn=collate_raw if raw else collate, drop_last=False,
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed), **extra)
