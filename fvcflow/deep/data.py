@@ -187,9 +187,10 @@ class _Raw(Dataset):
     def __init__(self, ds: ClipDataset):
         self.ds = ds
 
-    @property
-    def sources(self):
-        return self.ds.sources
+    def __getattr__(self, name: str):          # sources, spec, ...: the wrapped dataset's
+        if name == "ds":                        # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.ds, name)
 
     def __len__(self) -> int:
         return len(self.ds)

@@ -3,7 +3,8 @@ device per deep task, and what it reports.
 
 A deep model's task holds one :func:`lease_device` for its lifetime: the first free index of the
 candidates (``train.deep.devices``, else every GPU torch sees, which honours
-``CUDA_VISIBLE_DEVICES``), taken with an exclusive ``flock`` on a per-device file, so two tasks of
+``CUDA_VISIBLE_DEVICES``), taken with an exclusive ``flock`` on a file named by the card's UUID,
+in :func:`lock_dir`, so two tasks of
 one run, two runs or two worker processes of one machine never share a card. The lock is given
 back when the task ends, on success, failure, or when the process dies (the kernel drops it). On a
 CPU-only machine there is nothing to lease and nothing changes; candidates given explicitly with
@@ -65,18 +66,22 @@ class Lease:
 
 
 def lock_dir() -> Path:
-    """The machine-wide folder of the device locks (``FVC_DEVICE_LOCKS``, else the temp dir)."""
-    return Path(os.environ.get("FVC_DEVICE_LOCKS") or
-                Path(tempfile.gettempdir()) / f"fvcflow-devices-{os.getuid()}")
+    """The machine-wide folder of the device locks (one per user, in the temp dir)."""
+    return Path(tempfile.gettempdir()) / f"fvcflow-devices-{os.getuid()}"
 
 
 def _physical(index: int, cuda: bool) -> str:
-    """The machine-wide name of visible device ``index``: its entry of ``CUDA_VISIBLE_DEVICES``
-    (an index or a UUID), so processes that see the cards in another order lock the same file."""
+    """The machine-wide name of visible device ``index``: the card's UUID, so processes that see
+    the cards in another order (``CUDA_VISIBLE_DEVICES``) lock the same file.
+
+    >>> _physical(1, cuda=False)
+    'slot-1'
+    """
     if not cuda:
         return f"slot-{index}"
-    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
-    return f"cuda-{visible[index] if index < len(visible) else index}"
+    import torch
+
+    return f"cuda-{torch.cuda.get_device_properties(index).uuid}"
 
 
 def candidates(devices: Sequence[int] | None, count: int, *, cuda: bool) -> list[int]:
@@ -94,8 +99,7 @@ def candidates(devices: Sequence[int] | None, count: int, *, cuda: bool) -> list
                           f"(got {list(devices)})")
     if cuda and max(out) >= count:
         raise ConfigError(f"setting 'train.deep.devices': {list(devices)} names a device torch does not see "
-                          f"({count} visible; "
-                          f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES')!r})")
+                          f"({count} visible, numbered from 0 after CUDA_VISIBLE_DEVICES)")
     return out
 
 
