@@ -8,15 +8,16 @@ else. The randomness of item ``i`` in epoch ``e`` comes from a generator seeded 
 (``ClipSpec.mean``/``std``, on ``[0, 1]`` values).
 
 The trainer's loader (``make_loader(..., raw=True)``) splits that work where it is cheapest: a
-worker only indexes the cached uint8 window (the clip's frames, the flip, the crop, copied into a
+worker only indexes the cached uint8 window (the clip's frames and its crop, copied into a
 clip-sized buffer whose margin repeats the crop's edge) and ships uint8, a quarter of float32's
-bytes; :func:`to_input` then converts, resizes the crops and normalises the whole batch on the
-device (:class:`RawClips`). ``ds[i]`` gives the same numbers through the same code, one item on
-the CPU.
+bytes; :func:`to_input` then converts, mirrors and resizes the crops (one ``grid_sample``) and
+normalises the whole batch on the device (:class:`RawClips`). ``ds[i]`` gives the same numbers
+through the same code, one item on the CPU.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -26,6 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fvcflow.deep.clips import ClipCache, ClipSource, clip_offsets, eval_offset, jitter
 from fvcflow.models.torch_common import ClipSpec
+
+#: memory-mapped clip files a dataset keeps open per process (a cache load stats, checks and maps)
+MAPPED_VIDEOS = 256
 
 
 class ClipDataset(Dataset):
@@ -53,14 +57,25 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sources) * self.spec.clips
 
+    def __getstate__(self) -> dict:             # a worker maps the files itself
+        return {k: v for k, v in self.__dict__.items() if k != "_mapped"}
+
     def _windows(self, v: int) -> np.ndarray:
         if v in self._memory:
             return self._memory[v]
-        return self.cache.load(self.sources[v], self.spec)
+        mapped = self.__dict__.setdefault("_mapped", OrderedDict())    # per process (each worker its own)
+        if v in mapped:
+            mapped.move_to_end(v)
+            return mapped[v]
+        arr = mapped[v] = self.cache.load(self.sources[v], self.spec).view(np.ndarray)   # mapped: kept open
+        if len(mapped) > MAPPED_VIDEOS:
+            mapped.popitem(last=False)
+        return arr
 
     def raw(self, index: int):
-        """Item ``index`` as the worker ships it: ``(uint8[T, H, W, C] frames, flipped and cropped by
-        indexing into a clip-sized buffer, int32[3] (flip, crop height, crop width), label, video)``."""
+        """Item ``index`` as the worker ships it: ``(uint8[T, H, W, C] frames, cropped by indexing into
+        a clip-sized buffer, int32[3] (flip, crop height, crop width), label, video)``; the device
+        mirrors and resizes the crop (:func:`to_input`)."""
         epoch, i = divmod(int(index), len(self))        # EpochSampler folds the epoch into the index
         v, k = divmod(i, self.spec.clips)
         win = self._windows(v)[k]                                   # uint8[W, h, w, C]
@@ -69,8 +84,8 @@ class ClipDataset(Dataset):
             offset = int(torch.randint(0, jitter(self.spec) + 1, (1,), generator=gen))
         else:
             offset = eval_offset(self.spec)
-        frames = win[clip_offsets(self.spec, offset)]               # T, h, w, C (a copy)
-        _, h, w, _ = frames.shape
+        offsets = clip_offsets(self.spec, offset)
+        _, h, w, _ = win.shape
         flip, ch, cw = 0, h, w
         if self.train:                  # the draws of `augment`, in its order
             flip = int(torch.rand(1, generator=gen).item() < 0.5)
@@ -78,15 +93,16 @@ class ClipDataset(Dataset):
             ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
             y0 = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
             x0 = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
-            src = frames[:, :, ::-1] if flip else frames
-            if (ch, cw) != (h, w):
-                buf = np.empty_like(frames)
-                buf[:, :ch, :cw] = src[:, y0:y0 + ch, x0:x0 + cw]
-                buf[:, :ch, cw:] = buf[:, :ch, cw - 1:cw]             # the margin repeats the edge,
-                buf[:, ch:] = buf[:, ch - 1:ch]                       # as a clamped resize reads it
-                frames = buf
-            else:
-                frames = np.ascontiguousarray(src)
+            if flip:                    # the crop of the mirrored picture, in the picture's columns
+                x0 = w - x0 - cw        # (the device mirrors it: to_input)
+        if (ch, cw) != (h, w):
+            frames = np.empty((len(offsets), h, w, win.shape[-1]), np.uint8)
+            for t, o in enumerate(offsets):                          # one copy, no temporary
+                frames[t, :ch, :cw] = win[o, y0:y0 + ch, x0:x0 + cw]
+            frames[:, :ch, cw:] = frames[:, :ch, cw - 1:cw]          # the margin repeats the edge,
+            frames[:, ch:] = frames[:, ch - 1:ch]                    # as a clamped resize reads it
+        else:
+            frames = win[offsets]                                    # T, h, w, C (a copy)
         aug = torch.tensor([flip, ch, cw], dtype=torch.int32)
         return (torch.from_numpy(np.ascontiguousarray(frames)), aug, torch.tensor(self.labels[v]),
                 torch.tensor(v, dtype=torch.int64))
@@ -151,16 +167,18 @@ def to_input(raw: RawClips, spec: ClipSpec, device: torch.device, *,
     x = raw.data.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)   # B, C, T, H, W
     aug = raw.aug.to(device, non_blocking=True)
     b, c, t, h, w = x.shape
-    cropped = (aug[:, 1] != h) | (aug[:, 2] != w)
-    if raw.aug[:, 1:].ne(torch.tensor([h, w], dtype=raw.aug.dtype)).any():   # read on the host copy
+    moved = (aug[:, 0] != 0) | (aug[:, 1] != h) | (aug[:, 2] != w)
+    host = raw.aug                                          # read on the host copy: no device sync
+    if host[:, 0].any() or host[:, 1:].ne(torch.tensor([h, w], dtype=host.dtype)).any():
         sy, sx = aug[:, 1].float() / h, aug[:, 2].float() / w
+        mirror = 1.0 - 2.0 * aug[:, 0].float()                # -1: read the crop's columns right to left
         theta = torch.zeros(b, 2, 3, device=device)
-        theta[:, 0, 0], theta[:, 0, 2] = sx, sx - 1
+        theta[:, 0, 0], theta[:, 0, 2] = mirror * sx, sx - 1
         theta[:, 1, 1], theta[:, 1, 2] = sy, sy - 1
         flat = x.reshape(b, c * t, h, w)
         grid = F.affine_grid(theta, [b, c * t, h, w], align_corners=False)
         resized = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        x = torch.where(cropped.view(b, 1, 1, 1), resized, flat).reshape(b, c, t, h, w)
+        x = torch.where(moved.view(b, 1, 1, 1), resized, flat).reshape(b, c, t, h, w)
     mean = torch.tensor(spec.mean, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
     std = torch.tensor(spec.std, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
     rgb = (x[:, :3] - mean) / std
