@@ -58,6 +58,12 @@ def overrides(name: str) -> dict:
     return out
 
 
+def extra_parameters(name: str) -> dict:
+    """Parameters of deployment ``name`` besides ``config``: ``fvc/train-deep`` takes ``models``
+    (comma-separated patterns; null: the config's ``train.models``)."""
+    return {"models": None} if name == "train-deep" else {}
+
+
 def description(name: str) -> str:
     stages = DEPLOYMENTS[name]
     what = "every stage" if stages is None else ", ".join(stages)
@@ -74,7 +80,7 @@ def build(settings: Settings | None = None) -> list[RunnerDeployment]:
         cfg = Settings.validate_dict(merge(settings.model_dump(mode="json"), overrides(name)))
         out.append(fvc.to_deployment(
             name=name,
-            parameters={"config": cfg.model_dump(mode="json")},
+            parameters={"config": cfg.model_dump(mode="json"), **extra_parameters(name)},
             description=description(name),
             tags=["fvcflow", name],
             entrypoint_type=EntrypointType.MODULE_PATH,   # fvcflow.flows.pipeline.fvc: nothing on sys.path
@@ -174,7 +180,7 @@ def prefect_yaml() -> str:
     for name in DEPLOYMENTS:
         lines += [f"  - name: {name}", f"    entrypoint: {ENTRYPOINT}",
                   f"    description: {json.dumps(description(name))}"]
-        lines.append(f"    parameters: {_flow({'config': overrides(name)})}")
+        lines.append(f"    parameters: {_flow({'config': overrides(name), **extra_parameters(name)})}")
         lines += [f"    tags: [fvcflow, {name}]", "    work_pool: *pool"]
     return "\n".join(lines) + "\n"
 

@@ -15,9 +15,12 @@ from fvcflow.flows.video import VIDEO_STAGES, ingest_task, video_stage
 
 
 @flow(name="fvc", log_prints=True)
-def fvc(config: Settings = Settings()) -> list[dict]:
-    """The whole pipeline: ingest, augment, features, scale, scaled features, train."""
+def fvc(config: Settings = Settings(), models: str | None = None) -> list[dict]:
+    """The whole pipeline: ingest, augment, features, scale, scaled features, train. ``models``
+    (a parameter of ``fvc/train-deep``), when given, replaces ``train.models``."""
     settings = config.resolved()
+    if models:
+        settings = settings.model_copy(update={"train": settings.train.model_copy(update={"models": models})})
     check_home(settings)   # a served run: the served work dir or an allowed one, whatever its parameters
     summary: list[dict] = []
     stages = [s for s in VIDEO_STAGES if s in settings.stages]

@@ -1,6 +1,11 @@
 """Prefect layer: stage 5, the training subflow (models, stacks, the report); deep models of a
 ``device="gpu"`` kind hold a slot of the ``gpu`` concurrency limit. The corpus exploration is in
-:mod:`fvcflow.flows.explore`."""
+:mod:`fvcflow.flows.explore`.
+
+Where there are devices to lease (GPUs, or ``train.deep.devices``), the deep models are submitted
+together: each task waits for a ``gpu`` slot, then leases one free device for its lifetime
+(:func:`fvcflow.deep.device.lease_device`), so N GPUs train N models at once while the CPU models
+train in the flow; a second run waits for a slot. Without devices, models train one after another."""
 
 from __future__ import annotations
 
@@ -13,17 +18,22 @@ from prefect.concurrency.sync import concurrency
 
 from fvcflow.config import Settings
 from fvcflow.deep.device import gpu_count
+from fvcflow.deep.loop import fill_clip_caches
+from fvcflow.engine import dask_cluster
 from fvcflow.flows.video import RETRY
+from fvcflow.models import get_model_spec
 from fvcflow.training import finish, plan_models, prepare_splits, train_model, train_stack
 from fvcflow.training.evidence.report import figures_markdown, table_rows
+from fvcflow.training.fitting.splits import load_splits
 
 #: the Prefect global concurrency limit every GPU training task takes one slot of
 GPU_LIMIT = "gpu"
 
 
-def ensure_gpu_limit() -> int:
-    """Create the global concurrency limit ``gpu`` when missing (slots = GPUs seen, at least 1)."""
-    slots = max(1, gpu_count())
+def ensure_gpu_limit(devices: list[int] | None = None) -> int:
+    """Create the global concurrency limit ``gpu`` when missing (slots = ``train.deep.devices``
+    given, else GPUs seen, at least 1)."""
+    slots = len(devices) if devices else max(1, gpu_count())
     with get_client(sync_client=True) as client:
         try:
             return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
@@ -52,8 +62,21 @@ def train_model_task(name: str, settings: Settings):
 
 @task(name="train-deep-model", tags=["gpu"], **RETRY)
 def train_gpu_model_task(name: str, settings: Settings):
-    with concurrency(GPU_LIMIT, occupy=1, strict=True):   # a second run waits for the card
-        return train_model(settings.lake(), name, settings.train)
+    with concurrency(GPU_LIMIT, occupy=1, strict=True):   # a second run waits for a card
+        return train_model(settings.lake(), name, settings.train)   # which leases one (deep.loop)
+
+
+@task(name="fill-clips", **RETRY)
+def fill_clips_task(names: list[str], settings: Settings) -> dict:
+    """Decode the deep models' clips into the cache on the Dask engine, in parallel, before the GPU phase."""
+    lake = settings.lake()
+    with dask_cluster(settings) as address:
+        return fill_clip_caches(lake, settings.train, load_splits(lake, settings.train), names, address)
+
+
+def has_devices(settings: Settings) -> bool:
+    """Whether deep models have devices to lease (then they train concurrently, one per device)."""
+    return gpu_count() > 0 or settings.train.deep.devices is not None
 
 
 @task(name="train-stack", **RETRY)
@@ -78,8 +101,16 @@ def finish_training_task(results: list, skipped: dict, settings: Settings) -> di
 def train_stage(settings: Settings) -> dict:
     plan = plan_training_task(settings)
     if any(plan.on_gpu(n) for n in plan.base):
-        ensure_gpu_limit()
-    results = [(train_gpu_model_task if plan.on_gpu(name) else train_model_task)(name, settings)
-               for name in plan.base]
+        ensure_gpu_limit(settings.train.deep.devices)
+    if has_devices(settings):
+        gpu = [n for n in plan.base if plan.on_gpu(n)]
+        fill_clips_task([n for n in gpu if get_model_spec(n).kind == "torch_video"], settings)
+        deep = {n: train_gpu_model_task.submit(n, settings) for n in gpu}
+        done = {n: train_model_task(n, settings) for n in plan.base if n not in deep}
+        done.update({n: future.result() for n, future in deep.items()})
+        results = [done[n] for n in plan.base]
+    else:
+        results = [(train_gpu_model_task if plan.on_gpu(name) else train_model_task)(name, settings)
+                   for name in plan.base]
     results += [train_stack_task(name, results, settings) for name in plan.stacks]
     return finish_training_task(results, plan.skipped, settings)

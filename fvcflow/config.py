@@ -54,6 +54,11 @@ class DeepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present")
+    devices: list[int] | None = Field(None, description="indices of the visible GPUs the deep tasks lease "
+                                                        "one each of (default: all); on the CPU, slots")
+    max_nonfinite: int = Field(3, ge=1, le=1000, description="non-finite losses (steps skipped) before a "
+                                                             "model is stopped as diverged")
+    compile: bool = Field(False, description="torch.compile the model (CUDA; first steps are slower)")
     epochs: int = Field(20, ge=1, le=1000, description="most epochs per fold (early stopping ends sooner)")
     patience: int = Field(5, ge=1, le=100,
                           description="epochs without a better validation loss before stopping")

@@ -87,3 +87,12 @@ def is_disk_full(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+class DeviceError(FvcError):
+    """A deep model's device failed it: out of memory or a CUDA fault. Retrying the same settings
+    cannot pass, so the task fails at once; the message names the model, device and batch size."""
+
+
+class DivergedError(FvcError):
+    """A deep model's loss stayed non-finite (NaN or inf) for too many steps."""

@@ -6,10 +6,18 @@ resized crop (area 80-100%, resized back); evaluation items take the middle offs
 else. The randomness of item ``i`` in epoch ``e`` comes from a generator seeded with
 ``(seed, e, i)``, so runs repeat whatever the number of workers. Normalisation is the model's
 (``ClipSpec.mean``/``std``, on ``[0, 1]`` values).
+
+The trainer's loader (``make_loader(..., raw=True)``) splits that work where it is cheapest: a
+worker only indexes the cached uint8 window (the clip's frames and its crop, copied into a
+clip-sized buffer whose margin repeats the crop's edge) and ships uint8, a quarter of float32's
+bytes; :func:`to_input` then converts, mirrors and resizes the crops (one ``grid_sample``) and
+normalises the whole batch on the device (:class:`RawClips`). ``ds[i]`` gives the same numbers
+through the same code, one item on the CPU.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -19,6 +27,9 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fvcflow.deep.clips import ClipCache, ClipSource, clip_offsets, eval_offset, jitter
 from fvcflow.models.torch_common import ClipSpec
+
+#: memory-mapped clip files a dataset keeps open per process (a cache load stats, checks and maps)
+MAPPED_VIDEOS = 256
 
 
 class ClipDataset(Dataset):
@@ -46,26 +57,60 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.sources) * self.spec.clips
 
+    def __getstate__(self) -> dict:             # a worker maps the files itself
+        return {k: v for k, v in self.__dict__.items() if k != "_mapped"}
+
     def _windows(self, v: int) -> np.ndarray:
         if v in self._memory:
             return self._memory[v]
-        return self.cache.load(self.sources[v], self.spec)
+        mapped = self.__dict__.setdefault("_mapped", OrderedDict())    # per process (each worker its own)
+        if v in mapped:
+            mapped.move_to_end(v)
+            return mapped[v]
+        arr = mapped[v] = self.cache.load(self.sources[v], self.spec).view(np.ndarray)   # mapped: kept open
+        if len(mapped) > MAPPED_VIDEOS:
+            mapped.popitem(last=False)
+        return arr
 
-    def __getitem__(self, index: int):
+    def raw(self, index: int):
+        """Item ``index`` as the worker ships it: ``(uint8[T, H, W, C] frames, cropped by indexing into
+        a clip-sized buffer, int32[3] (flip, crop height, crop width), label, video)``; the device
+        mirrors and resizes the crop (:func:`to_input`)."""
         epoch, i = divmod(int(index), len(self))        # EpochSampler folds the epoch into the index
         v, k = divmod(i, self.spec.clips)
-        win = self._windows(v)[k]                                   # uint8[W, h, w, 3]
+        win = self._windows(v)[k]                                   # uint8[W, h, w, C]
         gen = torch.Generator().manual_seed(hash((self.seed, epoch, i)) & 0x7FFFFFFF)
         if self.train:
             offset = int(torch.randint(0, jitter(self.spec) + 1, (1,), generator=gen))
         else:
             offset = eval_offset(self.spec)
-        frames = np.ascontiguousarray(win[clip_offsets(self.spec, offset)])
-        x = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)    # C, T, h, w
-        if self.train:
-            x = augment(x, gen)
-        x = normalise(x, self.spec)
-        return x, torch.tensor(self.labels[v]), torch.tensor(v, dtype=torch.int64)
+        offsets = clip_offsets(self.spec, offset)
+        _, h, w, _ = win.shape
+        flip, ch, cw = 0, h, w
+        if self.train:                  # the draws of `augment`, in its order
+            flip = int(torch.rand(1, generator=gen).item() < 0.5)
+            area = 0.8 + 0.2 * torch.rand(1, generator=gen).item()
+            ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
+            y0 = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+            x0 = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+            if flip:                    # the crop of the mirrored picture, in the picture's columns
+                x0 = w - x0 - cw        # (the device mirrors it: to_input)
+        if (ch, cw) != (h, w):
+            frames = np.empty((len(offsets), h, w, win.shape[-1]), np.uint8)
+            for t, o in enumerate(offsets):                          # one copy, no temporary
+                frames[t, :ch, :cw] = win[o, y0:y0 + ch, x0:x0 + cw]
+            frames[:, :ch, cw:] = frames[:, :ch, cw - 1:cw]          # the margin repeats the edge,
+            frames[:, ch:] = frames[:, ch - 1:ch]                    # as a clamped resize reads it
+        else:
+            frames = win[offsets]                                    # T, h, w, C (a copy)
+        aug = torch.tensor([flip, ch, cw], dtype=torch.int32)
+        return (torch.from_numpy(np.ascontiguousarray(frames)), aug, torch.tensor(self.labels[v]),
+                torch.tensor(v, dtype=torch.int64))
+
+    def __getitem__(self, index: int):
+        frames, aug, y, v = self.raw(index)
+        x = to_input(RawClips(frames[None], aug[None]), self.spec, torch.device("cpu"))[0]
+        return x, y, v
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -96,6 +141,82 @@ def normalise(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
     return x
 
 
+class RawClips:
+    """A batch of uint8 clips ``[B, T, H, W, C]`` (or a list of ``[T, H, W, C]`` of different shapes)
+    and their int32 ``(flip, crop h, crop w)``, as the loader ships them; pinnable."""
+
+    def __init__(self, data, aug: torch.Tensor):
+        self.data, self.aug = data, aug
+
+    def pin_memory(self) -> "RawClips":
+        data = [d.pin_memory() for d in self.data] if isinstance(self.data, list) else self.data.pin_memory()
+        return RawClips(data, self.aug.pin_memory())
+
+    def __len__(self) -> int:
+        return len(self.aug)
+
+
+def to_input(raw: RawClips, spec: ClipSpec, device: torch.device, *,
+             memory_format: torch.memory_format | None = None):
+    """The model's float input of ``raw`` on ``device``: to ``[0, 1]``, crops resized back to the
+    clip size (bilinear, as ``F.interpolate`` with clamped edges), flipped flow fields negated,
+    normalised; a list stays a list. Runs on the whole batch at once, with no host sync."""
+    if isinstance(raw.data, list):
+        return [to_input(RawClips(d[None], raw.aug[i:i + 1]), spec, device)[0]
+                for i, d in enumerate(raw.data)]
+    x = raw.data.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)   # B, C, T, H, W
+    aug = raw.aug.to(device, non_blocking=True)
+    b, c, t, h, w = x.shape
+    moved = (aug[:, 0] != 0) | (aug[:, 1] != h) | (aug[:, 2] != w)
+    host = raw.aug                                          # read on the host copy: no device sync
+    if host[:, 0].any() or host[:, 1:].ne(torch.tensor([h, w], dtype=host.dtype)).any():
+        sy, sx = aug[:, 1].float() / h, aug[:, 2].float() / w
+        mirror = 1.0 - 2.0 * aug[:, 0].float()                # -1: read the crop's columns right to left
+        theta = torch.zeros(b, 2, 3, device=device)
+        theta[:, 0, 0], theta[:, 0, 2] = mirror * sx, sx - 1
+        theta[:, 1, 1], theta[:, 1, 2] = sy, sy - 1
+        flat = x.reshape(b, c * t, h, w)
+        grid = F.affine_grid(theta, [b, c * t, h, w], align_corners=False)
+        resized = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        x = torch.where(moved.view(b, 1, 1, 1), resized, flat).reshape(b, c, t, h, w)
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
+    rgb = (x[:, :3] - mean) / std
+    if c == 5:      # flow: a mirrored field points the other way (code 128 + d -> 128 - d), then units
+        dx, dy = x[:, 3:4] * 255.0, x[:, 4:5] * 255.0
+        dx = torch.where(aug[:, 0].bool().view(b, 1, 1, 1, 1), 256.0 - dx, dx)
+        x = torch.cat([rgb, (dx - 128.0) / 127.0, (dy - 128.0) / 127.0], 1)
+    else:
+        x = rgb
+    return x.contiguous(memory_format=memory_format) if memory_format is not None else x
+
+
+def collate_raw(batch):
+    """Stack same-shaped uint8 clips into a :class:`RawClips`; different shapes stay a list."""
+    xs, augs, ys, vs = zip(*batch)
+    same = all(x.shape == xs[0].shape for x in xs)
+    clips = RawClips(torch.stack(xs) if same else list(xs), torch.stack(augs))
+    return clips, torch.stack(ys), torch.stack(vs)
+
+
+class _Raw(Dataset):
+    """``ds`` giving :meth:`ClipDataset.raw` items (what a worker ships)."""
+
+    def __init__(self, ds: ClipDataset):
+        self.ds = ds
+
+    def __getattr__(self, name: str):          # sources, spec, ...: the wrapped dataset's
+        if name == "ds":                        # not set yet (unpickling in a worker)
+            raise AttributeError(name)
+        return getattr(self.ds, name)
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int):
+        return self.ds.raw(index)
+
+
 def collate(batch):
     """Stack same-shaped clips; clips of different shapes (variable aspect) stay a list."""
     xs, ys, vs = zip(*batch)
@@ -123,11 +244,15 @@ class EpochSampler(Sampler):
 
 
 def make_loader(ds: ClipDataset, *, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
-                seed: int = 0) -> DataLoader:
+                seed: int = 0, raw: bool = False, prefetch: int = 4) -> DataLoader:
     """A DataLoader over ``ds``: seeded per-epoch order (``loader.sampler.set_epoch``), persistent
-    worker processes, pinned memory on CUDA. Its own generator draws the workers' base seed, so
-    iterating never moves torch's global RNG (the model's dropout stream): a training resumed at
-    epoch ``e`` draws what an uninterrupted one draws, with or without (persistent) workers."""
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed),
-                      num_workers=workers, pin_memory=pin_memory, collate_fn=collate, drop_last=False,
-                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed))
+    worker processes prefetching ``prefetch`` batches each, pinned memory on CUDA. Its own
+    generator draws the workers' base seed, so iterating never moves torch's global RNG (the
+    model's dropout stream): a training resumed at epoch ``e`` draws what an uninterrupted one
+    draws, with or without (persistent) workers. ``raw``: batches of :class:`RawClips` (uint8, for
+    :func:`to_input` on the device) instead of float clips."""
+    extra = {"prefetch_factor": prefetch} if workers > 0 else {}
+    return DataLoader(_Raw(ds) if raw else ds, batch_size=batch_size,
+                      sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed), num_workers=workers,
+                      pin_memory=pin_memory, collate_fn=collate_raw if raw else collate, drop_last=False,
+                      persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed), **extra)

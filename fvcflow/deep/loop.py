@@ -19,6 +19,7 @@ depend only on (seed, epoch, item), never on a global stream.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
@@ -38,16 +39,17 @@ from torch.nn import functional as F
 
 from fvcflow.config import DeepConfig, TrainConfig
 from fvcflow.deep.clips import ClipCache, ClipSource, face_tags, pool_tracks, source_of, with_faces
-from fvcflow.deep.data import ClipDataset, make_loader
-from fvcflow.deep.device import choose_device, device_tags, peak_memory
+from fvcflow.deep.data import ClipDataset, RawClips, make_loader, to_input
+from fvcflow.deep.device import device_tags, lease_device, peak_memory, release_memory
 from fvcflow.deep.export import TrainedVideo
 from fvcflow.deep.nested import inner_oof, wants_inner_oof
-from fvcflow.errors import FvcError, VideoError
+from fvcflow.errors import DeviceError, DivergedError, FvcError, VideoError
 from fvcflow.metrics import binary_metrics
 from fvcflow.models import ModelSpec
 from fvcflow.models.grouped import grouped_holdout
 from fvcflow.models.torch_common import ClipSpec, build_video_model, clip_spec
 from fvcflow.models.weights import resolve, resolve_setting
+from fvcflow.progress import emit
 from fvcflow.resume import FoldCache, table_digest
 from fvcflow.schema import ORIGINAL
 from fvcflow.store import Lake, failure_row, read_parquet, record_failures
@@ -111,8 +113,8 @@ def rng_state(device: torch.device) -> dict:
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     state["numpy"] = {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "gauss": float(gauss)}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device.type == "cuda":           # the device in use only: a resume may see fewer GPUs
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
@@ -123,8 +125,38 @@ def set_rng_state(state: dict, device: torch.device) -> None:
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["gauss"]))
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+    cuda = state.get("cuda")
+    if device.type == "cuda" and cuda is not None:
+        if isinstance(cuda, (list, tuple)):     # written before 2026-12 (every visible GPU's state)
+            cuda = cuda[0] if cuda else None
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
+
+
+@contextlib.contextmanager
+def device_errors(model: str, device: torch.device, batch_size: int):
+    """Out of memory and CUDA faults as a :class:`DeviceError` naming the model, device and batch
+    size: the same settings cannot pass, so the task fails at once instead of being retried."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise DeviceError(f"{model}: out of memory on {device} at batch size {batch_size} "
+                          f"({_first_line(exc)}): lower train.deep.batch_size (train.deep.effective_batch "
+                          "keeps the optimiser's batch) or the clip size") from None
+    except RuntimeError as exc:
+        text = str(exc)
+        if "can't allocate memory" in text or "out of memory" in text.lower():
+            raise DeviceError(f"{model}: out of memory on {device} at batch size {batch_size} "
+                              f"({_first_line(exc)}): lower train.deep.batch_size or the clip size") from None
+        if any(k in text for k in ("CUDA error", "CUDNN_STATUS", "CUBLAS_STATUS", "cuDNN error",
+                                   "device-side assert", "NCCL error")):
+            raise DeviceError(f"{model}: CUDA failed on {device} at batch size {batch_size} "
+                              f"({_first_line(exc)}); the device may need a reset (nvidia-smi)") from None
+        raise
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
 
 
 def forward(model: nn.Module, x) -> torch.Tensor:
@@ -143,14 +175,17 @@ class Trainer:
         self.params, self.weights, self.seed, self.device = params, weights, seed, device
         self.accumulate = max(1, math.ceil((deep.effective_batch or deep.batch_size) / deep.batch_size))
         self.autocast = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+        self.nonfinite = 0                  # training steps skipped for a non-finite loss, every fit
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
+            torch.backends.cuda.matmul.allow_tf32 = True     # fp32 matmuls/convs outside autocast on
+            torch.backends.cudnn.allow_tf32 = True           # tensor cores (Ampere and later)
 
     def _loader(self, rows: pl.DataFrame, *, train: bool, seed: int):
         ds = ClipDataset([_source(r) for r in rows.to_dicts()], rows["label"].to_list(), self.clip,
                          self.cache, train=train, seed=seed).prepare()
         return make_loader(ds, batch_size=self.deep.batch_size, shuffle=train, workers=self.deep.workers,
-                           pin_memory=self.device.type == "cuda", seed=seed)
+                           pin_memory=self.device.type == "cuda", seed=seed, raw=True)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         head = list(model.head.parameters())
@@ -161,11 +196,15 @@ class Trainer:
                       {"params": head, "lr": self.deep.head_lr}]
         else:
             groups = [{"params": rest + head, "lr": self.deep.lr}]
-        return torch.optim.AdamW(groups, weight_decay=self.deep.weight_decay)
+        fused = {"fused": True} if self.device.type == "cuda" else {}   # one kernel per step on CUDA
+        return torch.optim.AdamW(groups, weight_decay=self.deep.weight_decay, **fused)
 
     def _logits(self, model: nn.Module, x) -> torch.Tensor:
-        x = [c.to(self.device, non_blocking=True) for c in x] if isinstance(x, list) else \
-            x.to(self.device, non_blocking=True)
+        if isinstance(x, RawClips):     # uint8 from the loader: converted, resized, normalised here
+            x = to_input(x, self.clip, self.device)
+        else:
+            x = [c.to(self.device, non_blocking=True) for c in x] if isinstance(x, list) else \
+                x.to(self.device, non_blocking=True)
         if self.autocast:
             with torch.autocast(**self.autocast):
                 return forward(model, x).float()
@@ -176,11 +215,13 @@ class Trainer:
         """Mean clip logit of every video of ``loader``'s dataset, in its order."""
         model.eval()
         n = len(loader.dataset.sources)
-        total, count = torch.zeros(n, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        total = torch.zeros(n, dtype=torch.float64, device=self.device)     # summed on the device:
+        count = torch.zeros(n, dtype=torch.float64, device=self.device)     # one host read at the end
         for x, _, v in loader:
-            total.index_add_(0, v, self._logits(model, x).double().cpu())
+            v = v.to(self.device, non_blocking=True)
+            total.index_add_(0, v, self._logits(model, x).double())
             count.index_add_(0, v, torch.ones_like(v, dtype=torch.float64))
-        return (total / count.clamp(min=1)).numpy()
+        return (total / count.clamp(min=1)).cpu().numpy()
 
     def fit(self, train_rows: pl.DataFrame, val_rows: pl.DataFrame, *, seed: int, workdir: Path,
             tag: str, resume: FoldCache | None = None) -> Fit:
@@ -190,6 +231,7 @@ class Trainer:
         model = build_video_model(self.spec.name, clip=self.clip, weights=self.weights, seed=seed,
                                   **self.params).to(self.device)
         opt = self._optimizer(model)
+        step_model = torch.compile(model) if self.deep.compile and self.device.type == "cuda" else model
         train = self._loader(train_rows, train=True, seed=seed)
         val = self._loader(val_rows, train=False, seed=seed)
         y_val = val_rows["label"].to_numpy().astype(float)
@@ -209,21 +251,35 @@ class Trainer:
             start = time.perf_counter()
             train.sampler.set_epoch(epoch)
             model.train()
-            losses, steps = [], len(train)
+            steps = len(train)
+            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)    # no host sync per step
+            counted = torch.zeros((), dtype=torch.int64, device=self.device)
+            finite = torch.ones((), dtype=torch.bool, device=self.device)
             opt.zero_grad(set_to_none=True)
             for step, (x, y, _) in enumerate(train):
-                loss = F.binary_cross_entropy_with_logits(self._logits(model, x), y.to(self.device))
+                loss = F.binary_cross_entropy_with_logits(self._logits(step_model, x), y.to(self.device))
                 extra = getattr(getattr(model, "module", model), "regularizer", lambda: None)()
                 ((loss if extra is None else loss + extra) / self.accumulate).backward()
-                losses.append(float(loss.detach()))
+                ok = torch.isfinite(loss.detach())
+                finite &= ok
+                loss_sum += torch.where(ok, loss.detach().double(), 0.0)
+                counted += ok.long()
                 if (step + 1) % self.accumulate == 0 or step + 1 == steps:
-                    opt.step()
+                    if bool(finite):        # one read per optimiser step, as torch's GradScaler does
+                        opt.step()
+                    else:
+                        self._skip_step(tag, epoch, step)
                     opt.zero_grad(set_to_none=True)
+                    finite.fill_(True)
             logits = self.video_logits(model, val)
+            if not np.isfinite(logits).all():
+                raise DivergedError(f"{self.spec.name} {tag}: the validation logits are not finite after "
+                                    f"epoch {epoch} (the weights diverged): lower train.deep.lr")
             val_loss = float(F.binary_cross_entropy_with_logits(torch.from_numpy(logits),
                                                                 torch.from_numpy(y_val)))
             m = binary_metrics(y_val.astype(int), 1 / (1 + np.exp(-logits)))
-            history.append({"train_loss": float(np.mean(losses)), "val_loss": val_loss,
+            n = int(counted)
+            history.append({"train_loss": float(loss_sum) / n if n else math.nan, "val_loss": val_loss,
                             "val_roc_auc": m["roc_auc"], "epoch_seconds": time.perf_counter() - start})
             log.info("%s %s epoch %d: train loss %.4f, val loss %.4f, val AUC %.3f", self.spec.name, tag,
                      epoch, history[-1]["train_loss"], val_loss, m["roc_auc"])
@@ -242,6 +298,16 @@ class Trainer:
                     "params": self.params, "best_epoch": best_epoch, "val_loss": best,
                     "history": history}, ckpt)
         return Fit(model, history, best_epoch, ckpt)
+
+    def _skip_step(self, tag: str, epoch: int, step: int) -> None:
+        """A non-finite loss: the optimiser step is skipped and counted; too many stop the model."""
+        self.nonfinite += 1
+        log.warning("%s %s epoch %d step %d: non-finite loss, optimiser step skipped (%d of at most %d)",
+                    self.spec.name, tag, epoch, step, self.nonfinite, self.deep.max_nonfinite)
+        if self.nonfinite >= self.deep.max_nonfinite:
+            raise DivergedError(f"{self.spec.name} {tag}: the loss was not finite (NaN or inf) in "
+                                f"{self.nonfinite} steps, the last at epoch {epoch} step {step}: the model "
+                                f"diverged; lower train.deep.lr (now {self.deep.lr:g}) or check its clips")
 
     def _save_epoch(self, resume: FoldCache, tag: str, epoch: int, model: nn.Module,
                     opt: torch.optim.Optimizer, history, best, best_state, best_epoch, bad) -> None:
@@ -316,6 +382,55 @@ def prepare_sources(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, cache: ClipC
     return rows.filter(~pl.col("video_id").is_in(bad))
 
 
+def _fill_one(root: str, source: ClipSource, clip: ClipSpec) -> tuple[str, str | None]:
+    """On a Dask worker: decode and cache one video's windows; ``(video, reason it failed or None)``."""
+    try:
+        ClipCache(root).load(source, clip, mmap=False)
+    except VideoError as exc:
+        return source.video_id, exc.reason
+    return source.video_id, None
+
+
+def fill_clip_cache(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, address: str) -> dict[str, int]:
+    """Decode every video's windows into the clip cache on the Dask scheduler at ``address``, in
+    parallel, before the GPU phase: training then only reads the cache (:func:`prepare_sources`
+    finds every video cached; the ones that fail here are recorded there). Returns the counts."""
+    from distributed import Client
+
+    root = lake.cache_dir("clips")
+    cache = ClipCache(root)
+    todo = [_source(r) for r in rows.to_dicts()]
+    todo = [s for s in todo if not cache.path(s, clip).exists()]
+    failed = 0
+    if todo:
+        with Client(address, set_as_default=False) as client:
+            futures = client.map(_fill_one, [str(root)] * len(todo), todo, [clip] * len(todo), pure=False)
+            failed = sum(reason is not None for _, reason in client.gather(futures))
+    return {"videos": rows.height, "decoded": len(todo) - failed, "cached": rows.height - len(todo),
+            "failed": failed}
+
+
+def fill_clip_caches(lake: Lake, cfg: TrainConfig, splits: pl.DataFrame, names: list[str],
+                     address: str) -> dict[str, dict[str, int]]:
+    """:func:`fill_clip_cache` for each distinct clip of the deep models ``names`` (with
+    ``train.deep.cache``)."""
+    if not cfg.deep.cache or not names:
+        return {}
+    rows = video_rows(lake, cfg, splits)
+    done: dict[str, dict[str, int]] = {}
+    seen: dict[str, str] = {}
+    for name in names:
+        clip = clip_spec(name, cfg.deep.clip.get(name))
+        key = json.dumps(clip.as_dict(), sort_keys=True, default=list)
+        if key in seen:
+            done[name] = done[seen[key]]
+            continue
+        seen[key] = name
+        done[name] = fill_clip_cache(lake, rows, clip, address)
+        log.info("%s: clip cache filled on Dask: %s", name, done[name])
+    return done
+
+
 def _pred_frame(rows: pl.DataFrame, p: np.ndarray, fold: int | None, split: str) -> pl.DataFrame:
     return pl.DataFrame({"video_id": rows["video_id"], "group_id": rows["group_id"],
                          "label": rows["label"].cast(pl.Int8),
@@ -381,10 +496,28 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     settings and videos, and the fit under way keeps its last finished epoch there: a killed
     training resumes from its last finished fit and epoch. The trainer clears the cache once the
     result is logged.
+
+    The model holds one device for its whole training (:func:`fvcflow.deep.device.lease_device`,
+    events ``device_lease``/``device_release``), given back on success and failure. Out of memory
+    and CUDA faults raise :class:`DeviceError`, a diverged loss :class:`DivergedError`.
     """
     deep = cfg.deep
     start = time.perf_counter()
-    device = choose_device(deep.device)
+    with lease_device(deep.device, deep.devices) as lease:
+        emit("device_lease", model=spec.name, index=lease.index, device=str(lease.device))
+        try:
+            with device_errors(spec.name, lease.device, deep.batch_size):
+                out = _cross_validate(lake, spec, cfg, splits, resume=resume, device=lease.device,
+                                      start=start)
+        finally:
+            emit("device_release", model=spec.name, index=lease.index, device=str(lease.device))
+    out.tags.update(lease.tags())
+    return out
+
+
+def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.DataFrame, *, resume: bool,
+                    device: torch.device, start: float) -> VideoCV:
+    deep = cfg.deep
     params = dict(cfg.params.get(spec.name, {}))
     weights = resolve_weights(spec.name, deep, params)
     params = weight_params(spec.name, weights, params)
@@ -423,6 +556,8 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
                             "n_train_rows": fit_rows.height, "n_val_videos": val_rows.height})
         history.append(fit.history)
         artifacts.append({"checkpoints": fit.checkpoint})
+        del fit, p                      # the fold's model leaves the device before the next fit
+        release_memory(device)
     fit_rows, val_rows = validation_split(train_all, deep.val_fraction, cfg.seed + len(folds))
     final = _fit_or_restore(trainer, store, "final", fit_rows, val_rows, seed=cfg.seed + len(folds),
                             workdir=workdir)
@@ -430,8 +565,8 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     if test.height:
         preds.append(_pred_frame(test, trainer.predict(final.module, test), None, "test"))
     tags = {**weight_tags(spec.name, weights, params), "fvc.clip": json.dumps(clip.as_dict(), default=list),
-            **face_tags(lake, clip),
-            **device_tags(device), **peak_memory(device)}
+            **face_tags(lake, clip), **device_tags(device), **peak_memory(device),
+            **({"fvc.nonfinite_steps": str(trainer.nonfinite)} if trainer.nonfinite else {})}
     run_params = {"frames": clip.frames, "clips": clip.clips, "stride": clip.stride, "size": clip.size,
                   "batch_size": deep.batch_size, "effective_batch": deep.batch_size * trainer.accumulate,
                   "epochs": deep.epochs, "patience": deep.patience, "weight_decay": deep.weight_decay,

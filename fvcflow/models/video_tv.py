@@ -244,8 +244,9 @@ class ViTTemporal(VideoClassifier):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[0], x.shape[2]
         seq = self.backbone(_frames(x)).reshape(b, t, -1)
-        if self.temporal == "gru":
-            return self.rnn(seq)[1][-1]
+        if self.temporal == "gru":     # fp32 outside autocast: cuDNN casts RNNs to fp16 under autocast
+            with torch.autocast(seq.device.type, enabled=False):
+                return self.rnn(seq.float())[1][-1]
         return self.encoder(seq + self.pos[:, :t]).mean(1)
 
 
