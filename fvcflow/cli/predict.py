@@ -23,13 +23,15 @@ def register(sub) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--model", default=None,
                    help="registered model name (latest version) or an MLflow URI "
-                        f"(models:/NAME/VERSION, runs:/ID/model); default the setting "
-                        f"train.registered_name ({REGISTERED_NAME})")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+                        "(models:/NAME/VERSION; models:/NAME@champion, the best of the latest training; "
+                        f"runs:/ID/model); default the setting train.registered_name ({REGISTERED_NAME})")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout (with the evidence: "
+                                                       "the features that moved each score most)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    from fvcflow.detector.evidence import explain
     from fvcflow.detector.predict import load_detector
     from fvcflow.errors import FvcError
 
@@ -41,12 +43,14 @@ def run(args) -> int:
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "calibrated": det.calibration is not None,
-               "calibration": det.calibration, "error": None}
+               "calibration": det.calibration, "error": None, "evidence": None}
         try:
-            rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
-                                         face_model=settings.features.face_model,
-                                         face_every=settings.features.face_every,
-                                         limits=settings.limits.video_limits())
+            got = explain(det, path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
+                          face_model=settings.features.face_model, face_every=settings.features.face_every,
+                          limits=settings.limits.video_limits())
+            rec["prob_fake"] = got.prob_fake
+            rec["evidence"] = {"method": got.method, "approximate": got.approximate,
+                               "top_features": got.top_features}
         except FvcError as exc:
             rec["error"] = str(exc)
         except Exception as exc:  # one bad file must not stop the others; say what happened

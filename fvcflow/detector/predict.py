@@ -154,7 +154,8 @@ def _model_name(client: MlflowClient, uri: str, version) -> str | None:
 
 
 def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None) -> Detector:
-    """Load ``model`` (registry name, default ``fvc-detector`` latest; or an MLflow URI).
+    """Load ``model`` (registry name, default ``fvc-detector`` latest; ``NAME@ALIAS`` or
+    ``models:/NAME@champion``: the version with that alias; or an MLflow URI).
 
     >>> det = load_detector(Lake.at("fvc-data"))          # doctest: +SKIP
     >>> det.predict_rows([det.features("clip.mp4")])      # doctest: +SKIP
@@ -169,7 +170,10 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     client = MlflowClient(uri, uri)
     model = model or DEFAULT_NAME
     version = None
-    if ":/" in model:
+    if a := re.fullmatch(r"(?:models:/)?([^/@:]+)@([\w-]+)", model):   # an alias: NAME@champion
+        version = _alias(client, uri, a.group(1), a.group(2))
+        name, target = a.group(1), f"models:/{a.group(1)}/{version.version}"
+    elif ":/" in model:
         m = re.fullmatch(r"models:/([^/@]+)/(\d+)", model)
         name, target = (m.group(1), model) if m else (model, model)
         if m:
@@ -201,7 +205,7 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
     video = _video_model(loaded)
-    columns = [] if video is not None else list(schema.input_names())
+    columns = [] if video is not None else [c for c in schema.input_names() if c not in saved.VIDEO_INPUTS]
     extra = meta.metadata or {}
     return Detector(loaded, target, name, str(version.version) if version else None,
                     _model_name(client, target, version), columns, staging, video,
@@ -228,6 +232,17 @@ def _versions(client: MlflowClient, uri: str, name: str) -> list:
         raise FvcError(f"no registered model {name!r} in {uri} ({known}): run `fvc train` first, "
                        "or pass --model")
     return versions
+
+
+def _alias(client: MlflowClient, uri: str, name: str, alias: str):
+    """The version of ``name`` that carries ``alias`` (``champion``: the best of the latest training)."""
+    versions = _versions(client, uri, name)
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        held = sorted({a for v in versions for a in (getattr(v, "aliases", None) or [])})
+        raise FvcError(f"registered model {name} has no alias {alias!r} in {uri}; aliases: "
+                       f"{', '.join(held) or 'none (retrain with `fvc train` to set champion)'}") from None
 
 
 def _version(client: MlflowClient, uri: str, name: str, number: str):
