@@ -17,7 +17,7 @@ from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 
 #: modules under fvcflow.cli, each with ``register(subparsers)``; the order is the help order
-COMMANDS = ("ingest", "demo", "run", "serve", "train", "explore", "predict", "scan", "sql")
+COMMANDS = ("ingest", "demo", "run", "serve", "train", "explore", "predict", "scan", "app", "sql")
 
 
 def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:
