@@ -1,4 +1,5 @@
-"""The deployments of flow ``fvc``: ``fvc/full``, one per stage, ``fvc/train-deep`` and ``fvc/demo``.
+"""The deployments of flow ``fvc``: ``fvc/full``, one per stage, ``fvc/train-deep``, ``fvc/demo`` and
+``fvc/scan`` (the scan flow, :mod:`fvcflow.flows.scan`, also named fvc).
 
 Deployments are configuration: a name, the stages it runs and default parameters taken from the
 settings sources (TOML file, ``FVC_*`` environment) when the deployments are served.
@@ -27,6 +28,7 @@ from fvcflow.config import STAGES, Settings, merge, serving
 from fvcflow.errors import FvcError
 from fvcflow.flows.local import flush_prefect_workers
 from fvcflow.flows.pipeline import fvc
+from fvcflow.flows.scan import scan as scan_flow
 
 START_A_SERVER = ("`make demo` starts one on 127.0.0.1:4200 (then export "
                   "PREFECT_API_URL=http://127.0.0.1:4200/api), or run "
@@ -45,11 +47,16 @@ DEPLOYMENTS: dict[str, list[str] | None] = {
 #: hide Hugging Face's `kernels` (README, "The repository root never comes first on sys.path")
 ENTRYPOINT = "flows/pipeline.py:fvc"
 WORK_POOL = "fvc-process"
+#: ``fvc/scan``: ``fvc scan`` from the UI (its own flow, named fvc; parameters paths, model, name)
+SCAN = "scan"
+SCAN_ENTRYPOINT = "flows/scan.py:scan"
 
 
 def overrides(name: str) -> dict:
     """The settings deployment ``name`` changes on top of the served defaults: its stages, and
     for ``demo`` the corpus."""
+    if name == SCAN:                 # the served settings as they are; the run's own are paths and model
+        return {}
     out: dict = {"stages": DEPLOYMENTS[name] or list(STAGES)}
     if name == "demo":
         out["corpus"] = {"kind": "demo", "root": None, "labels": None}
@@ -65,6 +72,9 @@ def extra_parameters(name: str) -> dict:
 
 
 def description(name: str) -> str:
+    if name == SCAN:
+        return ("fvcflow: score every video under paths (files, folders, lists) with model "
+                "(default the registered detector), on Dask; scores.parquet and scan.html")
     stages = DEPLOYMENTS[name]
     what = "every stage" if stages is None else ", ".join(stages)
     if name == "train-deep":
@@ -85,6 +95,9 @@ def build(settings: Settings | None = None) -> list[RunnerDeployment]:
             tags=["fvcflow", name],
             entrypoint_type=EntrypointType.MODULE_PATH,   # fvcflow.flows.pipeline.fvc: nothing on sys.path
         ))
+    out.append(scan_flow.to_deployment(
+        name=SCAN, parameters={"config": settings.model_dump(mode="json")}, description=description(SCAN),
+        tags=["fvcflow", SCAN], entrypoint_type=EntrypointType.MODULE_PATH))
     return out
 
 
@@ -182,6 +195,9 @@ def prefect_yaml() -> str:
                   f"    description: {json.dumps(description(name))}"]
         lines.append(f"    parameters: {_flow({'config': overrides(name), **extra_parameters(name)})}")
         lines += [f"    tags: [fvcflow, {name}]", "    work_pool: *pool"]
+    lines += [f"  - name: {SCAN}", f"    entrypoint: {SCAN_ENTRYPOINT}",
+              f"    description: {json.dumps(description(SCAN))}", f"    tags: [fvcflow, {SCAN}]",
+              "    work_pool: *pool"]
     return "\n".join(lines) + "\n"
 
 

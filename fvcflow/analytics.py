@@ -17,7 +17,7 @@ import polars as pl
 import pyarrow as pa
 
 from fvcflow.errors import FvcError
-from fvcflow.schema import NOT_FEATURES, ORIGINAL, STAGE_TABLES, VIEWS
+from fvcflow.schema import NOT_FEATURES, ORIGINAL, SCAN_COLUMNS, SCANS_VIEW, STAGE_TABLES, VIEWS
 from fvcflow.store import FAILURE_SCHEMA, Lake
 
 _MLFLOW_TABLES = ("experiments", "runs", "latest_metrics", "params", "tags", "registered_models",
@@ -104,6 +104,35 @@ QUERIES: dict[str, str] = {
         FROM grouped ORDER BY n DESC, stage, error_type""",
 }
 
+def compact_leaderboard(board: pl.DataFrame) -> pl.DataFrame:
+    """What a user reads first of the ``leaderboard`` query: model, feature set, out-of-fold AUC with
+    its 95% interval, test AUC, test equal error rate and fit seconds, numbers rounded;
+    ``fvc sql --query leaderboard --wide`` prints every column.
+
+    >>> board = pl.DataFrame({"model": ["xgb_s24"], "feature_set": ["s24"], "oof_roc_auc": [0.9123],
+    ...     "oof_roc_auc_lo": [0.88], "oof_roc_auc_hi": [0.94], "test_roc_auc": [0.9], "test_eer": [0.1],
+    ...     "fit_seconds": [1.234]})
+    >>> compact_leaderboard(board).row(0)
+    ('xgb_s24', 's24', '0.912 [0.880, 0.940]', 0.9, 0.1, 1.2)
+    """
+    def num(col: str) -> pl.Expr:
+        return pl.col(col) if col in board.columns else pl.lit(None, dtype=pl.Float64)
+
+    def fmt(expr: pl.Expr) -> pl.Expr:
+        return expr.cast(pl.Float64).map_elements(lambda v: f"{v:.3f}", return_dtype=pl.String)
+
+    auc = fmt(num("oof_roc_auc"))
+    interval = pl.format("{} [{}, {}]", auc, fmt(num("oof_roc_auc_lo")), fmt(num("oof_roc_auc_hi")))
+    return board.select(
+        pl.col("model"), num("feature_set").alias("feature_set") if "feature_set" in board.columns
+        else pl.lit(None, dtype=pl.String).alias("feature_set"),
+        pl.when(num("oof_roc_auc_lo").is_not_null() & num("oof_roc_auc_hi").is_not_null())
+          .then(interval).otherwise(auc).alias("oof_auc [95% CI]"),
+        num("test_roc_auc").round(3).alias("test_auc"),
+        num("test_eer").round(3).alias("test_eer"),
+        num("fit_seconds").round(1).alias("fit_s"))
+
+
 #: the views of the feature tables (those feature_values reads)
 _FEATURE_VIEWS = tuple(view for view, key in VIEWS.items()
                        if key in (STAGE_TABLES["features"], STAGE_TABLES["scaled_features"]))
@@ -157,6 +186,20 @@ def _feature_values_view(con: duckdb.DuckDBPyConnection, views: set[str]) -> Non
         con.execute("CREATE VIEW feature_values AS " + " UNION ALL ".join(parts))
 
 
+def _scans_view(con: duckdb.DuckDBPyConnection, lake: Lake) -> None:
+    """``scans``: every scan's rows (``<home>/scans/<name>/scores.parquet``, ``scan`` names it);
+    empty, with its columns, before the first scan."""
+    files = sorted(p for p in (lake.root / "scans").glob("*/scores.parquet")
+                   if not p.parent.name.startswith("_"))
+    if files:
+        cols = ", ".join(f'CAST("{c}" AS {t}) AS "{c}"' for c, t in SCAN_COLUMNS.items())
+        con.execute(f"CREATE VIEW {SCANS_VIEW} AS SELECT {cols} FROM read_parquet("
+                    f"[{', '.join(_quote(p) for p in files)}], union_by_name = true)")
+    else:
+        con.execute(f"CREATE VIEW {SCANS_VIEW} AS SELECT "
+                    + ", ".join(f'NULL::{t} AS "{c}"' for c, t in SCAN_COLUMNS.items()) + " WHERE false")
+
+
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with views over every table the lake has.
 
@@ -179,6 +222,7 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
             f"NULL::{'DOUBLE' if c == 'recorded_at' else 'VARCHAR'} AS {c}" for c in FAILURE_SCHEMA)
             + " WHERE false")
     _feature_values_view(con, views)
+    _scans_view(con, lake)
     if lake.mlflow_db.exists():
         tables = _sqlite_tables(lake.mlflow_db)
         for name, table in tables.items():

@@ -46,6 +46,8 @@ from fvcflow.video.limits import FORMATS, Limits
 
 #: the MLflow registered model the best detector becomes a version of (``fvc predict``'s default)
 REGISTERED_NAME = "fvc-detector"
+#: MLflow alias of the best model of the latest training (``models:/fvc-detector@champion``)
+CHAMPION_ALIAS = "champion"
 
 
 class DeepConfig(BaseModel):

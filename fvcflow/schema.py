@@ -113,8 +113,17 @@ STAGE_TABLES: Mapping[str, str] = MappingProxyType({p.stage: p.key for p in LAKE
 DERIVED_VIEWS = ("feature_values",)
 #: views over the MLflow store (:mod:`fvcflow.analytics`)
 MLFLOW_VIEWS = ("mlflow_runs", "mlflow_metrics", "mlflow_params", "mlflow_model_versions")
+#: the view over every scan's ``<home>/scans/<name>/scores.parquet`` (``fvc scan``; empty before any)
+SCANS_VIEW = "scans"
+#: the columns of a scan's scores.parquet, in order, with their DuckDB types
+SCAN_COLUMNS: Mapping[str, str] = MappingProxyType({
+    "path": "VARCHAR", "content_hash": "VARCHAR", "prob_fake": "DOUBLE", "verdict": "VARCHAR",
+    "calibrated": "BOOLEAN", "calibration": "VARCHAR", "model": "VARCHAR", "registered_name": "VARCHAR",
+    "version": "VARCHAR", "model_uri": "VARCHAR", "evidence_method": "VARCHAR",
+    "evidence_approximate": "BOOLEAN", "top_features": "VARCHAR", "error": "VARCHAR",
+    "error_type": "VARCHAR", "scanned_at": "VARCHAR", "scan": "VARCHAR", "threshold": "DOUBLE"})
 #: every view ``fvc sql`` may offer (those whose tables exist)
-ALL_VIEWS = (*VIEWS, *DERIVED_VIEWS, *MLFLOW_VIEWS)
+ALL_VIEWS = (*VIEWS, *DERIVED_VIEWS, SCANS_VIEW, *MLFLOW_VIEWS)
 
 # ---------------------------------------------------------------- keys and variants
 

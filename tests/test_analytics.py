@@ -1,5 +1,7 @@
 """DuckDB views over the lake and the MLflow store, the ready queries, and ``fvc sql``."""
 
+import re
+
 import polars as pl
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -97,6 +99,32 @@ def test_cli_sql_prints_a_table(trained, capsys):
         assert model in out and str(n) in out
     assert fvc(["--home", str(lake.root), "sql", "--query", "failures", "--csv"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "stage,error_type,n,example_reason,example_path"
+
+
+def test_cli_leaderboard_is_compact_and_wide_on_request(trained, capsys):
+    """Six columns a user reads first (the interval beside the AUC, no start times), one line a model;
+    ``--wide`` every column."""
+    lake, _, summary = trained
+    assert fvc(["--home", str(lake.root), "sql", "--query", "leaderboard"]) == 0
+    out = capsys.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    header = next(ln for ln in lines if "model" in ln and "feature_set" in ln)
+    assert [h for h in re.split(r"[\s│┆|]+", header) if h] == [
+        "model", "feature_set", "oof_auc", "[95%", "CI]", "test_auc", "test_eer", "fit_s"]
+    assert "start_time" not in out and "cv_roc_auc_std" not in out
+    for r in summary.results:
+        row = next(ln for ln in lines if re.search(rf"\b{r.name}\b", ln))
+        lo, hi = r.intervals["oof_roc_auc_lo"], r.intervals["oof_roc_auc_hi"]
+        assert f"{r.oof_metrics['roc_auc']:.3f} [{lo:.3f}, {hi:.3f}]" in row, row
+        assert len(row) <= 120
+    assert out.rstrip().endswith(f"({len(summary.results)} rows)")
+    assert lines[0].count("┬") == 5                                 # six columns
+    assert fvc(["--home", str(lake.root), "sql", "--query", "leaderboard", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert wide.splitlines()[0].count("┬") == query(lake, name="leaderboard").width - 1
+    assert fvc(["--home", str(lake.root), "sql", "--query", "leaderboard", "--csv"]) == 0   # CSV: all
+    header = capsys.readouterr().out.splitlines()[0].split(",")
+    assert "start_time" in header and "cv_roc_auc_std" in header and len(header) > 20
 
 
 @pytest.mark.parametrize("args,message", [

@@ -13,6 +13,7 @@ from fvcflow.engine import THREAD_VARS, worker_env
 from fvcflow.flows.deployments import (
     DEPLOYMENTS,
     ENTRYPOINT,
+    SCAN,
     WORK_POOL,
     build,
     description,
@@ -26,7 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_served_deployments_cover_full_demo_and_every_stage(tmp_path):
     deps = {d.name: d for d in build(Settings(home=tmp_path))}
     stages = {s.replace("_", "-") for s in STAGES}
-    assert set(deps) == {"full", "demo", "train-deep", *stages} == set(DEPLOYMENTS)
+    assert set(deps) == {"full", "demo", "train-deep", "scan", *stages} == set(DEPLOYMENTS) | {SCAN}
+    scan = deps.pop(SCAN)
+    assert scan.flow_name == "fvc" and Settings.validate_dict(scan.parameters["config"]).home == tmp_path
+    assert {"paths", "model", "name"} <= set(scan._parameter_openapi_schema.properties)
+    assert scan._parameter_openapi_schema.required == ["paths"]
     for name, dep in deps.items():
         assert dep.flow_name == "fvc"
         cfg = Settings.validate_dict(dep.parameters["config"])  # the parameters validate
@@ -51,7 +56,7 @@ def test_prefect_yaml_is_the_rendering_of_the_deployments():
 def test_prefect_yaml_entry_points_resolve(monkeypatch):
     spec = yaml.safe_load((ROOT / "deployments" / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
-    assert names == set(DEPLOYMENTS)
+    assert names == set(DEPLOYMENTS) | {SCAN}
     monkeypatch.chdir(ROOT)
     # Prefect puts a script entry point's folder and the working directory first on sys.path for
     # good: restored afterwards, or this worker's later tests would import our kernels/ as `kernels`
@@ -68,7 +73,8 @@ def test_served_deployments_load_by_module_path_and_leave_sys_path_alone(monkeyp
     monkeypatch.chdir(ROOT)
     before = list(sys.path)
     for dep in build(Settings(home=ROOT / "fvc-data-unused")):
-        assert dep.entrypoint == "fvcflow.flows.pipeline.fvc"
+        want = "fvcflow.flows.scan.scan" if dep.name == SCAN else "fvcflow.flows.pipeline.fvc"
+        assert dep.entrypoint == want
         assert load_flow_from_entrypoint(dep.entrypoint).name == "fvc"
     assert sys.path == before
     monkeypatch.setattr(sys, "path", list(sys.path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import time
 
 import numpy as np
 import polars as pl
@@ -47,7 +48,9 @@ def play(display: Display) -> str:
 def test_plain_lines_and_summary_when_not_a_terminal():
     out = play(Display(Console(file=io.StringIO(), width=140), interval=0.0))
     assert "features: 10 videos, 2 cached, 8 to compute" in out
-    assert re.search(r"features: 7/10 videos  2 cached  1 failed .* videos/s  ETA", out)
+    # two batches are the warm-up (compilation, workers starting): no rate and no ETA from them
+    assert "features: 7/10 videos  2 cached  1 failed  ETA after the first batches" in out
+    assert "videos/s" not in out
     assert "features: done, 9 videos (7 computed, 2 cached, 1 failed) in 3.2 s" in out
     assert "note: features: 1 videos failed (1 x not a video); all of them: fvc sql --query failures" in out
     assert "train: model 2 of 2: xgb_s24" in out
@@ -55,6 +58,34 @@ def test_plain_lines_and_summary_when_not_a_terminal():
     assert table[2].split() == ["features", "9", "2", "1", "3.2", "0a1b2c3d4e5f"]
     assert table[3].split()[:4] == ["train", "-", "-", "0"] and table[3].split()[5] == "9f8e7d6c5b4a"
     assert "best xgb_s24, out-of-fold AUC 0.812 (registered v3)" in table[3]
+
+
+def _eta_seconds(text: str) -> int:
+    m, s = re.search(r"ETA (\d+):(\d\d)\b", text).groups()
+    return int(m) * 60 + int(s)
+
+
+def test_the_first_eta_comes_from_the_rate_after_the_warm_up_batches():
+    """A slow first batch (the kernels compiling) does not make the ETA: it is measured from the
+    batches after the warm-up, and shown only then."""
+    display = Display(Console(file=io.StringIO(), width=140), interval=0.0)
+    with display, progress.listening(display):
+        progress.emit("stage_start", stage="features", total=100_000, todo=100_000, cached=0)
+        t0 = time.monotonic()
+        time.sleep(1.0)                                            # compiling: 10 videos in 1 s
+        progress.emit("stage_batch", stage="features", done=10, failed=0)
+        progress.emit("stage_batch", stage="features", done=10, failed=0)
+        t1 = time.monotonic()
+        time.sleep(0.1)                                            # then 200 videos in 0.1 s
+        progress.emit("stage_batch", stage="features", done=199, failed=1)
+        t2 = time.monotonic()
+    lines = [ln for ln in display.console.file.getvalue().splitlines() if "/100000 videos" in ln]
+    assert len(lines) == 3
+    assert all("ETA after the first batches" in ln and "videos/s" not in ln for ln in lines[:2])
+    left = 100_000 - 220
+    shown = _eta_seconds(lines[2])
+    assert shown <= left / (200 / (t2 - t1)) + 1              # at least the measured rate
+    assert shown < 0.6 * left / (220 / (t2 - t0))             # well under what the whole stage's rate says
 
 
 def test_live_lines_on_a_terminal_end_with_the_same_table():

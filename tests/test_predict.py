@@ -70,6 +70,10 @@ def test_scores_good_files_and_reports_bad_ones(trained, videos, capsys, tmp_pat
         cal = summary.evidence.calibration
         assert rec["prob_fake"] == pytest.approx(_expected(best, path, cal), abs=1e-9)
         assert rec["calibrated"] is True and rec["calibration"] == cal.method
+        ev = rec["evidence"]                               # what moved this score: its largest terms
+        sizes = [abs(f["contribution"]) for f in ev["top_features"]]
+        assert ev["method"] and len(sizes) == 8 and sizes == sorted(sizes, reverse=True)
+        assert {f["feature"] for f in ev["top_features"]} <= set(best.columns)
     errors = [line for line in captured.err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 2 and str(bad) in errors[0] and str(cut) in errors[1]
     assert recs[str(bad)]["prob_fake"] is None and str(bad) in recs[str(bad)]["error"]
@@ -226,3 +230,23 @@ def test_a_model_from_outside_the_registry_is_refused_unless_allowed(trained, vi
                 "--json"]) == 0
     rec = json.loads(capsys.readouterr().out)[0]
     assert rec["prob_fake"] == pytest.approx(_expected(result, good), abs=1e-9)
+
+
+def test_the_champion_alias_names_the_best_model(trained, videos, capsys):
+    """Registration gives the best model MLflow's alias ``champion``; predict accepts it."""
+    lake, _, summary = trained
+    client = MlflowClient(lake.mlflow_uri, lake.mlflow_uri)
+    champion = client.get_model_version_by_alias("fvc-detector", "champion")
+    assert champion.tags["fvc.model"] == summary.best
+    good = str(videos[0])
+    assert fvc(["--home", str(lake.root), "predict", good, "--json"]) == 0
+    plain = json.loads(capsys.readouterr().out)[0]
+    for ref in ("models:/fvc-detector@champion", "fvc-detector@champion"):
+        assert fvc(["--home", str(lake.root), "predict", good, "--model", ref, "--json"]) == 0
+        rec = json.loads(capsys.readouterr().out)[0]
+        assert rec["version"] == str(champion.version) and rec["model"] == summary.best
+        if str(champion.version) == plain["version"]:          # the latest version is the champion here
+            assert rec["prob_fake"] == plain["prob_fake"]
+    assert fvc(["--home", str(lake.root), "predict", good, "--model", "models:/fvc-detector@nope"]) == 2
+    err = capsys.readouterr().err
+    assert "has no alias 'nope'" in err and "champion" in err and len(err.strip().splitlines()) == 1

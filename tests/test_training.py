@@ -108,7 +108,9 @@ def test_best_model_registered_and_loadable(trained):
     mlflow.set_tracking_uri(lake.mlflow_uri)
     mlflow.set_registry_uri(lake.mlflow_uri)  # "models:/" resolves in the registry, not the tracking store
     loaded = mlflow.pyfunc.load_model(f"models:/{cfg.registered_name}/1")
-    assert loaded.metadata.get_input_schema().input_names() == best.columns
+    schema = loaded.metadata.get_input_schema()       # the features, or a video by path / base64
+    assert schema.input_names() == [*best.columns, "path", "video_b64"]
+    assert not any(c.required for c in schema.inputs)
     X = train_model_example(lake, best.columns)
     # the registered detector is the best model followed by its grouped out-of-fold calibration
     detector = summary.evidence.calibration.wrap(best.model)

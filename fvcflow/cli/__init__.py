@@ -17,8 +17,8 @@ from fvcflow.config import Settings
 from fvcflow.errors import FvcError
 
 #: modules under fvcflow.cli, each with ``register(subparsers)``; the order is the help order
-COMMANDS = ("ingest", "demo", "run", "verify", "serve", "train", "explore", "predict", "faces", "sql",
-            "weights")
+COMMANDS = ("ingest", "demo", "run", "verify", "serve", "train", "explore", "predict", "scan", "app",
+            "faces", "sql", "weights")
 
 
 def add_verbose(p: argparse.ArgumentParser, *, top: bool = False) -> None:

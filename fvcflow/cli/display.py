@@ -21,6 +21,10 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
+#: batches of a stage reported before its rate counts: the first ones carry the kernels' compilation
+#: and the workers' start (``31/400 videos ... ETA 5:31`` for a stage done in 37 s)
+WARMUP_BATCHES = 2
+
 
 @dataclass
 class _Line:
@@ -34,21 +38,40 @@ class _Line:
     started: float = field(default_factory=time.monotonic)
     last_print: float = 0.0
     task: TaskID | None = None
+    batches: int = 0                       # batches reported so far
+    mark: tuple[float, int] | None = None  # (time, videos computed) when the warm-up batches were back
 
     @property
     def finished(self) -> int:
         return self.cached + self.done + self.failed
 
+    def batch(self, done: int, failed: int, *, warmup: int = WARMUP_BATCHES) -> None:
+        """Count a batch back from a worker; the rate is measured from the end of the warm-up
+        batches on (the first batches carry the kernels' compilation and the workers' start)."""
+        self.done += done
+        self.failed += failed
+        self.batches += 1
+        if self.batches == warmup:
+            self.mark = (time.monotonic(), self.done + self.failed)
+
     def rate(self) -> float:
-        """Videos computed per second since the stage started (cached ones cost nothing)."""
-        elapsed = time.monotonic() - self.started
+        """Videos computed per second (cached ones cost nothing): since the warm-up batches when
+        there were more after them, else since the stage started."""
+        now = time.monotonic()
+        if self.mark is not None and self.done + self.failed > self.mark[1] and now > self.mark[0]:
+            return (self.done + self.failed - self.mark[1]) / (now - self.mark[0])
+        elapsed = now - self.started
         return (self.done + self.failed) / elapsed if elapsed > 0 else 0.0
+
+    def measured(self) -> bool:
+        """Whether the rate has been measured past the warm-up batches (an ETA may be shown)."""
+        return self.mark is not None and self.done + self.failed > self.mark[1]
 
     def eta(self) -> str:
         left, rate = self.total - self.finished, self.rate()
         if left <= 0:
             return "0:00"
-        if rate <= 0:
+        if rate <= 0 or not self.measured():
             return "?"
         s = int(left / rate)
         return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
@@ -139,7 +162,10 @@ class Display:
             parts.append(f"{line.cached} cached")
         if line.failed:
             parts.append(f"{line.failed} failed")
-        parts += [f"{line.rate():.2g} videos/s", f"ETA {line.eta()}"]
+        if line.measured():
+            parts += [f"{line.rate():.2g} videos/s", f"ETA {line.eta()}"]
+        elif line.finished < line.total:
+            parts.append("ETA after the first batches")
         return "  ".join(parts)
 
     def _update(self, line: _Line, *, final: bool = False) -> None:
@@ -159,8 +185,7 @@ class Display:
     def _on_stage_batch(self, stage: str, done: int, failed: int) -> None:
         line = self._lines.get(stage)
         if line is not None:
-            line.done += done
-            line.failed += failed
+            line.batch(done, failed)
             self._update(line)
 
     def _on_stage_end(self, stage: str, videos: int, done: int, cached: int, failed: int, seconds: float,

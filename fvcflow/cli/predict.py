@@ -24,17 +24,19 @@ def register(sub) -> None:
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
     p.add_argument("--model", default=None,
                    help="registered model name (latest version) or an MLflow URI "
-                        f"(models:/NAME/VERSION, runs:/ID/model); default the setting "
-                        f"train.registered_name ({REGISTERED_NAME})")
+                        "(models:/NAME/VERSION; models:/NAME@champion, the best of the latest training; "
+                        f"runs:/ID/model); default the setting train.registered_name ({REGISTERED_NAME})")
     p.add_argument("--allow-external-model", action="store_true",
                    help="load a --model URI from outside this work dir's registry (another store, a "
                         "folder elsewhere, s3://, https://); refused without it")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout (with the evidence: "
+                                                       "the features that moved each score most)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from fvcflow.detector.predict import load_detector
+    from fvcflow.detector.evidence import explain
+    from fvcflow.detector.predict import load_detector, scoring_options
     from fvcflow.errors import FvcError
 
     settings = args.settings
@@ -45,13 +47,12 @@ def run(args) -> int:
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "calibrated": det.calibration is not None,
-               "calibration": det.calibration, "face_track": None, "error": None}
+               "calibration": det.calibration, "face_track": None, "error": None, "evidence": None}
         try:
-            rec["prob_fake"] = det.score(path, scale_size=settings.scale.size, scale_crf=settings.scale.crf,
-                                         face_model=settings.features.face_model,
-                                         face_every=settings.faces.every,
-                                         face_tracker=settings.faces.model_dump(),
-                                         limits=settings.limits.video_limits())
+            got = explain(det, path, **scoring_options(settings))
+            rec["prob_fake"] = got.prob_fake
+            rec["evidence"] = {"method": got.method, "approximate": got.approximate,
+                               "top_features": got.top_features}
             # a deep model on face clips: the face track whose clips gave the video's score
             rec["face_track"] = getattr(det.video, "last_track", None)
         except FvcError as exc:

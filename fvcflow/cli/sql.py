@@ -14,13 +14,15 @@ def register(sub) -> None:
     p.add_argument("--list", action="store_true", help="list the ready queries and the views, then exit")
     p.add_argument("--max-rows", type=int, default=50, help="rows to print (default 50)")
     p.add_argument("--csv", action="store_true", help="print CSV instead of a table")
+    p.add_argument("--wide", action="store_true",
+                   help="every column of a ready query (the leaderboard is compact by default)")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import polars as pl
 
-    from fvcflow.analytics import QUERIES, connect, query, tables
+    from fvcflow.analytics import QUERIES, compact_leaderboard, connect, query, tables
     from fvcflow.errors import FvcError
 
     lake = args.settings.lake()
@@ -31,6 +33,8 @@ def run(args) -> int:
     if not args.sql and not args.query:
         raise FvcError("give a SQL statement or --query NAME (fvc sql --list shows them)")
     df = query(lake, args.sql if not args.query else None, name=args.query)
+    if args.query == "leaderboard" and not args.wide and not args.csv:
+        df = compact_leaderboard(df)
     if args.csv:
         print(df.write_csv(), end="")
         return 0

@@ -165,6 +165,15 @@ def _model_name(client: MlflowClient, uri: str, version) -> str | None:
         return None
 
 
+def scoring_options(settings) -> dict:
+    """The keywords of :meth:`Detector.score` (and :func:`fvcflow.detector.evidence.explain`) that
+    ``settings`` give: every way of scoring a video (predict, scan, the model server, the app) reads
+    it as stage 2-4 did, with the same tracker and the same bounds."""
+    return dict(scale_size=settings.scale.size, scale_crf=settings.scale.crf,
+                face_model=settings.features.face_model, face_every=settings.faces.every,
+                face_tracker=settings.faces.model_dump(), limits=settings.limits.video_limits())
+
+
 def check_model_uri(lake: Lake, model: str, *, allow_external: bool = False) -> None:
     """Refuse a model URI from outside the tracking store's registry and the work dir (an MLflow
     URI of another store, a ``file:`` folder elsewhere, ``s3://``, ``https://`` ...) unless
@@ -189,9 +198,9 @@ def check_model_uri(lake: Lake, model: str, *, allow_external: bool = False) -> 
 
 def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None,
                   allow_external: bool = False) -> Detector:
-    """Load ``model`` (registry name, default ``fvc-detector`` latest; or an MLflow URI of the
-    tracking store's registry or the work dir: others only with ``allow_external``,
-    :func:`check_model_uri`).
+    """Load ``model`` (registry name, default ``fvc-detector`` latest; ``NAME@ALIAS`` or
+    ``models:/NAME@champion``: the version with that alias; or an MLflow URI of the tracking
+    store's registry or the work dir: others only with ``allow_external``, :func:`check_model_uri`).
 
     >>> det = load_detector(Lake.at("fvc-data"))          # doctest: +SKIP
     >>> det.predict_rows([det.features("clip.mp4")])      # doctest: +SKIP
@@ -207,7 +216,10 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     model = model or DEFAULT_NAME
     check_model_uri(lake, model, allow_external=allow_external)
     version = None
-    if ":/" in model:
+    if a := re.fullmatch(r"(?:models:/)?([^/@:]+)@([\w-]+)", model):   # an alias: NAME@champion
+        version = _alias(client, uri, a.group(1), a.group(2))
+        name, target = a.group(1), f"models:/{a.group(1)}/{version.version}"
+    elif ":/" in model:
         m = re.fullmatch(r"models:/([^/@]+)/(\d+)", model)
         name, target = (m.group(1), model) if m else (model, model)
         if m:
@@ -239,7 +251,7 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     if schema is None:
         raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
     video = _video_model(loaded)
-    columns = [] if video is not None else list(schema.input_names())
+    columns = [] if video is not None else [c for c in schema.input_names() if c not in saved.VIDEO_INPUTS]
     extra = meta.metadata or {}
     return Detector(loaded, target, name, str(version.version) if version else None,
                     _model_name(client, target, version), columns, staging, video,
@@ -266,6 +278,17 @@ def _versions(client: MlflowClient, uri: str, name: str) -> list:
         raise FvcError(f"no registered model {name!r} in {uri} ({known}): run `fvc train` first, "
                        "or pass --model")
     return versions
+
+
+def _alias(client: MlflowClient, uri: str, name: str, alias: str):
+    """The version of ``name`` that carries ``alias`` (``champion``: the best of the latest training)."""
+    versions = _versions(client, uri, name)
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        held = sorted({a for v in versions for a in (getattr(v, "aliases", None) or [])})
+        raise FvcError(f"registered model {name} has no alias {alias!r} in {uri}; aliases: "
+                       f"{', '.join(held) or 'none (retrain with `fvc train` to set champion)'}") from None
 
 
 def _version(client: MlflowClient, uri: str, name: str, number: str):

@@ -39,7 +39,12 @@ from fvcflow.models.stack import StackedModel
 FORMAT, VERSION = "fvcflow-safe-model", 1
 MARKER = "fvc-model.json"
 ARTIFACT = "fvc_model"                       # the pyfunc artifact holding the parts
-CODE = Path(__file__).with_name("pyfunc_model.py")
+#: the code of the logged pyfunc: the served detector, which also takes videos (``path``,
+#: ``video_b64``); a path, not an import (the detector layer sits above this one). Models logged
+#: before carry their own copy of ``pyfunc_model.py`` here, which still loads.
+CODE = Path(__file__).parents[1] / "detector" / "pyfunc_model.py"
+#: the optional input columns of a row model's signature that name a video instead of features
+VIDEO_INPUTS = ("path", "video_b64")
 _PART = re.compile(r"part\d+(\.skops)?")
 
 
@@ -49,6 +54,11 @@ class OlderFormat(FvcError):
 
 def _is_video(model: Any) -> bool:
     return hasattr(model, "clip_logits") and hasattr(model, "module")
+
+
+def is_video_model(model: Any) -> bool:
+    """Whether ``model`` is a deep video model (it scores clip batches)."""
+    return _is_video(model)
 
 
 def _is_embedding(model: Any) -> bool:
@@ -207,7 +217,7 @@ def _parts(model: Any) -> list[Any]:
 
 def _signature(model: Any, example: Any):
     from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
 
     if _is_video(model):
         c = model.clip
@@ -215,7 +225,12 @@ def _signature(model: Any, example: Any):
         return ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c.n_channels, c.frames, side, side))]),
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
-    return infer_signature(example, model.predict_proba(example))
+    sig = infer_signature(example, model.predict_proba(example))
+    # every feature column optional, and two optional string columns naming a video instead:
+    # MLflow's scoring server then takes feature rows or {"path": ...} / {"video_b64": ...} records
+    cols = [ColSpec(c.type, c.name, required=False) for c in sig.inputs.inputs]
+    cols += [ColSpec(DataType.string, name, required=False) for name in VIDEO_INPUTS]
+    return ModelSignature(inputs=Schema(cols), outputs=sig.outputs)
 
 
 def log_model(model: Any, example: Any = None, *, name: str = "model",

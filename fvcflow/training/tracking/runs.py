@@ -23,7 +23,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from fvcflow import fingerprint, saved
-from fvcflow.config import TrainConfig
+from fvcflow.config import CHAMPION_ALIAS, TrainConfig
 from fvcflow.digest import INPUT_TABLES, lake_digests
 from fvcflow.errors import DiskFullError, is_disk_full
 from fvcflow.models import get_model_spec
@@ -200,7 +200,10 @@ def register(lake: Lake, cfg: TrainConfig, result: ModelResult, *, model_uri: st
             "fvc.model": result.name, "fvc.kind": result.kind, "fvc.feature_set": result.feature_set or "",
             "oof_roc_auc": f"{result.oof_metrics.get('roc_auc', float('nan')):.6f}", "run_id": result.run_id,
             **(tags or {})})
+        # the best model of this training is the champion: ``models:/NAME@champion`` names it
+        MlflowClient().set_registered_model_alias(cfg.registered_name, CHAMPION_ALIAS, mv.version)
     for line in said.getvalue().splitlines():
         log.debug("mlflow: %s", line)
-    log.info("registered %s as %s version %s", result.name, cfg.registered_name, mv.version)
+    log.info("registered %s as %s version %s (alias %s)", result.name, cfg.registered_name, mv.version,
+             CHAMPION_ALIAS)
     return str(mv.version)

@@ -1,0 +1,1 @@
+"""``fvc app``: a small web page for an analyst (:mod:`fvcflow.app.web`)."""

@@ -1,0 +1,67 @@
+"""``fvc scan PATH... [--model NAME_OR_URI] [--name NAME]``: score a folder of videos on Dask.
+
+Files, folders (recursively) and ``.txt``/``.csv`` lists of paths; every video is scored with the
+registered detector (or ``--model``) on the Dask engine, with the live progress line. Results are
+cached per (content, model, version): a rerun scores only what is new. Writes
+``<home>/scans/<name>/scores.parquet`` and ``scan.html``; ``fvc sql`` sees them as ``scans``.
+"""
+
+from __future__ import annotations
+
+from fvcflow import progress
+from fvcflow.cli import add_verbose, logs
+from fvcflow.cli.display import Display
+from fvcflow.config import REGISTERED_NAME
+
+
+def register(sub) -> None:
+    """Add the ``scan`` subcommand to the ``fvc`` parser."""
+    p = sub.add_parser("scan", help="score every video of folders or lists in parallel, with a triage page",
+                       description="Score every video under PATH (files, folders searched recursively, "
+                                   ".txt/.csv lists of paths) with the detector on the Dask engine. A "
+                                   "file that cannot be scored is a row with its reason; the scan never "
+                                   "stops for it. Rerunning scores only contents not scored yet by this "
+                                   "model version.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders or lists of paths")
+    p.add_argument("--model", default=None,
+                   help="registered model name (latest version), NAME@champion, or an MLflow URI; "
+                        f"default the setting train.registered_name ({REGISTERED_NAME})")
+    p.add_argument("--name", default=None, help="the scan's name (folder under <home>/scans; default "
+                                                "scan-<date>-<time>)")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="P(fake) at or above which the verdict is fake (default 0.5)")
+    p.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: cores)")
+    p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler, tcp://host:port")
+    add_verbose(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from fvcflow.cli import load_settings
+    from fvcflow.scan.core import THRESHOLD, run_scan
+
+    over = {k: v for k, v in {"workers": args.workers, "dask_address": args.dask_address}.items()
+            if v is not None}
+    settings = load_settings(args, over) if over else args.settings
+    if settings.dask_address:
+        from fvcflow.engine import check_scheduler
+
+        check_scheduler(settings.dask_address)
+    verbose = getattr(args, "verbose", False)
+    log_file = logs.prepare(settings.home, "scan", verbose=verbose)
+    display = Display(interactive=False) if verbose else Display()
+    logs.route(log_file, verbose=verbose, show=display.note)
+    with display, progress.listening(display):
+        res = run_scan(settings, args.paths, model=args.model, name=args.name,
+                       threshold=THRESHOLD if args.threshold is None else args.threshold)
+    scored = res.scores.height - res.failed
+    fakes = int((res.scores["verdict"] == "fake").sum())
+    print(f"scan {res.name}: {res.scores.height} files, {scored} scored ({res.computed} computed, "
+          f"{res.cached} from the cache), {res.failed} failed; {fakes} fake at P(fake) >= "
+          f"{res.scores['threshold'][0] if res.scores.height else THRESHOLD:g}")
+    if res.skipped:
+        print(f"{len(res.skipped)} files in the folders have no video suffix and were not scanned "
+              f"(first: {res.skipped[0]}); name them on the command line to scan them")
+    print(f"table: {res.table}\npage:  {res.page}\nquery: fvc sql \"SELECT * FROM scans WHERE scan = "
+          f"'{res.name}' ORDER BY prob_fake DESC\"\nlog:   {log_file}")
+    return 1 if res.failed else 0

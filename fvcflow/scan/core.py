@@ -1,0 +1,361 @@
+"""``fvc scan``: score every video of a folder (or a list) with the detector, in parallel on Dask.
+
+The driver resolves the model once (registry name, alias or URI, pinned to its version), hashes
+each file (BLAKE2b of the content, :func:`fvcflow.store.file_hash`), and looks each hash up in the
+scan cache, ``<home>/scans/_cache/<model key>/<content hash>.parquet``: one checked Parquet file
+per (content, model, version, scoring settings), written by the worker the moment the video is
+scored. A rerun, or a resume after the scan was killed, scores only the contents not cached yet;
+two files with the same content are scored once. What is left goes to the Dask workers in
+batches (the local cluster, or ``dask_address``); each worker loads the detector once and scores
+with :meth:`fvcflow.detector.predict.Detector.score`, the code path of ``fvc predict``, within
+the video bounds in force (:mod:`fvcflow.video.limits`). A file that cannot be scored is a row
+with its reason, never a stop.
+
+The scan writes ``<home>/scans/<name>/scores.parquet`` (one row per file named) and
+``scan.html``, the triage page (:mod:`fvcflow.scan.page`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import io
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import polars as pl
+
+from fvcflow.config import Settings
+from fvcflow.errors import DiskFullError, FvcError, VideoError, is_disk_full
+from fvcflow.progress import emit
+from fvcflow.scan.inputs import Inputs, collect
+from fvcflow.store import (
+    Lake,
+    file_hash,
+    printable_path,
+    read_checked_parquet,
+    write_checked_parquet,
+    write_parquet_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+STAGE = "scan"
+#: the verdict's threshold on P(fake) when none is given: the calibrated detector's 0.5
+THRESHOLD = 0.5
+#: columns of scores.parquet, in order
+COLUMNS = ("path", "content_hash", "prob_fake", "verdict", "calibrated", "calibration", "model",
+           "registered_name", "version", "model_uri", "evidence_method", "evidence_approximate",
+           "top_features", "error", "error_type", "scanned_at")
+#: thumbnails are the first frame, this wide (pixels)
+THUMB_WIDTH = 192
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """The model a scan uses, pinned: what workers load and what the cache is keyed by."""
+
+    target: str                  # models:/NAME/VERSION or the URI given
+    name: str
+    version: str | None
+    model_name: str | None
+    calibration: str | None
+    tracking_uri: str | None
+
+    def key(self, settings: Settings) -> str:
+        """Cache folder of this model's scores: the model, its version and the scoring settings."""
+        payload = json.dumps({"target": self.target, "version": self.version,
+                              "scale": settings.scale.model_dump(mode="json"),
+                              "face_model": str(settings.features.face_model),
+                              "faces": settings.faces.model_dump(mode="json"),
+                              "limits": settings.limits.model_dump(mode="json")}, sort_keys=True)
+        return hashlib.blake2b(payload.encode(), digest_size=12).hexdigest()
+
+
+@dataclass
+class ScanResult:
+    """What a scan did: the table, where it went, and the counts a user reads."""
+
+    name: str
+    folder: Path
+    scores: pl.DataFrame
+    computed: int = 0            # contents scored by this run
+    cached: int = 0              # files whose content was already scored (this run or before)
+    failed: int = 0              # files without a score (rows with their reason)
+    skipped: list[Path] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def table(self) -> Path:
+        return self.folder / "scores.parquet"
+
+    @property
+    def page(self) -> Path:
+        return self.folder / "scan.html"
+
+
+def scans_root(lake: Lake) -> Path:
+    return lake.root / "scans"
+
+
+def cache_dir(lake: Lake, model_key: str) -> Path:
+    return scans_root(lake) / "_cache" / model_key
+
+
+def resolve_model(settings: Settings, model: str | None) -> ModelRef:
+    """The model of ``model`` (default the setting train.registered_name, latest version) pinned to
+    its version; a user error when it cannot be loaded (before any video is read)."""
+    from fvcflow.detector.predict import load_detector
+
+    det = load_detector(settings.lake(), model or settings.train.registered_name,
+                        tracking_uri=settings.train.tracking_uri)
+    with contextlib.suppress(Exception):
+        det.staging.cleanup()
+    return ModelRef(det.uri, det.name, det.version, det.model_name, det.calibration,
+                    settings.train.tracking_uri)
+
+
+# --------------------------------------------------------------------------- the worker side
+
+_DETECTORS: dict[tuple[str, str, str | None], Any] = {}
+
+
+def _detector(home: str, ref: ModelRef):
+    """The detector of ``ref``, loaded once per worker process."""
+    from fvcflow.detector.predict import load_detector
+
+    k = (home, ref.target, ref.tracking_uri)
+    if k not in _DETECTORS:
+        _DETECTORS[k] = load_detector(Lake.at(home), ref.target, tracking_uri=ref.tracking_uri)
+    return _DETECTORS[k]
+
+
+def thumbnail(path: str | os.PathLike, width: int = THUMB_WIDTH) -> bytes | None:
+    """The first frame of ``path`` as a small JPEG (None when it cannot be decoded)."""
+    from PIL import Image
+
+    from fvcflow.video.read import read_rgb
+
+    try:
+        frames, _ = read_rgb(path, [0])
+    except Exception:  # noqa: BLE001 - the score's own error says what is wrong with the file
+        return None
+    img = Image.fromarray(frames[0])
+    h = max(1, round(img.height * width / max(img.width, 1)))
+    buf = io.BytesIO()
+    img.resize((width, h), Image.Resampling.BILINEAR).save(buf, format="JPEG", quality=80)
+    return buf.getvalue()
+
+
+def score_video(det, path: str, settings: Settings) -> dict[str, Any]:
+    """One video's cache row: P(fake) and its evidence, or the reason it has none."""
+    from fvcflow.detector.evidence import explain
+    from fvcflow.detector.predict import scoring_options
+
+    row: dict[str, Any] = {"prob_fake": None, "evidence_method": None, "evidence_approximate": None,
+                           "top_features": None, "error": None, "error_type": None, "thumbnail": None}
+    try:
+        scored = explain(det, path, **scoring_options(settings))
+        row.update(prob_fake=scored.prob_fake, evidence_method=scored.method,
+                   evidence_approximate=scored.approximate, top_features=json.dumps(scored.top_features))
+        row["thumbnail"] = thumbnail(path)
+    except DiskFullError:
+        raise
+    except FvcError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        row.update(error=str(exc), error_type=type(exc).__name__)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise DiskFullError(path) from None
+        row.update(error=f"{path}: {type(exc).__name__}: {exc}"[:500], error_type=type(exc).__name__)
+    except Exception as exc:  # noqa: BLE001 - one video's failure, whatever it is, is its row
+        log.warning("scan: %s failed with %s: %s", path, type(exc).__name__, exc)
+        row.update(error=f"{path}: {type(exc).__name__}: {exc}"[:500], error_type=type(exc).__name__)
+    return row
+
+
+_CACHE_SCHEMA = {"content_hash": pl.String, "prob_fake": pl.Float64, "evidence_method": pl.String,
+                 "evidence_approximate": pl.Boolean, "top_features": pl.String, "error": pl.String,
+                 "error_type": pl.String, "thumbnail": pl.Binary, "scored_at": pl.Float64,
+                 "scored_path": pl.String}
+
+
+def score_batch(home: str, ref: ModelRef, model_key: str, jobs: list[tuple[str, str]],
+                settings: Settings) -> list[dict[str, Any]]:
+    """Score ``jobs`` ((content hash, path) pairs) on a worker; each row is cached at once, so a scan
+    killed mid-way keeps every video finished. Returns the rows (thumbnails left out)."""
+    det = _detector(home, ref)
+    folder = cache_dir(Lake.at(home), model_key)
+    out = []
+    for content, path in jobs:
+        row = {"content_hash": content, **score_video(det, path, settings), "scored_at": time.time(),
+               "scored_path": printable_path(path)}
+        write_checked_parquet(pl.DataFrame([row], schema=_CACHE_SCHEMA), folder / f"{content}.parquet")
+        out.append({k: v for k, v in row.items() if k != "thumbnail"})
+    return out
+
+
+# --------------------------------------------------------------------------- the driver side
+
+def _hash(path: Path) -> tuple[str | None, str | None]:
+    """(content hash, None) or (None, the reason the file cannot be read)."""
+    try:
+        if not path.is_file():
+            return None, f"{printable_path(path)}: not a regular file" if path.exists() else \
+                f"{printable_path(path)}: no such file"
+        return file_hash(path), None
+    except OSError as exc:
+        return None, f"{printable_path(path)}: cannot read ({exc.strerror or exc})"
+
+
+def read_cache(lake: Lake, model_key: str, content: str) -> dict[str, Any] | None:
+    """The cached row of ``content`` for ``model_key``; None when absent or damaged (recomputed)."""
+    path = cache_dir(lake, model_key) / f"{content}.parquet"
+    if not path.exists():
+        return None
+    try:
+        df = read_checked_parquet(path)
+    except FvcError as exc:
+        log.warning("scan: damaged cache entry, rescoring it: %s", exc)
+        return None
+    return df.row(0, named=True) if df is not None and df.height else None
+
+
+def _batches(jobs: list[tuple[str, str]], workers: int, max_size: int = 8) -> list[list[tuple[str, str]]]:
+    """About four batches per worker (balance), at most ``max_size`` videos each (progress, resume)."""
+    if not jobs:
+        return []
+    n = max(min(len(jobs), 4 * workers), math.ceil(len(jobs) / max_size))
+    return [jobs[i::n] for i in range(n)]
+
+
+def _run_dask(settings: Settings, ref: ModelRef, model_key: str,
+              batches: list[list[tuple[str, str]]]) -> Iterator[list[dict[str, Any]]]:
+    from distributed import Client, as_completed
+
+    from fvcflow.engine import dask_cluster, scheduler_lost
+
+    clean = settings.without_secrets()
+    with dask_cluster(settings) as address, Client(address, set_as_default=False) as client:
+        try:
+            futures = [client.submit(score_batch, str(settings.home), ref, model_key, b, clean, pure=False)
+                       for b in batches]
+            for fut in as_completed(futures, loop=client.loop):
+                yield fut.result()
+        except Exception as exc:
+            raise (scheduler_lost(settings.dask_address, exc) or exc) from None
+
+
+def default_name() -> str:
+    return dt.datetime.now().strftime("scan-%Y%m%d-%H%M%S")
+
+
+def check_name(name: str) -> str:
+    if not _NAME.fullmatch(name) or name.startswith("_"):
+        raise FvcError(f"scan name {name!r}: use letters, digits, '.', '_' and '-' (at most 100, "
+                       "not starting with '_' or '.')")
+    return name
+
+
+def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str | None = None,
+             name: str | None = None, threshold: float = THRESHOLD) -> ScanResult:
+    """Scan ``paths`` (files, folders, lists) with ``model``; write scores.parquet and scan.html.
+
+    >>> res = run_scan(Settings.load().resolved(), ["videos/"])     # doctest: +SKIP
+    >>> res.scores.select("path", "prob_fake", "verdict").head(3)     # doctest: +SKIP
+    """
+    t0 = time.perf_counter()
+    name = check_name(name or default_name())
+    if not 0.0 < threshold < 1.0:
+        raise FvcError(f"threshold {threshold}: a probability strictly between 0 and 1")
+    inputs: Inputs = collect(paths)
+    lake = settings.lake()
+    ref = resolve_model(settings, model)
+    model_key = ref.key(settings)
+    hashes: dict[Path, tuple[str | None, str | None]] = {p: _hash(p) for p in inputs.files}
+    rows: dict[str, dict[str, Any]] = {}
+    todo: dict[str, str] = {}                   # content -> the first path with it
+    for p, (content, _) in hashes.items():
+        if content is None or content in rows or content in todo:
+            continue
+        hit = read_cache(lake, model_key, content)
+        if hit is not None:
+            rows[content] = hit
+        else:
+            todo[content] = str(p)
+    n_files = len(inputs.files)
+    emit("stage_start", stage=STAGE, total=n_files, todo=len(todo), cached=n_files - len(todo))
+    failed_now = 0
+    if todo:
+        batches = _batches(list(todo.items()), settings.n_workers())
+        for batch in _run_dask(settings, ref, model_key, batches):
+            for r in batch:
+                rows[r["content_hash"]] = r
+            bad = sum(r["error"] is not None for r in batch)
+            failed_now += bad
+            emit("stage_batch", stage=STAGE, done=len(batch) - bad, failed=bad)
+    result = _assemble(settings, inputs, hashes, rows, ref, name, threshold)
+    result.computed, result.cached = len(todo), n_files - len(todo)
+    result.seconds = time.perf_counter() - t0
+    reasons: dict[str, int] = {}
+    for r in result.scores.filter(pl.col("error").is_not_null()).iter_rows(named=True):
+        reasons[r["error_type"] or "error"] = reasons.get(r["error_type"] or "error", 0) + 1
+    emit("stage_end", stage=STAGE, videos=n_files, done=len(todo) - failed_now,
+         cached=n_files - len(todo), failed=failed_now, seconds=result.seconds, reasons=reasons)
+    return result
+
+
+def _assemble(settings: Settings, inputs: Inputs, hashes, rows, ref: ModelRef, name: str,
+              threshold: float) -> ScanResult:
+    from fvcflow.scan.page import write_page
+
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    out = []
+    for p in inputs.files:
+        content, why = hashes[p]
+        r = rows.get(content) if content else None
+        prob = r["prob_fake"] if r else None
+        error = why if content is None else (r["error"] if r else f"{printable_path(p)}: not scored")
+        out.append({
+            "path": printable_path(p), "content_hash": content, "prob_fake": prob,
+            "verdict": None if prob is None else ("fake" if prob >= threshold else "real"),
+            "calibrated": ref.calibration is not None, "calibration": ref.calibration,
+            "model": ref.model_name, "registered_name": ref.name, "version": ref.version,
+            "model_uri": ref.target,
+            "evidence_method": r.get("evidence_method") if r else None,
+            "evidence_approximate": r.get("evidence_approximate") if r else None,
+            "top_features": r.get("top_features") if r else None,
+            "error": error if prob is None else None,
+            "error_type": (r.get("error_type") if r else "OSError") if prob is None else None,
+            "scanned_at": now})
+    schema = {"path": pl.String, "content_hash": pl.String, "prob_fake": pl.Float64, "verdict": pl.String,
+              "calibrated": pl.Boolean, "calibration": pl.String, "model": pl.String,
+              "registered_name": pl.String, "version": pl.String, "model_uri": pl.String,
+              "evidence_method": pl.String, "evidence_approximate": pl.Boolean, "top_features": pl.String,
+              "error": pl.String, "error_type": pl.String, "scanned_at": pl.String}
+    scores = pl.DataFrame(out, schema=schema).with_columns(scan=pl.lit(name), threshold=pl.lit(threshold))
+    folder = scans_root(settings.lake()) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    res = ScanResult(name, folder, scores, failed=int(scores["prob_fake"].is_null().sum()),
+                     skipped=list(inputs.skipped))
+    write_parquet_atomic(scores, res.table)
+    write_page(res, settings, thumbnails={c: _thumb(settings, ref, c) for c in rows}, threshold=threshold)
+    return res
+
+
+def _thumb(settings: Settings, ref: ModelRef, content: str) -> bytes | None:
+    row = read_cache(settings.lake(), ref.key(settings), content)
+    return row.get("thumbnail") if row else None
+
+
+__all__ = ["COLUMNS", "ModelRef", "ScanResult", "VideoError", "run_scan", "score_batch", "score_video"]
