@@ -534,11 +534,6 @@ class BlendParams:
         return cls(**d)
 
 
-def blend_variant(copy: int) -> str:
-    """The variant of the ``copy``-th self-blended pseudo-fake (1-based): ``blend-1``, ..."""
-    return f"blend-{copy}"
-
-
 def draw_blend_params(video_id: str, copy: int, *, seed: int = 0) -> BlendParams:
     """Draw pseudo-fake ``copy`` of ``video_id``, the same on every call (uniform in ``BLEND_RANGES``).
 
