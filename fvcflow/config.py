@@ -223,6 +223,8 @@ class AugmentConfig(_Model):
     seed: int = Field(0, description="seed mixed into every per-(video, copy) draw")
     chunk: int = Field(250, ge=1, le=5000, description="frames held in memory at once")
     crf: int = Field(23, ge=0, le=51, description="H.264 quality of the copies")
+    self_blend: int = Field(2, ge=0, le=20, description="self-blended pseudo-fakes per real video (labelled "
+                                                        "fake, trained on, never evaluated; 0: none)")
 
 
 class FeatureConfig(_Model):

@@ -144,6 +144,20 @@ def augmented_id(video_id: str, copy: int) -> str:
     """The ``video_id`` of the ``copy``-th augmented copy of ``video_id``."""
     return f"{video_id}~aug{copy}"
 
+
+#: the variant prefix of a self-blended pseudo-fake (issue 22): labelled fake, trained on, never evaluated
+BLEND_PREFIX = "blend-"
+
+
+def blend_variant(copy: int) -> str:
+    """The variant of the ``copy``-th self-blended pseudo-fake of a real video (1-based): ``blend-1``, ..."""
+    return f"{BLEND_PREFIX}{copy}"
+
+
+def blended_id(video_id: str, copy: int) -> str:
+    """The ``video_id`` of the ``copy``-th self-blended pseudo-fake of ``video_id``."""
+    return f"{video_id}~blend{copy}"
+
 # ---------------------------------------------------------------- feature columns (stages 2 and 4)
 
 

@@ -121,8 +121,11 @@ def test_grouped_splitters_keep_groups_whole_and_both_classes_on_both_sides():
 def test_fit_params_reach_only_steps_that_take_groups():
     pipe = build_pipeline(get_model_spec("svm_rbf_s24"), create_model("svm_rbf_s24"))
     assert list(fit_params(pipe, np.arange(3))) == ["model__groups"]
-    plain = build_pipeline(get_model_spec("logreg_s2"), create_model("logreg_s2"))
+    plain = build_pipeline(get_model_spec("logreg_s2"), SVC())
     assert fit_params(plain, np.arange(3)) == {}
+    # every registered tabular model screens its columns (issue 22): the screen hands groups on
+    assert list(fit_params(build_pipeline(get_model_spec("logreg_s2"), create_model("logreg_s2")),
+                           np.arange(3))) == ["model__groups"]
     assert list(fit_params(create_model("xgb_s24", early_stopping_rounds=4), np.arange(3))) == ["groups"]
     assert fit_params(pipe, None) == {}
 
@@ -135,7 +138,7 @@ def test_grouped_early_stopping_stops_each_booster(name):
     with audit_splits() as audit:
         est.fit(t.X, t.y, groups=t.group_id)
     assert audit.calls == [("StratifiedGroupKFold", True)]
-    assert 1 <= est.best_rounds_ < 300          # no signal: stops early
+    assert 1 <= est.estimator_.best_rounds_ < 300          # no signal: stops early (inside the screen)
     assert est.predict_proba(t.X).shape == (len(t.y), 2)
     assert est.feature_importances_.shape == (t.X.shape[1],)
 

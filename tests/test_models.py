@@ -98,7 +98,7 @@ def test_missing_optional_package_names_the_extra():
 
 def test_grid_points_are_every_combination():
     spec = get_model_spec("logreg_s2")
-    assert spec.grid_points() == [{"C": c} for c in spec.grid["C"]]
+    assert spec.grid_points() == [{"C": c, "k": k} for c in spec.grid["C"] for k in spec.grid["k"]]
     assert spec.grid_points({"C": [1], "max_iter": [5, 6]}) == [{"C": 1, "max_iter": 5},
                                                                 {"C": 1, "max_iter": 6}]
 

@@ -14,7 +14,8 @@ estimator by the tabular trainer's cross-validation on the embedding columns.
 from __future__ import annotations
 
 from fvcflow.models.registry import register_model
-from fvcflow.models.tabular import xgb_s24
+from fvcflow.models.select import SCREEN_PATH
+from fvcflow.models.tabular import BOOST_ROUNDS, xgb_s24
 from fvcflow.models.torch_common import ClipSpec, VideoClassifier, register_video_model
 from fvcflow.models.video_tv import CLIP_FRAMES, VIT_S_WEIGHTS, FramePooled, _vit
 
@@ -39,14 +40,17 @@ def vit_small_frames(*, seed: int = 0, weights: str | None = None, dropout: floa
 
 
 def _register(name: str, backbone: str) -> None:
-    def constructor(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators: int = 150,
-                    learning_rate: float = 0.1, early_stopping_rounds: int | None = None):
+    def constructor(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators: int = 300,
+                    learning_rate: float = 0.1, early_stopping_rounds: int | None = BOOST_ROUNDS,
+                    k: int | None = None):
         return xgb_s24(seed=seed, n_jobs=n_jobs, max_depth=max_depth, n_estimators=n_estimators,
-                       learning_rate=learning_rate, early_stopping_rounds=early_stopping_rounds)
+                       learning_rate=learning_rate, early_stopping_rounds=early_stopping_rounds, k=k)
 
     constructor.__name__ = name
     constructor.__doc__ = f"XGBoost on the frozen {backbone} embedding of each video (mean over its clips)."
-    register_model(kind="embedding", grid={"max_depth": [2, 4]}, mlflow_flavor="pyfunc",
+    # screened and regularised on grouped inner folds like xgb_s24 (issue 22): embeddings have
+    # hundreds of columns
+    register_model(kind="embedding", grid={"k": SCREEN_PATH, "max_depth": (3, 1)}, mlflow_flavor="pyfunc",
                    extra={"backbone": backbone, "ci_params": {"n_estimators": 30}})(constructor)
 
 

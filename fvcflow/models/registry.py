@@ -7,7 +7,7 @@ registered :class:`ModelSpec` (``kind``, ``input``, ``feature_set``, ``needs_sca
 >>> from fvcflow.models import create_model, list_models
 >>> "logreg_s2" in list_models("logreg_*")
 True
->>> create_model("logreg_s2", C=0.5).C
+>>> create_model("logreg_s2", C=0.5).estimator.C
 0.5
 """
 
@@ -170,7 +170,7 @@ def get_model_spec(name: str) -> ModelSpec:
 def create_model(name: str, **kw: Any) -> Any:
     """A new, unfitted instance of model ``name``; keywords go to its constructor.
 
-    >>> create_model("logreg_s24", C=2.0).C
+    >>> create_model("logreg_s24", C=2.0).estimator.C
     2.0
     """
     return get_model_spec(name).constructor(**kw)

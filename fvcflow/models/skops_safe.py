@@ -32,6 +32,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
     "fvcflow.models.grouped.GroupCalibratedClassifier",
     "fvcflow.models.grouped.GroupEarlyStopping",
     "fvcflow.models.grouped.ScoreCalibrator",
+    "fvcflow.models.select.Screened",
     "fvcflow.models.stack.TopKMean",
     "xgboost.sklearn.XGBClassifier",
     "xgboost.core.Booster",

@@ -22,13 +22,14 @@ from sklearn.metrics import roc_auc_score
 from fvcflow.models.registry import register_model
 
 
-@register_model(kind="stack", grid={"C": [1.0]})
+@register_model(kind="stack", grid={"C": (1.0, 0.1, 0.01)})
 def stack_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0) -> LogisticRegression:
-    """Logistic regression on the base models' out-of-fold probabilities (any kinds)."""
-    return LogisticRegression(C=C, max_iter=5000, random_state=seed)
+    """L1-path logistic regression on the base models' out-of-fold probabilities (any kinds);
+    ``C`` chosen on grouped folds of the meta-learner's rows."""
+    return LogisticRegression(C=C, l1_ratio=1.0, solver="liblinear", max_iter=5000, random_state=seed)
 
 
-@register_model(kind="stack", grid={"max_k": [None]})
+@register_model(kind="stack", grid={"max_k": (None, 3, 1)})
 def topk_mean(*, seed: int = 0, n_jobs: int = 1, max_k: int | None = None) -> "TopKMean":
     """Mean of the k best base models' calibrated probabilities, k chosen on inner folds."""
     return TopKMean(max_k=max_k)

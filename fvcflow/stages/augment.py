@@ -445,3 +445,329 @@ def _write_reversed(src, writer, plan, step, geometry, workdir, threads) -> tupl
             parts = part = None
             seg.unlink()
     return sum(n for _, n in segments), n_out
+
+
+# ---- self-blended pseudo-fakes (issue 22) ------------------------------------------------------
+# A real frame's region blended with a transformed copy of the same frame (self-blended images,
+# Shiohara and Yamasaki, CVPR 2022): what every splicing generator leaves (the blend boundary, a
+# colour and sharpness mismatch, resampling traces, a misaligned compression grid), without one
+# generator's fingerprint. Labelled fake (variant ``blend-k``), trained on, never evaluated.
+
+BLEND_RANGES = {  # uniform ranges of the drawn parameters of one pseudo-fake
+    "area": (0.04, 0.15),  # the region's share of the frame (a face's)
+    "aspect": (0.75, 1.35),  # height / width of the region's ellipse, in pixels
+    "drift": (0.0, 0.06),  # amplitude of the centre's drift, fraction of width / height
+    "period": (2.0, 8.0),  # seconds per cycle of drift and breathing
+    "breath": (0.0, 0.12),  # relative amplitude of the radius's breathing
+    "wobble": (0.0, 0.18),  # relative amplitude of the outline's low-order harmonics
+    "resample": (0.8, 1.25),  # scale of the source's down/up resampling
+    "shift": (-18.0, 18.0),  # colour shift per channel, levels
+    "brightness": (-20.0, 20.0),  # brightness shift, levels
+    "blur": (0.6, 1.6),  # Gaussian blur sigma (when blurred), pixels
+    "sharpen": (0.4, 1.2),  # unsharp-mask amount (when sharpened)
+    "jpeg": (60.0, 92.0),  # JPEG quality of the source
+    "feather": (0.08, 0.35),  # feather width, fraction of the region's short radius
+}
+OUTLINE_POINTS = 48  # vertices of the drawn region's polygon
+HARMONICS = 3  # low-order Fourier terms of the outline's wobble
+MASK_CODEC = LOSSLESS  # the per-frame masks: lossless RGB video, the mask in every channel
+
+
+@dataclass(frozen=True)
+class BlendParams:
+    """One self-blended pseudo-fake: its region, the source transform and the feathering.
+
+    Region (used when no face-track region is given): an ellipse of ``area`` of the frame and
+    ``aspect`` (height / width) about ``centre`` (fractions of width, height), its outline
+    wobbled by ``harmonics`` (amplitude, phase pairs), its centre drifting by ``drift`` and its
+    radius breathing by ``breath`` over ``period`` seconds (``phase`` offsets them).
+    Source: the same frame resampled by ``resample``, colour-shifted by ``shift`` (RGB levels),
+    ``brightness``, then blurred (``blur`` sigma) or sharpened (``sharpen`` amount), then JPEG at
+    ``jpeg`` quality on an 8x8 grid offset by ``grid`` (dx, dy in 1..7 pixels).
+    Blend: the hard region feathered over ``feather`` of its short radius.
+
+    Examples
+    --------
+    >>> p = draw_blend_params("v1", 1)
+    >>> BlendParams.from_json(p.to_json()) == p and 0.8 <= p.resample <= 1.25
+    True
+    """
+
+    video_id: str
+    copy: int
+    seed: int
+    area: float
+    aspect: float
+    centre: tuple[float, float]
+    drift: float
+    period: float
+    phase: float
+    breath: float
+    harmonics: tuple[float, ...]
+    resample: float
+    shift: tuple[float, float, float]
+    brightness: float
+    blur: float | None
+    sharpen: float | None
+    jpeg: int
+    grid: tuple[int, int]
+    feather: float
+
+    def __post_init__(self):
+        if not 0.0 < self.area < 1.0:
+            raise ValueError(f"area must be in (0, 1), got {self.area!r}")
+        if not all(1 <= g <= 7 for g in self.grid):
+            raise ValueError(f"grid offsets must be in 1..7 (a misaligned 8x8 grid), got {self.grid!r}")
+        if (self.blur is None) == (self.sharpen is None):
+            raise ValueError("exactly one of blur and sharpen must be set")
+
+    def to_json(self) -> str:
+        """The parameters as a JSON object (sorted keys)."""
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BlendParams:
+        """Parameters back from :meth:`to_json`."""
+        d = json.loads(text)
+        for name in ("centre", "harmonics", "shift", "grid"):
+            d[name] = tuple(d[name])
+        return cls(**d)
+
+
+def draw_blend_params(video_id: str, copy: int, *, seed: int = 0) -> BlendParams:
+    """Draw pseudo-fake ``copy`` of ``video_id``, the same on every call (uniform in ``BLEND_RANGES``).
+
+    Its seed is :func:`copy_seed` of ``"blend:" + video_id``, independent of the augmented copies'.
+
+    Examples
+    --------
+    >>> draw_blend_params("v1", 2) == draw_blend_params("v1", 2) != draw_blend_params("v1", 3)
+    True
+    """
+    s = copy_seed(f"blend:{video_id}", copy, seed)
+    rng = np.random.default_rng(s)
+    u = {k: float(rng.uniform(*r)) for k, r in BLEND_RANGES.items()}
+    centre = (float(rng.uniform(0.3, 0.7)), float(rng.uniform(0.3, 0.65)))
+    harmonics = tuple(float(v) for _ in range(HARMONICS)
+                      for v in (rng.uniform(0.0, u["wobble"]), rng.uniform(0.0, 2 * math.pi)))
+    sharpen = rng.random() < 0.5
+    return BlendParams(
+        video_id=video_id, copy=copy, seed=s, area=u["area"], aspect=u["aspect"], centre=centre,
+        drift=u["drift"], period=u["period"], phase=float(rng.uniform(0.0, 2 * math.pi)),
+        breath=u["breath"], harmonics=harmonics, resample=u["resample"],
+        shift=tuple(float(v) for v in rng.uniform(*BLEND_RANGES["shift"], 3)), brightness=u["brightness"],
+        blur=None if sharpen else u["blur"], sharpen=u["sharpen"] if sharpen else None,
+        jpeg=int(round(u["jpeg"])), grid=(int(rng.integers(1, 8)), int(rng.integers(1, 8))),
+        feather=u["feather"])
+
+
+def blend_outline(params: BlendParams, index: int, fps: float, height: int, width: int) -> np.ndarray:
+    """The drawn region's polygon in frame ``index``: float64[OUTLINE_POINTS, 2] of (x, y) pixels.
+
+    An ellipse of ``area * height * width`` pixels whose centre drifts and whose radius breathes
+    smoothly with time (``index / fps``), its outline wobbled by low-order harmonics.
+
+    Examples
+    --------
+    >>> p = draw_blend_params("v1", 1)
+    >>> poly = blend_outline(p, 0, 25.0, 120, 160)
+    >>> poly.shape, bool((poly >= 0).all() and (poly[:, 0] <= 159).all() and (poly[:, 1] <= 119).all())
+    ((48, 2), True)
+    """
+    t = 2 * math.pi * index / (fps * params.period) + params.phase
+    rx = math.sqrt(params.area * height * width / (math.pi * params.aspect))
+    ry = rx * params.aspect
+    scale = 1.0 + params.breath * math.sin(1.7 * t)
+    cx = (params.centre[0] + params.drift * math.sin(t)) * width
+    cy = (params.centre[1] + params.drift * math.cos(1.3 * t)) * height
+    theta = np.linspace(0.0, 2 * math.pi, OUTLINE_POINTS, endpoint=False)
+    r = np.ones_like(theta)
+    for h in range(len(params.harmonics) // 2):
+        amp, ph = params.harmonics[2 * h], params.harmonics[2 * h + 1]
+        r += amp * np.sin((h + 2) * theta + ph)
+    xs = cx + scale * rx * r * np.cos(theta)
+    ys = cy + scale * ry * r * np.sin(theta)
+    return np.column_stack([np.clip(xs, 0, width - 1), np.clip(ys, 0, height - 1)])
+
+
+def hard_mask(region: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A region as a uint8[H, W] mask of 0 and 1: a polygon ((x, y) pixel vertices, filled) or a
+    mask (any nonzero pixel is inside).
+
+    Examples
+    --------
+    >>> int(hard_mask(np.array([[1, 1], [4, 1], [4, 3], [1, 3]]), 6, 6).sum())
+    12
+    """
+    region = np.asarray(region)
+    if region.shape == (height, width) and width != 2:          # a mask, not a polygon's vertices
+        return (region != 0).astype(np.uint8)
+    if region.ndim != 2 or region.shape[1] != 2 or len(region) < 3:
+        raise ValueError(f"a region is a polygon float[n>=3, 2] or a mask [{height}, {width}], got "
+                         f"{region.dtype}{list(region.shape)}")
+    out = np.zeros((height, width), np.uint8)
+    cv2.fillPoly(out, [np.round(region).astype(np.int32)], 1)
+    return out
+
+
+def soft_mask(hard: np.ndarray, feather_px: float) -> np.ndarray:
+    """The feathered blend weight of a hard mask, uint8[H, W] in 0..255 (255: all source).
+
+    The hard mask is eroded by half the feather, then box-blurred twice over the feather's
+    width (a smooth, compactly supported ramp): the weight is 0 exactly outside the hard region
+    dilated by about half the feather, so a pseudo-fake differs from its real only there.
+
+    Examples
+    --------
+    >>> h = np.zeros((40, 40), np.uint8); h[10:30, 10:30] = 1
+    >>> m = soft_mask(h, 6.0)
+    >>> int(m[20, 20]), int(m[9, 20]), bool(0 < m[12, 20] < 255)
+    (255, 0, True)
+    """
+    r = max(1, int(round(feather_px / 2)))
+    k = np.ones((2 * r + 1, 2 * r + 1), np.uint8)
+    core = cv2.erode(hard, k, borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32)
+    size = (r + 1, r + 1)
+    smooth = cv2.blur(cv2.blur(core, size, borderType=cv2.BORDER_CONSTANT), size,
+                      borderType=cv2.BORDER_CONSTANT)
+    return np.clip(np.round(smooth * 255.0), 0, 255).astype(np.uint8)
+
+
+def blend_source(frame: np.ndarray, params: BlendParams) -> np.ndarray:
+    """The transformed copy of ``frame`` (uint8[H, W, 3]) that fills the region: resampled,
+    colour- and brightness-shifted, blurred or sharpened, JPEG-compressed on a misaligned grid.
+
+    Examples
+    --------
+    >>> f = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
+    >>> s = blend_source(f, draw_blend_params("v", 1))
+    >>> s.shape == f.shape and s.dtype == np.uint8 and bool((s != f).any())
+    True
+    """
+    h, w = frame.shape[:2]
+    small = (max(1, int(round(w * params.resample))), max(1, int(round(h * params.resample))))
+    out = cv2.resize(cv2.resize(frame, small, interpolation=cv2.INTER_LINEAR), (w, h),
+                     interpolation=cv2.INTER_LINEAR)
+    offset = np.array(params.shift, np.float32) + np.float32(params.brightness)
+    out = np.clip(out.astype(np.float32) + offset, 0, 255)
+    if params.blur is not None:
+        out = cv2.GaussianBlur(out, (0, 0), params.blur, borderType=_BORDER)
+    else:
+        soft = cv2.GaussianBlur(out, (0, 0), 1.0, borderType=_BORDER)
+        out = out + params.sharpen * (out - soft)
+    out = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    dx, dy = params.grid
+    padded = cv2.copyMakeBorder(out, dy, 0, dx, 0, _BORDER)  # the JPEG grid starts dx, dy before the frame
+    ok, buf = cv2.imencode(".jpg", padded[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, params.jpeg])
+    if not ok:  # pragma: no cover - OpenCV always encodes a uint8 BGR image
+        raise RuntimeError("JPEG encoding failed")
+    return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[dy:, dx:, ::-1])
+
+
+def blend_frame(frame: np.ndarray, weight: np.ndarray, source: np.ndarray) -> np.ndarray:
+    """``frame`` with ``source`` blended in by ``weight`` (uint8[H, W], 255 = all source); pixels of
+    weight 0 are ``frame``'s own, bit for bit.
+
+    Examples
+    --------
+    >>> f = np.full((2, 2, 3), 10, np.uint8); s = np.full((2, 2, 3), 250, np.uint8)
+    >>> blend_frame(f, np.array([[0, 255], [128, 0]], np.uint8), s)[..., 0].tolist()
+    [[10, 250], [130, 10]]
+    """
+    a = weight.astype(np.float32)[..., None] / 255.0
+    out = np.round(frame.astype(np.float32) * (1.0 - a) + source.astype(np.float32) * a)
+    out = np.clip(out, 0, 255).astype(np.uint8)
+    out[weight == 0] = frame[weight == 0]
+    return out
+
+
+def blend_in_box(frame: np.ndarray, weight: np.ndarray, params: BlendParams, margin: int = 16) -> np.ndarray:
+    """:func:`blend_frame` of ``frame`` with its :func:`blend_source`, computed only on the box
+    around the weight's support (``margin`` pixels wider, its corner on the frame's 8x8 grid, so the
+    source's JPEG grid keeps the same misalignment with the frame as on the whole frame).
+
+    Examples
+    --------
+    >>> f = np.random.default_rng(0).integers(0, 255, (64, 80, 3), dtype=np.uint8)
+    >>> w = np.zeros((64, 80), np.uint8); w[20:40, 30:50] = 255
+    >>> out = blend_in_box(f, w, draw_blend_params("v", 1))
+    >>> bool((out[w == 0] == f[w == 0]).all() and (out[w == 255] != f[w == 255]).any())
+    True
+    """
+    x, y, bw, bh = cv2.boundingRect(weight)
+    if bw == 0 or bh == 0:
+        return frame.copy()
+    height, width = weight.shape
+    x0, y0 = max(0, (x - margin) // 8 * 8), max(0, (y - margin) // 8 * 8)
+    x1, y1 = min(width, x + bw + margin), min(height, y + bh + margin)
+    crop = frame[y0:y1, x0:x1]
+    out = frame.copy()
+    out[y0:y1, x0:x1] = blend_frame(crop, weight[y0:y1, x0:x1], blend_source(crop, params))
+    return out
+
+
+def blend_weights(params: BlendParams, index: int, fps: float, height: int, width: int,
+                  region=None) -> np.ndarray:
+    """The blend weight (uint8[H, W]) of frame ``index``: the soft mask of ``region(index)`` (a
+    face track's per-frame polygon or mask, the hook for the face stage) or of the drawn outline."""
+    poly = region(index) if region is not None else blend_outline(params, index, fps, height, width)
+    hard = hard_mask(poly, height, width)
+    ys, xs = np.nonzero(hard)
+    short = min(np.ptp(ys), np.ptp(xs)) / 2.0 if ys.size else 0.0
+    return soft_mask(hard, max(1.0, params.feather * short))
+
+
+def blend_video(src: str | Path, dst: str | Path, mask_dst: str | Path, params: BlendParams, *,
+                region=None, chunk: int = 250, codec: str = "libx264", crf: int = 23,
+                max_chunk_mb: float | None = 256, threads: bool | int | None = None,
+                preset: str = STAGE_PRESET) -> dict:
+    """Write the self-blended pseudo-fake of ``src`` to ``dst`` and its per-frame masks to ``mask_dst``.
+
+    Every frame: the region (``region(index)``, a per-frame polygon float[n, 2] of (x, y) pixels
+    or a mask [H, W], e.g. a face track's landmark hull; by default the drawn, drifting and
+    breathing region of :func:`blend_outline`) is feathered (:func:`soft_mask`) and the frame's
+    transformed copy (:func:`blend_source`) blended in (:func:`blend_frame`), on the box around
+    the mask (:func:`blend_in_box`). The copy is encoded
+    as the augmented copies are (``codec``, ``crf``); the masks (uint8 weights, 255 = all source)
+    go to a lossless video, one frame per frame. Both files appear only when complete; memory is
+    one chunk, as in :func:`augment_video`.
+
+    Returns
+    -------
+    dict
+        ``params`` (JSON), ``mask_path``, ``n_frames_in``, ``n_frames_out``, ``mask_area`` (mean
+        share of the frame with a nonzero weight), ``width``, ``height``, ``fps``, ``seconds``.
+
+    Raises
+    ------
+    VideoError
+        ``src`` is not a readable video (names the file); nothing is left behind.
+    """
+    t0 = time.perf_counter()
+    src, dst, mask_dst = Path(src), Path(dst), Path(mask_dst)
+    info = video.probe(src)
+    height, width = info.height - info.height % 2, info.width - info.width % 2
+    step = chunk_frames(chunk, height, width, max_chunk_mb)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    mask_dst.parent.mkdir(parents=True, exist_ok=True)
+    options = {"preset": preset} if codec.startswith("libx264") else None
+    n, area = 0, 0.0
+    with video.VideoWriter(dst, width, height, info.fps, codec=codec, crf=crf, options=options) as writer, \
+            video.VideoWriter(mask_dst, width, height, info.fps, **MASK_CODEC) as masks:
+        for first, frames in _chunks(src, step, height, width, threads):
+            for i in range(len(frames)):
+                w = blend_weights(params, first + i, info.fps, height, width, region)
+                writer.write(blend_in_box(frames[i], w, params))
+                masks.write(np.repeat(w[..., None], 3, axis=2))
+                area += float((w > 0).mean())
+            n += len(frames)
+            del frames
+    return {"params": params.to_json(), "ops": "self-blend", "mask_path": str(mask_dst), "n_frames_in": n,
+            "n_frames_out": n, "mask_area": area / max(n, 1), "width": width, "height": height,
+            "fps": info.fps, "seconds": time.perf_counter() - t0}
+
+
+def read_masks(path: str | Path, *, chunk: int = 250):
+    """The recorded blend weights of a pseudo-fake, uint8[n, H, W] chunk by chunk (255 = all source)."""
+    for frames in video.iter_rgb(path, chunk=chunk):
+        yield frames[..., 0]

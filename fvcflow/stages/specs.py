@@ -26,8 +26,10 @@ from fvcflow.schema import (
     STAGE_TABLES,
     augmented_id,
     augmented_variant,
+    blend_variant,
+    blended_id,
 )
-from fvcflow.stages.augment import augment_video, draw_params
+from fvcflow.stages.augment import augment_video, blend_video, draw_blend_params, draw_params
 from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
@@ -90,10 +92,32 @@ def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
                 carry={**_carry(row), "variant": augmented_variant(k), "source_video_id": row["video_id"]},
                 params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
             ))
+        if row["label"] == 0:           # self-blended pseudo-fakes of the reals (issue 22)
+            jobs += _blend_jobs(lake, row, cfg)
     return jobs
 
 
+def _blend_jobs(lake: Lake, row: dict, cfg) -> list[dict]:
+    """The ``cfg.self_blend`` pseudo-fakes of one real: labelled fake, the source's group, kept
+    out of every evaluation by their variant (only originals are evaluated)."""
+    folder = lake.stage1_videos / _safe(row["video_id"])
+    return [dict(
+        key=cache_key(row["content_hash"], "augment", {"blend": k, "seed": cfg.seed, "crf": cfg.crf,
+                                                        "preset": STAGE_PRESET}),
+        video_id=blended_id(row["video_id"], k), path=row["path"],
+        carry={**_carry(row), "label": 1, "label_raw": "pseudo-fake", "variant": blend_variant(k),
+               "source_video_id": row["video_id"]},
+        params={"dst": str(folder / f"blend{k}.mp4"), "mask_dst": str(folder / f"blend{k}-mask.mkv"),
+                "copy": k, "blend": True},
+    ) for k in range(1, cfg.self_blend + 1)]
+
+
 def _augment_run(job, s: Settings) -> dict:
+    if job.params.get("blend"):
+        params = draw_blend_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
+        out = blend_video(job.path, job.params["dst"], job.params["mask_dst"], params, chunk=s.augment.chunk,
+                          crf=s.augment.crf, threads=s.threads_per_worker)
+        return {**out, "path": job.params["dst"], "content_hash": file_hash(job.params["dst"])}
     params = draw_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
     out = augment_video(job.path, job.params["dst"], params, chunk=s.augment.chunk, crf=s.augment.crf,
                         threads=s.threads_per_worker)

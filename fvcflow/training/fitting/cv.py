@@ -3,8 +3,12 @@
 For every outer fold the training rows (originals and their augmented copies, never a test row)
 go through an inner stratified group k-fold (every fit also gets the rows' ``group_id``, so a
 model that splits internally, for calibration or early stopping, splits by group too): each grid
-point is scored by the ROC AUC of its inner out-of-fold predictions on originals, the best is
-refitted on all training rows and predicts the fold's originals. The best point's inner
+point is scored by the ROC AUC of its inner out-of-fold predictions on originals, and the point
+kept is the most restrictive one within one standard error of the best (the one-standard-error
+rule, :func:`choose_point`: a registered grid lists each value from least to most restrictive,
+so a model given many columns picks the screening and penalty that the inner folds cannot tell
+from the best, not the luckiest); it is refitted on all training rows and predicts the fold's
+originals. The best point's inner
 out-of-fold predictions are kept: the stacking ensemble trains its meta-learner on them, so it
 never sees the outer fold's labels.
 """
@@ -68,6 +72,30 @@ def _pooled_auc(y: np.ndarray, p: np.ndarray) -> float:
     return binary_metrics(y[ok], p[ok])["roc_auc"] if ok.any() else float("nan")
 
 
+def restrictiveness(point: dict[str, Any], grid: dict[str, tuple]) -> int:
+    """How far down its grid's lists ``point`` sits (sum of value positions; lists run from the
+    least to the most restrictive value)."""
+    return sum(list(grid[k]).index(v) for k, v in point.items() if k in grid and v in grid[k])
+
+
+def choose_point(scores: np.ndarray, fold_scores: np.ndarray, order: list[int]) -> int:
+    """The one-standard-error rule: among the points whose pooled score is within one standard
+    error (of the best point's per-fold scores) of the best, the one that comes last in ``order``
+    (most restrictive); NaN scores never win.
+
+    >>> choose_point(np.array([0.80, 0.79, 0.70]), np.array([[.78, .82], [.77, .81], [.7, .7]]), [0, 1, 2])
+    1
+    """
+    scores = np.where(np.isnan(scores), -np.inf, scores)
+    best = int(np.argmax(scores))
+    if not np.isfinite(scores[best]):
+        return 0
+    f = fold_scores[best][~np.isnan(fold_scores[best])]
+    se = float(f.std(ddof=1) / np.sqrt(f.size)) if f.size > 1 else 0.0
+    near = [i for i in order if scores[i] >= scores[best] - se]
+    return near[-1] if near else best
+
+
 def search_and_fit(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> FitOutcome:
     """Choose a grid point by inner grouped CV on ``t`` and refit it on all of ``t``."""
     points = spec.grid_points(cfg.grids.get(spec.name))
@@ -78,17 +106,21 @@ def search_and_fit(spec: ModelSpec, t: TrainTable, cfg: TrainConfig) -> FitOutco
         est = create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **{**base, **point})
         return build_pipeline(spec, est, corr_threshold=cfg.corr_threshold)
 
-    best, best_score, best_oof, scores = 0, -np.inf, None, []
-    for i, point in enumerate(points):
-        oof = np.full(len(t.y), np.nan)
+    oofs, scores, fold_scores = [], [], []
+    for point in points:
+        oof, per_fold = np.full(len(t.y), np.nan), []
         for tr, va in splits:
             pipe = make(point)
             pipe.fit(t.X.iloc[tr], t.y[tr], **fit_params(pipe, t.group_id[tr]))
             oof[va] = pipe.predict_proba(t.X.iloc[va])[:, 1]
-        score = _pooled_auc(t.y, oof)
-        scores.append(score)
-        if best_oof is None or (not np.isnan(score) and score > best_score):
-            best, best_score, best_oof = i, (score if not np.isnan(score) else -np.inf), oof
+            per_fold.append(_pooled_auc(t.y[va], oof[va]) if np.unique(t.y[va]).size == 2 else np.nan)
+        oofs.append(oof)
+        scores.append(_pooled_auc(t.y, oof))
+        fold_scores.append(per_fold)
+    grid = {k: tuple(v) for k, v in (cfg.grids.get(spec.name) or spec.grid).items()}
+    order = sorted(range(len(points)), key=lambda i: (restrictiveness(points[i], grid), i))
+    best = choose_point(np.array(scores), np.array(fold_scores, dtype=float), order)
+    best_oof = oofs[best]
     pipe = make(points[best])
     pipe.fit(t.X, t.y, **fit_params(pipe, t.group_id))
     have = ~np.isnan(best_oof)

@@ -23,7 +23,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from fvcflow.config import TrainConfig, setting_hint
 from fvcflow.errors import FvcError
 from fvcflow.ingest.holdout import holdout_of
-from fvcflow.schema import ORIGINAL
+from fvcflow.schema import BLEND_PREFIX, ORIGINAL
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 
 log = logging.getLogger("fvcflow.training")
@@ -122,6 +122,10 @@ def assign_splits(videos: pl.DataFrame, augmented: pl.DataFrame | None, cfg: Tra
         copies = augmented.select("video_id", "source_video_id", variant.alias("variant"))
         sources = table.rename({"video_id": "source_video_id"}).drop("variant")
         copies = copies.join(sources, on="source_video_id", how="inner").drop("source_video_id")
+        # a self-blended pseudo-fake of a real is labelled fake (issue 22); it keeps its source's
+        # group and fold, and, not an original, is trained on and never evaluated
+        copies = copies.with_columns(label=pl.when(pl.col("variant").str.starts_with(BLEND_PREFIX))
+                                     .then(1).otherwise(pl.col("label")).cast(sources.schema["label"]))
         table = pl.concat([table, copies.select(table.columns)])
     return table.cast(SPLIT_SCHEMA).sort("video_id")
 

@@ -6,8 +6,10 @@ nor fold ``k``), then scores fold ``k`` from the base models' outer out-of-fold 
 The final meta-learner, for the test set and the deployable model, is fitted on the outer
 out-of-fold probabilities of all training rows (none of which saw the test set). Bases of any
 kind take part (tabular, deep, embedding) when they have inner out-of-fold predictions (deep
-models compute them when an ensemble is selected: ``train.deep.inner_oof``). The stack has
-no grid search: it uses the first point of its grid (``TrainConfig.grids`` can set it).
+models compute them when an ensemble is selected: ``train.deep.inner_oof``). A stack whose grid
+has several points (``stack_s24``'s L1 path, ``topk_mean``'s ``max_k``) chooses one for each
+meta-learner it fits, on grouped folds of that meta-learner's own rows, by the one-standard-error
+rule of the base models (:func:`fvcflow.training.fitting.cv.choose_point`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.metrics import binary_metrics
 from fvcflow.models import ModelSpec, StackedModel, create_model
+from fvcflow.models.grouped import grouped_kfold
 from fvcflow.models.stack import video_column
-from fvcflow.training.fitting.cv import CVOutput, FitOutcome
+from fvcflow.training.fitting.cv import CVOutput, FitOutcome, choose_point, restrictiveness
 from fvcflow.training.fitting.data import TrainTable
 from fvcflow.training.fitting.grouping import fit_params
 from fvcflow.training.fitting.results import ModelResult
@@ -57,16 +60,39 @@ def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVO
     start = time.perf_counter()
     names = [b.name for b in bases]
     oof, inner, test = stack_inputs(bases)
-    point = spec.grid_points(cfg.grids.get(spec.name))[0]
-    params = {**cfg.params.get(spec.name, {}), **point}
+    points = spec.grid_points(cfg.grids.get(spec.name))
+    grid = {key: tuple(v) for key, v in (cfg.grids.get(spec.name) or spec.grid).items()}
+    order = sorted(range(len(points)), key=lambda i: (restrictiveness(points[i], grid), i))
+    base = cfg.params.get(spec.name, {})
 
-    def fit(df: pl.DataFrame):
-        est = create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **params)
+    def make(point: dict, df: pl.DataFrame):
+        est = create_model(spec.name, seed=cfg.seed, n_jobs=cfg.n_jobs, **{**base, **point})
         # a meta-learner that splits internally gets the groups, like every base model
         return est.fit(df.select(names).to_numpy(), df["label"].to_numpy(),
                        **fit_params(est, df["group_id"].to_numpy()))
 
-    preds, fold_metrics = [], []
+    def choose(df: pl.DataFrame) -> dict:
+        """The grid point for a meta-learner fitted on ``df``: grouped folds of ``df`` itself."""
+        if len(points) == 1:
+            return points[0]
+        y, g = df["label"].to_numpy(), df["group_id"].to_numpy()
+        scores, fold_scores = [], []
+        for point in points:
+            p, per_fold = np.full(len(y), np.nan), []
+            for tr, va in grouped_kfold(y, g, cfg.inner_folds, seed=cfg.seed, what=f"{spec.name}'s grid"):
+                p[va] = make(point, df[tr]).predict_proba(df[va].select(names).to_numpy())[:, 1]
+                per_fold.append(binary_metrics(y[va], p[va])["roc_auc"] if np.unique(y[va]).size == 2
+                                else np.nan)
+            scores.append(binary_metrics(y, p)["roc_auc"])
+            fold_scores.append(per_fold)
+        return points[choose_point(np.array(scores), np.array(fold_scores, dtype=float), order)]
+
+    def fit(df: pl.DataFrame):
+        point = choose(df)
+        chosen.append({**base, **point})
+        return make(point, df)
+
+    preds, fold_metrics, chosen = [], [], []
     for k in sorted(oof["fold"].unique().to_list()):
         meta = fit(inner.filter(pl.col("outer_fold") == k))
         val = oof.filter(pl.col("fold") == k)
@@ -75,6 +101,7 @@ def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVO
             split=pl.lit("oof"), prob_fake=pl.Series(p)))
         fold_metrics.append(binary_metrics(val["label"].to_numpy(), p))
     final_meta = fit(oof)
+    params = chosen[-1]
     if test.height:
         p = final_meta.predict_proba(test.select(names).to_numpy())[:, 1]
         preds.append(test.select("video_id", "group_id", "label", "fold").with_columns(
@@ -83,7 +110,7 @@ def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVO
     weights = pl.DataFrame({"feature": names, "importance": np.abs(final_meta.coef_.ravel()),
                             "method": "abs_coef"}).sort("importance", descending=True)
     inner_out = pl.DataFrame(schema={"outer_fold": pl.Int32, "video_id": pl.Utf8, "prob_fake": pl.Float64})
-    return CVOutput(pl.concat(preds), inner_out, fold_metrics, [params] * len(fold_metrics),
+    return CVOutput(pl.concat(preds), inner_out, fold_metrics, chosen[:-1],
                     FitOutcome(params, model, inner_out), time.perf_counter() - start, importance=weights)
 
 
