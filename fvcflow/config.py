@@ -22,7 +22,7 @@ import difflib
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Iterator, Literal, Mapping
 
 from pydantic import (
     BaseModel,
@@ -192,6 +192,8 @@ ENV_VARS = {
     "FVC_ZIP_PASSWORD": "zip_password",
     "FVC_ALLOWED_HOMES": "allowed_homes",
     "FVC_SERVED_HOMES": "",   # no setting: set by `fvc serve` for its runs (served_homes, check_home)
+    "FVC_APP_TOKEN": "",      # no setting (a secret): fvc app's token when --token is not given (app_token)
+    "FVC_SERVE_MAX_BYTES": "",  # no setting: the model server's video_b64 bound (served_model_env)
 }
 #: settings that are secrets: never serialized (a flow run's parameters, logs) nor printed
 SECRETS = ("zip_password",)
@@ -223,7 +225,7 @@ class AugmentConfig(_Model):
     seed: int = Field(0, description="seed mixed into every per-(video, copy) draw")
     chunk: int = Field(250, ge=1, le=5000, description="frames held in memory at once")
     crf: int = Field(23, ge=0, le=51, description="H.264 quality of the copies")
-    self_blend: int = Field(2, ge=0, le=20, description="self-blended pseudo-fakes per real video (labelled "
+    self_blend: int = Field(0, ge=0, le=20, description="self-blended pseudo-fakes per real video (labelled "
                                                         "fake, trained on, never evaluated; 0: none)")
 
 
@@ -516,3 +518,21 @@ def describe(exc: ValidationError, model: type[BaseModel], *, prefix: tuple[str,
     for secret in secrets:
         text = text.replace(secret, "***")
     return text
+
+
+def app_token(env: Mapping[str, str] | None = None) -> str | None:
+    """``fvc app``'s access token from ``FVC_APP_TOKEN`` (when ``--token`` is not given), or None."""
+    return (os.environ if env is None else env).get("FVC_APP_TOKEN") or None
+
+
+def served_model_env(env: Mapping[str, str] | None = None) -> dict:
+    """What MLflow's scoring server process of a logged detector reads from its environment:
+    ``max_bytes`` (``FVC_SERVE_MAX_BYTES``, the largest decoded ``video_b64``; default 512 MiB) and
+    ``tracking_uri`` (MLflow's own ``MLFLOW_TRACKING_URI``, to name the served version)."""
+    env = os.environ if env is None else env
+    raw = env.get("FVC_SERVE_MAX_BYTES") or str(512 * 1024 * 1024)
+    try:
+        max_bytes = int(raw)
+    except ValueError:
+        raise ConfigError(f"FVC_SERVE_MAX_BYTES = {raw[:20]!r}: not a whole number of bytes") from None
+    return {"max_bytes": max_bytes, "tracking_uri": env.get("MLFLOW_TRACKING_URI")}

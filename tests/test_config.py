@@ -184,7 +184,9 @@ def test_each_variable_fills_its_setting(tmp_path):
            "FVC_CORPUS_LABELS": str(tmp_path / "l.csv"), "FVC_DASK_ADDRESS": "tcp://10.0.0.1:8786",
            "FVC_WORKERS": "3", "FVC_ZIP_PASSWORD": "s3cret",
            "FVC_ALLOWED_HOMES": os.pathsep.join([str(tmp_path / "a"), str(tmp_path / "b")])}
-    assert set(env) | {"FVC_CONFIG", "FVC_SERVED_HOMES"} == set(ENV_VARS)   # no settings: file, serve
+    # no settings: the file, serve's homes, the app's token, the model server's bound
+    no_setting = {"FVC_CONFIG", "FVC_SERVED_HOMES", "FVC_APP_TOKEN", "FVC_SERVE_MAX_BYTES"}
+    assert set(env) | no_setting == set(ENV_VARS)
     s = Settings.load(env=env)
     assert (s.home, s.corpus.kind, s.corpus.root, s.corpus.labels) == (
         tmp_path / "h", "folder", tmp_path, tmp_path / "l.csv")

@@ -219,8 +219,10 @@ def test_older_pickled_model_is_refused_with_the_retrain_message(tmp_path):
     lake, _ = _store(tmp_path)
     with mlflow.start_run():
         saved.log_model(_fitted("logreg_s2", *_table()), _table()[0])   # the store exists
+    with pytest.raises(FvcError, match="not a model of this work dir's registry"):
+        load_detector(lake, old.as_uri())                      # from elsewhere: refused by its URI
     with pytest.raises(FvcError, match="retrain"):
-        load_detector(lake, old.as_uri())
+        load_detector(lake, old.as_uri(), allow_external=True)   # allowed: refused by its format
     assert not marker.exists()
     with pytest.raises(OlderFormat, match="retrain"):
         saved.load_folder(old)

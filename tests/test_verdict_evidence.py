@@ -61,18 +61,26 @@ def test_the_one_informative_feature_leads_every_fake(table, models, name):
 
 
 def test_contributions_add_up_to_the_models_own_margin(table, models):
-    """Against each library's own output: the contributions plus the bias are the log-odds."""
+    """Against each library's own output: the contributions plus the bias are the log-odds, and
+    those are the whole fitted pipeline's (column screening and early stopping included)."""
+    from fvcflow.detector.evidence import _inner
+
     X, _ = table
     logreg = models["logreg_s2"]
     c, _, how = tabular_contributions(logreg, X)
     assert how == "coefficient x standardised value (linear)"
-    np.testing.assert_allclose(c.sum(axis=1) + logreg.named_steps["model"].intercept_[0],
-                               logreg.decision_function(X), rtol=1e-10, atol=1e-10)
+    lin, Z, _ = _inner(logreg.named_steps["model"],
+                       np.asarray(logreg[:-1].transform(X), dtype=np.float64), list(X.columns))
+    np.testing.assert_allclose(c.sum(axis=1) + lin.intercept_[0], lin.decision_function(Z),
+                               rtol=1e-10, atol=1e-10)
+    p = logreg.predict_proba(X)[:, 1]
+    sure = (p > 2e-6) & (p < 1 - 2e-6)         # the pipeline clips probabilities to [1e-6, 1 - 1e-6]
+    np.testing.assert_allclose(lin.decision_function(Z)[sure], logit(p[sure]), rtol=1e-6, atol=1e-6)
     for name in ("xgb_s24", "lgbm_s24"):
         pipe = models[name]
         c, _, _ = tabular_contributions(pipe, X)
-        Z = pipe[:-1].transform(X)
-        est = pipe.named_steps["model"]
+        est, Z, _ = _inner(pipe.named_steps["model"], np.asarray(pipe[:-1].transform(X), dtype=np.float64),
+                           list(X.columns))
         if name == "xgb_s24":
             full = est.get_booster().predict(xgb.DMatrix(Z), pred_contribs=True)
             margin = est.get_booster().predict(xgb.DMatrix(Z), output_margin=True)
@@ -81,7 +89,7 @@ def test_contributions_add_up_to_the_models_own_margin(table, models):
             margin = est.booster_.predict(Z, raw_score=True)
         np.testing.assert_allclose(c.sum(axis=1) + full[:, -1], margin, rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(logit(pipe.predict_proba(X)[:, 1]), margin, rtol=1e-4, atol=1e-4)
-    assert isinstance(models["lgbm_s24"].named_steps["model"], lgb.LGBMClassifier)
+        assert isinstance(est, lgb.LGBMClassifier if name == "lgbm_s24" else xgb.XGBClassifier)
 
 
 def test_top_features_are_ordered_by_size_with_their_values():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 from fvcflow.config import REGISTERED_NAME
 
 
@@ -27,9 +25,10 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from fvcflow.app.web import check_start, serve
+    from fvcflow.config import app_token
     from fvcflow.errors import FvcError
 
-    token = args.token or os.environ.get("FVC_APP_TOKEN") or None
+    token = args.token or app_token()
     check_start(args.host, token)                 # before loading anything
     if args.max_mb <= 0 or args.concurrency < 1:
         raise FvcError("--max-mb must be positive and --concurrency at least 1")

@@ -65,6 +65,21 @@ def _pipeline_parts(model: Any, X: pd.DataFrame) -> tuple[Any, np.ndarray, list[
     return steps[-1][1], np.asarray(Z, dtype=np.float64), names
 
 
+def _inner(est: Any, Z: np.ndarray, names: list[str]) -> tuple[Any, np.ndarray, list[str]]:
+    """Through the wrappers a registered model fits inside its pipeline: column screening
+    (:class:`fvcflow.models.select.Screened`: the kept columns, scaled as the model saw them; a
+    dropped column contributes nothing) and grouped early stopping (the refitted booster)."""
+    while True:
+        if hasattr(est, "keep_") and hasattr(est, "scale_") and hasattr(est, "estimator_"):
+            Z = Z[:, est.keep_] * est.scale_
+            names = [names[i] for i in est.keep_]
+            est = est.estimator_
+        elif hasattr(est, "best_rounds_") and hasattr(est, "estimator_"):
+            est = est.estimator_
+        else:
+            return est, Z, names
+
+
 def tabular_contributions(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, list[str], str]:
     """Per-row contributions ``(n_rows, n_features)`` of a tabular model (pipeline or estimator) on
     ``X``, the feature names, and the method's name. Raises ``TypeError`` for a model of another kind.
@@ -77,6 +92,7 @@ def tabular_contributions(model: Any, X: pd.DataFrame) -> tuple[np.ndarray, list
     ((4, 2), ['a', 'b'], 'coefficient x value (linear)')
     """
     est, Z, names = _pipeline_parts(model, X)
+    est, Z, names = _inner(est, Z, names)
     if hasattr(est, "get_booster"):                               # XGBoost
         import xgboost as xgb
 

@@ -36,17 +36,18 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
+from fvcflow.config import served_model_env
 from fvcflow.errors import FvcError
 from fvcflow.saved.format import ARTIFACT, VIDEO_INPUTS, is_video_model, load_folder
 
 #: the largest decoded ``video_b64`` accepted (bytes); FVC_SERVE_MAX_BYTES changes it
-MAX_BYTES = int(os.environ.get("FVC_SERVE_MAX_BYTES", str(512 * 1024 * 1024)))
+MAX_BYTES = served_model_env()["max_bytes"]
 
 
 def _registry(meta) -> tuple[str | None, str | None]:
     """(registered name, version) of the served model, looked up by its logged model id in the
     registry at ``MLFLOW_TRACKING_URI``; (None, None) when it cannot be read."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    uri = served_model_env()["tracking_uri"]
     model_id = getattr(meta, "model_id", None)
     if not uri or not model_id:
         return None, None

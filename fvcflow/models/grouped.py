@@ -18,6 +18,7 @@ The splitters are public for any training loop (torch models included)::
 from __future__ import annotations
 
 import inspect
+import logging
 from typing import Any, Iterator
 
 import numpy as np
@@ -28,6 +29,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.validation import check_is_fitted
 
 from fvcflow.errors import FvcError
+
+log = logging.getLogger("fvcflow.models")
 
 
 def _groups(groups: Any, n: int) -> np.ndarray:
@@ -214,8 +217,16 @@ class GroupEarlyStopping(ClassifierMixin, BaseEstimator):
     def fit(self, X, y, groups=None) -> "GroupEarlyStopping":
         y = np.asarray(y, dtype=int)
         g = _groups(groups, len(y))
-        tr, va = grouped_holdout(y, g, self.fraction, seed=self.seed, what="grouped early stopping")
         lib, param = _library(self.estimator), self._rounds_param()
+        try:
+            tr, va = grouped_holdout(y, g, self.fraction, seed=self.seed, what="grouped early stopping")
+        except FvcError as exc:     # too few groups to hold any out: the configured rounds, said in the log
+            log.warning("%s; fitting %s with its configured %s instead", exc, type(self.estimator).__name__,
+                        param)
+            self.best_rounds_ = int(self.estimator.get_params()[param])
+            self.estimator_ = clone(self.estimator).fit(X, y)
+            self.classes_ = np.array([0, 1])
+            return self
         probe = clone(self.estimator)
         Xt, yt, Xv, yv = _rows(X, tr), y[tr], _rows(X, va), y[va]
         if lib == "xgboost":

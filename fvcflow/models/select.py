@@ -116,6 +116,13 @@ class Screened(ClassifierMixin, BaseEstimator):
         return self._spread(np.atleast_2d(self.estimator_.coef_))
 
     @property
+    def intercept_(self) -> np.ndarray:
+        check_is_fitted(self, "estimator_")
+        if not hasattr(self.estimator_, "intercept_"):
+            raise AttributeError("intercept_")
+        return self.estimator_.intercept_
+
+    @property
     def feature_importances_(self) -> np.ndarray:
         check_is_fitted(self, "estimator_")
         if not hasattr(self.estimator_, "feature_importances_"):
