@@ -101,7 +101,7 @@ def test_fvc_predict_runs_the_stack_over_its_three_kinds(trained, capsys):
     code = fvc_cli(["--home", str(lake.root), "predict", *videos, "--model", f"runs:/{run.info.run_id}/model",
                     "--json"])
     out = json.loads(capsys.readouterr().out)
-    assert code == 0, out
+    assert code == 0, [r["error"] for r in out]
     assert [r["error"] for r in out] == [None, None]
     assert all(0.0 <= r["prob_fake"] <= 1.0 for r in out)
     assert {r["model"] for r in out} == {"stack_s24"}
