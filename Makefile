@@ -30,7 +30,7 @@ lint: install
 
 # two test processes, each taking whole files (a file's module fixtures are built once)
 PYTEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile
+PYTEST := $(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=25
 
 test: lint
 	$(PYTEST)

@@ -64,19 +64,27 @@ def run_batches(stage: str, batches: list[list[runner.Job]], settings: Settings)
     (``WorkerDied`` from its next attempt, or the scheduler's ``KilledWorker``) runs again as one
     task per video; a one-video task whose worker died is that video's failure row."""
     tokens: list[str] = []
+    requeued: dict[tuple, int] = {}
     try:
         while batches:
             pending = {}
             for b in batches:
                 tokens.append(guard.new_token())
-                pending[batch_task.submit(stage, b, settings, tokens[-1])] = b
+                pending[batch_task.submit(stage, b, settings, tokens[-1])] = (b, tokens[-1])
             batches = []
             for future in as_completed(list(pending)):
-                jobs = pending[future]
+                jobs, token = pending[future]
                 try:
                     yield future.result()
-                except (WorkerDied, KilledWorker):
-                    if len(jobs) > 1:
+                except (WorkerDied, KilledWorker) as exc:
+                    ids = tuple(j.video_id for j in jobs)
+                    if (isinstance(exc, KilledWorker) and not guard.started(settings.home, token)
+                            and requeued.get(ids, 0) < 3):
+                        # the scheduler gave up on a task that never began (it waited on the dead
+                        # worker, allowed-failures = 0): it runs again as it was (three times at most)
+                        requeued[ids] = requeued.get(ids, 0) + 1
+                        batches.append(jobs)
+                    elif len(jobs) > 1:
                         get_run_logger().warning("%s: a worker died running %d videos; running them "
                                                  "one per task", stage, len(jobs))
                         batches.extend([j] for j in jobs)

@@ -79,9 +79,9 @@ def test_run_succeeds_and_the_summary_counts_equal_the_tables(run):
     lake, res = run
     assert res.returncode == 0, res.stdout + res.stderr
     rows = summary_rows(res.stdout)
-    assert list(rows) == ["ingest", "augment", "features", "scale", "scaled_features", "train"]
-    tables = {"ingest": lake.index, "augment": lake.stage1, "features": lake.stage2, "scale": lake.stage3,
-              "scaled_features": lake.stage4}
+    assert list(rows) == ["ingest", "augment", "faces", "features", "scale", "scaled_features", "train"]
+    tables = {"ingest": lake.index, "augment": lake.stage1, "faces": lake.faces, "features": lake.stage2,
+              "scale": lake.stage3, "scaled_features": lake.stage4}
     for stage, path in tables.items():
         assert int(rows[stage][0]) == pl.read_parquet(path).height, (stage, rows[stage])
     assert rows["ingest"][2] == "1"                     # the text file posing as a video

@@ -58,8 +58,9 @@ def guarded_batch(stage: str, jobs: list[Job], settings: Settings, token: str) -
     """:func:`fvcflow.stages.runner.run_batch`, knowing when an earlier attempt of this task
     (``token``) died with its worker (see the module's text)."""
     path = marker(settings.home, token)
-    if path.exists():
-        path.unlink(missing_ok=True)
+    if path.with_suffix(".done").exists():   # the flow has moved on (a late recomputation): read nothing
+        return BatchOutcome([], [], 0.0)
+    if path.exists():                   # kept until the flow forgets it: every later attempt sees it too
         if len(jobs) == 1:
             return killed_outcome(stage, jobs[0])
         raise WorkerDied(stage, [j.video_id for j in jobs])
@@ -72,11 +73,28 @@ def guarded_batch(stage: str, jobs: list[Job], settings: Settings, token: str) -
         path.unlink(missing_ok=True)
 
 
+def started(home, token: str) -> bool:
+    """Whether an attempt of the task ``token`` began and did not return (its marker is there)."""
+    return marker(home, token).exists()
+
+
 def forget(home, tokens) -> None:
-    """Remove the markers of ``tokens`` (the flow, once its tasks are over: a marker left by a
-    task the scheduler gave up on)."""
+    """The flow is done with ``tokens``: each marker becomes a tombstone (``<token>.done``), so
+    that an attempt Dask starts later (a recomputation of a result lost with a dead worker) reads
+    nothing; tombstones older than a day are swept."""
     for token in tokens:
-        marker(home, token).unlink(missing_ok=True)
+        path = marker(home, token)
+        if path.parent.is_dir():
+            path.with_suffix(".done").touch()
+        path.unlink(missing_ok=True)
+    folder = Lake.at(home).root / ".in-flight"
+    if folder.is_dir():
+        for old in folder.glob("*.done"):
+            try:
+                if time.time() - old.stat().st_mtime > 86400:
+                    old.unlink(missing_ok=True)
+            except FileNotFoundError:
+                pass
 
 
-__all__ = ["KILLED", "forget", "guarded_batch", "killed_outcome", "marker", "new_token"]
+__all__ = ["KILLED", "forget", "guarded_batch", "killed_outcome", "marker", "new_token", "started"]
