@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -181,27 +182,28 @@ def test_a_non_loopback_host_without_a_token_is_refused_at_start(trained, tmp_pa
 
 
 def test_past_the_concurrency_bound_the_answer_is_busy(app, tmp_path):
-    """The app runs with --concurrency 1: a second upload while one is scored gets 503, busy."""
+    """The app runs with --concurrency 1: a second upload while one holds the slot gets 503, busy.
+    The first upload is sent slowly (its body in pieces, a pause between them), so it holds the
+    slot for seconds whatever the machine's speed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import numpy as np
-
-    y, x = np.mgrid[0:240, 0:320]
-    smooth = np.stack([np.stack([(x + 3 * t) % 256, (y + t) % 256, (x + y) // 3 % 256], -1)
-                       for t in range(200)]).astype(np.uint8)       # 200 frames that compress well
-    slow = write_video(tmp_path / "slow.mp4", frames=smooth)
-    assert slow.stat().st_size < 300_000
+    slow = write_video(tmp_path / "slow.mp4", n=24, width=96, height=64, seed=3)
     quick = write_video(tmp_path / "quick.mp4", n=12, width=64, height=48, seed=1)
+    data = slow.read_bytes()
+    started = threading.Event()
+
+    def trickle():
+        started.set()
+        for i in range(0, len(data), max(1, len(data) // 8)):
+            yield data[i:i + max(1, len(data) // 8)]
+            time.sleep(0.5)
+
     with ThreadPoolExecutor(1) as pool:
-        first = pool.submit(httpx.post, app + "api/score", content=slow.read_bytes(), timeout=300)
-        second = None
-        while not first.done():         # until the first upload holds the slot (a loaded machine is slow)
-            time.sleep(0.2)
-            second = httpx.post(app + "api/score", content=quick.read_bytes(), timeout=300)
-            if second.status_code == 503:
-                break
+        first = pool.submit(httpx.post, app + "api/score", content=trickle(), timeout=300)
+        started.wait(30)
+        time.sleep(1.0)                                  # its first pieces are in: it holds the slot
+        second = httpx.post(app + "api/score", content=quick.read_bytes(), timeout=300)
         assert first.result().status_code == 200
-    assert second is not None, "the first upload was scored before a second could be sent"
     assert second.status_code == 503 and second.json()["error"].startswith("busy: 1 videos are being scored")
     assert second.headers["retry-after"] == "5"
     assert httpx.post(app + "api/score", content=quick.read_bytes(), timeout=300).status_code == 200
