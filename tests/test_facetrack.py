@@ -148,6 +148,12 @@ def test_two_faces_make_two_tracks_ranked_by_length_times_size(tmp_path, detecto
         assert _hits(table, boxes[:, which], track=k) >= 0.9
     one, s1 = track_video(path, detector, max_tracks=1)
     assert s1["n_tracks"] == 1 and one.height == table.filter(pl.col("track") == 0).height
+    # the settings a logged detector carries to predict, scan and serve reach the tracker
+    from fvcflow.stages.facetrack import track_as
+
+    got, s_as = track_as(path, {"max_tracks": 1, "every": 3})
+    assert s_as["n_tracks"] == 1 and got.equals(one)
+    assert track_as(path, {"detector": "haar"})[1]["detector"].startswith("haar")
 
 
 @needs_cnn

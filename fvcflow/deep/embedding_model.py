@@ -38,8 +38,9 @@ class EmbeddingModel:
         emb = video_embedding(self.backbone.module, self.backbone.clip, path, **source)
         return pd.DataFrame([emb], columns=self.columns)
 
-    def predict_video(self, path: str | Path, *, original: str | Path | None = None, **source: Any) -> float:
+    def predict_video(self, path: str | Path, *, original: str | Path | None = None,
+                      face_tracker: dict | None = None, **source: Any) -> float:
         """``P(fake)`` of a (letterboxed) video file: its frozen embedding through the estimator.
-        ``original`` (the full-resolution file, which a face-clip video model tracks) is not read:
+        ``original`` and ``face_tracker`` (which a face-clip video model tracks with) are not used:
         the embedding tables are of the letterboxed frames, as in training."""
         return float(self.predict_proba(self.embed_video(path, **source))[0, 1])

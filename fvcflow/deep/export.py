@@ -45,12 +45,14 @@ class TrainedVideo:
         return self.module(x.to(next(self.module.parameters()).device)).float().cpu()
 
     def predict_video(self, path: str | Path, *, src_width: int | None = None,
-                      src_height: int | None = None, original: str | Path | None = None) -> float:
+                      src_height: int | None = None, original: str | Path | None = None,
+                      face_tracker: dict | None = None) -> float:
         """``P(fake)`` of a (letterboxed) video: the mean of its evaluation clips' logits. A model
         trained on face clips (``clip.source == "face"``) tracks the faces of ``original`` (the
         full-resolution file) and scores each track's aligned clips: the video's score is the
         max (or mean: ``clip.tracks``) over its tracks, its frame clips when it has none;
-        :attr:`last_track` names the track that drove the score (None: frame clips)."""
+        :attr:`last_track` names the track that drove the score (None: frame clips). The faces
+        are tracked with ``face_tracker`` (the ``faces.*`` settings, as the stage tracked them)."""
         from fvcflow.deep.clips import ClipSource, FaceRef, pool_tracks
         from fvcflow.video import probe
 
@@ -60,10 +62,10 @@ class TrainedVideo:
         if self.clip.source == "face" and original is not None:
             import tempfile
 
-            from fvcflow.stages.facetrack import make_detector, track_video
+            from fvcflow.stages.facetrack import track_as
             from fvcflow.store import write_parquet_atomic
 
-            table, summary = track_video(original, make_detector("auto"))
+            table, summary = track_as(original, face_tracker)
             if summary["n_tracks"]:
                 with tempfile.TemporaryDirectory(prefix="fvc-tracks-") as tmp:
                     tracks = write_parquet_atomic(table, Path(tmp) / "tracks.parquet")

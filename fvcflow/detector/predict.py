@@ -80,16 +80,13 @@ class Detector:
         model reads them), stage 4 ones when the model needs them, and for a stack over deep or
         embedding models their ``P(fake)`` of the letterboxed video."""
         from fvcflow.models.stack import video_column
-        from fvcflow.stages.facetrack import make_detector, track_video
+        from fvcflow.stages.facetrack import track_as
         from fvcflow.stages.features import video_features
         from fvcflow.stages.scale import scale_video
 
         tracks = None
         if self.needs_faces:        # the face tracker's main track, as stage 2 (fvcflow.stages.specs)
-            t = {"detector": "auto", "every": face_every, "max_tracks": 2, "max_side": 640,
-                 **(face_tracker or {})}
-            det = make_detector(t["detector"], face_model, max_side=t["max_side"])
-            tracks = track_video(path, det, every=t["every"], max_tracks=t["max_tracks"])[0]
+            tracks = track_as(path, {"every": face_every, **(face_tracker or {})}, face_model)[0]
         row: dict[str, float] = dict(video_features(path, local=self.needs_local, face_tracks=tracks))
         video_bases = self.video_bases
         if self.needs_stage4 or video_bases:
@@ -103,7 +100,7 @@ class Detector:
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3
                     row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
                                                                  src_height=flags["src_height"],
-                                                                 original=path)
+                                                                 original=path, face_tracker=face_tracker)
         return row
 
     def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
@@ -133,7 +130,7 @@ class Detector:
             scaled = Path(tmp) / "scaled.mp4"
             row = scale_video(path, scaled, size=scale_size, crf=scale_crf)
             return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"],
-                                            original=path)
+                                            original=path, face_tracker=face_tracker)
 
     def predict_rows(self, rows: list[dict[str, float]]) -> list[float]:
         """``P(fake)`` of feature rows (missing columns are NaN, imputed by the model)."""

@@ -303,6 +303,17 @@ def track_frames(frames: list[int], detections: list[list[Detection]], sampled: 
     return pl.concat(parts).sort("track", "frame")
 
 
+def track_as(path, tracker: dict | None = None,
+             face_model: str | Path | None = None) -> tuple[pl.DataFrame, dict]:
+    """:func:`track_video` with the face tracker's settings as a mapping (``faces.*``: detector,
+    every, max_tracks, max_side; missing ones take their defaults), as a logged detector carries
+    them to ``fvc predict``, the scan and the model server: the tracks stage 2 and the face clips
+    were made with."""
+    t = {"detector": "auto", "every": 3, "max_tracks": 2, "max_side": 640, **(tracker or {})}
+    det = make_detector(t["detector"], face_model, max_side=t["max_side"])
+    return track_video(path, det, every=t["every"], max_tracks=t["max_tracks"])
+
+
 def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int = 2, info=None,
                 strategy: str = "auto", threads: int | None = None) -> tuple[pl.DataFrame, dict]:
     """Track the faces of the video at ``path``: its tracks table and a summary row.
