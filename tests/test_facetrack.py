@@ -457,3 +457,47 @@ def test_stage_2_reads_the_faces_stage_tracks_and_tracks_itself_without_them(lak
                                    rtol=1e-12, equal_nan=True)
     other = s.model_copy(update={"faces": s.faces.model_copy(update={"max_side": 320})})
     assert len(runner.plan("features", other).todo) == alone.videos_in   # the tracker's settings: in the key
+
+
+def test_one_decode_gives_the_stage_2_row_and_the_tracker_s_own_tracks(tmp_path, detector):
+    from fvcflow.stages.features import video_features
+
+    frames, _ = astronaut_pan(n=30, width=320, height=240, side=160, travel=30)
+    path = write_video(tmp_path / "pan.mp4", frames=frames, fps=25)
+    info = probe(path)
+    alone_tracks, alone_summary = track_video(path, detector, every=3, info=info)
+    tracker = facetrack.FrameTracker(detector, info, every=3)
+    row = video_features(path, info=info, local=True, tracker=tracker)
+    tracks, summary = tracker.result()
+    assert summary == alone_summary and summary["n_detect"] == len(tracker.wanted) > 2
+    assert tracks.equals(alone_tracks)            # the detection frames of stage 2's decode: same tracks
+    want = video_features(path, info=info, local=True)          # and the same row as stage 2 alone
+    assert list(row) == list(want)
+    np.testing.assert_array_equal(list(row.values()), list(want.values()))
+
+
+def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settings, monkeypatch):
+    from fvcflow.stages import specs
+    from fvcflow.stages.features import video_features
+
+    lake = lake_settings.lake()
+    assert specs.shares_decode(lake_settings)
+    runner.run_local("faces", lake_settings)
+
+    def no_decode(*a, **k):
+        raise AssertionError("stage 2 decoded a video the faces stage had read")
+
+    monkeypatch.setattr(specs, "video_features", no_decode)
+    report = runner.run_local("features", lake_settings)
+    assert (report.done, report.failed) == (3, 0)
+    monkeypatch.undo()
+    stage2 = pl.read_parquet(lake.stage2)
+    for r in pl.read_parquet(lake.index).to_dicts():
+        got = stage2.filter(pl.col("video_id") == r["video_id"]).row(0, named=True)
+        want = video_features(r["path"], local=True)
+        np.testing.assert_array_equal([got[k] for k in want], list(want.values()))
+    # another feature setting (another key) or a forced stage 2: it decodes again, never a stale row
+    features = lake_settings.features.model_copy(update={"local": False})
+    other = lake_settings.model_copy(update={"features": features, "force": ["features"]})
+    monkeypatch.setattr(specs, "video_features", no_decode)
+    assert runner.run_local("features", other).failed == 3

@@ -314,6 +314,55 @@ def track_as(path, tracker: dict | None = None,
     return track_video(path, det, every=t["every"], max_tracks=t["max_tracks"])
 
 
+class FrameTracker:
+    """The tracker fed by someone else's decode: it says which frames it wants (:meth:`wants`: the
+    detection frames, a subset of the stage 2 sample), takes them as they come (:meth:`add`) and
+    gives the tracks table and summary row at the end (:meth:`result`).
+
+    :func:`track_video` feeds it from its own reads; stage 2 (:func:`fvcflow.stages.features.
+    video_features`, ``tracker=``) feeds it the frames it decodes anyway, so that a video is
+    decoded once for its features and its face tracks (docs/FACES.md, "Shared decode").
+    """
+
+    def __init__(self, detector: FaceDetector, info, *, every: int = 3, max_tracks: int = 2,
+                 threads: int | None = None):
+        if max_tracks < 1:
+            raise FvcError(f"faces.max_tracks must be >= 1, got {max_tracks}")
+        self.detector, self.info, self.max_tracks, self.threads = detector, info, max_tracks, threads
+        self.sampled = sample_indices(info.n_frames).tolist()
+        self.wanted = [self.sampled[p] for p in detection_positions(len(self.sampled), every)]
+        self._wanted = set(self.wanted)
+        self.frames: list[int] = []
+        self.dets: list[list[Detection]] = []
+
+    def wants(self, index: int) -> bool:
+        return int(index) in self._wanted
+
+    def add(self, index: int, gray: np.ndarray) -> None:
+        """One decoded frame (luma, the video's own size); frames it does not want are ignored."""
+        if not self.wants(index):
+            return
+        # the CNN's OpenMP threads spin while they wait: on a shared core they cost 6x the CPU
+        # (benchmarks/faces.py); the worker's own share of the cores (one thread by default) is faster
+        with threadpool_limits(limits=self.threads or 1, user_api="openmp"):
+            dets = self.detector.detect(gray)
+        self.frames.append(int(index))
+        self.dets.append(dets)
+
+    def result(self) -> tuple[pl.DataFrame, dict]:
+        info, sampled = self.info, self.sampled
+        table = track_frames(self.frames, self.dets, sampled, max_tracks=self.max_tracks)
+        covered = table["frame"].n_unique() if table.height else 0
+        first = table.filter(pl.col("track") == 0)
+        area = (float((first["w"] * first["h"]).median() / (info.width * info.height)) if first.height
+                else float("nan"))
+        summary = {"detector": self.detector.name, "n_sampled": len(sampled), "n_detect": len(self.frames),
+                   "n_tracks": int(table["track"].n_unique()) if table.height else 0,
+                   "face_found": covered / len(sampled) if sampled else float("nan"), "face_area": area,
+                   "width": info.width, "height": info.height}
+        return table.with_columns(pl.lit(self.detector.name).alias("detector")), summary
+
+
 def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int = 2, info=None,
                 strategy: str = "auto", threads: int | None = None) -> tuple[pl.DataFrame, dict]:
     """Track the faces of the video at ``path``: its tracks table and a summary row.
@@ -321,31 +370,14 @@ def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int
     The summary: ``detector``, ``n_sampled`` (frames of the stage 2 sample), ``n_detect`` (frames
     the detector ran on), ``n_tracks``, ``face_found`` (share of the sampled frames with a track),
     ``face_area`` (median box area of track 0 over the frame's, NaN without one), ``width``,
-    ``height``.
+    ``height``. It decodes the detection frames only; :class:`FrameTracker` takes them from a
+    decode that reads them anyway (stage 2's).
     """
-    if max_tracks < 1:
-        raise FvcError(f"faces.max_tracks must be >= 1, got {max_tracks}")
     info = info or probe(path)
-    sampled = sample_indices(info.n_frames).tolist()
-    positions = detection_positions(len(sampled), every)
-    wanted = [sampled[p] for p in positions]
-    frames, dets = [], []
-    # the CNN's OpenMP threads spin while they wait: on a shared core they cost 6x the CPU
-    # (benchmarks/faces.py); the worker's own share of the cores (one thread by default) is faster
-    with threadpool_limits(limits=threads or 1, user_api="openmp"):
-        for i, gray in iter_luma(path, wanted, info=info, strategy=strategy, threads=threads):
-            frames.append(int(i))
-            dets.append(detector.detect(gray))
-    table = track_frames(frames, dets, sampled, max_tracks=max_tracks)
-    covered = table["frame"].n_unique() if table.height else 0
-    first = table.filter(pl.col("track") == 0)
-    area = (float((first["w"] * first["h"]).median() / (info.width * info.height)) if first.height
-            else float("nan"))
-    summary = {"detector": detector.name, "n_sampled": len(sampled), "n_detect": len(frames),
-               "n_tracks": int(table["track"].n_unique()) if table.height else 0,
-               "face_found": covered / len(sampled) if sampled else float("nan"), "face_area": area,
-               "width": info.width, "height": info.height}
-    return table.with_columns(pl.lit(detector.name).alias("detector")), summary
+    tracker = FrameTracker(detector, info, every=every, max_tracks=max_tracks, threads=threads)
+    for i, gray in iter_luma(path, tracker.wanted, info=info, strategy=strategy, threads=threads):
+        tracker.add(i, gray)
+    return tracker.result()
 
 
 def boxes_at(tracks: pl.DataFrame, track: int, frames) -> tuple[np.ndarray, np.ndarray]:

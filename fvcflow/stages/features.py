@@ -58,7 +58,7 @@ def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
 def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy: str = "auto",
                    prefix: str = "", threads: bool | int | None = None, local: bool = False,
                    faces: FaceDetector | None = None, face_every: int = 3,
-                   face_tracks=None) -> dict[str, float]:
+                   face_tracks=None, tracker=None) -> dict[str, float]:
     """Stage 2 feature row of one video: 48 aggregated kernel features, 3 codec cues, counts.
 
     Decodes only the sampled frames (seeking or sequential, chosen from the key-frame spacing),
@@ -67,6 +67,9 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     (:func:`fvcflow.stages.local.local_columns`), ``faces`` (a detector) the 31 face columns
     (:func:`fvcflow.stages.faces.face_columns`), from the same decoded frames; ``face_tracks`` (a
     tracks table of :mod:`fvcflow.stages.facetrack`) gives them from its main track instead.
+    ``tracker`` (a :class:`fvcflow.stages.facetrack.FrameTracker` of this video) is fed the
+    detection frames from this same decode (they are frames of the sample): one decode gives the
+    row and, from ``tracker.result()``, the face tracks.
 
     >>> row = video_features("clip.mp4")            # doctest: +SKIP
     >>> row["noise_energy_mean"], row["n_sampled"]  # doctest: +SKIP
@@ -89,6 +92,8 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
             loc.add(gray, cb, cr)
         if face is not None:
             face.add(gray, cb, cr, index)
+        if tracker is not None:
+            tracker.add(index, gray)
         got = i + 1
     if got == 0:
         raise VideoError(path, "no decodable frames")

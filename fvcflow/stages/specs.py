@@ -30,10 +30,11 @@ from fvcflow.schema import (
     blended_id,
 )
 from fvcflow.stages.augment import augment_video, blend_video, draw_blend_params, draw_params
-from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
+from fvcflow.stages.facetrack import TRACK_VERSION, FrameTracker, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
 from fvcflow.store import Lake, cache_key, cache_keys, file_hash, read_parquet, write_parquet_atomic
+from fvcflow.video import probe
 from fvcflow.video.write import STAGE_PRESET
 
 log = logging.getLogger("fvcflow.stages")
@@ -137,6 +138,18 @@ def _faces_config(s: Settings, detector) -> dict:
             "max_tracks": s.faces.max_tracks, "max_side": s.faces.max_side}
 
 
+def shares_decode(s: Settings) -> bool:
+    """Whether the faces stage also computes each video's stage 2 row from the same decode (the
+    features stage then takes it, :func:`_shared_row`): when this run has the features stage and
+    its row does not read the tracks (``features.faces`` off: the face columns need the finished
+    tracks before the frames, so that row is computed by the features stage, as before)."""
+    return "features" in s.stages and not s.features.faces
+
+
+def _shared_dst(lake: Lake, video_id: str) -> Path:
+    return lake.faces_tracks.parent / "rows" / f"{_safe(video_id)}.parquet"
+
+
 def _faces_jobs(lake: Lake, s: Settings) -> list[dict]:
     detector = face_detector(s)
     note = fallback_note(detector)
@@ -146,17 +159,49 @@ def _faces_jobs(lake: Lake, s: Settings) -> list[dict]:
     dsts = [lake.faces_tracks / f"{_safe(r['video_id'])}.parquet" for r in rows]
     keys = cache_keys([r["content_hash"] for r in rows], "faces", _faces_config(s, detector),
                       varying={"dst": [d.name for d in dsts]})
-    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params={"dst": str(d)})
-            for k, r, d in zip(keys, rows, dsts)]
+    shared = (cache_keys([r["content_hash"] for r in rows], "features", _feature_config(s, faces=True))
+              if shares_decode(s) else [None] * len(rows))
+    jobs = []
+    for k, r, d, f in zip(keys, rows, dsts, shared):
+        params = {"dst": str(d)}
+        if f:                   # this run's stage 2 key: the row computed from the tracker's decode
+            params.update(features_key=f, features_dst=str(_shared_dst(lake, r["video_id"])))
+        jobs.append(dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params=params))
+    return jobs
 
 
 def _faces_run(job, s: Settings) -> dict:
-    table, summary = track_video(job.path, face_detector(s), every=s.faces.every,
-                                 max_tracks=s.faces.max_tracks, strategy=s.features.strategy,
-                                 threads=s.threads_per_worker)
+    feature_key = job.params.get("features_key")
+    if feature_key:             # one decode: the stage 2 row, its detection frames fed to the tracker
+        info = probe(job.path)
+        tracker = FrameTracker(face_detector(s), info, every=s.faces.every, max_tracks=s.faces.max_tracks,
+                               threads=s.threads_per_worker)
+        row = video_features(job.path, info=info, tracker=tracker, **_feature_kwargs(s))
+        table, summary = tracker.result()
+        write_parquet_atomic(pl.DataFrame([{**row, "features_key": feature_key}]), job.params["features_dst"])
+    else:
+        table, summary = track_video(job.path, face_detector(s), every=s.faces.every,
+                                     max_tracks=s.faces.max_tracks, strategy=s.features.strategy,
+                                     threads=s.threads_per_worker)
     dst = job.params["dst"]
     write_parquet_atomic(table, dst)
     return {**summary, "tracks_path": dst, "content_hash": file_hash(dst)}
+
+
+def _shared_row(job, s: Settings) -> dict | None:
+    """The stage 2 row the faces stage computed from its decode of this video with this job's
+    cache key (:func:`shares_decode`), or None (none, another key, unreadable, or the features
+    stage forced): the features stage then decodes the video itself."""
+    if "features" in s.force:
+        return None
+    path = _shared_dst(Lake.at(s.home), job.video_id)
+    try:
+        table = pl.read_parquet(path) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged side file: computed again, never trusted
+        return None
+    if table is None or table.height != 1 or table["features_key"][0] != job.key:
+        return None
+    return {k: v for k, v in table.row(0, named=True).items() if k != "features_key"}
 
 
 # stages 2 and 4 ------------------------------------------------------------------------------
@@ -211,6 +256,9 @@ def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame
 
 
 def _feature_run(job, s: Settings) -> dict:
+    shared = None if s.features.faces else _shared_row(job, s)
+    if shared is not None:
+        return shared
     kw = _feature_kwargs(s)
     if s.features.faces:
         kw["face_tracks"] = face_tracks_of(job.path, s, job.params.get("tracks"))
