@@ -200,3 +200,47 @@ def test_the_report_shows_a_video_s_aligned_main_face(face_lake, tmp_path):
     _, lm = boxes_at(tracks, 0, [mid])
     np.testing.assert_array_equal(crop, align_face(read_rgb(path, [mid])[0][0], lm[0], 112))
     assert not face_crop(lake, "no-such-video", path, tmp_path / "none.png")
+
+
+def test_every_track_of_a_two_face_video_is_a_training_sample_and_its_score_is_the_max(tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    from fvcflow.config import DeepConfig
+    from fvcflow.deep.clips import per_track
+    from fvcflow.deep.loop import Trainer, _source, prepare_sources
+    from fvcflow.models.registry import get_model_spec
+    from fvcflow.stages.facetrack import make_detector, track_video
+    from fvcflow.stages.scale import scale_video
+    from fvcflow.store import Lake, write_parquet_atomic
+
+    frames, _ = astronaut_pan(n=16, width=480, height=180, side=160, faces=2, travel=20)
+    video = write_video(tmp_path / "two.mp4", frames=frames, fps=10)
+    tracks, summary = track_video(video, make_detector("auto"))
+    assert summary["n_tracks"] == 2
+    tracks_path = write_parquet_atomic(tracks, tmp_path / "two.parquet")
+    scale_video(video, tmp_path / "two-64.mp4", size=64)
+    two = {"video_id": "two", "path": str(tmp_path / "two-64.mp4"), "content_hash": "s", "n_frames": 16,
+           "src_width": 480, "src_height": 180, "label": 1, "face_video": str(video), "face_video_hash": "v",
+           "face_tracks": str(tracks_path), "face_tracks_hash": "t", "face_n_tracks": 2}
+    rows = pl.DataFrame([two, {**two, "video_id": "main", "label": 0, "face_n_tracks": 1}])
+    per = per_track(rows)
+    assert per.select("video_id", "face_track").rows() == [("two", 0), ("two", 1), ("main", 0)]
+    first, second = (decode_face_clips(_source(r), SPEC) for r in per.head(2).to_dicts())
+    assert not np.array_equal(first, second)                 # two faces, two sets of clips
+    cache = ClipCache(tmp_path / "clips")
+    prepare_sources(Lake.at(tmp_path / "home"), rows, SPEC, cache)
+    assert cache.decoded == 2                                # both tracks cached ("main" is track 0)
+    spec = get_model_spec("naive_3dcnn")
+    deep = DeepConfig(epochs=1, patience=1, batch_size=4, workers=0, device="cpu")
+    memory = ClipCache(None)                     # no cache: each source of a loader is decoded once
+    trainer = Trainer(spec, SPEC, deep, memory, params={}, weights=None, seed=0, device=torch.device("cpu"))
+    fit = trainer.fit(rows, rows, seed=0, workdir=tmp_path, tag="t")
+    assert memory.decoded == 3 + 3               # trained on the 3 tracks, validated on them pooled
+    p = trainer.predict(fit.module, rows)
+    logits = trainer.video_logits(fit.module, trainer._loader(per, train=False, seed=0))
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-np.array([logits[:2].max(), logits[2]]))), rtol=1e-6)
+    trainer.clip = replace(SPEC, tracks="mean")
+    np.testing.assert_allclose(trainer.predict(fit.module, rows)[0], 1 / (1 + np.exp(-logits[:2].mean())),
+                               rtol=1e-6)

@@ -341,6 +341,22 @@ def source_of(row: dict, track: int = 0) -> ClipSource:
                       row.get("src_width"), row.get("src_height"), face)
 
 
+def per_track(rows: pl.DataFrame) -> pl.DataFrame:
+    """One row per face track of each video of ``rows`` (``face_track`` 0 .. ``face_n_tracks`` - 1;
+    one row, track 0, for a video without tracks or rows without face columns), ``_video`` its
+    video's position in ``rows``: every track is a sample of its video's label in training, and
+    each is scored at prediction (:func:`pool_tracks` makes the video's score).
+
+    >>> per_track(pl.DataFrame({"video_id": ["a", "b"], "face_n_tracks": [2, 0]})).rows()
+    [(0, 'a', 2, 0), (0, 'a', 2, 1), (1, 'b', 0, 0)]
+    """
+    rows = rows.with_row_index("_video")
+    if "face_n_tracks" not in rows.columns:
+        return rows.with_columns(face_track=pl.lit(0, pl.Int64))
+    n = pl.max_horizontal(pl.col("face_n_tracks").fill_null(0), 1)
+    return rows.with_columns(face_track=pl.int_ranges(0, n, dtype=pl.Int64)).explode("face_track")
+
+
 def pool_tracks(values: np.ndarray, owners: np.ndarray, n: int, how: str) -> tuple[np.ndarray, np.ndarray]:
     """Per video (``owners``: the video index of each track's value), the ``max`` or ``mean`` of
     its tracks' values, and the track that gave the max (for ``mean``: the largest too).

@@ -38,7 +38,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fvcflow.config import DeepConfig, TrainConfig
-from fvcflow.deep.clips import ClipCache, ClipSource, face_tags, pool_tracks, source_of, with_faces
+from fvcflow.deep.clips import ClipCache, ClipSource, face_tags, per_track, pool_tracks, source_of, with_faces
 from fvcflow.deep.data import ClipDataset, RawClips, make_loader, to_input
 from fvcflow.deep.device import device_tags, lease_device, peak_memory, release_memory
 from fvcflow.deep.export import TrainedVideo
@@ -77,7 +77,7 @@ def video_rows(lake: Lake, cfg: TrainConfig, splits: pl.DataFrame) -> pl.DataFra
 
 
 def _source(row: dict) -> ClipSource:
-    return source_of(row, row.get("face_track") or 0)      # face track 0 (the main face) or the frame
+    return source_of(row, row.get("face_track") or 0)      # its face track (per_track rows) or the frame
 
 
 def validation_split(rows: pl.DataFrame, fraction: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -232,8 +232,9 @@ class Trainer:
                                   **self.params).to(self.device)
         opt = self._optimizer(model)
         step_model = torch.compile(model) if self.deep.compile and self.device.type == "cuda" else model
-        train = self._loader(train_rows, train=True, seed=seed)
-        val = self._loader(val_rows, train=False, seed=seed)
+        train = self._loader(per_track(train_rows), train=True, seed=seed)    # every face track a sample
+        val_tracks = per_track(val_rows)
+        val = self._loader(val_tracks, train=False, seed=seed)
         y_val = val_rows["label"].to_numpy().astype(float)
         history, best, best_state, best_epoch, bad = [], math.inf, None, 0, 0
         first = 0
@@ -271,7 +272,7 @@ class Trainer:
                         self._skip_step(tag, epoch, step)
                     opt.zero_grad(set_to_none=True)
                     finite.fill_(True)
-            logits = self.video_logits(model, val)
+            logits = self._pooled(self.video_logits(model, val), val_tracks, val_rows.height)
             if not np.isfinite(logits).all():
                 raise DivergedError(f"{self.spec.name} {tag}: the validation logits are not finite after "
                                     f"epoch {epoch} (the weights diverged): lower train.deep.lr")
@@ -331,18 +332,19 @@ class Trainer:
             resume.remove(epoch_tag(tag))
             return None
 
+    def _pooled(self, logits: np.ndarray, tracks: pl.DataFrame, n: int) -> np.ndarray:
+        """Per video, the ``clip.tracks`` pool (max or mean) of its tracks' logits (``tracks``:
+        :func:`per_track` rows of ``n`` videos)."""
+        if tracks.height == n:
+            return logits
+        return pool_tracks(logits, tracks["_video"].to_numpy(), n, self.clip.tracks)[0]
+
     def predict(self, model: nn.Module, rows: pl.DataFrame) -> np.ndarray:
         """``P(fake)`` of every video of ``rows`` (evaluation clips, mean logit); with face clips,
         each face track is scored and the video's score is their max (``clip.tracks``: or mean)."""
-        if "face_n_tracks" not in rows.columns or int(rows["face_n_tracks"].max() or 0) <= 1:
-            logits = self.video_logits(model, self._loader(rows, train=False, seed=self.seed))
-            return 1 / (1 + np.exp(-logits))
-        per_track = (rows.with_row_index("_video")
-                     .with_columns(face_track=pl.int_ranges(0, pl.max_horizontal(pl.col("face_n_tracks"), 1)))
-                     .explode("face_track"))
-        logits = self.video_logits(model, self._loader(per_track, train=False, seed=self.seed))
-        pooled, _ = pool_tracks(logits, per_track["_video"].to_numpy(), rows.height, self.clip.tracks)
-        return 1 / (1 + np.exp(-pooled))
+        tracks = per_track(rows)
+        logits = self.video_logits(model, self._loader(tracks, train=False, seed=self.seed))
+        return 1 / (1 + np.exp(-self._pooled(logits, tracks, rows.height)))
 
 
 # -- every fold ---------------------------------------------------------------------------------
@@ -369,7 +371,9 @@ def weight_tags(name: str, weights: str | None, params: dict | None = None) -> d
 def prepare_sources(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, cache: ClipCache) -> pl.DataFrame:
     """Decode and cache every video's clips once; videos that cannot be decoded are recorded and left out."""
     bad, failures = [], []
-    for row in rows.to_dicts():
+    for row in per_track(rows).to_dicts():          # every face track's clips (training uses them all)
+        if row["video_id"] in bad:
+            continue
         try:
             cache.load(_source(row), clip)
         except VideoError as exc:
@@ -399,14 +403,14 @@ def fill_clip_cache(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, address: str
 
     root = lake.cache_dir("clips")
     cache = ClipCache(root)
-    todo = [_source(r) for r in rows.to_dicts()]
-    todo = [s for s in todo if not cache.path(s, clip).exists()]
+    sources = [_source(r) for r in per_track(rows).to_dicts()]      # every face track
+    todo = [s for s in sources if not cache.path(s, clip).exists()]
     failed = 0
     if todo:
         with Client(address, set_as_default=False) as client:
             futures = client.map(_fill_one, [str(root)] * len(todo), todo, [clip] * len(todo), pure=False)
             failed = sum(reason is not None for _, reason in client.gather(futures))
-    return {"videos": rows.height, "decoded": len(todo) - failed, "cached": rows.height - len(todo),
+    return {"videos": rows.height, "decoded": len(todo) - failed, "cached": len(sources) - len(todo),
             "failed": failed}
 
 
