@@ -235,9 +235,6 @@ class FeatureConfig(_Model):
     faces: bool = Field(False, description="face-region features in stage 2 (s2lf); offline detector")
     face_model: Path | None = Field(None, description="local ONNX face detector (YuNet); default: "
                                                       "OpenCV's bundled Haar cascade")
-    face_every: int = Field(3, ge=1, le=50, description="the held-box face tracker of the library's "
-                            "FaceAccumulator; stage 2 and predict use the faces stage's tracker "
-                            "(faces.every)")
 
     @field_validator("face_model")
     @classmethod
@@ -491,6 +488,10 @@ def _shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else f"{text[:SHOWN_CHARS]}... ({len(text)} characters)"
 
 
+#: settings that older settings files may still name: what replaced them (``describe`` says so)
+REMOVED = {"features.face_every": "the face tracker's detection stride is 'faces.every'; set that instead"}
+
+
 def describe(exc: ValidationError, model: type[BaseModel], *, prefix: tuple[str, ...] = (),
              secrets: list[str] = ()) -> str:
     """One line per bad setting, naming it. A value is never shown for a secret setting, nor for
@@ -505,7 +506,9 @@ def describe(exc: ValidationError, model: type[BaseModel], *, prefix: tuple[str,
     for err in exc.errors():
         loc = tuple(str(p) for p in err["loc"])
         where = ".".join(prefix + loc) or "settings"
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and where in REMOVED:
+            parts.append(f"setting {where!r}: no longer a setting ({REMOVED[where]})")
+        elif err["type"] == "extra_forbidden":
             known = _fields(model, loc[:-1])
             close = difflib.get_close_matches(loc[-1], known, n=1) if loc else []
             hint = f" (did you mean {'.'.join(prefix + loc[:-1] + (close[0],))!r}?)" if close else ""

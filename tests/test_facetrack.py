@@ -501,3 +501,15 @@ def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settin
     other = lake_settings.model_copy(update={"features": features, "force": ["features"]})
     monkeypatch.setattr(specs, "video_features", no_decode)
     assert runner.run_local("features", other).failed == 3
+
+
+def test_an_old_settings_file_naming_features_face_every_is_told_what_replaced_it(tmp_path, capsys):
+    old = tmp_path / "fvc.toml"
+    old.write_text("[features]\nfaces = true\nface_every = 5\n")
+    rc = fvc_cli(["--config", str(old), "--home", str(tmp_path / "home"), "faces", str(tmp_path / "x.mp4")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == ["error: setting 'features.face_every': no longer a setting (the face "
+                                        "tracker's detection stride is 'faces.every'; set that instead)"]
+    assert Settings.load(overrides={"faces": {"every": 5}}).faces.every == 5
+    assert "face_every" not in Settings().features.model_dump()

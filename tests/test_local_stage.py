@@ -118,7 +118,7 @@ def test_face_model_must_be_a_loadable_local_file(tmp_path):
     junk.write_bytes(b"not an onnx model")
     with pytest.raises(FvcError, match="features.face_model: OpenCV cannot load"):
         FaceDetector(junk)
-    with pytest.raises(FvcError, match="face_every must be >= 1"):
+    with pytest.raises(FvcError, match="every must be >= 1"):
         FaceTrack(FaceDetector(), every=0)
 
 

@@ -99,7 +99,7 @@ class FaceTrack:
 
     def __init__(self, detector: FaceDetector, every: int = 3):
         if every < 1:
-            raise FvcError(f"features.face_every must be >= 1, got {every}")
+            raise FvcError(f"FaceTrack: every must be >= 1, got {every}")
         self.detector, self.every = detector, every
         self.box: np.ndarray | None = None
         self.misses = 0
