@@ -244,15 +244,18 @@ class EpochSampler(Sampler):
 
 
 def make_loader(ds: ClipDataset, *, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
-                seed: int = 0, raw: bool = False, prefetch: int = 4) -> DataLoader:
+                seed: int = 0, raw: bool = False, prefetch: int = 4,
+                sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader over ``ds``: seeded per-epoch order (``loader.sampler.set_epoch``), persistent
     worker processes prefetching ``prefetch`` batches each, pinned memory on CUDA. Its own
     generator draws the workers' base seed, so iterating never moves torch's global RNG (the
     model's dropout stream): a training resumed at epoch ``e`` draws what an uninterrupted one
     draws, with or without (persistent) workers. ``raw``: batches of :class:`RawClips` (uint8, for
-    :func:`to_input` on the device) instead of float clips."""
+    :func:`to_input` on the device) instead of float clips. ``sampler``: another sampler of
+    ``epoch * n + i`` indices (a DDP rank's share: :class:`fvcflow.deep.distributed.ShardSampler`)."""
     extra = {"prefetch_factor": prefetch} if workers > 0 else {}
+    sampler = EpochSampler(len(ds), shuffle=shuffle, seed=seed) if sampler is None else sampler
     return DataLoader(_Raw(ds) if raw else ds, batch_size=batch_size,
-                      sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed), num_workers=workers,
+                      sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, collate_fn=collate_raw if raw else collate, drop_last=False,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed), **extra)
