@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from fvcflow.errors import ConfigError
+from fvcflow.errors import ConfigError, DeviceError
 
 log = logging.getLogger("fvcflow.deep")
 
@@ -215,6 +215,26 @@ class Ranks:
                 return f"rank {i} died ({how})"
         return None
 
+    def wait_started(self, timeout: float, poll: float = 0.1) -> None:
+        """Wait until every rank is joining the group (it has started torch and the library): a
+        rank that fails or dies before is named at once (one line, :class:`DeviceError`) instead
+        of leaving rank 0 waiting for the group's timeout."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = self.failure()
+            if dead is not None:
+                self.stop()
+                raise DeviceError(f"DDP could not start: {dead}")
+            if all((self.folder / f"rank{i}.joining").exists() for i in range(1, len(self.processes) + 1)):
+                return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise DeviceError(f"DDP could not start: not every rank began within {timeout:.0f} s "
+                                  "(train.deep.ddp_timeout)")
+            time.sleep(poll)
+
     def stop(self) -> None:
         """Stop the ranks that still run (rank 0 failed or finished) and wait for them."""
         for i, p in enumerate(self.processes, start=1):
@@ -229,6 +249,7 @@ def _rank_main(fn: Callable, rank: int, world: int, device, address: str, timeou
                args: tuple) -> None:
     torch.set_num_threads(max(1, torch.get_num_threads() // world))
     try:
+        Path(folder, f"rank{rank}.joining").touch()
         ctx = join(rank, world, device, address, timeout)
         try:
             fn(ctx, *args)

@@ -592,6 +592,7 @@ def _ddp_rank0(job: _Job, device: torch.device, cache: ClipCache, start: float) 
     ranks = distributed.start_ranks(_rank_job, devices, address, deep.ddp_timeout, (job,))
     try:
         try:
+            ranks.wait_started(deep.ddp_timeout)
             ctx = distributed.join(0, len(devices), device, address, deep.ddp_timeout)
             out = _folds(job, device, ctx, cache, start)
         finally:
