@@ -20,7 +20,6 @@ the rank and how it ended; the ranks it started are stopped.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 import tempfile
 from dataclasses import dataclass, field
@@ -106,25 +105,6 @@ def leave() -> None:
     """Destroy this process's process group (if any)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-def from_env() -> tuple[int, int, int] | None:
-    """``(rank, world, local rank)`` of a process started by ``torchrun`` (``RANK``, ``WORLD_SIZE``,
-    ``LOCAL_RANK``) or SLURM's ``srun`` (``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID``);
-    None outside a launcher or in a world of one.
-
-    >>> from_env.__name__
-    'from_env'
-    """
-    env = os.environ
-    if "WORLD_SIZE" in env and "RANK" in env:
-        rank, world, local = int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", env["RANK"]))
-    elif "SLURM_NTASKS" in env and "SLURM_PROCID" in env:
-        rank, world = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])
-        local = int(env.get("SLURM_LOCALID", rank))
-    else:
-        return None
-    return (rank, world, local) if world > 1 else None
 
 
 # -- which clips each rank reads ----------------------------------------------------------------
