@@ -69,11 +69,12 @@ def autocast(device: torch.device):
 
 
 def raw_batch(spec: ClipSpec, batch: int, seed: int, side: int) -> RawClips:
-    """A batch as the loader ships it: random uint8 clips, some cropped (by the flip/crop fields)."""
+    """A batch as the loader ships it: random uint8 clips, some cropped (by the flip/crop box fields)."""
     g = torch.Generator().manual_seed(seed)
     data = torch.randint(0, 256, (batch, spec.frames, side, side, spec.n_channels), dtype=torch.uint8,
                          generator=g)
-    aug = torch.tensor([[i % 2, side - (i % 3), side - (i % 2)] for i in range(batch)], dtype=torch.int32)
+    aug = torch.tensor([[i % 2, i % 3, i % 2, side - (i % 3), side - (i % 2)] for i in range(batch)],
+                       dtype=torch.int32)                   # flip, crop top, left, height, width
     return RawClips(data, aug)
 
 

@@ -4,8 +4,10 @@ Three producers of the same items from the same memory-mapped clip cache, each i
 (what one DataLoader worker does):
 
 - ``copy``: a copy of the clip's uint8 bytes out of the cache (the memory bound);
-- ``uint8``: today's worker (:meth:`fvcflow.deep.data.ClipDataset.raw`: frames, flip and crop by
-  indexing, uint8 out);
+- ``uint8``: today's worker (:meth:`fvcflow.deep.data.ClipDataset.raw`: one copy of the clip's
+  frames and the draws, uint8 out; the device crops);
+- ``uint8 (crop on the worker)``: the first uint8 worker of #24, which cropped into a clip-sized
+  buffer and filled its margin (0.29 of the bound when it was measured);
 - ``float``: the worker before issue #24 (float32 conversion, flip, crop-resize and normalisation
   per clip on the worker, 4x the bytes out).
 
@@ -44,6 +46,29 @@ def old_item(ds: ClipDataset, index: int):
     frames = np.ascontiguousarray(win[clip_offsets(ds.spec, offset)])
     x = torch.from_numpy(frames).permute(3, 0, 1, 2).float().div_(255.0)
     return normalise(augment(x, gen), ds.spec), torch.tensor(ds.labels[v]), torch.tensor(v)
+
+
+def margin_item(ds: ClipDataset, index: int):
+    """An item as the first uint8 worker of #24 made it: the crop copied into a clip-sized buffer
+    whose margin repeats the crop's edge."""
+    epoch, i = divmod(int(index), len(ds))
+    v, k = divmod(i, ds.spec.clips)
+    win = ds._windows(v)[k]
+    gen = torch.Generator().manual_seed(hash((ds.seed, epoch, i)) & 0x7FFFFFFF)
+    offsets = clip_offsets(ds.spec, int(torch.randint(0, jitter(ds.spec) + 1, (1,), generator=gen)))
+    _, h, w, _ = win.shape
+    flip = int(torch.rand(1, generator=gen).item() < 0.5)
+    area = 0.8 + 0.2 * torch.rand(1, generator=gen).item()
+    ch, cw = max(1, round(h * area ** 0.5)), max(1, round(w * area ** 0.5))
+    y0 = int(torch.randint(0, h - ch + 1, (1,), generator=gen))
+    x0 = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
+    frames = np.empty((len(offsets), h, w, win.shape[-1]), np.uint8)
+    for t, o in enumerate(offsets):
+        frames[t, :ch, :cw] = win[o, y0:y0 + ch, x0:x0 + cw]
+    frames[:, :ch, cw:] = frames[:, :ch, cw - 1:cw]
+    frames[:, ch:] = frames[:, ch - 1:ch]
+    return (torch.from_numpy(frames), torch.tensor([flip, ch, cw], dtype=torch.int32),
+            torch.tensor(ds.labels[v]), torch.tensor(v, dtype=torch.int64))
 
 
 class OldDataset(torch.utils.data.Dataset):
@@ -104,10 +129,12 @@ def main(argv: list[str] | None = None) -> None:
         bound = rate(copy, args.clips)
         new = rate(lambda i: ds.raw(i), args.clips)
         old = rate(lambda i: old_item(ds, i), args.clips)
+        margin = rate(lambda i: margin_item(ds, i), args.clips)
         batch = collate_raw([ds.raw(i) for i in range(32)])
         device_side = rate(lambda i: to_input(batch[0], SPEC, torch.device("cpu")), 5) * 32
         print(f"loader per worker, 16x112x112 clips: copy of the uint8 bytes {bound:.0f} clips/s, "
               f"uint8 worker {new:.0f} clips/s ({new / bound:.2f} of the bound), "
+              f"uint8 worker cropping on the worker (before) {margin:.0f} clips/s ({margin / bound:.2f}), "
               f"float worker (before #24) {old:.0f} clips/s; uint8 / float = {new / old:.1f}x")
         print("device half of the uint8 path (to_input, batch 32, this CPU, 1 thread): "
               f"{device_side:.0f} clips/s")

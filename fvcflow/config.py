@@ -61,6 +61,12 @@ class DeepConfig(BaseModel):
     max_nonfinite: int = Field(3, ge=1, le=1000, description="non-finite losses (steps skipped) before a "
                                                              "model is stopped as diverged")
     compile: bool = Field(False, description="torch.compile the model (CUDA; first steps are slower)")
+    ddp: bool = Field(False, description="train each deep model on all its devices at once "
+                                         "(DistributedDataParallel: NCCL on CUDA, gloo on the CPU)")
+    ddp_processes: int | None = Field(None, ge=2, le=64, description="DDP ranks: default one per GPU of "
+                                                                     "train.deep.devices (CPU: 2)")
+    ddp_timeout: float = Field(600.0, gt=0, le=86400, description="seconds a DDP collective waits for a "
+                                                                  "rank before the run fails")
     epochs: int = Field(20, ge=1, le=1000, description="most epochs per fold (early stopping ends sooner)")
     patience: int = Field(5, ge=1, le=100,
                           description="epochs without a better validation loss before stopping")

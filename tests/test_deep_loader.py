@@ -48,7 +48,7 @@ def test_device_side_crop_resize_matches_the_float_loader(lake, tmp_path, spec):
     for index in range(0, 2 * len(ds), 3):                  # two epochs' draws
         frames, aug, _, _ = ds.raw(index)
         assert frames.dtype == torch.uint8 and frames.shape == (4, 32, 32, spec.n_channels)
-        cropped += int(aug[1]) != 32 or int(aug[2]) != 32
+        cropped += int(aug[3]) != 32 or int(aug[4]) != 32
         assert torch.allclose(ds[index][0], reference(ds, index), atol=2e-5), index
     assert cropped > 3                                       # the crops were exercised
 

@@ -8,10 +8,11 @@ else. The randomness of item ``i`` in epoch ``e`` comes from a generator seeded 
 (``ClipSpec.mean``/``std``, on ``[0, 1]`` values).
 
 The trainer's loader (``make_loader(..., raw=True)``) splits that work where it is cheapest: a
-worker only indexes the cached uint8 window (the clip's frames and its crop, copied into a
-clip-sized buffer whose margin repeats the crop's edge) and ships uint8, a quarter of float32's
-bytes; :func:`to_input` then converts, mirrors and resizes the crops (one ``grid_sample``) and
-normalises the whole batch on the device (:class:`RawClips`). ``ds[i]`` gives the same numbers
+worker only copies the clip's frames out of the cached uint8 window (one contiguous copy: the
+memory bound) and ships uint8, a quarter of float32's bytes, with its draws (flip and crop box);
+:func:`to_input` then converts, crops, mirrors and resizes (one ``grid_sample`` whose grid
+clamps to the crop as ``F.interpolate`` does) and normalises the whole batch on the device
+(:class:`RawClips`). ``ds[i]`` gives the same numbers
 through the same code, one item on the CPU.
 """
 
@@ -73,9 +74,10 @@ class ClipDataset(Dataset):
         return arr
 
     def raw(self, index: int):
-        """Item ``index`` as the worker ships it: ``(uint8[T, H, W, C] frames, cropped by indexing into
-        a clip-sized buffer, int32[3] (flip, crop height, crop width), label, video)``; the device
-        mirrors and resizes the crop (:func:`to_input`)."""
+        """Item ``index`` as the worker ships it: ``(uint8[T, H, W, C] frames of the window, int32[5]
+        (flip, crop top, crop left, crop height, crop width), label, video)``: the worker copies the
+        clip's frames once (the memory bound) and the device crops, mirrors and resizes
+        (:func:`to_input`)."""
         epoch, i = divmod(int(index), len(self))        # EpochSampler folds the epoch into the index
         v, k = divmod(i, self.spec.clips)
         win = self._windows(v)[k]                                   # uint8[W, h, w, C]
@@ -86,7 +88,7 @@ class ClipDataset(Dataset):
             offset = eval_offset(self.spec)
         offsets = clip_offsets(self.spec, offset)
         _, h, w, _ = win.shape
-        flip, ch, cw = 0, h, w
+        flip, y0, x0, ch, cw = 0, 0, 0, h, w
         if self.train:                  # the draws of `augment`, in its order
             flip = int(torch.rand(1, generator=gen).item() < 0.5)
             area = 0.8 + 0.2 * torch.rand(1, generator=gen).item()
@@ -95,17 +97,10 @@ class ClipDataset(Dataset):
             x0 = int(torch.randint(0, w - cw + 1, (1,), generator=gen))
             if flip:                    # the crop of the mirrored picture, in the picture's columns
                 x0 = w - x0 - cw        # (the device mirrors it: to_input)
-        if (ch, cw) != (h, w):
-            frames = np.empty((len(offsets), h, w, win.shape[-1]), np.uint8)
-            for t, o in enumerate(offsets):                          # one copy, no temporary
-                frames[t, :ch, :cw] = win[o, y0:y0 + ch, x0:x0 + cw]
-            frames[:, :ch, cw:] = frames[:, :ch, cw - 1:cw]          # the margin repeats the edge,
-            frames[:, ch:] = frames[:, ch - 1:ch]                    # as a clamped resize reads it
-        else:
-            frames = win[offsets]                                    # T, h, w, C (a copy)
-        aug = torch.tensor([flip, ch, cw], dtype=torch.int32)
-        return (torch.from_numpy(np.ascontiguousarray(frames)), aug, torch.tensor(self.labels[v]),
-                torch.tensor(v, dtype=torch.int64))
+        frames = win[offsets]                                        # T, h, w, C: one contiguous copy
+        aug = torch.from_numpy(np.array([flip, y0, x0, ch, cw], np.int32))   # the device crops it
+        return (torch.from_numpy(frames), aug, torch.from_numpy(self.labels[v:v + 1]).reshape(()),
+                torch.from_numpy(np.array(v, np.int64)))
 
     def __getitem__(self, index: int):
         frames, aug, y, v = self.raw(index)
@@ -143,7 +138,7 @@ def normalise(x: torch.Tensor, spec: ClipSpec) -> torch.Tensor:
 
 class RawClips:
     """A batch of uint8 clips ``[B, T, H, W, C]`` (or a list of ``[T, H, W, C]`` of different shapes)
-    and their int32 ``(flip, crop h, crop w)``, as the loader ships them; pinnable."""
+    and their int32 ``(flip, crop top, crop left, crop h, crop w)``, as the loader ships them; pinnable."""
 
     def __init__(self, data, aug: torch.Tensor):
         self.data, self.aug = data, aug
@@ -167,16 +162,22 @@ def to_input(raw: RawClips, spec: ClipSpec, device: torch.device, *,
     x = raw.data.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)   # B, C, T, H, W
     aug = raw.aug.to(device, non_blocking=True)
     b, c, t, h, w = x.shape
-    moved = (aug[:, 0] != 0) | (aug[:, 1] != h) | (aug[:, 2] != w)
     host = raw.aug                                          # read on the host copy: no device sync
-    if host[:, 0].any() or host[:, 1:].ne(torch.tensor([h, w], dtype=host.dtype)).any():
-        sy, sx = aug[:, 1].float() / h, aug[:, 2].float() / w
-        mirror = 1.0 - 2.0 * aug[:, 0].float()                # -1: read the crop's columns right to left
-        theta = torch.zeros(b, 2, 3, device=device)
-        theta[:, 0, 0], theta[:, 0, 2] = mirror * sx, sx - 1
-        theta[:, 1, 1], theta[:, 1, 2] = sy, sy - 1
+    full = torch.tensor([0, 0, 0, h, w], dtype=host.dtype)
+    if host.ne(full).any():
+        moved = aug.ne(full.to(device)).any(1)
+        flip, y0, x0 = aug[:, 0:1].float(), aug[:, 1:2].float(), aug[:, 2:3].float()
+        ch, cw = aug[:, 3:4].float(), aug[:, 4:5].float()
+        # source pixel of each output pixel as F.interpolate(align_corners=False) computes it in the
+        # crop (clamped to the crop: its edge repeats), then mirrored and moved into the picture
+        sy = ((torch.arange(h, device=device) + 0.5) * ch / h - 0.5).clamp(min=0).minimum(ch - 1)
+        sx = ((torch.arange(w, device=device) + 0.5) * cw / w - 0.5).clamp(min=0).minimum(cw - 1)
+        sx = torch.where(flip.bool(), cw - 1 - sx, sx) + x0
+        sy = sy + y0
+        gx = (2 * sx + 1) / w - 1                                         # B, W (grid_sample's units)
+        gy = (2 * sy + 1) / h - 1                                         # B, H
+        grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), -1)   # B, H, W, 2
         flat = x.reshape(b, c * t, h, w)
-        grid = F.affine_grid(theta, [b, c * t, h, w], align_corners=False)
         resized = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
         x = torch.where(moved.view(b, 1, 1, 1), resized, flat).reshape(b, c, t, h, w)
     mean = torch.tensor(spec.mean, dtype=x.dtype, device=device).view(1, 3, 1, 1, 1)
@@ -244,15 +245,18 @@ class EpochSampler(Sampler):
 
 
 def make_loader(ds: ClipDataset, *, batch_size: int, shuffle: bool, workers: int, pin_memory: bool,
-                seed: int = 0, raw: bool = False, prefetch: int = 4) -> DataLoader:
+                seed: int = 0, raw: bool = False, prefetch: int = 4,
+                sampler: Sampler | None = None) -> DataLoader:
     """A DataLoader over ``ds``: seeded per-epoch order (``loader.sampler.set_epoch``), persistent
     worker processes prefetching ``prefetch`` batches each, pinned memory on CUDA. Its own
     generator draws the workers' base seed, so iterating never moves torch's global RNG (the
     model's dropout stream): a training resumed at epoch ``e`` draws what an uninterrupted one
     draws, with or without (persistent) workers. ``raw``: batches of :class:`RawClips` (uint8, for
-    :func:`to_input` on the device) instead of float clips."""
+    :func:`to_input` on the device) instead of float clips. ``sampler``: another sampler of
+    ``epoch * n + i`` indices (a DDP rank's share: :class:`fvcflow.deep.distributed.ShardSampler`)."""
     extra = {"prefetch_factor": prefetch} if workers > 0 else {}
+    sampler = EpochSampler(len(ds), shuffle=shuffle, seed=seed) if sampler is None else sampler
     return DataLoader(_Raw(ds) if raw else ds, batch_size=batch_size,
-                      sampler=EpochSampler(len(ds), shuffle=shuffle, seed=seed), num_workers=workers,
+                      sampler=sampler, num_workers=workers,
                       pin_memory=pin_memory, collate_fn=collate_raw if raw else collate, drop_last=False,
                       persistent_workers=workers > 0, generator=torch.Generator().manual_seed(seed), **extra)

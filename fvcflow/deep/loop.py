@@ -38,9 +38,11 @@ from torch import nn
 from torch.nn import functional as F
 
 from fvcflow.config import DeepConfig, TrainConfig
+from fvcflow.deep import distributed
 from fvcflow.deep.clips import ClipCache, ClipSource, face_tags, per_track, pool_tracks, source_of, with_faces
 from fvcflow.deep.data import ClipDataset, RawClips, make_loader, to_input
-from fvcflow.deep.device import device_tags, lease_device, peak_memory, release_memory
+from fvcflow.deep.device import device_tags, gpu_count, lease_device, peak_memory, release_memory
+from fvcflow.deep.distributed import Rank, ShardSampler
 from fvcflow.deep.export import TrainedVideo
 from fvcflow.deep.nested import inner_oof, wants_inner_oof
 from fvcflow.errors import DeviceError, DivergedError, FvcError, VideoError
@@ -167,13 +169,18 @@ def forward(model: nn.Module, x) -> torch.Tensor:
 
 
 class Trainer:
-    """Fits and scores one registered deep model with one :class:`DeepConfig` on one device."""
+    """Fits and scores one registered deep model with one :class:`DeepConfig` on one device, or as
+    one rank ``ctx`` of a DDP model (:mod:`fvcflow.deep.distributed`)."""
 
     def __init__(self, spec: ModelSpec, clip: ClipSpec, deep: DeepConfig, cache: ClipCache, *,
-                 params: dict, weights: str | None, seed: int, device: torch.device):
+                 params: dict, weights: str | None, seed: int, device: torch.device,
+                 ctx: Rank | None = None):
         self.spec, self.clip, self.deep, self.cache = spec, clip, deep, cache
         self.params, self.weights, self.seed, self.device = params, weights, seed, device
-        self.accumulate = max(1, math.ceil((deep.effective_batch or deep.batch_size) / deep.batch_size))
+        self.ctx, self.world = ctx, ctx.world if ctx is not None else 1
+        self.main = ctx is None or ctx.main         # the process that writes checkpoints and the cache
+        per_step = deep.batch_size * self.world
+        self.accumulate = max(1, math.ceil((deep.effective_batch or per_step) / per_step))
         self.autocast = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
         self.nonfinite = 0                  # training steps skipped for a non-finite loss, every fit
         if device.type == "cuda":
@@ -184,8 +191,11 @@ class Trainer:
     def _loader(self, rows: pl.DataFrame, *, train: bool, seed: int):
         ds = ClipDataset([_source(r) for r in rows.to_dicts()], rows["label"].to_list(), self.clip,
                          self.cache, train=train, seed=seed).prepare()
+        sampler = None if self.ctx is None else ShardSampler(
+            len(ds), rank=self.ctx.rank, world=self.world, batch_size=self.deep.batch_size, shuffle=train,
+            seed=seed)
         return make_loader(ds, batch_size=self.deep.batch_size, shuffle=train, workers=self.deep.workers,
-                           pin_memory=self.device.type == "cuda", seed=seed, raw=True)
+                           pin_memory=self.device.type == "cuda", seed=seed, raw=True, sampler=sampler)
 
     def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         head = list(model.head.parameters())
@@ -221,6 +231,8 @@ class Trainer:
             v = v.to(self.device, non_blocking=True)
             total.index_add_(0, v, self._logits(model, x).double())
             count.index_add_(0, v, torch.ones_like(v, dtype=torch.float64))
+        if self.ctx is not None:        # each rank scored its share of the clips
+            distributed.all_sum(total, count)
         return (total / count.clamp(min=1)).cpu().numpy()
 
     def fit(self, train_rows: pl.DataFrame, val_rows: pl.DataFrame, *, seed: int, workdir: Path,
@@ -231,7 +243,11 @@ class Trainer:
         model = build_video_model(self.spec.name, clip=self.clip, weights=self.weights, seed=seed,
                                   **self.params).to(self.device)
         opt = self._optimizer(model)
-        step_model = torch.compile(model) if self.deep.compile and self.device.type == "cuda" else model
+        step_model = model if self.ctx is None else distributed.wrap(model, self.ctx)
+        if self.ctx is not None and self.ctx.rank:     # dropout: each rank its own stream
+            torch.manual_seed(seed * 7919 + self.ctx.rank)
+        if self.deep.compile and self.device.type == "cuda":
+            step_model = torch.compile(step_model)
         train = self._loader(per_track(train_rows), train=True, seed=seed)    # every face track a sample
         val_tracks = per_track(val_rows)
         val = self._loader(val_tracks, train=False, seed=seed)
@@ -266,12 +282,15 @@ class Trainer:
                 loss_sum += torch.where(ok, loss.detach().double(), 0.0)
                 counted += ok.long()
                 if (step + 1) % self.accumulate == 0 or step + 1 == steps:
-                    if bool(finite):        # one read per optimiser step, as torch's GradScaler does
+                    ok_all = bool(finite) if self.ctx is None else distributed.all_true(finite)
+                    if ok_all:       # one read per optimiser step, as GradScaler does (DDP: all agree)
                         opt.step()
                     else:
                         self._skip_step(tag, epoch, step)
                     opt.zero_grad(set_to_none=True)
                     finite.fill_(True)
+            if self.ctx is not None:
+                distributed.all_sum(loss_sum, counted)
             logits = self._pooled(self.video_logits(model, val), val_tracks, val_rows.height)
             if not np.isfinite(logits).all():
                 raise DivergedError(f"{self.spec.name} {tag}: the validation logits are not finite after "
@@ -291,10 +310,12 @@ class Trainer:
                 bad += 1
                 if bad >= self.deep.patience:
                     break
-            if resume is not None and epoch + 1 < self.deep.epochs:
+            if resume is not None and self.main and epoch + 1 < self.deep.epochs:
                 self._save_epoch(resume, tag, epoch, model, opt, history, best, best_state, best_epoch, bad)
         model.load_state_dict(best_state)
         ckpt = workdir / f"{tag}_best.pt"
+        if not self.main:
+            return Fit(model, history, best_epoch, ckpt)
         torch.save({"state_dict": best_state, "model": self.spec.name, "clip": self.clip.as_dict(),
                     "params": self.params, "best_epoch": best_epoch, "val_loss": best,
                     "history": history}, ckpt)
@@ -447,16 +468,18 @@ def _fit_or_restore(trainer: Trainer, resume: FoldCache | None, tag: str, fit_ro
     """``trainer.fit``, or the fit stored in ``resume`` under ``tag`` by a run that was killed later."""
     stored = resume.load_bytes(tag) if resume is not None else None
     if stored is not None:
-        resume.remove(epoch_tag(tag))            # killed after storing the fit, before dropping its epoch
+        if trainer.main:
+            resume.remove(epoch_tag(tag))        # killed after storing the fit, before dropping its epoch
         state = torch.load(io.BytesIO(stored), map_location="cpu", weights_only=True)
         module = build_video_model(trainer.spec.name, clip=trainer.clip, seed=seed, **trainer.params)
         module.load_state_dict(state["state_dict"])
         ckpt = workdir / f"{tag}_best.pt"
-        ckpt.write_bytes(stored)
+        if trainer.main:
+            ckpt.write_bytes(stored)
         log.info("%s %s: restored from the resume cache", trainer.spec.name, tag)
         return Fit(module.to(trainer.device), state["history"], int(state["best_epoch"]), ckpt)
     fit = trainer.fit(fit_rows, val_rows, seed=seed, workdir=workdir, tag=tag, resume=resume)
-    if resume is not None:
+    if resume is not None and trainer.main:
         resume.save_bytes(tag, fit.checkpoint.read_bytes())
         resume.remove(epoch_tag(tag))            # the finished fit replaces its last epoch
     return fit
@@ -503,7 +526,9 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
 
     The model holds one device for its whole training (:func:`fvcflow.deep.device.lease_device`,
     events ``device_lease``/``device_release``), given back on success and failure. Out of memory
-    and CUDA faults raise :class:`DeviceError`, a diverged loss :class:`DivergedError`.
+    and CUDA faults raise :class:`DeviceError`, a diverged loss :class:`DivergedError`. With
+    ``train.deep.ddp`` this task is rank 0 of a DDP model on every device it is given
+    (:mod:`fvcflow.deep.distributed`): the result has the same shape, tagged ``fvc.ddp_world``.
     """
     deep = cfg.deep
     start = time.perf_counter()
@@ -517,6 +542,21 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
             emit("device_release", model=spec.name, index=lease.index, device=str(lease.device))
     out.tags.update(lease.tags())
     return out
+
+
+@dataclass
+class _Job:
+    """What every rank of one model trains on (rank 0 prepared it): passed to the other ranks."""
+
+    lake_root: str
+    spec_name: str
+    cfg: TrainConfig
+    clip: ClipSpec
+    rows: pl.DataFrame
+    params: dict
+    weights: str | None
+    resume: bool
+    splits: pl.DataFrame
 
 
 def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.DataFrame, *, resume: bool,
@@ -533,10 +573,79 @@ def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.Da
     cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
     clip, rows = with_faces(lake, clip, video_rows(lake, cfg, splits))     # clip.source: face or frame
     rows = prepare_sources(lake, rows, clip, cache)
-    trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device)
-    store = resume_cache(lake, spec, cfg, splits, rows) if resume else None
+    job = _Job(str(lake.root), spec.name, cfg, clip, rows, params, weights, resume, splits)
+    if not deep.ddp:
+        return _folds(job, device, None, cache, start)
+    return _ddp_rank0(job, device, cache, start)
+
+
+def _ddp_rank0(job: _Job, device: torch.device, cache: ClipCache, start: float) -> VideoCV:
+    """Rank 0 of a DDP model: start the other ranks, train with them, name a rank that failed."""
+    deep = job.cfg.deep
+    cuda = device.type == "cuda"
+    indices = distributed.world_devices(deep.device if not cuda else "cuda", deep.devices, deep.ddp_processes,
+                            gpu_count() if cuda else 0)
+    if cuda:                            # this task's leased GPU is rank 0's; the others take the rest
+        others = [i for i in indices if i != device.index]
+        devices = [device] + [torch.device("cuda", i) for i in others][:len(indices) - 1]
+    else:
+        devices = [device] * len(indices)
+    address = f"tcp://127.0.0.1:{distributed.free_port()}"
+    log.info("%s: DDP on %d ranks (%s), %s", job.spec_name, len(devices), ", ".join(map(str, devices)),
+             distributed.backend_for(device))
+    ranks = distributed.start_ranks(_rank_job, devices, address, deep.ddp_timeout, (job,))
+    try:
+        try:
+            ranks.wait_started(deep.ddp_timeout)
+            ctx = distributed.join(0, len(devices), device, address, deep.ddp_timeout)
+            out = _folds(job, device, ctx, cache, start)
+        finally:
+            distributed.leave()         # the other ranks' collectives end (gloo at once)
+    except FvcError:                    # rank 0's own: every rank takes the same decisions
+        ranks.stop()
+        raise
+    except RuntimeError as exc:         # a collective failed: which rank ended it?
+        ranks.stop()
+        dead = ranks.failure()
+        if dead is None:
+            raise
+        raise DeviceError(f"{job.spec_name}: DDP stopped: {dead} (rank 0 saw: {_first_line(exc)})") from None
+    except BaseException:
+        ranks.stop()
+        raise
+    ranks.stop()
+    dead = ranks.failure()
+    if dead is not None:
+        raise DeviceError(f"{job.spec_name}: DDP stopped: {dead}")
+    out.tags["fvc.ddp_world"] = str(len(devices))
+    out.params["ddp_world"] = len(devices)
+    return out
+
+
+def _rank_job(ctx: Rank, job: _Job) -> None:
+    """Ranks 1 .. world - 1 of a DDP model (a spawned process): the same folds, nothing written."""
+    from fvcflow.models import get_model_spec
+
+    cache = ClipCache(Lake.at(job.lake_root).cache_dir("clips") if job.cfg.deep.cache else None)
+    with device_errors(job.spec_name, ctx.device, job.cfg.deep.batch_size):
+        _folds(job, ctx.device, ctx, cache, time.perf_counter(), spec=get_model_spec(job.spec_name))
+
+
+def _folds(job: _Job, device: torch.device, ctx: Rank | None, cache: ClipCache, start: float, *,
+           spec: ModelSpec | None = None) -> VideoCV:
+    from fvcflow.models import get_model_spec
+
+    spec = spec or get_model_spec(job.spec_name)
+    lake, cfg, clip, rows, params, weights = (Lake.at(job.lake_root), job.cfg, job.clip, job.rows, job.params,
+                                              job.weights)
+    deep = cfg.deep
+    trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device,
+                      ctx=ctx)
+    store = resume_cache(lake, spec, cfg, job.splits, rows) if job.resume else None
     lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=lake.cache_dir("checkpoints")))
+    folder = lake.cache_dir("checkpoints")
+    workdir = (Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=folder)) if trainer.main
+               else Path(tempfile.gettempdir()))       # other DDP ranks write no checkpoint
     train_all = rows.filter(~pl.col("is_test"))
     folds = sorted(int(f) for f in train_all["fold"].unique().to_list())
     preds, fold_metrics, fold_params, history, artifacts, inner = [], [], [], [], [], []
@@ -572,7 +681,8 @@ def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.Da
             **face_tags(lake, clip), **device_tags(device), **peak_memory(device),
             **({"fvc.nonfinite_steps": str(trainer.nonfinite)} if trainer.nonfinite else {})}
     run_params = {"frames": clip.frames, "clips": clip.clips, "stride": clip.stride, "size": clip.size,
-                  "batch_size": deep.batch_size, "effective_batch": deep.batch_size * trainer.accumulate,
+                  "batch_size": deep.batch_size,
+                  "effective_batch": deep.batch_size * trainer.world * trainer.accumulate,
                   "epochs": deep.epochs, "patience": deep.patience, "weight_decay": deep.weight_decay,
                   "val_fraction": deep.val_fraction, "device": device.type, "weights": weights or "none",
                   **({"backbone_lr": deep.backbone_lr, "head_lr": deep.head_lr} if weights

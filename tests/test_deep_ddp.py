@@ -1,0 +1,129 @@
+"""One deep model on two ranks (DDP, gloo on the CPU): disjoint clips, averaged gradients, one
+MLflow run with one process's predictions, and a killed rank that ends the run with one line.
+
+The CUDA/NCCL path is the same code with ``backend_for(cuda) == "nccl"``; it needs two GPUs.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import polars as pl
+import psutil
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from fvcflow.deep import distributed
+from fvcflow.deep.clips import ClipCache
+from fvcflow.deep.loop import prepare_sources, validation_split
+from fvcflow.errors import ConfigError, DeviceError
+from fvcflow.models import get_model_spec
+from fvcflow.models.torch_common import build_video_model, clip_spec
+from fvcflow.training import run_training
+from tests.ddp_ranks import MODEL, PARAMS, one_fit
+from tests.deep_lake import deep_rows, tiny_deep_config, video_cv, write_deep_lake
+
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    return write_deep_lake(tmp_path_factory.mktemp("ddp") / "fvc-data", n_groups=6)
+
+
+def _config(**deep):
+    cfg = tiny_deep_config(MODEL, **deep)
+    return cfg.model_copy(update={"params": PARAMS, "report": False, "register_best": False,
+                                  "shortcut_check": False})
+
+
+def test_two_ranks_read_disjoint_clips_and_step_as_one_process_on_their_union(lake, tmp_path):
+    cfg = _config(epochs=1, batch_size=4)
+    rows = deep_rows(lake, cfg).filter(~pl.col("is_test"))
+    fit_rows, val = validation_split(rows, 0.3, 0)
+    fit_rows = fit_rows.head(4)                          # 4 videos x 2 clips: one step of 4 clips per rank
+    prepare_sources(lake, pl.concat([fit_rows, val]), clip_spec(MODEL, cfg.deep.clip[MODEL]),
+                    ClipCache(lake.cache_dir("clips")))
+    address = f"tcp://127.0.0.1:{distributed.free_port()}"
+    cpu = torch.device("cpu")
+    ranks = distributed.start_ranks(one_fit, [cpu, cpu], address, 60,
+                                    (str(lake.root), cfg, fit_rows, val, str(tmp_path)))
+    try:
+        ctx = distributed.join(0, 2, cpu, address, 60)
+        try:
+            one_fit(ctx, str(lake.root), cfg, fit_rows, val, str(tmp_path))
+        finally:
+            distributed.leave()
+    finally:
+        ranks.stop()
+    assert ranks.failure() is None
+    single = cfg.model_copy(update={"deep": cfg.deep.model_copy(update={"batch_size": 8})})
+    one_fit(None, str(lake.root), single, fit_rows, val, str(tmp_path))
+    r0, r1, one = (torch.load(tmp_path / f"{n}.pt", weights_only=True) for n in (0, 1, "single"))
+    a, b = set(r0["seen"].tolist()), set(r1["seen"].tolist())
+    assert len(a) == len(b) == 4 and not a & b and a | b == set(range(8))     # disjoint, every clip
+    start = build_video_model(MODEL, seed=3, **PARAMS[MODEL]).state_dict()
+    moved = 0
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), k                              # averaged: the same step
+        # as one process's: AdamW's first step is lr * g / (|g| + eps), so a gradient within float
+        # rounding of 0 may move by a fraction of lr (1e-3); an unaveraged or wrong step moves by ~lr
+        torch.testing.assert_close(v, one["state"][k], rtol=0, atol=5e-5)
+        moved += int(not torch.allclose(v, start[k]))
+    assert moved > 0                                                        # and a step was taken
+    assert float(r0["loss"]) == pytest.approx(float(one["loss"]), rel=1e-5)  # the loss of every clip
+
+
+def test_a_ddp_model_is_one_mlflow_run_with_one_process_predictions(lake):
+    cfg = _config(epochs=2, batch_size=2, ddp=True)
+    summary = run_training(lake, cfg)
+    (res,) = summary.results
+    client = MlflowClient(lake.mlflow_uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    runs = client.search_runs([exp.experiment_id],
+                              f"tags.`fvc.model` = '{MODEL}' and tags.`fvc.role` = 'model'")
+    assert [r.info.run_id for r in runs] == [res.run_id]
+    assert runs[0].data.tags["fvc.ddp_world"] == "2" and runs[0].data.params["effective_batch"] == "4"
+    single = video_cv(lake, get_model_spec(MODEL), _config(epochs=2, batch_size=4))
+    got = pl.read_parquet(lake.predictions).filter(pl.col("model") == MODEL)
+    joined = got.select("video_id", "split", pl.col("prob_fake").alias("ddp")).join(
+        single.predictions.select("video_id", "split", "prob_fake"), on=["video_id", "split"])
+    assert joined.height == single.predictions.height
+    np.testing.assert_allclose(joined["ddp"], joined["prob_fake"], atol=1e-4)   # float sums in another order
+
+
+def test_a_killed_rank_ends_the_run_with_one_line(lake, caplog):
+    cfg = _config(epochs=100, patience=100, batch_size=2, ddp=True)
+    me, killed = psutil.Process(), []
+
+    class KillRankOne(logging.Handler):         # once rank 0 has trained an epoch with rank 1
+        def emit(self, record):
+            if killed or " epoch 0: " not in record.getMessage():
+                return
+            for child in me.children():
+                if "spawn_main" in " ".join(child.cmdline()):
+                    child.kill()                                    # SIGKILL, as kill -9
+                    killed.append(child)
+
+    handler = KillRankOne()
+    logging.getLogger("fvcflow.deep").addHandler(handler)
+    began = time.monotonic()
+    try:
+        with caplog.at_level(logging.INFO, logger="fvcflow.deep"), pytest.raises(DeviceError) as err:
+            video_cv(lake, get_model_spec(MODEL), cfg)
+    finally:
+        logging.getLogger("fvcflow.deep").removeHandler(handler)
+    assert len(killed) == 1 and time.monotonic() - began < 60         # not the group's timeout (600 s)
+    assert str(err.value).startswith(f"{MODEL}: DDP stopped: rank 1 died (killed by signal 9)")
+    assert "\n" not in str(err.value)
+    assert not killed[0].is_running() or killed[0].status() == psutil.STATUS_ZOMBIE
+
+
+def test_ddp_settings_name_what_is_wrong():
+    assert distributed.world_devices("cpu", None, 3, 0) == [0, 1, 2]
+    with pytest.raises(ConfigError, match="DDP needs at least 2 ranks, got 1"):
+        distributed.world_devices("cuda", [1], None, 4)
+    assert distributed.backend_for("cuda:1") == "nccl" and distributed.backend_for("cpu") == "gloo"
