@@ -233,6 +233,9 @@ class AugmentConfig(_Model):
     crf: int = Field(23, ge=0, le=51, description="H.264 quality of the copies")
     self_blend: int = Field(0, ge=0, le=20, description="self-blended pseudo-fakes per real video (labelled "
                                                         "fake, trained on, never evaluated; 0: none)")
+    blend_region: Literal["face", "drawn"] = Field(
+        "face", description="where a pseudo-fake blends: face: the source's main face track (faces.*), "
+                            "the drawn region where it has none; drawn: always the drawn region")
 
 
 class FeatureConfig(_Model):

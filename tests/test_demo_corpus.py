@@ -18,12 +18,15 @@ from fvcflow.demo.corpus import load_demo_corpus, make_demo_corpus
 from fvcflow.demo.scenes import CATALOGUE, render_sources
 from fvcflow.demo.swap import (
     SwapStyle,
+    SwapStyleB,
+    box_alpha,
     color_match,
     detect_faces,
     feather_alpha,
     jpeg_misaligned,
     render_face,
     swap,
+    swap_b,
 )
 from fvcflow.errors import FvcError
 from fvcflow.ingest.folder import catalog_folder
@@ -322,3 +325,43 @@ def test_cli_builds_then_reuses(tmp_path, capsys):
     assert len(read_labels(out)) == 16
     assert main(["demo-corpus", str(out), "--small", "--seed", "2"]) == 0
     assert "reused demo corpus" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- generator b (issue 22's protocol)
+def test_generator_b_blends_a_histogram_matched_box_with_a_wide_linear_feather():
+    rng = np.random.default_rng(4)
+    target = np.full((2, 90, 120, 3), 90, np.uint8) + rng.integers(0, 30, (2, 90, 120, 3), np.uint8)
+    donor = rng.integers(0, 255, (2, 60, 80, 3), np.uint8)
+    track = np.array([[30, 20, 50, 60], [33, 22, 50, 60]])
+    style = SwapStyleB(gen_size=24, power=4.0, feather=0.3)
+    out = swap_b(target, track, donor, np.tile([10, 10, 40, 40], (2, 1)), style=style)
+    for i, (x, y, w, h) in enumerate(track):
+        outside = np.ones((90, 120), bool)
+        outside[y:y + h, x:x + w] = False
+        np.testing.assert_array_equal(out[i][outside], target[i][outside])
+        core = out[i, y + 20:y + 40, x + 15:x + 35].astype(float)
+        region = target[i, y:y + h, x:x + w].astype(float)
+        assert np.abs(core - target[i, y + 20:y + 40, x + 15:x + 35]).mean() > 5       # donor content
+        # histogram matching: the core's per-channel range is the region's, not the donor's 0..255
+        assert core.min() >= region.min() - 2 and core.max() <= region.max() + 2
+    a, b = box_alpha(50, 60, power=4.0, feather=0.3), feather_alpha(50, 60)
+    assert a[30, 25] == 1.0 and a[0].max() == 0 and a[:, 0].max() == 0
+    row = a[30, :25]
+    assert (np.diff(row) >= 0).all()
+    assert ((a > 0) & (a < 1)).sum() > 2 * ((b > 0) & (b < 0.99)).sum()     # a wider ramp than a's
+
+
+def test_generator_b_corpus_keeps_the_reals_and_changes_only_the_fakes(tmp_path):
+    a = make_demo_corpus(tmp_path / "a", small=True, n_sources=2)
+    b = make_demo_corpus(tmp_path / "b", small=True, n_sources=2, generator="b")
+    assert b.generator == "b" and load_demo_corpus(tmp_path / "b").generator == "b"
+    assert [(v.path, v.label, v.group) for v in a.videos] == [(v.path, v.label, v.group) for v in b.videos]
+    for va, vb in zip(a.videos, b.videos):
+        same = np.array_equal(decode(a.root / va.path), decode(b.root / vb.path))
+        assert same == (va.label == "real"), va.path
+        if vb.label == "fake":
+            assert vb.style["generator"] == "b" and va.style["generator"] == "a" and vb.track == va.track
+    assert "fake generator b" in (tmp_path / "b" / "README.md").read_text()
+    assert make_demo_corpus(tmp_path / "b", small=True, n_sources=2, generator="b").reused
+    with pytest.raises(FvcError, match="generator must be one of a, b"):
+        make_demo_corpus(tmp_path / "c", small=True, generator="c")

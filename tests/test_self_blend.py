@@ -151,3 +151,46 @@ def test_an_unreadable_source_is_named_and_leaves_nothing(tmp_path):
     with pytest.raises(VideoError, match="bad.mp4"):
         blend_video(bad, tmp_path / "out" / "x.mp4", tmp_path / "out" / "x.mkv", draw_blend_params("v", 1))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+# ---------------------------------------------------------------- stage 1 on the face tracks
+def test_stage_1_blends_on_the_tracked_face_and_on_the_drawn_region_without_one(tmp_path):
+    from pathlib import Path
+
+    from fvcflow.config import Settings
+    from fvcflow.ingest import ingest
+    from fvcflow.stages import runner
+    from fvcflow.store import read_parquet
+    from tests.test_facetrack import astronaut_pan
+
+    corpus = tmp_path / "c"
+    frames, boxes = astronaut_pan(n=20, width=320, height=240, side=160, travel=30)
+    write_video(corpus / "face.mp4", frames=frames)
+    write_video(corpus / "noface.mp4", n=20, width=W, height=H, seed=3)
+    write_video(corpus / "f1.mp4", n=12, width=64, height=48, seed=1)
+    write_video(corpus / "f2.mp4", n=12, width=64, height=48, seed=2)
+    (corpus / "labels.csv").write_text("path,label,group\nface.mp4,real,a\nf1.mp4,fake,a\n"
+                                       "noface.mp4,real,b\nf2.mp4,fake,b\n")
+    s = Settings(home=tmp_path / "home", workers=1, augment={"copies": 0, "self_blend": 1}).resolved()
+    ingest("folder", corpus, s.lake(), labels=corpus / "labels.csv", workers=1)
+    runner.run_local("augment", s)
+    rows = {r["source_video_id"]: r for r in read_parquet(s.lake().stage1).to_dicts()}
+    ids = {Path(r["path"]).name: r["video_id"] for r in read_parquet(s.lake().index).to_dicts()}
+    face, noface = rows[ids["face.mp4"]], rows[ids["noface.mp4"]]
+    assert len(rows) == 2 and face["ops"] == "self-blend,face-track" and noface["ops"] == "self-blend,drawn"
+
+    masks = np.concatenate(list(read_masks(face["mask_path"]))) > 0
+    for i in (0, 10, 19):                            # inside the true face box (a feather's reach around)
+        x, y, w, h = boxes[i, 0]
+        inside = np.zeros_like(masks[i])
+        inside[max(0, int(y) - 8):int(y + h) + 8, max(0, int(x) - 8):int(x + w) + 8] = True
+        assert masks[i].any() and not (masks[i] & ~inside).any()
+        assert masks[i].sum() > 0.25 * w * h          # and a good part of the face
+
+    p = BlendParams.from_json(noface["params"])
+    drawn = np.concatenate(list(read_masks(noface["mask_path"])))
+    assert np.array_equal(drawn[5] > 0, blend_weights(p, 5, FPS, H, W) > 0)
+
+    drawn_only = Settings(home=s.home, workers=1,
+                          augment={"copies": 0, "self_blend": 1, "blend_region": "drawn"}).resolved()
+    assert len(runner.plan("augment", drawn_only).todo) == 2      # the region's source is in the key

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from fvcflow.demo.scenes import CATALOGUE, SourceSpec, render_sources, source_rng
-from fvcflow.demo.swap import SwapStyle, region_track, swap
+from fvcflow.demo.swap import SwapStyle, SwapStyleB, region_track, swap, swap_b
 from fvcflow.errors import FvcError
 from fvcflow.video import VideoWriter
 
@@ -45,6 +45,10 @@ CODECS = {
     "mpeg4": (".avi", "mpeg4", {"threads": "1"}),
 }
 _CYCLE = ("vp9", "mpeg4", "h264")
+#: the fake generators: ``a`` (:func:`fvcflow.demo.swap.swap`, the default) and ``b``
+#: (:func:`fvcflow.demo.swap.swap_b`: other blend shape and feather, resampling, colour transfer,
+#: no double compression), for training on one and evaluating on the other
+GENERATORS = ("a", "b")
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,7 @@ class DemoCorpus:
     n_sources: int
     videos: tuple[DemoVideo, ...]
     reused: bool = False
+    generator: str = "a"
 
     @property
     def labels_csv(self) -> Path:
@@ -100,7 +105,7 @@ class DemoCorpus:
 
 
 def make_demo_corpus(out_dir: str | Path, *, seed: int = 0, n_sources: int | None = None,
-                     small: bool = False, log=None) -> DemoCorpus:
+                     small: bool = False, log=None, generator: str = "a") -> DemoCorpus:
     """Build the demo corpus in ``out_dir`` (or reuse the one already there).
 
     Parameters
@@ -110,6 +115,8 @@ def make_demo_corpus(out_dir: str | Path, *, seed: int = 0, n_sources: int | Non
     n_sources : independent sources (groups), 2 to 20 (all of ``CATALOGUE``); default 20, or 8 when ``small``.
     small : about one second per clip and two videos per source (16 videos): for tests.
     log : callable taking one line of progress (``print``), or None.
+    generator : the fakes' generator, ``"a"`` or ``"b"`` (:data:`GENERATORS`); the reals do not
+        depend on it (take another seed for an evaluation corpus that shares no real video).
 
     Returns
     -------
@@ -124,10 +131,12 @@ def make_demo_corpus(out_dir: str | Path, *, seed: int = 0, n_sources: int | Non
     """
     root = Path(out_dir)
     n_sources = _check_args(root, seed, n_sources, small)
+    if generator not in GENERATORS:
+        raise FvcError(f"demo corpus generator must be one of {', '.join(GENERATORS)}, got {generator!r}")
     found = load_demo_corpus(root)
-    if found is not None and (found.seed, found.small, found.n_sources) == (seed, small, n_sources) \
-            and _intact(found):
-        return DemoCorpus(root, seed, small, n_sources, found.videos, reused=True)
+    if found is not None and (found.seed, found.small, found.n_sources, found.generator) == \
+            (seed, small, n_sources, generator) and _intact(found):
+        return DemoCorpus(root, seed, small, n_sources, found.videos, reused=True, generator=generator)
     ours = (root / MANIFEST).exists() or (root / BUILDING).exists()
     if not ours and root.exists() and any(root.iterdir()):
         raise FvcError(f"{root}: folder is not empty and holds no demo corpus (no {MANIFEST}); "
@@ -140,8 +149,8 @@ def make_demo_corpus(out_dir: str | Path, *, seed: int = 0, n_sources: int | Non
     for name in (MANIFEST, LABELS, README):
         (root / name).unlink(missing_ok=True)
     shutil.rmtree(root / "videos", ignore_errors=True)
-    videos = _build(root, CATALOGUE[:n_sources], seed, small, log or (lambda line: None))
-    corpus = DemoCorpus(root, seed, small, n_sources, tuple(videos))
+    videos = _build(root, CATALOGUE[:n_sources], seed, small, log or (lambda line: None), generator)
+    corpus = DemoCorpus(root, seed, small, n_sources, tuple(videos), generator=generator)
     (root / README).write_text(render_readme(corpus))
     (root / LABELS).write_text(labels_text(corpus.videos))
     _save_manifest(corpus)
@@ -160,7 +169,7 @@ def _check_args(root: Path, seed, n_sources, small) -> int:
     return int(n)
 
 
-def _build(root: Path, specs, seed: int, small: bool, log) -> list[DemoVideo]:
+def _build(root: Path, specs, seed: int, small: bool, log, generator: str = "a") -> list[DemoVideo]:
     log(f"rendering {len(specs)} sources")
     clips = render_sources(list(specs), seed, small=small)
     regions = {s.name: region_track(clips[s.name], source_rng(seed, s.name + "/region")) for s in specs}
@@ -180,11 +189,16 @@ def _build(root: Path, specs, seed: int, small: bool, log) -> list[DemoVideo]:
             else:
                 donor = donors[k // 2]
                 track, how = regions[spec.name]
-                style = SwapStyle.draw(rng)
-                frames = swap(clips[spec.name], track, clips[donor], regions[donor][0], style=style,
-                              rng=source_rng(seed, f"{spec.name}/flicker{k}"))
+                if generator == "b":        # its own draws: the encoding draws stay those of generator a
+                    style = SwapStyleB.draw(source_rng(seed, f"{spec.name}/style-b{k}"))
+                    frames = swap_b(clips[spec.name], track, clips[donor], regions[donor][0], style=style)
+                else:
+                    style = SwapStyle.draw(rng)
+                    frames = swap(clips[spec.name], track, clips[donor], regions[donor][0], style=style,
+                                  rng=source_rng(seed, f"{spec.name}/flicker{k}"))
                 extra = dict(donor=donor, region=how, track=_scale_track(track, spec.size, size),
-                             style={**asdict(style), "lab_shift": list(style.lab_shift)})
+                             style={"generator": generator, **asdict(style),
+                                    **({"lab_shift": list(style.lab_shift)} if generator == "a" else {})})
             _encode(root / name, _resize(frames, size), codec, quality, spec.fps)
             made.append(DemoVideo(name, label, group, spec.name, codec, size[0], size[1], spec.fps,
                                   len(frames), quality, **extra, size_bytes=(root / name).stat().st_size))
@@ -276,7 +290,7 @@ def labels_text(videos) -> str:
 
 def _save_manifest(corpus: DemoCorpus) -> None:
     data = {"format": FORMAT, "seed": corpus.seed, "small": corpus.small, "n_sources": corpus.n_sources,
-            "videos": [asdict(v) for v in corpus.videos]}
+            "generator": corpus.generator, "videos": [asdict(v) for v in corpus.videos]}
     tmp = corpus.root / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(data, indent=1))
     tmp.replace(corpus.root / MANIFEST)
@@ -300,7 +314,8 @@ def load_demo_corpus(root: str | Path) -> DemoCorpus | None:
         return None
     try:
         videos = tuple(DemoVideo(**row) for row in data["videos"])
-        return DemoCorpus(Path(root), data["seed"], data["small"], data["n_sources"], videos)
+        return DemoCorpus(Path(root), data["seed"], data["small"], data["n_sources"], videos,
+                          generator=data.get("generator", "a"))
     except (KeyError, TypeError):
         return None
 
@@ -329,7 +344,8 @@ def render_readme(corpus: DemoCorpus) -> str:
     lines = [
         "# fvcflow demo corpus", "",
         f"Made by `fvc demo-corpus` (`fvcflow.demo.corpus.make_demo_corpus`), seed {corpus.seed}, "
-        f"{'small' if corpus.small else 'full'} size, format {FORMAT}: {len(corpus.videos)} videos "
+        f"{'small' if corpus.small else 'full'} size, format {FORMAT}, fake generator {corpus.generator}: "
+        f"{len(corpus.videos)} videos "
         f"({count['real']} real, {count['fake']} fake) from {len(corpus.groups)} independent sources, "
         f"codecs {', '.join(codecs)}. The same seed gives the same frames, labels and groups.", "",
         "Index it with `fvc ingest folder DIR --labels DIR/labels.csv`; `labels.csv` has `path,label,group`, "
@@ -367,6 +383,10 @@ def render_readme(corpus: DemoCorpus) -> str:
         "to frame. Pixels outside the region are untouched; reals get none of this. Each fake's settings are "
         "in `manifest.json` (`style`). The result is encoded at a quality different from its real "
         "counterpart's.",
+        "- Generator b (`--generator b`) makes its fakes from the same regions and donors with other "
+        "artefacts: a rounded box (superellipse) with a wide linear feather, the donor resampled "
+        "nearest-neighbour down and bicubic up, per-channel RGB histogram matching, no JPEG (no double "
+        "compression), no flicker." + (" This corpus used it." if corpus.generator == "b" else ""),
         "- A fake is in the group of the source it was made from (its target), with that source's "
         "real videos; the donor is named in `manifest.json`.",
     ]

@@ -285,3 +285,99 @@ def swap(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_
         blended = alpha[..., None] * patch + (1 - alpha[..., None]) * region
         out[i, y:y + h, x:x + w] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
     return out
+
+
+# ---------------------------------------------------------------- generator B (issue 22's protocol)
+# A second fake generator with other artefacts, for the cross-manipulation protocol: train on
+# one generator's fakes, evaluate on the other's. Its blend is a rounded box (a superellipse)
+# with a wide linear feather instead of a narrowly feathered ellipse; the donor is resampled
+# nearest-neighbour down and bicubic up instead of area/bilinear; the colour is transferred by
+# per-channel histogram matching in RGB instead of Lab mean and std; nothing is JPEG-compressed
+# (no double compression); the mask does not flicker.
+
+
+@dataclass(frozen=True)
+class SwapStyleB:
+    """How one fake of generator B is made: ``gen_size`` (the donor's working resolution),
+    ``power`` (the superellipse's exponent: 2 an ellipse, larger a rounder box) and ``feather``
+    (the linear ramp's width, a fraction of the box's half side)."""
+
+    gen_size: int = 48
+    power: float = 4.0
+    feather: float = 0.3
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "SwapStyleB":
+        """A style drawn from ``rng``.
+
+        >>> s = SwapStyleB.draw(np.random.default_rng(0)); s.gen_size in (24, 56, 64), 3 <= s.power <= 6
+        (True, True)
+        """
+        return cls(gen_size=int(rng.choice([24, 56, 64])), power=float(np.round(rng.uniform(3, 6), 2)),
+                   feather=float(np.round(rng.uniform(0.2, 0.4), 3)))
+
+
+def box_alpha(w: int, h: int, *, power: float = 4.0, feather: float = 0.3,
+              extent: float = 0.92) -> np.ndarray:
+    """Alpha float32[h, w]: 1 inside a superellipse of ``extent`` of the box's half sides, falling
+    linearly to 0 over ``feather`` of them; exactly 0 at the box's edge.
+
+    >>> a = box_alpha(40, 50)
+    >>> float(a[25, 20]), float(a[0, 0]), bool(0 < a[25, 3] < 1)
+    (1.0, 0.0, True)
+    """
+    u = np.abs(np.linspace(-1, 1, w, dtype=np.float32))[None, :]
+    v = np.abs(np.linspace(-1, 1, h, dtype=np.float32))[:, None]
+    rho = (u ** power + v ** power) ** (1.0 / power)
+    return np.clip((extent - rho) / max(feather, 1e-3), 0.0, 1.0).astype(np.float32)
+
+
+def histogram_match(patch: np.ndarray, reference: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``patch`` (uint8 RGB) with each channel's histogram mapped onto ``reference``'s, both
+    measured where ``weight`` > 0.5.
+
+    >>> rng = np.random.default_rng(0)
+    >>> p, r = rng.integers(0, 100, (8, 8, 3), np.uint8), rng.integers(100, 255, (8, 8, 3), np.uint8)
+    >>> out = histogram_match(p, r, np.ones((8, 8), np.float32))
+    >>> bool(out.min() >= r.min() and abs(out.mean() - r.mean()) < 5)
+    True
+    """
+    inside = weight > 0.5
+    out = np.empty_like(patch)
+    q = np.linspace(0.0, 1.0, 256)
+    for c in range(3):
+        src, ref = patch[..., c][inside], reference[..., c][inside]
+        src_q = np.quantile(src, q) if src.size else q * 255
+        ref_q = np.quantile(ref, q) if ref.size else q * 255
+        lut = np.interp(np.arange(256), src_q + np.arange(256) * 1e-6, ref_q)
+        out[..., c] = np.clip(np.rint(lut[patch[..., c]]), 0, 255).astype(np.uint8)
+    return out
+
+
+def swap_b(target: np.ndarray, target_track: np.ndarray, donor: np.ndarray, donor_track: np.ndarray, *,
+           style: SwapStyleB | None = None) -> np.ndarray:
+    """Generator B's fake: :func:`swap`'s regions and donors, its own artefacts (see above).
+    Outside each target box the result equals ``target`` exactly.
+
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.integers(0, 255, (2, 4, 60, 80, 3), np.uint8)
+    >>> track = np.tile([20, 10, 40, 40], (4, 1))
+    >>> out = swap_b(a, track, b, track)
+    >>> bool((out[:, :, :20] == a[:, :, :20]).all()), bool((out != a).any())
+    (True, True)
+    """
+    style = style or SwapStyleB()
+    out = target.copy()
+    for i in range(len(target)):
+        x, y, w, h = (int(v) for v in target_track[i])
+        dx, dy, dw, dh = (int(v) for v in donor_track[i % len(donor)])
+        g = max(8, min(style.gen_size, min(w, h) // 2))
+        crop = donor[i % len(donor)][dy:dy + dh, dx:dx + dw]
+        low = cv2.resize(crop, (g, g), interpolation=cv2.INTER_NEAREST)
+        patch = cv2.resize(low, (w, h), interpolation=cv2.INTER_CUBIC)
+        alpha = box_alpha(w, h, power=style.power, feather=style.feather)
+        region = target[i, y:y + h, x:x + w]
+        patch = histogram_match(patch, region, alpha).astype(np.float32)
+        blended = alpha[..., None] * patch + (1 - alpha[..., None]) * region
+        out[i, y:y + h, x:x + w] = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return out

@@ -8,7 +8,7 @@ group: the trainer passes ``groups`` to the grouped wrappers of :mod:`fvcflow.mo
 Models that survive many columns (issue 22): every model screens its columns (``k``, the
 :data:`~fvcflow.models.select.SCREEN_PATH` of :class:`~fvcflow.models.select.Screened`) and
 regularises (the linear models along an L1 path of ``C``; the boosters by depth and column
-sampling, their rounds by early stopping on a grouped hold-out), all chosen by the trainer's
+sampling, their rounds by early stopping on grouped folds), all chosen by the trainer's
 grid search on grouped inner folds. The first point of every grid is the least restrictive (all
 columns, the weakest penalty), which the registry-driven canaries use.
 LightGBM and CatBoost are the optional extra ``boost``: they are registered always and imported
@@ -80,8 +80,8 @@ def svm_rbf_s24(*, seed: int = 0, n_jobs: int = 1, C: float = 1.0, gamma: str | 
 
 
 def _early_stopped(est, rounds: int | None, seed: int, k: int | None) -> Screened:
-    """``est`` on the ``k`` screened columns, early-stopped on a grouped hold-out when ``rounds`` is set."""
-    est = est if rounds is None else GroupEarlyStopping(est, rounds=rounds, fraction=0.2, seed=seed)
+    """``est`` on the ``k`` screened columns, early-stopped on grouped folds when ``rounds`` is set."""
+    est = est if rounds is None else GroupEarlyStopping(est, rounds=rounds, folds=3, seed=seed)
     return Screened(est, k=k)
 
 
@@ -92,8 +92,8 @@ def xgb_s24(*, seed: int = 0, n_jobs: int = 1, max_depth: int = 3, n_estimators:
             early_stopping_rounds: int | None = BOOST_ROUNDS, k: int | None = None):
     """Gradient-boosted trees (XGBoost, hist), screened columns, stage 2 + 4 features.
 
-    The rounds stop on a grouped 20 % hold-out of the training rows (``early_stopping_rounds``
-    without improvement; None: all ``n_estimators``).
+    The rounds are early-stopped on grouped 3-fold validation of the training rows, their log
+    loss curves averaged (``early_stopping_rounds`` without improvement; None: all ``n_estimators``).
     """
     from xgboost import XGBClassifier
 

@@ -706,6 +706,56 @@ def blend_in_box(frame: np.ndarray, weight: np.ndarray, params: BlendParams, mar
     return out
 
 
+#: the 5-point landmark hull (eyes, nose, mouth corners) grown about its centroid by this much covers
+#: the inner face (brows to chin, cheek to cheek); it is then kept inside the face's detected box
+FACE_HULL_GROW = 1.8
+
+
+def face_hull(landmarks, box, grow: float = FACE_HULL_GROW) -> np.ndarray:
+    """The blend region of one frame's face: the convex hull of its landmarks (float[5, 2] of
+    (x, y) pixels) grown ``grow`` times about their centroid, clipped to its box (x, y, w, h);
+    the box's inscribed ellipse where the landmarks span no area. float64[n >= 3, 2].
+
+    Examples
+    --------
+    >>> lm = np.array([[40, 40], [60, 40], [50, 50], [42, 60], [58, 60]], float)
+    >>> poly = face_hull(lm, (30, 25, 40, 50))
+    >>> bool(poly[:, 0].min() >= 30 and poly[:, 0].max() <= 70 and poly[:, 1].max() <= 75)
+    True
+    >>> int(hard_mask(poly, 100, 100).sum()) > int(hard_mask(lm[[0, 1, 4, 3]], 100, 100).sum())
+    True
+    """
+    x, y, w, h = (float(v) for v in box)
+    pts = np.asarray(landmarks, np.float64).reshape(-1, 2)
+    hull = cv2.convexHull(pts.astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    if len(hull) < 3 or cv2.contourArea(hull.astype(np.float32)) < 1.0:
+        theta = np.linspace(0.0, 2 * math.pi, OUTLINE_POINTS, endpoint=False)
+        return np.column_stack([x + w / 2 * (1 + np.cos(theta)), y + h / 2 * (1 + np.sin(theta))])
+    c = pts.mean(axis=0)
+    poly = c + grow * (hull - c)
+    poly[:, 0] = np.clip(poly[:, 0], x, x + w)
+    poly[:, 1] = np.clip(poly[:, 1], y, y + h)
+    return poly
+
+
+def face_track_region(tracks, track: int = 0):
+    """``region(index)`` for :func:`blend_video` from a face track (the faces stage's table,
+    :func:`fvcflow.stages.facetrack.track_video`): :func:`face_hull` of track ``track``'s box and
+    landmarks, interpolated between its rows and held beyond its ends; None when it has no such
+    track (the drawn region is used)."""
+    from fvcflow.stages.facetrack import boxes_at
+
+    if tracks is None or not tracks.height or track not in set(tracks["track"].to_list()):
+        return None
+    rows = tracks.filter(tracks["track"] == track)
+
+    def region(index: int) -> np.ndarray:
+        box, lm = boxes_at(rows, track, [index])
+        return face_hull(lm[0], box[0])
+
+    return region
+
+
 def blend_weights(params: BlendParams, index: int, fps: float, height: int, width: int,
                   region=None) -> np.ndarray:
     """The blend weight (uint8[H, W]) of frame ``index``: the soft mask of ``region(index)`` (a

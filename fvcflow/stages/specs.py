@@ -29,8 +29,21 @@ from fvcflow.schema import (
     blend_variant,
     blended_id,
 )
-from fvcflow.stages.augment import augment_video, blend_video, draw_blend_params, draw_params
-from fvcflow.stages.facetrack import TRACK_VERSION, FrameTracker, fallback_note, make_detector, track_video
+from fvcflow.stages.augment import (
+    augment_video,
+    blend_video,
+    draw_blend_params,
+    draw_params,
+    face_track_region,
+)
+from fvcflow.stages.facetrack import (
+    TRACK_VERSION,
+    FrameTracker,
+    fallback_note,
+    make_detector,
+    track_as,
+    track_video,
+)
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
 from fvcflow.store import Lake, cache_key, cache_keys, file_hash, read_parquet, write_parquet_atomic
@@ -94,17 +107,21 @@ def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
                 params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
             ))
         if row["label"] == 0:           # self-blended pseudo-fakes of the reals (issue 22)
-            jobs += _blend_jobs(lake, row, cfg)
+            jobs += _blend_jobs(lake, row, s)
     return jobs
 
 
-def _blend_jobs(lake: Lake, row: dict, cfg) -> list[dict]:
-    """The ``cfg.self_blend`` pseudo-fakes of one real: labelled fake, the source's group, kept
-    out of every evaluation by their variant (only originals are evaluated)."""
+def _blend_jobs(lake: Lake, row: dict, s: Settings) -> list[dict]:
+    """The ``augment.self_blend`` pseudo-fakes of one real: labelled fake, the source's group, kept
+    out of every evaluation by their variant (only originals are evaluated). With ``blend_region =
+    "face"`` the key holds the face tracker's settings (they decide the region)."""
+    cfg = s.augment
     folder = lake.stage1_videos / _safe(row["video_id"])
+    region = ({"region": "face", "faces": s.faces.model_dump(), "face_model": str(s.features.face_model),
+               "track_version": TRACK_VERSION} if cfg.blend_region == "face" else {})
     return [dict(
         key=cache_key(row["content_hash"], "augment", {"blend": k, "seed": cfg.seed, "crf": cfg.crf,
-                                                        "preset": STAGE_PRESET}),
+                                                        "preset": STAGE_PRESET, **region}),
         video_id=blended_id(row["video_id"], k), path=row["path"],
         carry={**_carry(row), "label": 1, "label_raw": "pseudo-fake", "variant": blend_variant(k),
                "source_video_id": row["video_id"]},
@@ -116,8 +133,12 @@ def _blend_jobs(lake: Lake, row: dict, cfg) -> list[dict]:
 def _augment_run(job, s: Settings) -> dict:
     if job.params.get("blend"):
         params = draw_blend_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
+        region = None
+        if s.augment.blend_region == "face":     # the source's main face track, as the faces stage tracks it
+            region = face_track_region(track_as(job.path, s.faces.model_dump(), s.features.face_model)[0])
         out = blend_video(job.path, job.params["dst"], job.params["mask_dst"], params, chunk=s.augment.chunk,
-                          crf=s.augment.crf, threads=s.threads_per_worker)
+                          crf=s.augment.crf, threads=s.threads_per_worker, region=region)
+        out["ops"] = "self-blend,face-track" if region is not None else "self-blend,drawn"
         return {**out, "path": job.params["dst"], "content_hash": file_hash(job.params["dst"])}
     params = draw_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
     out = augment_video(job.path, job.params["dst"], params, chunk=s.augment.chunk, crf=s.augment.crf,
