@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -122,7 +123,7 @@ def memory(sd: bool) -> None:
 
 def subset(corpus, n: int) -> tuple[Path, Path]:
     """The first ``n`` videos of a demo corpus (its labels' order: a real and its fake per source), as
-    links in a folder of their own: (root, labels.csv)."""
+    copies in a folder of their own (ingest refuses links leading out of a corpus): (root, labels.csv)."""
     rows = corpus.labels_csv.read_text().splitlines()
     if not n or n >= len(rows) - 1:
         return corpus.root, corpus.labels_csv
@@ -131,7 +132,7 @@ def subset(corpus, n: int) -> tuple[Path, Path]:
         rel = line.split(",")[0]
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         if not (root / rel).exists():
-            os.symlink(corpus.root / rel, root / rel)
+            shutil.copy2(corpus.root / rel, root / rel)
     (root / "labels.csv").write_text("\n".join(rows[:n + 1]) + "\n")
     return root, root / "labels.csv"
 
