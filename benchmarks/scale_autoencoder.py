@@ -170,8 +170,8 @@ def features(full: bool, n_videos: int) -> None:
           "letterbox vs autoencoder (SD layout at 1/8 widths, random weights): median [IQR] each, "
           "KS statistic")
     for name in FEATURE_NAMES:
-        col = next((c for c in a.columns if c.startswith("s4_") and c.endswith(name)), None)
-        if col is None:
+        col = f"s4_{name}_mean"                     # the per-video mean over the sampled frames
+        if col not in a.columns:
             continue
         x, y = a[col].drop_nulls().to_numpy(), b[col].drop_nulls().to_numpy()
         q = lambda v: f"{np.median(v):10.4g} [{np.percentile(v, 25):.3g}, {np.percentile(v, 75):.3g}]"  # noqa: E731
