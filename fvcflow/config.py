@@ -265,8 +265,22 @@ class FacesConfig(_Model):
 
 
 class ScaleConfig(_Model):
+    """Stage 3 (``scale.*``): letterbox by bilinear resizing, or through a pretrained VAE
+    (fvcflow/stages/autoencoder.py)."""
+
     size: int = Field(256, ge=16, le=4096, description="letterbox side in pixels (even)")
     crf: int = Field(18, ge=0, le=51)
+    method: Literal["letterbox", "autoencoder"] = Field(
+        "letterbox", description="letterbox: resize each frame (area/bicubic); autoencoder: encode the frame "
+                                 "with a VAE, resize its latent, decode at the letterbox size")
+    weights: str = Field("hf:stabilityai/sd-vae-ft-mse",
+                         description="the autoencoder's weights: hf:<repository id>[/<subfolder>] from the "
+                                     "Hugging Face cache (`fvc weights pull autoencoder`), or a local "
+                                     "diffusers folder (config.json and diffusion_pytorch_model.safetensors)")
+    tile: int = Field(512, ge=16, le=4096, description="the autoencoder sees tiles of at most this side "
+                                                       "(pixels; overlapping, blended), so memory is bounded")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="the autoencoder's device; auto: "
+                                                                      "CUDA when present")
 
     @field_validator("size")
     @classmethod

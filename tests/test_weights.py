@@ -184,9 +184,12 @@ def _run_count(lake) -> int:
     ("r2plus1d_18=torchvision:KINETICS400_V1", "download.pytorch.org"),
     ("timesformer_base=hf:facebook/timesformer-base-finetuned-k400", "huggingface.co"),
     ("i3d_r50=pytorchvideo:i3d_r50", "dl.fbaipublicfiles.com"),
+    ("autoencoder=hf:stabilityai/sd-vae-ft-mse", "huggingface.co"),      # stage 3's VAE (scale.weights)
 ])
 def test_pull_without_network_names_the_host_in_one_line(caches, monkeypatch, tmp_path, capsys, target, host):
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+    for var in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)                   # no proxy: the host itself is tried
 
     def unreachable(*args, **kwargs):
         raise OSError(errno.ENETUNREACH, "Network is unreachable")
@@ -198,9 +201,11 @@ def test_pull_without_network_names_the_host_in_one_line(caches, monkeypatch, tm
     rc = fvc(["--home", str(tmp_path / "home"), "weights", "pull", target])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip() and line.startswith("error:")]
-    assert rc == 2 and len(lines) == 1, err
-    assert f"cannot reach {host}" in lines[0] and "Traceback" not in err
+    assert rc == 2 and lines == [f"error: fvc weights pull {target}: cannot reach {host} (Network is "
+                                 "unreachable); connect to the network and rerun"], err
+    assert "Traceback" not in err
     assert not list(caches["torch"].rglob("*.pth")) and not list(caches["torch"].rglob("*.pyth"))
+    assert not [p for p in caches["hf"].rglob("*") if p.is_file()]     # nothing half-downloaded
 
 
 def test_weights_list_shows_cache_path_size_and_sha256(caches, no_network, tmp_path, capsys):

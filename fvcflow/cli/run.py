@@ -75,6 +75,10 @@ def _run(args: argparse.Namespace) -> int:
         t = settings.train
         named = list_models(",".join(p for p in t.patterns() if p != "*") or "-")
         check_selected(named, t.deep.weights, t.params)
+    if "scale" in settings.stages and settings.scale.method == "autoencoder":   # the same for stage 3's VAE
+        from fvcflow.models.weights import resolve_autoencoder
+
+        resolve_autoencoder(settings.scale.weights)
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(settings.home, "run", verbose=verbose)
     local = flow_layer(args, settings).local      # the Prefect layer, from the entry point

@@ -5,7 +5,8 @@
 size and SHA-256. ``pull`` is the one command that uses the network: it downloads into the
 library's own cache (``TORCH_HOME``, ``HF_HOME``, open_clip's ``~/.cache/clip``) with the
 library's progress bar and verifies the file. ``MODEL`` alone pulls the weight the settings name
-for it (``train.deep.weights.MODEL``). With no network: one line naming the host, exit 2.
+for it (``train.deep.weights.MODEL``; ``autoencoder``: stage 3's VAE,
+``scale.weights``). With no network: one line naming the host, exit 2.
 """
 
 from __future__ import annotations
@@ -44,19 +45,21 @@ def _human(n: int | None) -> str:
 
 def run_list(args) -> int:
     from fvcflow.models import get_model_spec, list_models
-    from fvcflow.models.weights import listing
+    from fvcflow.models.weights import AUTOENCODER, listing
 
     models = args.models or None
     if models:
-        deep = set(list_models(kind="torch_video"))
+        deep = set(list_models(kind="torch_video")) | {AUTOENCODER}
         for m in models:
+            if m == AUTOENCODER:
+                continue
             get_model_spec(m)                          # an unknown name: the registry's one-line error
             if m not in deep:
                 from fvcflow.errors import FvcError
 
                 raise FvcError(f"{m} is not a deep video model (weights are named for: "
                                f"{', '.join(sorted(deep))})")
-    rows = listing(models, args.settings.train.params)
+    rows = listing(models, args.settings.train.params, autoencoder=args.settings.scale.weights)
     if args.cached:
         rows = [r for r in rows if r["cached"]]
     if args.json:
@@ -74,15 +77,17 @@ def run_list(args) -> int:
 
 def run_pull(args) -> int:
     from fvcflow.errors import FvcError
-    from fvcflow.models.weights import is_named, pull
+    from fvcflow.models.weights import AUTOENCODER, is_named, pull
 
     settings = args.settings
     for target in args.targets:
         model, sep, value = target.partition("=")
         if not sep:
-            value = settings.train.deep.weights.get(model, "")
+            setting = "scale.weights" if model == AUTOENCODER else f"train.deep.weights.{model}"
+            value = (settings.scale.weights if model == AUTOENCODER
+                     else settings.train.deep.weights.get(model, ""))
             if not is_named(value):
-                raise FvcError(f"fvc weights pull {model}: train.deep.weights.{model} names no weight "
+                raise FvcError(f"fvc weights pull {model}: {setting} names no weight "
                                f"({value or 'unset'}); give MODEL=NAME (`fvc weights list {model}`)")
         if not is_named(value):
             raise FvcError(f"fvc weights pull {target}: {value!r} is not a named weight "

@@ -395,6 +395,8 @@ def locate(model: str, value: str, params: Mapping | None = None) -> Where:
     parsed = parse_weights(value)
     if parsed is None:
         raise FvcError(f"{value!r} is not a named weight (library:name)")
+    if model == AUTOENCODER:
+        return locate_autoencoder(value)
     library, name = parsed
     source = _source(model)
     if library != source.library:
@@ -438,16 +440,25 @@ def resolve_setting(model: str, weights: Mapping[str, str], params: Mapping | No
 
 
 # -- listing and pulling ------------------------------------------------------------------------
-def listing(models: list[str] | None = None, params: Mapping[str, Mapping] | None = None) -> list[dict]:
-    """One row per (model, named weight): cached?, path, SHA-256 and size of the cached file."""
+def listing(models: list[str] | None = None, params: Mapping[str, Mapping] | None = None,
+            autoencoder: str | None = None) -> list[dict]:
+    """One row per (model, named weight): cached?, path, SHA-256 and size of the cached file.
+    Stage 3's VAE is the model :data:`AUTOENCODER` (``autoencoder``: the known VAEs and
+    ``autoencoder``, the one ``scale.weights`` names, when it is a named one)."""
     from fvcflow.models.registry import get_model_spec, list_models
 
     params = params or {}
     rows = []
-    for model in models or list_models(kind="torch_video"):
-        if get_model_spec(model).extra.get("weights") is None:
+    for model in models or [*list_models(kind="torch_video"), AUTOENCODER]:
+        if model == AUTOENCODER:
+            values = [f"hf:{n}" for n in AUTOENCODER_NAMES]
+            if is_named(autoencoder) and autoencoder not in values:
+                values.append(str(autoencoder))
+        elif get_model_spec(model).extra.get("weights") is None:
             continue
-        for value in known_weights(model, params.get(model)):
+        else:
+            values = known_weights(model, params.get(model))
+        for value in values:
             try:
                 where = locate(model, value, params.get(model))
             except FvcError as exc:            # a listed name the installed library cannot place
@@ -503,7 +514,7 @@ def reach(host: str, port: int, what: str, timeout: float = 10.0) -> None:
                         "connect to the network and rerun") from None
 
 
-def pull(model: str, value: str, params: Mapping | None = None) -> Resolved:
+def pull(model: str, value: str, params: Mapping | None = None) -> Resolved | AutoencoderWeights:
     """Download named weight ``value`` of ``model`` into its library's cache and verify it.
 
     The one function that uses the network. Verification: the SHA-256 the library publishes
@@ -529,7 +540,7 @@ def pull(model: str, value: str, params: Mapping | None = None) -> Resolved:
             raise FvcError(f"fvc weights pull {model}={value}: downloaded {path}, but {where.library} "
                            f"does not find it in its cache ({where.expected})")
     verify(where)
-    return resolve(model, value, params)
+    return resolve_autoencoder(value) if model == AUTOENCODER else resolve(model, value, params)
 
 
 def verify(where: Where) -> str:
@@ -575,3 +586,87 @@ def check_selected(models: list[str], weights: Mapping[str, str],
             if resolved is not None:
                 out.append(resolved)
     return out
+
+
+# -- stage 3's autoencoder (scale.method = "autoencoder") -----------------------------------------
+#: the name ``fvc weights`` gives stage 3's VAE (its setting: ``scale.weights``)
+AUTOENCODER = "autoencoder"
+#: the VAEs ``fvc weights list`` shows (any ``hf:`` repository with a diffusers AutoencoderKL works)
+AUTOENCODER_NAMES = ("stabilityai/sd-vae-ft-mse", "stabilityai/sd-vae-ft-ema", "stabilityai/sdxl-vae")
+VAE_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class AutoencoderWeights:
+    """Stage 3's VAE resolved to a diffusers folder: its ``config.json`` and weights file."""
+
+    label: str                        # the setting as given: "hf:stabilityai/sd-vae-ft-mse" or a folder
+    library: str                      # "hf" or "path"
+    config: Path
+    path: Path                        # the weights file
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+    @property
+    def sha256(self) -> str:
+        return sha256_file(self.path)
+
+    @property
+    def identity(self) -> str:
+        """What the weights are, for stage 3's cache key: the SHA-256 of the configuration and of
+        the weights file together (a new file under the same name is another key)."""
+        h = hashlib.sha256(self.config.read_bytes())
+        h.update(self.sha256.encode())
+        return h.hexdigest()
+
+
+def _hf_repo(name: str) -> tuple[str, str]:
+    """``owner/name[/subfolder]`` -> (repository id, the files' prefix)."""
+    parts = [p for p in name.split("/") if p]
+    if len(parts) < 2:
+        raise FvcError(f"hf:{name}: give a Hugging Face repository id (owner/name[/subfolder])")
+    return "/".join(parts[:2]), "".join(f"{p}/" for p in parts[2:])
+
+
+def locate_autoencoder(value: str) -> Where:
+    """Where named VAE ``value`` (``hf:<repository id>[/<subfolder>]``) lives in the Hugging Face
+    cache (no network)."""
+    parsed = parse_weights(value)
+    if parsed is None or parsed[0] != "hf":
+        raise FvcError(f"setting 'scale.weights': {value}: the autoencoder takes hf:<repository id> or a "
+                       "local diffusers folder")
+    repo, sub = _hf_repo(parsed[1])
+    where = _hf_where("hf", parsed[1], repo, tuple(sub + f for f in VAE_FILES), {},
+                      extra=(f"{sub}config.json",))
+    if where.path is not None and _hf_cached(repo, f"{sub}config.json") is None:
+        where = Where(where.library, where.name, None, f"{repo}/{sub}config.json in the Hugging Face cache",
+                      where.url, {}, where.fetch)
+    return where
+
+
+def resolve_autoencoder(value: str) -> AutoencoderWeights:
+    """``scale.weights`` resolved: a named VAE from the Hugging Face cache, or a local folder.
+
+    Never downloads: a named VAE not in the cache is :class:`WeightsNotCached`, naming the
+    ``fvc weights pull`` command; a folder without ``config.json`` or a weights file is an
+    :class:`FvcError` naming what is missing.
+    """
+    value = str(value).strip()
+    if not is_named(value):
+        folder = Path(value).expanduser()
+        if not folder.is_dir():
+            raise FvcError(f"setting 'scale.weights': {value} is not a folder (give hf:<repository id> or a "
+                           "local diffusers folder with config.json and diffusion_pytorch_model.safetensors)")
+        files = [folder / f for f in VAE_FILES if (folder / f).is_file()]
+        if not (folder / "config.json").is_file() or not files:
+            missing = "config.json" if not (folder / "config.json").is_file() else " or ".join(VAE_FILES)
+            raise FvcError(f"setting 'scale.weights': {folder} holds no {missing} (a diffusers "
+                           "AutoencoderKL folder, as `AutoencoderKL.save_pretrained` writes it)")
+        return AutoencoderWeights(value, "path", folder / "config.json", files[0])
+    where = locate_autoencoder(value)
+    if where.path is None:
+        raise WeightsNotCached(f"setting 'scale.weights': {value} is not in the hf cache ({where.expected}); "
+                               f"run `{pull_command(AUTOENCODER, value)}` first (stage 3 never downloads)")
+    return AutoencoderWeights(value, "hf", where.path.parent / "config.json", where.path)

@@ -308,14 +308,27 @@ def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
     dsts = [lake.stage3_videos / f"{_safe(r['video_id'])}.mp4" for r in rows]
     # the output file is part of the result, so the key names it: equal inputs, distinct files
     cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET}
+    vae = {}
+    if s.scale.method == "autoencoder":      # its weights resolved here, at plan time: not cached -> one line
+        from fvcflow.models.weights import resolve_autoencoder
+
+        weights = resolve_autoencoder(s.scale.weights)
+        vae = {"vae": str(weights.folder), "vae_identity": weights.identity}
+        cfg |= {"method": "autoencoder", "weights": weights.identity, "tile": s.scale.tile}
     keys = cache_keys([r["content_hash"] for r in rows], "scale", cfg,
                       varying={"dst": [d.name for d in dsts]})
-    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params={"dst": str(dst)})
-            for k, r, dst in zip(keys, rows, dsts)]
+    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r),
+                 params={"dst": str(dst), **vae}) for k, r, dst in zip(keys, rows, dsts)]
 
 
 def _scale_run(job, s: Settings) -> dict:
     dst = job.params["dst"]
+    if "vae" in job.params:                 # scale.method = "autoencoder" (torch and diffusers load here)
+        from fvcflow.stages.autoencoder import scale_with_vae
+
+        out = scale_with_vae(job.path, dst, job.params["vae"], job.params["vae_identity"], s.scale,
+                             threads=s.threads_per_worker)
+        return {**out, "src_path": job.path, "path": dst, "content_hash": file_hash(dst)}
     out = scale_video(job.path, dst, size=s.scale.size, crf=s.scale.crf, threads=s.threads_per_worker)
     return {**out, "src_path": job.path, "path": dst, "content_hash": file_hash(dst)}
 
