@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fvcflow.config import REGISTERED_NAME
+from fvcflow.cli.options import add_model
 
 
 def register(sub) -> None:
@@ -22,10 +22,7 @@ def register(sub) -> None:
                                    "fvc-detector's probabilities are calibrated (on grouped out-of-fold "
                                    "predictions) and the output says so.")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
-    p.add_argument("--model", default=None,
-                   help="registered model name (latest version) or an MLflow URI "
-                        "(models:/NAME/VERSION; models:/NAME@champion, the best of the latest training; "
-                        f"runs:/ID/model); default the setting train.registered_name ({REGISTERED_NAME})")
+    add_model(p)
     p.add_argument("--allow-external-model", action="store_true",
                    help="load a --model URI from outside this work dir's registry (another store, a "
                         "folder elsewhere, s3://, https://); refused without it")
