@@ -144,7 +144,7 @@ $("f").addEventListener("submit", async ev => {
 
 def create_app(settings: Settings, *, model: str | None = None, token: str | None = None,
                max_bytes: int = int(DEFAULT_MAX_MB * 1e6), concurrency: int = 2,
-               threshold: float = 0.5) -> Starlette:
+               threshold: float | None = None) -> Starlette:
     """The app over the detector ``model`` (default the registered one, latest version)."""
     import base64
 
@@ -155,6 +155,8 @@ def create_app(settings: Settings, *, model: str | None = None, token: str | Non
     det = load_detector(settings.lake(), model or settings.train.registered_name,
                         tracking_uri=settings.train.tracking_uri)
     slots = _Slots(concurrency)
+    if threshold is None:                   # the model's own (chosen at training), else 0.5
+        threshold = det.threshold
 
     def allowed(request: Request) -> bool:
         if not token:
@@ -184,7 +186,8 @@ def create_app(settings: Settings, *, model: str | None = None, token: str | Non
         got = explain(det, path, **scoring_options(s))
         frame = thumbnail(path, width=320)
         return {"prob_fake": got.prob_fake, "verdict": "fake" if got.prob_fake >= threshold else "real",
-                "threshold": threshold, "calibrated": det.calibration is not None,
+                "threshold": threshold, "threshold_rule": det.threshold_rule or "default 0.5 (none logged)",
+                "calibrated": det.calibration is not None,
                 "calibration": det.calibration, "model": det.model_name, "registered_name": det.name,
                 "version": det.version, "evidence_method": got.method,
                 "evidence_approximate": got.approximate, "top_features": got.top_features,

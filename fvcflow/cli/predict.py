@@ -44,10 +44,13 @@ def run(args) -> int:
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "calibrated": det.calibration is not None,
-               "calibration": det.calibration, "face_track": None, "error": None, "evidence": None}
+               "calibration": det.calibration, "threshold": det.threshold,
+               "threshold_rule": det.threshold_rule, "verdict": None, "face_track": None, "error": None,
+               "evidence": None}
         try:
             got = explain(det, path, **scoring_options(settings))
             rec["prob_fake"] = got.prob_fake
+            rec["verdict"] = det.verdict(got.prob_fake)
             rec["evidence"] = {"method": got.method, "approximate": got.approximate,
                                "top_features": got.top_features}
             # a deep model on face clips: the face track whose clips gave the video's score
@@ -67,6 +70,7 @@ def run(args) -> int:
             if rec["error"] is None:
                 how = f"calibrated ({det.calibration})" if det.calibration else "uncalibrated"
                 face = "" if rec["face_track"] is None else f"\tface track {rec['face_track']}"
-                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f} {how}\tmodel={rec['model']}"
+                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f} {how}\t{rec['verdict']} at "
+                      f"threshold {det.threshold:.4g}\tmodel={rec['model']}"
                       f"\t{rec['registered_name']} v{rec['version']}{face}")
     return 1 if failed else 0

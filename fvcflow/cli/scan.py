@@ -25,24 +25,25 @@ def register(sub) -> None:
     p.add_argument("--name", default=None, help="the scan's name (folder under <home>/scans; default "
                                                 "scan-<date>-<time>)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="P(fake) at or above which the verdict is fake (default 0.5)")
+                   help="P(fake) at or above which the verdict is fake (default: the model's own, "
+                        "chosen at training on its out-of-fold predictions; 0.5 when it has none)")
     add_engine(p)
     add_verbose(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from fvcflow.scan.core import THRESHOLD, run_scan
+    from fvcflow.scan.core import run_scan
 
     settings = engine_settings(args)
     with live(settings, "scan", args) as log_file:
         res = run_scan(settings, args.paths, model=args.model, name=args.name,
-                       threshold=THRESHOLD if args.threshold is None else args.threshold)
+                       threshold=args.threshold)
     scored = res.scores.height - res.failed
     fakes = int((res.scores["verdict"] == "fake").sum())
     print(f"scan {res.name}: {res.scores.height} files, {scored} scored ({res.computed} computed, "
           f"{res.cached} from the cache), {res.failed} failed; {fakes} fake at P(fake) >= "
-          f"{res.scores['threshold'][0] if res.scores.height else THRESHOLD:g}")
+          f"{res.scores['threshold'][0] if res.scores.height else 0.5:g}")
     if res.skipped:
         print(f"{len(res.skipped)} files in the folders have no video suffix and were not scanned "
               f"(first: {res.skipped[0]}); name them on the command line to scan them")

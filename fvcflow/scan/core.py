@@ -49,7 +49,7 @@ from fvcflow.store import (
 log = logging.getLogger(__name__)
 
 STAGE = "scan"
-#: the verdict's threshold on P(fake) when none is given: the calibrated detector's 0.5
+#: the verdict's threshold on P(fake) of a model logged without one (fvc train logs one per model)
 THRESHOLD = 0.5
 #: columns of scores.parquet, in order
 COLUMNS = ("path", "content_hash", "prob_fake", "verdict", "calibrated", "calibration", "model",
@@ -70,6 +70,8 @@ class ModelRef:
     model_name: str | None
     calibration: str | None
     tracking_uri: str | None
+    threshold: float = THRESHOLD           # the model's verdict threshold (chosen at training)
+    threshold_rule: str | None = None
 
     def key(self, settings: Settings) -> str:
         """Cache folder of this model's scores: the model, its version and the scoring settings."""
@@ -121,7 +123,7 @@ def resolve_model(settings: Settings, model: str | None) -> ModelRef:
     with contextlib.suppress(Exception):
         det.staging.cleanup()
     return ModelRef(det.uri, det.name, det.version, det.model_name, det.calibration,
-                    settings.train.tracking_uri)
+                    settings.train.tracking_uri, det.threshold, det.threshold_rule)
 
 
 # --------------------------------------------------------------------------- the worker side
@@ -268,7 +270,7 @@ def check_name(name: str) -> str:
 
 
 def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str | None = None,
-             name: str | None = None, threshold: float = THRESHOLD) -> ScanResult:
+             name: str | None = None, threshold: float | None = None) -> ScanResult:
     """Scan ``paths`` (files, folders, lists) with ``model``; write scores.parquet and scan.html.
 
     >>> res = run_scan(Settings.load().resolved(), ["videos/"])     # doctest: +SKIP
@@ -276,11 +278,13 @@ def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str |
     """
     t0 = time.perf_counter()
     name = check_name(name or default_name())
-    if not 0.0 < threshold < 1.0:
+    if threshold is not None and not 0.0 < threshold < 1.0:
         raise FvcError(f"threshold {threshold}: a probability strictly between 0 and 1")
     inputs: Inputs = collect(paths)
     lake = settings.lake()
     ref = resolve_model(settings, model)
+    if threshold is None:                   # the model's own, chosen at training
+        threshold = ref.threshold
     model_key = ref.key(settings)
     hashes: dict[Path, tuple[str | None, str | None]] = {p: _hash(p) for p in inputs.files}
     rows: dict[str, dict[str, Any]] = {}
