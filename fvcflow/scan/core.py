@@ -26,12 +26,14 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import polars as pl
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from fvcflow.config import Settings
 from fvcflow.errors import DiskFullError, FvcError, VideoError, is_disk_full
@@ -129,16 +131,39 @@ def resolve_model(settings: Settings, model: str | None) -> ModelRef:
 # --------------------------------------------------------------------------- the worker side
 
 _DETECTORS: dict[tuple[str, str, str | None], Any] = {}
+_LOADING = threading.Lock()
 
 
 def _detector(home: str, ref: ModelRef):
-    """The detector of ``ref``, loaded once per worker process."""
+    """The detector of ``ref`` (its URI pins the version), loaded once per worker process: by the
+    worker plugin before the batches start, or here by the first batch (a worker that joined
+    later); the lock keeps two threads of one worker from loading it twice."""
     from fvcflow.detector.predict import load_detector
 
     k = (home, ref.target, ref.tracking_uri)
-    if k not in _DETECTORS:
-        _DETECTORS[k] = load_detector(Lake.at(home), ref.target, tracking_uri=ref.tracking_uri)
+    with _LOADING:
+        if k not in _DETECTORS:
+            _DETECTORS[k] = load_detector(Lake.at(home), ref.target, tracking_uri=ref.tracking_uri)
     return _DETECTORS[k]
+
+
+class PreloadDetector(WorkerPlugin):
+    """Dask worker plugin: load the scan's detector on each worker as soon as it is registered
+    (every worker at once, while the batches are being submitted), not in its first batch.
+    Its name is keyed by the model URI + version, so registering it again for the same model on a
+    long-lived cluster (``--dask-address``) is a no-op, and a new version loads the new model."""
+
+    def __init__(self, home: str, ref: ModelRef):
+        self.home, self.ref = home, ref
+        self.name = "fvc-scan-model-" + hashlib.blake2b(
+            json.dumps([home, ref.target, ref.version, ref.tracking_uri]).encode(), digest_size=8).hexdigest()
+
+    def setup(self, worker=None) -> None:  # noqa: ARG002 - Dask's plugin signature
+        try:
+            _detector(self.home, self.ref)
+        except Exception as exc:  # noqa: BLE001 - the first batch loads again and its rows say why
+            log.warning("scan: preloading %s failed (%s: %s); the batches load it", self.ref.target,
+                        type(exc).__name__, exc)
 
 
 def thumbnail(path: str | os.PathLike, width: int = THUMB_WIDTH) -> bytes | None:
@@ -250,7 +275,9 @@ def _run_dask(settings: Settings, ref: ModelRef, model_key: str,
     clean = settings.without_secrets()
     with dask_cluster(settings) as address, Client(address, set_as_default=False) as client:
         try:
-            futures = [client.submit(score_batch, str(settings.home), ref, model_key, b, clean, pure=False)
+            home = str(settings.home)
+            client.register_plugin(PreloadDetector(home, ref))   # the model, on every worker at once
+            futures = [client.submit(score_batch, home, ref, model_key, b, clean, pure=False)
                        for b in batches]
             for fut in as_completed(futures, loop=client.loop):
                 yield fut.result()
