@@ -1,4 +1,4 @@
-"""Latency of one request to MLflow's scoring server for a 10 s 720p H.264 clip, cold and warm.
+"""Latency of one request to MLflow's scoring server and to ``fvc app`` for a 10 s 720p H.264 clip.
 
     .venv/bin/python -m benchmarks.serve [--seconds 10] [--repeat 3]
 
@@ -7,7 +7,10 @@ stage 2 + 4 features, registered as fvc-detector) is served with
 ``mlflow models serve -m models:/fvc-detector@champion --env-manager local`` on 127.0.0.1. A clip of
 ``--seconds`` at 25 fps, 1280x720, H.264, is sent as ``{"path": ...}`` and as ``{"video_b64": ...}``:
 the first request after the server answers /ping (cold) and the best of ``--repeat`` more (warm),
-side by side with ``fvc predict``'s in-process scoring of the same file (detector loaded).
+side by side with ``fvc predict``'s in-process scoring of the same file (detector loaded). Then
+``fvc app`` is started on 127.0.0.1 with the same model and the same clip is uploaded (the browser's
+``POST api/score`` of the file's bytes): the first upload after the page answers (cold) and the best
+of ``--repeat`` more (warm); each answer is checked to give the in-process P(fake).
 """
 
 from __future__ import annotations
@@ -34,6 +37,47 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
+def _up(url: str, proc: subprocess.Popen, path: str = "/ping") -> None:
+    while True:
+        try:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+        if proc.poll() is not None:
+            raise SystemExit("the server did not start")
+
+
+def app_latency(lake, clip: Path, repeat: int, expected: float) -> tuple[float, float, float]:
+    """(start to the page answering, first upload, best of ``repeat`` more) of ``fvc app``."""
+    port = _port()
+    t_start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "fvcflow", "--home", str(lake.root), "app", "--port",
+                             str(port), "--model", "fvc-detector@champion", "--max-mb", "1000"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    data = clip.read_bytes()
+    try:
+        _up(url, proc, "/")
+        t_up = time.perf_counter() - t_start
+
+        def upload() -> float:
+            t0 = time.perf_counter()
+            r = httpx.post(f"{url}/api/score", content=data, timeout=600,
+                           headers={"Content-Type": "application/octet-stream"})
+            r.raise_for_status()
+            got = r.json()["prob_fake"]
+            assert abs(got - expected) <= 1e-6, (got, expected)
+            return time.perf_counter() - t0
+
+        cold = upload()
+        warm = min(upload() for _ in range(repeat))
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    return t_up, cold, warm
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=10.0)
@@ -54,7 +98,7 @@ def main() -> None:
 
         det = load_detector(lake, "fvc-detector@champion")
         t = time.perf_counter()
-        det.score(clip)
+        p_clip = det.score(clip)
         t_pred_cold = time.perf_counter() - t
         t = time.perf_counter()
         det.score(clip)
@@ -93,6 +137,7 @@ def main() -> None:
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=60)
+        app_up, app_cold, app_warm = app_latency(lake, clip, args.repeat, p_clip)
 
     size = f"{args.seconds:g} s 720p H.264, {len(payload_b64) * 3 // 4 / 1e6:.1f} MB"
     print(f"clip: {size}; model {det.model_name} ({det.name} v{det.version})")
@@ -103,6 +148,10 @@ def main() -> None:
     row(f"request {{video_b64}}, warm (best of {args.repeat})", f"{warm_b64:8.2f} s", "", True)
     row("fvc predict in-process, first / second", f"{t_pred_cold:5.2f} / {t_pred:5.2f} s", "", True)
     row("server (warm, path) vs in-process", f"{warm_path / t_pred:8.2f} x", "", True)
+    row("fvc app: start to the page", f"{app_up:8.2f} s", "", True)
+    row("fvc app upload, cold (first)", f"{app_cold:8.2f} s", "", True)
+    row(f"fvc app upload, warm (best of {args.repeat})", f"{app_warm:8.2f} s", "", True)
+    row("fvc app (warm) vs in-process", f"{app_warm / t_pred:8.2f} x", "", True)
 
 
 if __name__ == "__main__":

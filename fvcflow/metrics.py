@@ -74,3 +74,32 @@ def summarize_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
         out[f"{name}_mean"] = float(ok.mean()) if ok.size else float("nan")
         out[f"{name}_std"] = float(ok.std()) if ok.size else float("nan")
     return out
+
+
+#: how the registered detector's verdict threshold is chosen (logged with the model, shown by predict)
+THRESHOLD_RULE = "max balanced accuracy (Youden's J) on the out-of-fold predictions"
+
+
+def operating_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The verdict threshold of a detector: the ``P(fake)`` at or above which a video is called
+    fake that maximises the balanced accuracy ((TPR + TNR) / 2, i.e. Youden's J = TPR - FPR) of
+    labels ``y`` (0/1) and probabilities ``p``, meant for out-of-fold predictions. Between two
+    neighbouring scores the midpoint is taken (a new video between them is not pushed to one
+    side). 0.5 when only one class is present.
+
+    >>> round(operating_threshold(np.array([0, 0, 1, 1]), np.array([0.1, 0.3, 0.35, 0.9])), 6)
+    0.325
+    """
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=np.float64)
+    ok = np.isfinite(p)
+    y, p = y[ok], p[ok]
+    if len(np.unique(y)) < 2:
+        return 0.5
+    fpr, tpr, thr = skm.roc_curve(y, p)
+    k = int(np.argmax(tpr - fpr))
+    if not np.isfinite(thr[k]):          # only "call nothing fake" (J = 0): keep 0.5
+        return 0.5
+    below = p[p < thr[k]]
+    t = (thr[k] + below.max()) / 2 if below.size else thr[k]
+    return float(min(max(t, 1e-6), 1 - 1e-6))

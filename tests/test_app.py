@@ -2,6 +2,7 @@
 upload a real video and read the verdict; a text file named .mp4; an over-size upload; a
 non-loopback host without a token."""
 
+import io
 import json
 import os
 import shutil
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from websockets.sync.client import connect
 
 from fvcflow.cli import main as fvc
+from fvcflow.detector.evidence import tile_overlay
 from tests.media import write_video
 from tests.training_runs import shared_trained_lake
 
@@ -133,10 +136,19 @@ def test_upload_a_video_see_verdict_frame_and_evidence(trained, app, browser, tm
     want = json.loads(capsys.readouterr().out)[0]
     browser.open(app)
     text = browser.upload(video)
-    verdict = "fake" if want["prob_fake"] >= 0.5 else "real"
+    verdict = "fake" if want["prob_fake"] >= want["threshold"] else "real"     # the model's own threshold
+    assert want["verdict"] == verdict and want["threshold"] != 0.5
     assert text.startswith(f"{verdict}: P(fake) = {want['prob_fake']:.4f} (calibrated, "), text
+    assert f"threshold {want['threshold']}" in text
     assert browser.js("document.getElementById('frame').src").startswith("data:image/jpeg;base64,")
     assert browser.js("document.getElementById('frame').naturalWidth") == 320
+    # the deviant-tile map over the frame the local features found most deviant
+    ov = tile_overlay(video)
+    assert browser.js("document.getElementById('overlay').src").startswith("data:image/png;base64,")
+    width = Image.open(io.BytesIO(ov["png"])).width
+    assert browser.js("document.getElementById('overlay').naturalWidth") == width
+    note = browser.js("document.getElementById('ovnote').textContent")
+    assert note.startswith(f"frame {ov['frame']}: {ov['deviant_tiles']} deviant tiles"), note
     rows = browser.js("Array.from(document.querySelectorAll('#features tr')).slice(1)"
                       ".map(r => r.cells[0].textContent)")
     assert rows == [f["feature"] for f in want["evidence"]["top_features"]]

@@ -243,24 +243,41 @@ def test_deep_runs_are_tracked_like_every_model(lake, trained):
 
 
 def test_logged_deep_model_loads_without_the_training_run(lake, trained, tmp_path):
+    """The logged deep model takes videos as the tabular ones do ({"path"} / {"video_b64"} records,
+    the clips extracted inside the pyfunc), loaded by MLflow in a fresh process, with fvc predict's
+    score; its clip batches stay reachable through the unwrapped python model."""
+    import base64
+
+    from fvcflow.detector.predict import load_detector
+
     _, summary = trained
     res = summary.results[0]
-    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
-    np.save(tmp_path / "x.npy", x.numpy())
+    video = write_video(tmp_path / "served.mp4", n=14, width=80, height=60, seed=4)
+    b64 = base64.b64encode(video.read_bytes()).decode()
     script = textwrap.dedent(f"""
-        import mlflow, numpy as np
+        import mlflow, pandas as pd
         mlflow.set_tracking_uri({lake.mlflow_uri!r})
         model = mlflow.pyfunc.load_model({res.model_uri!r})
-        np.save({str(tmp_path / "p.npy")!r}, model.predict(np.load({str(tmp_path / "x.npy")!r})))
+        out = model.predict(pd.DataFrame([{{"path": {str(video)!r}}}, {{"video_b64": {b64!r}}}]))
+        out.to_json({str(tmp_path / "out.json")!r}, orient="records")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True)   # a fresh process
+    env = {**os.environ, "FVC_HOME": str(lake.root)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, env=env)   # a fresh process
     assert proc.returncode == 0, proc.stderr.decode()[-2000:]
-    expected = torch.sigmoid(res.model.clip_logits(x)).numpy()
-    assert np.allclose(np.load(tmp_path / "p.npy"), expected, atol=1e-6)
+    import json
+
+    out = json.loads((tmp_path / "out.json").read_text())
+    want = load_detector(lake, res.model_uri, tracking_uri=lake.mlflow_uri).score(video)
+    assert [r["prob_fake"] for r in out] == pytest.approx([want, want], abs=1e-6)
+    assert out[0]["evidence_method"].startswith("deep model") and out[0]["verdict"] in ("fake", "real")
     mlflow.set_tracking_uri(lake.mlflow_uri)
     loaded = mlflow.pyfunc.load_model(res.model_uri)
+    assert loaded.metadata.get_input_schema().input_names() == ["path", "video_b64"]
     again = loaded.unwrap_python_model().model     # rebuilt from safe parts (fvcflow.saved)
     assert again.name == res.name and again.clip == res.model.clip
+    x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(0))
+    expected = torch.sigmoid(res.model.clip_logits(x)).numpy()
+    assert np.allclose(loaded.unwrap_python_model().predict(None, x.numpy()), expected, atol=1e-6)
 
 
 def test_predict_scores_a_real_video_with_a_deep_model_and_names_a_bad_file(lake, trained, tmp_path, capsys):
@@ -278,6 +295,17 @@ def test_predict_scores_a_real_video_with_a_deep_model_and_names_a_bad_file(lake
     assert out[0]["model"] == name and 0.0 <= out[0]["prob_fake"] <= 1.0 and out[0]["error"] is None
     assert out[1]["prob_fake"] is None and "bad.mp4" in out[1]["error"]
     assert f"error: {out[1]['error']}" in captured.err and "Traceback" not in captured.err
+    # the evidence of a deep model: its clips, highest first; the video's logit is their mean
+    import math
+
+    ev, p = out[0]["evidence"], out[0]["prob_fake"]
+    logits = [c["contribution"] for c in ev["top_features"]]
+    assert ev["method"].startswith("deep model") and logits == sorted(logits, reverse=True)
+    assert all(c["value"] == pytest.approx(1 / (1 + math.exp(-c["contribution"])))
+               for c in ev["top_features"])
+    assert logits[0] >= math.log(p / (1 - p)) - 1e-6          # the best clip is at least the mean
+    if len(logits) < 8:                                      # every clip listed: their mean is the score
+        assert 1 / (1 + math.exp(-sum(logits) / len(logits))) == pytest.approx(p, abs=1e-6)
 
 
 def test_the_gpu_limit_is_created_once_with_a_slot_per_gpu(prefect_server):

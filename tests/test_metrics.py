@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fvcflow.metrics import METRICS, binary_metrics, equal_error_rate, summarize_folds
+from fvcflow.metrics import METRICS, binary_metrics, equal_error_rate, operating_threshold, summarize_folds
 
 
 @pytest.fixture
@@ -78,3 +78,27 @@ def test_summarize_folds_mean_and_population_std_ignoring_nan():
     s = summarize_folds(folds)
     assert s["roc_auc_mean"] == pytest.approx(0.8) and s["roc_auc_std"] == pytest.approx(np.std([0.9, 0.7]))
     assert s["eer_mean"] == pytest.approx(0.2) and s["eer_std"] == pytest.approx(np.std([0.1, 0.3, 0.2]))
+
+
+def _balanced_accuracy(y, p, t):
+    pred = p >= t
+    return (pred[y == 1].mean() + (~pred[y == 0]).mean()) / 2
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_operating_threshold_maximises_balanced_accuracy(seed):
+    """Against a brute force over every cut between two scores: no cut does better, and the
+    threshold lies strictly between the scores it separates (ties, imbalanced classes)."""
+    rng = np.random.default_rng(seed)
+    n1 = [40, 15, 70][seed]
+    y = np.r_[np.zeros(100 - n1, int), np.ones(n1, int)]
+    p = np.round(np.clip(0.35 + 0.25 * y + rng.normal(0, 0.15, 100), 0, 1), 2)   # rounded: ties
+    t = operating_threshold(y, p)
+    cuts = np.unique(p)
+    best = max(_balanced_accuracy(y, p, c) for c in np.r_[cuts, cuts[-1] + 1])
+    assert _balanced_accuracy(y, p, t) == pytest.approx(best, abs=1e-12)
+    assert 0 < t < 1 and t not in set(p)
+
+
+def test_operating_threshold_of_one_class_is_one_half():
+    assert operating_threshold(np.ones(5, int), np.linspace(0.1, 0.9, 5)) == 0.5

@@ -13,6 +13,7 @@ import pytest
 
 from fvcflow.analytics import query
 from fvcflow.cli import main as fvc
+from fvcflow.metrics import THRESHOLD_RULE, operating_threshold
 from fvcflow.scan.core import cache_dir
 from fvcflow.scan.inputs import collect
 from fvcflow.store import file_hash, read_parquet
@@ -70,11 +71,16 @@ def test_scan_rows_scores_page_and_sql(trained, folder, capsys):
     files = sorted(str(p) for p in collect([folder]).files)
     assert sorted(scores["path"]) == files
     want = _predict(lake, files, capsys)
+    # the detector's own threshold, chosen at training on its calibrated out-of-fold predictions
+    oof = read_parquet(lake.calibrated_predictions).filter(pl.col("split") == "oof")
+    threshold = operating_threshold(oof["label"].to_numpy(), oof["prob_calibrated"].to_numpy())
+    assert threshold != 0.5
     for r in scores.iter_rows(named=True):
         ref = want[r["path"]]
         if ref["error"] is None:
             assert r["prob_fake"] == pytest.approx(ref["prob_fake"], abs=1e-6)
-            assert r["verdict"] == ("fake" if r["prob_fake"] >= 0.5 else "real")
+            assert r["threshold"] == ref["threshold"] == threshold and ref["threshold_rule"] == THRESHOLD_RULE
+            assert r["verdict"] == ref["verdict"] == ("fake" if r["prob_fake"] >= threshold else "real")
             assert r["model"] == summary.best and r["version"] == ref["version"] and r["calibrated"]
             assert r["content_hash"] == file_hash(r["path"]) and r["error"] is None
             feats = json.loads(r["top_features"])

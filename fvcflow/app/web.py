@@ -103,6 +103,8 @@ td,th{padding:.2em .6em;text-align:left}pre{background:#f6f6f6;padding:.6em;whit
 <p>Model: <b>%(model)s</b>, P(fake) %(cal)s. Uploads up to %(max_mb)s MB.</p>
 <form id="f"><input type="file" id="video" name="video"> <button id="go" type="submit">Score</button></form>
 <p id="status"></p><div id="result" hidden><p id="verdict"></p><img id="frame" alt="first frame">
+<h3>Where in the frame: deviant tiles of the local features</h3>
+<figure><img id="overlay" alt="deviant tiles"><figcaption id="ovnote"></figcaption></figure>
 <h3>What moved the score (log-odds)</h3><table id="features"></table><p id="method"></p></div>
 <h2>Model card</h2><pre id="card"></pre><h2>Last scans</h2><table id="scans"></table>
 <script>
@@ -132,6 +134,8 @@ $("f").addEventListener("submit", async ev => {
   $("verdict").innerHTML = `<span class="${j.verdict}">${j.verdict}</span>: ` +
     `P(fake) = ${j.prob_fake.toFixed(4)} (${cal}; threshold ${j.threshold})`;
   $("frame").src = j.frame ? "data:image/jpeg;base64," + j.frame : "";
+  $("overlay").src = j.overlay ? "data:image/png;base64," + j.overlay : "";
+  $("ovnote").textContent = j.overlay_note;
   $("features").innerHTML = "<tr><th>feature</th><th>value</th><th>contribution</th></tr>" +
     j.top_features.map(f => `<tr><td>${esc(f.feature)}</td>` +
       `<td>${f.value === null ? "" : f.value.toPrecision(4)}</td>` +
@@ -144,17 +148,19 @@ $("f").addEventListener("submit", async ev => {
 
 def create_app(settings: Settings, *, model: str | None = None, token: str | None = None,
                max_bytes: int = int(DEFAULT_MAX_MB * 1e6), concurrency: int = 2,
-               threshold: float = 0.5) -> Starlette:
+               threshold: float | None = None) -> Starlette:
     """The app over the detector ``model`` (default the registered one, latest version)."""
     import base64
 
-    from fvcflow.detector.evidence import explain
+    from fvcflow.detector.evidence import explain, tile_overlay
     from fvcflow.detector.predict import load_detector, scoring_options
     from fvcflow.scan.core import thumbnail
 
     det = load_detector(settings.lake(), model or settings.train.registered_name,
                         tracking_uri=settings.train.tracking_uri)
     slots = _Slots(concurrency)
+    if threshold is None:                   # the model's own (chosen at training), else 0.5
+        threshold = det.threshold
 
     def allowed(request: Request) -> bool:
         if not token:
@@ -183,12 +189,21 @@ def create_app(settings: Settings, *, model: str | None = None, token: str | Non
         s = settings
         got = explain(det, path, **scoring_options(s))
         frame = thumbnail(path, width=320)
+        try:
+            ov = tile_overlay(path, limits=scoring_options(s)["limits"])
+            note = (f"frame {ov['frame']}: {ov['deviant_tiles']} deviant tiles (robust z above "
+                    f"{ov['z_deviant']:g}; largest group {ov['region_tiles']}, cyan), max z "
+                    f"{ov['max_z'] if ov['max_z'] is None else round(ov['max_z'], 2)}")
+        except FvcError as exc:             # scored, but its frames cannot be measured again: say so
+            ov, note = None, f"no tile map: {exc}".replace(str(path), "the upload")
         return {"prob_fake": got.prob_fake, "verdict": "fake" if got.prob_fake >= threshold else "real",
-                "threshold": threshold, "calibrated": det.calibration is not None,
+                "threshold": threshold, "threshold_rule": det.threshold_rule or "default 0.5 (none logged)",
+                "calibrated": det.calibration is not None,
                 "calibration": det.calibration, "model": det.model_name, "registered_name": det.name,
                 "version": det.version, "evidence_method": got.method,
                 "evidence_approximate": got.approximate, "top_features": got.top_features,
-                "frame": base64.b64encode(frame).decode() if frame else None}
+                "frame": base64.b64encode(frame).decode() if frame else None,
+                "overlay": base64.b64encode(ov["png"]).decode() if ov else None, "overlay_note": note}
 
     async def score(request: Request):
         if not allowed(request):

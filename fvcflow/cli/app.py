@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fvcflow.config import REGISTERED_NAME
+from fvcflow.cli.options import add_model
 
 
 def register(sub) -> None:
@@ -16,8 +16,7 @@ def register(sub) -> None:
     p.add_argument("--port", type=int, default=8050)
     p.add_argument("--token", default=None, help="required on every request (default $FVC_APP_TOKEN); "
                                                   "mandatory for a non-loopback --host")
-    p.add_argument("--model", default=None, help=f"registered name, NAME@champion or an MLflow URI "
-                                                  f"(default {REGISTERED_NAME}, latest version)")
+    add_model(p)
     p.add_argument("--max-mb", type=float, default=200.0, help="largest upload in MB (default 200)")
     p.add_argument("--concurrency", type=int, default=2, help="videos scored at once; more get 'busy'")
     p.set_defaults(func=run)

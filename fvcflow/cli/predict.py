@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from fvcflow.config import REGISTERED_NAME
+from fvcflow.cli.options import add_model
 
 
 def register(sub) -> None:
@@ -22,10 +22,7 @@ def register(sub) -> None:
                                    "fvc-detector's probabilities are calibrated (on grouped out-of-fold "
                                    "predictions) and the output says so.")
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files")
-    p.add_argument("--model", default=None,
-                   help="registered model name (latest version) or an MLflow URI "
-                        "(models:/NAME/VERSION; models:/NAME@champion, the best of the latest training; "
-                        f"runs:/ID/model); default the setting train.registered_name ({REGISTERED_NAME})")
+    add_model(p)
     p.add_argument("--allow-external-model", action="store_true",
                    help="load a --model URI from outside this work dir's registry (another store, a "
                         "folder elsewhere, s3://, https://); refused without it")
@@ -47,10 +44,13 @@ def run(args) -> int:
     for path in args.videos:
         rec = {"path": path, "prob_fake": None, "model": det.model_name, "registered_name": det.name,
                "version": det.version, "calibrated": det.calibration is not None,
-               "calibration": det.calibration, "face_track": None, "error": None, "evidence": None}
+               "calibration": det.calibration, "threshold": det.threshold,
+               "threshold_rule": det.threshold_rule, "verdict": None, "face_track": None, "error": None,
+               "evidence": None}
         try:
             got = explain(det, path, **scoring_options(settings))
             rec["prob_fake"] = got.prob_fake
+            rec["verdict"] = det.verdict(got.prob_fake)
             rec["evidence"] = {"method": got.method, "approximate": got.approximate,
                                "top_features": got.top_features}
             # a deep model on face clips: the face track whose clips gave the video's score
@@ -70,6 +70,7 @@ def run(args) -> int:
             if rec["error"] is None:
                 how = f"calibrated ({det.calibration})" if det.calibration else "uncalibrated"
                 face = "" if rec["face_track"] is None else f"\tface track {rec['face_track']}"
-                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f} {how}\tmodel={rec['model']}"
+                print(f"{rec['path']}\tP(fake)={rec['prob_fake']:.4f} {how}\t{rec['verdict']} at "
+                      f"threshold {det.threshold:.4g}\tmodel={rec['model']}"
                       f"\t{rec['registered_name']} v{rec['version']}{face}")
     return 1 if failed else 0

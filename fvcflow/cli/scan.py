@@ -8,10 +8,8 @@ cached per (content, model, version): a rerun scores only what is new. Writes
 
 from __future__ import annotations
 
-from fvcflow import progress
-from fvcflow.cli import add_verbose, logs
-from fvcflow.cli.display import Display
-from fvcflow.config import REGISTERED_NAME
+from fvcflow.cli import add_verbose
+from fvcflow.cli.options import add_engine, add_model, engine_settings, live
 
 
 def register(sub) -> None:
@@ -23,42 +21,29 @@ def register(sub) -> None:
                                    "stops for it. Rerunning scores only contents not scored yet by this "
                                    "model version.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="video files, folders or lists of paths")
-    p.add_argument("--model", default=None,
-                   help="registered model name (latest version), NAME@champion, or an MLflow URI; "
-                        f"default the setting train.registered_name ({REGISTERED_NAME})")
+    add_model(p)
     p.add_argument("--name", default=None, help="the scan's name (folder under <home>/scans; default "
                                                 "scan-<date>-<time>)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="P(fake) at or above which the verdict is fake (default 0.5)")
-    p.add_argument("--workers", type=int, default=None, help="Dask worker processes (default: cores)")
-    p.add_argument("--dask-address", default=None, help="use an existing Dask scheduler, tcp://host:port")
+                   help="P(fake) at or above which the verdict is fake (default: the model's own, "
+                        "chosen at training on its out-of-fold predictions; 0.5 when it has none)")
+    add_engine(p)
     add_verbose(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from fvcflow.cli import load_settings
-    from fvcflow.scan.core import THRESHOLD, run_scan
+    from fvcflow.scan.core import run_scan
 
-    over = {k: v for k, v in {"workers": args.workers, "dask_address": args.dask_address}.items()
-            if v is not None}
-    settings = load_settings(args, over) if over else args.settings
-    if settings.dask_address:
-        from fvcflow.engine import check_scheduler
-
-        check_scheduler(settings.dask_address)
-    verbose = getattr(args, "verbose", False)
-    log_file = logs.prepare(settings.home, "scan", verbose=verbose)
-    display = Display(interactive=False) if verbose else Display()
-    logs.route(log_file, verbose=verbose, show=display.note)
-    with display, progress.listening(display):
+    settings = engine_settings(args)
+    with live(settings, "scan", args) as log_file:
         res = run_scan(settings, args.paths, model=args.model, name=args.name,
-                       threshold=THRESHOLD if args.threshold is None else args.threshold)
+                       threshold=args.threshold)
     scored = res.scores.height - res.failed
     fakes = int((res.scores["verdict"] == "fake").sum())
     print(f"scan {res.name}: {res.scores.height} files, {scored} scored ({res.computed} computed, "
           f"{res.cached} from the cache), {res.failed} failed; {fakes} fake at P(fake) >= "
-          f"{res.scores['threshold'][0] if res.scores.height else THRESHOLD:g}")
+          f"{res.scores['threshold'][0] if res.scores.height else 0.5:g}")
     if res.skipped:
         print(f"{len(res.skipped)} files in the folders have no video suffix and were not scanned "
               f"(first: {res.skipped[0]}); name them on the command line to scan them")

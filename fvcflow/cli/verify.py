@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from fvcflow import progress
-from fvcflow.cli import add_verbose, load_settings, logs
-from fvcflow.cli.display import Display
+from fvcflow.cli import add_verbose
+from fvcflow.cli.options import add_engine, engine_settings, live
 from fvcflow.errors import FvcError
 from fvcflow.stages.specs import SPECS
 
@@ -24,8 +23,7 @@ def register(subparsers) -> None:
                     "it with the hash recorded at write time; damaged ones are removed and named, so that "
                     "the next run makes them again. Runs plan by size and modification time only.")
     p.add_argument("--stages", help=f"comma-separated subset of {','.join(SPECS)} (default: all)")
-    p.add_argument("--workers", type=int, help="Dask worker processes (default: cores)")
-    p.add_argument("--dask-address", help="use an existing Dask scheduler, tcp://host:port")
+    add_engine(p)
     add_verbose(p)
     p.set_defaults(func=run)
 
@@ -42,22 +40,9 @@ def stages_of(text: str | None) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from fvcflow.stages.verify import verify
 
-    over: dict = {}
-    if args.workers is not None:
-        over["workers"] = args.workers
-    if args.dask_address:
-        over["dask_address"] = args.dask_address
-    settings = load_settings(args, over) if over else args.settings
     stages = stages_of(args.stages)
-    if settings.dask_address:
-        from fvcflow.engine import check_scheduler
-
-        check_scheduler(settings.dask_address)
-    verbose = getattr(args, "verbose", False)
-    log_file = logs.prepare(settings.home, "verify", verbose=verbose)
-    display = Display(interactive=False) if verbose else Display()
-    logs.route(log_file, verbose=verbose, show=display.note)
-    with display, progress.listening(display):
+    settings = engine_settings(args)
+    with live(settings, "verify", args):
         report = verify(settings, stages)
     print(report.format())
     return 0 if report.ok else 1

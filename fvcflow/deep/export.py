@@ -34,6 +34,8 @@ class TrainedVideo:
     params: dict[str, Any] = field(default_factory=dict)
     weights: str | None = None              # the initial weights it was trained from (None: random)
     last_track: int | None = field(default=None, repr=False)   # the face track of the last predict_video
+    #: the clips of the last predict_video: (face track or None, clip index, logit), in scoring order
+    last_clips: list[tuple[int | None, int, float]] = field(default_factory=list, repr=False)
 
     def spec(self) -> dict[str, Any]:
         return {"model": self.name, "clip": self.clip.as_dict(), "params": self.params,
@@ -58,7 +60,7 @@ class TrainedVideo:
 
         info = probe(path)
         src = ClipSource("predict", str(path), "", info.n_frames, src_width, src_height)
-        self.last_track = None
+        self.last_track, self.last_clips = None, []
         if self.clip.source == "face" and original is not None:
             import tempfile
 
@@ -71,7 +73,7 @@ class TrainedVideo:
                     tracks = write_parquet_atomic(table, Path(tmp) / "tracks.parquet")
                     logits = [self._logit(ClipSource("predict", str(path), "", info.n_frames, src_width,
                                                      src_height, FaceRef(str(original), "", str(tracks), "",
-                                                                         k)))
+                                                                         k)), track=k)
                               for k in range(summary["n_tracks"])]
                 pooled, best = pool_tracks(np.array(logits), np.zeros(len(logits), np.int64), 1,
                                            self.clip.tracks)
@@ -79,14 +81,16 @@ class TrainedVideo:
                 return float(1 / (1 + np.exp(-pooled[0])))
         return float(1 / (1 + np.exp(-self._logit(src))))
 
-    def _logit(self, src) -> float:
+    def _logit(self, src, track: int | None = None) -> float:
         from fvcflow.deep.clips import clip_offsets, decode_clips, eval_offset
         from fvcflow.deep.data import normalise
 
         windows = decode_clips(src, self.clip)[:, clip_offsets(self.clip, eval_offset(self.clip))]
         x = torch.from_numpy(np.ascontiguousarray(windows)).permute(0, 4, 1, 2, 3).float().div_(255.0)
         x = torch.stack([normalise(c, self.clip) for c in x])
-        return float(self.clip_logits(x).mean())
+        logits = self.clip_logits(x).reshape(-1)
+        self.last_clips += [(track, i, float(v)) for i, v in enumerate(logits)]
+        return float(logits.mean())
 
 
 def save_trained(trained: TrainedVideo, folder: str | Path) -> Path:

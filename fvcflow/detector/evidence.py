@@ -34,6 +34,24 @@ from fvcflow.video.limits import Limits, bounded
 TOP = 8
 
 
+DEEP_METHOD = ("deep model: mean of its clip logits (max over face tracks); listed: its clips, "
+               "highest first (value: the clip's P(fake), contribution: its logit)")
+
+
+def best_clips(video: Any, n: int = TOP) -> list[dict[str, Any]]:
+    """The clips of a deep model's last video that scored highest (of the face track that drove
+    the score, when it tracked faces), as evidence rows: ``clip`` (its index in the video's
+    evaluation clips), ``face_track``, ``value`` (the clip's P(fake)) and ``contribution`` (its logit)."""
+    clips = list(getattr(video, "last_clips", None) or [])
+    track = getattr(video, "last_track", None)
+    if track is not None:
+        clips = [c for c in clips if c[0] == track]
+    clips.sort(key=lambda c: -c[2])
+    return [{"feature": f"clip {i}" + ("" if t is None else f" of face track {t}"), "clip": i,
+             "face_track": t, "value": 0.5 * (1 + math.tanh(lg / 2)), "contribution": lg}
+            for t, i, lg in clips[:n]]
+
+
 @dataclass
 class Explained:
     """``P(fake)`` of one video and what moved it."""
@@ -166,7 +184,7 @@ def explain(det: Any, path: str | Path, *, scale_size: int = 256, scale_crf: int
         if det.video is not None or not det.columns:
             prob = det._score(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
                               face_every=face_every, face_tracker=face_tracker)
-            return Explained(prob, "deep model: mean of its clip scores (no per-feature contributions)")
+            return Explained(prob, DEEP_METHOD, None, best_clips(det.video))
         row = det.features(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
                            face_every=face_every, face_tracker=face_tracker)
     prob = det.predict_rows([row])[0]
@@ -176,3 +194,28 @@ def explain(det: Any, path: str | Path, *, scale_size: int = 256, scale_crf: int
     except TypeError as exc:
         return Explained(prob, f"none: {exc}")
     return Explained(prob, how, approx, top_features(c[0], names, row))
+
+
+def tile_overlay(path: str | Path, *, limits: Limits | None = None, title: str = "") -> dict[str, Any]:
+    """The deviant-tile map of ``path``'s local features drawn over a frame: of its sampled frames
+    (those the features read), the one whose most deviant 32 px tile has the largest robust z, in
+    gray, each tile tinted by its combined robust z, the deviant tiles (z above ``z_deviant``)
+    outlined in yellow and their largest connected group in cyan: the drawing of the training
+    report's "where in the frame" section (:mod:`fvcflow.training.evidence.local_report`).
+
+    Returns ``png`` (bytes), ``frame`` (its index), ``max_z``, ``deviant_tiles``,
+    ``region_tiles``, ``z_deviant``. Read within ``limits`` (the bounds in force by default)."""
+    import io
+
+    from fvcflow.kernels import Z_DEVIANT
+    from fvcflow.training.evidence.local_report import most_deviant_frame, overlay_figure
+
+    with bounded(limits):
+        index, gray, result = most_deviant_frame(path)
+    fig = overlay_figure(gray, result, title)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    z = result.zmap[np.isfinite(result.zmap)] if result.zmap.size else np.array([])
+    return {"png": buf.getvalue(), "frame": int(index), "max_z": float(z.max()) if z.size else None,
+            "deviant_tiles": int(result.deviant.sum()), "region_tiles": int(result.region.sum()),
+            "z_deviant": float(Z_DEVIANT)}

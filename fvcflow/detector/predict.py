@@ -7,6 +7,7 @@ when the model's signature asks for stage 4 columns, the video is letterboxed fi
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import tempfile
@@ -31,6 +32,9 @@ from fvcflow.store import Lake
 from fvcflow.video.limits import Limits, bounded
 
 DEFAULT_NAME = REGISTERED_NAME  # fvcflow.config: the one place the name is written
+#: the verdict's threshold of a model logged without one (fvcflow.metrics.operating_threshold)
+DEFAULT_THRESHOLD = 0.5
+log = logging.getLogger(__name__)
 #: URIs resolved in the tracking store's own registry and runs
 REGISTRY_URIS = ("models:/", "runs:/")
 
@@ -48,6 +52,12 @@ class Detector:
     staging: Any = field(default=None, repr=False)   # the private copy the model was loaded from
     video: Any = None           # a deep model (fvcflow.deep.export.TrainedVideo): scores clips, no columns
     calibration: str | None = None   # "sigmoid"/"isotonic": P(fake) is calibrated (fvc-detector); None: raw
+    threshold: float = DEFAULT_THRESHOLD   # the verdict's: fake when P(fake) >= threshold
+    threshold_rule: str | None = None       # how training chose it; None: the default 0.5 (none logged)
+
+    def verdict(self, prob: float | None) -> str | None:
+        """``fake`` / ``real`` at the detector's threshold (None without a score)."""
+        return None if prob is None else ("fake" if prob >= self.threshold else "real")
 
     @property
     def needs_stage4(self) -> bool:
@@ -250,9 +260,37 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     video = _video_model(loaded)
     columns = [] if video is not None else [c for c in schema.input_names() if c not in saved.VIDEO_INPUTS]
     extra = meta.metadata or {}
+    threshold, rule = model_threshold(extra, version.tags if version is not None else None)
     return Detector(loaded, target, name, str(version.version) if version else None,
                     _model_name(client, target, version), columns, staging, video,
-                    calibration=extra.get("fvc_calibration"))
+                    calibration=extra.get("fvc_calibration"), threshold=threshold, threshold_rule=rule)
+
+
+def model_threshold(metadata: dict | None, tags: dict | None) -> tuple[float, str | None]:
+    """(threshold, rule) of a logged model: its metadata (``fvc_threshold``, the calibrated
+    detector's), else its registry version's tags (``fvc.threshold``), else the default 0.5 and
+    no rule. A value that is not a probability is ignored (the default, and a warning).
+
+    >>> model_threshold({"fvc_threshold": 0.31, "fvc_threshold_rule": "max balanced accuracy"}, None)
+    (0.31, 'max balanced accuracy')
+    >>> model_threshold({}, {"fvc.threshold": "0.42"})
+    (0.42, None)
+    >>> model_threshold(None, None)
+    (0.5, None)
+    """
+    metadata, tags = metadata or {}, tags or {}
+    for value, rule in ((metadata.get("fvc_threshold"), metadata.get("fvc_threshold_rule")),
+                        (tags.get("fvc.threshold"), tags.get("fvc.threshold_rule"))):
+        if value is None:
+            continue
+        try:
+            t = float(value)
+        except (TypeError, ValueError):
+            t = math.nan
+        if 0.0 < t < 1.0:
+            return t, rule
+        log.warning("ignoring the logged threshold %r: not a probability strictly between 0 and 1", value)
+    return DEFAULT_THRESHOLD, None
 
 
 def _video_model(loaded) -> Any:

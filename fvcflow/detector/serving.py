@@ -4,7 +4,8 @@
 
     {"dataframe_records": [{"path": "/abs/video.mp4"}]}   or   [{"video_b64": "<base64 of the file>"}]
 
-with one record per video: ``prob_fake``, ``calibrated``, ``calibration``, ``model`` (the fvcflow
+with one record per video: ``prob_fake``, ``calibrated``, ``calibration``, ``threshold`` and
+``verdict`` (the model's own threshold, chosen at training), ``model`` (the fvcflow
 model), ``registered_name`` and ``version`` (from the registry at ``MLFLOW_TRACKING_URI`` when the
 server can read it), and the evidence (``evidence_method``, ``evidence_approximate``,
 ``top_features``, JSON). It runs ``fvc predict``'s code path: the model is rebuilt from its safe
@@ -44,13 +45,13 @@ from fvcflow.saved.format import ARTIFACT, VIDEO_INPUTS, is_video_model, load_fo
 MAX_BYTES = served_model_env()["max_bytes"]
 
 
-def _registry(meta) -> tuple[str | None, str | None]:
-    """(registered name, version) of the served model, looked up by its logged model id in the
-    registry at ``MLFLOW_TRACKING_URI``; (None, None) when it cannot be read."""
+def _registry(meta) -> tuple[str | None, str | None, dict]:
+    """(registered name, version, version tags) of the served model, looked up by its logged model
+    id in the registry at ``MLFLOW_TRACKING_URI``; (None, None, {}) when it cannot be read."""
     uri = served_model_env()["tracking_uri"]
     model_id = getattr(meta, "model_id", None)
     if not uri or not model_id:
-        return None, None
+        return None, None, {}
     try:
         from mlflow.tracking import MlflowClient
 
@@ -58,11 +59,11 @@ def _registry(meta) -> tuple[str | None, str | None]:
         hits = [v for v in client.search_model_versions(max_results=1000)
                 if getattr(v, "model_id", None) == model_id or str(v.source).endswith(model_id)]
     except Exception:  # noqa: BLE001 - the version is informative; scoring does not need it
-        return None, None
+        return None, None, {}
     if not hits:
-        return None, None
+        return None, None, {}
     best = max(hits, key=lambda v: int(v.version))
-    return best.name, str(best.version)
+    return best.name, str(best.version), dict(best.tags or {})
 
 
 class ServedDetector(mlflow.pyfunc.PythonModel):
@@ -75,7 +76,7 @@ class ServedDetector(mlflow.pyfunc.PythonModel):
         from mlflow.models import Model
 
         from fvcflow.config import Settings
-        from fvcflow.detector.predict import Detector, _video_model
+        from fvcflow.detector.predict import Detector, _video_model, model_threshold
 
         folder = Path(context.artifacts[ARTIFACT])
         self.model = load_folder(folder)
@@ -84,12 +85,14 @@ class ServedDetector(mlflow.pyfunc.PythonModel):
         schema = meta.get_input_schema()
         columns = [c for c in (schema.input_names() if schema is not None else []) if c not in VIDEO_INPUTS]
         video = _video_model(self.model)
-        name, version = _registry(meta)
+        name, version, tags = _registry(meta)
+        threshold, rule = model_threshold(extra, tags)
         self.settings = Settings.load().resolved()
         self.detector = Detector(self.model, f"models:/{name}/{version}" if name else str(folder), name or "",
                                  version, extra.get("fvc_model") or extra.get("fvc_model_name"),
                                  [] if video is not None else columns, None, video,
-                                 calibration=extra.get("fvc_calibration"))
+                                 calibration=extra.get("fvc_calibration"), threshold=threshold,
+                                 threshold_rule=rule)
 
     def predict(self, context, model_input, params=None):
         if isinstance(model_input, pd.DataFrame) and any(c in model_input.columns for c in VIDEO_INPUTS):
@@ -115,7 +118,8 @@ class ServedDetector(mlflow.pyfunc.PythonModel):
                 path, tmp = self._video(k, rec)
                 got = explain(det, path, **scoring_options(s))
                 out.append({"prob_fake": got.prob_fake, "calibrated": det.calibration is not None,
-                            "calibration": det.calibration, "model": det.model_name,
+                            "calibration": det.calibration, "threshold": det.threshold,
+                            "verdict": det.verdict(got.prob_fake), "model": det.model_name,
                             "registered_name": det.name or None, "version": det.version,
                             "evidence_method": got.method, "evidence_approximate": got.approximate,
                             "top_features": json.dumps(got.top_features)})

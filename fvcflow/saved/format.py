@@ -217,14 +217,14 @@ def _parts(model: Any) -> list[Any]:
 
 def _signature(model: Any, example: Any):
     from mlflow.models import ModelSignature, infer_signature
-    from mlflow.types.schema import ColSpec, DataType, Schema, TensorSpec
+    from mlflow.types.schema import ColSpec, DataType, Schema
 
     if _is_video(model):
-        c = model.clip
-        side = -1 if c.size is None else c.size
-        return ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c.n_channels, c.frames, side, side))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1,))]))
+        # a deep model takes videos like the others ({"path"} / {"video_b64"} records: the clips are
+        # extracted inside the pyfunc, fvcflow.detector.serving); its clip batches stay reachable
+        # through the unwrapped python model (no schema there)
+        return ModelSignature(inputs=Schema([ColSpec(DataType.string, name, required=False)
+                                             for name in VIDEO_INPUTS]))
     sig = infer_signature(example, model.predict_proba(example))
     # every feature column optional, and two optional string columns naming a video instead:
     # MLflow's scoring server then takes feature rows or {"path": ...} / {"video_b64": ...} records

@@ -26,12 +26,14 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import polars as pl
+from distributed.diagnostics.plugin import WorkerPlugin
 
 from fvcflow.config import Settings
 from fvcflow.errors import DiskFullError, FvcError, VideoError, is_disk_full
@@ -49,7 +51,7 @@ from fvcflow.store import (
 log = logging.getLogger(__name__)
 
 STAGE = "scan"
-#: the verdict's threshold on P(fake) when none is given: the calibrated detector's 0.5
+#: the verdict's threshold on P(fake) of a model logged without one (fvc train logs one per model)
 THRESHOLD = 0.5
 #: columns of scores.parquet, in order
 COLUMNS = ("path", "content_hash", "prob_fake", "verdict", "calibrated", "calibration", "model",
@@ -70,6 +72,8 @@ class ModelRef:
     model_name: str | None
     calibration: str | None
     tracking_uri: str | None
+    threshold: float = THRESHOLD           # the model's verdict threshold (chosen at training)
+    threshold_rule: str | None = None
 
     def key(self, settings: Settings) -> str:
         """Cache folder of this model's scores: the model, its version and the scoring settings."""
@@ -121,22 +125,45 @@ def resolve_model(settings: Settings, model: str | None) -> ModelRef:
     with contextlib.suppress(Exception):
         det.staging.cleanup()
     return ModelRef(det.uri, det.name, det.version, det.model_name, det.calibration,
-                    settings.train.tracking_uri)
+                    settings.train.tracking_uri, det.threshold, det.threshold_rule)
 
 
 # --------------------------------------------------------------------------- the worker side
 
 _DETECTORS: dict[tuple[str, str, str | None], Any] = {}
+_LOADING = threading.Lock()
 
 
 def _detector(home: str, ref: ModelRef):
-    """The detector of ``ref``, loaded once per worker process."""
+    """The detector of ``ref`` (its URI pins the version), loaded once per worker process: by the
+    worker plugin before the batches start, or here by the first batch (a worker that joined
+    later); the lock keeps two threads of one worker from loading it twice."""
     from fvcflow.detector.predict import load_detector
 
     k = (home, ref.target, ref.tracking_uri)
-    if k not in _DETECTORS:
-        _DETECTORS[k] = load_detector(Lake.at(home), ref.target, tracking_uri=ref.tracking_uri)
+    with _LOADING:
+        if k not in _DETECTORS:
+            _DETECTORS[k] = load_detector(Lake.at(home), ref.target, tracking_uri=ref.tracking_uri)
     return _DETECTORS[k]
+
+
+class PreloadDetector(WorkerPlugin):
+    """Dask worker plugin: load the scan's detector on each worker as soon as it is registered
+    (every worker at once, while the batches are being submitted), not in its first batch.
+    Its name is keyed by the model URI + version, so registering it again for the same model on a
+    long-lived cluster (``--dask-address``) is a no-op, and a new version loads the new model."""
+
+    def __init__(self, home: str, ref: ModelRef):
+        self.home, self.ref = home, ref
+        self.name = "fvc-scan-model-" + hashlib.blake2b(
+            json.dumps([home, ref.target, ref.version, ref.tracking_uri]).encode(), digest_size=8).hexdigest()
+
+    def setup(self, worker=None) -> None:  # noqa: ARG002 - Dask's plugin signature
+        try:
+            _detector(self.home, self.ref)
+        except Exception as exc:  # noqa: BLE001 - the first batch loads again and its rows say why
+            log.warning("scan: preloading %s failed (%s: %s); the batches load it", self.ref.target,
+                        type(exc).__name__, exc)
 
 
 def thumbnail(path: str | os.PathLike, width: int = THUMB_WIDTH) -> bytes | None:
@@ -248,7 +275,9 @@ def _run_dask(settings: Settings, ref: ModelRef, model_key: str,
     clean = settings.without_secrets()
     with dask_cluster(settings) as address, Client(address, set_as_default=False) as client:
         try:
-            futures = [client.submit(score_batch, str(settings.home), ref, model_key, b, clean, pure=False)
+            home = str(settings.home)
+            client.register_plugin(PreloadDetector(home, ref))   # the model, on every worker at once
+            futures = [client.submit(score_batch, home, ref, model_key, b, clean, pure=False)
                        for b in batches]
             for fut in as_completed(futures, loop=client.loop):
                 yield fut.result()
@@ -268,7 +297,7 @@ def check_name(name: str) -> str:
 
 
 def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str | None = None,
-             name: str | None = None, threshold: float = THRESHOLD) -> ScanResult:
+             name: str | None = None, threshold: float | None = None) -> ScanResult:
     """Scan ``paths`` (files, folders, lists) with ``model``; write scores.parquet and scan.html.
 
     >>> res = run_scan(Settings.load().resolved(), ["videos/"])     # doctest: +SKIP
@@ -276,11 +305,13 @@ def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str |
     """
     t0 = time.perf_counter()
     name = check_name(name or default_name())
-    if not 0.0 < threshold < 1.0:
+    if threshold is not None and not 0.0 < threshold < 1.0:
         raise FvcError(f"threshold {threshold}: a probability strictly between 0 and 1")
     inputs: Inputs = collect(paths)
     lake = settings.lake()
     ref = resolve_model(settings, model)
+    if threshold is None:                   # the model's own, chosen at training
+        threshold = ref.threshold
     model_key = ref.key(settings)
     hashes: dict[Path, tuple[str | None, str | None]] = {p: _hash(p) for p in inputs.files}
     rows: dict[str, dict[str, Any]] = {}

@@ -25,6 +25,7 @@ from mlflow.tracking import MlflowClient
 from fvcflow import fingerprint
 from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
+from fvcflow.metrics import THRESHOLD_RULE, operating_threshold
 from fvcflow.models import get_model_spec
 from fvcflow.schema import ORIGINAL, face_columns
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
@@ -217,8 +218,20 @@ def _log_detector(lake: Lake, cfg: TrainConfig, result: ModelResult, cal: Detect
         mlflow.set_tag("fvc.calibration", cal.method)
         mlflow.log_figure(reliability_figure(cal), "reliability.png")
         info = tracking.log_model(det, example, name="detector",
-                                  metadata={"fvc_calibration": cal.method, "fvc_model": result.name})
+                                  metadata={"fvc_calibration": cal.method, "fvc_model": result.name,
+                                            **threshold_tags(cal.predictions, "prob_calibrated", meta=True)})
     return info.model_uri
+
+
+def threshold_tags(predictions: pl.DataFrame, column: str, *, meta: bool = False) -> dict[str, Any]:
+    """The detector's verdict threshold, chosen on its out-of-fold ``column``
+    (:func:`fvcflow.metrics.operating_threshold`), as registry version tags (``fvc.threshold``,
+    ``fvc.threshold_rule``) or, with ``meta``, as the logged model's metadata (``fvc_threshold``...)."""
+    oof = predictions.filter(pl.col("split") == "oof") if "split" in predictions.columns else predictions
+    t = operating_threshold(oof["label"].to_numpy(), oof[column].to_numpy())
+    if meta:
+        return {"fvc_threshold": t, "fvc_threshold_rule": THRESHOLD_RULE}
+    return {"fvc.threshold": repr(t), "fvc.threshold_rule": THRESHOLD_RULE}
 
 
 def register_detector(lake: Lake, cfg: TrainConfig, best: ModelResult, summary: TrainSummary) -> str:
@@ -237,15 +250,17 @@ def register_detector(lake: Lake, cfg: TrainConfig, best: ModelResult, summary: 
         except FvcError as exc:      # too few groups to cross-fit a calibration: say so, register raw
             ev.calibration_note = f"{best.name} is registered uncalibrated: {exc}"
             log.warning(ev.calibration_note)
-            return tracking.register(lake, cfg, best)
+            return tracking.register(lake, cfg, best, tags=threshold_tags(best.predictions, "prob_fake"))
         ev.calibration.model_uri = uri = _log_detector(lake, cfg, best, ev.calibration)
-        tags = {"fvc.calibration": ev.calibration.method}
+        tags = {"fvc.calibration": ev.calibration.method,
+                **threshold_tags(ev.calibration.predictions, "prob_calibrated")}
         write_parquet_atomic(ev.calibration.predictions.with_columns(model=pl.lit(best.name)),
                              lake.calibrated_predictions)
     else:
         ev.calibration_note = (f"{best.name} ({spec.mlflow_flavor} flavour) is registered uncalibrated: "
                                "its probabilities are the model's own")
         log.warning(ev.calibration_note)
+        tags = threshold_tags(best.predictions, "prob_fake")
     return tracking.register(lake, cfg, best, model_uri=uri, tags=tags)
 
 
