@@ -205,7 +205,7 @@ def test_planning_a_stage_of_many_jobs_reads_its_manifest_once(tmp_path):
     manifest = Manifest(settings.lake(), "features")
     manifest.append(rows.head(49_000).drop(WRITTEN).to_dicts())
     assert manifest.compact() == 49_000
-    jobs = [runner.Job(key=k, video_id=f"v{i}", path="x.mp4", carry={}) for i, k in enumerate(keys)]
+    jobs = pl.DataFrame({"key": keys[::-1], "video_id": [f"v{i}" for i in range(50_000)], "path": "x.mp4"})
     loaded = manifest.read()
     todo = runner._todo(manifest, loaded.rows, jobs, [])
-    assert [j.key for j in todo] == keys[49_000:]
+    assert todo["key"].to_list() == keys[49_000:][::-1]        # the jobs' own order

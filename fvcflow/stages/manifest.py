@@ -98,23 +98,34 @@ class Manifest:
                               if p.suffix == ".parquet" and not p.name.startswith("."))
         return out
 
-    def read(self) -> Loaded:
+    def read(self, columns: list[str] | None = None) -> Loaded:
         """All rows, one per cache key, read under the stage's lock. A damaged file (checksum) is
-        reported in ``damaged``, logged and removed: its rows are computed again."""
+        reported in ``damaged``, logged and removed: its rows are computed again. ``columns``:
+        parse only those (every file is still checked whole); a plan needs the keys and the stat
+        columns, not the results."""
+        if columns is not None:
+            columns = list(dict.fromkeys([KEY, WRITTEN, *columns]))
         with lake_lock(self.lake, f"manifest-{self.stage}"):
-            return self._read_unlocked(self.files())
+            return self._read_unlocked(self.files(), columns)
 
-    def _read_unlocked(self, files: list[Path]) -> Loaded:
+    def _read_unlocked(self, files: list[Path], columns: list[str] | None = None) -> Loaded:
         frames, damaged = [], []
         for path in files:
-            t = self._read_file(path, damaged)
+            t = self._read_file(path, damaged, columns)
             if t is not None:
                 frames.append(t)
+        if all(p.parent == self.shards for p in files):
+            # shards only: each holds one row per key (compaction deduplicated it) and a key lives
+            # in one shard (its first hex digit), so their rows are unique as they are
+            frames = [f for f in frames if f.height]
+            if frames:
+                return Loaded(pl.concat(frames, how="diagonal_relaxed"), damaged)
         return Loaded(_dedup(frames), damaged)
 
-    def _read_file(self, path: Path, damaged: list[str]) -> pl.DataFrame | None:
+    def _read_file(self, path: Path, damaged: list[str],
+                   columns: list[str] | None = None) -> pl.DataFrame | None:
         try:
-            return read_checked_parquet(path)
+            return read_checked_parquet(path, columns)
         except CorruptEntry as exc:
             damaged.append(str(exc))
             log.warning("%s: damaged cache entry, recomputing its rows: %s", self.stage, exc)

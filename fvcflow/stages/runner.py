@@ -27,7 +27,7 @@ from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
 from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, WRITTEN, Manifest, stat_of
-from fvcflow.stages.specs import SPECS, StageSpec
+from fvcflow.stages.specs import CARRY, PARAM, SPECS, StageSpec
 from fvcflow.store import Lake, failure_row, file_hash, record_failures, sweep_temporary, write_parquet_atomic
 from fvcflow.video.limits import bounded
 
@@ -47,15 +47,38 @@ class Job:
 
 @dataclass
 class StagePlan:
+    """A stage's plan: every job as one table (``frame``, :func:`fvcflow.stages.specs.job_table`),
+    and the jobs to compute as ``Job`` objects (the only ones sent to workers)."""
+
     stage: str
-    jobs: list[Job]          # every video of the stage, cached or not
+    frame: pl.DataFrame      # every video of the stage, cached or not
     todo: list[Job]          # the ones to compute
     started: float = field(default_factory=time.time)
     damaged: list[str] = field(default_factory=list)   # cache entries found damaged: recomputed
 
     @property
+    def total(self) -> int:
+        return self.frame.height
+
+    @property
     def cached(self) -> int:
-        return len(self.jobs) - len(self.todo)
+        return self.total - len(self.todo)
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job as a ``Job`` (made on demand: a plan of a million jobs never needs them)."""
+        return jobs_of(self.frame)
+
+
+def jobs_of(frame: pl.DataFrame) -> list[Job]:
+    """The ``Job`` of each row of a job table; a params column's null is no such parameter."""
+    carry = [(i, c[len(CARRY):]) for i, c in enumerate(frame.columns) if c.startswith(CARRY)]
+    params = [(i, c[len(PARAM):]) for i, c in enumerate(frame.columns) if c.startswith(PARAM)]
+    ik, iv, ip = (frame.columns.index(c) for c in ("key", "video_id", "path"))
+    with _gc_paused():
+        return [Job(r[ik], r[iv], r[ip], {name: r[i] for i, name in carry},
+                    {name: r[i] for i, name in params if r[i] is not None})
+                for r in frame.iter_rows()]
 
 
 @dataclass
@@ -85,15 +108,17 @@ class StageReport:
                  "seconds": round(self.seconds, 2), "table": self.table, "digest": self.digest}]
 
 
-def plan(stage: str, settings: Settings) -> StagePlan:
+def plan(stage: str, settings: Settings, *, announce: bool = True) -> StagePlan:
     """Every job of ``stage`` and those not yet cached (all of them when the stage is forced).
 
-    One read of the stage's manifest, anti-joined with the jobs. A cached result counts only when
-    it passes its checks: the manifest files' checksums, and for stages that write a video
-    (augment, scale) the video's size and modification time recorded at write time; when those
-    differ, its content hash (the video is kept when the content is the same). A damaged entry is
-    reported (logged, counted in the stage report), removed and recomputed. Per-video cache files
-    of an older fvcflow are migrated into the manifest first (once, logged).
+    The jobs are one table (:func:`fvcflow.stages.specs.job_table`), anti-joined with one read of
+    the stage's manifest; ``Job`` objects are made only for the jobs to compute. A cached result
+    counts only when it passes its checks: the manifest files' checksums, and for stages that
+    write a file (augment, scale, faces) the file's size and modification time recorded at write
+    time; when those differ, its content hash (the file is kept when the content is the same). A
+    damaged entry is reported (logged, counted in the stage report), removed and recomputed.
+    Per-video cache files of an older fvcflow are migrated into the manifest first (once, logged).
+    ``announce``: emit ``stage_start`` (the display's line).
     """
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
@@ -102,16 +127,17 @@ def plan(stage: str, settings: Settings) -> StagePlan:
     manifest = Manifest(lake, spec.name)
     manifest.migrate_legacy()
     damaged: list[str] = []
-    with _gc_paused():      # millions of small objects, none of them garbage: no collection passes
-        jobs = [Job(**j) for j in spec.jobs(lake, settings)]
-        if stage in settings.force:
-            todo = jobs
-        else:
-            loaded = manifest.read()
-            damaged += loaded.damaged
-            todo = _todo(manifest, loaded.rows, jobs, damaged)
-    emit("stage_start", stage=stage, total=len(jobs), todo=len(todo), cached=len(jobs) - len(todo))
-    return StagePlan(stage, jobs, todo, damaged=damaged)
+    frame = spec.jobs(lake, settings)
+    if stage in settings.force:
+        todo = frame
+    else:
+        loaded = manifest.read(columns=["content_hash", DST_SIZE, DST_MTIME])
+        damaged += loaded.damaged
+        todo = _todo(manifest, loaded.rows, frame, damaged)
+    p = StagePlan(stage, frame, jobs_of(todo), damaged=damaged)
+    if announce:
+        emit("stage_start", stage=stage, total=p.total, todo=len(p.todo), cached=p.cached)
+    return p
 
 
 @contextlib.contextmanager
@@ -127,41 +153,51 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _todo(manifest: Manifest, rows: pl.DataFrame, jobs: list[Job], damaged: list[str]) -> list[Job]:
-    """The jobs without a sound cached row: the anti-join, then the stat check of written videos."""
-    keys = set(rows[KEY].to_list()) if rows.height else set()
-    todo = [j for j in jobs if j.key not in keys]
-    written = [j for j in jobs if j.key in keys and j.params.get("dst") is not None]
-    if not written:
-        return todo
+def _todo(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, damaged: list[str]) -> pl.DataFrame:
+    """The jobs without a sound cached row, in the job table's order: the anti-join with the
+    manifest, then the stat check of the files the stage wrote (one ``stat`` each; the content
+    hashed only where size or modification time differ from those recorded)."""
+    frame = frame.with_row_index("_job")
+    todo = frame.join(rows.select(KEY).rename({KEY: "key"}), on="key", how="anti")
+    dst = PARAM + "dst"
+    if dst not in frame.columns or not rows.height:
+        return todo.sort("_job").drop("_job")
     cols = [c for c in ("content_hash", DST_SIZE, DST_MTIME) if c in rows.columns]
-    wanted = rows.filter(pl.col(KEY).is_in([j.key for j in written])).select(KEY, *cols)
-    recorded = {r[KEY]: r for r in wanted.iter_rows(named=True)}
-    refreshed: dict[str, tuple[int, int]] = {}
-    for job in written:
-        rec, out = recorded[job.key], Path(job.params["dst"])
-        st = stat_of(out)
-        if st is None:                                   # removed: made again
-            todo.append(job)
+    written = (frame.filter(pl.col(dst).is_not_null())
+               .join(rows.select(KEY, *cols).rename({KEY: "key"}), on="key", how="inner"))
+    for c in (DST_SIZE, DST_MTIME, "content_hash"):
+        if c not in written.columns:
+            written = written.with_columns(pl.lit(None, dtype=pl.Utf8 if c == "content_hash" else pl.Int64)
+                                           .alias(c))
+    stats = [stat_of(p) for p in written[dst].to_list()]          # the one unavoidable loop: a stat each
+    written = written.with_columns(
+        pl.Series("_size", [None if st is None else st[0] for st in stats], dtype=pl.Int64),
+        pl.Series("_mtime", [None if st is None else st[1] for st in stats], dtype=pl.Int64))
+    same = (pl.col("_size") == pl.col(DST_SIZE)) & (pl.col("_mtime") == pl.col(DST_MTIME))
+    odd = written.filter(~same.fill_null(False))                    # removed, touched, copied or changed
+    redo, refreshed = [], {}
+    for r in odd.select("_job", "key", dst, "content_hash", "_size", "_mtime").iter_rows(named=True):
+        out = Path(r[dst])
+        if r["_size"] is None:                                      # removed: made again
+            redo.append(r["_job"])
             continue
-        if st == (rec.get(DST_SIZE), rec.get(DST_MTIME)):
-            continue                                     # as written: no need to read it
-        want = rec.get("content_hash")
+        want = r["content_hash"]
         if want is None or file_hash(out) == want:
-            refreshed[job.key] = st                      # touched or copied, same content: kept
+            refreshed[r["key"]] = (r["_size"], r["_mtime"])         # touched or copied, same content: kept
             continue
         _report_damage(damaged, manifest.stage, f"{out}: the video differs from the content hash recorded "
                                                 f"when it was written")
         out.unlink(missing_ok=True)
-        todo.append(job)
-    if refreshed:   # record the new stat, so that the next plan need not read these videos again
-        update = rows.filter(pl.col(KEY).is_in(list(refreshed))).to_dicts()
+        redo.append(r["_job"])
+    if refreshed:   # record the new stat, so that the next plan need not read these files again
+        update = manifest.read().rows.filter(pl.col(KEY).is_in(list(refreshed))).to_dicts()   # whole rows
         for r in update:
             r[DST_SIZE], r[DST_MTIME] = refreshed[r[KEY]]
             r.pop(WRITTEN, None)
         manifest.append(update)
-    order = {id(j): i for i, j in enumerate(jobs)}
-    return sorted(todo, key=lambda j: order[id(j)])
+    if redo:
+        todo = pl.concat([todo, frame.filter(pl.col("_job").is_in(redo))], how="vertical_relaxed")
+    return todo.unique("_job", keep="first").sort("_job").drop("_job")
 
 
 def _report_damage(damaged: list[str], stage: str, what: str) -> None:
@@ -250,22 +286,21 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         for p in sweep_temporary(folder):
             log.info("%s: removed %s, left by a writer that died", spec.name, p.name)
     failures = [f for o in outcomes for f in o.failures]
-    failed = {f["video_id"] for f in failures}
-    jobs = [j for j in stage_plan.jobs if j.video_id not in failed]
+    failed = list({f["video_id"] for f in failures})
+    frame = stage_plan.frame.filter(~pl.col("video_id").is_in(failed)) if failed else stage_plan.frame
     loaded = Manifest(lake, spec.name).read()
-    have = loaded.keys()
+    have = loaded.rows.select(pl.col(KEY).alias("key")) if loaded.rows.height else \
+        pl.DataFrame(schema={"key": pl.Utf8})
     # a row the plan counted on may be gone: its file damaged after the plan (left out, never read)
     why = ("its cached result was damaged; rerun to recompute it" if loaded.damaged else
            "its cached result is missing (removed during the run); rerun to recompute it")
-    for j in jobs:
-        if j.key not in have:
-            failures.append(failure_row(spec.name, j.path, why, video_id=j.video_id,
-                                        error_type="CorruptEntry"))
-    jobs = [j for j in jobs if j.key in have]
-    if jobs:
+    for r in frame.join(have, on="key", how="anti").select("video_id", "path").iter_rows():
+        failures.append(failure_row(spec.name, r[1], why, video_id=r[0], error_type="CorruptEntry"))
+    frame = frame.join(have, on="key", how="semi")
+    if frame.height:
         results = loaded.rows.select(pl.exclude(f"^{PRIVATE}.*$"))
-        ids = pl.DataFrame([{"video_id": j.video_id, **j.carry, KEY: j.key} for j in jobs],
-                           infer_schema_length=None)
+        ids = frame.select("video_id", *[pl.col(c).alias(c[len(CARRY):]) for c in frame.columns
+                                         if c.startswith(CARRY)], pl.col("key").alias(KEY))
         table = ids.join(results, on=KEY, how="inner").sort("video_id")
     else:
         table = pl.DataFrame(schema={"video_id": pl.Utf8})
@@ -278,7 +313,7 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
     report = StageReport(
         stage=spec.name,
-        videos_in=len(stage_plan.jobs),
+        videos_in=stage_plan.total,
         done=sum(len(o.done) for o in outcomes),
         cached=stage_plan.cached,
         failed=len(failures),
