@@ -172,6 +172,28 @@ class Manifest:
                 p.unlink(missing_ok=True)
             return new.height
 
+    def drop(self, keys: list[str]) -> int:
+        """Remove the rows of ``keys`` (results no job of the stage names any more), under the
+        stage's lock: the parts are folded first, then every shard holding one of them is
+        rewritten without it. Returns how many rows were removed."""
+        if not keys:
+            return 0
+        self.compact()
+        gone = pl.Series(KEY, list(keys), dtype=pl.Utf8)
+        removed = 0
+        with lake_lock(self.lake, f"manifest-{self.stage}"):
+            for shard in sorted({k[:1].lower() for k in keys}):
+                path = self.shards / f"{shard}.parquet"
+                damaged: list[str] = []
+                rows = self._read_file(path, damaged) if path.exists() else None
+                if rows is None or not rows.height:
+                    continue
+                kept = rows.filter(~pl.col(KEY).is_in(gone))
+                if kept.height < rows.height:
+                    removed += rows.height - kept.height
+                    write_checked_parquet(kept, path)
+        return removed
+
     def migrate_legacy(self) -> int:
         """Move the per-video cache files of older fvcflow (``<xx>/<key>.parquet``) into parts, once.
 

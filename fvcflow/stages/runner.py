@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -276,8 +277,10 @@ def collect(stage_plan: StagePlan, outcomes: Iterable[BatchOutcome]) -> list[Bat
     return out
 
 
-def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settings) -> StageReport:
-    """Assemble the stage table from the cache and record this stage's failures."""
+def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settings, *,
+           announce: bool = True) -> StageReport:
+    """Assemble the stage table from the cache and record this stage's failures (``announce``:
+    emit ``stage_end``)."""
     spec = spec_of(stage_plan.stage)
     lake = Lake.at(settings.home)
     # every batch has returned: a temporary file whose writer is gone (a worker killed while it
@@ -307,7 +310,10 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     table_path = spec.table(lake)
     write_parquet_atomic(table, table_path)
     record_failures(lake, failures, stage=spec.name)
-    Manifest(lake, spec.name).compact()                  # the batches' parts, folded into the shards
+    manifest = Manifest(lake, spec.name)
+    manifest.compact()                                   # the batches' parts, folded into the shards
+    if PARAM + "dst" in stage_plan.frame.columns:
+        _prune(manifest, loaded.rows, stage_plan.frame, lake)
     reasons: dict[str, int] = {}
     for f in failures:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
@@ -324,9 +330,70 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         damaged=len(stage_plan.damaged),
         digest=frame_digest(table),
     )
-    emit("stage_end", stage=spec.name, videos=table.height, done=report.done, cached=report.cached,
-         failed=report.failed, seconds=report.seconds, reasons=dict(reasons), digest=report.digest)
+    if announce:
+        announce_end(report)
     return report
+
+
+def announce_end(report: StageReport) -> None:
+    emit("stage_end", stage=report.stage, videos=report.rows, done=report.done, cached=report.cached,
+         failed=report.failed, seconds=report.seconds, reasons=dict(report.failure_reasons),
+         digest=report.digest)
+
+
+def from_manifest(stages: list[str], settings: Settings) -> list[StageReport] | None:
+    """The reports of ``stages`` (video stages, in pipeline order) when every one of them is
+    wholly cached, answered from the manifests in this process: each stage planned and, when it
+    has nothing to compute (no job to do, nothing damaged, not forced), published as a run would
+    publish it, before the next stage is planned from its table. ``None`` as soon as a stage has
+    work (what was published so far is what the run publishes again): the caller runs the flow.
+    Nothing is announced; the caller announces the reports (:func:`announce`)."""
+    reports = []
+    for stage in stages:
+        if stage in settings.force:
+            return None
+        p = plan(stage, settings, announce=False)
+        if p.todo or p.damaged:
+            return None
+        reports.append(finish(p, [], settings, announce=False))
+    return reports
+
+
+def announce(report: StageReport) -> None:
+    """``stage_start`` and ``stage_end`` of a stage answered from its manifest."""
+    emit("stage_start", stage=report.stage, total=report.videos_in, todo=0, cached=report.cached)
+    announce_end(report)
+
+
+FILE_COLUMNS = ("path", "mask_path", "tracks_path")     # a written row's files
+
+
+def _prune(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, lake: Lake) -> None:
+    """Results of a stage that writes files which no job of this plan names any more (the copies
+    of videos a ``--resplit`` moved to the test hold-out, of videos gone from the corpus, or made
+    with other settings): their rows leave the manifest and their files, when no job of this plan
+    writes the same file and they lie in the work dir, are removed; logged once. What a plan does
+    not name is never read again (its key cannot come back without its job), so it is only debris."""
+    stale = rows.join(frame.select(pl.col("key").alias(KEY)), on=KEY, how="anti")
+    if not stale.height:
+        return
+    keep = set(frame[PARAM + "dst"].drop_nulls().to_list())
+    if PARAM + "mask_dst" in frame.columns:
+        keep |= set(frame[PARAM + "mask_dst"].drop_nulls().to_list())
+    root = str(lake.root) + os.sep
+    files = 0
+    for col in (c for c in FILE_COLUMNS if c in stale.columns):
+        for path in stale[col].drop_nulls().to_list():
+            if path in keep or not path.startswith(root):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                files += 1
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(path))       # a copy's folder, once empty
+    n = manifest.drop(stale[KEY].to_list())
+    log.warning("%s: removed %d cached results no job names any more (%d files): a changed hold-out, "
+                "corpus or settings", manifest.stage, n, files)
 
 
 def spec_of(stage: str) -> StageSpec:
