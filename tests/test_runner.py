@@ -125,3 +125,32 @@ def test_a_fully_cached_run_answers_from_the_manifest_without_prefect_or_dask(la
     forced = lake_settings.model_copy(update={"force": ["features"]})
     assert runner.from_manifest(["features"], forced) is None
     assert runner.from_manifest(["augment", "features"], lake_settings) is None   # stage 1 has work
+
+
+def test_stage1_rows_under_the_previous_keys_are_adopted_not_made_again(lake_settings):
+    """A work dir of the version whose stage-1 key named only the content (copy, seed, crf,
+    preset): its rows are recorded under the new keys at the next plan, nothing is made again, and
+    the old rows leave the manifest when the stage finishes, their files kept."""
+    from fvcflow.stages.manifest import KEY, WRITTEN, Manifest
+    from fvcflow.store import cache_key
+    from fvcflow.video.write import STAGE_PRESET
+
+    lake, cfg = lake_settings.lake(), lake_settings.augment
+    runner.run_local("augment", lake_settings)
+    table = pl.read_parquet(lake.stage1)
+    hashes = dict(pl.read_parquet(lake.index).select("video_id", "content_hash").iter_rows())
+    m = Manifest(lake, "augment")
+    rows = m.read().rows
+    new_keys = set(rows[KEY])
+    old = {r[KEY]: cache_key(hashes[r["source_video_id"]], "augment",
+                             {"copy": 1, "seed": cfg.seed, "crf": cfg.crf, "preset": STAGE_PRESET})
+           for r in table.select(KEY, "source_video_id").to_dicts()}
+    shutil.rmtree(m.root)                               # the manifest as the previous version left it
+    m.append(rows.with_columns(pl.col(KEY).replace_strict(old)).drop(WRITTEN).to_dicts())
+    m.compact()
+    stamps = {p: os.stat(p).st_mtime_ns for p in table["path"]}
+    again = runner.plan("augment", lake_settings)
+    assert again.todo == [] and again.cached == again.total == table.height > 0
+    runner.finish(again, [], lake_settings)
+    assert set(m.read().rows[KEY]) == new_keys              # the old keys' rows are gone
+    assert {p: os.stat(p).st_mtime_ns for p in table["path"]} == stamps     # no copy made again

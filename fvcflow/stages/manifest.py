@@ -179,7 +179,7 @@ class Manifest:
         if not keys:
             return 0
         self.compact()
-        gone = pl.Series(KEY, list(keys), dtype=pl.Utf8)
+        gone = pl.Series(KEY, list(keys), dtype=pl.Utf8).implode()
         removed = 0
         with lake_lock(self.lake, f"manifest-{self.stage}"):
             for shard in sorted({k[:1].lower() for k in keys}):

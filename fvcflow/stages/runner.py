@@ -132,7 +132,10 @@ def plan(stage: str, settings: Settings, *, announce: bool = True) -> StagePlan:
     if stage in settings.force:
         todo = frame
     else:
-        loaded = manifest.read(columns=["content_hash", DST_SIZE, DST_MTIME])
+        wanted = ["content_hash", DST_SIZE, DST_MTIME]
+        loaded = manifest.read(columns=wanted)
+        if spec.legacy_keys is not None and _adopt_legacy(manifest, loaded.rows, frame, spec, settings):
+            loaded = manifest.read(columns=wanted)
         damaged += loaded.damaged
         todo = _todo(manifest, loaded.rows, frame, damaged)
     p = StagePlan(stage, frame, jobs_of(todo), damaged=damaged)
@@ -199,6 +202,35 @@ def _todo(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, damaged: 
     if redo:
         todo = pl.concat([todo, frame.filter(pl.col("_job").is_in(redo))], how="vertical_relaxed")
     return todo.unique("_job", keep="first").sort("_job").drop("_job")
+
+
+def _adopt_legacy(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, spec: StageSpec,
+                  settings: Settings) -> bool:
+    """Rows an older fvcflow wrote under the keys it gave the same jobs (``spec.legacy_keys``),
+    whose file is the one the job writes now, recorded again under the job's key (once, logged):
+    an upgrade does not make stage 1 again. The file is then checked as any other (stat, content)."""
+    stale = rows.join(frame.select(pl.col("key").alias(KEY)), on=KEY, how="anti")
+    if not stale.height or PARAM + "dst" not in frame.columns:
+        return False
+    missing = frame.join(rows.select(pl.col(KEY).alias("key")), on="key", how="anti")
+    if not missing.height:
+        return False
+    missing = missing.with_columns(pl.Series("_legacy", spec.legacy_keys(missing, settings), dtype=pl.Utf8))
+    cand = missing.filter(pl.col("_legacy").is_in(stale[KEY].implode()))
+    if not cand.height:
+        return False
+    full = manifest.read().rows
+    if "path" not in full.columns:
+        return False
+    adopt = (full.join(cand.select(pl.col("_legacy").alias(KEY), pl.col("key").alias("_new"),
+                                   pl.col(PARAM + "dst").alias("path")), on=[KEY, "path"], how="inner")
+             .with_columns(pl.col("_new").alias(KEY)).drop("_new", WRITTEN))
+    if not adopt.height:
+        return False
+    manifest.append(adopt.to_dicts())
+    log.warning("%s: %d cached results of an older fvcflow recorded under their new keys (once)",
+                manifest.stage, adopt.height)
+    return True
 
 
 def _report_damage(damaged: list[str], stage: str, what: str) -> None:

@@ -33,7 +33,7 @@ from fvcflow.stages.augment import augment_video, blend_video, draw_blend_params
 from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
-from fvcflow.store import Lake, cache_keys, file_hash, read_parquet, write_parquet_atomic
+from fvcflow.store import Lake, cache_key, cache_keys, file_hash, read_parquet, write_parquet_atomic
 from fvcflow.video.write import STAGE_PRESET
 
 log = logging.getLogger("fvcflow.stages")
@@ -45,6 +45,8 @@ class StageSpec:
     table: Callable[[Lake], Path]                        # the Parquet this stage publishes
     jobs: Callable[[Lake, Settings], pl.DataFrame]       # the job table (:func:`job_table`)
     run: Callable[[Any, Settings], dict]                 # one job -> its result columns
+    # the keys an older fvcflow gave the same jobs (their results are adopted, not made again)
+    legacy_keys: Callable[[pl.DataFrame, Settings], list[str]] | None = None
 
 
 CARRY, PARAM = "carry.", "params."      # prefixes of the job table's carry and params columns
@@ -129,7 +131,8 @@ def _augment_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
             rows, key=keys, video_id=pl.col("video_id") + augmented_id("", k),
             carry={**{c: pl.col(c) for c in KEYS}, "variant": pl.lit(augmented_variant(k)),
                    "source_video_id": pl.col("video_id")},
-            params={"dst": pl.lit(str(folder) + "/") + rel, "copy": pl.lit(k)},
+            params={"dst": pl.lit(str(folder) + "/") + rel, "copy": pl.lit(k),
+                    "src_hash": pl.col("content_hash")},
         ).with_columns(rows["_row"].alias("_row"), pl.lit(k).alias("_k")))
     reals = rows.filter(pl.col("label") == 0)       # self-blended pseudo-fakes of the reals (issue 22)
     rh = reals["content_hash"].to_list()
@@ -145,12 +148,22 @@ def _augment_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
                    "variant": pl.lit(blend_variant(k)), "source_video_id": pl.col("video_id")},
             params={"dst": pl.lit(str(folder) + "/") + rel,
                     "mask_dst": pl.lit(str(folder) + "/") + pl.col("_safe") + f"/blend{k}-mask.mkv",
-                    "copy": pl.lit(k), "blend": pl.lit(True)},
+                    "copy": pl.lit(k), "blend": pl.lit(True), "src_hash": pl.col("content_hash")},
         ).with_columns(reals["_row"].alias("_row"), pl.lit(cfg.copies + k).alias("_k")))
     if not frames:
         return job_table(rows, key=pl.Series("key", [], dtype=pl.Utf8), carry=list(KEYS))
     # one source's copies, then its pseudo-fakes, source by source (the order of the index)
     return pl.concat(frames, how="diagonal_relaxed").sort("_row", "_k").drop("_row", "_k")
+
+
+def _augment_legacy_keys(jobs: pl.DataFrame, s: Settings) -> list[str]:
+    """The keys stage 1 gave these jobs before a key named the copy's file (source content hash,
+    copy or pseudo-fake number and settings only)."""
+    cfg = s.augment
+    base = {"seed": cfg.seed, "crf": cfg.crf, "preset": STAGE_PRESET}
+    blend = jobs[PARAM + "blend"].to_list() if PARAM + "blend" in jobs.columns else [None] * jobs.height
+    return [cache_key(h, "augment", {**base, ("blend" if b else "copy"): k})
+            for h, k, b in zip(jobs[PARAM + "src_hash"].to_list(), jobs[PARAM + "copy"].to_list(), blend)]
 
 
 def _augment_run(job, s: Settings) -> dict:
@@ -298,7 +311,7 @@ def _table(stage: str) -> Callable[[Lake], Path]:
 
 
 SPECS: dict[str, StageSpec] = {
-    "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run),
+    "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run, _augment_legacy_keys),
     "faces": StageSpec("faces", _table("faces"), _faces_jobs, _faces_run),
     "features": StageSpec("features", _table("features"), _feature_jobs, _feature_run),
     "scale": StageSpec("scale", _table("scale"), _scale_jobs, _scale_run),
