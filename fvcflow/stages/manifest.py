@@ -55,6 +55,7 @@ DST_MTIME = "_fvc_dst_mtime_ns"   # and its modification time (ns)
 PRIVATE = "_fvc_"                 # prefix of the columns that stay in the manifest
 OPEN = ".open.parquet"
 LEGACY_BATCH = 4096               # per-video files migrated per part
+QUIET_S = 2 * 3600.0              # an open part of another host, not rewritten for this long: its last
 
 
 @dataclass
@@ -150,12 +151,15 @@ class Manifest:
         w.add_all(rows)
         return w.seal()
 
-    def compact(self) -> int:
+    def compact(self, quiet_s: float = QUIET_S) -> int:
         """Fold the sealed parts, and the open parts of writers that died, into the shards; the
         parts folded are removed. Returns how many rows were folded. Damaged files are reported
-        and removed (their rows are computed again by the next run)."""
+        and removed (their rows are computed again by the next run). An open part written on
+        another host (a worker of a cluster) cannot be asked whether its writer lives: it is
+        folded once it has not been rewritten for ``quiet_s`` seconds (a live writer rewrites it
+        after every video, and no video may take longer than the watchdog allows)."""
         with lake_lock(self.lake, f"manifest-{self.stage}"):
-            parts = [p for p in self.files() if p.parent == self.parts and _finished(p)]
+            parts = [p for p in self.files() if p.parent == self.parts and _finished(p, quiet_s)]
             if not parts:
                 return 0
             damaged: list[str] = []
@@ -254,12 +258,18 @@ class Manifest:
         return moved
 
 
-def _finished(part: Path) -> bool:
-    """A sealed part, or an open one whose writer (on this host) is gone."""
+def _finished(part: Path, quiet_s: float = QUIET_S) -> bool:
+    """A sealed part, an open one whose writer (on this host) is gone, or an open one of another
+    host not rewritten for ``quiet_s`` seconds."""
     if not part.name.endswith(OPEN):
         return True
     bits = part.name[:-len(OPEN)].rsplit(".", 2)
-    return len(bits) == 3 and bits[0] == _host() and bits[1].isdigit() and not _alive(int(bits[1]))
+    if len(bits) == 3 and bits[0] == _host() and bits[1].isdigit():
+        return not _alive(int(bits[1]))
+    try:
+        return time.time() - part.stat().st_mtime > quiet_s
+    except FileNotFoundError:
+        return False                                     # sealed or folded meanwhile
 
 
 class PartWriter:

@@ -27,7 +27,7 @@ from fvcflow.config import Settings
 from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
-from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, WRITTEN, Manifest, stat_of
+from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, QUIET_S, WRITTEN, Manifest, stat_of
 from fvcflow.stages.specs import CARRY, PARAM, SPECS, StageSpec
 from fvcflow.store import Lake, failure_row, file_hash, record_failures, sweep_temporary, write_parquet_atomic
 from fvcflow.video.limits import bounded
@@ -343,7 +343,9 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     write_parquet_atomic(table, table_path)
     record_failures(lake, failures, stage=spec.name)
     manifest = Manifest(lake, spec.name)
-    manifest.compact()                                   # the batches' parts, folded into the shards
+    # the batches' parts, folded into the shards; another host's open part once quiet for twice
+    # the time one video may take (its writer is gone)
+    manifest.compact(quiet_s=2 * (settings.limits.decode_seconds or QUIET_S / 2))
     if PARAM + "dst" in stage_plan.frame.columns:
         _prune(manifest, loaded.rows, stage_plan.frame, lake)
     reasons: dict[str, int] = {}
