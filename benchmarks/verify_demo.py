@@ -53,11 +53,16 @@ def main() -> None:
         t_hash = time.perf_counter() - t0
         c, start = cluster(args.workers)
         with c:
-            report = verify(s.model_copy(update={"dask_address": c.scheduler_address}), ["augment", "scale"])
-        assert report.ok and report.videos == len(paths), report.format()
-        print(f"verify: demo stages 1 and 3, {len(paths)} videos, {gb * 1e3:.1f} MB: fvc verify on "
-              f"{args.workers} Dask workers {report.seconds:.2f} s ({gb / report.seconds:.3f} GB/s; cluster "
-              f"start {start:.1f} s apart) vs cat {t_read:.2f} s ({gb / t_read:.2f} GB/s) vs BLAKE2b in one "
+            on = s.model_copy(update={"dask_address": c.scheduler_address})
+            reports = {"8 videos per task (before)": verify(on, ["augment", "scale"], chunk=8),
+                       "about 4 tasks per worker": verify(on, ["augment", "scale"])}
+        for how, report in reports.items():
+            assert report.ok and report.videos == len(paths), report.format()
+            print(f"verify: demo stages 1 and 3, {len(paths)} videos, {gb * 1e3:.1f} MB: fvc verify on "
+                  f"{args.workers} Dask workers, {how}: {report.seconds:.2f} s "
+                  f"({gb / report.seconds:.3f} GB/s; "
+                  f"cluster start {start:.1f} s apart)")
+        print(f"verify: the same files: cat {t_read:.2f} s ({gb / t_read:.2f} GB/s) vs BLAKE2b in one "
               f"process {t_hash:.2f} s ({gb / t_hash:.2f} GB/s); load average {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
