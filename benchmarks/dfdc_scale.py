@@ -91,7 +91,7 @@ def simulate(settings: Settings, home: Path, n: int) -> Settings:
     write_parquet_atomic(big, out.lake().index)
     jobs = runner.SPECS["features"].jobs(out.lake(), out)
     real = rows.drop(KEY)          # stand-in results: the real rows, repeated under the new keys
-    keys = [j["key"] for j in jobs]
+    keys = jobs["key"].to_list()
     sim = pl.concat([real] * reps).head(len(keys)).with_columns(pl.Series(KEY, keys))
     m = Manifest(out.lake(), "features")
     m.parts.mkdir(parents=True, exist_ok=True)

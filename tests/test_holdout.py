@@ -16,6 +16,8 @@ from fvcflow.ingest import ingest
 from fvcflow.ingest.folder import read_labels
 from fvcflow.ingest.holdout import decide_holdout, holdout_of
 from fvcflow.stages import runner
+from fvcflow.stages.manifest import Manifest
+from fvcflow.stages.verify import verify
 from fvcflow.training.fitting.splits import make_splits
 from tests.reliability_media import make_corpus
 
@@ -129,3 +131,29 @@ def test_the_folder_labels_csv_takes_the_corpus_own_split(corpus, tmp_path):
     bad.write_text("path,label,group,split\nv0_00.mp4,real,g0,holdout\n")
     with pytest.raises(FvcError, match=r"bad\.csv:2: split 'holdout' is not one of train, val, test"):
         read_labels(bad)
+
+
+def test_a_resplit_leaves_no_orphan_copy_and_verify_is_clean(corpus, tmp_path):
+    """Videos a ``--resplit`` moves to the test hold-out lose their stage-1 copies at the next
+    run: the files and their manifest rows go (nothing is left that no table names), the videos
+    that moved the other way get theirs, and ``fvc verify`` finds nothing wrong."""
+    settings = Settings(home=tmp_path / "fvc-data", workers=1, augment={"copies": 1}).resolved()
+    lake = settings.lake()
+    ingest("folder", corpus, lake, labels=corpus / "labels.csv", workers=1, test_size=0.2, seed=0)
+    runner.run_local("augment", settings)
+    first = set(pl.read_parquet(lake.stage1)["source_video_id"])
+    ingest("folder", corpus, lake, labels=corpus / "labels.csv", workers=1, test_size=0.4, seed=0,
+           resplit=True)
+    index = pl.read_parquet(lake.index)
+    test_ids = set(index.filter(pl.col("split") == "test")["video_id"])
+    assert first & test_ids                                     # some copied videos are test videos now
+    report = runner.run_local("augment", settings)
+    table = pl.read_parquet(lake.stage1)
+    assert set(table["source_video_id"]) == set(index["video_id"]) - test_ids
+    assert report.done == len(set(table["source_video_id"]) - first)    # only the newly trained ones
+    on_disk = {str(p) for p in lake.stage1_videos.rglob("*") if p.is_file()}
+    assert on_disk == set(table["path"])                        # no orphan copy left on disk
+    rows = Manifest(lake, "augment").read().rows
+    assert set(rows["path"]) == set(table["path"])              # nor in the manifest
+    checked = verify(settings, ["augment"])
+    assert checked.ok and not checked.missing and checked.videos == table.height, checked.format()

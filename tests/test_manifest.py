@@ -8,6 +8,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -205,7 +206,27 @@ def test_planning_a_stage_of_many_jobs_reads_its_manifest_once(tmp_path):
     manifest = Manifest(settings.lake(), "features")
     manifest.append(rows.head(49_000).drop(WRITTEN).to_dicts())
     assert manifest.compact() == 49_000
-    jobs = [runner.Job(key=k, video_id=f"v{i}", path="x.mp4", carry={}) for i, k in enumerate(keys)]
+    jobs = pl.DataFrame({"key": keys[::-1], "video_id": [f"v{i}" for i in range(50_000)], "path": "x.mp4"})
     loaded = manifest.read()
     todo = runner._todo(manifest, loaded.rows, jobs, [])
-    assert [j.key for j in todo] == keys[49_000:]
+    assert todo["key"].to_list() == keys[49_000:][::-1]        # the jobs' own order
+
+
+def test_an_open_part_of_another_host_is_folded_once_quiet(tmp_path):
+    """A worker on another host died with its batch's part open: no process of this host can ask
+    whether it lives, so its part is folded once it has not been rewritten for the quiet time (a
+    live writer rewrites it after every video); a recent one is read but left alone."""
+    settings = Settings(home=tmp_path / "fvc-data").resolved()
+    manifest = Manifest(settings.lake(), "features")
+    keys = [f"{i:032x}" for i in range(4)]
+    old = manifest.parts / "node-17_cluster.4242.a1b2c3d4e5f6.open.parquet"
+    new = manifest.parts / "node-18_cluster.4242.a1b2c3d4e5f7.open.parquet"
+    write_checked_parquet(pl.DataFrame({KEY: keys[:2], "noise": [1.0, 2.0], WRITTEN: [1, 1]}), old)
+    write_checked_parquet(pl.DataFrame({KEY: keys[2:], "noise": [3.0, 4.0], WRITTEN: [1, 1]}), new)
+    hour_ago = time.time() - 3600
+    os.utime(old, (hour_ago, hour_ago))
+    assert set(manifest.read().rows[KEY]) == set(keys)             # both read by a plan
+    assert manifest.compact(quiet_s=600) == 2                      # the quiet one folded
+    assert not old.exists() and new.exists()
+    assert sorted(manifest.read().rows[KEY]) == keys
+    assert manifest.compact(quiet_s=7200) == 0 and new.exists()    # within the quiet time: kept

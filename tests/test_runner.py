@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import polars as pl
@@ -74,3 +75,82 @@ def test_batches_cover_every_job_once(n, workers):
 def test_missing_index_is_a_clear_error(tmp_path):
     with pytest.raises(FvcError, match="run the ingest stage first"):
         runner.plan("features", Settings(home=tmp_path).resolved())
+
+
+def test_equal_content_videos_each_get_their_own_stage1_copies(lake_settings, tmp_path):
+    """Two indexed videos of the same bytes are two sources: each copy's parameters are drawn from
+    its source's id, so each has its own file and cached row, and a rerun has nothing to do (the
+    key names the copy's file; it once named only the content, and the twins fought over one row)."""
+    lake = lake_settings.lake()
+    index = pl.read_parquet(lake.index).sort("video_id")
+    twin = tmp_path / "twin.mp4"
+    shutil.copy(index["path"][0], twin)
+    extra = index.head(1).with_columns(video_id=pl.lit("twin"), path=pl.lit(str(twin)), group_id=pl.lit("z"))
+    both = pl.concat([index, extra]).with_columns(split=pl.lit("train"))     # every one trains
+    write_parquet_atomic(both, lake.index)
+    runner.run_local("augment", lake_settings)
+    table = pl.read_parquet(lake.stage1).sort("video_id")
+    pair = table.filter(pl.col("source_video_id").is_in([index["video_id"][0], "twin"]))
+    assert pair.height == 2 and pair["path"].n_unique() == 2
+    for r in pair.to_dicts():                          # each row names its own copy, made from its id
+        assert r["path"].endswith(f"/{r['source_video_id']}/aug1.mp4")
+        assert file_hash(r["path"]) == r["content_hash"]
+    assert pair["content_hash"].n_unique() == 2
+    again = runner.plan("augment", lake_settings)
+    assert again.todo == [] and again.damaged == [] and again.cached == again.total == 4
+
+
+def test_a_fully_cached_run_answers_from_the_manifest_without_prefect_or_dask(lake_settings):
+    """``fvc run --stages features`` with everything cached: the summary as a run prints it, from
+    the manifests, in a process that never imports Prefect nor Dask; a stage with work: None."""
+    import subprocess
+    import sys
+
+    runner.run_local("features", lake_settings)
+    before = pl.read_parquet(lake_settings.lake().stage2)
+    script = ("import sys; from fvcflow.cli import main; rc = main(sys.argv[1:]); "
+              "print('imported:', sorted(m for m in ('prefect', 'distributed') if m in sys.modules)); "
+              "sys.exit(rc)")
+    res = subprocess.run([sys.executable, "-c", script, "--home", str(lake_settings.home), "run",
+                          "--stages", "features"], capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "FVC_CONFIG"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "imported: []" in res.stdout
+    row = next(line.split() for line in res.stdout.splitlines() if line.split()[:1] == ["features"])
+    assert row[:3] == ["features", "3", "3"]                     # videos, cached
+    assert re.search(r"^features: done, 3 videos \(0 computed, 3 cached, 0 failed\)", res.stderr, re.M)
+    assert "done; every stage cached" in res.stdout
+    assert pl.read_parquet(lake_settings.lake().stage2).equals(before)
+    assert runner.from_manifest(["features"], lake_settings) is not None
+    forced = lake_settings.model_copy(update={"force": ["features"]})
+    assert runner.from_manifest(["features"], forced) is None
+    assert runner.from_manifest(["augment", "features"], lake_settings) is None   # stage 1 has work
+
+
+def test_stage1_rows_under_the_previous_keys_are_adopted_not_made_again(lake_settings):
+    """A work dir of the version whose stage-1 key named only the content (copy, seed, crf,
+    preset): its rows are recorded under the new keys at the next plan, nothing is made again, and
+    the old rows leave the manifest when the stage finishes, their files kept."""
+    from fvcflow.stages.manifest import KEY, WRITTEN, Manifest
+    from fvcflow.store import cache_key
+    from fvcflow.video.write import STAGE_PRESET
+
+    lake, cfg = lake_settings.lake(), lake_settings.augment
+    runner.run_local("augment", lake_settings)
+    table = pl.read_parquet(lake.stage1)
+    hashes = dict(pl.read_parquet(lake.index).select("video_id", "content_hash").iter_rows())
+    m = Manifest(lake, "augment")
+    rows = m.read().rows
+    new_keys = set(rows[KEY])
+    old = {r[KEY]: cache_key(hashes[r["source_video_id"]], "augment",
+                             {"copy": 1, "seed": cfg.seed, "crf": cfg.crf, "preset": STAGE_PRESET})
+           for r in table.select(KEY, "source_video_id").to_dicts()}
+    shutil.rmtree(m.root)                               # the manifest as the previous version left it
+    m.append(rows.with_columns(pl.col(KEY).replace_strict(old)).drop(WRITTEN).to_dicts())
+    m.compact()
+    stamps = {p: os.stat(p).st_mtime_ns for p in table["path"]}
+    again = runner.plan("augment", lake_settings)
+    assert again.todo == [] and again.cached == again.total == table.height > 0
+    runner.finish(again, [], lake_settings)
+    assert set(m.read().rows[KEY]) == new_keys              # the old keys' rows are gone
+    assert {p: os.stat(p).st_mtime_ns for p in table["path"]} == stamps     # no copy made again

@@ -108,7 +108,7 @@ row = {"video_id": "v1", "path": "/videos/v1.mp4", "content_hash": "0" * 32, "gr
        "label_raw": "fake", "source": "folder", "variant": ORIGINAL}
 write_parquet_atomic(pl.DataFrame([row]), lake.index)
 settings = Settings(home=lake.root).resolved()
-keys = {stage: [j["key"] for j in SPECS[stage].jobs(lake, settings)] for stage in ("features", "augment")}
+keys = {stage: SPECS[stage].jobs(lake, settings)["key"].to_list() for stage in ("features", "augment")}
 print(json.dumps({"package": fvcflow.__file__, "columns": len(feature_columns()), **keys}))
 """
 

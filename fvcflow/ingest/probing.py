@@ -10,8 +10,6 @@ from multiprocessing import current_process, get_context
 from pathlib import Path
 from typing import Callable, Sequence
 
-from distributed import Client, as_completed
-
 from fvcflow import progress
 from fvcflow.errors import VideoError
 from fvcflow.store import file_hash
@@ -108,6 +106,10 @@ def probe_on_dask(paths: Sequence[str | os.PathLike], address: str, *, chunk: in
     >>> probe_on_dask(["a.mp4"], "tcp://127.0.0.1:8786")[0]["probe"]["codec"]  # doctest: +SKIP
     'h264'
     """
+    # Dask loads where it is used: every command imports this module (through the settings), and
+    # one answered from the stage manifests (a cached fvc run) never starts an engine
+    from distributed import Client, as_completed
+
     paths = [str(Path(p)) for p in paths]
     chunks = [paths[i:i + chunk] for i in range(0, len(paths), chunk)]
     out: list[list[dict] | None] = [None] * len(chunks)

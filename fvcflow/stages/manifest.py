@@ -55,6 +55,7 @@ DST_MTIME = "_fvc_dst_mtime_ns"   # and its modification time (ns)
 PRIVATE = "_fvc_"                 # prefix of the columns that stay in the manifest
 OPEN = ".open.parquet"
 LEGACY_BATCH = 4096               # per-video files migrated per part
+QUIET_S = 2 * 3600.0              # an open part of another host, not rewritten for this long: its last
 
 
 @dataclass
@@ -98,23 +99,34 @@ class Manifest:
                               if p.suffix == ".parquet" and not p.name.startswith("."))
         return out
 
-    def read(self) -> Loaded:
+    def read(self, columns: list[str] | None = None) -> Loaded:
         """All rows, one per cache key, read under the stage's lock. A damaged file (checksum) is
-        reported in ``damaged``, logged and removed: its rows are computed again."""
+        reported in ``damaged``, logged and removed: its rows are computed again. ``columns``:
+        parse only those (every file is still checked whole); a plan needs the keys and the stat
+        columns, not the results."""
+        if columns is not None:
+            columns = list(dict.fromkeys([KEY, WRITTEN, *columns]))
         with lake_lock(self.lake, f"manifest-{self.stage}"):
-            return self._read_unlocked(self.files())
+            return self._read_unlocked(self.files(), columns)
 
-    def _read_unlocked(self, files: list[Path]) -> Loaded:
+    def _read_unlocked(self, files: list[Path], columns: list[str] | None = None) -> Loaded:
         frames, damaged = [], []
         for path in files:
-            t = self._read_file(path, damaged)
+            t = self._read_file(path, damaged, columns)
             if t is not None:
                 frames.append(t)
+        if all(p.parent == self.shards for p in files):
+            # shards only: each holds one row per key (compaction deduplicated it) and a key lives
+            # in one shard (its first hex digit), so their rows are unique as they are
+            frames = [f for f in frames if f.height]
+            if frames:
+                return Loaded(pl.concat(frames, how="diagonal_relaxed"), damaged)
         return Loaded(_dedup(frames), damaged)
 
-    def _read_file(self, path: Path, damaged: list[str]) -> pl.DataFrame | None:
+    def _read_file(self, path: Path, damaged: list[str],
+                   columns: list[str] | None = None) -> pl.DataFrame | None:
         try:
-            return read_checked_parquet(path)
+            return read_checked_parquet(path, columns)
         except CorruptEntry as exc:
             damaged.append(str(exc))
             log.warning("%s: damaged cache entry, recomputing its rows: %s", self.stage, exc)
@@ -139,12 +151,15 @@ class Manifest:
         w.add_all(rows)
         return w.seal()
 
-    def compact(self) -> int:
+    def compact(self, quiet_s: float = QUIET_S) -> int:
         """Fold the sealed parts, and the open parts of writers that died, into the shards; the
         parts folded are removed. Returns how many rows were folded. Damaged files are reported
-        and removed (their rows are computed again by the next run)."""
+        and removed (their rows are computed again by the next run). An open part written on
+        another host (a worker of a cluster) cannot be asked whether its writer lives: it is
+        folded once it has not been rewritten for ``quiet_s`` seconds (a live writer rewrites it
+        after every video, and no video may take longer than the watchdog allows)."""
         with lake_lock(self.lake, f"manifest-{self.stage}"):
-            parts = [p for p in self.files() if p.parent == self.parts and _finished(p)]
+            parts = [p for p in self.files() if p.parent == self.parts and _finished(p, quiet_s)]
             if not parts:
                 return 0
             damaged: list[str] = []
@@ -160,6 +175,28 @@ class Manifest:
             for p in parts:          # after the shards hold their rows: a kill here leaves duplicates only
                 p.unlink(missing_ok=True)
             return new.height
+
+    def drop(self, keys: list[str]) -> int:
+        """Remove the rows of ``keys`` (results no job of the stage names any more), under the
+        stage's lock: the parts are folded first, then every shard holding one of them is
+        rewritten without it. Returns how many rows were removed."""
+        if not keys:
+            return 0
+        self.compact()
+        gone = pl.Series(KEY, list(keys), dtype=pl.Utf8).implode()
+        removed = 0
+        with lake_lock(self.lake, f"manifest-{self.stage}"):
+            for shard in sorted({k[:1].lower() for k in keys}):
+                path = self.shards / f"{shard}.parquet"
+                damaged: list[str] = []
+                rows = self._read_file(path, damaged) if path.exists() else None
+                if rows is None or not rows.height:
+                    continue
+                kept = rows.filter(~pl.col(KEY).is_in(gone))
+                if kept.height < rows.height:
+                    removed += rows.height - kept.height
+                    write_checked_parquet(kept, path)
+        return removed
 
     def migrate_legacy(self) -> int:
         """Move the per-video cache files of older fvcflow (``<xx>/<key>.parquet``) into parts, once.
@@ -221,12 +258,18 @@ class Manifest:
         return moved
 
 
-def _finished(part: Path) -> bool:
-    """A sealed part, or an open one whose writer (on this host) is gone."""
+def _finished(part: Path, quiet_s: float = QUIET_S) -> bool:
+    """A sealed part, an open one whose writer (on this host) is gone, or an open one of another
+    host not rewritten for ``quiet_s`` seconds."""
     if not part.name.endswith(OPEN):
         return True
     bits = part.name[:-len(OPEN)].rsplit(".", 2)
-    return len(bits) == 3 and bits[0] == _host() and bits[1].isdigit() and not _alive(int(bits[1]))
+    if len(bits) == 3 and bits[0] == _host() and bits[1].isdigit():
+        return not _alive(int(bits[1]))
+    try:
+        return time.time() - part.stat().st_mtime > quiet_s
+    except FileNotFoundError:
+        return False                                     # sealed or folded meanwhile
 
 
 class PartWriter:

@@ -15,6 +15,7 @@ import contextlib
 import gc
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +27,8 @@ from fvcflow.config import Settings
 from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
-from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, WRITTEN, Manifest, stat_of
-from fvcflow.stages.specs import SPECS, StageSpec
+from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, QUIET_S, WRITTEN, Manifest, stat_of
+from fvcflow.stages.specs import CARRY, PARAM, SPECS, StageSpec
 from fvcflow.store import Lake, failure_row, file_hash, record_failures, sweep_temporary, write_parquet_atomic
 from fvcflow.video.limits import bounded
 
@@ -47,15 +48,38 @@ class Job:
 
 @dataclass
 class StagePlan:
+    """A stage's plan: every job as one table (``frame``, :func:`fvcflow.stages.specs.job_table`),
+    and the jobs to compute as ``Job`` objects (the only ones sent to workers)."""
+
     stage: str
-    jobs: list[Job]          # every video of the stage, cached or not
+    frame: pl.DataFrame      # every video of the stage, cached or not
     todo: list[Job]          # the ones to compute
     started: float = field(default_factory=time.time)
     damaged: list[str] = field(default_factory=list)   # cache entries found damaged: recomputed
 
     @property
+    def total(self) -> int:
+        return self.frame.height
+
+    @property
     def cached(self) -> int:
-        return len(self.jobs) - len(self.todo)
+        return self.total - len(self.todo)
+
+    @property
+    def jobs(self) -> list[Job]:
+        """Every job as a ``Job`` (made on demand: a plan of a million jobs never needs them)."""
+        return jobs_of(self.frame)
+
+
+def jobs_of(frame: pl.DataFrame) -> list[Job]:
+    """The ``Job`` of each row of a job table; a params column's null is no such parameter."""
+    carry = [(i, c[len(CARRY):]) for i, c in enumerate(frame.columns) if c.startswith(CARRY)]
+    params = [(i, c[len(PARAM):]) for i, c in enumerate(frame.columns) if c.startswith(PARAM)]
+    ik, iv, ip = (frame.columns.index(c) for c in ("key", "video_id", "path"))
+    with _gc_paused():
+        return [Job(r[ik], r[iv], r[ip], {name: r[i] for i, name in carry},
+                    {name: r[i] for i, name in params if r[i] is not None})
+                for r in frame.iter_rows()]
 
 
 @dataclass
@@ -85,15 +109,17 @@ class StageReport:
                  "seconds": round(self.seconds, 2), "table": self.table, "digest": self.digest}]
 
 
-def plan(stage: str, settings: Settings) -> StagePlan:
+def plan(stage: str, settings: Settings, *, announce: bool = True) -> StagePlan:
     """Every job of ``stage`` and those not yet cached (all of them when the stage is forced).
 
-    One read of the stage's manifest, anti-joined with the jobs. A cached result counts only when
-    it passes its checks: the manifest files' checksums, and for stages that write a video
-    (augment, scale) the video's size and modification time recorded at write time; when those
-    differ, its content hash (the video is kept when the content is the same). A damaged entry is
-    reported (logged, counted in the stage report), removed and recomputed. Per-video cache files
-    of an older fvcflow are migrated into the manifest first (once, logged).
+    The jobs are one table (:func:`fvcflow.stages.specs.job_table`), anti-joined with one read of
+    the stage's manifest; ``Job`` objects are made only for the jobs to compute. A cached result
+    counts only when it passes its checks: the manifest files' checksums, and for stages that
+    write a file (augment, scale, faces) the file's size and modification time recorded at write
+    time; when those differ, its content hash (the file is kept when the content is the same). A
+    damaged entry is reported (logged, counted in the stage report), removed and recomputed.
+    Per-video cache files of an older fvcflow are migrated into the manifest first (once, logged).
+    ``announce``: emit ``stage_start`` (the display's line).
     """
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
@@ -102,16 +128,20 @@ def plan(stage: str, settings: Settings) -> StagePlan:
     manifest = Manifest(lake, spec.name)
     manifest.migrate_legacy()
     damaged: list[str] = []
-    with _gc_paused():      # millions of small objects, none of them garbage: no collection passes
-        jobs = [Job(**j) for j in spec.jobs(lake, settings)]
-        if stage in settings.force:
-            todo = jobs
-        else:
-            loaded = manifest.read()
-            damaged += loaded.damaged
-            todo = _todo(manifest, loaded.rows, jobs, damaged)
-    emit("stage_start", stage=stage, total=len(jobs), todo=len(todo), cached=len(jobs) - len(todo))
-    return StagePlan(stage, jobs, todo, damaged=damaged)
+    frame = spec.jobs(lake, settings)
+    if stage in settings.force:
+        todo = frame
+    else:
+        wanted = ["content_hash", DST_SIZE, DST_MTIME]
+        loaded = manifest.read(columns=wanted)
+        if spec.legacy_keys is not None and _adopt_legacy(manifest, loaded.rows, frame, spec, settings):
+            loaded = manifest.read(columns=wanted)
+        damaged += loaded.damaged
+        todo = _todo(manifest, loaded.rows, frame, damaged)
+    p = StagePlan(stage, frame, jobs_of(todo), damaged=damaged)
+    if announce:
+        emit("stage_start", stage=stage, total=p.total, todo=len(p.todo), cached=p.cached)
+    return p
 
 
 @contextlib.contextmanager
@@ -127,41 +157,80 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _todo(manifest: Manifest, rows: pl.DataFrame, jobs: list[Job], damaged: list[str]) -> list[Job]:
-    """The jobs without a sound cached row: the anti-join, then the stat check of written videos."""
-    keys = set(rows[KEY].to_list()) if rows.height else set()
-    todo = [j for j in jobs if j.key not in keys]
-    written = [j for j in jobs if j.key in keys and j.params.get("dst") is not None]
-    if not written:
-        return todo
+def _todo(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, damaged: list[str]) -> pl.DataFrame:
+    """The jobs without a sound cached row, in the job table's order: the anti-join with the
+    manifest, then the stat check of the files the stage wrote (one ``stat`` each; the content
+    hashed only where size or modification time differ from those recorded)."""
+    frame = frame.with_row_index("_job")
+    todo = frame.join(rows.select(KEY).rename({KEY: "key"}), on="key", how="anti")
+    dst = PARAM + "dst"
+    if dst not in frame.columns or not rows.height:
+        return todo.sort("_job").drop("_job")
     cols = [c for c in ("content_hash", DST_SIZE, DST_MTIME) if c in rows.columns]
-    wanted = rows.filter(pl.col(KEY).is_in([j.key for j in written])).select(KEY, *cols)
-    recorded = {r[KEY]: r for r in wanted.iter_rows(named=True)}
-    refreshed: dict[str, tuple[int, int]] = {}
-    for job in written:
-        rec, out = recorded[job.key], Path(job.params["dst"])
-        st = stat_of(out)
-        if st is None:                                   # removed: made again
-            todo.append(job)
+    written = (frame.filter(pl.col(dst).is_not_null())
+               .join(rows.select(KEY, *cols).rename({KEY: "key"}), on="key", how="inner"))
+    for c in (DST_SIZE, DST_MTIME, "content_hash"):
+        if c not in written.columns:
+            written = written.with_columns(pl.lit(None, dtype=pl.Utf8 if c == "content_hash" else pl.Int64)
+                                           .alias(c))
+    stats = [stat_of(p) for p in written[dst].to_list()]          # the one unavoidable loop: a stat each
+    written = written.with_columns(
+        pl.Series("_size", [None if st is None else st[0] for st in stats], dtype=pl.Int64),
+        pl.Series("_mtime", [None if st is None else st[1] for st in stats], dtype=pl.Int64))
+    same = (pl.col("_size") == pl.col(DST_SIZE)) & (pl.col("_mtime") == pl.col(DST_MTIME))
+    odd = written.filter(~same.fill_null(False))                    # removed, touched, copied or changed
+    redo, refreshed = [], {}
+    for r in odd.select("_job", "key", dst, "content_hash", "_size", "_mtime").iter_rows(named=True):
+        out = Path(r[dst])
+        if r["_size"] is None:                                      # removed: made again
+            redo.append(r["_job"])
             continue
-        if st == (rec.get(DST_SIZE), rec.get(DST_MTIME)):
-            continue                                     # as written: no need to read it
-        want = rec.get("content_hash")
+        want = r["content_hash"]
         if want is None or file_hash(out) == want:
-            refreshed[job.key] = st                      # touched or copied, same content: kept
+            refreshed[r["key"]] = (r["_size"], r["_mtime"])         # touched or copied, same content: kept
             continue
         _report_damage(damaged, manifest.stage, f"{out}: the video differs from the content hash recorded "
                                                 f"when it was written")
         out.unlink(missing_ok=True)
-        todo.append(job)
-    if refreshed:   # record the new stat, so that the next plan need not read these videos again
-        update = rows.filter(pl.col(KEY).is_in(list(refreshed))).to_dicts()
+        redo.append(r["_job"])
+    if refreshed:   # record the new stat, so that the next plan need not read these files again
+        update = manifest.read().rows.filter(pl.col(KEY).is_in(list(refreshed))).to_dicts()   # whole rows
         for r in update:
             r[DST_SIZE], r[DST_MTIME] = refreshed[r[KEY]]
             r.pop(WRITTEN, None)
         manifest.append(update)
-    order = {id(j): i for i, j in enumerate(jobs)}
-    return sorted(todo, key=lambda j: order[id(j)])
+    if redo:
+        todo = pl.concat([todo, frame.filter(pl.col("_job").is_in(redo))], how="vertical_relaxed")
+    return todo.unique("_job", keep="first").sort("_job").drop("_job")
+
+
+def _adopt_legacy(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, spec: StageSpec,
+                  settings: Settings) -> bool:
+    """Rows an older fvcflow wrote under the keys it gave the same jobs (``spec.legacy_keys``),
+    whose file is the one the job writes now, recorded again under the job's key (once, logged):
+    an upgrade does not make stage 1 again. The file is then checked as any other (stat, content)."""
+    stale = rows.join(frame.select(pl.col("key").alias(KEY)), on=KEY, how="anti")
+    if not stale.height or PARAM + "dst" not in frame.columns:
+        return False
+    missing = frame.join(rows.select(pl.col(KEY).alias("key")), on="key", how="anti")
+    if not missing.height:
+        return False
+    missing = missing.with_columns(pl.Series("_legacy", spec.legacy_keys(missing, settings), dtype=pl.Utf8))
+    cand = missing.filter(pl.col("_legacy").is_in(stale[KEY].implode()))
+    if not cand.height:
+        return False
+    full = manifest.read().rows
+    if "path" not in full.columns:
+        return False
+    adopt = (full.join(cand.select(pl.col("_legacy").alias(KEY), pl.col("key").alias("_new"),
+                                   pl.col(PARAM + "dst").alias("path")), on=[KEY, "path"], how="inner")
+             .with_columns(pl.col("_new").alias(KEY)).drop("_new", WRITTEN))
+    if not adopt.height:
+        return False
+    manifest.append(adopt.to_dicts())
+    log.warning("%s: %d cached results of an older fvcflow recorded under their new keys (once)",
+                manifest.stage, adopt.height)
+    return True
 
 
 def _report_damage(damaged: list[str], stage: str, what: str) -> None:
@@ -240,8 +309,10 @@ def collect(stage_plan: StagePlan, outcomes: Iterable[BatchOutcome]) -> list[Bat
     return out
 
 
-def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settings) -> StageReport:
-    """Assemble the stage table from the cache and record this stage's failures."""
+def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settings, *,
+           announce: bool = True) -> StageReport:
+    """Assemble the stage table from the cache and record this stage's failures (``announce``:
+    emit ``stage_end``)."""
     spec = spec_of(stage_plan.stage)
     lake = Lake.at(settings.home)
     # every batch has returned: a temporary file whose writer is gone (a worker killed while it
@@ -250,35 +321,39 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         for p in sweep_temporary(folder):
             log.info("%s: removed %s, left by a writer that died", spec.name, p.name)
     failures = [f for o in outcomes for f in o.failures]
-    failed = {f["video_id"] for f in failures}
-    jobs = [j for j in stage_plan.jobs if j.video_id not in failed]
+    failed = list({f["video_id"] for f in failures})
+    frame = stage_plan.frame.filter(~pl.col("video_id").is_in(failed)) if failed else stage_plan.frame
     loaded = Manifest(lake, spec.name).read()
-    have = loaded.keys()
+    have = loaded.rows.select(pl.col(KEY).alias("key")) if loaded.rows.height else \
+        pl.DataFrame(schema={"key": pl.Utf8})
     # a row the plan counted on may be gone: its file damaged after the plan (left out, never read)
     why = ("its cached result was damaged; rerun to recompute it" if loaded.damaged else
            "its cached result is missing (removed during the run); rerun to recompute it")
-    for j in jobs:
-        if j.key not in have:
-            failures.append(failure_row(spec.name, j.path, why, video_id=j.video_id,
-                                        error_type="CorruptEntry"))
-    jobs = [j for j in jobs if j.key in have]
-    if jobs:
+    for r in frame.join(have, on="key", how="anti").select("video_id", "path").iter_rows():
+        failures.append(failure_row(spec.name, r[1], why, video_id=r[0], error_type="CorruptEntry"))
+    frame = frame.join(have, on="key", how="semi")
+    if frame.height:
         results = loaded.rows.select(pl.exclude(f"^{PRIVATE}.*$"))
-        ids = pl.DataFrame([{"video_id": j.video_id, **j.carry, KEY: j.key} for j in jobs],
-                           infer_schema_length=None)
+        ids = frame.select("video_id", *[pl.col(c).alias(c[len(CARRY):]) for c in frame.columns
+                                         if c.startswith(CARRY)], pl.col("key").alias(KEY))
         table = ids.join(results, on=KEY, how="inner").sort("video_id")
     else:
         table = pl.DataFrame(schema={"video_id": pl.Utf8})
     table_path = spec.table(lake)
     write_parquet_atomic(table, table_path)
     record_failures(lake, failures, stage=spec.name)
-    Manifest(lake, spec.name).compact()                  # the batches' parts, folded into the shards
+    manifest = Manifest(lake, spec.name)
+    # the batches' parts, folded into the shards; another host's open part once quiet for twice
+    # the time one video may take (its writer is gone)
+    manifest.compact(quiet_s=2 * (settings.limits.decode_seconds or QUIET_S / 2))
+    if PARAM + "dst" in stage_plan.frame.columns:
+        _prune(manifest, loaded.rows, stage_plan.frame, lake)
     reasons: dict[str, int] = {}
     for f in failures:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
     report = StageReport(
         stage=spec.name,
-        videos_in=len(stage_plan.jobs),
+        videos_in=stage_plan.total,
         done=sum(len(o.done) for o in outcomes),
         cached=stage_plan.cached,
         failed=len(failures),
@@ -289,9 +364,70 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
         damaged=len(stage_plan.damaged),
         digest=frame_digest(table),
     )
-    emit("stage_end", stage=spec.name, videos=table.height, done=report.done, cached=report.cached,
-         failed=report.failed, seconds=report.seconds, reasons=dict(reasons), digest=report.digest)
+    if announce:
+        announce_end(report)
     return report
+
+
+def announce_end(report: StageReport) -> None:
+    emit("stage_end", stage=report.stage, videos=report.rows, done=report.done, cached=report.cached,
+         failed=report.failed, seconds=report.seconds, reasons=dict(report.failure_reasons),
+         digest=report.digest)
+
+
+def from_manifest(stages: list[str], settings: Settings) -> list[StageReport] | None:
+    """The reports of ``stages`` (video stages, in pipeline order) when every one of them is
+    wholly cached, answered from the manifests in this process: each stage planned and, when it
+    has nothing to compute (no job to do, nothing damaged, not forced), published as a run would
+    publish it, before the next stage is planned from its table. ``None`` as soon as a stage has
+    work (what was published so far is what the run publishes again): the caller runs the flow.
+    Nothing is announced; the caller announces the reports (:func:`announce`)."""
+    reports = []
+    for stage in stages:
+        if stage in settings.force:
+            return None
+        p = plan(stage, settings, announce=False)
+        if p.todo or p.damaged:
+            return None
+        reports.append(finish(p, [], settings, announce=False))
+    return reports
+
+
+def announce(report: StageReport) -> None:
+    """``stage_start`` and ``stage_end`` of a stage answered from its manifest."""
+    emit("stage_start", stage=report.stage, total=report.videos_in, todo=0, cached=report.cached)
+    announce_end(report)
+
+
+FILE_COLUMNS = ("path", "mask_path", "tracks_path")     # a written row's files
+
+
+def _prune(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, lake: Lake) -> None:
+    """Results of a stage that writes files which no job of this plan names any more (the copies
+    of videos a ``--resplit`` moved to the test hold-out, of videos gone from the corpus, or made
+    with other settings): their rows leave the manifest and their files, when no job of this plan
+    writes the same file and they lie in the work dir, are removed; logged once. What a plan does
+    not name is never read again (its key cannot come back without its job), so it is only debris."""
+    stale = rows.join(frame.select(pl.col("key").alias(KEY)), on=KEY, how="anti")
+    if not stale.height:
+        return
+    keep = set(frame[PARAM + "dst"].drop_nulls().to_list())
+    if PARAM + "mask_dst" in frame.columns:
+        keep |= set(frame[PARAM + "mask_dst"].drop_nulls().to_list())
+    root = str(lake.root) + os.sep
+    files = 0
+    for col in (c for c in FILE_COLUMNS if c in stale.columns):
+        for path in stale[col].drop_nulls().to_list():
+            if path in keep or not path.startswith(root):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                files += 1
+                with contextlib.suppress(OSError):
+                    os.rmdir(os.path.dirname(path))       # a copy's folder, once empty
+    n = manifest.drop(stale[KEY].to_list())
+    log.warning("%s: removed %d cached results no job names any more (%d files): a changed hold-out, "
+                "corpus or settings", manifest.stage, n, files)
 
 
 def spec_of(stage: str) -> StageSpec:

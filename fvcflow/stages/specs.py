@@ -57,12 +57,38 @@ log = logging.getLogger("fvcflow.stages")
 class StageSpec:
     name: str                                            # failures' "stage" column, cache folder
     table: Callable[[Lake], Path]                        # the Parquet this stage publishes
-    jobs: Callable[[Lake, Settings], list[dict]]         # kwargs of runner.Job
+    jobs: Callable[[Lake, Settings], pl.DataFrame]       # the job table (:func:`job_table`)
     run: Callable[[Any, Settings], dict]                 # one job -> its result columns
+    # the keys an older fvcflow gave the same jobs (their results are adopted, not made again)
+    legacy_keys: Callable[[pl.DataFrame, Settings], list[str]] | None = None
+
+
+CARRY, PARAM = "carry.", "params."      # prefixes of the job table's carry and params columns
+UNSAFE = r"[^A-Za-z0-9._-]"
 
 
 def _safe(video_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]", "_", video_id)
+    return re.sub(UNSAFE, "_", video_id)
+
+
+def _safe_expr(col: str = "video_id") -> pl.Expr:
+    """:func:`_safe` of a column, vectorised (the same names: one ``_`` per unsafe character)."""
+    return pl.col(col).str.replace_all(UNSAFE, "_")
+
+
+def job_table(frame: pl.DataFrame, *, key: str | pl.Series, carry: dict[str, pl.Expr] | list[str],
+              params: dict[str, pl.Expr] | None = None, video_id: pl.Expr | None = None) -> pl.DataFrame:
+    """The jobs of a stage as one table (a million jobs are a million rows, not a million objects):
+    ``key``, ``video_id``, ``path``, then ``carry.<name>`` (key columns passed through to the row)
+    and ``params.<name>`` columns; :func:`fvcflow.stages.runner.jobs_of` makes ``Job``s of rows."""
+    if isinstance(carry, list):
+        carry = {c: pl.col(c) for c in carry}
+    exprs = [(pl.lit(key) if isinstance(key, str) else pl.Series("key", key, dtype=pl.Utf8)).alias("key"),
+             (video_id if video_id is not None else pl.col("video_id")).alias("video_id"),
+             pl.col("path").alias("path")]
+    exprs += [e.alias(CARRY + c) for c, e in carry.items()]
+    exprs += [e.alias(PARAM + c) for c, e in (params or {}).items()]
+    return frame.select(exprs)
 
 
 def _index(lake: Lake) -> pl.DataFrame:
@@ -70,10 +96,6 @@ def _index(lake: Lake) -> pl.DataFrame:
     if index is None:
         raise FvcError(f"no video index at {lake.index}: run the ingest stage first (fvc ingest ...)")
     return index
-
-
-def _carry(row: dict) -> dict:
-    return {k: row.get(k) for k in KEYS}
 
 
 def feature_inputs(lake: Lake) -> list[dict]:
@@ -85,49 +107,88 @@ def feature_inputs(lake: Lake) -> list[dict]:
     return rows
 
 
+def feature_frame(lake: Lake) -> pl.DataFrame:
+    """:func:`feature_inputs` as one table (video_id, path, content_hash and the key columns)."""
+    cols = ["video_id", "path", "content_hash", *KEYS]
+    frames = [_index(lake)]
+    augmented = read_parquet(lake.stage1)
+    if augmented is not None and augmented.height:
+        frames.append(augmented)
+    frames = [f.select([pl.col(c) if c in f.columns else pl.lit(None).alias(c) for c in cols])
+              for f in frames]
+    return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+
+
 # stage 1 -------------------------------------------------------------------------------------
-def _augment_jobs(lake: Lake, s: Settings) -> list[dict]:
+DST_ROOT = "stage1/videos"      # a copy's file as its key names it: relative to the work dir
+def _augment_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
+    """``augment.copies`` copies of every labelled training video (none of the test hold-out) and
+    ``augment.self_blend`` pseudo-fakes of each real. The key names the copy's file (relative to
+    the work dir): two videos of the same content are two sources whose copies differ (each copy's
+    parameters are drawn from its source's id), so they must not share a cached row."""
     cfg = s.augment
-    jobs = []
     index = _index(lake)
     trains = pl.col("label").is_not_null()
     if "split" in index.columns:      # the test hold-out (decided at ingest): no copies, they train nothing
         trains &= pl.col("split").fill_null("") != "test"
-    rows = index.filter(trains).to_dicts()
-    hashes = [r["content_hash"] for r in rows]
-    keys = {k: cache_keys(hashes, "augment", {"copy": k, "seed": cfg.seed, "crf": cfg.crf,
-                                              "preset": STAGE_PRESET}) for k in range(1, cfg.copies + 1)}
-    for i, row in enumerate(rows):
-        for k in range(1, cfg.copies + 1):
-            vid = augmented_id(row["video_id"], k)
-            jobs.append(dict(
-                key=keys[k][i],
-                video_id=vid, path=row["path"],
-                carry={**_carry(row), "variant": augmented_variant(k), "source_video_id": row["video_id"]},
-                params={"dst": str(lake.stage1_videos / _safe(row["video_id"]) / f"aug{k}.mp4"), "copy": k},
-            ))
-        if row["label"] == 0:           # self-blended pseudo-fakes of the reals (issue 22)
-            jobs += _blend_jobs(lake, row, s)
-    return jobs
+    rows = index.filter(trains).with_row_index("_row").with_columns(_safe_expr().alias("_safe"))
+    hashes = rows["content_hash"].to_list()
+    folder = lake.stage1_videos
+    base = {"seed": cfg.seed, "crf": cfg.crf, "preset": STAGE_PRESET}
+    frames = []
+    for k in range(1, cfg.copies + 1):
+        rel = (pl.col("_safe") + f"/aug{k}.mp4")
+        dsts = rows.select(rel)[:, 0].to_list()
+        keys = cache_keys(hashes, "augment", {**base, "copy": k},
+                          varying={"dst": [f"{DST_ROOT}/{d}" for d in dsts]})
+        frames.append(job_table(
+            rows, key=keys, video_id=pl.col("video_id") + augmented_id("", k),
+            carry={**{c: pl.col(c) for c in KEYS}, "variant": pl.lit(augmented_variant(k)),
+                   "source_video_id": pl.col("video_id")},
+            params={"dst": pl.lit(str(folder) + "/") + rel, "copy": pl.lit(k),
+                    "src_hash": pl.col("content_hash")},
+        ).with_columns(rows["_row"].alias("_row"), pl.lit(k).alias("_k")))
+    reals = rows.filter(pl.col("label") == 0)       # self-blended pseudo-fakes of the reals (issue 22)
+    rh = reals["content_hash"].to_list()
+    region = _blend_region(s)
+    for k in range(1, cfg.self_blend + 1):
+        rel = pl.col("_safe") + f"/blend{k}.mp4"
+        dsts = reals.select(rel)[:, 0].to_list()
+        keys = cache_keys(rh, "augment", {**base, "blend": k, **region},
+                          varying={"dst": [f"{DST_ROOT}/{d}" for d in dsts]})
+        frames.append(job_table(
+            reals, key=keys, video_id=pl.col("video_id") + blended_id("", k),
+            carry={"group_id": pl.col("group_id"), "label": pl.lit(1, dtype=index["label"].dtype),
+                   "label_raw": pl.lit("pseudo-fake", dtype=pl.Utf8), "source": pl.col("source"),
+                   "variant": pl.lit(blend_variant(k)), "source_video_id": pl.col("video_id")},
+            params={"dst": pl.lit(str(folder) + "/") + rel,
+                    "mask_dst": pl.lit(str(folder) + "/") + pl.col("_safe") + f"/blend{k}-mask.mkv",
+                    "copy": pl.lit(k), "blend": pl.lit(True), "src_hash": pl.col("content_hash")},
+        ).with_columns(reals["_row"].alias("_row"), pl.lit(cfg.copies + k).alias("_k")))
+    if not frames:
+        return job_table(rows, key=pl.Series("key", [], dtype=pl.Utf8), carry=list(KEYS))
+    # one source's copies, then its pseudo-fakes, source by source (the order of the index)
+    return pl.concat(frames, how="diagonal_relaxed").sort("_row", "_k").drop("_row", "_k")
 
 
-def _blend_jobs(lake: Lake, row: dict, s: Settings) -> list[dict]:
-    """The ``augment.self_blend`` pseudo-fakes of one real: labelled fake, the source's group, kept
-    out of every evaluation by their variant (only originals are evaluated). With ``blend_region =
-    "face"`` the key holds the face tracker's settings (they decide the region)."""
+def _augment_legacy_keys(jobs: pl.DataFrame, s: Settings) -> list[str]:
+    """The keys stage 1 gave these jobs before a key named the copy's file (source content hash,
+    copy or pseudo-fake number and settings only)."""
     cfg = s.augment
-    folder = lake.stage1_videos / _safe(row["video_id"])
-    region = ({"region": "face", "faces": s.faces.model_dump(), "face_model": str(s.features.face_model),
-               "track_version": TRACK_VERSION} if cfg.blend_region == "face" else {})
-    return [dict(
-        key=cache_key(row["content_hash"], "augment", {"blend": k, "seed": cfg.seed, "crf": cfg.crf,
-                                                        "preset": STAGE_PRESET, **region}),
-        video_id=blended_id(row["video_id"], k), path=row["path"],
-        carry={**_carry(row), "label": 1, "label_raw": "pseudo-fake", "variant": blend_variant(k),
-               "source_video_id": row["video_id"]},
-        params={"dst": str(folder / f"blend{k}.mp4"), "mask_dst": str(folder / f"blend{k}-mask.mkv"),
-                "copy": k, "blend": True},
-    ) for k in range(1, cfg.self_blend + 1)]
+    base = {"seed": cfg.seed, "crf": cfg.crf, "preset": STAGE_PRESET}
+    blend = jobs[PARAM + "blend"].to_list() if PARAM + "blend" in jobs.columns else [None] * jobs.height
+    region = _blend_region(s)
+    return [cache_key(h, "augment", {**base, **({"blend": k, **region} if b else {"copy": k})})
+            for h, k, b in zip(jobs[PARAM + "src_hash"].to_list(), jobs[PARAM + "copy"].to_list(), blend)]
+
+
+def _blend_region(s: Settings) -> dict:
+    """What decides a pseudo-fake's blend region, for its key: with ``blend_region = "face"`` the
+    face tracker's settings (the region is the source's main face track), else nothing."""
+    if s.augment.blend_region != "face":
+        return {}
+    return {"region": "face", "faces": s.faces.model_dump(), "face_model": str(s.features.face_model),
+            "track_version": TRACK_VERSION}
 
 
 def _augment_run(job, s: Settings) -> dict:
@@ -171,24 +232,21 @@ def _shared_dst(lake: Lake, video_id: str) -> Path:
     return lake.faces_tracks.parent / "rows" / f"{_safe(video_id)}.parquet"
 
 
-def _faces_jobs(lake: Lake, s: Settings) -> list[dict]:
+def _faces_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
     detector = face_detector(s)
     note = fallback_note(detector)
     if note:
         log.warning("%s", note)     # said once per run of the stage, where it is planned
-    rows = feature_inputs(lake)
-    dsts = [lake.faces_tracks / f"{_safe(r['video_id'])}.parquet" for r in rows]
-    keys = cache_keys([r["content_hash"] for r in rows], "faces", _faces_config(s, detector),
-                      varying={"dst": [d.name for d in dsts]})
-    shared = (cache_keys([r["content_hash"] for r in rows], "features", _feature_config(s, faces=True))
-              if shares_decode(s) else [None] * len(rows))
-    jobs = []
-    for k, r, d, f in zip(keys, rows, dsts, shared):
-        params = {"dst": str(d)}
-        if f:                   # this run's stage 2 key: the row computed from the tracker's decode
-            params.update(features_key=f, features_dst=str(_shared_dst(lake, r["video_id"])))
-        jobs.append(dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params=params))
-    return jobs
+    rows = feature_frame(lake)
+    names = rows.select(_safe_expr() + ".parquet")[:, 0].to_list()
+    hashes = rows["content_hash"].to_list()
+    keys = cache_keys(hashes, "faces", _faces_config(s, detector), varying={"dst": names})
+    params = {"dst": pl.lit(str(lake.faces_tracks) + "/") + _safe_expr() + ".parquet"}
+    if shares_decode(s):        # this run's stage 2 key: the row computed from the tracker's decode
+        params |= {"features_key": pl.Series(cache_keys(hashes, "features", _feature_config(s, faces=True)),
+                                             dtype=pl.Utf8),
+                   "features_dst": pl.lit(f"{_shared_dst(lake, '').parent}/") + _safe_expr() + ".parquet"}
+    return job_table(rows, key=keys, carry=list(KEYS), params=params)
 
 
 def _faces_run(job, s: Settings) -> dict:
@@ -243,13 +301,15 @@ def _feature_kwargs(s: Settings) -> dict:
     return dict(strategy=s.features.strategy, threads=s.threads_per_worker, local=s.features.local)
 
 
-def _feature_jobs(lake: Lake, s: Settings) -> list[dict]:
+def _feature_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
     cfg = _feature_config(s, faces=True)
-    tracks = current_tracks(lake, s) if s.features.faces else {}
-    rows = feature_inputs(lake)
-    keys = cache_keys([r["content_hash"] for r in rows], "features", cfg)
-    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r),
-                 params={"tracks": tracks.get(r["video_id"])}) for k, r in zip(keys, rows)]
+    rows = feature_frame(lake)
+    keys = cache_keys(rows["content_hash"].to_list(), "features", cfg)
+    params = None
+    if s.features.faces:
+        tracks = current_tracks(lake, s)
+        params = {"tracks": pl.col("video_id").replace_strict(tracks, default=None, return_dtype=pl.Utf8)}
+    return job_table(rows, key=keys, carry=list(KEYS), params=params)
 
 
 def current_tracks(lake: Lake, s: Settings) -> dict[str, str]:
@@ -259,9 +319,10 @@ def current_tracks(lake: Lake, s: Settings) -> dict[str, str]:
     if faces is None or not faces.height or "cache_key" not in faces.columns:
         return {}
     cfg = _faces_config(s, face_detector(s))
-    want = {r["video_id"]: cache_key(r["content_hash"], "faces",
-                                     {**cfg, "dst": f"{_safe(r['video_id'])}.parquet"})
-            for r in feature_inputs(lake)}
+    rows = feature_frame(lake)
+    want = dict(zip(rows["video_id"].to_list(),
+                    cache_keys(rows["content_hash"].to_list(), "faces", cfg,
+                               varying={"dst": rows.select(_safe_expr() + ".parquet")[:, 0].to_list()})))
     return {r["video_id"]: r["tracks_path"]
             for r in faces.select("video_id", "cache_key", "tracks_path").to_dicts()
             if want.get(r["video_id"]) == r["cache_key"] and Path(r["tracks_path"]).is_file()}
@@ -286,16 +347,14 @@ def _feature_run(job, s: Settings) -> dict:
     return video_features(job.path, **kw)
 
 
-def _scaled_feature_jobs(lake: Lake, s: Settings) -> list[dict]:
+def _scaled_feature_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
     scaled = read_parquet(lake.stage3)
     if scaled is None:
         raise FvcError(f"no scaled videos at {lake.stage3}: run the scale stage first")
     cfg = _feature_config(s, faces=False)
-    rows = scaled.to_dicts()
-    keys = cache_keys([r["content_hash"] for r in rows], "scaled_features", cfg)
-    return [dict(key=k, video_id=r["video_id"], path=r["path"],
-                 carry={**_carry(r), "is_upscaled": r["is_upscaled"], "is_downscaled": r["is_downscaled"]})
-            for k, r in zip(keys, rows)]
+    keys = cache_keys(scaled["content_hash"].to_list(), "scaled_features", cfg)
+    scaled = scaled.with_columns([pl.lit(None).alias(c) for c in KEYS if c not in scaled.columns])
+    return job_table(scaled, key=keys, carry=[*KEYS, "is_upscaled", "is_downscaled"])
 
 
 def _scaled_feature_run(job, s: Settings) -> dict:
@@ -303,9 +362,8 @@ def _scaled_feature_run(job, s: Settings) -> dict:
 
 
 # stage 3 -------------------------------------------------------------------------------------
-def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
-    rows = feature_inputs(lake)
-    dsts = [lake.stage3_videos / f"{_safe(r['video_id'])}.mp4" for r in rows]
+def _scale_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
+    rows = feature_frame(lake)
     # the output file is part of the result, so the key names it: equal inputs, distinct files
     cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET}
     vae = {}
@@ -313,12 +371,12 @@ def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
         from fvcflow.models.weights import resolve_autoencoder
 
         weights = resolve_autoencoder(s.scale.weights)
-        vae = {"vae": str(weights.folder), "vae_identity": weights.identity}
+        vae = {"vae": pl.lit(str(weights.folder)), "vae_identity": pl.lit(weights.identity)}
         cfg |= {"method": "autoencoder", "weights": weights.identity, "tile": s.scale.tile}
-    keys = cache_keys([r["content_hash"] for r in rows], "scale", cfg,
-                      varying={"dst": [d.name for d in dsts]})
-    return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r),
-                 params={"dst": str(dst), **vae}) for k, r, dst in zip(keys, rows, dsts)]
+    keys = cache_keys(rows["content_hash"].to_list(), "scale", cfg,
+                      varying={"dst": rows.select(_safe_expr() + ".mp4")[:, 0].to_list()})
+    return job_table(rows, key=keys, carry=list(KEYS),
+                     params={"dst": pl.lit(str(lake.stage3_videos) + "/") + _safe_expr() + ".mp4", **vae})
 
 
 def _scale_run(job, s: Settings) -> dict:
@@ -339,7 +397,7 @@ def _table(stage: str) -> Callable[[Lake], Path]:
 
 
 SPECS: dict[str, StageSpec] = {
-    "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run),
+    "augment": StageSpec("augment", _table("augment"), _augment_jobs, _augment_run, _augment_legacy_keys),
     "faces": StageSpec("faces", _table("faces"), _faces_jobs, _faces_run),
     "features": StageSpec("features", _table("features"), _feature_jobs, _feature_run),
     "scale": StageSpec("scale", _table("scale"), _scale_jobs, _scale_run),

@@ -10,6 +10,7 @@ touched) gets its new stat recorded, so that plans need not read it again.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +79,11 @@ def _written(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.filter(pl.col("path").is_not_null() & pl.col("content_hash").is_not_null())
 
 
-def verify(settings: Settings, stages: list[str] | None = None, *, chunk: int = 8) -> VerifyReport:
-    """Hash every video the ``stages`` (default: every video stage) wrote, on the Dask engine."""
+def verify(settings: Settings, stages: list[str] | None = None, *, chunk: int | None = None) -> VerifyReport:
+    """Hash every video the ``stages`` (default: every video stage) wrote, on the Dask engine.
+
+    ``chunk``: videos per task; by default about four tasks per worker (a task per handful of
+    small files costs more in scheduling than in hashing), at most 512 videos each."""
     lake = settings.lake()
     stages = [s for s in (stages or list(SPECS)) if Manifest(lake, s).root.is_dir()]
     report = VerifyReport(stages)
@@ -97,6 +101,8 @@ def verify(settings: Settings, stages: list[str] | None = None, *, chunk: int = 
     emit("verify_start", total=len(items))
     results = []
     if items:
+        if chunk is None:
+            chunk = min(512, max(8, math.ceil(len(items) / (4 * settings.n_workers()))))
         batches = [items[i:i + chunk] for i in range(0, len(items), chunk)]
         with dask_cluster(settings) as address, Client(address) as client:
             futures = client.map(hash_batch, batches, pure=False)
