@@ -32,7 +32,7 @@ from fvcflow.schema import (
 from fvcflow.stages.augment import augment_video, blend_video, draw_blend_params, draw_params
 from fvcflow.stages.facetrack import TRACK_VERSION, fallback_note, make_detector, track_video
 from fvcflow.stages.features import video_features
-from fvcflow.stages.scale import scale_video
+from fvcflow.stages.scale import LETTERBOX_VERSION, scale_video
 from fvcflow.store import Lake, cache_key, cache_keys, file_hash, read_parquet, write_parquet_atomic
 from fvcflow.video.write import STAGE_PRESET
 
@@ -238,7 +238,7 @@ def _scale_jobs(lake: Lake, s: Settings) -> list[dict]:
     rows = feature_inputs(lake)
     dsts = [lake.stage3_videos / f"{_safe(r['video_id'])}.mp4" for r in rows]
     # the output file is part of the result, so the key names it: equal inputs, distinct files
-    cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET}
+    cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET, "letterbox": LETTERBOX_VERSION}
     keys = cache_keys([r["content_hash"] for r in rows], "scale", cfg,
                       varying={"dst": [d.name for d in dsts]})
     return [dict(key=k, video_id=r["video_id"], path=r["path"], carry=_carry(r), params={"dst": str(dst)})
