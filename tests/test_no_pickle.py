@@ -165,6 +165,66 @@ def test_video_embedding_and_stack_over_them_round_trip(tmp_path):
                                rtol=1e-5)
 
 
+BOOSTERS = {"xgb_s24": ("xgboost", ".json"), "lgbm_s24": ("lightgbm", ".txt"),
+            "catboost_s24": ("catboost", ".cbm")}
+
+
+@pytest.mark.parametrize("name", [n for n in BOOSTERS if n in _tabular_names()])
+def test_tree_boosters_are_saved_in_their_own_model_files(tmp_path, name):
+    """Each library's booster is a file of its own format, read back by that library alone
+    (independently of fvcflow here too); the skops file of the rest names no booster type, and
+    the loaded model's probabilities are bit for bit the original's."""
+    import skops.io as sio
+
+    library, suffix = BOOSTERS[name]
+    X, y = _table()
+    model = _fitted(name, X, y)
+    before = model.predict_proba(X)
+    folder = saved.save_folder(model, tmp_path / "m")
+    root = __import__("json").loads((folder / "fvc-model.json").read_text())["root"]
+    fitted = [b for b in root["boosters"] if b["fitted"]]
+    assert [b["library"] for b in fitted] == [library]
+    own = folder / fitted[0]["part"]
+    assert own.suffix == suffix
+    if library == "xgboost":
+        import xgboost
+        booster = xgboost.Booster()
+        booster.load_model(str(own))
+        assert "learner" in __import__("json").loads(own.read_text())
+    elif library == "lightgbm":
+        import lightgbm
+        booster = lightgbm.Booster(model_file=str(own))
+        assert own.read_text().startswith("tree\n")
+    else:
+        import catboost
+        booster = catboost.CatBoostClassifier().load_model(str(own), format="cbm")
+    trees = {"xgboost": lambda b: b.num_boosted_rounds(), "lightgbm": lambda b: b.num_trees(),
+             "catboost": lambda b: b.tree_count_}[library](booster)
+    assert trees > 0
+    types = sio.get_untrusted_types(data=(folder / root["part"]).read_bytes())
+    assert not [t for t in types if "Booster" in t or t.startswith("catboost")], types
+    np.testing.assert_array_equal(saved.load_folder(folder).predict_proba(X), before)
+    np.testing.assert_array_equal(model.predict_proba(X), before)           # the original untouched
+
+
+def test_a_booster_inside_skops_and_a_missing_booster_file_are_refused(tmp_path):
+    """A skops file that holds a booster itself (the layout of format 1) is refused by the
+    trusted list, nothing built; a marker naming a booster file that is not there is an error."""
+    import skops.io as sio
+
+    X, y = _table()
+    model = _fitted("xgb_s24", X, y)
+    folder = saved.save_folder(model, tmp_path / "m")
+    root = __import__("json").loads((folder / "fvc-model.json").read_text())["root"]
+    (folder / root["part"]).write_bytes(sio.dumps(model))
+    with pytest.raises(FvcError, match=r"xgboost\.core\.Booster.*refused"):
+        saved.load_folder(folder)
+    folder = saved.save_folder(model, tmp_path / "n")
+    (folder / root["boosters"][0]["part"]).unlink()
+    with pytest.raises(Exception, match="part0.json"):
+        saved.load_folder(folder)
+
+
 def test_planted_skops_part_is_refused_unbuilt(tmp_path):
     import skops.io as sio
 
