@@ -209,7 +209,8 @@ def test_tree_boosters_are_saved_in_their_own_model_files(tmp_path, name):
 
 def test_a_booster_inside_skops_and_a_missing_booster_file_are_refused(tmp_path):
     """A skops file that holds a booster itself (the layout of format 1) is refused by the
-    trusted list, nothing built; a marker naming a booster file that is not there is an error."""
+    trusted list, nothing built (in a model of format 1, with the retrain message); a marker
+    naming a booster file that is not there is an error."""
     import skops.io as sio
 
     X, y = _table()
@@ -219,6 +220,10 @@ def test_a_booster_inside_skops_and_a_missing_booster_file_are_refused(tmp_path)
     (folder / root["part"]).write_bytes(sio.dumps(model))
     with pytest.raises(FvcError, match=r"xgboost\.core\.Booster.*refused"):
         saved.load_folder(folder)
+    marker = __import__("json").loads((folder / "fvc-model.json").read_text())
+    (folder / "fvc-model.json").write_text(__import__("json").dumps({**marker, "version": 1}))
+    with pytest.raises(OlderFormat, match=r"retrain it with `fvc train`.*xgboost\.core\.Booster"):
+        saved.load_folder(folder)                         # a model of format 1: retrain
     folder = saved.save_folder(model, tmp_path / "n")
     (folder / root["boosters"][0]["part"]).unlink()
     with pytest.raises(Exception, match="part0.json"):

@@ -176,7 +176,14 @@ def load_folder(folder: str | Path) -> Any:
         raise FvcError(f"{marker}: not JSON ({exc}); refused") from None
     if spec.get("format") != FORMAT or spec.get("version") not in READS:
         raise OlderFormat(retrain_message(marker, []))
-    return _decode(spec["root"], folder)
+    try:
+        return _decode(spec["root"], folder)
+    except OlderFormat:
+        raise
+    except FvcError as exc:
+        if spec.get("version") == 1:                     # boosters inside skops: refused by the list
+            raise OlderFormat(f"{retrain_message(marker, [])} ({exc})") from None
+        raise
 
 
 def load_logged(model_dir: str | Path) -> tuple[Any, Any]:
