@@ -3,7 +3,8 @@
 1. Peak memory of stage 3 (``scale_video``) on 1080p, 4K and 8K clips of the same length, each
    in a fresh subprocess (VmHWM growth over a warmed process); target: within 1.5x of 1080p.
    Beside it, decoding the same clip alone (the decoder's reference frames, which any full
-   decode holds), and decoding the 8K clip with 3 and 17 frame threads, capped or not.
+   decode holds), decoding the 8K clip with 3 and 17 frame threads, capped or not, and the
+   per-frame time of the letterbox inside the decoder vs RGB then OpenCV.
    Then the peak memory of ``fvc predict`` (a model reading stage 4 columns, so the video is
    measured, letterboxed and measured again) on the same clips, each a fresh ``fvc predict``
    process: its peak RSS, and its growth over the same command on a small 96x64 clip.
@@ -101,6 +102,30 @@ def predict_peak(home: Path, uri: str, video: Path) -> int:
     return int(res.stdout.split()[-1])
 
 
+def letterbox_speed(tmp: Path, repeat: int = 3) -> None:
+    """Per-frame time of stage 3's letterbox inside the decoder vs the former RGB-then-OpenCV one,
+    on the same decoded frames, interleaved; the median."""
+    from fvcflow.stages.scale import letterbox_decoded, letterbox_frame
+    from fvcflow.video.probe import open_video
+    from fvcflow.video.read import _decode
+
+    for name in SIZES:
+        with open_video(tmp / f"{name}.mp4") as (container, stream):
+            frames = list(_decode(container, stream))[:6]
+        t: dict[str, list[float]] = {"decoder": [], "rgb": []}
+        for _ in range(repeat):
+            for f in frames:
+                t0 = time.perf_counter()
+                letterbox_decoded(f, 256)
+                t1 = time.perf_counter()
+                letterbox_frame(f.to_ndarray(format="rgb24"), 256)
+                t["decoder"].append(t1 - t0)
+                t["rgb"].append(time.perf_counter() - t1)
+        new, old = float(np.median(t["decoder"])), float(np.median(t["rgb"]))
+        print(f"letterbox to 256, {name:>5}, per frame (median): in the decoder {1e3 * new:6.1f} ms, "
+              f"RGB then OpenCV {1e3 * old:6.1f} ms ({old / new:.2f}x)")
+
+
 def memory(tmp: Path, frames: int) -> None:
     """Stage 3's and fvc predict's peak memory on 1080p, 4K and 8K clips of ``frames`` frames."""
     warm = write_video(tmp / "warm.mp4", n=3, width=96, height=64)
@@ -127,6 +152,7 @@ def memory(tmp: Path, frames: int) -> None:
         print(f"decoding 8K with {n:2d} frame threads asked: peak RSS growth "
               f"{row['uncapped'] / 2**20:5.0f} MiB uncapped, {row['capped'] / 2**20:5.0f} MiB capped to "
               f"limits.chunk_mb ({limits.current().chunk_mb:.0f} MiB)")
+    letterbox_speed(tmp)
     lake, uri = trained_model(tmp / "lake")
     small = write_video(tmp / "small.mp4", n=frames, width=96, height=64)
     small_peak = predict_peak(lake, uri, small)
