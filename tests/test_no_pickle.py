@@ -6,6 +6,7 @@ unpickles."""
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import pickle
 from pathlib import Path
@@ -169,6 +170,12 @@ BOOSTERS = {"xgb_s24": ("xgboost", ".json"), "lgbm_s24": ("lightgbm", ".txt"),
             "catboost_s24": ("catboost", ".cbm")}
 
 
+@functools.lru_cache(maxsize=None)
+def _booster_model(name: str):
+    """The registered booster ``name`` fitted on :func:`_table` once for the module's tests."""
+    return _fitted(name, *_table())
+
+
 @pytest.mark.parametrize("name", [n for n in BOOSTERS if n in _tabular_names()])
 def test_tree_boosters_are_saved_in_their_own_model_files(tmp_path, name):
     """Each library's booster is a file of its own format, read back by that library alone
@@ -178,7 +185,7 @@ def test_tree_boosters_are_saved_in_their_own_model_files(tmp_path, name):
 
     library, suffix = BOOSTERS[name]
     X, y = _table()
-    model = _fitted(name, X, y)
+    model = _booster_model(name)
     before = model.predict_proba(X)
     folder = saved.save_folder(model, tmp_path / "m")
     root = __import__("json").loads((folder / "fvc-model.json").read_text())["root"]
@@ -213,8 +220,7 @@ def test_a_booster_inside_skops_and_a_missing_booster_file_are_refused(tmp_path)
     naming a booster file that is not there is an error."""
     import skops.io as sio
 
-    X, y = _table()
-    model = _fitted("xgb_s24", X, y)
+    model = _booster_model("xgb_s24")
     folder = saved.save_folder(model, tmp_path / "m")
     root = __import__("json").loads((folder / "fvc-model.json").read_text())["root"]
     (folder / root["part"]).write_bytes(sio.dumps(model))
@@ -305,6 +311,10 @@ def test_resume_entry_round_trips_without_pickle(tmp_path):
     assert got["inner_oof"].equals(frame) and got["arr"].tolist() == [0, 1, 2]
     np.testing.assert_allclose(got["pipeline"].predict_proba(X), pipe.predict_proba(X))
     assert pickle.PROTO not in cache._file("fold0").read_bytes()[:2]
+    for name in [n for n in BOOSTERS if n in _tabular_names()]:           # boosters in their own files
+        model = _booster_model(name)
+        cache.save(name, {"pipeline": model})
+        np.testing.assert_array_equal(cache.load(name)["pipeline"].predict_proba(X), model.predict_proba(X))
 
 
 @pytest.mark.parametrize("planted", ["pickle", "skops"])

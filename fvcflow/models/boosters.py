@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -174,3 +175,28 @@ def drop(model: Any, boosters: dict[str, Any]) -> Any:
         unused = ", ".join(sorted(set(boosters) - used))
         raise FvcError(f"the saved model holds boosters it does not use ({unused}); refused")
     return model
+
+
+def to_bytes(entry: dict[str, Any]) -> bytes:
+    """A lifted booster's model file as bytes (what :func:`save` writes); empty for an unfitted one."""
+    if entry["booster"] is None:
+        return b""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"booster{SUFFIX[entry['library']]}"
+        save(entry, path)
+        return path.read_bytes()
+
+
+def from_bytes(node: dict[str, Any], data: bytes) -> Any:
+    """The booster :func:`to_bytes` gave ``data`` for (``node``: its entry without the booster)."""
+    library = str(node["library"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"booster{SUFFIX.get(library, '')}"
+        path.write_bytes(data)
+        return load(library, path, params=node.get("params"), cls=str(node.get("class", "")),
+                    fitted=bool(node.get("fitted", True)))
+
+
+def describe(entry: dict[str, Any]) -> dict[str, Any]:
+    """A lifted booster's JSON node: its entry without the booster object, and whether it is fitted."""
+    return {k: v for k, v in entry.items() if k != "booster"} | {"fitted": entry["booster"] is not None}

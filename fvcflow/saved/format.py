@@ -103,8 +103,7 @@ class _Writer:
             node["boosters"] = []
             for entry in lifted:
                 boosters.save(entry, self.folder / entry["part"])
-                node["boosters"].append({k: v for k, v in entry.items() if k != "booster"}
-                                        | {"fitted": entry["booster"] is not None})
+                node["boosters"].append(boosters.describe(entry))
         return node
 
 
