@@ -2,6 +2,9 @@
 
 1. Peak memory of stage 3 (``scale_video``) on 1080p, 4K and 8K clips of the same length, each
    in a fresh subprocess (VmHWM growth over a warmed process); target: within 1.5x of 1080p.
+   Beside it, decoding the same clip alone (the decoder's reference frames, which any full
+   decode holds), decoding the 8K clip with 3 and 17 frame threads, capped or not, and the
+   per-frame time of the letterbox inside the decoder vs RGB then OpenCV.
    Then the peak memory of ``fvc predict`` (a model reading stage 4 columns, so the video is
    measured, letterboxed and measured again) on the same clips, each a fresh ``fvc predict``
    process: its peak RSS, and its growth over the same command on a small 96x64 clip.
@@ -27,6 +30,34 @@ from fvcflow.stages.features import video_features
 from fvcflow.video import limits
 from tests.media import write_video
 from tests.test_reliability_bounds import PEAK
+
+#: peak RSS growth of decoding a video alone with ``n`` frame threads, FFmpeg's frame threads
+#: capped by ``limits.chunk_mb`` (``capped``) or not (``limits.chunk_mb = None``)
+THREADS_PEAK = """
+import sys
+from fvcflow.video import limits
+from fvcflow.video.probe import open_video
+from fvcflow.video.read import _decode, _set_threads
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
+
+def decode(src, n):
+    with open_video(src) as (container, stream):
+        _set_threads(stream, n)
+        for frame in _decode(container, stream):
+            del frame
+
+warm, video, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+with limits.bounded(limits.Limits(chunk_mb=None) if mode == "uncapped" else None):
+    decode(warm, n)
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")
+    before = status("VmRSS:")
+    decode(video, n)
+print(status("VmHWM:") - before)
+"""
 
 PEAK_OF_CHILD = """
 import resource, subprocess, sys
@@ -71,20 +102,57 @@ def predict_peak(home: Path, uri: str, video: Path) -> int:
     return int(res.stdout.split()[-1])
 
 
+def letterbox_speed(tmp: Path, repeat: int = 3) -> None:
+    """Per-frame time of stage 3's letterbox inside the decoder vs the former RGB-then-OpenCV one,
+    on the same decoded frames, interleaved; the median."""
+    from fvcflow.stages.scale import letterbox_decoded, letterbox_frame
+    from fvcflow.video.probe import open_video
+    from fvcflow.video.read import _decode
+
+    for name in SIZES:
+        with open_video(tmp / f"{name}.mp4") as (container, stream):
+            frames = list(_decode(container, stream))[:6]
+        t: dict[str, list[float]] = {"decoder": [], "rgb": []}
+        for _ in range(repeat):
+            for f in frames:
+                t0 = time.perf_counter()
+                letterbox_decoded(f, 256)
+                t1 = time.perf_counter()
+                letterbox_frame(f.to_ndarray(format="rgb24"), 256)
+                t["decoder"].append(t1 - t0)
+                t["rgb"].append(time.perf_counter() - t1)
+        new, old = float(np.median(t["decoder"])), float(np.median(t["rgb"]))
+        print(f"letterbox to 256, {name:>5}, per frame (median): in the decoder {1e3 * new:6.1f} ms, "
+              f"RGB then OpenCV {1e3 * old:6.1f} ms ({old / new:.2f}x)")
+
+
 def memory(tmp: Path, frames: int) -> None:
     """Stage 3's and fvc predict's peak memory on 1080p, 4K and 8K clips of ``frames`` frames."""
     warm = write_video(tmp / "warm.mp4", n=3, width=96, height=64)
-    peaks = {}
+    peaks, decoder = {}, {}
     for name, (h, w) in SIZES.items():
         video = clip(tmp / f"{name}.mp4", frames, h, w)
-        res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(tmp)],
-                             capture_output=True, text=True, check=True)
-        peaks[name] = int(res.stdout.split()[-1])
+        for mode, out in (("scale", peaks), ("decode", decoder)):
+            res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(tmp), mode],
+                                 capture_output=True, text=True, check=True)
+            out[name] = int(res.stdout.split()[-1])
     base = peaks["1080p"]
     for name, peak in peaks.items():
         print(f"stage 3 peak RSS growth {name:>5} ({frames} frames): {peak / 2**20:7.0f} MiB  "
               f"ratio to 1080p {peak / base:.2f}x (target <= 1.5x; a 250-frame chunk of "
-              f"{name} would be {250 * SIZES[name][0] * SIZES[name][1] * 3 / 2**30:.1f} GiB)")
+              f"{name} would be {250 * SIZES[name][0] * SIZES[name][1] * 3 / 2**30:.1f} GiB); "
+              f"decoding alone {decoder[name] / 2**20:.0f} MiB, stage 3 beyond it "
+              f"{(peak - decoder[name]) / 2**20:+.1f} MiB")
+    for n in (3, 17):                    # 17: FFmpeg's own choice on 16 cores
+        row = {}
+        for mode in ("uncapped", "capped"):
+            res = subprocess.run([sys.executable, "-c", THREADS_PEAK, str(warm), str(tmp / "8K.mp4"),
+                                  str(n), mode], capture_output=True, text=True, check=True)
+            row[mode] = int(res.stdout.split()[-1])
+        print(f"decoding 8K with {n:2d} frame threads asked: peak RSS growth "
+              f"{row['uncapped'] / 2**20:5.0f} MiB uncapped, {row['capped'] / 2**20:5.0f} MiB capped to "
+              f"limits.chunk_mb ({limits.current().chunk_mb:.0f} MiB)")
+    letterbox_speed(tmp)
     lake, uri = trained_model(tmp / "lake")
     small = write_video(tmp / "small.mp4", n=frames, width=96, height=64)
     small_peak = predict_peak(lake, uri, small)

@@ -42,7 +42,7 @@ import numpy as np
 
 from fvcflow.config import TrainConfig
 from fvcflow.errors import DiskFullError, FvcError
-from fvcflow.models import get_model_spec
+from fvcflow.models import boosters, get_model_spec
 from fvcflow.models.skops_safe import dump_estimator, load_estimator
 from fvcflow.store import CorruptEntry, Lake, read_checked_bytes, write_checked_bytes
 
@@ -154,7 +154,9 @@ _ENTRY = "entry.json"
 
 def encode_entry(obj: Any) -> bytes:
     """``obj`` as a zip: ``entry.json`` (the tree; arrays, frames and estimators replaced by
-    references), ``arrays.npz``, ``f<N>.parquet``, ``e<N>.skops``. No pickle anywhere."""
+    references), ``arrays.npz``, ``f<N>.parquet``, ``e<N>.skops`` and the tree boosters inside
+    an estimator in their own formats, ``e<N>.b<K>.json/.txt/.cbm`` (:mod:`fvcflow.models.boosters`).
+    No pickle anywhere."""
     arrays: dict[str, np.ndarray] = {}
     files: dict[str, bytes] = {}
 
@@ -180,8 +182,13 @@ def encode_entry(obj: Any) -> bytes:
             files[key := f"f{len(files)}.parquet"] = buf.getvalue()
             return {"$frame": key}
         if hasattr(v, "fit") and hasattr(v, "get_params"):
-            files[key := f"e{len(files)}.skops"] = dump_estimator(v)
-            return {"$estimator": key}
+            key, n = f"e{len(files)}", iter(range(1 << 30))
+            shell, lifted = boosters.lift(v, lambda suffix: f"{key}.b{next(n)}{suffix}")
+            for entry in lifted:                     # tree boosters in their own formats
+                files[entry["part"]] = boosters.to_bytes(entry)
+            files[key + ".skops"] = dump_estimator(shell)
+            node = {"$estimator": key + ".skops"}
+            return node | {"$boosters": [boosters.describe(e) for e in lifted]} if lifted else node
         raise TypeError(f"cannot store a {type(v).__name__} without pickle")
 
     tree = enc(obj)
@@ -223,7 +230,11 @@ def decode_entry(data: bytes, where: Path) -> Any:
 
                 return pl.read_parquet(io.BytesIO(z.read(v["$frame"])))
             if "$estimator" in v:
-                return load_estimator(z.read(v["$estimator"]), f"{where}:{v['$estimator']}")
+                model = load_estimator(z.read(v["$estimator"]), f"{where}:{v['$estimator']}")
+                if "$boosters" not in v:
+                    return model
+                return boosters.drop(model, {b["part"]: boosters.from_bytes(b, z.read(b["part"]))
+                                             for b in v["$boosters"]})
             raise FvcError(f"{where}: unknown value {sorted(v)}; refused")
 
         try:

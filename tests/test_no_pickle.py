@@ -6,6 +6,7 @@ unpickles."""
 from __future__ import annotations
 
 import ast
+import functools
 import logging
 import pickle
 from pathlib import Path
@@ -167,6 +168,76 @@ def test_video_embedding_and_stack_over_them_round_trip(tmp_path):
                                torch.sigmoid(video.clip_logits(x)).numpy(), rtol=1e-5)
 
 
+BOOSTERS = {"xgb_s24": ("xgboost", ".json"), "lgbm_s24": ("lightgbm", ".txt"),
+            "catboost_s24": ("catboost", ".cbm")}
+
+
+@functools.lru_cache(maxsize=None)
+def _booster_model(name: str):
+    """The registered booster ``name`` fitted on :func:`_table` once for the module's tests."""
+    return _fitted(name, *_table())
+
+
+@pytest.mark.parametrize("name", [n for n in BOOSTERS if n in _tabular_names()])
+def test_tree_boosters_are_saved_in_their_own_model_files(tmp_path, name):
+    """Each library's booster is a file of its own format, read back by that library alone
+    (independently of fvcflow here too); the skops file of the rest names no booster type, and
+    the loaded model's probabilities are bit for bit the original's."""
+    import skops.io as sio
+
+    library, suffix = BOOSTERS[name]
+    X, y = _table()
+    model = _booster_model(name)
+    before = model.predict_proba(X)
+    folder = saved.save_folder(model, tmp_path / "m")
+    root = __import__("json").loads((folder / "fvc-model.json").read_text())["root"]
+    fitted = [b for b in root["boosters"] if b["fitted"]]
+    assert [b["library"] for b in fitted] == [library]
+    own = folder / fitted[0]["part"]
+    assert own.suffix == suffix
+    if library == "xgboost":
+        import xgboost
+        booster = xgboost.Booster()
+        booster.load_model(str(own))
+        assert "learner" in __import__("json").loads(own.read_text())
+    elif library == "lightgbm":
+        import lightgbm
+        booster = lightgbm.Booster(model_file=str(own))
+        assert own.read_text().startswith("tree\n")
+    else:
+        import catboost
+        booster = catboost.CatBoostClassifier().load_model(str(own), format="cbm")
+    trees = {"xgboost": lambda b: b.num_boosted_rounds(), "lightgbm": lambda b: b.num_trees(),
+             "catboost": lambda b: b.tree_count_}[library](booster)
+    assert trees > 0
+    types = sio.get_untrusted_types(data=(folder / root["part"]).read_bytes())
+    assert not [t for t in types if "Booster" in t or t.startswith("catboost")], types
+    np.testing.assert_array_equal(saved.load_folder(folder).predict_proba(X), before)
+    np.testing.assert_array_equal(model.predict_proba(X), before)           # the original untouched
+
+
+def test_a_booster_inside_skops_and_a_missing_booster_file_are_refused(tmp_path):
+    """A skops file that holds a booster itself (the layout of format 1) is refused by the
+    trusted list, nothing built (in a model of format 1, with the retrain message); a marker
+    naming a booster file that is not there is an error."""
+    import skops.io as sio
+
+    model = _booster_model("xgb_s24")
+    folder = saved.save_folder(model, tmp_path / "m")
+    root = __import__("json").loads((folder / "fvc-model.json").read_text())["root"]
+    (folder / root["part"]).write_bytes(sio.dumps(model))
+    with pytest.raises(FvcError, match=r"xgboost\.core\.Booster.*refused"):
+        saved.load_folder(folder)
+    marker = __import__("json").loads((folder / "fvc-model.json").read_text())
+    (folder / "fvc-model.json").write_text(__import__("json").dumps({**marker, "version": 1}))
+    with pytest.raises(OlderFormat, match=r"retrain it with `fvc train`.*xgboost\.core\.Booster"):
+        saved.load_folder(folder)                         # a model of format 1: retrain
+    folder = saved.save_folder(model, tmp_path / "n")
+    (folder / root["boosters"][0]["part"]).unlink()
+    with pytest.raises(Exception, match="part0.json"):
+        saved.load_folder(folder)
+
+
 def test_planted_skops_part_is_refused_unbuilt(tmp_path):
     import skops.io as sio
 
@@ -242,6 +313,10 @@ def test_resume_entry_round_trips_without_pickle(tmp_path):
     assert got["inner_oof"].equals(frame) and got["arr"].tolist() == [0, 1, 2]
     np.testing.assert_allclose(got["pipeline"].predict_proba(X), pipe.predict_proba(X))
     assert pickle.PROTO not in cache._file("fold0").read_bytes()[:2]
+    for name in [n for n in BOOSTERS if n in _tabular_names()]:           # boosters in their own files
+        model = _booster_model(name)
+        cache.save(name, {"pipeline": model})
+        np.testing.assert_array_equal(cache.load(name)["pipeline"].predict_proba(X), model.predict_proba(X))
 
 
 @pytest.mark.parametrize("planted", ["pickle", "skops"])

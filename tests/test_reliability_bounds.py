@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -145,38 +146,96 @@ def test_any_exception_of_one_video_is_its_failure_row_on_the_first_try(tmp_path
 PEAK = """
 import sys
 from fvcflow.stages.scale import scale_video
+from fvcflow.video.probe import open_video
+from fvcflow.video.read import _decode, _set_threads
 
 def status(key):
     with open("/proc/self/status") as fh:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
 
-scale_video(sys.argv[1], sys.argv[3] + "/warm.mp4", threads=1)   # warm: imports, codec tables
+def decode(src, dst, threads):                                   # the decoder's own frames alone
+    with open_video(src) as (container, stream):
+        _set_threads(stream, threads)
+        for frame in _decode(container, stream):
+            del frame
+
+run = decode if sys.argv[4:5] == ["decode"] else scale_video
+run(sys.argv[1], sys.argv[3] + "/warm.mp4", threads=1)           # warm: imports, codec tables
 with open("/proc/self/clear_refs", "w") as fh:                   # reset the peak (VmHWM)
     fh.write("5")
 before = status("VmRSS:")
-scale_video(sys.argv[2], sys.argv[3] + "/out.mp4", threads=1)
+run(sys.argv[2], sys.argv[3] + "/out.mp4", threads=1)
 print(status("VmHWM:") - before)
 """
 
 
-def scale_peak(warm: Path, video: Path, out: Path) -> int:
-    res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(out)],
+def scale_peak(warm: Path, video: Path, out: Path, mode: str = "scale") -> int:
+    """Peak RSS growth (bytes) of stage 3 on ``video`` in a fresh warmed process; ``mode="decode"``:
+    of decoding it alone (the decoder's reference frames, which any full decode holds)."""
+    res = subprocess.run([sys.executable, "-c", PEAK, str(warm), str(video), str(out), mode],
                          capture_output=True, text=True, check=True)
     return int(res.stdout.split()[-1])
 
 
 @pytest.mark.slow
-def test_8k_stage3_memory_is_bounded_by_the_chunk_cap(tmp_path):
-    """Stage 3 on 7680x4320 holds at most ``limits.chunk_mb`` (256 MiB: 2 frames) of RGB, not a
-    250-frame chunk (about 25 GB; the 10 frames of this clip would be 950 MiB)."""
+def test_8k_stage3_memory_is_the_decoders_own_and_nothing_more(tmp_path):
+    """Stage 3 on 7680x4320 makes no full-size RGB frame (95 MiB each): its peak growth is that
+    of decoding the video alone (the decoder's reference frames) plus less than a tenth of one
+    8K RGB frame; a 250-frame chunk would be about 25 GB, one RGB frame per decode 95 MiB more."""
     from tests.test_reliability_inputs import eight_k
 
     warm = write_video(tmp_path / "warm.mp4", n=3, width=96, height=64)
-    clip = eight_k(tmp_path / "8k.mp4", 10)
+    clip = eight_k(tmp_path / "8k.mp4", 6)
     growth = scale_peak(warm, clip, tmp_path)
+    decoder = scale_peak(warm, clip, tmp_path, "decode")
     rgb = 7680 * 4320 * 3
-    print(f"8K (10 frames) stage 3 peak RSS growth: {growth / 2**20:.0f} MiB")
-    assert growth < 7 * rgb                   # 250 frames: 250 * rgb; all 10 frames alone: 10 * rgb
+    print(f"8K (6 frames) peak RSS growth: stage 3 {growth / 2**20:.0f} MiB, "
+          f"decoding alone {decoder / 2**20:.0f} MiB")
+    assert growth - decoder < rgb / 10
+
+
+def smooth_frames(n: int, height: int, width: int) -> np.ndarray:
+    """Pictures without noise (gradients and a sliding texture), as camera footage mostly is."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    frames = np.empty((n, height, width, 3), np.uint8)
+    for k in range(n):
+        frames[k, ..., 0] = 128 + 100 * np.sin((xx + 6 * k) / 23)
+        frames[k, ..., 1] = 255 * yy / height
+        frames[k, ..., 2] = 128 + 90 * np.cos((xx + yy) / 31)
+    return frames
+
+
+def test_the_letterbox_from_the_decoder_keeps_to_the_rgb_letterbox(tmp_path):
+    """Stage 3 scales a large frame inside the decoder's YUV (no full-size RGB copy): the picture
+    lies at the same place, the bars stay black, and against the former path (RGB first, then
+    OpenCV's area filter) it differs by rounding only (mean < 1.5 levels, no pixel over 6; a
+    colour swap, a range or matrix error, or a one-pixel shift is tens of levels). A frame that is
+    upscaled keeps the former bits exactly. The output video is what stage 3 writes."""
+    from fvcflow.stages.scale import letterbox_decoded, letterbox_frame, letterbox_geometry, scale_video
+    from fvcflow.video import iter_rgb
+    from fvcflow.video.probe import open_video
+    from fvcflow.video.read import _decode
+
+    for (w, h), size in (((480, 272), 128), ((272, 480), 128), ((96, 64), 128)):
+        path = write_video(tmp_path / f"{w}x{h}.mp4", frames=smooth_frames(3, h, w))
+        new_w, new_h, x0, y0 = letterbox_geometry(w, h, size)
+        with open_video(path) as (container, stream):
+            for frame in _decode(container, stream):
+                new = letterbox_decoded(frame, size).astype(int)
+                old = letterbox_frame(frame.to_ndarray(format="rgb24"), size).astype(int)
+                if max(w, h) <= size:
+                    assert np.array_equal(new, old)
+                    continue
+                bars = np.ones((size, size), bool)
+                bars[y0:y0 + new_h, x0:x0 + new_w] = False
+                assert not new[bars].any()
+                diff = np.abs(new - old)[~bars]
+                assert diff.mean() < 1.5 and diff.max() <= 6, (w, h, diff.mean(), diff.max())
+    scale_video(tmp_path / "480x272.mp4", tmp_path / "out.mp4", size=128, crf=0)
+    written = np.concatenate(list(iter_rgb(tmp_path / "out.mp4"))).astype(int)
+    assert written.shape == (3, 128, 128, 3)
+    source = np.stack([letterbox_frame(f, 128) for f in smooth_frames(3, 272, 480)]).astype(int)
+    assert np.abs(written - source).mean() < 3.0       # through two lossy encodes, frame by frame
 
 
 def png_video(path: Path, width: int, height: int, n: int = 2) -> Path:
@@ -256,3 +315,31 @@ def test_frames_over_the_pixel_bound_stage3_refuses_them_with_bounded_memory(tmp
     assert "over the pixel bound" in rows["16kx16k.mov"]["reason"], rows["16kx16k.mov"]
     print(f"stage 3 peak RSS growth on 8Kx8K + 16Kx16K frames: {out['growth'] / 2**20:.0f} MiB")
     assert out["growth"] < 128 * 2**20
+
+
+def test_decoder_frame_threads_are_capped_by_the_chunk_bound(tmp_path):
+    """Each frame thread holds a decoded frame (17 threads at 8K: 882 MiB measured in
+    benchmarks/bounds.py): the threads asked for, or FFmpeg's own count, are cut to what fits in
+    ``limits.chunk_mb``; the frames decoded are the same as with one thread."""
+    import av
+
+    from fvcflow.video import limits
+    from fvcflow.video.probe import open_video
+    from fvcflow.video.read import _decode, _set_threads
+
+    clip = write_video(tmp_path / "c.mp4", n=8, width=320, height=180)
+    frame_mb = 320 * 180 * 3 / 2**20                      # 4:2:0 at up to 16 bits
+    seen = {}
+    for cap, asked in ((3.5 * frame_mb, 16), (3.5 * frame_mb, True), (None, 6), (0.1 * frame_mb, 4)):
+        with limits.bounded(limits.Limits(chunk_mb=cap)), open_video(clip) as (container, stream):
+            _set_threads(stream, asked)
+            ctx = stream.codec_context
+            seen[(cap, asked)] = (ctx.thread_count, ctx.thread_type)
+            frames = [f.to_ndarray(format="rgb24") for f in _decode(container, stream)]
+        with open_video(clip) as (container, stream):
+            _set_threads(stream, 1)
+            assert np.array_equal(frames, [f.to_ndarray(format="rgb24") for f in _decode(container, stream)])
+    assert seen[(3.5 * frame_mb, 16)] == (3, av.codec.context.ThreadType.AUTO)   # frame threads
+    assert seen[(3.5 * frame_mb, True)][0] == min((os.cpu_count() or 1) + 1, 16, 3)
+    assert seen[(None, 6)][0] == 6
+    assert seen[(0.1 * frame_mb, 4)][0] == 1

@@ -100,16 +100,24 @@ def test_letterbox_pads_with_black_and_keeps_the_picture():
     assert (out[:, 17:47] == 200).all()
 
 
-def test_scale_video_letterboxes_each_frame_as_letterbox_does_on_whole_chunks(tmp_path):
-    """Stage 3 letterboxes frame by frame as it decodes (one full-size frame alive): the video
-    it writes is byte for byte the one encoded from whole decoded chunks letterboxed at once."""
-    from fvcflow.video import VideoWriter, iter_rgb
+def test_scale_video_writes_what_a_whole_decode_letterboxed_at_once_gives(tmp_path):
+    """Stage 3 letterboxes frame by frame inside the decoder (no full-size RGB frame, chunks
+    capped in MiB): the video it writes is byte for byte the one encoded from all the decoded
+    frames kept and letterboxed at once (``tests/test_reliability_bounds.py`` compares these
+    pictures with the RGB-then-OpenCV letterbox)."""
+    from fvcflow.stages.scale import letterbox_decoded
+    from fvcflow.video import VideoWriter, limits
+    from fvcflow.video.probe import open_video
+    from fvcflow.video.read import _decode
     from fvcflow.video.write import STAGE_PRESET
 
     src = write_video(tmp_path / "s.mp4", n=30, width=320, height=180, seed=3)
-    scale_video(src, tmp_path / "new.mp4", size=128, threads=1)
+    with limits.bounded(limits.Limits(chunk_mb=0.1)):            # chunks of 2 letterboxed frames
+        scale_video(src, tmp_path / "new.mp4", size=128, threads=1)
+    with open_video(src) as (container, stream):
+        frames = [f for f in _decode(container, stream)]
     with VideoWriter(tmp_path / "ref.mp4", 128, 128, 25.0, crf=18, options={"preset": STAGE_PRESET}) as w:
-        w.write(letterbox(np.concatenate(list(iter_rgb(src, chunk=250, threads=1))), 128))
+        w.write(np.stack([letterbox_decoded(f, 128) for f in frames]))
     assert (tmp_path / "new.mp4").read_bytes() == (tmp_path / "ref.mp4").read_bytes()
 
 

@@ -6,8 +6,9 @@ model's own files (so a planted file trusts whatever it names); here the list is
 :data:`TRUSTED_TYPES`, in this module. :func:`load_estimator` asks skops which types a file
 holds (:func:`skops.io.get_untrusted_types`) and refuses a file naming any type outside it,
 before building anything; :func:`dump_estimator` refuses to write such a model (so what we log
-is what we load). The tree libraries' estimators keep their boosters in their own formats
-inside that description (XGBoost's UBJSON, LightGBM's model text, CatBoost's model file bytes).
+is what we load). No tree booster is in that description: the saved-model format lifts each
+out into its library's own model file (:mod:`fvcflow.models.boosters`), so the list names the
+XGBoost and LightGBM estimator shells only, and no booster or CatBoost type.
 
 >>> from sklearn.linear_model import LogisticRegression
 >>> m = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
@@ -35,10 +36,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
     "fvcflow.models.select.Screened",
     "fvcflow.models.stack.TopKMean",
     "xgboost.sklearn.XGBClassifier",
-    "xgboost.core.Booster",
     "lightgbm.sklearn.LGBMClassifier",
-    "lightgbm.basic.Booster",
-    "catboost.core.CatBoostClassifier",
     "numpy.dtype",
     "collections.OrderedDict",
 })

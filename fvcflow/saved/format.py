@@ -5,8 +5,10 @@ A logged model is an MLflow pyfunc built from code (models-from-code: the code i
 ``fvc_model``: a marker :data:`MARKER` (JSON: :data:`FORMAT`, its version, the tree of parts) and
 the parts it names, ``part<N>`` or ``part<N>.skops``:
 
-- ``skops``: a scikit-learn estimator or pipeline (tree boosters inside in their own formats),
-  loaded with fvcflow's trusted types (:mod:`fvcflow.models.skops_safe`), never the file's;
+- ``skops``: a scikit-learn estimator or pipeline, loaded with fvcflow's trusted types
+  (:mod:`fvcflow.models.skops_safe`), never the file's; the tree boosters inside it are parts
+  of their own, ``part<N>.json`` / ``.txt`` in XGBoost's, LightGBM's or CatBoost's format, read
+  by that library's loader and put back in place (:mod:`fvcflow.models.boosters`);
 - ``video``: a torch video model: ``spec.json`` (the registered name, its keywords, the clip) and
   its state dict, read with ``torch.load(weights_only=True)``, rebuilt from the registry;
 - ``embedding``, ``stack``, ``calibrated``: JSON fields (names, columns, method) over parts.
@@ -31,12 +33,15 @@ import numpy as np
 import pandas as pd
 
 from fvcflow.errors import FvcError
+from fvcflow.models import boosters
 from fvcflow.models.calibrated import CalibratedDetector
 from fvcflow.models.requirements import pip_requirements
 from fvcflow.models.skops_safe import dump_estimator, load_estimator
 from fvcflow.models.stack import StackedModel
 
-FORMAT, VERSION = "fvcflow-safe-model", 1
+FORMAT, VERSION = "fvcflow-safe-model", 2
+#: versions this loader reads (1: tree boosters inside the skops file; refused by the trusted list)
+READS = (1, 2)
 MARKER = "fvc-model.json"
 ARTIFACT = "fvc_model"                       # the pyfunc artifact holding the parts
 #: the code of the logged pyfunc: the served detector, which also takes videos (``path``,
@@ -45,7 +50,7 @@ ARTIFACT = "fvc_model"                       # the pyfunc artifact holding the p
 CODE = Path(__file__).parents[1] / "detector" / "pyfunc_model.py"
 #: the optional input columns of a row model's signature that name a video instead of features
 VIDEO_INPUTS = ("path", "video_b64")
-_PART = re.compile(r"part\d+(\.skops)?")
+_PART = re.compile(r"part\d+(\.skops|\.json|\.txt|\.cbm)?")
 
 
 class OlderFormat(FvcError):
@@ -90,9 +95,16 @@ class _Writer:
         if isinstance(model, CalibratedDetector):
             return {"kind": "calibrated", "method": model.method, "eps": float(model.eps),
                     "model": self.encode(model.model), "calibrator": self.encode(model.calibrator)}
+        model, lifted = boosters.lift(model, self._name)     # tree boosters in their own formats
         name = self._name(".skops")
         (self.folder / name).write_bytes(dump_estimator(model))
-        return {"kind": "skops", "part": name}
+        node: dict[str, Any] = {"kind": "skops", "part": name}
+        if lifted:
+            node["boosters"] = []
+            for entry in lifted:
+                boosters.save(entry, self.folder / entry["part"])
+                node["boosters"].append(boosters.describe(entry))
+        return node
 
 
 def save_folder(model: Any, folder: str | Path) -> Path:
@@ -115,7 +127,15 @@ def _decode(node: dict[str, Any], folder: Path) -> Any:
     kind = node.get("kind")
     if kind == "skops":
         path = _part(folder, node)
-        return load_estimator(path.read_bytes(), path)
+        model = load_estimator(path.read_bytes(), path)
+        if "boosters" not in node:
+            return model
+        held = {}
+        for b in node["boosters"]:
+            part = _part(folder, b)
+            held[part.name] = boosters.load(str(b["library"]), part, params=b.get("params"),
+                                            cls=str(b.get("class", "")), fitted=bool(b.get("fitted", True)))
+        return boosters.drop(model, held)
     if kind == "video":
         from fvcflow.deep.export import load_trained
 
@@ -153,9 +173,16 @@ def load_folder(folder: str | Path) -> Any:
         spec = json.loads(marker.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise FvcError(f"{marker}: not JSON ({exc}); refused") from None
-    if spec.get("format") != FORMAT or spec.get("version") != VERSION:
+    if spec.get("format") != FORMAT or spec.get("version") not in READS:
         raise OlderFormat(retrain_message(marker, []))
-    return _decode(spec["root"], folder)
+    try:
+        return _decode(spec["root"], folder)
+    except OlderFormat:
+        raise
+    except FvcError as exc:
+        if spec.get("version") == 1:                     # boosters inside skops: refused by the list
+            raise OlderFormat(f"{retrain_message(marker, [])} ({exc})") from None
+        raise
 
 
 def load_logged(model_dir: str | Path) -> tuple[Any, Any]:

@@ -45,7 +45,7 @@ from fvcflow.stages.facetrack import (
     track_video,
 )
 from fvcflow.stages.features import video_features
-from fvcflow.stages.scale import scale_video
+from fvcflow.stages.scale import LETTERBOX_VERSION, scale_video
 from fvcflow.store import Lake, cache_key, cache_keys, file_hash, read_parquet, write_parquet_atomic
 from fvcflow.video import probe
 from fvcflow.video.write import STAGE_PRESET
@@ -365,7 +365,7 @@ def _scaled_feature_run(job, s: Settings) -> dict:
 def _scale_jobs(lake: Lake, s: Settings) -> pl.DataFrame:
     rows = feature_frame(lake)
     # the output file is part of the result, so the key names it: equal inputs, distinct files
-    cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET}
+    cfg = {"size": s.scale.size, "crf": s.scale.crf, "preset": STAGE_PRESET, "letterbox": LETTERBOX_VERSION}
     vae = {}
     if s.scale.method == "autoencoder":      # its weights resolved here, at plan time: not cached -> one line
         from fvcflow.models.weights import resolve_autoencoder

@@ -270,7 +270,8 @@ def read_luma(path, indices, *, info: VideoInfo | None = None, strategy: str = "
 
 def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
              max_chunk_mb: float | None | str = "limits",
-             transform: Callable[[np.ndarray], np.ndarray] | None = None) -> Iterator[np.ndarray]:
+             transform: Callable[[np.ndarray], np.ndarray] | None = None,
+             convert: Callable[[av.VideoFrame], np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """Decode every frame as RGB, in chunks of uint8[n <= chunk, H, W, 3]; memory is constant in length.
 
     A chunk holds at most ``max_chunk_mb`` MiB of RGB frames too (``"limits"``, the default:
@@ -282,7 +283,10 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
     ``transform`` (a resize, a letterbox) is applied to each frame as soon as it is decoded, and
     the chunks hold its results: then a single full-size RGB frame is alive at a time, whatever
     the chunk, and the MiB cap applies to the transformed frames. Every frame is still checked
-    against the pixel bound at its decoded size.
+    against the pixel bound at its decoded size. ``convert`` goes further: it takes the decoded
+    ``av.VideoFrame`` itself and returns the chunk's array (a letterbox scaled inside the
+    decoder's format: no full-size RGB frame is made at all); it replaces the RGB conversion
+    and ``transform``.
 
     Examples
     --------
@@ -297,10 +301,14 @@ def iter_rgb(path, *, chunk: int = 250, threads: bool | int | None = None,
         _set_threads(stream, threads)
         buf, n = None, 0
         for frame in _decode(container, stream):
-            if transform is not None:
+            if transform is not None or convert is not None:
                 bounds.check_size(path, frame.width, frame.height, limits)
-            rgb = frame.to_ndarray(format="rgb24")
-            if transform is not None:
+            if convert is not None:
+                rgb = convert(frame)
+                del frame
+            else:
+                rgb = frame.to_ndarray(format="rgb24")
+            if transform is not None and convert is None:
                 del frame
                 rgb = transform(rgb)                     # the full-size frame goes at once
             if buf is not None and (n == len(buf) or rgb.shape != buf.shape[1:]):
@@ -357,19 +365,43 @@ def read_rgb(path, indices, *, transform: Callable[[np.ndarray], np.ndarray] | N
     return np.stack(kept), decoded
 
 
+def decoder_threads(width: int, height: int, threads: int | None = None, *,
+                    limits: bounds.Limits | None = None) -> int:
+    """How many frame threads to decode ``width`` x ``height`` frames with: ``threads`` (None:
+    FFmpeg's own choice, one more than the cores, at most 16), capped so that the frames in
+    flight (one per frame thread, 4:2:0 at up to 16 bits) fit in ``limits.chunk_mb`` MiB, the
+    bound on decoded frames held at once (None: no cap). At least 1.
+
+    >>> decoder_threads(7680, 4320, 16, limits=bounds.Limits(chunk_mb=256))
+    2
+    >>> decoder_threads(1920, 1080, 16, limits=bounds.Limits(chunk_mb=256))
+    16
+    """
+    limits = limits or bounds.current()
+    n = threads if threads is not None else min((os.cpu_count() or 1) + 1, 16)
+    if limits.chunk_mb is not None and width > 0 and height > 0:
+        frame = width * height * 3                       # 4:2:0, 16-bit samples at most: 3 bytes/pixel
+        n = min(n, int(limits.chunk_mb * 2**20 // frame))
+    return max(1, int(n))
+
+
 def _set_threads(stream, threads: bool | int | None) -> None:
     """``n`` decoder threads (an int: a Dask worker's share of the cores, no more), frame threads
-    on request (True), or by default for frames of FRAME_THREADS_MIN_PIXELS or more."""
+    on request (True), or by default for frames of FRAME_THREADS_MIN_PIXELS or more; never more
+    frame threads than :func:`decoder_threads` allows (each holds a frame: 16 threads at 8K
+    would hold 800 MiB)."""
     ctx = stream.codec_context
     if threads is not None and not isinstance(threads, bool):
-        ctx.thread_count = int(threads)
+        ctx.thread_count = decoder_threads(ctx.width, ctx.height, int(threads))
         if ctx.thread_count > 1:
             ctx.thread_type = "AUTO"
         return
     if threads is None:
         threads = ctx.width * ctx.height >= FRAME_THREADS_MIN_PIXELS
     if threads:
-        ctx.thread_type = "AUTO"
+        ctx.thread_count = decoder_threads(ctx.width, ctx.height)
+        if ctx.thread_count > 1:
+            ctx.thread_type = "AUTO"
 
 
 def _decode(container, stream) -> Iterator[av.VideoFrame]:
