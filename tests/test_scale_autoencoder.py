@@ -17,11 +17,12 @@ from diffusers import AutoencoderKL
 
 from fvcflow.cli import main as fvc
 from fvcflow.config import Settings
+from fvcflow.detector.predict import scoring_options
 from fvcflow.models.weights import AUTOENCODER, WeightsNotCached, listing, resolve_autoencoder
 from fvcflow.stages import runner
 from fvcflow.stages.autoencoder import Autoencoder, load_vae
 from fvcflow.stages.ingest import ingest_corpus
-from fvcflow.stages.scale import letterbox_frame, letterbox_geometry
+from fvcflow.stages.scale import letterbox_frame, letterbox_geometry, scale_as
 from fvcflow.video import probe, read_rgb
 from tests.reliability_media import make_corpus
 
@@ -116,6 +117,17 @@ def test_stage3_autoencoder_writes_the_letterbox_geometry_caches_and_feeds_stage
     assert (features.done, features.failed, stage4.height) == (2, 0, 2)
     s4 = [c for c in stage4.columns if c.startswith("s4_")]
     assert s4 and stage4.select(pl.col(s4).is_not_null().all()).row(0) == tuple([True] * len(s4))
+    # a new video is scaled as stage 3 scaled the training videos: predict, scan, the model server
+    # and the app pass the same settings (scoring_options) to the same function
+    first = table.row(0, named=True)
+    scale_as(first["src_path"], tmp_path / "new.mp4", scoring_options(s)["scale"])
+    new, _ = read_rgb(tmp_path / "new.mp4", list(range(6)))
+    staged, _ = read_rgb(first["path"], list(range(6)))
+    assert np.abs(new.astype(int) - staged).max() <= 2
+    letterbox = scoring_options(settings_for(corpus, s.home))["scale"]
+    scale_as(first["src_path"], tmp_path / "plain.mp4", letterbox)
+    plain, _ = read_rgb(tmp_path / "plain.mp4", list(range(6)))
+    assert np.abs(plain.astype(float) - staged).mean() > 2          # the letterbox's is another picture
 
 
 def test_tiled_gives_the_untiled_output_within_tolerance(vae_dir):

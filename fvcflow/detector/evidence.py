@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fvcflow.config import ScaleConfig
 from fvcflow.video.limits import Limits, bounded
 
 #: features listed per verdict
@@ -176,16 +177,16 @@ def top_features(c: np.ndarray, names: list[str], values: dict[str, float], n: i
     return out
 
 
-def explain(det: Any, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
+def explain(det: Any, path: str | Path, *, scale: ScaleConfig | None = None,
             face_model: str | Path | None = None, face_every: int = 3,
             limits: Limits | None = None, face_tracker: dict | None = None) -> Explained:
     """``P(fake)`` of ``path`` exactly as :meth:`Detector.score` gives it, with its evidence."""
     with bounded(limits):
         if det.video is not None or not det.columns:
-            prob = det._score(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
+            prob = det._score(path, scale=scale, face_model=face_model,
                               face_every=face_every, face_tracker=face_tracker)
             return Explained(prob, DEEP_METHOD, None, best_clips(det.video))
-        row = det.features(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
+        row = det.features(path, scale=scale, face_model=face_model,
                            face_every=face_every, face_tracker=face_tracker)
     prob = det.predict_rows([row])[0]
     X = pd.DataFrame([{c: float(row.get(c, math.nan)) for c in det.columns}], dtype="float64")

@@ -1,8 +1,8 @@
 """The trained detector on new videos: load a model from the MLflow store, score video files.
 
 The features come from the same code as the pipeline (:func:`fvcflow.stages.features.video_features`);
-when the model's signature asks for stage 4 columns, the video is letterboxed first
-(:func:`fvcflow.stages.scale.scale_video`, the configured size) and measured again.
+when the model's signature asks for stage 4 columns, the video is scaled first as stage 3 does
+(:func:`fvcflow.stages.scale.scale_as`: the configured method and size) and measured again.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils import get_results_from_paginated_fn
 
 from fvcflow import saved
-from fvcflow.config import REGISTERED_NAME
+from fvcflow.config import REGISTERED_NAME, ScaleConfig
 from fvcflow.errors import FvcError
 from fvcflow.schema import FACE_PREFIX, LOCAL_PREFIXES, S4_FLAGS, STAGE4_PREFIX
 from fvcflow.store import Lake
@@ -83,7 +83,7 @@ class Detector:
     def needs_faces(self) -> bool:
         return self._needs((FACE_PREFIX,))
 
-    def features(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
+    def features(self, path: str | Path, *, scale: ScaleConfig | None = None,
                  face_model: str | Path | None = None, face_every: int = 3,
                  face_tracker: dict | None = None) -> dict[str, float]:
         """The input row of one video: stage 2 features (with the local and face columns when the
@@ -92,7 +92,7 @@ class Detector:
         from fvcflow.models.stack import video_column
         from fvcflow.stages.facetrack import track_as
         from fvcflow.stages.features import video_features
-        from fvcflow.stages.scale import scale_video
+        from fvcflow.stages.scale import scale_as
 
         tracks = None
         if self.needs_faces:        # the face tracker's main track, as stage 2 (fvcflow.stages.specs)
@@ -102,7 +102,7 @@ class Detector:
         if self.needs_stage4 or video_bases:
             with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
                 scaled = Path(tmp) / "scaled.mp4"
-                flags = scale_video(path, scaled, size=scale_size, crf=scale_crf)
+                flags = scale_as(path, scaled, scale)
                 if self.needs_stage4:
                     row.update(video_features(scaled, prefix=STAGE4_PREFIX,
                                               local=self._needs(LOCAL_PREFIXES, True)))
@@ -113,32 +113,33 @@ class Detector:
                                                                  original=path, face_tracker=face_tracker)
         return row
 
-    def score(self, path: str | Path, *, scale_size: int = 256, scale_crf: int = 18,
+    def score(self, path: str | Path, *, scale: ScaleConfig | None = None,
               face_model: str | Path | None = None, face_every: int = 3,
               limits: Limits | None = None, face_tracker: dict | None = None) -> float:
         """``P(fake)`` of one video file, whatever the model's kind.
 
         A feature model measures the video (:meth:`features`); a deep model sees it as training
-        did: letterboxed like stage 3 (``scale_size``), then its evaluation clips with its own
-        normalisation, the clip logits averaged. The video is read within ``limits`` (default: the
-        bounds in force, :mod:`fvcflow.video.limits`), its watchdog started here: a bound crossed
-        is a VideoError naming it. ``face_tracker``: the face tracker's settings (``faces.*``:
-        detector, every, max_tracks, max_side) for the face columns, as stage 2 computes them.
+        did: scaled like stage 3 (``scale``: the ``scale.*`` settings, letterbox or autoencoder),
+        then its evaluation clips with its own normalisation, the clip logits averaged. The video
+        is read within ``limits`` (default: the bounds in force, :mod:`fvcflow.video.limits`),
+        its watchdog started here: a bound crossed is a VideoError naming it. ``face_tracker``:
+        the face tracker's settings (``faces.*``: detector, every, max_tracks, max_side) for the
+        face columns, as stage 2 computes them.
         """
         with bounded(limits):
-            return self._score(path, scale_size=scale_size, scale_crf=scale_crf, face_model=face_model,
+            return self._score(path, scale=scale, face_model=face_model,
                                face_every=face_every, face_tracker=face_tracker)
 
-    def _score(self, path, *, scale_size, scale_crf, face_model, face_every, face_tracker=None) -> float:
+    def _score(self, path, *, scale, face_model, face_every, face_tracker=None) -> float:
         if self.video is None:
-            return self.predict_rows([self.features(path, scale_size=scale_size, scale_crf=scale_crf,
+            return self.predict_rows([self.features(path, scale=scale,
                                                     face_model=face_model, face_every=face_every,
                                                     face_tracker=face_tracker)])[0]
-        from fvcflow.stages.scale import scale_video
+        from fvcflow.stages.scale import scale_as
 
         with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
             scaled = Path(tmp) / "scaled.mp4"
-            row = scale_video(path, scaled, size=scale_size, crf=scale_crf)
+            row = scale_as(path, scaled, scale)
             return self.video.predict_video(scaled, src_width=row["src_width"], src_height=row["src_height"],
                                             original=path, face_tracker=face_tracker)
 
@@ -176,7 +177,7 @@ def scoring_options(settings) -> dict:
     """The keywords of :meth:`Detector.score` (and :func:`fvcflow.detector.evidence.explain`) that
     ``settings`` give: every way of scoring a video (predict, scan, the model server, the app) reads
     it as stage 2-4 did, with the same tracker and the same bounds."""
-    return dict(scale_size=settings.scale.size, scale_crf=settings.scale.crf,
+    return dict(scale=settings.scale,
                 face_model=settings.features.face_model, face_every=settings.faces.every,
                 face_tracker=settings.faces.model_dump(), limits=settings.limits.video_limits())
 
