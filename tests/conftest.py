@@ -42,6 +42,25 @@ os.environ.pop("PREFECT_API_URL", None)
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+#: the test files that take longest, longest first (a full ``make test`` with ``--durations``: each
+#: file's setup and calls summed). They are collected first and, with ``--dist loadfile
+#: --no-loadscope-reorder`` (pyproject.toml), handed out first: the many short files then fill in
+#: around them, and no worker is left running a long file alone at the end while the other idles
+#: (xdist's default order, by number of tests, started them last).
+LONGEST_FIRST = (
+    "test_reliability_resume.py", "test_pipeline.py", "test_ensembles_flow.py", "test_local_server.py",
+    "test_leakage_canary.py", "test_user_view.py", "test_face_clips.py", "test_scan.py",
+    "test_reliability_inputs.py", "test_serve.py", "test_kernels_machine.py", "test_deep_training.py",
+    "test_deep_device.py", "test_gpu_check.py", "test_predict.py", "test_weights.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put the files of :data:`LONGEST_FIRST` first, in that order; every file's own order kept."""
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items[:] = sorted(items, key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect server (SQLite) for the whole session; started once (~10 s)."""
