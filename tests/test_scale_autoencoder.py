@@ -22,7 +22,8 @@ from fvcflow.models.weights import AUTOENCODER, WeightsNotCached, listing, resol
 from fvcflow.stages import runner
 from fvcflow.stages.autoencoder import Autoencoder, load_vae
 from fvcflow.stages.ingest import ingest_corpus
-from fvcflow.stages.scale import letterbox_frame, letterbox_geometry, scale_as
+from fvcflow.stages.scale import letterbox_frame, letterbox_geometry
+from fvcflow.stages.specs import scale_as
 from fvcflow.video import probe, read_rgb
 from tests.reliability_media import make_corpus
 

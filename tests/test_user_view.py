@@ -99,7 +99,9 @@ def test_no_library_log_line_and_no_error_after_success(run):
     assert not re.search(r"(?i)\berror\b", res.stdout + res.stderr), res.stderr
     assert res.stdout.rstrip().splitlines()[-1].startswith("done;")
     log = (lake.root / "logs" / "fvc-run.log").read_text()
-    assert "Flow run" in log and "distributed" in log     # the records went to the file instead
+    # the records went to the file instead (Dask's own are silenced while its cluster runs:
+    # engine.dask_cluster's silence_logs; Prefect's are the libraries' records here)
+    assert "Flow run" in log and "| prefect." in log
     assert "pickle or cloudpickle format" not in log      # the models were logged with skops
 
 

@@ -2,7 +2,7 @@
 
 The features come from the same code as the pipeline (:func:`fvcflow.stages.features.video_features`);
 when the model's signature asks for stage 4 columns, the video is scaled first as stage 3 does
-(:func:`fvcflow.stages.scale.scale_as`: the configured method and size) and measured again.
+(:func:`fvcflow.stages.specs.scale_as`: the configured method and size) and measured again.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ class Detector:
         from fvcflow.models.stack import video_column
         from fvcflow.stages.facetrack import track_as
         from fvcflow.stages.features import video_features
-        from fvcflow.stages.scale import scale_as
+        from fvcflow.stages.specs import scale_as
 
         tracks = None
         if self.needs_faces:        # the face tracker's main track, as stage 2 (fvcflow.stages.specs)
@@ -135,7 +135,7 @@ class Detector:
             return self.predict_rows([self.features(path, scale=scale,
                                                     face_model=face_model, face_every=face_every,
                                                     face_tracker=face_tracker)])[0]
-        from fvcflow.stages.scale import scale_as
+        from fvcflow.stages.specs import scale_as
 
         with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
             scaled = Path(tmp) / "scaled.mp4"

@@ -100,19 +100,3 @@ def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int =
         "is_downscaled": longest > size,
     }
 
-
-def scale_as(src: str | Path, dst: str | Path, scale=None, *, threads: bool | int | None = None) -> dict:
-    """Stage 3 of one video as the ``scale`` settings (:class:`fvcflow.config.ScaleConfig`; None:
-    the defaults) say: the letterbox (:func:`scale_video`) or, with ``method = "autoencoder"``,
-    through the VAE (:mod:`fvcflow.stages.autoencoder`; its weights resolved from the cache only,
-    a one-line FvcError when they are not there). Stage 3 and every way of scoring a new video
-    (``fvc predict``, scan, the model server, the app) scale through here, so a detector sees a
-    new video as it saw its training videos."""
-    if scale is None or scale.method == "letterbox":
-        size, crf = (256, 18) if scale is None else (scale.size, scale.crf)
-        return scale_video(src, dst, size=size, crf=crf, threads=threads)
-    from fvcflow.models.weights import resolve_autoencoder
-    from fvcflow.stages.autoencoder import scale_with_vae
-
-    weights = resolve_autoencoder(scale.weights)
-    return scale_with_vae(src, dst, str(weights.folder), weights.identity, scale, threads=threads)
