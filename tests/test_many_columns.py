@@ -35,6 +35,21 @@ from tests.leakage_tables import as_base, paired_table
 N_GROUPS, N_NOISE, SIGNAL = 150, 100, 0.5
 FEATURE_KINDS = ("tabular", "embedding")
 BASES = [n for n in list_models() if get_model_spec(n).kind in FEATURE_KINDS]
+
+
+def _setup(name: str) -> tuple:
+    """Everything the noise check's result depends on: two models equal here (the ``emb_xgb_*``
+    family: one constructor, xgb_s24's, on the same synthetic table) compute the same numbers."""
+    spec = get_model_spec(name)
+    est = spec.constructor(seed=0, n_jobs=1, **spec.extra.get("ci_params", {}))
+    return (spec.kind, spec.input, spec.feature_set or "s24", spec.needs_scaling, repr(spec.grid),
+            repr(spec.extra.get("ci_params")), repr(est))
+
+
+#: one case per distinct set-up (its id names every model it stands for)
+CASES: dict[str, list[str]] = {}
+for _n in BASES:
+    CASES.setdefault(_setup(_n), []).append(_n)
 _RUNS: dict[str, dict[bool, tuple]] = {}
 
 pytestmark = pytest.mark.slow        # every model's full grid, twice: minutes on two cores
@@ -83,10 +98,18 @@ def _check(name: str, clean, noisy) -> None:
         f"{noisy.estimate:.3f}")
 
 
-@pytest.mark.parametrize("name", BASES)
-def test_noise_columns_keep_the_auc_within_its_interval(name):
-    runs = _base(name)
-    _check(name, runs[False][0], runs[True][0])
+@pytest.mark.parametrize("names", list(CASES.values()), ids=["+".join(v) for v in CASES.values()])
+def test_noise_columns_keep_the_auc_within_its_interval(names):
+    runs = _base(names[0])
+    _check("+".join(names), runs[False][0], runs[True][0])
+
+
+def test_every_feature_table_model_is_in_one_case_and_equal_set_ups_build_equal_models():
+    assert sorted(n for v in CASES.values() for n in v) == sorted(BASES)
+    assert len(CASES[_setup("emb_xgb_clip")]) >= 2          # the family shares one case
+    for names in CASES.values():
+        built = {repr(get_model_spec(n).constructor(seed=0, n_jobs=1)) for n in names}
+        assert len(built) == 1, names
 
 
 def test_the_test_fails_an_unregularised_model():
