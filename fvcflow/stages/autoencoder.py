@@ -30,7 +30,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from fvcflow.errors import FvcError
-from fvcflow.stages.scale import letterbox_geometry
+from fvcflow.stages.scale import letterbox_geometry, scaled_row
 from fvcflow.video import VideoWriter, iter_rgb, probe
 from fvcflow.video.write import STAGE_PRESET
 
@@ -142,14 +142,7 @@ def scale_video_autoencoder(src: str | Path, dst: str | Path, coder: Autoencoder
             writer.write(frames)
             n_out += len(frames)
             del frames
-    longest = max(info.width, info.height)
-    return {
-        "src_width": info.width,
-        "src_height": info.height,
-        "n_frames": n_out,
-        "is_upscaled": longest < size,
-        "is_downscaled": longest > size,
-    }
+    return scaled_row(info, n_out, size)
 
 
 def scale_with_vae(src: str | Path, dst: str | Path, folder: str, identity: str, cfg, *,

@@ -91,12 +91,12 @@ def scale_video(src: str | Path, dst: str | Path, *, size: int = 256, crf: int =
             writer.write(frames)
             n_out += len(frames)
             del frames   # let the chunk go before the next one is decoded: one chunk in memory, not two
-    longest = max(info.width, info.height)
-    return {
-        "src_width": info.width,
-        "src_height": info.height,
-        "n_frames": n_out,
-        "is_upscaled": longest < size,
-        "is_downscaled": longest > size,
-    }
+    return scaled_row(info, n_out, size)
 
+
+def scaled_row(info, n_frames: int, size: int) -> dict:
+    """The row of ``stage3/scaled.parquet`` for a video of ``info`` (its probe) scaled to a
+    ``size`` square in ``n_frames`` frames, whatever the method."""
+    longest = max(info.width, info.height)
+    return {"src_width": info.width, "src_height": info.height, "n_frames": n_frames,
+            "is_upscaled": longest < size, "is_downscaled": longest > size}
