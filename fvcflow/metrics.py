@@ -35,6 +35,27 @@ def equal_error_rate(y: np.ndarray, p: np.ndarray) -> float:
     return float(fpr[i - 1] + a * (fpr[i] - fpr[i - 1]))
 
 
+def roc_auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of labels ``y`` (0/1) and scores ``p`` (NaN when only one class is present): the
+    Mann-Whitney statistic with tied scores counted half, which is the area under the ROC curve
+    with ties as diagonal steps (scikit-learn's ``roc_auc_score``, tests/test_metrics.py). One
+    sort, no input validation: the inner cross-validation scores every grid point with it, where
+    ``roc_auc_score``'s checks cost more than the models' fits on a small corpus.
+
+    >>> roc_auc(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.4, 0.8]))
+    0.875
+    """
+    y = np.asarray(y) == 1
+    n1 = int(y.sum())
+    n0 = y.size - n1
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    _, inverse, counts = np.unique(np.asarray(p, dtype=np.float64), return_inverse=True,
+                                   return_counts=True)
+    average_rank = np.cumsum(counts) - (counts - 1) / 2.0          # 1-based, ties share the mean
+    return float((average_rank[inverse.ravel()][y].sum() - n1 * (n1 + 1) / 2.0) / (n1 * n0))
+
+
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """All of ``METRICS`` for labels ``y`` (0/1) and probabilities ``p`` of class 1.
 

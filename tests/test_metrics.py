@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fvcflow.metrics import METRICS, binary_metrics, equal_error_rate, operating_threshold, summarize_folds
+from fvcflow.metrics import (METRICS, binary_metrics, equal_error_rate, operating_threshold, roc_auc,
+                             summarize_folds)
 
 
 @pytest.fixture
@@ -26,6 +27,21 @@ def test_metrics_match_scikit_learn(scored):
     assert m["average_precision"] == pytest.approx(skm.average_precision_score(y, p))
     assert m["log_loss"] == pytest.approx(skm.log_loss(y, p))
     assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_roc_auc_equals_scikit_learn_with_ties_and_few_rows(seed):
+    """The inner CV's AUC (a rank statistic) against roc_auc_score: coarse scores (many ties, as a
+    shallow tree or a constant model gives), a constant, tiny and unbalanced sets."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 60))
+    y = rng.integers(0, 2, n)
+    y[:2] = [0, 1]                                        # both classes present
+    for p in (rng.normal(size=n), np.round(rng.random(n), 1), np.full(n, 0.3), rng.integers(0, 3, n)):
+        assert roc_auc(y, p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+        assert roc_auc(y.astype(float), p) == pytest.approx(skm.roc_auc_score(y, p), abs=1e-12)
+    assert np.isnan(roc_auc(np.zeros(5, int), rng.random(5)))
+    assert np.isnan(roc_auc(np.ones(3, int), rng.random(3)))
 
 
 def test_threshold_is_half_inclusive():

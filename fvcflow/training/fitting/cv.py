@@ -29,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from fvcflow.config import TrainConfig, setting_hint
 from fvcflow.errors import FvcError
-from fvcflow.metrics import binary_metrics
+from fvcflow.metrics import binary_metrics, roc_auc
 from fvcflow.models import ModelSpec, create_model
 from fvcflow.progress import emit
 from fvcflow.resume import FoldCache
@@ -69,7 +69,7 @@ def inner_splits(t: TrainTable, n: int, seed: int) -> list[tuple[np.ndarray, np.
 
 def _pooled_auc(y: np.ndarray, p: np.ndarray) -> float:
     ok = ~np.isnan(p)
-    return binary_metrics(y[ok], p[ok])["roc_auc"] if ok.any() else float("nan")
+    return roc_auc(y[ok], p[ok]) if ok.any() else float("nan")
 
 
 def restrictiveness(point: dict[str, Any], grid: dict[str, tuple]) -> int:
