@@ -15,8 +15,12 @@ for the training report.
 
 from __future__ import annotations
 
+import hashlib
 import html
+import io
+import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +51,10 @@ LABELS = {0: "real", 1: "fake"}
 COLORS = {0: "tab:blue", 1: "tab:red", None: "tab:grey"}
 #: above this grouped AUC, encoding alone separates the corpus (the page says so)
 WARN_AUC = 0.75
+#: the figures' own record (beside them): what they were drawn from. Raise the version when a
+#: figure's drawing changes, so that figures drawn before are drawn again.
+FIGURES_META = "explore-figures.json"
+FIGURES_VERSION = 1
 
 
 @dataclass
@@ -377,18 +385,8 @@ def face_table(lake: Lake, videos: pl.DataFrame) -> tuple[pl.DataFrame, str]:
     return table, f"Face found alone does not separate the labels (ROC AUC {sep:.3f}, detector {detectors})."
 
 
-def analyse(lake: Lake, img_dir: Path) -> Exploration:
-    """Compute the tables and write the figures into ``img_dir``."""
-    videos = _videos(lake)
-    img_dir.mkdir(parents=True, exist_ok=True)
-    cues, combined = cue_table(videos)
-    balance = _balance(videos)
-    failures = _failures(lake)
-    f = read_parquet(lake.failures)
-    dupes = 0 if f is None else f.filter(pl.col("error_type") == "Duplicate").height
-    sizes = videos.group_by("group_id").len()["len"]
-    groups = {"groups": sizes.len(), "largest": int(sizes.max() or 0), "mean": float(sizes.mean() or 0),
-              "duplicates": dupes}
+def _draw(videos: pl.DataFrame, balance: pl.DataFrame, cues: pl.DataFrame, failures: pl.DataFrame,
+          img_dir: Path) -> dict[str, Path]:
     images = {
         "Class balance by source": _save(balance_figure(balance), img_dir / "explore_balance.png"),
         "Resolution": _save(resolution_figure(videos), img_dir / "explore_resolution.png"),
@@ -401,6 +399,64 @@ def analyse(lake: Lake, img_dir: Path) -> Exploration:
     }
     if failures.height:
         images["Failures by reason"] = _save(failures_figure(failures), img_dir / "explore_failures.png")
+    return images
+
+
+def _figures_digest(videos: pl.DataFrame, failures: pl.DataFrame) -> str:
+    """What the figures are drawn from (the index's rows and the failures by reason), hashed."""
+    h = hashlib.sha256(f"explore figures v{FIGURES_VERSION}".encode())
+    for frame in (videos, failures):
+        buf = io.BytesIO()
+        frame.write_ipc(buf, compression="uncompressed")
+        h.update(buf.getvalue())
+    return h.hexdigest()
+
+
+def _drawn_before(digest: str, img_dir: Path, elsewhere: list[Path]) -> dict[str, Path] | None:
+    """The figures of ``digest`` in ``img_dir``, copied there from a folder of ``elsewhere`` (the
+    exploration page's, for the training report) when drawn there; None when nowhere."""
+    for folder in (img_dir, *elsewhere):
+        try:
+            meta = json.loads((folder / FIGURES_META).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or meta.get("digest") != digest:
+            continue
+        files = {title: folder / name for title, name in dict(meta.get("images", {})).items()}
+        if not files or not all(f.is_file() for f in files.values()):
+            continue
+        if folder.resolve() != img_dir.resolve():
+            for f in files.values():
+                shutil.copyfile(f, img_dir / f.name)
+            _write_meta(img_dir, digest, {t: img_dir / f.name for t, f in files.items()})
+        return {title: img_dir / f.name for title, f in files.items()}
+    return None
+
+
+def _write_meta(img_dir: Path, digest: str, images: dict[str, Path]) -> None:
+    tmp = img_dir / f".{FIGURES_META}.tmp"
+    tmp.write_text(json.dumps({"digest": digest, "images": {t: p.name for t, p in images.items()}}))
+    tmp.replace(img_dir / FIGURES_META)
+
+
+def analyse(lake: Lake, img_dir: Path) -> Exploration:
+    """Compute the tables and write the figures into ``img_dir``."""
+    videos = _videos(lake)
+    img_dir.mkdir(parents=True, exist_ok=True)
+    cues, combined = cue_table(videos)
+    balance = _balance(videos)
+    failures = _failures(lake)
+    f = read_parquet(lake.failures)
+    dupes = 0 if f is None else f.filter(pl.col("error_type") == "Duplicate").height
+    sizes = videos.group_by("group_id").len()["len"]
+    groups = {"groups": sizes.len(), "largest": int(sizes.max() or 0), "mean": float(sizes.mean() or 0),
+              "duplicates": dupes}
+    digest = _figures_digest(videos, failures)
+    images = _drawn_before(digest, img_dir, [lake.explore])
+    if images is None:
+        (img_dir / FIGURES_META).unlink(missing_ok=True)      # no record while the files change
+        images = _draw(videos, balance, cues, failures, img_dir)
+        _write_meta(img_dir, digest, images)
     best = cues.filter(pl.col("auc").is_not_nan() & pl.col("auc").is_not_null()).head(1)
     if best.height:
         b = best.row(0, named=True)
