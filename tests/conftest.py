@@ -62,6 +62,21 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def dask_address():
+    """One real Dask ``LocalCluster`` for the session, started as ``engine.dask_cluster`` starts a
+    run's own (two worker processes, loopback, the thread variables, the preload). The in-process
+    flow runs that are not about the cluster itself pass its address as ``dask_address`` (what a
+    user's ``--dask-address`` does): each run then neither starts and stops a cluster nor loads
+    every kernel again in fresh workers (about 10-15 s a run). The tests of the cluster's own
+    behaviour (tests/test_engine.py, the reliability tests, the user's view) start their own."""
+    from fvcflow.config import Settings
+    from fvcflow.engine import dask_cluster
+
+    with dask_cluster(Settings(workers=2, threads_per_worker=1)) as address:
+        yield address
+
+
+@pytest.fixture(scope="session")
 def prefect_server():
     """A real Prefect server (SQLite) for the whole session; started once (~10 s)."""
     from prefect.testing.utilities import prefect_test_harness

@@ -43,10 +43,10 @@ def make_corpus(root, n_groups: int = 10):
 
 
 @pytest.fixture(scope="module")
-def trained(prefect_server, tmp_path_factory):
+def trained(prefect_server, dask_address, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ensembles")
     corpus = make_corpus(tmp / "corpus")
-    settings = Settings(home=tmp / "fvc-data", workers=1,
+    settings = Settings(home=tmp / "fvc-data", workers=1, dask_address=dask_address,
                         corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"},
                         stages=["ingest", "features", "scale"])
     state = fvc(config=settings, return_state=True)

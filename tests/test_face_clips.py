@@ -144,7 +144,7 @@ def test_a_video_score_is_the_max_or_mean_over_its_tracks():
 
 @pytest.mark.slow
 def test_a_tiny_model_trains_on_face_clips_beside_frame_clips_through_the_flow(face_lake, prefect_server,
-                                                                              tmp_path, capsys):
+                                                                              dask_address, tmp_path, capsys):
     from fvcflow.detector.predict import load_detector
     from fvcflow.flows.pipeline import fvc
 
@@ -155,7 +155,7 @@ def test_a_tiny_model_trains_on_face_clips_beside_frame_clips_through_the_flow(f
                                 clip={"naive_3dcnn": {**clip, "source": "face"},
                                       "variable_aspect_cnn": {**clip, "size": None, "source": "frame"}}))
     settings = Settings(home=tmp_path / "fvc-data", workers=1, augment={"copies": 1},
-                        stages=["ingest", "augment", "faces", "scale", "train"], train=cfg,
+                        dask_address=dask_address, stages=["ingest", "augment", "faces", "scale", "train"], train=cfg,
                         corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"})
     state = fvc(config=settings, return_state=True)
     assert state.is_completed(), state.message

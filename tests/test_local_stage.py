@@ -145,8 +145,8 @@ def test_feature_sets_need_their_columns(tmp_path):
 # ---------------------------------------------------------------- through the flow and predict
 
 @pytest.mark.slow
-def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, tmp_path, portrait,
-                                                                capsys):
+def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, dask_address, tmp_path,
+                                                                portrait, capsys):
     import mlflow
 
     from fvcflow.detector.predict import load_detector
@@ -158,7 +158,8 @@ def test_local_feature_sets_through_the_flow_predict_and_report(prefect_server, 
     train = TrainConfig(folds=2, inner_folds=2, test_size=0.0, models="logreg_s2,logreg_s2l,xgb_s2lf",
                         grids={"logreg_s2": {"C": [1.0]}, "logreg_s2l": {"C": [1.0]},
                                "xgb_s2lf": {"max_depth": [2]}}, params={"xgb_s2lf": {"n_estimators": 10}})
-    settings = Settings(home=tmp_path / "fvc-data", workers=1, stages=["ingest", "features", "train"],
+    settings = Settings(home=tmp_path / "fvc-data", workers=1, dask_address=dask_address,
+                        stages=["ingest", "features", "train"],
                         corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"},
                         features={"faces": True}, faces={"every": 2}, train=train)
     state = fvc(config=settings, return_state=True)

@@ -32,11 +32,12 @@ FEATURE_TABLES = ("stage1", "stage2", "stage3", "stage4")
 
 
 @pytest.fixture(scope="module")
-def run(prefect_server, tmp_path_factory):
-    """One first run of ingest + stages 1-4 on the tiny corpus (2 copies per video, 2 workers)."""
+def run(prefect_server, dask_address, tmp_path_factory):
+    """One first run of ingest + stages 1-4 on the tiny corpus (2 copies per video), on the session's
+    Dask cluster (2 workers; every later run here reuses it through these settings)."""
     tmp = tmp_path_factory.mktemp("pipeline")
     corpus = make_tiny_corpus(tmp / "corpus")
-    settings = Settings(home=tmp / "fvc-data", workers=2,
+    settings = Settings(home=tmp / "fvc-data", workers=2, dask_address=dask_address,
                         corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"},
                         stages=["ingest", *VIDEO_STAGES], augment={"copies": 2})
     state = fvc(config=settings, return_state=True)
