@@ -155,7 +155,8 @@ def test_a_tiny_model_trains_on_face_clips_beside_frame_clips_through_the_flow(f
                                 clip={"naive_3dcnn": {**clip, "source": "face"},
                                       "variable_aspect_cnn": {**clip, "size": None, "source": "frame"}}))
     settings = Settings(home=tmp_path / "fvc-data", workers=1, augment={"copies": 1},
-                        dask_address=dask_address, stages=["ingest", "augment", "faces", "scale", "train"], train=cfg,
+                        dask_address=dask_address, train=cfg,
+                        stages=["ingest", "augment", "faces", "scale", "train"],
                         corpus={"kind": "folder", "root": corpus, "labels": corpus / "labels.csv"})
     state = fvc(config=settings, return_state=True)
     assert state.is_completed(), state.message

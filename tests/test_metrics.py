@@ -4,8 +4,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from fvcflow.metrics import (METRICS, binary_metrics, equal_error_rate, operating_threshold, roc_auc,
-                             summarize_folds)
+from fvcflow.metrics import (
+    METRICS,
+    binary_metrics,
+    equal_error_rate,
+    operating_threshold,
+    roc_auc,
+    summarize_folds,
+)
 
 
 @pytest.fixture
