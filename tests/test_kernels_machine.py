@@ -85,11 +85,14 @@ EMULATED = {
 
 
 def _run(tmp: Path, name: str, cpu: str | None) -> subprocess.Popen:
-    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / f"numba-{name}"))
+    """This machine's run (``cpu`` None) uses the kernels' own on-disk cache, as the library runs
+    them (compiled once for the whole suite); an emulated CPU compiles into a cache of its own."""
+    env = dict(os.environ)
     env.pop("NUMBA_CPU_NAME", None)
     env.pop("NUMBA_CPU_FEATURES", None)
     if cpu is not None:
-        env.update(NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=_features(EMULATED[cpu]))
+        env.update(NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=_features(EMULATED[cpu]),
+                   NUMBA_CACHE_DIR=str(tmp / f"numba-{name}"))
     args = [sys.executable, "-c", SCRIPT, str(tmp / f"{name}.npy"), str(tmp / f"{name}-control.npy")]
     return subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
