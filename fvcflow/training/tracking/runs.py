@@ -30,6 +30,7 @@ from fvcflow.models import get_model_spec
 from fvcflow.store import Lake
 from fvcflow.training.fitting.results import ModelResult
 from fvcflow.training.tracking import plots
+from fvcflow.training.tracking.seed import seed_sqlite
 
 log = logging.getLogger("fvcflow.training")
 
@@ -45,6 +46,7 @@ def configure(lake: Lake, cfg: TrainConfig) -> str:
     """
     uri = tracking_uri(lake, cfg)
     lake.root.mkdir(parents=True, exist_ok=True)
+    seed_sqlite(uri)                        # a new store: a copy of an empty one, not the migrations
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     client = MlflowClient(uri, uri)
