@@ -4,8 +4,9 @@
 
 Footage: scikit-image's astronaut() panning across a textured frame (tests/test_facetrack.py's
 ``astronaut_pan``), ``--frames`` frames encoded as H.264 at 1920x1080 and 640x360. On each:
-  1. The tracker (``track_video``: the detector on every 3rd sampled frame, downscaled to
-     faces.max_side) vs stage 2 on the same video (``video_features`` with the local columns, the
+  1. The tracker (``track_video``: the detector on every 3rd sampled frame, the whole frame
+     downscaled to faces.max_side on every faces.full_every-th of those, a small window about each
+     face between) vs stage 2 on the same video (``video_features`` with the local columns, the
      default stage 2), both on one thread. Target: the tracker <= 0.5x stage 2. Also the tracker's
      detection frames per CPU second (per core). Then the shared decode, as the pipeline runs it
      (the faces stage computes stage 2's row from its decode, ``FrameTracker``): stage 2 with the
@@ -30,7 +31,7 @@ import cv2
 from benchmarks.kernels import best_pair, row
 from fvcflow.deep.clips import ClipSource, FaceRef, decode_clips, decode_face_clips
 from fvcflow.models.torch_common import ClipSpec
-from fvcflow.stages.facetrack import FrameTracker, detection_positions, make_detector, track_video
+from fvcflow.stages.facetrack import FULL_EVERY, FrameTracker, detection_positions, make_detector, track_video
 from fvcflow.stages.features import video_features
 from fvcflow.stages.scale import scale_video
 from fvcflow.store import write_parquet_atomic
@@ -66,15 +67,18 @@ def bench(path: Path, repeat: int, folder: Path) -> None:
         for _, y in iter_luma(path, wanted, info=info, threads=1):
             y[0, 0]
 
-    def shared():                        # one decode: stage 2's row and the tracks (the faces stage)
-        t = FrameTracker(det, info, every=3, threads=1)
+    def shared(full_every=FULL_EVERY):   # one decode: stage 2's row and the tracks (the faces stage)
+        t = FrameTracker(det, info, every=3, full_every=full_every, threads=1)
         video_features(path, info=info, local=True, threads=1, tracker=t)
         t.result()
+        return t
 
     t_tr, t_s2 = best_pair(tracker, stage2, repeat)
     c_tr, c_s2 = best_pair(tracker, stage2, repeat, clock=time.process_time)
     c_dec, _ = best_pair(decode, stage2, 1, clock=time.process_time)
     c_sh, c_s2b = best_pair(shared, stage2, repeat, clock=time.process_time)
+    c_all, c_s2c = best_pair(lambda: shared(1), stage2, repeat, clock=time.process_time)
+    n_full = shared().n_full
     tag = f"{info.width}x{info.height}"
     row(f"{tag}: tracker, {summary['n_detect']} of {summary['n_sampled']} sampled",
         f"{c_tr * 1e3:8.1f} ms CPU/video", "", True)
@@ -86,6 +90,10 @@ def bench(path: Path, repeat: int, folder: Path) -> None:
     row(f"{tag}: stage 2 + tracker, one decode", f"{c_sh * 1e3:8.1f} ms CPU/video", "", True)
     ratio = extra / c_s2b
     row(f"{tag}: shared-decode tracker vs stage 2", f"{ratio:8.2f} x", "<= 0.5x", ratio <= 0.5)
+    old = max(c_all - c_s2c, 0.0) / c_s2c
+    row(f"{tag}: same, every detection on the whole frame", f"{old:8.2f} x", "(was)", True)
+    print(f"  ({n_full} of {summary['n_detect']} detection frames searched whole (faces.full_every = "
+          f"{FULL_EVERY}), windows about the face on the others)")
     print(f"  (wall, best of {repeat}: tracker {t_tr * 1e3:.0f} ms, stage 2 {t_s2 * 1e3:.0f} ms; "
           f"{summary['n_tracks']} track(s), detector {summary['detector']})")
 

@@ -217,6 +217,7 @@ def _faces_config(s: Settings, detector) -> dict:
     model = s.features.face_model if detector.kind == "yunet" else None
     return {"v": TRACK_VERSION, "detector": detector.name,
             "model": None if model is None else file_hash(model), "every": s.faces.every,
+            "full_every": s.faces.full_every,
             "max_tracks": s.faces.max_tracks, "max_side": s.faces.max_side}
 
 
@@ -254,14 +255,15 @@ def _faces_run(job, s: Settings) -> dict:
     if feature_key:             # one decode: the stage 2 row, its detection frames fed to the tracker
         info = probe(job.path)
         tracker = FrameTracker(face_detector(s), info, every=s.faces.every, max_tracks=s.faces.max_tracks,
+                               full_every=s.faces.full_every,
                                threads=s.threads_per_worker)
         row = video_features(job.path, info=info, tracker=tracker, **_feature_kwargs(s))
         table, summary = tracker.result()
         write_parquet_atomic(pl.DataFrame([{**row, "features_key": feature_key}]), job.params["features_dst"])
     else:
         table, summary = track_video(job.path, face_detector(s), every=s.faces.every,
-                                     max_tracks=s.faces.max_tracks, strategy=s.features.strategy,
-                                     threads=s.threads_per_worker)
+                                     full_every=s.faces.full_every, max_tracks=s.faces.max_tracks,
+                                     strategy=s.features.strategy, threads=s.threads_per_worker)
     dst = job.params["dst"]
     write_parquet_atomic(table, dst)
     return {**summary, "tracks_path": dst, "content_hash": file_hash(dst)}
@@ -334,6 +336,7 @@ def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame
     if tracks is not None:
         return pl.read_parquet(tracks)
     return track_video(path, face_detector(s), every=s.faces.every, max_tracks=s.faces.max_tracks,
+                       full_every=s.faces.full_every,
                        strategy=s.features.strategy, threads=s.threads_per_worker)[0]
 
 
