@@ -474,15 +474,29 @@ def test_one_decode_gives_the_stage_2_row_and_the_tracker_s_own_tracks(tmp_path,
     want = video_features(path, info=info, local=True)          # and the same row as stage 2 alone
     assert list(row) == list(want)
     np.testing.assert_array_equal(list(row.values()), list(want.values()))
+    # the face columns too (features.faces): measured once the tracks of this same decode are done,
+    # the row of stage 2 reading those tracks apart (a second decode), bit for bit
+    tracker = facetrack.FrameTracker(detector, info, every=3)
+    row = video_features(path, info=info, local=True, tracker=tracker, track_faces=True)
+    assert tracker.result()[0].equals(alone_tracks)
+    want = video_features(path, info=info, local=True, face_tracks=alone_tracks)
+    assert list(row) == list(want) and row["f_found"] == 1.0 and np.isfinite(row["f_lm_step"])
+    np.testing.assert_array_equal(list(row.values()), list(want.values()))
+    with pytest.raises(ValueError, match="track_faces needs a tracker"):
+        video_features(path, info=info, track_faces=True)
 
 
-def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settings, monkeypatch):
+@pytest.mark.parametrize("faces", [False, True], ids=["features", "features-with-face-columns"])
+def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settings, monkeypatch, faces):
     from fvcflow.stages import specs
     from fvcflow.stages.features import video_features
 
+    lake_settings = lake_settings.model_copy(update={
+        "features": lake_settings.features.model_copy(update={"faces": faces})})
     lake = lake_settings.lake()
     assert specs.shares_decode(lake_settings)
     runner.run_local("faces", lake_settings)
+    tracks = dict(pl.read_parquet(lake.faces).select("video_id", "tracks_path").iter_rows())
 
     def no_decode(*a, **k):
         raise AssertionError("stage 2 decoded a video the faces stage had read")
@@ -494,7 +508,9 @@ def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settin
     stage2 = pl.read_parquet(lake.stage2)
     for r in pl.read_parquet(lake.index).to_dicts():
         got = stage2.filter(pl.col("video_id") == r["video_id"]).row(0, named=True)
-        want = video_features(r["path"], local=True)
+        face_tracks = pl.read_parquet(tracks[r["video_id"]]) if faces else None   # read apart: 2 decodes
+        want = video_features(r["path"], local=True, face_tracks=face_tracks)
+        assert ("f_found" in want) == faces
         np.testing.assert_array_equal([got[k] for k in want], list(want.values()))
     # another feature setting (another key) or a forced stage 2: it decodes again, never a stale row
     features = lake_settings.features.model_copy(update={"local": False})

@@ -223,10 +223,10 @@ def _faces_config(s: Settings, detector) -> dict:
 
 def shares_decode(s: Settings) -> bool:
     """Whether the faces stage also computes each video's stage 2 row from the same decode (the
-    features stage then takes it, :func:`_shared_row`): when this run has the features stage and
-    its row does not read the tracks (``features.faces`` off: the face columns need the finished
-    tracks before the frames, so that row is computed by the features stage, as before)."""
-    return "features" in s.stages and not s.features.faces
+    features stage then takes it, :func:`_shared_row`): when this run has the features stage.
+    With ``features.faces`` on, the row's face columns follow the tracks this same decode gives
+    (``video_features(track_faces=True)``: the frames are measured once the tracks are done)."""
+    return "features" in s.stages
 
 
 def _shared_dst(lake: Lake, video_id: str) -> Path:
@@ -257,7 +257,8 @@ def _faces_run(job, s: Settings) -> dict:
         tracker = FrameTracker(face_detector(s), info, every=s.faces.every, max_tracks=s.faces.max_tracks,
                                full_every=s.faces.full_every,
                                threads=s.threads_per_worker)
-        row = video_features(job.path, info=info, tracker=tracker, **_feature_kwargs(s))
+        row = video_features(job.path, info=info, tracker=tracker, track_faces=s.features.faces,
+                             **_feature_kwargs(s))
         table, summary = tracker.result()
         write_parquet_atomic(pl.DataFrame([{**row, "features_key": feature_key}]), job.params["features_dst"])
     else:
@@ -341,7 +342,7 @@ def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame
 
 
 def _feature_run(job, s: Settings) -> dict:
-    shared = None if s.features.faces else _shared_row(job, s)
+    shared = _shared_row(job, s)
     if shared is not None:
         return shared
     kw = _feature_kwargs(s)
