@@ -191,12 +191,30 @@ def _blend_region(s: Settings) -> dict:
             "track_version": TRACK_VERSION}
 
 
+def _source_tracks(job, s: Settings) -> pl.DataFrame:
+    """The face tracks of a pseudo-fake's source (its blend region), as the faces stage tracks
+    them: tracked once per source and tracker settings and kept under ``faces/blend/`` (named by
+    the source's content hash and the tracker's cache key), so that its other pseudo-fakes
+    (``augment.self_blend`` > 1) and later runs read them instead of tracking it again. An
+    unreadable file is tracked again."""
+    name = cache_key(job.params["src_hash"], "blend-tracks", _faces_config(s, face_detector(s)))
+    path = Lake.at(s.home).faces_tracks.parent / "blend" / f"{name}.parquet"
+    if path.is_file():
+        try:
+            return pl.read_parquet(path)
+        except Exception:  # noqa: BLE001 - a damaged side file: tracked again, never trusted
+            pass
+    table = track_as(job.path, s.faces.model_dump(), s.features.face_model)[0]
+    write_parquet_atomic(table, path)
+    return table
+
+
 def _augment_run(job, s: Settings) -> dict:
     if job.params.get("blend"):
         params = draw_blend_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
         region = None
         if s.augment.blend_region == "face":     # the source's main face track, as the faces stage tracks it
-            region = face_track_region(track_as(job.path, s.faces.model_dump(), s.features.face_model)[0])
+            region = face_track_region(_source_tracks(job, s))
         out = blend_video(job.path, job.params["dst"], job.params["mask_dst"], params, chunk=s.augment.chunk,
                           crf=s.augment.crf, threads=s.threads_per_worker, region=region)
         out["ops"] = "self-blend,face-track" if region is not None else "self-blend,drawn"
