@@ -183,6 +183,18 @@ def test_a_tiny_model_trains_on_face_clips_beside_frame_clips_through_the_flow(f
     rc = fvc_cli(["--home", str(lake.root), "predict", str(new), "--model", uri, "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out[0]["face_track"] == 0 and 0.0 <= out[0]["prob_fake"] <= 1.0
+    # fvc predict's feature decode hands its tracks over: the same score as tracking again
+    from fvcflow.stages.facetrack import track_as
+    from fvcflow.stages.specs import scale_as
+
+    flags = scale_as(new, tmp_path / "new_256.mp4")
+    kw = dict(src_width=flags["src_width"], src_height=flags["src_height"], original=new)
+    own = det.video.predict_video(tmp_path / "new_256.mp4", **kw)
+    tracks = track_as(new)[0]
+    assert det.video.predict_video(tmp_path / "new_256.mp4", tracks=tracks, **kw) == own
+    assert det.video.last_track == 0
+    det.video.predict_video(tmp_path / "new_256.mp4", tracks=tracks.clear(), **kw)
+    assert det.video.last_track is None                   # the tracks given are the ones used
 
 
 def test_the_report_shows_a_video_s_aligned_main_face(face_lake, tmp_path):

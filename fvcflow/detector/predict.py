@@ -117,11 +117,12 @@ class Detector:
                     row.update(video_features(scaled, prefix=STAGE4_PREFIX,
                                               local=self._needs(LOCAL_PREFIXES, True)))
                     row.update({k: float(flags[k]) for k in S4_FLAGS})
+                shared = {} if tracks is None else {"tracks": tracks}    # the faces tracked above
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3
                     row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
                                                                  src_height=flags["src_height"],
                                                                  original=path, face_tracker=face_tracker,
-                                                                 tracks=tracks)
+                                                                 **shared)
         return row
 
     def score(self, path: str | Path, *, scale: ScaleConfig | None = None,
