@@ -260,6 +260,10 @@ class FacesConfig(_Model):
         "auto", description="auto: the yuface CNN when installed, else YuNet (features.face_model), "
                             "else Haar")
     every: int = Field(3, ge=1, le=50, description="run the detector on every k-th sampled frame")
+    full_every: int = Field(6, ge=1, le=1000,
+                            description="search the whole frame on every k-th detection frame (and when a "
+                                        "face is lost); between, only a small window about each face; 1: "
+                                        "always the whole frame")
     max_tracks: int = Field(2, ge=1, le=16, description="tracks kept per video, longest x largest first")
     max_side: int = Field(640, ge=64, le=4096, description="the detector sees frames downscaled to this side")
 

@@ -184,6 +184,18 @@ def test_a_tiny_model_trains_on_face_clips_beside_frame_clips_through_the_flow(f
     rc = fvc_cli(["--home", str(lake.root), "predict", str(new), "--model", uri, "--json"])
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out[0]["face_track"] == 0 and 0.0 <= out[0]["prob_fake"] <= 1.0
+    # fvc predict's feature decode hands its tracks over: the same score as tracking again
+    from fvcflow.stages.facetrack import track_as
+    from fvcflow.stages.specs import scale_as
+
+    flags = scale_as(new, tmp_path / "new_256.mp4")
+    kw = dict(src_width=flags["src_width"], src_height=flags["src_height"], original=new)
+    own = det.video.predict_video(tmp_path / "new_256.mp4", **kw)
+    tracks = track_as(new)[0]
+    assert det.video.predict_video(tmp_path / "new_256.mp4", tracks=tracks, **kw) == own
+    assert det.video.last_track == 0
+    det.video.predict_video(tmp_path / "new_256.mp4", tracks=tracks.clear(), **kw)
+    assert det.video.last_track is None                   # the tracks given are the ones used
 
 
 def test_the_report_shows_a_video_s_aligned_main_face(face_lake, tmp_path):
@@ -245,3 +257,32 @@ def test_every_track_of_a_two_face_video_is_a_training_sample_and_its_score_is_t
     trainer.clip = replace(SPEC, tracks="mean")
     np.testing.assert_allclose(trainer.predict(fit.module, rows)[0], 1 / (1 + np.exp(-logits[:2].mean())),
                                rtol=1e-6)
+
+
+def test_the_clip_cache_fill_before_training_fills_face_clips_training_then_decodes_nothing(face_lake):
+    from distributed import LocalCluster
+
+    from fvcflow.deep.loop import fill_clip_caches, per_track, prepare_sources
+    from fvcflow.training.fitting.splits import load_splits
+
+    lake = face_lake.lake()
+    rows = _rows(face_lake)                 # makes the splits
+    clip = {"frames": 4, "clips": 2, "size": 24}          # a size no other test caches
+    cfg = TrainConfig(folds=2, test_size=0.2, reuse_splits=True,
+                      deep=dict(clip={"naive_3dcnn": {**clip, "source": "auto"},
+                                      "variable_aspect_cnn": {**clip, "size": None, "source": "frame"}}))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                      silence_logs=50) as cluster:
+        done = fill_clip_caches(lake, cfg, load_splits(lake, cfg), ["naive_3dcnn", "variable_aspect_cnn"],
+                                cluster.scheduler_address)
+    spec, face_rows = with_faces(lake, ClipSpec(**clip), rows)
+    tracks = per_track(face_rows).to_dicts()
+    assert spec.source == "face" and len(tracks) >= rows.height
+    assert done["naive_3dcnn"] == {"videos": rows.height, "decoded": len(tracks), "cached": 0, "failed": 0}
+    assert done["variable_aspect_cnn"]["decoded"] == rows.height          # frame clips, one per video
+    cache = ClipCache(lake.cache_dir("clips"))
+    for r in tracks:                        # the face clips of every track are the files training reads
+        src = source_of(r, r["face_track"])
+        assert src.face is not None and cache.path(src, spec).exists()
+    assert prepare_sources(lake, face_rows, spec, cache).height == rows.height
+    assert cache.decoded == 0                                              # training decodes nothing new

@@ -474,15 +474,29 @@ def test_one_decode_gives_the_stage_2_row_and_the_tracker_s_own_tracks(tmp_path,
     want = video_features(path, info=info, local=True)          # and the same row as stage 2 alone
     assert list(row) == list(want)
     np.testing.assert_array_equal(list(row.values()), list(want.values()))
+    # the face columns too (features.faces): measured once the tracks of this same decode are done,
+    # the row of stage 2 reading those tracks apart (a second decode), bit for bit
+    tracker = facetrack.FrameTracker(detector, info, every=3)
+    row = video_features(path, info=info, local=True, tracker=tracker, track_faces=True)
+    assert tracker.result()[0].equals(alone_tracks)
+    want = video_features(path, info=info, local=True, face_tracks=alone_tracks)
+    assert list(row) == list(want) and row["f_found"] == 1.0 and np.isfinite(row["f_lm_step"])
+    np.testing.assert_array_equal(list(row.values()), list(want.values()))
+    with pytest.raises(ValueError, match="track_faces needs a tracker"):
+        video_features(path, info=info, track_faces=True)
 
 
-def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settings, monkeypatch):
+@pytest.mark.parametrize("faces", [False, True], ids=["features", "features-with-face-columns"])
+def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settings, monkeypatch, faces):
     from fvcflow.stages import specs
     from fvcflow.stages.features import video_features
 
+    lake_settings = lake_settings.model_copy(update={
+        "features": lake_settings.features.model_copy(update={"faces": faces})})
     lake = lake_settings.lake()
     assert specs.shares_decode(lake_settings)
     runner.run_local("faces", lake_settings)
+    tracks = dict(pl.read_parquet(lake.faces).select("video_id", "tracks_path").iter_rows())
 
     def no_decode(*a, **k):
         raise AssertionError("stage 2 decoded a video the faces stage had read")
@@ -494,7 +508,9 @@ def test_the_faces_stage_gives_stage_2_its_rows_from_the_same_decode(lake_settin
     stage2 = pl.read_parquet(lake.stage2)
     for r in pl.read_parquet(lake.index).to_dicts():
         got = stage2.filter(pl.col("video_id") == r["video_id"]).row(0, named=True)
-        want = video_features(r["path"], local=True)
+        face_tracks = pl.read_parquet(tracks[r["video_id"]]) if faces else None   # read apart: 2 decodes
+        want = video_features(r["path"], local=True, face_tracks=face_tracks)
+        assert ("f_found" in want) == faces
         np.testing.assert_array_equal([got[k] for k in want], list(want.values()))
     # another feature setting (another key) or a forced stage 2: it decodes again, never a stale row
     features = lake_settings.features.model_copy(update={"local": False})
@@ -513,3 +529,39 @@ def test_an_old_settings_file_naming_features_face_every_is_told_what_replaced_i
                                         "tracker's detection stride is 'faces.every'; set that instead)"]
     assert Settings.load(overrides={"faces": {"every": 5}}).faces.every == 5
     assert "face_every" not in Settings().features.model_dump()
+
+
+def _feed(frames: np.ndarray, **kw) -> facetrack.FrameTracker:
+    """A FrameTracker fed the sampled frames of ``frames`` (RGB) as luma, no encode."""
+    n, h, w = frames.shape[:3]
+    info = type("Info", (), {"n_frames": n, "width": w, "height": h})()
+    tracker = facetrack.FrameTracker(make_detector("auto"), info, **kw)
+    for i in tracker.wanted:
+        tracker.add(i, cv2.cvtColor(frames[i], cv2.COLOR_RGB2GRAY))
+    return tracker
+
+
+@needs_cnn
+def test_between_whole_frame_searches_the_tracker_looks_near_each_face_and_searches_again_when_lost():
+    frames, truth = astronaut_pan(n=60, width=480, height=270, side=180, travel=40)
+    windows = _feed(frames, every=1, full_every=100)
+    whole = _feed(frames, every=1, full_every=1)
+    assert (windows.n_full, whole.n_full, len(windows.frames)) == (1, 6, 6)
+    got, want = windows.result()[0], whole.result()[0]
+    assert got["track"].unique().to_list() == [0] and got["frame"].to_list() == want["frame"].to_list()
+    assert _hits(got, truth[:, 0]) == 1.0
+    box = ["x", "y", "w", "h"]
+    assert min(iou(a, b) for a, b in zip(got.select(box).to_numpy(), want.select(box).to_numpy())) >= 0.8
+    # a cut: from frame 30 on the face is mirrored to the far side, out of its window -> lost -> the
+    # whole frame is searched again and the face followed from there
+    frames[30:] = frames[30:, :, ::-1]
+    truth[30:, 0, 0] = 480 - truth[30:, 0, 0] - truth[30:, 0, 2]
+    cut = _feed(frames, every=1, full_every=100)
+    table, summary = cut.result()
+    assert cut.n_full == 2 and summary["face_found"] == 1.0
+    before, after = table.filter(pl.col("frame") < 30), table.filter(pl.col("frame") >= 30)
+    assert before["track"].n_unique() == after["track"].n_unique() == 1
+    assert _hits(before, truth[:, 0], before["track"][0]) == 0.5     # 3 of the 6 sampled frames
+    assert _hits(after, truth[:, 0], after["track"][0]) == 0.5
+    with pytest.raises(FvcError, match="faces.full_every must be >= 1"):
+        _feed(frames, full_every=0)

@@ -154,7 +154,7 @@ def test_an_unreadable_source_is_named_and_leaves_nothing(tmp_path):
 
 
 # ---------------------------------------------------------------- stage 1 on the face tracks
-def test_stage_1_blends_on_the_tracked_face_and_on_the_drawn_region_without_one(tmp_path):
+def test_stage_1_blends_on_the_tracked_face_and_on_the_drawn_region_without_one(tmp_path, monkeypatch):
     from pathlib import Path
 
     from fvcflow.config import Settings
@@ -194,3 +194,18 @@ def test_stage_1_blends_on_the_tracked_face_and_on_the_drawn_region_without_one(
     drawn_only = Settings(home=s.home, workers=1,
                           augment={"copies": 0, "self_blend": 1, "blend_region": "drawn"}).resolved()
     assert len(runner.plan("augment", drawn_only).todo) == 2      # the region's source is in the key
+
+    # a source is tracked once: its second pseudo-fake reads the tracks its first one kept
+    kept = sorted((s.lake().faces_tracks.parent / "blend").glob("*.parquet"))
+    assert len(kept) == 2                                          # one per real source, face or not
+    from fvcflow.stages import specs
+
+    def no_tracking(*a, **k):
+        raise AssertionError("a pseudo-fake's source was tracked again")
+
+    monkeypatch.setattr(specs, "track_as", no_tracking)
+    two = Settings(home=s.home, workers=1, augment={"copies": 0, "self_blend": 2}).resolved()
+    report = runner.run_local("augment", two)
+    assert (report.done, report.cached, report.failed) == (2, 2, 0)
+    second = {r["video_id"]: r for r in read_parquet(s.lake().stage1).to_dicts()}
+    assert sum(r["ops"] == "self-blend,face-track" for r in second.values()) == 2   # face.mp4's two

@@ -56,7 +56,7 @@ def run(args) -> int:
         try:
             with bounded(s.limits.video_limits()):
                 table, summary = track_video(path, detector, every=s.faces.every,
-                                             max_tracks=s.faces.max_tracks)
+                                             max_tracks=s.faces.max_tracks, full_every=s.faces.full_every)
         except FvcError as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad file must not stop the others; say what happened

@@ -289,13 +289,14 @@ def save_clips(path: str | os.PathLike, arr: np.ndarray) -> None:
 FACE_COLUMNS = ("face_video", "face_video_hash", "face_tracks", "face_tracks_hash", "face_n_tracks")
 
 
-def with_faces(lake, spec: ClipSpec, rows: pl.DataFrame) -> tuple[ClipSpec, pl.DataFrame]:
+def with_faces(lake, spec: ClipSpec, rows: pl.DataFrame, *,
+               quiet: bool = False) -> tuple[ClipSpec, pl.DataFrame]:
     """The spec with its ``source`` decided and the rows with their face tracks (:data:`FACE_COLUMNS`).
 
     ``auto`` is ``face`` when more than half of ``rows`` have a face track in the ``faces`` stage
     table, else ``frame``. With face clips, a video without a track is seen through frame clips:
     counted and said once (a log warning). ``face`` without a faces table is an error naming the
-    stage to run.
+    stage to run. ``quiet``: not said (the clip cache's fill before training, which says it).
     """
     from dataclasses import replace
 
@@ -324,7 +325,7 @@ def with_faces(lake, spec: ClipSpec, rows: pl.DataFrame) -> tuple[ClipSpec, pl.D
     if source == "frame":
         return replace(spec, source="frame"), rows
     missing = joined.height - with_track
-    if missing:
+    if missing and not quiet:
         log.warning("clips: %d of %d videos have no face track; they are seen through frame clips",
                     missing, joined.height)
     return replace(spec, source="face"), joined

@@ -39,8 +39,8 @@ class EmbeddingModel:
         return pd.DataFrame([emb], columns=self.columns)
 
     def predict_video(self, path: str | Path, *, original: str | Path | None = None,
-                      face_tracker: dict | None = None, **source: Any) -> float:
+                      face_tracker: dict | None = None, tracks=None, **source: Any) -> float:
         """``P(fake)`` of a (letterboxed) video file: its frozen embedding through the estimator.
-        ``original`` and ``face_tracker`` (which a face-clip video model tracks with) are not used:
+        ``original``, ``face_tracker`` and ``tracks`` (a face-clip video model's faces) are not used:
         the embedding tables are of the letterboxed frames, as in training."""
         return float(self.predict_proba(self.embed_video(path, **source))[0, 1])

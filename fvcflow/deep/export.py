@@ -48,13 +48,15 @@ class TrainedVideo:
 
     def predict_video(self, path: str | Path, *, src_width: int | None = None,
                       src_height: int | None = None, original: str | Path | None = None,
-                      face_tracker: dict | None = None) -> float:
+                      face_tracker: dict | None = None, tracks=None) -> float:
         """``P(fake)`` of a (letterboxed) video: the mean of its evaluation clips' logits. A model
         trained on face clips (``clip.source == "face"``) tracks the faces of ``original`` (the
         full-resolution file) and scores each track's aligned clips: the video's score is the
         max (or mean: ``clip.tracks``) over its tracks, its frame clips when it has none;
         :attr:`last_track` names the track that drove the score (None: frame clips). The faces
-        are tracked with ``face_tracker`` (the ``faces.*`` settings, as the stage tracked them)."""
+        are tracked with ``face_tracker`` (the ``faces.*`` settings, as the stage tracked them),
+        unless ``tracks`` gives the tracks table of ``original`` tracked so already (``fvc predict``'s
+        feature decode: the video is not decoded again for them)."""
         from fvcflow.deep.clips import ClipSource, FaceRef, pool_tracks
         from fvcflow.video import probe
 
@@ -67,14 +69,15 @@ class TrainedVideo:
             from fvcflow.stages.facetrack import track_as
             from fvcflow.store import write_parquet_atomic
 
-            table, summary = track_as(original, face_tracker)
-            if summary["n_tracks"]:
+            table = track_as(original, face_tracker)[0] if tracks is None else tracks
+            n_tracks = int(table["track"].n_unique()) if table.height else 0
+            if n_tracks:
                 with tempfile.TemporaryDirectory(prefix="fvc-tracks-") as tmp:
                     tracks = write_parquet_atomic(table, Path(tmp) / "tracks.parquet")
                     logits = [self._logit(ClipSource("predict", str(path), "", info.n_frames, src_width,
                                                      src_height, FaceRef(str(original), "", str(tracks), "",
                                                                          k)), track=k)
-                              for k in range(summary["n_tracks"])]
+                              for k in range(n_tracks)]
                 pooled, best = pool_tracks(np.array(logits), np.zeros(len(logits), np.int64), 1,
                                            self.clip.tracks)
                 self.last_track = int(best[0])

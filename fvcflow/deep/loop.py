@@ -438,20 +438,21 @@ def fill_clip_cache(lake: Lake, rows: pl.DataFrame, clip: ClipSpec, address: str
 def fill_clip_caches(lake: Lake, cfg: TrainConfig, splits: pl.DataFrame, names: list[str],
                      address: str) -> dict[str, dict[str, int]]:
     """:func:`fill_clip_cache` for each distinct clip of the deep models ``names`` (with
-    ``train.deep.cache``)."""
+    ``train.deep.cache``): face clips of every face track for a model whose ``clip.source`` is
+    (or resolves to) ``face`` (:func:`with_faces`, as training decides it), frame clips otherwise."""
     if not cfg.deep.cache or not names:
         return {}
     rows = video_rows(lake, cfg, splits)
     done: dict[str, dict[str, int]] = {}
     seen: dict[str, str] = {}
     for name in names:
-        clip = clip_spec(name, cfg.deep.clip.get(name))
+        clip, model_rows = with_faces(lake, clip_spec(name, cfg.deep.clip.get(name)), rows, quiet=True)
         key = json.dumps(clip.as_dict(), sort_keys=True, default=list)
         if key in seen:
             done[name] = done[seen[key]]
             continue
         seen[key] = name
-        done[name] = fill_clip_cache(lake, rows, clip, address)
+        done[name] = fill_clip_cache(lake, model_rows, clip, address)
         log.info("%s: clip cache filled on Dask: %s", name, done[name])
     return done
 

@@ -90,14 +90,24 @@ class Detector:
         model reads them), stage 4 ones when the model needs them, and for a stack over deep or
         embedding models their ``P(fake)`` of the letterboxed video."""
         from fvcflow.models.stack import video_column
-        from fvcflow.stages.facetrack import track_as
+        from fvcflow.stages.facetrack import tracker_as
         from fvcflow.stages.features import video_features
         from fvcflow.stages.specs import scale_as
+        from fvcflow.video import probe
 
-        tracks = None
-        if self.needs_faces:        # the face tracker's main track, as stage 2 (fvcflow.stages.specs)
-            tracks = track_as(path, {"every": face_every, **(face_tracker or {})}, face_model)[0]
-        row: dict[str, float] = dict(video_features(path, local=self.needs_local, face_tracks=tracks))
+        tracker = tracks = None
+        if self.needs_faces:        # the face tracker's main track, as stage 2, from the same decode
+            info = probe(path)
+            settings = {"every": face_every, **(face_tracker or {})}
+            tracker = tracker_as(info, settings, face_model)
+            row: dict[str, float] = dict(video_features(path, info=info, local=self.needs_local,
+                                                        tracker=tracker, track_faces=True))
+            # the same tracks as a face-clip base would track (its tracker has no face_model): shared
+            if settings == {"every": 3, **(face_tracker or {})} and (face_model is None
+                                                                     or tracker.detector.kind == "yuface"):
+                tracks = tracker.result()[0]
+        else:
+            row = dict(video_features(path, local=self.needs_local))
         video_bases = self.video_bases
         if self.needs_stage4 or video_bases:
             with tempfile.TemporaryDirectory(prefix="fvc-predict-") as tmp:
@@ -107,10 +117,12 @@ class Detector:
                     row.update(video_features(scaled, prefix=STAGE4_PREFIX,
                                               local=self._needs(LOCAL_PREFIXES, True)))
                     row.update({k: float(flags[k]) for k in S4_FLAGS})
+                shared = {} if tracks is None else {"tracks": tracks}    # the faces tracked above
                 for name, base in video_bases:    # seen as in training: letterboxed like stage 3
                     row[video_column(name)] = base.predict_video(scaled, src_width=flags["src_width"],
                                                                  src_height=flags["src_height"],
-                                                                 original=path, face_tracker=face_tracker)
+                                                                 original=path, face_tracker=face_tracker,
+                                                                 **shared)
         return row
 
     def score(self, path: str | Path, *, scale: ScaleConfig | None = None,

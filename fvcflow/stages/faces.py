@@ -145,10 +145,17 @@ def _mode_phase(maps: np.ndarray, mask: np.ndarray) -> float:
     return float(np.bincount(maps[MAP_NAMES.index("block_phase")][strong].astype(int), minlength=64).argmax())
 
 
-def face_frame_features(gray: np.ndarray, cb, cr, box: np.ndarray) -> np.ndarray:
-    """The 27 per-frame face values (``face_columns()[2:]``, box area first) of one frame."""
+def face_maps(gray: np.ndarray, cb=None, cr=None) -> np.ndarray:
+    """The tile maps the face values compare (16 px tiles of :func:`fvcflow.kernels.tile_maps`)."""
+    return tile_maps(gray, cb, cr, tile=FACE_TILE)
+
+
+def face_frame_features(gray: np.ndarray, cb, cr, box: np.ndarray,
+                        maps: np.ndarray | None = None) -> np.ndarray:
+    """The 27 per-frame face values (``face_columns()[2:]``, box area first) of one frame
+    (``maps``: its :func:`face_maps`, when computed already)."""
     h, w = gray.shape
-    maps = tile_maps(gray, cb, cr, tile=FACE_TILE)
+    maps = face_maps(gray, cb, cr) if maps is None else maps
     face, ring, bg = _region_sets(box, maps.shape[1], maps.shape[2], FACE_TILE)
     out = [box[2] * box[3] / (h * w)]
     with warnings.catch_warnings():
@@ -182,12 +189,14 @@ class FaceAccumulator:
         self.values: list[np.ndarray] = []
         self.boxes: list[np.ndarray | None] = []
 
-    def add(self, gray: np.ndarray, cb=None, cr=None, index: int | None = None) -> np.ndarray | None:
-        """One sampled frame (``index``: its frame number, which the tracks are keyed by)."""
+    def add(self, gray: np.ndarray, cb=None, cr=None, index: int | None = None,
+            maps: np.ndarray | None = None) -> np.ndarray | None:
+        """One sampled frame (``index``: its frame number, which the tracks are keyed by;
+        ``maps``: its :func:`face_maps`, when computed already)."""
         box = self.track.update(gray) if self.track is not None else self.main.get(int(index))
         self.boxes.append(box)
         if box is not None:
-            self.values.append(face_frame_features(gray, cb, cr, box))
+            self.values.append(face_frame_features(gray, cb, cr, box, maps))
         return box
 
     def row(self, prefix: str = "") -> dict[str, float]:

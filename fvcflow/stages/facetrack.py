@@ -42,7 +42,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import polars as pl
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from fvcflow.cascade import haar_cascade
 from fvcflow.errors import FvcError
@@ -51,7 +51,7 @@ from fvcflow.video import iter_luma, probe, sample_indices
 log = logging.getLogger("fvcflow.stages")
 
 #: bump when the tracker's output changes meaning (part of the stage cache key)
-TRACK_VERSION = 1
+TRACK_VERSION = 2      # 2: full-frame detections every full_every-th, windows between
 LANDMARKS = ("eye_l", "eye_r", "nose", "mouth_l", "mouth_r")
 LANDMARK_COLUMNS = tuple(f"{n}_{c}" for n in LANDMARKS for c in ("x", "y"))
 TRACK_COLUMNS = ("frame", "track", "x", "y", "w", "h", "score", *LANDMARK_COLUMNS, "detected")
@@ -62,11 +62,31 @@ LINK_IOU = 0.3
 LINK_DIST = 2.0
 MAX_GAP = 2
 MIN_SCORE = 0.6
+#: between full-frame detections the detector sees a window of this many face sides about each
+#: live face (:meth:`FaceDetector.detect_near`), the face downscaled to at most WINDOW_FACE px
+WINDOW = 2.5
+WINDOW_FACE = 48
+#: a face found in a window continues its track when it overlaps the last box by this much
+#: a full-frame detection on every FULL_EVERY-th detection frame (``faces.full_every``)
+FULL_EVERY = 6
 #: the 5-point template (ArcFace's 112 x 112 template made left-right symmetric), in units of the
 #: template's side: eye_l, eye_r, nose, mouth_l, mouth_r (image left and right)
 TEMPLATE = np.array([[38.29, 51.60], [73.71, 51.60], [56.0, 71.74], [41.55, 92.28], [70.45, 92.28]]) / 112.0
 #: the box of a face in template units (the Haar fallback places the template's points in it)
 TEMPLATE_BOX = np.array([0.14, 0.22, 0.72, 0.78])
+
+
+_CONTROLLER: ThreadpoolController | None = None
+
+
+def _openmp() -> ThreadpoolController:
+    """The process's thread pools, found once (after the detector's library is loaded): finding
+    them scans every loaded library, ~17 ms in a worker that has torch and PyAV loaded, more than
+    the detector's call on a window."""
+    global _CONTROLLER
+    if _CONTROLLER is None:
+        _CONTROLLER = ThreadpoolController()
+    return _CONTROLLER
 
 
 def yuface_available() -> bool:
@@ -134,14 +154,8 @@ class FaceDetector:
         """``yuface``, ``yunet:<file name>`` or ``haar``: in cache keys, tables and MLflow tags."""
         return f"yunet:{self.model.name}" if self.kind == "yunet" else self.kind
 
-    def detect(self, gray: np.ndarray) -> list[Detection]:
-        """The faces of ``gray`` (uint8[H, W]) scoring at least ``min_score``, largest first."""
-        h, w = gray.shape
-        scale = min(1.0, self.max_side / max(h, w))
-        small = np.ascontiguousarray(gray)
-        if scale < 1.0:
-            small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))),
-                               interpolation=cv2.INTER_AREA)
+    def _raw(self, small: np.ndarray) -> list[tuple[np.ndarray, float, np.ndarray]]:
+        """The faces of ``small`` (uint8[h, w], the detector's input), in its own pixels."""
         out = []
         if self.kind == "yuface":
             confs, boxes, lms = self._yuface(np.ascontiguousarray(cv2.cvtColor(small, cv2.COLOR_GRAY2BGR)),
@@ -160,9 +174,42 @@ class FaceDetector:
             for b in boxes:
                 b = np.asarray(b, np.float64)
                 out.append((b, 1.0, template_landmarks(b).ravel()))
-        dets = [Detection(b / scale, s, _image_order(lm / scale)) for b, s, lm in out
-                if s >= self.min_score and b[2] > 0 and b[3] > 0]
+        return out
+
+    def _found(self, raw, scale: float, x0: float = 0.0, y0: float = 0.0) -> list[Detection]:
+        shift = np.array([x0, y0])
+        dets = [Detection(b / scale + [x0, y0, 0, 0], s, _image_order(lm.reshape(5, 2) / scale + shift))
+                for b, s, lm in raw if s >= self.min_score and b[2] > 0 and b[3] > 0]
         return sorted(dets, key=lambda d: -d.box[2] * d.box[3])
+
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """The faces of ``gray`` (uint8[H, W]) scoring at least ``min_score``, largest first."""
+        h, w = gray.shape
+        scale = min(1.0, self.max_side / max(h, w))
+        small = np.ascontiguousarray(gray)
+        if scale < 1.0:
+            small = cv2.resize(small, (max(1, round(w * scale)), max(1, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+        return self._found(self._raw(small), scale)
+
+    def detect_near(self, gray: np.ndarray, box) -> list[Detection]:
+        """The faces in a window around ``box`` (x, y, w, h: where a face was on the last detection
+        frame): a square of :data:`WINDOW` x the face's longer side about its centre (clipped to the
+        frame), downscaled so that the face is at most :data:`WINDOW_FACE` pixels: a few ms of the
+        CNN instead of a full frame's tens. In the frame's pixels, largest first."""
+        h, w = gray.shape
+        cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+        half = WINDOW * max(box[2], box[3]) / 2
+        x0, y0 = int(max(0, np.floor(cx - half))), int(max(0, np.floor(cy - half)))
+        x1, y1 = int(min(w, np.ceil(cx + half))), int(min(h, np.ceil(cy + half)))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
+        scale = min(1.0, WINDOW_FACE / max(box[2], box[3], 1.0))
+        crop = np.ascontiguousarray(gray[y0:y1, x0:x1])
+        if scale < 1.0:
+            crop = cv2.resize(crop, (max(1, round((x1 - x0) * scale)), max(1, round((y1 - y0) * scale))),
+                              interpolation=cv2.INTER_AREA)
+        return self._found(self._raw(crop), scale, x0, y0)
 
 
 def make_detector(kind: str = "auto", model: str | Path | None = None, *,
@@ -303,15 +350,27 @@ def track_frames(frames: list[int], detections: list[list[Detection]], sampled: 
     return pl.concat(parts).sort("track", "frame")
 
 
+def tracker_as(info, tracker: dict | None = None, face_model: str | Path | None = None,
+               threads: int | None = None) -> FrameTracker:
+    """A :class:`FrameTracker` of the video ``info`` describes, with the face tracker's settings as
+    a mapping (``faces.*``: detector, every, max_tracks, max_side, full_every; missing ones take
+    their defaults), as a logged detector carries them to ``fvc predict``, the scan and the model
+    server: the tracks stage 2 and the face clips were made with."""
+    t = {"detector": "auto", "every": 3, "max_tracks": 2, "max_side": 640, "full_every": FULL_EVERY,
+         **(tracker or {})}
+    det = make_detector(t["detector"], face_model, max_side=t["max_side"])
+    return FrameTracker(det, info, every=t["every"], max_tracks=t["max_tracks"], full_every=t["full_every"],
+                        threads=threads)
+
+
 def track_as(path, tracker: dict | None = None,
              face_model: str | Path | None = None) -> tuple[pl.DataFrame, dict]:
-    """:func:`track_video` with the face tracker's settings as a mapping (``faces.*``: detector,
-    every, max_tracks, max_side; missing ones take their defaults), as a logged detector carries
-    them to ``fvc predict``, the scan and the model server: the tracks stage 2 and the face clips
-    were made with."""
-    t = {"detector": "auto", "every": 3, "max_tracks": 2, "max_side": 640, **(tracker or {})}
-    det = make_detector(t["detector"], face_model, max_side=t["max_side"])
-    return track_video(path, det, every=t["every"], max_tracks=t["max_tracks"])
+    """:func:`track_video` with the settings of :func:`tracker_as`."""
+    info = probe(path)
+    t = tracker_as(info, tracker, face_model)
+    for i, gray in iter_luma(path, t.wanted, info=info):
+        t.add(i, gray)
+    return t.result()
 
 
 class FrameTracker:
@@ -325,10 +384,16 @@ class FrameTracker:
     """
 
     def __init__(self, detector: FaceDetector, info, *, every: int = 3, max_tracks: int = 2,
-                 threads: int | None = None):
+                 full_every: int = FULL_EVERY, threads: int | None = None):
         if max_tracks < 1:
             raise FvcError(f"faces.max_tracks must be >= 1, got {max_tracks}")
+        if full_every < 1:
+            raise FvcError(f"faces.full_every must be >= 1, got {full_every}")
         self.detector, self.info, self.max_tracks, self.threads = detector, info, max_tracks, threads
+        self.full_every = full_every
+        self.n_full = 0                     # detection frames searched whole (the rest: windows)
+        self._live: list[np.ndarray] = []   # the boxes found on the last detection frame
+        self._result = None
         self.sampled = sample_indices(info.n_frames).tolist()
         self.wanted = [self.sampled[p] for p in detection_positions(len(self.sampled), every)]
         self._wanted = set(self.wanted)
@@ -339,17 +404,49 @@ class FrameTracker:
         return int(index) in self._wanted
 
     def add(self, index: int, gray: np.ndarray) -> None:
-        """One decoded frame (luma, the video's own size); frames it does not want are ignored."""
+        """One decoded frame (luma, the video's own size); frames it does not want are ignored.
+
+        The whole (downscaled) frame is searched on every ``full_every``-th detection frame, when
+        the last one found no face or many, and when a face is lost; otherwise only a small window
+        about each face of the last detection frame (:meth:`FaceDetector.detect_near`)."""
         if not self.wants(index):
             return
+        step = len(self.frames)
         # the CNN's OpenMP threads spin while they wait: on a shared core they cost 6x the CPU
         # (benchmarks/faces.py); the worker's own share of the cores (one thread by default) is faster
-        with threadpool_limits(limits=self.threads or 1, user_api="openmp"):
-            dets = self.detector.detect(gray)
+        with _openmp().limit(limits=self.threads or 1, user_api="openmp"):
+            dets = None
+            if step % self.full_every and 0 < len(self._live) <= 2 * max(2, self.max_tracks):
+                dets = self._follow(gray)
+            if dets is None:
+                dets = self.detector.detect(gray)
+                self.n_full += 1
+        self._live = [d.box for d in dets]
         self.frames.append(int(index))
         self.dets.append(dets)
+        self._result = None
+
+    def _follow(self, gray: np.ndarray) -> list[Detection] | None:
+        """Each live face found again in its window, or None when one is lost (or two windows
+        found the same face): the caller then searches the whole frame."""
+        found: list[Detection] = []
+        for box in self._live:
+            near = [(affinity(box, d.box), d) for d in self.detector.detect_near(gray, box)]
+            near = [(a, d) for a, d in near if a > 0]
+            if not near:
+                return None
+            best = max(near, key=lambda p: p[0])[1]
+            if any(iou(best.box, f.box) > 0.5 for f in found):
+                return None
+            found.append(best)
+        return sorted(found, key=lambda d: -d.box[2] * d.box[3])
 
     def result(self) -> tuple[pl.DataFrame, dict]:
+        if self._result is None:
+            self._result = self._tracks()
+        return self._result
+
+    def _tracks(self) -> tuple[pl.DataFrame, dict]:
         info, sampled = self.info, self.sampled
         table = track_frames(self.frames, self.dets, sampled, max_tracks=self.max_tracks)
         covered = table["frame"].n_unique() if table.height else 0
@@ -364,7 +461,8 @@ class FrameTracker:
 
 
 def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int = 2, info=None,
-                strategy: str = "auto", threads: int | None = None) -> tuple[pl.DataFrame, dict]:
+                strategy: str = "auto", threads: int | None = None,
+                full_every: int = FULL_EVERY) -> tuple[pl.DataFrame, dict]:
     """Track the faces of the video at ``path``: its tracks table and a summary row.
 
     The summary: ``detector``, ``n_sampled`` (frames of the stage 2 sample), ``n_detect`` (frames
@@ -374,7 +472,8 @@ def track_video(path, detector: FaceDetector, *, every: int = 3, max_tracks: int
     decode that reads them anyway (stage 2's).
     """
     info = info or probe(path)
-    tracker = FrameTracker(detector, info, every=every, max_tracks=max_tracks, threads=threads)
+    tracker = FrameTracker(detector, info, every=every, max_tracks=max_tracks, full_every=full_every,
+                           threads=threads)
     for i, gray in iter_luma(path, tracker.wanted, info=info, strategy=strategy, threads=threads):
         tracker.add(i, gray)
     return tracker.result()

@@ -18,7 +18,7 @@ import numpy as np
 from fvcflow.errors import VideoError
 from fvcflow.kernels import FEATURE_NAMES, frame_features
 from fvcflow.schema import AGGREGATES, CODEC_COLUMNS, COUNT_COLUMNS, feature_columns
-from fvcflow.stages.faces import FaceAccumulator, FaceDetector
+from fvcflow.stages.faces import FaceAccumulator, FaceDetector, face_maps
 from fvcflow.stages.local import LocalAccumulator
 from fvcflow.video import VideoInfo, iter_luma, iter_yuv, probe, sample_indices
 
@@ -58,7 +58,7 @@ def codec_cues(info: VideoInfo, prefix: str = "") -> dict[str, float]:
 def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy: str = "auto",
                    prefix: str = "", threads: bool | int | None = None, local: bool = False,
                    faces: FaceDetector | None = None, face_every: int = 3,
-                   face_tracks=None, tracker=None) -> dict[str, float]:
+                   face_tracks=None, tracker=None, track_faces: bool = False) -> dict[str, float]:
     """Stage 2 feature row of one video: 48 aggregated kernel features, 3 codec cues, counts.
 
     Decodes only the sampled frames (seeking or sequential, chosen from the key-frame spacing),
@@ -69,7 +69,11 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     tracks table of :mod:`fvcflow.stages.facetrack`) gives them from its main track instead.
     ``tracker`` (a :class:`fvcflow.stages.facetrack.FrameTracker` of this video) is fed the
     detection frames from this same decode (they are frames of the sample): one decode gives the
-    row and, from ``tracker.result()``, the face tracks.
+    row and, from ``tracker.result()``, the face tracks. With ``track_faces`` the face columns
+    follow that tracker's main track too: as they need the finished tracks, each sampled frame's
+    luma and face tile maps are kept until the decode ends (up to 50 frames: ~1.3 bytes a pixel
+    each, about 135 MB at 1080p), then measured; the row equals the one ``face_tracks=`` gives
+    with the same tracks read apart.
 
     >>> row = video_features("clip.mp4")            # doctest: +SKIP
     >>> row["noise_energy_mean"], row["n_sampled"]  # doctest: +SKIP
@@ -83,7 +87,10 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
     loc = LocalAccumulator() if local else None
     face = (FaceAccumulator(None, tracks=face_tracks) if face_tracks is not None
             else FaceAccumulator(faces, face_every) if faces is not None else None)
-    read = iter_luma if loc is None and face is None else iter_yuv
+    if track_faces and (tracker is None or face is not None):
+        raise ValueError("track_faces needs a tracker and no other source of face boxes")
+    kept: list | None = [] if track_faces else None       # (index, luma, face maps) until the tracks end
+    read = iter_luma if loc is None and face is None and kept is None else iter_yuv
     frames = read(path, wanted, info=info, strategy=strategy, stats=stats, threads=threads)
     for i, (index, planes) in enumerate(frames):
         gray, cb, cr = planes if isinstance(planes, tuple) else (planes, None, None)
@@ -94,9 +101,15 @@ def video_features(path: str | Path, *, info: VideoInfo | None = None, strategy:
             face.add(gray, cb, cr, index)
         if tracker is not None:
             tracker.add(index, gray)
+        if kept is not None:
+            kept.append((index, gray.copy(), face_maps(gray, cb, cr)))
         got = i + 1
     if got == 0:
         raise VideoError(path, "no decodable frames")
+    if kept is not None:
+        face = FaceAccumulator(None, tracks=tracker.result()[0])
+        for index, gray, maps in kept:
+            face.add(gray, index=index, maps=maps)
     row = aggregate(per_frame[:got], prefix)
     if loc is not None:
         row.update(loc.row(prefix))

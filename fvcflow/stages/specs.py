@@ -191,12 +191,30 @@ def _blend_region(s: Settings) -> dict:
             "track_version": TRACK_VERSION}
 
 
+def _source_tracks(job, s: Settings) -> pl.DataFrame:
+    """The face tracks of a pseudo-fake's source (its blend region), as the faces stage tracks
+    them: tracked once per source and tracker settings and kept under ``faces/blend/`` (named by
+    the source's content hash and the tracker's cache key), so that its other pseudo-fakes
+    (``augment.self_blend`` > 1) and later runs read them instead of tracking it again. An
+    unreadable file is tracked again."""
+    name = cache_key(job.params["src_hash"], "blend-tracks", _faces_config(s, face_detector(s)))
+    path = Lake.at(s.home).faces_tracks.parent / "blend" / f"{name}.parquet"
+    if path.is_file():
+        try:
+            return pl.read_parquet(path)
+        except Exception:  # noqa: BLE001 - a damaged side file: tracked again, never trusted
+            pass
+    table = track_as(job.path, s.faces.model_dump(), s.features.face_model)[0]
+    write_parquet_atomic(table, path)
+    return table
+
+
 def _augment_run(job, s: Settings) -> dict:
     if job.params.get("blend"):
         params = draw_blend_params(job.carry["source_video_id"], job.params["copy"], seed=s.augment.seed)
         region = None
         if s.augment.blend_region == "face":     # the source's main face track, as the faces stage tracks it
-            region = face_track_region(track_as(job.path, s.faces.model_dump(), s.features.face_model)[0])
+            region = face_track_region(_source_tracks(job, s))
         out = blend_video(job.path, job.params["dst"], job.params["mask_dst"], params, chunk=s.augment.chunk,
                           crf=s.augment.crf, threads=s.threads_per_worker, region=region)
         out["ops"] = "self-blend,face-track" if region is not None else "self-blend,drawn"
@@ -217,15 +235,16 @@ def _faces_config(s: Settings, detector) -> dict:
     model = s.features.face_model if detector.kind == "yunet" else None
     return {"v": TRACK_VERSION, "detector": detector.name,
             "model": None if model is None else file_hash(model), "every": s.faces.every,
+            "full_every": s.faces.full_every,
             "max_tracks": s.faces.max_tracks, "max_side": s.faces.max_side}
 
 
 def shares_decode(s: Settings) -> bool:
     """Whether the faces stage also computes each video's stage 2 row from the same decode (the
-    features stage then takes it, :func:`_shared_row`): when this run has the features stage and
-    its row does not read the tracks (``features.faces`` off: the face columns need the finished
-    tracks before the frames, so that row is computed by the features stage, as before)."""
-    return "features" in s.stages and not s.features.faces
+    features stage then takes it, :func:`_shared_row`): when this run has the features stage.
+    With ``features.faces`` on, the row's face columns follow the tracks this same decode gives
+    (``video_features(track_faces=True)``: the frames are measured once the tracks are done)."""
+    return "features" in s.stages
 
 
 def _shared_dst(lake: Lake, video_id: str) -> Path:
@@ -254,14 +273,16 @@ def _faces_run(job, s: Settings) -> dict:
     if feature_key:             # one decode: the stage 2 row, its detection frames fed to the tracker
         info = probe(job.path)
         tracker = FrameTracker(face_detector(s), info, every=s.faces.every, max_tracks=s.faces.max_tracks,
+                               full_every=s.faces.full_every,
                                threads=s.threads_per_worker)
-        row = video_features(job.path, info=info, tracker=tracker, **_feature_kwargs(s))
+        row = video_features(job.path, info=info, tracker=tracker, track_faces=s.features.faces,
+                             **_feature_kwargs(s))
         table, summary = tracker.result()
         write_parquet_atomic(pl.DataFrame([{**row, "features_key": feature_key}]), job.params["features_dst"])
     else:
         table, summary = track_video(job.path, face_detector(s), every=s.faces.every,
-                                     max_tracks=s.faces.max_tracks, strategy=s.features.strategy,
-                                     threads=s.threads_per_worker)
+                                     full_every=s.faces.full_every, max_tracks=s.faces.max_tracks,
+                                     strategy=s.features.strategy, threads=s.threads_per_worker)
     dst = job.params["dst"]
     write_parquet_atomic(table, dst)
     return {**summary, "tracks_path": dst, "content_hash": file_hash(dst)}
@@ -334,11 +355,12 @@ def face_tracks_of(path, s: Settings, tracks: str | None = None) -> pl.DataFrame
     if tracks is not None:
         return pl.read_parquet(tracks)
     return track_video(path, face_detector(s), every=s.faces.every, max_tracks=s.faces.max_tracks,
+                       full_every=s.faces.full_every,
                        strategy=s.features.strategy, threads=s.threads_per_worker)[0]
 
 
 def _feature_run(job, s: Settings) -> dict:
-    shared = None if s.features.faces else _shared_row(job, s)
+    shared = _shared_row(job, s)
     if shared is not None:
         return shared
     kw = _feature_kwargs(s)
