@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -28,8 +29,10 @@ from pathlib import Path
 
 import polars as pl
 
-from fvcflow.errors import ConfigError
+from fvcflow.errors import ConfigError, is_disk_full
 from fvcflow.store import Lake, lake_lock
+
+log = logging.getLogger("fvcflow.stages")
 
 #: this process's open claims, by file: the descriptor holding its lock
 _HELD: dict[Path, int] = {}
@@ -72,33 +75,54 @@ def _live(path: Path) -> dict | None:
 def claim(lake: Lake, stage: str, frame: pl.DataFrame) -> None:
     """Claim ``stage`` of the work dir for this process's plan ``frame`` (its jobs); ConfigError,
     naming the other run, when a live run of the same stage has other jobs. Held until
-    :func:`release` (or this process ends)."""
+    :func:`release` (or this process ends). On a full disk the stage goes on unclaimed (logged):
+    its own writes then fail with the disk's message."""
     digest = jobs_digest(frame)
     folder = _folder(lake, stage)
-    folder.mkdir(parents=True, exist_ok=True)
     mine = folder / f"{socket.gethostname()}-{os.getpid()}.json"
-    with lake_lock(lake, "claims"):
-        for other in sorted(folder.glob("*.json")):
-            if other == mine or other in _HELD:
-                continue
-            info = _live(other)
-            if info is None or info.get("jobs") == digest:
-                continue
-            started = time.strftime("%H:%M:%S", time.localtime(info.get("started", 0)))
-            raise ConfigError(
-                f"another run is working on stage {stage} of {lake.root} with other settings or another "
-                f"index (pid {info.get('pid', '?')} on {info.get('host', '?')}, started {started}: "
-                f"{info.get('command', '?')}); the two would remove each other's results: wait for it to "
-                f"finish, or give this run its own work dir (--home)")
-        release(lake, stage)
-        fd = os.open(mine, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with lake_lock(lake, "claims"):
+            for other in sorted(folder.glob("*.json")):
+                if other == mine or other in _HELD:
+                    continue
+                info = _live(other)
+                if info is None or info.get("jobs") == digest:
+                    continue
+                started = time.strftime("%H:%M:%S", time.localtime(info.get("started", 0)))
+                raise ConfigError(
+                    f"another run is working on stage {stage} of {lake.root} with other settings or another "
+                    f"index (pid {info.get('pid', '?')} on {info.get('host', '?')}, started {started}: "
+                    f"{info.get('command', '?')}); the two would remove each other's results: wait for it "
+                    f"to finish, or give this run its own work dir (--home)")
+            release(lake, stage)
+            _HELD[mine] = _write(mine, {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
+                                        "jobs": digest, "started": time.time(), "command": _command()})
+    except OSError as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("%s: not claimed (the disk is full): a concurrent run with other settings would not be "
+                    "detected", stage)
+
+
+def _write(path: Path, info: dict) -> int:
+    """The descriptor of ``path``, locked, holding ``info``."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
-                                 "jobs": digest, "started": time.time(),
-                                 "command": " ".join(["fvc" if a.endswith(("fvc", "__main__.py")) else a
-                                                      for a in sys.argv[:1]] + sys.argv[1:])[:300]}).encode())
-        _HELD[mine] = fd
+        os.write(fd, json.dumps(info).encode())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        os.close(fd)
+        raise
+    return fd
+
+
+def _command() -> str:
+    """This process's command line, as a person would type it (``fvc run ...``), at most 300 characters."""
+    first = ["fvc" if a.endswith(("fvc", "__main__.py")) else a for a in sys.argv[:1]]
+    return " ".join(first + sys.argv[1:])[:300]
 
 
 def release(lake: Lake, stage: str) -> None:
