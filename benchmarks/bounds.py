@@ -2,7 +2,10 @@
 
 1. Peak memory of stage 3 (``scale_video``) on 1080p, 4K and 8K clips of the same length, each
    in a fresh subprocess (VmHWM growth over a warmed process); target: within 1.5x of 1080p.
-   Beside it, decoding the same clip alone (the decoder's reference frames, which any full
+   Beside it, the whole peak of a stage 3 process (VmHWM, as ``fvc predict``'s is measured below), with
+   the decoder threads the runner passes and with frame threads; the 8K clip decoded alone with
+   the decoder's own options (1 or 2 frame threads, 2 slice threads, ``skip_frame=NONREF``);
+   decoding the same clip alone (the decoder's reference frames, which any full
    decode holds), decoding the 8K clip with 3 and 17 frame threads, capped or not, and the
    per-frame time of the letterbox inside the decoder vs RGB then OpenCV.
    Then the peak memory of ``fvc predict`` (a model reading stage 4 columns, so the video is
@@ -56,6 +59,52 @@ with limits.bounded(limits.Limits(chunk_mb=None) if mode == "uncapped" else None
         fh.write("5")
     before = status("VmRSS:")
     decode(video, n)
+print(status("VmHWM:") - before)
+"""
+
+#: the whole peak of a stage 3 process (VmHWM, as ``fvc predict``'s is measured): a fresh process that
+#: imports the stage code as a worker does and scales one video, with the decoder threads the
+#: runner passes (``Settings.threads_per_worker``) or frame threads (``auto``, as outside a run)
+STAGE_PROCESS = """
+import sys
+from fvcflow.config import Settings
+from fvcflow.stages import specs  # noqa: F401  (what a worker holds)
+from fvcflow.stages.scale import scale_video
+
+video, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+scale_video(video, out, threads=Settings().threads_per_worker if mode == "runner" else None)
+with open("/proc/self/status") as fh:
+    print(next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:")))
+"""
+
+#: peak RSS growth of decoding a video alone with one of the decoder's own options
+DECODER_OPTION = """
+import sys
+from fvcflow.video.probe import open_video
+from fvcflow.video.read import _decode
+
+def status(key):
+    with open("/proc/self/status") as fh:
+        return next(int(line.split()[1]) * 1024 for line in fh if line.startswith(key))
+
+def decode(src, mode):
+    with open_video(src) as (container, stream):
+        ctx = stream.codec_context
+        threads, kind = mode.split(":")[:2]
+        ctx.thread_count = int(threads)
+        if int(threads) > 1:
+            ctx.thread_type = kind
+        if mode.endswith(":nonref"):
+            ctx.skip_frame = "NONREF"
+        for frame in _decode(container, stream):
+            del frame
+
+warm, video, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+decode(warm, mode)
+with open("/proc/self/clear_refs", "w") as fh:
+    fh.write("5")
+before = status("VmRSS:")
+decode(video, mode)
 print(status("VmHWM:") - before)
 """
 
@@ -143,6 +192,22 @@ def memory(tmp: Path, frames: int) -> None:
               f"{name} would be {250 * SIZES[name][0] * SIZES[name][1] * 3 / 2**30:.1f} GiB); "
               f"decoding alone {decoder[name] / 2**20:.0f} MiB, stage 3 beyond it "
               f"{(peak - decoder[name]) / 2**20:+.1f} MiB")
+    whole = {}
+    for name in SIZES:
+        for mode in ("runner", "auto"):
+            res = subprocess.run([sys.executable, "-c", STAGE_PROCESS, str(tmp / f"{name}.mp4"),
+                                  str(tmp / "out.mp4"), mode], capture_output=True, text=True, check=True)
+            whole[name, mode] = int(res.stdout.split()[-1])
+    for name in SIZES:
+        runs, auto = whole[name, "runner"], whole[name, "auto"]
+        print(f"stage 3 process peak RSS {name:>5} ({frames} frames): threads as the runner passes "
+              f"{runs / 2**20:5.0f} MiB ({runs / whole['1080p', 'runner']:.2f}x of 1080p's; target <= 1.5x), "
+              f"frame threads (no setting) {auto / 2**20:5.0f} MiB ({auto / whole['1080p', 'auto']:.2f}x)")
+    for mode, what in (("1:AUTO", "1 thread"), ("2:AUTO", "2 frame threads"), ("2:SLICE", "2 slice threads"),
+                       ("1:AUTO:nonref", "1 thread, skip_frame=NONREF")):
+        res = subprocess.run([sys.executable, "-c", DECODER_OPTION, str(warm), str(tmp / "8K.mp4"), mode],
+                             capture_output=True, text=True, check=True)
+        print(f"decoding 8K, {what:28s}: peak RSS growth {int(res.stdout.split()[-1]) / 2**20:5.0f} MiB")
     for n in (3, 17):                    # 17: FFmpeg's own choice on 16 cores
         row = {}
         for mode in ("uncapped", "capped"):

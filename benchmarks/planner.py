@@ -25,7 +25,7 @@ from pathlib import Path
 import polars as pl
 
 from fvcflow.config import Settings
-from fvcflow.stages import runner
+from fvcflow.stages import claim, runner
 from fvcflow.stages.manifest import KEY, WRITTEN, Manifest
 from fvcflow.stages.specs import SPECS
 from fvcflow.store import read_checked_parquet, write_checked_parquet, write_parquet_atomic
@@ -89,8 +89,13 @@ def main() -> None:
         for n in sizes:
             settings = simulate(base / f"n{n}", n)
             times[n] = min(plan_seconds(settings, n) for _ in range(2))
+            frame = SPECS["features"].jobs(settings.lake(), settings)
+            t0 = time.perf_counter()
+            claim.claim(settings.lake(), "features", frame)     # what the plan spends on its claim
+            own = time.perf_counter() - t0
             print(f"planner: {n:>9,} jobs: plan {times[n]:.2f} s ({times[n] / n * 1e6:.1f} us/job; "
-                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)", flush=True)
+                  f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores), of which the "
+                  f"stage's claim (its jobs' digest, the lock) {own:.3f} s", flush=True)
             shutil.rmtree(base / f"n{n}")
         for a, b in zip(sizes, sizes[1:]):
             print(f"planner: {a:,} -> {b:,} jobs: x{times[b] / times[a]:.1f} for x{b / a:g}")

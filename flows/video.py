@@ -114,4 +114,5 @@ def video_stage(stage: str, settings: Settings) -> dict:
         outcomes = runner.collect(plan, run_batches(stage, jobs, settings))  # as they finish
         return finish_task(plan, outcomes, settings)
     except Exception as exc:
+        runner.release(stage, settings)     # the stage did not finish: its claim goes (fvcflow.stages.claim)
         raise (scheduler_lost(settings.dask_address, exc) or exc) from None

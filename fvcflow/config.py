@@ -334,6 +334,8 @@ class Settings(_Model):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     stages: list[Stage] = Field(default_factory=lambda: list(STAGES))
     force: list[Stage] = Field(default_factory=list, description="stages to recompute ignoring the cache")
+    retry_failed: bool = Field(False, description="try again the videos a stage failed on in an earlier run "
+                               "(else a video's own failure stands while its file is unchanged)")
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     features: FeatureConfig = Field(default_factory=FeatureConfig)
     faces: FacesConfig = Field(default_factory=FacesConfig)

@@ -320,7 +320,8 @@ def test_frames_over_the_pixel_bound_stage3_refuses_them_with_bounded_memory(tmp
 def test_decoder_frame_threads_are_capped_by_the_chunk_bound(tmp_path):
     """Each frame thread holds a decoded frame (17 threads at 8K: 882 MiB measured in
     benchmarks/bounds.py): the threads asked for, or FFmpeg's own count, are cut to what fits in
-    ``limits.chunk_mb``; the frames decoded are the same as with one thread."""
+    ``limits.chunk_mb`` beside the decoder's reference frames (``REFERENCE_FRAMES`` 8-bit 4:2:0
+    frames: two frames at 3 bytes/pixel); the frames decoded are the same as with one thread."""
     import av
 
     from fvcflow.video import limits
@@ -330,7 +331,8 @@ def test_decoder_frame_threads_are_capped_by_the_chunk_bound(tmp_path):
     clip = write_video(tmp_path / "c.mp4", n=8, width=320, height=180)
     frame_mb = 320 * 180 * 3 / 2**20                      # 4:2:0 at up to 16 bits
     seen = {}
-    for cap, asked in ((3.5 * frame_mb, 16), (3.5 * frame_mb, True), (None, 6), (0.1 * frame_mb, 4)):
+    cap3 = (2 + 3.5) * frame_mb                            # the reference frames and 3.5 frame threads
+    for cap, asked in ((cap3, 16), (cap3, True), (None, 6), (2.9 * frame_mb, 4)):
         with limits.bounded(limits.Limits(chunk_mb=cap)), open_video(clip) as (container, stream):
             _set_threads(stream, asked)
             ctx = stream.codec_context
@@ -339,7 +341,7 @@ def test_decoder_frame_threads_are_capped_by_the_chunk_bound(tmp_path):
         with open_video(clip) as (container, stream):
             _set_threads(stream, 1)
             assert np.array_equal(frames, [f.to_ndarray(format="rgb24") for f in _decode(container, stream)])
-    assert seen[(3.5 * frame_mb, 16)] == (3, av.codec.context.ThreadType.AUTO)   # frame threads
-    assert seen[(3.5 * frame_mb, True)][0] == min((os.cpu_count() or 1) + 1, 16, 3)
+    assert seen[(cap3, 16)] == (3, av.codec.context.ThreadType.AUTO)   # frame threads
+    assert seen[(cap3, True)][0] == min((os.cpu_count() or 1) + 1, 16, 3)
     assert seen[(None, 6)][0] == 6
-    assert seen[(0.1 * frame_mb, 4)][0] == 1
+    assert seen[(2.9 * frame_mb, 4)][0] == 1                             # no room for a second thread

@@ -154,3 +154,102 @@ def test_stage1_rows_under_the_previous_keys_are_adopted_not_made_again(lake_set
     runner.finish(again, [], lake_settings)
     assert set(m.read().rows[KEY]) == new_keys              # the old keys' rows are gone
     assert {p: os.stat(p).st_mtime_ns for p in table["path"]} == stamps     # no copy made again
+
+
+def test_rows_of_a_video_gone_from_the_corpus_leave_a_stage_without_files(lake_settings, caplog):
+    """Stage 2 writes no files of its own: when a video leaves the index its manifest row goes at
+    the next finish (said once), the table has its other rows, and no file is touched (the paths its
+    rows name are the sources')."""
+    from fvcflow.stages.manifest import KEY, Manifest
+
+    lake = lake_settings.lake()
+    runner.run_local("features", lake_settings)
+    manifest = Manifest(lake, "features")
+    keys = set(manifest.read().rows[KEY])
+    index = pl.read_parquet(lake.index)
+    gone = index["video_id"][2]
+    write_parquet_atomic(index.filter(pl.col("video_id") != gone), lake.index)
+    with caplog.at_level("WARNING", logger="fvcflow.stages"):
+        report = runner.run_local("features", lake_settings)
+    assert (report.done, report.cached, report.rows) == (0, 2, 2)
+    left = set(manifest.read().rows[KEY])
+    assert len(left) == 2 and left < keys
+    assert gone not in pl.read_parquet(lake.stage2)["video_id"].to_list()
+    assert "features: removed 1 cached results no job names any more" in caplog.text
+    assert all(os.path.exists(p) for p in index["path"])          # the sources, all still there
+
+
+def test_a_videos_own_failure_stands_on_a_rerun_without_the_flow(lake_settings, tmp_path, capsys):
+    """A video a stage failed on (over a bound) is not tried again while its file and that bound are
+    unchanged: the rerun is answered from the manifests (``from_manifest``, what ``fvc run`` uses to
+    skip Prefect and Dask), its failure row stands and is counted; ``--retry-failed``, a changed
+    file or another value of the bound make it work again."""
+    import time
+
+    from fvcflow.cli import main as fvc
+
+    lake = lake_settings.lake()
+    (tmp_path / "fvc.toml").write_text("[limits]\nmax_frames = 5\n")
+    bounded = lake_settings.model_copy(update={"limits": lake_settings.limits.model_copy(
+        update={"max_frames": 5})})
+    assert runner.run_local("features", bounded).failed == 3
+    first = pl.read_parquet(lake.failures).sort("video_id")
+    assert first["reason"].str.contains("limits.max_frames = 5").all()
+
+    reports = runner.from_manifest(["features"], bounded)
+    assert reports is not None and (reports[0].failed, reports[0].cached, reports[0].done) == (3, 0, 0)
+    assert pl.read_parquet(lake.failures).sort("video_id").equals(first)       # the rows stand, as they were
+    lake.explore.mkdir(parents=True, exist_ok=True)
+    (lake.explore / "explore.html").write_text("<html></html>")   # the corpus page, not under test (10 s)
+    rc = fvc(["--home", str(lake_settings.home), "--config", str(tmp_path / "fvc.toml"), "run",
+              "--stages", "features"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "done; every stage cached" in out, out
+    assert "3 failure(s) of an earlier run stand, not tried again" in out and "--retry-failed" in out
+    assert next(line.split() for line in out.splitlines() if line.split()[:1] == ["features"])[:4] == \
+        ["features", "0", "0", "3"], out                                        # rows, cached, failed
+
+    assert runner.from_manifest(["features"], bounded.model_copy(update={"retry_failed": True})) is None
+    assert len(runner.plan("features", bounded.model_copy(update={"retry_failed": True})).todo) == 3
+    video = pl.read_parquet(lake.index)["path"][0]
+    os.utime(video, (time.time() + 5, time.time() + 5))                        # the file changed since
+    again = runner.plan("features", bounded)
+    assert [j.path for j in again.todo] == [video] and len(again.failed_before) == 2
+    runner.finish(again, [], bounded, announce=False)
+    report = runner.run_local("features", lake_settings)                       # the bound raised again
+    assert (report.done, report.failed) == (3, 0) and not pl.read_parquet(lake.failures).height
+
+
+CLAIMING = """
+import sys
+from fvcflow.config import Settings
+from fvcflow.stages import runner
+settings = Settings(home=sys.argv[1], features={"local": sys.argv[2] == "local"}).resolved()
+runner.plan("features", settings, announce=False)
+print("planned", flush=True)
+sys.stdin.read()                       # the stage runs until the test closes stdin
+"""
+
+
+def test_a_concurrent_run_of_a_stage_with_other_settings_is_refused_naming_it(lake_settings):
+    """Two processes on one work dir: while one has planned stage 2 (and would prune what its plan
+    does not name), a run of stage 2 with other settings is refused in one line naming the other
+    run's pid; one with the same jobs goes on; once the other has died, the stage is free again."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "FVC_CONFIG"}
+    proc = subprocess.Popen([sys.executable, "-c", CLAIMING, str(lake_settings.home), "local"], env=env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "planned"
+        other = lake_settings.model_copy(update={"features": lake_settings.features.model_copy(
+            update={"local": False})})
+        with pytest.raises(FvcError, match=rf"another run is working on stage features of .* \(pid "
+                                           rf"{proc.pid} on .*\); the two would remove each other's"):
+            runner.plan("features", other)
+        assert len(runner.plan("features", lake_settings).todo) == 3            # the same jobs: side by side
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert len(runner.plan("features", other).todo) == 3                        # its claim died with it

@@ -122,6 +122,7 @@ def prepare(home: str | os.PathLike, command: str, *, verbose: bool = False) -> 
     os.environ["MLFLOW_CONFIGURE_LOGGING"] = "false"          # MLflow keeps no handler of its own
     os.environ.setdefault("DASK_DISTRIBUTED__ADMIN__LOG_LENGTH", "0")
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")   # not reached by TQDM_DISABLE
     return path
 
 

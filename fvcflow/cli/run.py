@@ -36,6 +36,9 @@ def add_settings_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stages", help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--force",
                    help="comma-separated stages to recompute ignoring the cache ('all' for every one)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="try again the videos a stage failed on in an earlier run (by default a video's "
+                        "own failure stands while its file is unchanged)")
     p.add_argument("--copies", type=int, help="augmented copies per video (stage 1)")
     p.add_argument("--workers", type=int, help="Dask worker processes (default: cores)")
     p.add_argument("--dask-address", help="use an existing Dask scheduler, tcp://host:port")
@@ -53,6 +56,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         over["stages"] = [s.strip() for s in args.stages.split(",") if s.strip()]
     if args.force:
         over["force"] = list(STAGES) if args.force == "all" else [s.strip() for s in args.force.split(",")]
+    if getattr(args, "retry_failed", False):
+        over["retry_failed"] = True
     if args.copies is not None:
         over["augment"] = {"copies": args.copies}
     if args.workers is not None:
@@ -162,6 +167,9 @@ def _from_manifest(args: argparse.Namespace, settings: Settings, display: Displa
 
             explore(settings.lake())
     display.print_summary()
+    if failed := sum(r.failed for r in reports):
+        print(f"{failed} failure(s) of an earlier run stand, not tried again (the files and bounds are "
+              "unchanged): see `fvc sql --query failures`; `fvc run --retry-failed` tries them")
     print(f"done; every stage cached (answered from the stage manifests); work dir {settings.home}; "
           f"log {log_file}; look with: fvc sql --query leaderboard")
     return 0

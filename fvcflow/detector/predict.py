@@ -258,6 +258,7 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
     # Downloaded into a private copy and rebuilt by our loader from safe parts: the model's own
     # code is not run, nothing is unpickled; a model of an older format is refused (retrain).
     staging = tempfile.TemporaryDirectory(prefix="fvc-model-")
+    saved.format.quiet_mlflow()
     try:
         local = mlflow.artifacts.download_artifacts(artifact_uri=target, dst_path=staging.name)
         loaded, meta = saved.load_logged(local)

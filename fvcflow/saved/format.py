@@ -22,6 +22,7 @@ pickle) is refused with :class:`OlderFormat`, which says to retrain; nothing of 
 from __future__ import annotations
 
 import json
+import os
 import re
 import tempfile
 from importlib.metadata import version as dist_version
@@ -260,6 +261,14 @@ def _signature(model: Any, example: Any):
     return ModelSignature(inputs=Schema(cols), outputs=sig.outputs)
 
 
+def quiet_mlflow() -> None:
+    """No MLflow progress bars: logging a pyfunc copies its artifacts back ("Downloading
+    artifacts", a tqdm bar on stderr mid-run) and loading one downloads them. MLflow reads its
+    own setting at each call, unlike tqdm's TQDM_DISABLE (read when tqdm is first imported); a
+    value the user set is kept."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def log_model(model: Any, example: Any = None, *, name: str = "model",
               metadata: dict[str, Any] | None = None):
     """Log ``model`` (any kind we train) as a code-based MLflow pyfunc named ``name``; MLflow's
@@ -273,6 +282,7 @@ def log_model(model: Any, example: Any = None, *, name: str = "model",
         if _is_video(p):
             reqs |= set(_torch_requirements())
     rows = not _is_video(model)
+    quiet_mlflow()
     with tempfile.TemporaryDirectory(prefix="fvc-model-") as tmp:
         folder = save_folder(model, Path(tmp) / ARTIFACT)
         return mlflow.pyfunc.log_model(

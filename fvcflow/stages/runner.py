@@ -16,6 +16,7 @@ import gc
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +28,18 @@ from fvcflow.config import Settings
 from fvcflow.digest import frame_digest
 from fvcflow.errors import DiskFullError, FvcError, is_disk_full
 from fvcflow.progress import emit
+from fvcflow.stages import claim
 from fvcflow.stages.manifest import DST_MTIME, DST_SIZE, KEY, PRIVATE, QUIET_S, WRITTEN, Manifest, stat_of
 from fvcflow.stages.specs import CARRY, PARAM, SPECS, StageSpec
-from fvcflow.store import Lake, failure_row, file_hash, record_failures, sweep_temporary, write_parquet_atomic
+from fvcflow.store import (
+    Lake,
+    failure_row,
+    file_hash,
+    read_parquet,
+    record_failures,
+    sweep_temporary,
+    write_parquet_atomic,
+)
 from fvcflow.video.limits import bounded
 
 log = logging.getLogger("fvcflow.stages")
@@ -56,6 +66,7 @@ class StagePlan:
     todo: list[Job]          # the ones to compute
     started: float = field(default_factory=time.time)
     damaged: list[str] = field(default_factory=list)   # cache entries found damaged: recomputed
+    failed_before: list[dict] = field(default_factory=list)   # failure rows of an earlier run, standing
 
     @property
     def total(self) -> int:
@@ -63,7 +74,7 @@ class StagePlan:
 
     @property
     def cached(self) -> int:
-        return self.total - len(self.todo)
+        return self.total - len(self.todo) - len({f["video_id"] for f in self.failed_before})
 
     @property
     def jobs(self) -> list[Job]:
@@ -119,7 +130,12 @@ def plan(stage: str, settings: Settings, *, announce: bool = True) -> StagePlan:
     time; when those differ, its content hash (the file is kept when the content is the same). A
     damaged entry is reported (logged, counted in the stage report), removed and recomputed.
     Per-video cache files of an older fvcflow are migrated into the manifest first (once, logged).
-    ``announce``: emit ``stage_start`` (the display's line).
+    A video this stage failed on in an earlier run is not tried again (its failure row stands,
+    ``failed_before``) when the failure was the video's own (a VideoError: unreadable, over a bound
+    still in force) and the file has not changed since; ``settings.retry_failed`` (``fvc run
+    --retry-failed``) or forcing the stage tries every one again. The stage is claimed for this
+    process's jobs until :func:`finish` (:mod:`fvcflow.stages.claim`: a concurrent run of it with
+    other jobs is refused). ``announce``: emit ``stage_start`` (the display's line).
     """
     spec = spec_of(stage)
     lake = Lake.at(settings.home)
@@ -129,6 +145,8 @@ def plan(stage: str, settings: Settings, *, announce: bool = True) -> StagePlan:
     manifest.migrate_legacy()
     damaged: list[str] = []
     frame = spec.jobs(lake, settings)
+    claim.claim(lake, spec.name, frame)
+    before: list[dict] = []
     if stage in settings.force:
         todo = frame
     else:
@@ -138,7 +156,13 @@ def plan(stage: str, settings: Settings, *, announce: bool = True) -> StagePlan:
             loaded = manifest.read(columns=wanted)
         damaged += loaded.damaged
         todo = _todo(manifest, loaded.rows, frame, damaged)
-    p = StagePlan(stage, frame, jobs_of(todo), damaged=damaged)
+        if not settings.retry_failed and todo.height:
+            todo, before = _failed_before(lake, spec.name, todo, settings)
+            if before and announce:
+                log.warning("%s: %d video(s) failed in an earlier run and are not tried again (the file is "
+                            "unchanged; fvc run --retry-failed tries them)", spec.name,
+                            len({f["video_id"] for f in before}))
+    p = StagePlan(stage, frame, jobs_of(todo), damaged=damaged, failed_before=before)
     if announce:
         emit("stage_start", stage=stage, total=p.total, todo=len(p.todo), cached=p.cached)
     return p
@@ -202,6 +226,48 @@ def _todo(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, damaged: 
     if redo:
         todo = pl.concat([todo, frame.filter(pl.col("_job").is_in(redo))], how="vertical_relaxed")
     return todo.unique("_job", keep="first").sort("_job").drop("_job")
+
+
+def _failed_before(lake: Lake, stage: str, todo: pl.DataFrame,
+                   settings: Settings) -> tuple[pl.DataFrame, list[dict]]:
+    """The jobs of ``todo`` still to try, and the failure rows that stand for the others: videos
+    whose earlier failure in ``stage`` was their own (``VideoError``), recorded after the file's
+    last change, and, for a bound crossed, under the same value of that bound (not a watchdog's
+    timeout: that one is tried again)."""
+    old = read_parquet(lake.failures)
+    if old is None or not old.height:
+        return todo, []
+    old = old.filter((pl.col("stage") == stage) & (pl.col("error_type") == "VideoError")
+                     & pl.col("video_id").is_in(todo["video_id"].unique().implode()))
+    if not old.height:
+        return todo, []
+    paths = dict(todo.select("video_id", "path").iter_rows())
+    bounds = settings.limits.video_limits()
+    standing = []
+    for row in old.iter_rows(named=True):
+        try:
+            changed = os.stat(paths[row["video_id"]]).st_mtime
+        except OSError:
+            continue                                        # gone or unreadable: tried, and said, again
+        if changed < (row["recorded_at"] or 0) and _same_bound(row["reason"] or "", bounds):
+            standing.append(row)
+    if not standing:
+        return todo, []
+    ids = {r["video_id"] for r in standing}
+    return todo.filter(~pl.col("video_id").is_in(list(ids))), standing
+
+
+def _same_bound(reason: str, bounds) -> bool:
+    """False when ``reason`` names a bound (``limits.<name> = <value>``) whose value is now another,
+    or the decode time bound (the machine's load is part of it: always tried again)."""
+    if "limits.decode_seconds" in reason:
+        return False
+    for name, value in re.findall(r"limits\.(\w+) = ([0-9.e+-]+)", reason):
+        now = getattr(bounds, name, None)
+        with contextlib.suppress(ValueError, TypeError):
+            if now is None or not math.isclose(float(value), float(now), rel_tol=1e-6):
+                return False
+    return True
 
 
 def _adopt_legacy(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, spec: StageSpec,
@@ -320,7 +386,7 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     for folder in (lake.cache_dir(spec.name), spec.table(lake).parent):
         for p in sweep_temporary(folder):
             log.info("%s: removed %s, left by a writer that died", spec.name, p.name)
-    failures = [f for o in outcomes for f in o.failures]
+    failures = [f for o in outcomes for f in o.failures] + list(stage_plan.failed_before)
     failed = list({f["video_id"] for f in failures})
     frame = stage_plan.frame.filter(~pl.col("video_id").is_in(failed)) if failed else stage_plan.frame
     loaded = Manifest(lake, spec.name).read()
@@ -346,8 +412,8 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     # the batches' parts, folded into the shards; another host's open part once quiet for twice
     # the time one video may take (its writer is gone)
     manifest.compact(quiet_s=2 * (settings.limits.decode_seconds or QUIET_S / 2))
-    if PARAM + "dst" in stage_plan.frame.columns:
-        _prune(manifest, loaded.rows, stage_plan.frame, lake)
+    _prune(manifest, loaded.rows, stage_plan.frame, lake)
+    claim.release(lake, spec.name)
     reasons: dict[str, int] = {}
     for f in failures:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
@@ -367,6 +433,12 @@ def finish(stage_plan: StagePlan, outcomes: list[BatchOutcome], settings: Settin
     if announce:
         announce_end(report)
     return report
+
+
+def release(stage: str, settings: Settings) -> None:
+    """Give up this process's claim on ``stage`` of the work dir when the stage did not finish (a
+    failed or stopped run in a process that goes on: a served deployment's)."""
+    claim.release(Lake.at(settings.home), spec_of(stage).name)
 
 
 def announce_end(report: StageReport) -> None:
@@ -403,13 +475,20 @@ FILE_COLUMNS = ("path", "mask_path", "tracks_path")     # a written row's files
 
 
 def _prune(manifest: Manifest, rows: pl.DataFrame, frame: pl.DataFrame, lake: Lake) -> None:
-    """Results of a stage that writes files which no job of this plan names any more (the copies
-    of videos a ``--resplit`` moved to the test hold-out, of videos gone from the corpus, or made
-    with other settings): their rows leave the manifest and their files, when no job of this plan
-    writes the same file and they lie in the work dir, are removed; logged once. What a plan does
-    not name is never read again (its key cannot come back without its job), so it is only debris."""
+    """Results which no job of this plan names any more (the copies of videos a ``--resplit``
+    moved to the test hold-out, the rows of videos gone from the corpus, results made with other
+    settings): their rows leave the manifest and, for a stage that writes files, their files, when
+    no job of this plan writes the same file and they lie in the work dir, are removed; logged
+    once. What a plan does not name is never read again (its key cannot come back without its
+    job), so it is only debris. A stage without files of its own (features, scaled_features) only
+    drops rows: the paths its rows name are other stages' files."""
     stale = rows.join(frame.select(pl.col("key").alias(KEY)), on=KEY, how="anti")
     if not stale.height:
+        return
+    if PARAM + "dst" not in frame.columns:
+        n = manifest.drop(stale[KEY].to_list())
+        log.warning("%s: removed %d cached results no job names any more: a changed hold-out, corpus or "
+                    "settings", manifest.stage, n)
         return
     keep = set(frame[PARAM + "dst"].drop_nulls().to_list())
     if PARAM + "mask_dst" in frame.columns:

@@ -365,23 +365,33 @@ def read_rgb(path, indices, *, transform: Callable[[np.ndarray], np.ndarray] | N
     return np.stack(kept), decoded
 
 
+#: reference frames an H.264/HEVC decode holds whatever its threads (its picture buffer: measured
+#: 172 MiB, 3.6 8-bit 4:2:0 frames, decoding 8K with one thread; benchmarks/bounds.py)
+REFERENCE_FRAMES = 4
+
+
 def decoder_threads(width: int, height: int, threads: int | None = None, *,
                     limits: bounds.Limits | None = None) -> int:
     """How many frame threads to decode ``width`` x ``height`` frames with: ``threads`` (None:
-    FFmpeg's own choice, one more than the cores, at most 16), capped so that the frames in
-    flight (one per frame thread, 4:2:0 at up to 16 bits) fit in ``limits.chunk_mb`` MiB, the
-    bound on decoded frames held at once (None: no cap). At least 1.
+    FFmpeg's own choice, one more than the cores, at most 16), capped so that the decoder's
+    frames (its :data:`REFERENCE_FRAMES` reference frames, 8-bit 4:2:0, and one frame per frame
+    thread, counted at 3 bytes/pixel: measured 100-114 MiB per further thread at 8K) fit in
+    ``limits.chunk_mb`` MiB, the bound on decoded frames held at once (None: no cap). At least 1:
+    8K decodes with one thread (a second costs 114 MiB, 66 % more than the decode's own frames).
 
     >>> decoder_threads(7680, 4320, 16, limits=bounds.Limits(chunk_mb=256))
-    2
+    1
+    >>> decoder_threads(3840, 2160, 16, limits=bounds.Limits(chunk_mb=256))
+    8
     >>> decoder_threads(1920, 1080, 16, limits=bounds.Limits(chunk_mb=256))
     16
     """
     limits = limits or bounds.current()
     n = threads if threads is not None else min((os.cpu_count() or 1) + 1, 16)
     if limits.chunk_mb is not None and width > 0 and height > 0:
+        refs = REFERENCE_FRAMES * width * height * 3 // 2
         frame = width * height * 3                       # 4:2:0, 16-bit samples at most: 3 bytes/pixel
-        n = min(n, int(limits.chunk_mb * 2**20 // frame))
+        n = min(n, int((limits.chunk_mb * 2**20 - refs) // frame))
     return max(1, int(n))
 
 
