@@ -34,6 +34,12 @@ def lake(tmp_path_factory):
     return write_deep_lake(tmp_path_factory.mktemp("ddp") / "fvc-data", n_groups=6)
 
 
+@pytest.fixture(scope="module")
+def single(lake):
+    """One process at the union batch of two ranks of batch 2: what every DDP path must give."""
+    return video_cv(lake, get_model_spec(MODEL), _config(epochs=2, batch_size=4))
+
+
 def _config(**deep):
     cfg = tiny_deep_config(MODEL, **deep)
     return cfg.model_copy(update={"params": PARAMS, "report": False, "register_best": False,
@@ -77,7 +83,7 @@ def test_two_ranks_read_disjoint_clips_and_step_as_one_process_on_their_union(la
     assert float(r0["loss"]) == pytest.approx(float(one["loss"]), rel=1e-5)  # the loss of every clip
 
 
-def test_a_ddp_model_is_one_mlflow_run_with_one_process_predictions(lake):
+def test_a_ddp_model_is_one_mlflow_run_with_one_process_predictions(lake, single):
     cfg = _config(epochs=2, batch_size=2, ddp=True)
     summary = run_training(lake, cfg)
     (res,) = summary.results
@@ -87,7 +93,6 @@ def test_a_ddp_model_is_one_mlflow_run_with_one_process_predictions(lake):
                               f"tags.`fvc.model` = '{MODEL}' and tags.`fvc.role` = 'model'")
     assert [r.info.run_id for r in runs] == [res.run_id]
     assert runs[0].data.tags["fvc.ddp_world"] == "2" and runs[0].data.params["effective_batch"] == "4"
-    single = video_cv(lake, get_model_spec(MODEL), _config(epochs=2, batch_size=4))
     got = pl.read_parquet(lake.predictions).filter(pl.col("model") == MODEL)
     joined = got.select("video_id", "split", pl.col("prob_fake").alias("ddp")).join(
         single.predictions.select("video_id", "split", "prob_fake"), on=["video_id", "split"])
@@ -127,3 +132,84 @@ def test_ddp_settings_name_what_is_wrong():
     with pytest.raises(ConfigError, match="DDP needs at least 2 ranks, got 1"):
         distributed.world_devices("cuda", [1], None, 4)
     assert distributed.backend_for("cuda:1") == "nccl" and distributed.backend_for("cpu") == "gloo"
+
+
+# -- a group started by a launcher (torchrun; srun reads the same way through config.launch_env) -----
+def _toml(lake, tmp_path, experiment: str) -> str:
+    path = tmp_path / "fvc.toml"
+    path.write_text(f"""home = "{lake.root}"
+[train]
+folds = 2
+test_size = 0.2
+reuse_splits = true
+report = false
+register_best = false
+shortcut_check = false
+experiment = "{experiment}"
+models = "{MODEL}"
+[train.deep]
+epochs = 2
+patience = 2
+batch_size = 2
+workers = 0
+device = "cpu"
+lr = 1e-3
+[train.deep.clip.{MODEL}]
+frames = 4
+clips = 2
+size = 32
+[train.params.{MODEL}]
+dropout = 0.0
+widths = [8, 8, 8]
+""")
+    return str(path)
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_train_one_mlflow_run_as_one_process(lake, single, tmp_path):
+    """``torchrun --standalone --nproc-per-node 2 -m fvcflow train --launcher torchrun``: each rank
+    joins the launcher's gloo group from its variables, rank 0 trains and writes, rank 1 follows;
+    the result is one process's at the union batch (2 x 2), as the spawned DDP path's."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "fvcflow", "train", "--launcher", "torchrun", "--config", _toml(lake, tmp_path, "torchrun")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(lake.mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("torchrun").experiment_id],
+                              f"tags.`fvc.model` = '{MODEL}' and tags.`fvc.role` = 'model'")
+    assert len(runs) == 1                                                   # rank 0 alone wrote
+    tags, params = runs[0].data.tags, runs[0].data.params
+    assert tags["fvc.ddp_world"] == "2" and tags["fvc.launcher"] == "torchrun"
+    assert params["effective_batch"] == "4" and params["precision"] == "fp32"
+    got = pl.read_parquet(lake.predictions).filter(pl.col("model") == MODEL)
+    joined = got.select("video_id", "split", pl.col("prob_fake").alias("ddp")).join(
+        single.predictions.select("video_id", "split", "prob_fake"), on=["video_id", "split"])
+    assert joined.height == single.predictions.height
+    np.testing.assert_allclose(joined["ddp"], joined["prob_fake"], atol=1e-4)   # float sums in another order
+
+
+def test_inconsistent_launcher_variables_are_one_line(lake, tmp_path, monkeypatch, capsys):
+    from fvcflow.cli import main as fvc
+    from fvcflow.config import launch_env
+
+    for var in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")                                   # WORLD_SIZE without RANK
+    assert fvc(["train", "--launcher", "torchrun", "--config", _toml(lake, tmp_path, "bad")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: train.deep.launcher = torchrun: RANK, LOCAL_RANK, the master address "
+                          "(MASTER_ADDR or the node list), the master port (MASTER_PORT or SLURM_JOB_ID) "
+                          "not set (set: WORLD_SIZE): run it under torchrun")
+    assert err.count("\n") == 1
+    with pytest.raises(ConfigError, match=r"inconsistent RANK=2, WORLD_SIZE=2, LOCAL_RANK=0"):
+        launch_env("torchrun", {"RANK": "2", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "h",
+                                "MASTER_PORT": "1"})
+    slurm = launch_env("slurm", {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1",
+                                 "SLURM_JOB_NODELIST": "gpu-a[003-006],gpu-b1", "SLURM_JOB_ID": "77"})
+    assert (slurm.rank, slurm.world, slurm.local_rank, slurm.address) == (5, 8, 1, "tcp://gpu-a003:15077")
+    assert launch_env("none", {"RANK": "0"}) is None
