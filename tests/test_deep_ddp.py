@@ -6,6 +6,7 @@ The CUDA/NCCL path is the same code with ``backend_for(cuda) == "nccl"``; it nee
 
 from __future__ import annotations
 
+import io
 import logging
 import time
 
@@ -24,7 +25,7 @@ from fvcflow.models import get_model_spec
 from fvcflow.models.torch_common import build_video_model, clip_spec
 from fvcflow.training import run_training
 from tests.ddp_ranks import MODEL, PARAMS, one_fit
-from tests.deep_lake import deep_rows, tiny_deep_config, video_cv, write_deep_lake
+from tests.deep_lake import deep_rows, resume_store, tiny_deep_config, video_cv, write_deep_lake
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -213,3 +214,49 @@ def test_inconsistent_launcher_variables_are_one_line(lake, tmp_path, monkeypatc
                                  "SLURM_JOB_NODELIST": "gpu-a[003-006],gpu-b1", "SLURM_JOB_ID": "77"})
     assert (slurm.rank, slurm.world, slurm.local_rank, slurm.address) == (5, 8, 1, "tcp://gpu-a003:15077")
     assert launch_env("none", {"RANK": "0"}) is None
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_model_resumes_with_every_rank_s_own_random_state(lake, caplog):
+    """With dropout, each rank draws its own masks: rank 0 keeps every rank's RNG state in the epoch
+    checkpoint and each rank continues from its own, so the resumed model equals the uninterrupted
+    one (gloo sums two ranks in a fixed order: equal up to float rounding, 1e-6)."""
+    spec = get_model_spec(MODEL)
+    cfg = _config(epochs=3, patience=3, batch_size=2, ddp=True).model_copy(
+        update={"params": {MODEL: {**PARAMS[MODEL], "dropout": 0.5}}})
+    whole = video_cv(lake, spec, cfg)                                       # uninterrupted, no resume cache
+    store = resume_store(lake, spec, cfg)
+    store.clear()
+    me, killed = psutil.Process(), []
+
+    class KillRankOne(logging.Handler):         # after fold0's epoch 1: epoch 0 is kept, epoch 1 not
+        def emit(self, record):
+            if killed or "fold0 epoch 1: " not in record.getMessage():
+                return
+            for child in me.children():
+                if "spawn_main" in " ".join(child.cmdline()):
+                    child.kill()
+                    killed.append(child)
+
+    handler = KillRankOne()
+    logging.getLogger("fvcflow.deep").addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="fvcflow.deep"), \
+                pytest.raises(DeviceError, match="rank 1 died"):
+            video_cv(lake, spec, cfg, resume=True)
+    finally:
+        logging.getLogger("fvcflow.deep").removeHandler(handler)
+    assert killed and store.names() == ["fold0.epoch"]
+    kept = torch.load(io.BytesIO(store.load_bytes("fold0.epoch")), weights_only=True)
+    assert len(kept["rng_ranks"]) == 2 and not torch.equal(kept["rng_ranks"][0]["torch"],
+                                                           kept["rng_ranks"][1]["torch"])
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="fvcflow.deep"):
+        again = video_cv(lake, spec, cfg, resume=True)
+    assert any("fold0: resumed at epoch 1" in r.getMessage() for r in caplog.records)
+    assert [h["val_loss"] for h in again.fold_history[0]] == pytest.approx(
+        [h["val_loss"] for h in whole.fold_history[0]], abs=1e-6)
+    joined = again.predictions.join(whole.predictions, on=["video_id", "split"], suffix="_whole")
+    assert joined.height == whole.predictions.height
+    np.testing.assert_allclose(joined["prob_fake"], joined["prob_fake_whole"], rtol=0, atol=1e-6)
+    store.clear()
