@@ -7,8 +7,9 @@ scores the fold's originals; then one more fit on every training row scores the 
 the deployable model. A video's score is the mean of its clips' logits, and every metric is
 video-level. AdamW (weight decay ``1e-4``), one learning rate from scratch, or backbone and head
 rates (``5e-6``/``5e-4``) with pretrained weights; gradient accumulation to ``effective_batch``;
-bf16 autocast and ``cudnn.benchmark`` on CUDA only. Seeds are fixed per fold: two CPU runs give
-equal metrics.
+bf16 autocast when ``train.deep.precision`` is bf16 (chosen for the device when unset: Ampere+
+CUDA), channels_last_3d when ``channels_last`` (default on CUDA), ``cudnn.benchmark`` on CUDA
+only. Seeds are fixed per fold: two CPU runs give equal metrics.
 
 Resume: with a resume cache, every finished fit is kept (see :func:`cross_validate_video`) and,
 inside a fit, every finished epoch too (``<tag>.epoch``: weights, optimizer, history, early
@@ -575,6 +576,16 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     return out
 
 
+def _architecture(name: str, clip: ClipSpec, params: dict) -> nn.Module:
+    """The model's modules without its memory (built on the meta device; on the CPU where a
+    constructor needs real tensors)."""
+    try:
+        with torch.device("meta"):
+            return build_video_model(name, clip=clip, seed=0, **params)
+    except Exception:  # noqa: BLE001 - a constructor that computes on its tensors
+        return build_video_model(name, clip=clip, seed=0, **params)
+
+
 def resolve_defaults(spec: ModelSpec, clip: ClipSpec, deep: DeepConfig, params: dict, device: torch.device,
                      weights: str | None = None):
     """``deep`` with the batch size, precision and channels-last the user left unset chosen for
@@ -582,9 +593,7 @@ def resolve_defaults(spec: ModelSpec, clip: ClipSpec, deep: DeepConfig, params: 
     if deep.batch_size is not None and deep.precision is not None and deep.channels_last is not None:
         conv3d = False              # everything given: nothing to look at
     else:
-        probe = build_video_model(spec.name, clip=clip, seed=0, **params)
-        conv3d = any(isinstance(m, nn.Conv3d) for m in probe.modules())
-        del probe
+        conv3d = any(isinstance(m, nn.Conv3d) for m in _architecture(spec.name, clip, params).modules())
     side = clip.size or 112
     chosen = choose_defaults(describe(device), clip_elements=clip.n_channels * clip.frames * side * side,
                              conv3d=conv3d, batch_size=deep.batch_size, precision=deep.precision,
@@ -609,6 +618,8 @@ class _Job:
     weights: str | None
     resume: bool
     splits: pl.DataFrame
+    settings: TrainConfig               # as the user gave them (the resume cache's key: the trainer
+                                        # clears it by these), before the device chose the defaults
 
 
 def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.DataFrame, *, resume: bool,
@@ -622,13 +633,14 @@ def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.Da
         log.warning("%s: no weights given (train.deep.weights): random initialisation", spec.name)
     else:
         log.info("%s: initial weights from %s", spec.name, weights)
+    given = cfg
     deep, chosen = resolve_defaults(spec, clip, deep, params, device, weights)
     cfg = cfg.model_copy(update={"deep": deep})
     with device_errors(spec.name, device, deep.batch_size):
         cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
         clip, rows = with_faces(lake, clip, video_rows(lake, cfg, splits))     # clip.source: face or frame
         rows = prepare_sources(lake, rows, clip, cache)
-        job = _Job(str(lake.root), spec.name, cfg, clip, rows, params, weights, resume, splits)
+        job = _Job(str(lake.root), spec.name, cfg, clip, rows, params, weights, resume, splits, given)
         if distributed.launched() is not None:
             out = _launched_rank0(job, device, cache, start)
         elif not deep.ddp:
@@ -736,7 +748,7 @@ def _folds(job: _Job, device: torch.device, ctx: Rank | None, cache: ClipCache, 
     deep = cfg.deep
     trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device,
                       ctx=ctx)
-    store = resume_cache(lake, spec, cfg, job.splits, rows) if job.resume else None
+    store = resume_cache(lake, spec, job.settings, job.splits, rows) if job.resume else None
     lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
     folder = lake.cache_dir("checkpoints")
     workdir = (Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=folder)) if trainer.main
