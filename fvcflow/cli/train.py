@@ -8,6 +8,7 @@ from fvcflow import progress
 from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
 from fvcflow.config import TrainConfig, launch_env
+from fvcflow.errors import DeviceError
 
 
 def register(sub) -> None:
@@ -67,7 +68,12 @@ def run(args) -> int:
         if ctx.rank:                         # the other ranks train what rank 0 sends, write nothing
             from fvcflow.deep.loop import follow
 
-            follow(ctx)
+            try:
+                follow(ctx)
+            except RuntimeError as exc:      # a collective failed: another rank (rank 0) ended
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise DeviceError(f"rank {ctx.rank} of {ctx.world}: the launcher's group failed "
+                                  f"({first})") from None
             return 0
         try:
             return _train(args, settings)

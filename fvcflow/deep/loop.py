@@ -658,6 +658,8 @@ def _launched_rank0(job: _Job, device: torch.device, cache: ClipCache, start: fl
     log.info("%s: DDP on the launcher's %d ranks, %s", job.spec_name, ctx.world,
              distributed.backend_for(device))
     with distributed.launched_model():       # one model at a time on the group
+        if device.type == "cuda":            # not leased: the model's own peak, as a lease gives
+            torch.cuda.reset_peak_memory_stats(device)
         distributed.send(job)
         try:
             out = _folds(job, device, ctx, cache, start)
