@@ -410,15 +410,19 @@ def launched(out: str, device_type: str) -> int:
 def defaults(args, device) -> dict:
     from fvcflow.deep.device import choose_defaults, describe
 
-    side, frames = (32, 4) if args.quick else (112, 16)
-    spec = clip_spec("r2plus1d_18", {"frames": frames, "size": side})
+    spec = clip_spec("r2plus1d_18", {"frames": 16, "size": 112})
     model = build_video_model("r2plus1d_18", clip=spec, seed=0)
     conv3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
     if device.type == "cuda":
         torch.cuda.empty_cache()
     info = describe(device)
-    chosen = choose_defaults(info, clip_elements=spec.n_channels * frames * side * side, conv3d=conv3d)
-    out = {"device": info.__dict__, **chosen.params()}
+    chosen = choose_defaults(info, clip_elements=spec.n_channels * 16 * 112 * 112, conv3d=conv3d)
+    out = {"device": info.__dict__, "model": "r2plus1d_18", "clip": "16x112x112", **chosen.params()}
+    side = 112
+    if args.quick:                  # the chosen settings stepped on a small model and clip
+        spec, side = clip_spec("naive_3dcnn", {"frames": 4, "size": 32}), 32
+        model = build_video_model("naive_3dcnn", clip=spec, seed=0)
+        out["stepped"] = "naive_3dcnn 4x32x32"
     fmt = torch.channels_last_3d if chosen.channels_last else None
     model = model.to(device).train()
     if fmt is not None:
