@@ -12,6 +12,17 @@ one runs):
   state through :func:`fvcflow.deep.loop.rng_state`), a fresh model, the second epoch: the same
   weights (bit for bit on the CPU, within 1e-5 on CUDA);
 - ``predict``: eval logits of one model on the device vs on the CPU, within 1e-3;
+- ``ddp``: DistributedDataParallel on every GPU there is (NCCL; on the CPU 2 gloo ranks), ranks
+  started as the trainer starts them (:func:`fvcflow.deep.distributed.start_ranks`): one fp32 SGD
+  step of ``r2plus1d_18`` with SyncBatchNorm equals one process's step on the union batch
+  (CUDA, within 1e-4: SyncBatchNorm normalises over every rank's clips; gloo has none, so on the
+  CPU only the ranks' agreement is checked), then bf16 steps in channels_last_3d: finite, and
+  every rank holds the same weights;
+- ``launcher``: the same check under ``torchrun --standalone --nproc-per-node N`` (the ranks join
+  from the launcher's variables, :func:`fvcflow.config.launch_env`, each on ``cuda:LOCAL_RANK``);
+- ``defaults``: the batch size, precision and memory format chosen for the device
+  (:func:`fvcflow.deep.device.choose_defaults`) for ``r2plus1d_18`` at 16x112x112, and one training
+  step at that batch: it fits (peak memory vs the card's);
 - ``throughput``: ``r2plus1d_18`` (``--quick``: ``naive_3dcnn``, 32 clips) training clips/s fed
   by the real cached-clip DataLoader
   (uint8, workers, pinned memory) vs the same loop on clips already in device memory, over at
@@ -41,6 +52,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from fvcflow.deep import distributed
 from fvcflow.deep.clips import ClipCache, ClipSource
 from fvcflow.deep.data import ClipDataset, RawClips, make_loader, to_input
 from fvcflow.deep.loop import rng_state, set_rng_state
@@ -264,7 +276,182 @@ def throughput(args, device) -> dict:
             "ok": ratio >= RATIO_TARGET or device.type != "cuda"}
 
 
+# -- DDP: spawned ranks and a launcher's ---------------------------------------------------------
+DDP_CLIP = {"frames": 4, "clips": 1, "size": 32}
+
+
+def ddp_rank(ctx, out: str, steps: int) -> None:
+    """One rank: an fp32 SGD step on its share of a global batch (2 clips per rank), then ``steps``
+    bf16 (CUDA) steps in channels_last_3d; its weights after each saved as ``<rank>.pt``."""
+    spec = ClipSpec(**DDP_CLIP)
+    cuda = ctx.device.type == "cuda"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False   # fp32 compared
+    model = build_video_model("r2plus1d_18", clip=spec, seed=0).to(ctx.device).train()
+    net = distributed.wrap(model, ctx)                      # SyncBatchNorm on CUDA
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    raw = raw_batch(spec, 2 * ctx.world, 5, spec.size)
+    mine = slice(2 * ctx.rank, 2 * ctx.rank + 2)
+    y = torch.tensor([i % 2 for i in range(2 * ctx.world)], dtype=torch.float32)[mine].to(ctx.device)
+    loss = F.binary_cross_entropy_with_logits(net(to_input(RawClips(raw.data[mine], raw.aug[mine]), spec,
+                                                           ctx.device)).float(), y)
+    loss.backward()
+    opt.step()
+    one = {k: v.detach().cpu().clone() for k, v in net.module.state_dict().items()}   # BN statistics too
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    fmt = torch.channels_last_3d if cuda else None
+    if fmt is not None:
+        net.module.to(memory_format=fmt)
+    losses = []
+    for step in range(steps):
+        raw = raw_batch(spec, 2, 100 * step + ctx.rank, spec.size)
+        yy = torch.tensor([0.0, 1.0], device=ctx.device)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=cuda):
+            loss = F.binary_cross_entropy_with_logits(net(to_input(raw, spec, ctx.device, memory_format=fmt))
+                                                      .float(), yy)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach())
+    torch.save({"one": one, "last": {k: v.detach().cpu() for k, v in net.module.named_parameters()},
+                "losses": torch.stack(losses).float().cpu(), "device": str(ctx.device),
+                "syncbn": any(isinstance(m, torch.nn.SyncBatchNorm) for m in net.modules())},
+               Path(out) / f"{ctx.rank}.pt")
+
+
+def _single_step(world: int, device) -> dict:
+    """One process's fp32 SGD step on the union batch of ``world`` ranks (BatchNorm over all of it)."""
+    spec = ClipSpec(**DDP_CLIP)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        model = build_video_model("r2plus1d_18", clip=spec, seed=0).to(device).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        raw = raw_batch(spec, 2 * world, 5, spec.size)
+        y = torch.tensor([i % 2 for i in range(2 * world)], dtype=torch.float32, device=device)
+        F.binary_cross_entropy_with_logits(model(to_input(raw, spec, device)).float(), y).backward()
+        opt.step()
+        return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+
+
+def _ddp_verdict(folder: Path, world: int, device) -> dict:
+    ranks = [torch.load(folder / f"{r}.pt", weights_only=True) for r in range(world)]
+    agree = max(float((a - b).abs().max()) for r in ranks[1:] for k, a in ranks[0]["last"].items()
+                for b in [r["last"][k]] if a.is_floating_point())
+    finite = all(bool(torch.isfinite(r["losses"]).all()) for r in ranks)
+    out = {"world": world, "devices": [r["device"] for r in ranks],
+           "backend": distributed.backend_for(device), "syncbn": ranks[0]["syncbn"],
+           "ranks_max_weight_diff": agree, "bf16_losses_finite": finite}
+    ok = agree == 0.0 and finite
+    if device.type == "cuda":                   # SyncBatchNorm: the union batch's statistics
+        single = _single_step(world, device)
+        diff = max(float((ranks[0]["one"][k] - v).abs().max()) for k, v in single.items()
+                   if v.is_floating_point())
+        out.update({"vs_one_process_max_diff": diff, "tolerance": 1e-4})
+        ok = ok and ranks[0]["syncbn"] and diff <= 1e-4
+    out["ok"] = ok
+    return out
+
+
+def _world(device) -> list:
+    if device.type == "cuda":
+        return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+    return [torch.device("cpu")] * 2
+
+
+def ddp(args, device) -> dict:
+    devices = _world(device)
+    if len(devices) < 2:
+        return {"ok": True, "skipped": f"{len(devices)} GPU: DDP needs 2"}
+    with tempfile.TemporaryDirectory(prefix="fvc-gpu-ddp-") as tmp:
+        address = f"tcp://127.0.0.1:{distributed.free_port()}"
+        ranks = distributed.start_ranks(ddp_rank, devices, address, 120, (tmp, 3))
+        try:
+            ranks.wait_started(120)
+            ctx = distributed.join(0, len(devices), devices[0], address, 120)
+            try:
+                ddp_rank(ctx, tmp, 3)
+            finally:
+                distributed.leave()
+        finally:
+            ranks.stop()
+        if ranks.failure():
+            return {"ok": False, "error": ranks.failure()}
+        return _ddp_verdict(Path(tmp), len(devices), device)
+
+
+def launcher(args, device) -> dict:
+    devices = _world(device)
+    if len(devices) < 2:
+        return {"ok": True, "skipped": f"{len(devices)} GPU: DDP needs 2"}
+    with tempfile.TemporaryDirectory(prefix="fvc-gpu-torchrun-") as tmp:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+               str(len(devices)), "-m", "benchmarks.gpu_check", "--device", device.type, "--launched", tmp]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=170,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        if proc.returncode != 0:
+            return {"ok": False, "error": (proc.stderr.strip().splitlines() or ["?"])[-1][:300]}
+        return _ddp_verdict(Path(tmp), len(devices), device)
+
+
+def launched(out: str, device_type: str) -> int:
+    """A rank started by torchrun: join from the launcher's variables, run :func:`ddp_rank`."""
+    from fvcflow.config import launch_env
+
+    env = launch_env("torchrun")
+    ctx = distributed.join_launched(env, 120, cuda=device_type == "cuda")
+    try:
+        ddp_rank(ctx, out, 3)
+    finally:
+        distributed.leave_launched()
+    return 0
+
+
+def defaults(args, device) -> dict:
+    from fvcflow.deep.device import choose_defaults, describe
+
+    spec = clip_spec("r2plus1d_18", {"frames": 16, "size": 112})
+    model = build_video_model("r2plus1d_18", clip=spec, seed=0)
+    conv3d = any(isinstance(m, torch.nn.Conv3d) for m in model.modules())
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    info = describe(device)
+    chosen = choose_defaults(info, clip_elements=spec.n_channels * 16 * 112 * 112, conv3d=conv3d)
+    out = {"device": info.__dict__, "model": "r2plus1d_18", "clip": "16x112x112", **chosen.params()}
+    side = 112
+    if args.quick:                  # the chosen settings stepped on a small model and clip
+        spec, side = clip_spec("naive_3dcnn", {"frames": 4, "size": 32}), 32
+        model = build_video_model("naive_3dcnn", clip=spec, seed=0)
+        out["stepped"] = "naive_3dcnn 4x32x32"
+    fmt = torch.channels_last_3d if chosen.channels_last else None
+    model = model.to(device).train()
+    if fmt is not None:
+        model = model.to(memory_format=fmt)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, **fused(device))
+    batch = chosen.batch_size if device.type == "cuda" or not args.quick else min(chosen.batch_size, 4)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    for step in range(2):
+        raw = raw_batch(spec, batch, step, side)
+        y = torch.tensor([i % 2 for i in range(batch)], dtype=torch.float32, device=device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=chosen.precision == "bf16"):
+            loss = F.binary_cross_entropy_with_logits(model(to_input(raw, spec, device, memory_format=fmt))
+                                                      .float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    out["stepped_batch"] = batch
+    out["loss_finite"] = bool(torch.isfinite(loss.detach()).item())
+    if device.type == "cuda":
+        out["peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+        out["peak_of_free"] = round(out["peak_mib"] / max(1, info.free_mib), 3)
+        out["bf16_on_ampere"] = chosen.precision == ("bf16" if info.capability >= (8, 0) else "fp32")
+    out["ok"] = out["loss_finite"] and out.get("bf16_on_ampere", True)
+    return out
+
+
 PHASES = {"env": (env, 60), "fit": (fit, 120), "resume": (resume, 60), "predict": (predict, 60),
+          "ddp": (ddp, 150), "launcher": (launcher, 180), "defaults": (defaults, 90),
           "throughput": (throughput, 150)}
 
 
@@ -274,7 +461,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true",
                     help="small clips and counts (every phase, minutes on a CPU)")
     ap.add_argument("--phases", default=",".join(PHASES), help="comma-separated subset")
+    ap.add_argument("--launched", metavar="DIR", help=argparse.SUPPRESS)   # a torchrun rank of 'launcher'
     args = ap.parse_args(argv)
+    if args.launched:
+        return launched(args.launched, torch.device(args.device).type)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but torch sees no CUDA device (try --device cpu --quick)",

@@ -1,6 +1,6 @@
 """Prefect layer: stage 5, the training subflow (models, stacks, the report); deep models of a
-``device="gpu"`` kind hold a slot of the ``gpu`` concurrency limit. The corpus exploration is in
-:mod:`fvcflow.flows.explore`.
+``device="gpu"`` kind hold a slot of their node's ``gpu:<hostname>`` concurrency limit. The
+corpus exploration is in :mod:`fvcflow.flows.explore`.
 
 Where there are devices to lease (GPUs, or ``train.deep.devices``), the deep models are submitted
 together: each task waits for a ``gpu`` slot, then leases one free device for its lifetime
@@ -8,6 +8,8 @@ together: each task waits for a ``gpu`` slot, then leases one free device for it
 train in the flow; a second run waits for a slot. Without devices, models train one after another."""
 
 from __future__ import annotations
+
+import socket
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -26,24 +28,35 @@ from fvcflow.training import finish, plan_models, prepare_splits, train_model, t
 from fvcflow.training.evidence.report import figures_markdown, table_rows
 from fvcflow.training.fitting.splits import load_splits
 
-#: the Prefect global concurrency limit every GPU training task takes one slot of
+#: the prefix of the Prefect global concurrency limits of the GPUs: one limit per node,
+#: ``gpu:<hostname>``, whose slots are that node's GPUs
 GPU_LIMIT = "gpu"
 
 
-def ensure_gpu_limit(devices: list[int] | None = None) -> int:
-    """Create the global concurrency limit ``gpu`` when missing (slots = ``train.deep.devices``
-    given, else GPUs seen, at least 1)."""
-    slots = len(devices) if devices else max(1, gpu_count())
+def gpu_limit(host: str | None = None) -> str:
+    """The name of node ``host``'s GPU limit (default this machine's): two nodes sharing one
+    Prefect server each count their own GPUs.
+
+    >>> gpu_limit("node7")
+    'gpu:node7'
+    """
+    return f"{GPU_LIMIT}:{host or socket.gethostname()}"
+
+
+def ensure_gpu_limit(devices: list[int] | None = None, host: str | None = None) -> int:
+    """Create node ``host``'s limit :func:`gpu_limit` when missing (slots = ``train.deep.devices``
+    given, else GPUs seen, at least 1); its slots."""
+    name, slots = gpu_limit(host), len(devices) if devices else max(1, gpu_count())
     with get_client(sync_client=True) as client:
         try:
-            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
-        except Exception:  # noqa: BLE001 - ObjectNotFound: first run against this server
+            return client.read_global_concurrency_limit_by_name(name).limit
+        except Exception:  # noqa: BLE001 - ObjectNotFound: first run of this node against this server
             pass
         try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=GPU_LIMIT, limit=slots))
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=slots))
             return slots
         except Exception:  # noqa: BLE001 - created meanwhile by a concurrent run: use that one
-            return client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
+            return client.read_global_concurrency_limit_by_name(name).limit
 
 
 @task(name="plan-training", **RETRY)
@@ -62,7 +75,7 @@ def train_model_task(name: str, settings: Settings):
 
 @task(name="train-deep-model", tags=["gpu"], **RETRY)
 def train_gpu_model_task(name: str, settings: Settings):
-    with concurrency(GPU_LIMIT, occupy=1, strict=True):   # a second run waits for a card
+    with concurrency(gpu_limit(), occupy=1, strict=True):   # a second run of this node waits for a card
         return train_model(settings.lake(), name, settings.train)   # which leases one (deep.loop)
 
 

@@ -56,6 +56,9 @@ class DeepConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="auto: CUDA when present")
+    launcher: Literal["none", "torchrun", "slurm"] = Field(
+        "none", description="join a process group a launcher started (torchrun, srun): one DDP rank per "
+                            "process, on cuda:LOCAL_RANK (launch_env reads its variables)")
     devices: list[int] | None = Field(None, description="indices of the visible GPUs the deep tasks lease "
                                                         "one each of (default: all); on the CPU, slots")
     max_nonfinite: int = Field(3, ge=1, le=1000, description="non-finite losses (steps skipped) before a "
@@ -70,7 +73,13 @@ class DeepConfig(BaseModel):
     epochs: int = Field(20, ge=1, le=1000, description="most epochs per fold (early stopping ends sooner)")
     patience: int = Field(5, ge=1, le=100,
                           description="epochs without a better validation loss before stopping")
-    batch_size: int = Field(8, ge=1, le=1024, description="clips per step")
+    batch_size: int | None = Field(None, ge=1, le=1024,
+                                   description="clips per step; default chosen for the device (CPU: 8; CUDA: "
+                                               "from its free memory, fvcflow.deep.device.choose_defaults)")
+    precision: Literal["bf16", "fp32"] | None = Field(
+        None, description="autocast precision; default chosen for the device (Ampere+ CUDA: bf16, else fp32)")
+    channels_last: bool | None = Field(None, description="channels_last_3d memory format for 3D convs; "
+                                                         "default: on CUDA")
     effective_batch: int | None = Field(None, ge=1, le=65536,
                                         description="clips per optimiser step (gradient accumulation); "
                                                     "default batch_size")
@@ -200,6 +209,12 @@ ENV_VARS = {
     "FVC_SERVED_HOMES": "",   # no setting: set by `fvc serve` for its runs (served_homes, check_home)
     "FVC_APP_TOKEN": "",      # no setting (a secret): fvc app's token when --token is not given (app_token)
     "FVC_SERVE_MAX_BYTES": "",  # no setting: the model server's video_b64 bound (served_model_env)
+}
+#: the variables of a launcher that started this process as one rank of a group (launch_env)
+LAUNCHER_VARS = {
+    "torchrun": ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"),
+    "slurm": ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST",
+              "SLURM_JOB_ID", "MASTER_ADDR", "MASTER_PORT"),
 }
 #: settings that are secrets: never serialized (a flow run's parameters, logs) nor printed
 SECRETS = ("zip_password",)
@@ -568,3 +583,90 @@ def served_model_env(env: Mapping[str, str] | None = None) -> dict:
     except ValueError:
         raise ConfigError(f"FVC_SERVE_MAX_BYTES = {raw[:20]!r}: not a whole number of bytes") from None
     return {"max_bytes": max_bytes, "tracking_uri": env.get("MLFLOW_TRACKING_URI")}
+
+
+# -- a launcher's process group (torchrun, srun) -----------------------------------------------------
+class LaunchEnv(_Model):
+    """This process's place in a group a launcher started: ``rank`` of ``world``, ``local_rank``
+    on its node (its GPU: ``cuda:local_rank``), and the rendezvous ``master_addr:master_port``."""
+
+    launcher: str
+    rank: int
+    world: int
+    local_rank: int
+    master_addr: str
+    master_port: int
+
+    @property
+    def address(self) -> str:
+        return f"tcp://{self.master_addr}:{self.master_port}"
+
+
+def first_node(nodelist: str) -> str:
+    """The first host of a SLURM node list (the rank 0 node: srun places tasks in its order).
+
+    >>> first_node("gpu[07-09,12],cpu1"), first_node("node3,node4"), first_node("a[1,3]")
+    ('gpu07', 'node3', 'a1')
+    """
+    head = nodelist.strip().split(",")[0]
+    if "[" not in head:
+        return head
+    prefix, _, rest = head.partition("[")
+    return prefix + rest.split(",")[0].split("-")[0].rstrip("]")
+
+
+def launch_env(launcher: str, env: Mapping[str, str] | None = None) -> LaunchEnv | None:
+    """The rank, world and rendezvous that ``launcher`` (``train.deep.launcher``: ``torchrun`` or
+    ``slurm``) set in the environment; None for ``none``. Missing or inconsistent variables are a
+    :class:`ConfigError` of one line naming them (e.g. ``WORLD_SIZE`` without ``RANK``).
+
+    torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``. srun
+    sets ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` and the node list; the master is its
+    first node, the port ``MASTER_PORT`` or ``15000 + SLURM_JOB_ID % 20000`` (the same on every task).
+
+    >>> e = launch_env("torchrun", {"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1",
+    ...                             "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"})
+    >>> (e.rank, e.world, e.local_rank, e.address)
+    (1, 2, 1, 'tcp://127.0.0.1:29500')
+    >>> launch_env("slurm", {"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "3",
+    ...                      "SLURM_STEP_NODELIST": "gpu[04-05]", "SLURM_JOB_ID": "4242"}).address
+    'tcp://gpu04:19242'
+    """
+    if launcher == "none":
+        return None
+    env = os.environ if env is None else env
+    names = LAUNCHER_VARS.get(launcher)
+    if names is None:
+        raise ConfigError(f"setting 'train.deep.launcher': must be none, torchrun or slurm "
+                          f"(got {launcher!r})")
+    if launcher == "torchrun":
+        rank_var, world_var, local_var = "RANK", "WORLD_SIZE", "LOCAL_RANK"
+        addr, port = env.get("MASTER_ADDR"), env.get("MASTER_PORT")
+        hint = "run it under torchrun (torchrun --nproc-per-node N -m fvcflow train --launcher torchrun ...)"
+    else:
+        rank_var, world_var, local_var = "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+        addr = env.get("MASTER_ADDR") or (first_node(nodes) if nodes else None)
+        job = env.get("SLURM_JOB_ID")
+        port = env.get("MASTER_PORT") or (str(15000 + int(job) % 20000) if job and job.isdigit() else None)
+        hint = "run it as an srun task (srun --ntasks-per-node N fvc train --launcher slurm ...)"
+    raw = {rank_var: env.get(rank_var), world_var: env.get(world_var), local_var: env.get(local_var),
+           "the master address (MASTER_ADDR or the node list)": addr,
+           "the master port (MASTER_PORT or SLURM_JOB_ID)": port}
+    missing = [k for k, v in raw.items() if v in (None, "")]
+    if missing:
+        present = [k for k in names if env.get(k)]
+        raise ConfigError(f"train.deep.launcher = {launcher}: {', '.join(missing)} not set"
+                          f"{' (set: ' + ', '.join(present) + ')' if present else ''}: {hint}")
+    try:
+        rank, world, local, port_n = (int(raw[rank_var]), int(raw[world_var]), int(raw[local_var]), int(port))
+    except ValueError:
+        raise ConfigError(f"train.deep.launcher = {launcher}: {rank_var}={raw[rank_var]!r}, "
+                          f"{world_var}={raw[world_var]!r}, {local_var}={raw[local_var]!r}, port={port!r}: "
+                          "whole numbers expected") from None
+    if not (world >= 1 and 0 <= rank < world and 0 <= local <= rank and 0 < port_n < 65536):
+        raise ConfigError(f"train.deep.launcher = {launcher}: inconsistent {rank_var}={rank}, "
+                          f"{world_var}={world}, {local_var}={local}, port={port_n} "
+                          "(0 <= local rank <= rank < world expected)")
+    return LaunchEnv(launcher=launcher, rank=rank, world=world, local_rank=local, master_addr=addr,
+                     master_port=port_n)

@@ -15,6 +15,7 @@ import textwrap
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -104,7 +105,7 @@ def test_three_deep_models_under_a_gpu_limit_of_two_train_two_at_once_on_distinc
 
     from fvcflow.config import Settings
     from fvcflow.flows.pipeline import fvc
-    from fvcflow.flows.train import GPU_LIMIT
+    from fvcflow.flows.train import gpu_limit
     from fvcflow.progress import listening
 
     models = "naive_3dcnn,variable_aspect_cnn,i3d_r50"
@@ -120,6 +121,7 @@ def test_three_deep_models_under_a_gpu_limit_of_two_train_two_at_once_on_distinc
             with lock:
                 events.append((event, fields["model"], fields["index"]))
 
+    GPU_LIMIT = gpu_limit()                                 # this node's
     with get_client(sync_client=True) as client:
         try:
             before = client.read_global_concurrency_limit_by_name(GPU_LIMIT).limit
@@ -205,3 +207,39 @@ def test_the_recurrent_layer_runs_in_fp32_under_autocast():
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = model(x)
     assert seen == [(torch.float32, torch.float32)] and torch.isfinite(logits).all()
+
+
+# -- defaults chosen for the device -------------------------------------------------------------
+def test_defaults_are_chosen_from_the_device_description_when_unset():
+    from fvcflow.deep.device import BYTES_PER_INPUT, SAFETY, DeviceInfo, choose_defaults
+
+    clip = 3 * 16 * 112 * 112                                  # r2plus1d_18's input values per clip
+    h100 = DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", (9, 0), 81_559, 80_000)
+    got = choose_defaults(h100, clip_elements=clip, conv3d=True)
+    assert (got.precision, got.channels_last) == ("bf16", True)
+    fits = 80_000 * 2**20 * SAFETY / (clip * BYTES_PER_INPUT["bf16"])     # 163 clips: the power of 2 below
+    assert got.batch_size == 128 and got.batch_size <= fits < 2 * got.batch_size
+    assert got.chosen == ("batch_size", "precision", "channels_last")
+    v100 = DeviceInfo("cuda", "Tesla V100-SXM2-16GB", (7, 0), 16_160, 15_000)   # no bf16 before Ampere
+    old = choose_defaults(v100, clip_elements=clip, conv3d=False)
+    assert (old.precision, old.channels_last, old.batch_size) == ("fp32", False, 8)   # fp32: 15 clips fit
+    busy = DeviceInfo("cuda", "A100", (8, 0), 40_000, 100)      # almost no free memory: still one clip
+    assert choose_defaults(busy, clip_elements=clip, conv3d=True).batch_size == 1
+    huge = DeviceInfo("cuda", "B200", (10, 0), 180_000, 180_000)
+    assert choose_defaults(huge, clip_elements=3 * 8 * 32 * 32, conv3d=True).batch_size == 256   # capped
+    cpu = choose_defaults(DeviceInfo("cpu"), clip_elements=clip, conv3d=True)
+    assert (cpu.batch_size, cpu.precision, cpu.channels_last) == (8, "fp32", False)
+    given = choose_defaults(h100, clip_elements=clip, conv3d=True, batch_size=12, precision="fp32",
+                            channels_last=False)
+    assert (given.batch_size, given.precision, given.channels_last, given.chosen) == (12, "fp32", False, ())
+    assert given.params()["defaults_chosen"] == "none"
+
+
+def test_the_chosen_defaults_train_the_model_and_are_logged(lake):
+    """Unset: chosen for the CPU (batch 8, no channels-last); given (bf16 autocast): kept."""
+    cfg = tiny_deep_config("naive_3dcnn", epochs=1, batch_size=None, precision="bf16")
+    out = video_cv(lake, get_model_spec("naive_3dcnn"), cfg)
+    assert out.params["batch_size"] == 8 and out.params["channels_last"] is False       # the CPU's
+    assert out.params["precision"] == "bf16"                                            # as given
+    assert out.params["defaults_chosen"] == out.tags["fvc.defaults_chosen"] == "batch_size,channels_last"
+    assert np.isfinite(out.predictions["prob_fake"].to_numpy()).all()

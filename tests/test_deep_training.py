@@ -308,14 +308,40 @@ def test_predict_scores_a_real_video_with_a_deep_model_and_names_a_bad_file(lake
         assert 1 / (1 + math.exp(-sum(logits) / len(logits))) == pytest.approx(p, abs=1e-6)
 
 
-def test_the_gpu_limit_is_created_once_with_a_slot_per_gpu(prefect_server):
+def test_the_gpu_limit_is_created_once_per_node_with_a_slot_per_gpu(prefect_server):
+    """Two nodes on one Prefect server (two host names) each count their own GPUs: node a's
+    cards all taken, node b's task still starts, and a's next one waits."""
+    import threading
+
     from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
 
     from fvcflow.deep.device import gpu_count
-    from fvcflow.flows.train import GPU_LIMIT, ensure_gpu_limit
+    from fvcflow.flows.train import ensure_gpu_limit, gpu_limit
 
     first = ensure_gpu_limit()
     assert first == max(1, gpu_count()) and ensure_gpu_limit() == first      # found, not created again
+    assert ensure_gpu_limit([0], host="node-a") == 1 and ensure_gpu_limit([0, 1], host="node-b") == 2
     with get_client(sync_client=True) as client:
-        limits = [lim for lim in client.read_global_concurrency_limits() if lim.name == GPU_LIMIT]
-    assert len(limits) == 1 and limits[0].limit == first
+        limits = {lim.name: lim.limit for lim in client.read_global_concurrency_limits()
+                  if lim.name.startswith("gpu:")}
+    assert limits == {gpu_limit(): first, "gpu:node-a": 1, "gpu:node-b": 2}
+    started = []
+    with concurrency("gpu:node-a", occupy=1, strict=True):                    # node a's one card taken
+        other = threading.Thread(target=lambda: started.append(_takes("gpu:node-b", 5)))
+        other.start()
+        other.join()
+        assert started == [True]                                              # node b is not held up
+        assert _takes("gpu:node-a", 1) is False                               # node a's next waits
+    assert _takes("gpu:node-a", 5) is True                                    # given back
+
+
+def _takes(limit: str, seconds: float) -> bool:
+    """Whether a slot of ``limit`` is had within ``seconds`` (given back at once)."""
+    from prefect.concurrency.sync import concurrency
+
+    try:
+        with concurrency(limit, occupy=1, strict=True, timeout_seconds=seconds):
+            return True
+    except TimeoutError:
+        return False

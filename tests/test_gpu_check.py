@@ -11,13 +11,15 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-PHASES = ["env", "fit", "resume", "predict", "throughput"]
+#: the phases of one process (ddp and launcher start 2 gloo ranks each: their code paths are
+#: tested by tests/test_deep_ddp.py, and their CPU lines are in the README)
+PHASES = ["env", "fit", "resume", "predict", "defaults", "throughput"]
 
 
 def test_the_gpu_check_runs_every_phase_on_the_cpu_quickly():
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--quick"],
-                          capture_output=True, text=True, timeout=180)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--device", "cpu", "--quick",
+                           "--phases", ",".join(PHASES)], capture_output=True, text=True, timeout=180)
     seconds = time.monotonic() - start
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
@@ -28,6 +30,7 @@ def test_the_gpu_check_runs_every_phase_on_the_cpu_quickly():
     assert set(results["fit"]) >= {"r2plus1d_18", "vit_gru_small", "slowfast_r50", "variable_aspect_cnn"}
     assert results["resume"]["max_weight_diff"] == 0.0                 # bit for bit on the CPU
     assert results["throughput"]["loader_clips_per_s"] > 0 and results["throughput"]["peak_mib"] > 0
+    assert results["defaults"]["batch_size"] == 8 and results["defaults"]["precision"] == "fp32"   # the CPU's
     assert "dev_shm_mib" in results["env"] and seconds < 180
 
 

@@ -1,11 +1,14 @@
-"""``fvc train [--models PATTERN] [--folds K]``: train, evaluate and register the detectors."""
+"""``fvc train [--models PATTERN] [--folds K] [--launcher torchrun|slurm]``: train, evaluate and
+register the detectors; under ``torchrun``/``srun`` with ``--launcher``, every process is one DDP
+rank of each deep model (rank 0 trains and writes, the others follow it)."""
 
 from __future__ import annotations
 
 from fvcflow import progress
 from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
-from fvcflow.config import TrainConfig
+from fvcflow.config import TrainConfig, launch_env
+from fvcflow.errors import DeviceError
 
 
 def register(sub) -> None:
@@ -22,6 +25,9 @@ def register(sub) -> None:
                         "(default 0.2; 0: none)")
     p.add_argument("--seed", type=int, default=None, help="seed of splits and models (default 0)")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
+    p.add_argument("--launcher", choices=("none", "torchrun", "slurm"), default=None,
+                   help="this process is one rank of a group that torchrun or srun started: each deep "
+                        "model trains with DDP on every rank (train.deep.launcher; rank 0 writes)")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     add_verbose(p)
     p.set_defaults(func=run)
@@ -44,10 +50,43 @@ def run(args) -> int:
                  if v is not None}
     if args.no_register:
         overrides["register_best"] = False
+    if args.launcher is not None:
+        overrides["deep"] = {**args.settings.train.deep.model_dump(), "launcher": args.launcher}
     settings = args.settings                 # loaded and validated once, by fvcflow.cli.main
     if overrides:                            # the flags, validated like the settings they set
         settings = settings.model_copy(update={"train": TrainConfig.make(
             **{**settings.train.model_dump(), **overrides})})
+    env = launch_env(settings.train.deep.launcher)     # the launcher's variables, checked first
+    if env is None:
+        return _train(args, settings)
+    from fvcflow.deep import distributed
+    from fvcflow.deep.device import choose_device
+
+    deep = settings.train.deep
+    ctx = distributed.join_launched(env, deep.ddp_timeout, cuda=choose_device(deep.device).type == "cuda")
+    try:
+        if ctx.rank:                         # the other ranks train what rank 0 sends, write nothing
+            from fvcflow.deep.loop import follow
+
+            try:
+                follow(ctx)
+            except RuntimeError as exc:      # a collective failed: another rank (rank 0) ended
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+                raise DeviceError(f"rank {ctx.rank} of {ctx.world}: the launcher's group failed "
+                                  f"({first})") from None
+            return 0
+        try:
+            return _train(args, settings)
+        finally:
+            try:
+                distributed.send(None)       # the other ranks are done (also when rank 0 failed)
+            except RuntimeError:             # a rank is gone: the launcher ends the others
+                pass
+    finally:
+        distributed.leave_launched()
+
+
+def _train(args, settings) -> int:
     lake = settings.lake()
     verbose = getattr(args, "verbose", False)
     log_file = logs.prepare(lake.root, "train", verbose=verbose)

@@ -205,3 +205,89 @@ def release_memory(device) -> None:
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+# -- defaults chosen for the device -------------------------------------------------------------
+#: bytes of training memory per input element of a clip (activations, their gradients, the
+#: optimiser's share), by precision: an estimate from r2plus1d_18 at 16x112x112 (about 0.6 GB
+#: per clip in fp32); the batch a device gets is a power of two within ``SAFETY`` of free memory
+BYTES_PER_INPUT = {"fp32": 1024, "bf16": 512}
+SAFETY = 0.6
+CPU_BATCH = 8
+MAX_BATCH = 256
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the defaults depend on: the device's kind, name, CUDA capability and memory (MiB)."""
+
+    type: str                           # "cpu" or "cuda"
+    name: str = "cpu"
+    capability: tuple[int, int] = (0, 0)
+    total_mib: int = 0
+    free_mib: int = 0
+
+
+def describe(device) -> DeviceInfo:
+    """The :class:`DeviceInfo` of a torch device (CUDA: its properties and free memory now)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DeviceInfo(device.type)
+    props = torch.cuda.get_device_properties(device)
+    free, total = torch.cuda.mem_get_info(device)
+    return DeviceInfo("cuda", props.name, (props.major, props.minor), total // 2**20, free // 2**20)
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """The batch size, precision and memory format a model trains with, and which of them the
+    device chose (the user left them unset)."""
+
+    batch_size: int
+    precision: str
+    channels_last: bool
+    chosen: tuple[str, ...]
+
+    def params(self) -> dict[str, Any]:
+        return {"batch_size": self.batch_size, "precision": self.precision,
+                "channels_last": self.channels_last, "defaults_chosen": ",".join(self.chosen) or "none"}
+
+
+def choose_defaults(info: DeviceInfo, *, clip_elements: int, conv3d: bool, batch_size: int | None = None,
+                    precision: str | None = None, channels_last: bool | None = None) -> Defaults:
+    """What a model trains with on ``info``: the settings given, the rest chosen for the device.
+
+    - precision: bf16 on CUDA of capability 8.0 or later (Ampere, Hopper), fp32 before and on the CPU;
+    - channels_last_3d: on CUDA for a model with 3D convolutions;
+    - batch: on the CPU :data:`CPU_BATCH`; on CUDA the largest power of two whose estimated
+      memory (``clip_elements`` input values per clip x :data:`BYTES_PER_INPUT`) fits in
+      :data:`SAFETY` of the free memory, between 1 and :data:`MAX_BATCH`.
+
+    >>> h100 = DeviceInfo("cuda", "H100", (9, 0), 81_000, 80_000)
+    >>> choose_defaults(h100, clip_elements=3 * 16 * 112 * 112, conv3d=True).params()["defaults_chosen"]
+    'batch_size,precision,channels_last'
+    >>> choose_defaults(h100, clip_elements=3 * 16 * 112 * 112, conv3d=True).batch_size
+    128
+    >>> cpu = choose_defaults(DeviceInfo("cpu"), clip_elements=602112, conv3d=True, batch_size=4)
+    >>> cpu.batch_size, cpu.precision, cpu.channels_last, cpu.chosen
+    (4, 'fp32', False, ('precision', 'channels_last'))
+    """
+    cuda = info.type == "cuda"
+    chosen = []
+    if precision is None:
+        precision = "bf16" if cuda and info.capability >= (8, 0) else "fp32"
+        chosen.append("precision")
+    if batch_size is None:
+        if cuda:
+            per_clip = max(1, clip_elements) * BYTES_PER_INPUT.get(precision, BYTES_PER_INPUT["fp32"])
+            fits = int(info.free_mib * 2**20 * SAFETY // per_clip)
+            batch_size = min(MAX_BATCH, 1 << (max(1, fits).bit_length() - 1))
+        else:
+            batch_size = CPU_BATCH
+        chosen.insert(0, "batch_size")
+    if channels_last is None:
+        channels_last = cuda and conv3d
+        chosen.append("channels_last")
+    return Defaults(int(batch_size), precision, bool(channels_last), tuple(chosen))

@@ -12,6 +12,13 @@ early-stopping decisions. Rank 0 alone writes the checkpoints, the resume cache,
 and (through its caller) MLflow: a DDP model is one MLflow run, with the result a single device
 gives.
 
+Started by a launcher instead (``train.deep.launcher``: ``torchrun`` or SLURM's ``srun``; the
+variables are read by :func:`fvcflow.config.launch_env`), every process of ``fvc train`` joins
+the launcher's group at start (:func:`join_launched`, ``cuda:LOCAL_RANK`` on CUDA). Rank 0 runs
+the training as usual and, for each deep model, sends the other ranks what to train
+(:func:`send`, over a gloo group that waits as long as rank 0's other work takes); they train it
+with rank 0 (:func:`receive`) until it sends ``None``. The launcher stops every rank when one dies.
+
 A rank that dies ends the run: the collectives of the others fail (gloo at once, NCCL within
 ``train.deep.ddp_timeout``) and rank 0 raises one :class:`~fvcflow.errors.DeviceError` naming
 the rank and how it ended; the ranks it started are stopped.
@@ -22,6 +29,7 @@ from __future__ import annotations
 import logging
 import socket
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -105,6 +113,66 @@ def leave() -> None:
     """Destroy this process's process group (if any)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+# -- a group a launcher started (torchrun, srun) -------------------------------------------------
+#: this process's rank of a launcher's group (None: not launched), the gloo group the jobs go
+#: over, and the lock that keeps one model at a time on the group (deep tasks may run in threads)
+_launched: Rank | None = None
+_jobs = None
+_launched_lock = threading.Lock()
+#: how long a rank waits for rank 0's next model (rank 0 may train CPU models in between)
+JOB_WAIT = timedelta(days=7)
+
+
+def join_launched(env, timeout: float, *, cuda: bool) -> Rank:
+    """Join the group of a launcher (``env``: a :class:`fvcflow.config.LaunchEnv`) as its
+    ``rank`` of ``world``, on ``cuda:local_rank`` (CUDA) or the CPU (gloo)."""
+    global _launched, _jobs
+    device = torch.device("cuda", env.local_rank) if cuda else torch.device("cpu")
+    if cuda and env.local_rank >= torch.cuda.device_count():
+        raise ConfigError(f"{env.launcher}: local rank {env.local_rank} has no GPU (this node's process sees "
+                          f"{torch.cuda.device_count()}): start at most one process per GPU")
+    ctx = join(env.rank, env.world, device, env.address, timeout)
+    _jobs = dist.new_group(backend="gloo", timeout=JOB_WAIT)
+    _launched = ctx
+    return ctx
+
+
+def launched() -> Rank | None:
+    """This process's place in a launcher's group, or None (not started by a launcher)."""
+    return _launched
+
+
+def launched_model():
+    """Held by rank 0 while one model trains on the launcher's group (one at a time)."""
+    return _launched_lock
+
+
+def send(job) -> None:
+    """Rank 0: hand ``job`` (None: nothing more) to every other rank of the launcher's group."""
+    dist.broadcast_object_list([job], src=0, group=_jobs)
+
+
+def receive():
+    """Ranks 1 ..: the next job rank 0 sends (None: the training is over)."""
+    box = [None]
+    dist.broadcast_object_list(box, src=0, group=_jobs)
+    return box[0]
+
+
+def leave_launched() -> None:
+    """Leave the launcher's group (end of ``fvc train``)."""
+    global _launched, _jobs
+    _launched = _jobs = None
+    leave()
+
+
+def gather(obj) -> list:
+    """``obj`` of every rank, in rank order, on every rank (the ranks' random states)."""
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 # -- which clips each rank reads ----------------------------------------------------------------

@@ -7,8 +7,9 @@ scores the fold's originals; then one more fit on every training row scores the 
 the deployable model. A video's score is the mean of its clips' logits, and every metric is
 video-level. AdamW (weight decay ``1e-4``), one learning rate from scratch, or backbone and head
 rates (``5e-6``/``5e-4``) with pretrained weights; gradient accumulation to ``effective_batch``;
-bf16 autocast and ``cudnn.benchmark`` on CUDA only. Seeds are fixed per fold: two CPU runs give
-equal metrics.
+bf16 autocast when ``train.deep.precision`` is bf16 (chosen for the device when unset: Ampere+
+CUDA), channels_last_3d when ``channels_last`` (default on CUDA), ``cudnn.benchmark`` on CUDA
+only. Seeds are fixed per fold: two CPU runs give equal metrics.
 
 Resume: with a resume cache, every finished fit is kept (see :func:`cross_validate_video`) and,
 inside a fit, every finished epoch too (``<tag>.epoch``: weights, optimizer, history, early
@@ -41,7 +42,16 @@ from fvcflow.config import DeepConfig, TrainConfig
 from fvcflow.deep import distributed
 from fvcflow.deep.clips import ClipCache, ClipSource, face_tags, per_track, pool_tracks, source_of, with_faces
 from fvcflow.deep.data import ClipDataset, RawClips, make_loader, to_input
-from fvcflow.deep.device import device_tags, gpu_count, lease_device, peak_memory, release_memory
+from fvcflow.deep.device import (
+    Lease,
+    choose_defaults,
+    describe,
+    device_tags,
+    gpu_count,
+    lease_device,
+    peak_memory,
+    release_memory,
+)
 from fvcflow.deep.distributed import Rank, ShardSampler
 from fvcflow.deep.export import TrainedVideo
 from fvcflow.deep.nested import inner_oof, wants_inner_oof
@@ -181,7 +191,9 @@ class Trainer:
         self.main = ctx is None or ctx.main         # the process that writes checkpoints and the cache
         per_step = deep.batch_size * self.world
         self.accumulate = max(1, math.ceil((deep.effective_batch or per_step) / per_step))
-        self.autocast = dict(device_type="cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
+        self.autocast = (dict(device_type=device.type, dtype=torch.bfloat16) if deep.precision == "bf16"
+                         else None)             # train.deep.precision (None: fp32)
+        self.memory_format = torch.channels_last_3d if deep.channels_last else None
         self.nonfinite = 0                  # training steps skipped for a non-finite loss, every fit
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -211,7 +223,8 @@ class Trainer:
 
     def _logits(self, model: nn.Module, x) -> torch.Tensor:
         if isinstance(x, RawClips):     # uint8 from the loader: converted, resized, normalised here
-            x = to_input(x, self.clip, self.device)
+            x = to_input(x, self.clip, self.device, memory_format=self.memory_format
+                         if isinstance(x.data, torch.Tensor) and x.data.dim() == 5 else None)
         else:
             x = [c.to(self.device, non_blocking=True) for c in x] if isinstance(x, list) else \
                 x.to(self.device, non_blocking=True)
@@ -242,6 +255,8 @@ class Trainer:
         finished fit is stored: :func:`_fit_or_restore`)."""
         model = build_video_model(self.spec.name, clip=self.clip, weights=self.weights, seed=seed,
                                   **self.params).to(self.device)
+        if self.memory_format is not None:      # channels_last_3d: the 5-D weights of the 3D convs
+            model = model.to(memory_format=self.memory_format)
         opt = self._optimizer(model)
         step_model = model if self.ctx is None else distributed.wrap(model, self.ctx)
         if self.ctx is not None and self.ctx.rank:     # dropout: each rank its own stream
@@ -262,7 +277,7 @@ class Trainer:
                                               int(snapshot["best_epoch"]), int(snapshot["bad"]))
             best_state = snapshot["best_state"]
             first = int(snapshot["epoch"]) + 1
-            set_rng_state(snapshot["rng"], self.device)
+            set_rng_state(self._own_rng(snapshot), self.device)
             log.info("%s %s: resumed at epoch %d from the resume cache", self.spec.name, tag, first)
         for epoch in range(first, self.deep.epochs):
             start = time.perf_counter()
@@ -310,8 +325,12 @@ class Trainer:
                 bad += 1
                 if bad >= self.deep.patience:
                     break
-            if resume is not None and self.main and epoch + 1 < self.deep.epochs:
-                self._save_epoch(resume, tag, epoch, model, opt, history, best, best_state, best_epoch, bad)
+            if resume is not None and epoch + 1 < self.deep.epochs:
+                states = ([rng_state(self.device)] if self.ctx is None     # every rank's own streams
+                          else distributed.gather(rng_state(self.device)))
+                if self.main:
+                    self._save_epoch(resume, tag, epoch, model, opt, history, best, best_state, best_epoch,
+                                     bad, states)
         model.load_state_dict(best_state)
         ckpt = workdir / f"{tag}_best.pt"
         if not self.main:
@@ -332,13 +351,25 @@ class Trainer:
                                 f"diverged; lower train.deep.lr (now {self.deep.lr:g}) or check its clips")
 
     def _save_epoch(self, resume: FoldCache, tag: str, epoch: int, model: nn.Module,
-                    opt: torch.optim.Optimizer, history, best, best_state, best_epoch, bad) -> None:
+                    opt: torch.optim.Optimizer, history, best, best_state, best_epoch, bad,
+                    states: list[dict]) -> None:
         buf = io.BytesIO()
         torch.save({"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                     "optimizer": opt.state_dict(), "history": history, "best": best,
                     "best_state": best_state, "best_epoch": best_epoch, "bad": bad,
-                    "rng": rng_state(self.device)}, buf)
+                    "rng": states[0], "rng_ranks": states}, buf)
         resume.save_bytes(epoch_tag(tag), buf.getvalue())
+
+    def _own_rng(self, snapshot: dict) -> dict:
+        """This rank's random state of a kept epoch (rank 0's where the epoch was kept by another
+        number of ranks, or before every rank's state was kept)."""
+        states = snapshot.get("rng_ranks") or [snapshot["rng"]]
+        rank = self.ctx.rank if self.ctx is not None else 0
+        if len(states) != self.world:
+            log.warning("%s: the kept epoch holds the random state of %d rank(s), this run has %d: every "
+                        "rank continues from rank 0's", self.spec.name, len(states), self.world)
+            return states[0]
+        return states[rank]
 
     def _load_epoch(self, resume: FoldCache | None, tag: str) -> dict | None:
         """The kept epoch of ``tag``; a damaged or unreadable one is reported and ignored."""
@@ -533,16 +564,46 @@ def cross_validate_video(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: 
     """
     deep = cfg.deep
     start = time.perf_counter()
-    with lease_device(deep.device, deep.devices) as lease:
+    group = distributed.launched()      # a launcher's rank: its device is cuda:LOCAL_RANK, not leased
+    held = contextlib.nullcontext(Lease(None, group.device)) if group is not None else \
+        lease_device(deep.device, deep.devices)
+    with held as lease:
         emit("device_lease", model=spec.name, index=lease.index, device=str(lease.device))
         try:
-            with device_errors(spec.name, lease.device, deep.batch_size):
-                out = _cross_validate(lake, spec, cfg, splits, resume=resume, device=lease.device,
-                                      start=start)
+            out = _cross_validate(lake, spec, cfg, splits, resume=resume, device=lease.device, start=start)
         finally:
             emit("device_release", model=spec.name, index=lease.index, device=str(lease.device))
     out.tags.update(lease.tags())
     return out
+
+
+def _architecture(name: str, clip: ClipSpec, params: dict) -> nn.Module:
+    """The model's modules without its memory (built on the meta device; on the CPU where a
+    constructor needs real tensors)."""
+    try:
+        with torch.device("meta"):
+            return build_video_model(name, clip=clip, seed=0, **params)
+    except Exception:  # noqa: BLE001 - a constructor that computes on its tensors
+        return build_video_model(name, clip=clip, seed=0, **params)
+
+
+def resolve_defaults(spec: ModelSpec, clip: ClipSpec, deep: DeepConfig, params: dict, device: torch.device,
+                     weights: str | None = None):
+    """``deep`` with the batch size, precision and channels-last the user left unset chosen for
+    ``device`` (:func:`fvcflow.deep.device.choose_defaults`), and those :class:`Defaults`."""
+    if deep.batch_size is not None and deep.precision is not None and deep.channels_last is not None:
+        conv3d = False              # everything given: nothing to look at
+    else:
+        conv3d = any(isinstance(m, nn.Conv3d) for m in _architecture(spec.name, clip, params).modules())
+    side = clip.size or 112
+    chosen = choose_defaults(describe(device), clip_elements=clip.n_channels * clip.frames * side * side,
+                             conv3d=conv3d, batch_size=deep.batch_size, precision=deep.precision,
+                             channels_last=deep.channels_last)
+    if chosen.chosen:
+        log.info("%s: chosen for %s: %s", spec.name, device,
+                 ", ".join(f"{k} {getattr(chosen, k)}" for k in chosen.chosen))
+    return deep.model_copy(update={"batch_size": chosen.batch_size, "precision": chosen.precision,
+                                   "channels_last": chosen.channels_last}), chosen
 
 
 @dataclass
@@ -558,6 +619,8 @@ class _Job:
     weights: str | None
     resume: bool
     splits: pl.DataFrame
+    settings: TrainConfig               # as the user gave them (the resume cache's key: the trainer
+                                        # clears it by these), before the device chose the defaults
 
 
 def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.DataFrame, *, resume: bool,
@@ -571,13 +634,59 @@ def _cross_validate(lake: Lake, spec: ModelSpec, cfg: TrainConfig, splits: pl.Da
         log.warning("%s: no weights given (train.deep.weights): random initialisation", spec.name)
     else:
         log.info("%s: initial weights from %s", spec.name, weights)
-    cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
-    clip, rows = with_faces(lake, clip, video_rows(lake, cfg, splits))     # clip.source: face or frame
-    rows = prepare_sources(lake, rows, clip, cache)
-    job = _Job(str(lake.root), spec.name, cfg, clip, rows, params, weights, resume, splits)
-    if not deep.ddp:
-        return _folds(job, device, None, cache, start)
-    return _ddp_rank0(job, device, cache, start)
+    given = cfg
+    deep, chosen = resolve_defaults(spec, clip, deep, params, device, weights)
+    cfg = cfg.model_copy(update={"deep": deep})
+    with device_errors(spec.name, device, deep.batch_size):
+        cache = ClipCache(lake.cache_dir("clips") if deep.cache else None)
+        clip, rows = with_faces(lake, clip, video_rows(lake, cfg, splits))     # clip.source: face or frame
+        rows = prepare_sources(lake, rows, clip, cache)
+        job = _Job(str(lake.root), spec.name, cfg, clip, rows, params, weights, resume, splits, given)
+        if distributed.launched() is not None:
+            out = _launched_rank0(job, device, cache, start)
+        elif not deep.ddp:
+            out = _folds(job, device, None, cache, start)
+        else:
+            out = _ddp_rank0(job, device, cache, start)
+    out.params.update({k: v for k, v in chosen.params().items() if k != "batch_size"})
+    out.tags["fvc.defaults_chosen"] = chosen.params()["defaults_chosen"]
+    return out
+
+
+def _launched_rank0(job: _Job, device: torch.device, cache: ClipCache, start: float) -> VideoCV:
+    """Rank 0 of a launcher's group: send the job to the other ranks and train with them."""
+    ctx = distributed.launched()
+    log.info("%s: DDP on the launcher's %d ranks, %s", job.spec_name, ctx.world,
+             distributed.backend_for(device))
+    with distributed.launched_model():       # one model at a time on the group
+        if device.type == "cuda":            # not leased: the model's own peak, as a lease gives
+            torch.cuda.reset_peak_memory_stats(device)
+        distributed.send(job)
+        try:
+            out = _folds(job, device, ctx, cache, start)
+        except RuntimeError as exc:          # a collective failed: another rank ended
+            if "out of memory" in str(exc).lower() or "CUDA error" in str(exc):
+                raise
+            raise DeviceError(f"{job.spec_name}: DDP stopped: another rank of the launcher's group failed "
+                              f"(rank 0 saw: {_first_line(exc)})") from None
+    out.tags["fvc.ddp_world"] = str(ctx.world)
+    out.tags["fvc.launcher"] = job.cfg.deep.launcher
+    out.params["ddp_world"] = ctx.world
+    return out
+
+
+def follow(ctx: Rank) -> int:
+    """Ranks 1 .. of a launcher's group: train every model rank 0 sends, writing nothing, until it
+    sends None. A model that fails here fails on rank 0 too (the ranks take the same decisions),
+    which reports it; returns how many models this rank trained."""
+    done = 0
+    while (job := distributed.receive()) is not None:
+        try:
+            _rank_job(ctx, job)
+            done += 1
+        except FvcError as exc:
+            log.warning("rank %d: %s", ctx.rank, _first_line(exc))
+    return done
 
 
 def _ddp_rank0(job: _Job, device: torch.device, cache: ClipCache, start: float) -> VideoCV:
@@ -642,7 +751,7 @@ def _folds(job: _Job, device: torch.device, ctx: Rank | None, cache: ClipCache, 
     deep = cfg.deep
     trainer = Trainer(spec, clip, deep, cache, params=params, weights=weights, seed=cfg.seed, device=device,
                       ctx=ctx)
-    store = resume_cache(lake, spec, cfg, job.splits, rows) if job.resume else None
+    store = resume_cache(lake, spec, job.settings, job.splits, rows) if job.resume else None
     lake.cache_dir("checkpoints").mkdir(parents=True, exist_ok=True)
     folder = lake.cache_dir("checkpoints")
     workdir = (Path(tempfile.mkdtemp(prefix=f"{spec.name}-", dir=folder)) if trainer.main
@@ -682,7 +791,8 @@ def _folds(job: _Job, device: torch.device, ctx: Rank | None, cache: ClipCache, 
             **face_tags(lake, clip), **device_tags(device), **peak_memory(device),
             **({"fvc.nonfinite_steps": str(trainer.nonfinite)} if trainer.nonfinite else {})}
     run_params = {"frames": clip.frames, "clips": clip.clips, "stride": clip.stride, "size": clip.size,
-                  "batch_size": deep.batch_size,
+                  "batch_size": deep.batch_size, "precision": deep.precision,
+                  "channels_last": deep.channels_last,
                   "effective_batch": deep.batch_size * trainer.world * trainer.accumulate,
                   "epochs": deep.epochs, "patience": deep.patience, "weight_decay": deep.weight_decay,
                   "val_fraction": deep.val_fraction, "device": device.type, "weights": weights or "none",

@@ -31,7 +31,7 @@ def train_embedding(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequen
                     log: Log) -> ModelResult:
     """Embed every video with ``spec``'s frozen backbone (once), then cross-validate, test and track."""
     from fvcflow.deep.clips import ClipCache
-    from fvcflow.deep.device import choose_device, device_tags
+    from fvcflow.deep.device import CPU_BATCH, choose_device, device_tags
     from fvcflow.deep.embedding_model import EmbeddingModel
     from fvcflow.deep.embeddings import Backbone, columns_of, embedding_table, table_path
     from fvcflow.deep.export import TrainedVideo
@@ -50,7 +50,7 @@ def train_embedding(lake: Lake, spec: ModelSpec, cfg: TrainConfig, bases: Sequen
     splits = load_splits(lake, cfg)
     rows = prepare_sources(lake, video_rows(lake, cfg, splits), clip, cache)
     table = embedding_table(lake, backbone, [source_of(r) for r in rows.to_dicts()], device=device,
-                            batch_size=deep.batch_size, workers=deep.workers, cache=cache)
+                            batch_size=deep.batch_size or CPU_BATCH, workers=deep.workers, cache=cache)
     cols = columns_of(table)
     t = train_table(table.select("video_id", *cols), splits, f"emb:{name}",
                     use_augmented=cfg.use_augmented, columns=cols)
