@@ -567,6 +567,13 @@ def describe(exc: ValidationError, model: type[BaseModel], *, prefix: tuple[str,
     return text
 
 
+def user_cache(env: Mapping[str, str] | None = None) -> Path:
+    """fvcflow's folder in the user's cache: ``$XDG_CACHE_HOME/fvcflow``, else ``~/.cache/fvcflow``
+    (what is rebuilt when missing, such as the empty MLflow store: training/tracking/seed.py)."""
+    base = (os.environ if env is None else env).get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "fvcflow"
+
+
 def app_token(env: Mapping[str, str] | None = None) -> str | None:
     """``fvc app``'s access token from ``FVC_APP_TOKEN`` (when ``--token`` is not given), or None."""
     return (os.environ if env is None else env).get("FVC_APP_TOKEN") or None

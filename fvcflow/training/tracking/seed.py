@@ -22,13 +22,14 @@ import time
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from fvcflow.config import user_cache
+
 log = logging.getLogger("fvcflow.training")
 
 
 def cache_dir() -> Path:
     """Where the empty stores are kept: ``$XDG_CACHE_HOME/fvcflow`` or ``~/.cache/fvcflow``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "fvcflow"
+    return user_cache()
 
 
 def sqlite_path(uri: str) -> Path | None:
