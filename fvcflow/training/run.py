@@ -22,7 +22,7 @@ from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training.evidence import assess as evidence
 from fvcflow.training.evidence import report
-from fvcflow.training.fitting import embedding  # noqa: F401  (registers the embedding kind's trainer)
+from fvcflow.training.fitting import embedding, tiles  # noqa: F401  (register the embedding and tile kinds' trainers)
 from fvcflow.training.fitting.data import missing_for
 from fvcflow.training.fitting.results import ModelResult, TrainSummary, leaderboard
 from fvcflow.training.fitting.splits import load_splits, make_splits, prepare_splits
@@ -86,8 +86,14 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
                            predictions_path=lake.predictions, skipped=dict(skipped or {}),
                            digests=lake_digests(lake))
     evidence.assess(lake, summary, cfg)      # best vs runner-up, shortcut check, subgroups
-    if cfg.register_best and best_name:
-        best = next(r for r in results if r.name == best_name)
+    # a tile model's te_ columns need its tile model and the video's tiles: a new video's stage 2 row
+    # alone cannot give them, so the detector registered is the best model that scores from it
+    servable = [m for m in board["model"].to_list() if get_model_spec(m).kind != "tile"] if scored else []
+    if cfg.register_best and servable:
+        if servable[0] != best_name:
+            log.warning("%s is best but its tile evidence cannot be computed at prediction time; "
+                        "registering %s", best_name, servable[0])
+        best = next(r for r in results if r.name == servable[0])
         summary.registered_name = cfg.registered_name
         summary.registered_version = evidence.register_detector(lake, cfg, best, summary)  # calibrated
     if best_name:

@@ -18,7 +18,15 @@ import pandas as pd
 import polars as pl
 
 from fvcflow.errors import FvcError
-from fvcflow.schema import FEATURE_SETS, ORIGINAL, S4_FLAGS, STAGE4_PREFIX, face_columns, local_columns
+from fvcflow.schema import (
+    FEATURE_SETS,
+    ORIGINAL,
+    S4_FLAGS,
+    STAGE4_PREFIX,
+    TILE_COLUMNS,
+    face_columns,
+    local_columns,
+)
 from fvcflow.store import Lake, read_parquet
 
 log = logging.getLogger("fvcflow.training")
@@ -32,10 +40,10 @@ _NEEDS = {"l": (local_columns()[0], "features.local is off, or stage 2 ran befor
 
 def feature_set_columns(feature_set: str) -> list[str]:
     """The model input columns of a feature set (``s2``: 51, ``s24``: 104, ``s2l``: 117,
-    ``s2lf``: 148, ``s24l``: 236).
+    ``s2lf``: 148, ``s24l``: 236, ``s2lt``: 122).
 
-    >>> [len(feature_set_columns(f)) for f in ("s2", "s24", "s2l", "s2lf", "s24l")]
-    [51, 104, 117, 148, 236]
+    >>> [len(feature_set_columns(f)) for f in ("s2", "s24", "s2l", "s2lf", "s24l", "s2lt")]
+    [51, 104, 117, 148, 236, 122]
     """
     try:
         return list(FEATURE_SET_COLUMNS[feature_set])
@@ -78,9 +86,13 @@ def load_features(lake: Lake, feature_set: str) -> pl.DataFrame:
 
     For the sets with stage 4 columns (``s24``, ``s24l``) the stage 4 row of each video is joined
     on ``video_id``; a video without one keeps NaN there (imputed inside the folds), and the count
-    is logged.
+    is logged. The learned tile evidence (``te_`` columns of ``s2lt``) is no stage's output: it is
+    NaN here and built inside each fold (:mod:`fvcflow.training.fitting.tiles`).
     """
     cols = feature_set_columns(feature_set)
+    if set(TILE_COLUMNS) & set(cols):           # s2lt = s2l + te_
+        return (load_features(lake, "s2l").with_columns(pl.lit(float("nan")).alias(c) for c in TILE_COLUMNS)
+                .select("video_id", *cols))
     s4cols = [c for c in cols if c.startswith(STAGE4_PREFIX) or c in S4_FLAGS]
     s2cols = [c for c in cols if c not in set(s4cols)]
     why = _missing_stage2_columns(lake, feature_set)
