@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fvcflow import progress
 from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
@@ -22,6 +24,10 @@ def register(sub) -> None:
                         "(default 0.2; 0: none)")
     p.add_argument("--seed", type=int, default=None, help="seed of splits and models (default 0)")
     p.add_argument("--no-register", action="store_true", help="do not register the best model")
+    p.add_argument("--evaluate-on", default=None, metavar="WORK_DIR",
+                   help="another labelled corpus's work dir (ingested there): its features are made with "
+                        "these settings, then the AUC of models trained here is reported on it, with and "
+                        "without pseudo-fakes and tile evidence (train.evaluate_on)")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     add_verbose(p)
     p.set_defaults(func=run)
@@ -44,6 +50,8 @@ def run(args) -> int:
                  if v is not None}
     if args.no_register:
         overrides["register_best"] = False
+    if args.evaluate_on:
+        overrides["evaluate_on"] = Path(args.evaluate_on)
     settings = args.settings                 # loaded and validated once, by fvcflow.cli.main
     if overrides:                            # the flags, validated like the settings they set
         settings = settings.model_copy(update={"train": TrainConfig.make(
@@ -56,6 +64,10 @@ def run(args) -> int:
     display = Display(interactive=False) if verbose else Display()
     logs.route(log_file, verbose=verbose, show=display.note)
     with display, progress.listening(display):
+        if settings.train.evaluate_on:       # the other corpus through the same stage, same settings
+            from fvcflow.stages import runner
+
+            runner.run_local("features", settings.model_copy(update={"home": settings.train.evaluate_on}))
         summary = run_training(lake, settings.train)
     display.print_summary()
     print(summary.markdown())

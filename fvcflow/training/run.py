@@ -22,7 +22,7 @@ from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training.evidence import assess as evidence
 from fvcflow.training.evidence import report
-from fvcflow.training.fitting import embedding, tiles  # noqa: F401  (register the embedding and tile kinds' trainers)
+from fvcflow.training.fitting import crosscorpus, embedding, tiles  # noqa: F401  (register their kinds' trainers)
 from fvcflow.training.fitting.data import missing_for
 from fvcflow.training.fitting.results import ModelResult, TrainSummary, leaderboard
 from fvcflow.training.fitting.splits import load_splits, make_splits, prepare_splits
@@ -67,8 +67,9 @@ def train_stack(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None 
 
 
 def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = None,
-           skipped: dict[str, str] | None = None) -> TrainSummary:
-    """Write ``stage5/predictions.parquet``, register the best model, write the report."""
+           skipped: dict[str, str] | None = None, cross_corpus: pl.DataFrame | None = None) -> TrainSummary:
+    """Write ``stage5/predictions.parquet``, register the best model, write the report (with the
+    cross-corpus ablation of ``train.evaluate_on`` when given)."""
     cfg = cfg or TrainConfig()
     if not results:
         raise FvcError("no model was trained: check --models (fvc train --list shows the registered ones)")
@@ -84,7 +85,7 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
     best_name = board["model"][0] if scored else None
     summary = TrainSummary(results, board, report.feature_separation(lake), best=best_name,
                            predictions_path=lake.predictions, skipped=dict(skipped or {}),
-                           digests=lake_digests(lake))
+                           digests=lake_digests(lake), cross_corpus=cross_corpus)
     evidence.assess(lake, summary, cfg)      # best vs runner-up, shortcut check, subgroups
     # a tile model's te_ columns need its tile model and the video's tiles: a new video's stage 2 row
     # alone cannot give them, so the detector registered is the best model that scores from it
@@ -185,4 +186,5 @@ def run_training(lake: Lake, cfg: TrainConfig | None = None) -> TrainSummary:
     results += [train_stack(lake, results, cfg, name=n) for n in plan.stacks]
     for n, why in plan.skipped.items():
         log.warning("skipped %s: %s", n, why)
-    return finish(lake, results, cfg, plan.skipped)
+    cross = crosscorpus.cross_corpus(lake, Lake.at(cfg.evaluate_on), cfg) if cfg.evaluate_on else None
+    return finish(lake, results, cfg, plan.skipped, cross_corpus=cross)
