@@ -28,10 +28,13 @@ import polars as pl
 from fvcflow.config import Settings, TrainConfig
 from fvcflow.demo.corpus import make_demo_corpus
 from fvcflow.ingest import ingest
+from fvcflow.models import get_model_spec
 from fvcflow.stages import runner
 from fvcflow.store import Lake
+from fvcflow.training import run  # noqa: F401  (registers every kind's trainer)
 from fvcflow.training.fitting.crosscorpus import cross_corpus
 from fvcflow.training.fitting.splits import make_splits
+from fvcflow.training.fitting.trainers import TRAINERS
 
 
 def load() -> str:
@@ -97,6 +100,14 @@ def main() -> None:
                   f"n_eval {r['n_eval']}; fit {r['fit_s']:.1f} s, tile models {r['tile_fit_s']:.1f} s)"
                   + (f" note: {r['note']}" if r["note"] else ""))
         print(f"({load()})")
+    for name in ("xgb_s2l", "xgb_s2lt"):     # inside corpus a's grouped 5-fold CV: the tile models' share
+        spec = get_model_spec(name)
+        r = TRAINERS[spec.kind](lakes["a"], spec, cfg, [], lambda result: result)
+        lo, hi = (r.intervals.get(f"oof_roc_auc_{end}", float("nan")) for end in ("lo", "hi"))
+        tiles = (f", of which {r.tags['fvc.tile_model_fits']} tile model fits "
+                 f"{r.tags['fvc.tile_model_seconds']} s" if r.tags else "")
+        print(f"CV on corpus a: {name:9s} OOF AUC {r.oof_metrics['roc_auc']:.3f} [{lo:.3f}, {hi:.3f}], "
+              f"fit {r.fit_seconds:.1f} s{tiles} ({load()})")
     zero, k = stage1_cost(root, a.copies, a.self_blend)
     print(f"stage 1 on corpus a with {a.copies} augmented copies: self_blend 0 {zero:.1f} s, self_blend "
           f"{a.self_blend} {k:.1f} s, ratio {k / zero:.2f}x ({load()})")

@@ -182,7 +182,7 @@ def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
     """Sorted names matching an fnmatch ``pattern`` (comma-separated patterns are OR-ed).
 
     >>> list_models("logreg_s2*")
-    ['logreg_s2', 'logreg_s24', 'logreg_s2l', 'logreg_s2lf']
+    ['logreg_s2', 'logreg_s24', 'logreg_s2l', 'logreg_s2lf', 'logreg_s2lt']
     >>> list_models("xgb_s24,stack_*")
     ['stack_s24', 'xgb_s24']
     """

@@ -56,7 +56,19 @@ def missing_for(lake: Lake, feature_set: str) -> str | None:
     """Why ``feature_set`` cannot be trained from this lake's tables, or None when it can."""
     if "4" in feature_set and not lake.stage4.exists():
         return f"needs stage 4 features ({lake.stage4} does not exist)"
+    if set(TILE_COLUMNS) & set(feature_set_columns(feature_set)) and not _has_masks(lake):
+        return ("needs blend masks to label tiles: turn on the pseudo-fakes (augment.self_blend >= 1) and "
+                "rerun the augment and features stages, or give the index a mask_path column")
     return _missing_stage2_columns(lake, feature_set)
+
+
+def _has_masks(lake: Lake) -> bool:
+    """Whether any video of the lake has a blend mask (a pseudo-fake's, or the index's ``mask_path``)."""
+    for path in (lake.stage1, lake.index):
+        if path.exists() and "mask_path" in pl.read_parquet_schema(path):
+            if pl.read_parquet(path, columns=["mask_path"])["mask_path"].drop_nulls().len():
+                return True
+    return False
 
 
 def _missing_stage2_columns(lake: Lake, feature_set: str) -> str | None:
