@@ -8,14 +8,18 @@ import numpy as np
 import polars as pl
 import pytest
 
+from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
 from fvcflow.models import get_model_spec
 from fvcflow.schema import TILE, TILE_COLUMNS
 from fvcflow.stages.augment import blend_video, draw_blend_params, read_masks
 from fvcflow.stages.tiles import TILE_FEATURES, video_tiles
+from fvcflow.store import write_parquet_atomic
 from fvcflow.training.fitting.cv import cross_validate
 from fvcflow.training.fitting.tiles import TileEvidence, tile_summaries
+from fvcflow.training.run import select_models
 from fvcflow.video import sample_indices
+from tests.feature_tables import write_lake
 from tests.leakage_tables import ci_config, paired_table
 from tests.media import write_video
 
@@ -91,7 +95,7 @@ def _fold_predictions(t, cfg, tiles) -> dict[int, np.ndarray]:
 def test_canary_evaluated_tiles_never_train_the_tile_model():
     """Tiles of the evaluated fold relabelled at random leave that fold's predictions (so its AUC)
     exactly as they were; relabelling a training fold's tiles moves them (the canary can fail)."""
-    t = paired_table(9, signal=0.0, feature_set="s2lt", seed=5, folds=3)
+    t = paired_table(8, signal=0.0, feature_set="s2lt", seed=5, folds=2)
     cfg = ci_config(["logreg_s2lt"])
     tiles = _tiles(t, np.random.default_rng(0))
     base = _fold_predictions(t, cfg, tiles)
@@ -113,3 +117,15 @@ def test_a_tile_model_without_blended_tiles_says_what_to_turn_on():
     tiles = _tiles(t, np.random.default_rng(1)).with_columns(blended=pl.lit(0.0))
     with pytest.raises(FvcError, match="augment.self_blend"):
         TileEvidence(tiles).fit(t.video_id)
+
+
+def test_tile_models_are_skipped_with_the_reason_without_masks(tmp_path):
+    lake = write_lake(tmp_path, n_groups=6, n_aug=0)
+    names, skipped = select_models(lake, TrainConfig(models="*_s2l*"))
+    assert "xgb_s2l" in names and "xgb_s2lt" not in names
+    assert "augment.self_blend" in skipped["xgb_s2lt"] and "augment.self_blend" in skipped["logreg_s2lt"]
+    chosen, skipped = select_models(lake, TrainConfig())          # '*' never selects them
+    assert "xgb_s2lt" not in chosen and "xgb_s2lt" not in skipped
+    index = pl.read_parquet(lake.index)             # the hook for a corpus's own masks
+    write_parquet_atomic(index.with_columns(mask_path=pl.lit("masks/x.mkv")), lake.index)
+    assert "xgb_s2lt" in select_models(lake, TrainConfig(models="xgb_s2lt"))[0]
