@@ -159,7 +159,8 @@ def tile_sources(lake: Lake) -> pl.DataFrame:
         copies = copies.join(labels, on="source_video_id", how="left").with_columns(
             label=pl.when(variant.str.starts_with(BLEND_PREFIX)).then(1).otherwise(pl.col("label")))
         out.append(pick(copies))
-    return pl.concat(out, how="vertical_relaxed").unique("video_id", keep="last")
+    return pl.concat(out, how="vertical_relaxed").unique("video_id", keep="last", maintain_order=True) \
+        .sort("video_id")
 
 
 def _resolve(lake: Lake, path: str) -> Path:

@@ -81,10 +81,11 @@ class TileEvidence:
 
     def __init__(self, tiles: pl.DataFrame, *, folds: int = 3, seed: int = 0, n_jobs: int = 1,
                  params: dict | None = None):
-        missing = [c for c in ("video_id", "frame", *TILE_FEATURES, "blended") if c not in tiles.columns]
+        need = ("video_id", "frame", "ty", "tx", *TILE_FEATURES, "blended")
+        missing = [c for c in need if c not in tiles.columns]
         if missing:
             raise FvcError(f"the tile table lacks {', '.join(missing)} (written by an older fvcflow?)")
-        self.tiles = tiles
+        self.tiles = tiles.sort("video_id", "frame", "ty", "tx")      # a fit never depends on row order
         self.folds, self.seed, self.n_jobs, self.params = folds, seed, n_jobs, dict(params or {})
         self.fit_seconds, self.fits = 0.0, 0
         self.model = None
