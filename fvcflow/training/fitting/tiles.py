@@ -47,7 +47,8 @@ log = logging.getLogger("fvcflow.training")
 
 #: a tile is "hot" when its score reaches this (the tile model is fitted class-balanced)
 HOT = 0.5
-#: at most this many tiles train one tile model (a seeded draw, every blended tile kept first)
+#: at most this many tiles train one tile model (seeded draws: the blended tiles, at most half of
+#: it, then the clean ones)
 MAX_TILES = 200_000
 
 
@@ -101,12 +102,13 @@ class TileEvidence:
             raise FvcError(f"the tile model needs blended and clean tiles among the training videos, got "
                            f"{int(y.sum())} blended of {y.size} labelled tiles: turn on self-blended "
                            "pseudo-fakes (augment.self_blend >= 1) or give masks (mask_path)")
-        if y.size > MAX_TILES:           # keep every blended tile, draw the clean ones
+        if y.size > MAX_TILES:     # the blended tiles (a draw of half the cap when more), a draw of the clean
             rng = np.random.default_rng(self.seed)
             pos, neg = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
-            keep = np.sort(np.concatenate([pos[:MAX_TILES // 2],
-                                           rng.choice(neg, MAX_TILES - min(pos.size, MAX_TILES // 2),
-                                                      replace=False)]))
+            if pos.size > MAX_TILES // 2:
+                pos = rng.choice(pos, MAX_TILES // 2, replace=False)
+            neg = rng.choice(neg, min(neg.size, MAX_TILES - pos.size), replace=False)
+            keep = np.sort(np.concatenate([pos, neg]))
             rows, y = rows[keep], y[keep]
         start = time.perf_counter()
         model = tile_booster(seed=self.seed, n_jobs=self.n_jobs, pos_weight=float((y == 0).sum() / y.sum()),
