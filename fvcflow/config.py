@@ -135,6 +135,9 @@ class TrainConfig(BaseModel):
     kinds: list[str] | None = Field(None, description="train only models of these kinds (fvc/train-deep: "
                                                       "['torch_video']); a kind named here is matched by '*'")
     deep: DeepConfig = Field(default_factory=DeepConfig)
+    evaluate_on: Path | None = Field(None, description="another labelled corpus's work dir: train here, "
+                                                       "report AUC with 95 % intervals there, with and "
+                                                       "without pseudo-fakes and tile evidence (issue 22)")
 
     @field_validator("models")
     @classmethod

@@ -18,7 +18,7 @@ cached feature rows by itself; no version number has to be remembered.
 >>> len(feature_columns()), feature_columns(STAGE4_PREFIX)[0], local_columns()[0], face_columns()[0]
 (51, 's4_noise_energy_mean', 'l32_noise_spread_mean', 'f_found')
 >>> {name: len(cols) for name, cols in FEATURE_SETS.items()}
-{'s2': 51, 's24': 104, 's2l': 117, 's2lf': 148, 's24l': 236}
+{'s2': 51, 's24': 104, 's2l': 117, 's2lf': 148, 's24l': 236, 's2lt': 122}
 >>> LAKE_PATHS["stage2"], VIEWS["scaled_features"], STAGE_TABLES["augment"]
 ('stage2/features.parquet', 'stage4', 'stage1')
 """
@@ -223,6 +223,11 @@ NOT_FEATURES = frozenset({VIDEO_ID, *KEYS, *COUNT_COLUMNS, *(STAGE4_PREFIX + c f
 
 # ---------------------------------------------------------------- feature sets
 
+#: the learned tile evidence (issue 22): summaries of a tile model's scores, built inside each fold
+#: of the cross-validation (``fvcflow.training.fitting.tiles``), never by a stage
+TILE_PREFIX = "te_"
+TILE_COLUMNS = tuple(TILE_PREFIX + c for c in ("peak", "peak_mean", "extent", "persistence", "mean"))
+
 _S2, _LOCAL, _FACES = tuple(feature_columns()), tuple(local_columns()), tuple(face_columns())
 _S4 = (*feature_columns(STAGE4_PREFIX), *S4_FLAGS)
 
@@ -235,6 +240,7 @@ FEATURE_SETS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "s2l": _S2 + _LOCAL,
     "s2lf": _S2 + _LOCAL + _FACES,
     "s24l": _S2 + _LOCAL + _S4 + tuple(local_columns(STAGE4_PREFIX)),
+    "s2lt": _S2 + _LOCAL + TILE_COLUMNS,
 })
 
 # ---------------------------------------------------------------- versions (cache keys)

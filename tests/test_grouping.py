@@ -26,7 +26,9 @@ from tests.leakage_tables import ci_config, oof_auc, paired_table
 
 #: kinds whose models are not sklearn-style estimators: their trainer owns every split and must use
 #: fvcflow.models.grouped (grouped_holdout / grouped_kfold); a new kind must say how it groups here
-GROUPED_BY_TRAINER = {"torch_video": "the deep training loop's validation split is grouped_holdout"}
+GROUPED_BY_TRAINER = {"torch_video": "the deep training loop's validation split is grouped_holdout",
+                      "tile": "the tabular CV; its tile model cross-fits by GroupKFold (see the canary "
+                              "of test_tile_evidence)"}
 
 
 def _early_stopping_variants(name: str) -> list[dict]:

@@ -34,8 +34,9 @@ def test_the_issue_s_models_are_registered():
 
 
 def test_list_models_patterns():
-    assert list_models("logreg_*") == ["logreg_s2", "logreg_s24", "logreg_s2l", "logreg_s2lf"]
-    assert list_models("logreg_s2,xgb_*") == ["logreg_s2", "xgb_s24", "xgb_s24l", "xgb_s2l", "xgb_s2lf"]
+    assert list_models("logreg_*") == ["logreg_s2", "logreg_s24", "logreg_s2l", "logreg_s2lf", "logreg_s2lt"]
+    assert list_models("logreg_s2,xgb_*") == ["logreg_s2", "xgb_s24", "xgb_s24l", "xgb_s2l", "xgb_s2lf",
+                                              "xgb_s2lt"]
     assert list_models("nothing*") == []
     assert list_models(kind="stack") == ["stack_s24", "topk_mean"]
 

@@ -4,6 +4,8 @@ rank of each deep model (rank 0 trains and writes, the others follow it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from fvcflow import progress
 from fvcflow.cli import add_verbose, logs
 from fvcflow.cli.display import Display
@@ -28,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--launcher", choices=("none", "torchrun", "slurm"), default=None,
                    help="this process is one rank of a group that torchrun or srun started: each deep "
                         "model trains with DDP on every rank (train.deep.launcher; rank 0 writes)")
+    p.add_argument("--evaluate-on", default=None, metavar="WORK_DIR",
+                   help="another labelled corpus's work dir (ingested there): its features are made with "
+                        "these settings, then the AUC of models trained here is reported on it, with and "
+                        "without pseudo-fakes and tile evidence (train.evaluate_on)")
     p.add_argument("--list", action="store_true", help="list the registered models and exit")
     add_verbose(p)
     p.set_defaults(func=run)
@@ -52,6 +58,8 @@ def run(args) -> int:
         overrides["register_best"] = False
     if args.launcher is not None:
         overrides["deep"] = {**args.settings.train.deep.model_dump(), "launcher": args.launcher}
+    if args.evaluate_on:
+        overrides["evaluate_on"] = Path(args.evaluate_on)
     settings = args.settings                 # loaded and validated once, by fvcflow.cli.main
     if overrides:                            # the flags, validated like the settings they set
         settings = settings.model_copy(update={"train": TrainConfig.make(
@@ -95,6 +103,10 @@ def _train(args, settings) -> int:
     display = Display(interactive=False) if verbose else Display()
     logs.route(log_file, verbose=verbose, show=display.note)
     with display, progress.listening(display):
+        if settings.train.evaluate_on:       # the other corpus through the same stage, same settings
+            from fvcflow.stages import runner
+
+            runner.run_local("features", settings.model_copy(update={"home": settings.train.evaluate_on}))
         summary = run_training(lake, settings.train)
     display.print_summary()
     print(summary.markdown())

@@ -15,6 +15,7 @@ from fvcflow.models import (  # noqa: F401
     embedding,
     stack,
     tabular,
+    tiles,
     video_clip,
     video_pytorchvideo,
     video_transformers,

@@ -53,6 +53,8 @@ KINDS: dict[str, Kind] = {
     "torch_video": Kind("frames", device="gpu", by_default=False),
     # an sklearn-style estimator on frozen deep embeddings of the stage 3 videos (XGBoost on deep features)
     "embedding": Kind("embeddings", device="gpu", by_default=False),
+    # a tabular model whose te_ columns a tile model fitted inside each fold gives (issue 22)
+    "tile": Kind("features", by_default=False),
 }
 #: the feature sets a tabular model may name (fvcflow.schema.FEATURE_SETS: their columns)
 FEATURE_SETS = tuple(_FEATURE_SET_COLUMNS)
@@ -134,7 +136,7 @@ def register_model(*, kind: str, feature_set: str | None = None, needs_scaling: 
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         name = fn.__name__
-        if kind == "tabular" and feature_set not in FEATURE_SETS:
+        if kind in ("tabular", "tile") and feature_set not in FEATURE_SETS:
             raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got "
                              f"{feature_set!r}")
         if name in _REGISTRY:
@@ -180,7 +182,7 @@ def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
     """Sorted names matching an fnmatch ``pattern`` (comma-separated patterns are OR-ed).
 
     >>> list_models("logreg_s2*")
-    ['logreg_s2', 'logreg_s24', 'logreg_s2l', 'logreg_s2lf']
+    ['logreg_s2', 'logreg_s24', 'logreg_s2l', 'logreg_s2lf', 'logreg_s2lt']
     >>> list_models("xgb_s24,stack_*")
     ['stack_s24', 'xgb_s24']
     """

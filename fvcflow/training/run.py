@@ -22,7 +22,7 @@ from fvcflow.progress import emit
 from fvcflow.store import Lake, read_parquet, write_parquet_atomic
 from fvcflow.training.evidence import assess as evidence
 from fvcflow.training.evidence import report
-from fvcflow.training.fitting import embedding  # noqa: F401  (registers the embedding kind's trainer)
+from fvcflow.training.fitting import crosscorpus, embedding, tiles  # noqa: F401  (register their kinds' trainers)
 from fvcflow.training.fitting.data import missing_for
 from fvcflow.training.fitting.results import ModelResult, TrainSummary, leaderboard
 from fvcflow.training.fitting.splits import load_splits, make_splits, prepare_splits
@@ -67,8 +67,9 @@ def train_stack(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None 
 
 
 def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = None,
-           skipped: dict[str, str] | None = None) -> TrainSummary:
-    """Write ``stage5/predictions.parquet``, register the best model, write the report."""
+           skipped: dict[str, str] | None = None, cross_corpus: pl.DataFrame | None = None) -> TrainSummary:
+    """Write ``stage5/predictions.parquet``, register the best model, write the report (with the
+    cross-corpus ablation of ``train.evaluate_on`` when given)."""
     cfg = cfg or TrainConfig()
     if not results:
         raise FvcError("no model was trained: check --models (fvc train --list shows the registered ones)")
@@ -84,10 +85,16 @@ def finish(lake: Lake, results: list[ModelResult], cfg: TrainConfig | None = Non
     best_name = board["model"][0] if scored else None
     summary = TrainSummary(results, board, report.feature_separation(lake), best=best_name,
                            predictions_path=lake.predictions, skipped=dict(skipped or {}),
-                           digests=lake_digests(lake))
+                           digests=lake_digests(lake), cross_corpus=cross_corpus)
     evidence.assess(lake, summary, cfg)      # best vs runner-up, shortcut check, subgroups
-    if cfg.register_best and best_name:
-        best = next(r for r in results if r.name == best_name)
+    # a tile model's te_ columns need its tile model and the video's tiles: a new video's stage 2 row
+    # alone cannot give them, so the detector registered is the best model that scores from it
+    servable = [m for m in board["model"].to_list() if get_model_spec(m).kind != "tile"] if scored else []
+    if cfg.register_best and servable:
+        if servable[0] != best_name:
+            log.warning("%s is best but its tile evidence cannot be computed at prediction time; "
+                        "registering %s", best_name, servable[0])
+        best = next(r for r in results if r.name == servable[0])
         summary.registered_name = cfg.registered_name
         summary.registered_version = evidence.register_detector(lake, cfg, best, summary)  # calibrated
     if best_name:
@@ -179,4 +186,5 @@ def run_training(lake: Lake, cfg: TrainConfig | None = None) -> TrainSummary:
     results += [train_stack(lake, results, cfg, name=n) for n in plan.stacks]
     for n, why in plan.skipped.items():
         log.warning("skipped %s: %s", n, why)
-    return finish(lake, results, cfg, plan.skipped)
+    cross = crosscorpus.cross_corpus(lake, Lake.at(cfg.evaluate_on), cfg) if cfg.evaluate_on else None
+    return finish(lake, results, cfg, plan.skipped, cross_corpus=cross)

@@ -349,6 +349,19 @@ def _tiles_section(lake: Lake, summary: TrainSummary, img_dir: Path) -> Section 
     return Section("tiles", "Where in the frame: deviant tiles of the top-scored videos", frag)
 
 
+def _cross_corpus_section(lake: Lake, summary: TrainSummary, img_dir: Path) -> Section | None:
+    table = summary.cross_corpus     # issue 22: train.evaluate_on's ablation
+    if table is None or not table.height:
+        return None
+    frag = ("<p>Trained on this corpus (all its labelled training rows), evaluated on the labelled "
+            "originals of another corpus whose features the same settings made: ROC AUC with its 95 % "
+            "grouped bootstrap interval, with and without the self-blended pseudo-fakes, with and without "
+            "the learned tile evidence (<code>te_</code> columns).</p>"
+            + _table(table.drop("train_corpus", "eval_corpus"))
+            + f"<p>Evaluated on <code>{html.escape(str(table['eval_corpus'][0]))}</code>.</p>")
+    return Section("cross_corpus", "Cross-corpus evaluation: pseudo-fakes and tile evidence", frag)
+
+
 def _corpus_section(lake: Lake, summary: TrainSummary, img_dir: Path) -> Section | None:
     if not lake.index.exists():
         return None
@@ -386,7 +399,8 @@ SECTIONS: list[SectionFn] = [
     _curves_section("roc", "ROC curves", plots.roc_figure),
     _curves_section("pr", "Precision-recall curves", plots.pr_figure),
     _confusion_section, _folds_section, _importance_section, _timing_section, _wrong_section,
-    _features_section, _tiles_section, _corpus_section, _skipped_section, _environment_section,
+    _features_section, _tiles_section, _cross_corpus_section, _corpus_section, _skipped_section,
+    _environment_section,
 ]
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1200px}nav a{margin-right:0.8em;font-size:13px}"

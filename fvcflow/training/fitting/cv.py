@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import polars as pl
@@ -172,9 +172,18 @@ def _pred_frame(t: TrainTable, p: np.ndarray, fold: int | None, split: str) -> p
                          "prob_fake": p.astype(float)})
 
 
+#: ``hook(train, evaluated) -> (train, evaluated)``: a per-fold feature set (columns fitted on
+#: the training rows only, e.g. the learned tile evidence, :mod:`fvcflow.training.fitting.tiles`)
+FoldHook = Callable[[TrainTable, TrainTable], tuple[TrainTable, TrainTable]]
+
+
 def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, *,
-                   resume: FoldCache | None = None) -> CVOutput:
+                   resume: FoldCache | None = None, fold_hook: FoldHook | None = None) -> CVOutput:
     """Outer folds (grid search inside), then the refit on all training rows and the test set.
+
+    ``fold_hook`` builds columns per fold: each outer fold's training rows and evaluated rows
+    (and the final refit's training rows and test rows) pass through it before the fit, so a
+    column learned from data (the tile evidence) is learned from that fold's training rows only.
 
     With ``resume``, every finished fold (and the final refit) is stored there at once and a
     stored one is restored instead of refitted: a killed training resumes from its last fold.
@@ -183,7 +192,11 @@ def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, *,
     than they give (5x slower fits measured on the 2-core machine with other work running).
     """
     with threadpool_limits(limits=cfg.n_jobs, user_api="blas"):
-        return _cross_validate(spec, t, cfg, resume)
+        return _cross_validate(spec, t, cfg, resume, fold_hook or _no_hook)
+
+
+def _no_hook(train: TrainTable, evaluated: TrainTable) -> tuple[TrainTable, TrainTable]:
+    return train, evaluated
 
 
 def _fit_or_restore(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: FoldCache | None,
@@ -202,24 +215,26 @@ def _fit_or_restore(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: Fo
     return fit, 0.0
 
 
-def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: FoldCache | None) -> CVOutput:
+def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: FoldCache | None,
+                    hook: FoldHook) -> CVOutput:
     start = time.perf_counter()
     restored = 0.0                      # fit seconds spent by an interrupted run on restored folds
     train_all = t.subset(~t.is_test)
     preds, inner, fold_metrics, fold_params = [], [], [], []
     for k in train_all.folds:
-        fit, earlier = _fit_or_restore(spec, train_all.subset(train_all.fold != k), cfg, resume, f"fold{k}")
+        train, val = hook(train_all.subset(train_all.fold != k),
+                          train_all.subset((train_all.fold == k) & train_all.is_original))
+        fit, earlier = _fit_or_restore(spec, train, cfg, resume, f"fold{k}")
         restored += earlier
-        val = train_all.subset((train_all.fold == k) & train_all.is_original)
         p = predict_rows(fit.pipeline, val)
         preds.append(_pred_frame(val, p, k, "oof"))
         inner.append(fit.inner_oof.with_columns(outer_fold=pl.lit(k, pl.Int32)))
         fold_metrics.append(binary_metrics(val.y, p))
         fold_params.append(fit.params)
         emit("fold_end", model=spec.name, fold=len(fold_metrics) - 1, folds=len(train_all.folds))
+    train_all, test = hook(train_all, t.subset(t.is_test & t.is_original))
     final, earlier = _fit_or_restore(spec, train_all, cfg, resume, "final")
     restored += earlier
-    test = t.subset(t.is_test & t.is_original)
     if len(test.y):
         preds.append(_pred_frame(test, predict_rows(final.pipeline, test), None, "test"))
     return CVOutput(pl.concat(preds), pl.concat(inner).select("outer_fold", "video_id", "prob_fake"),

@@ -18,7 +18,15 @@ import pandas as pd
 import polars as pl
 
 from fvcflow.errors import FvcError
-from fvcflow.schema import FEATURE_SETS, ORIGINAL, S4_FLAGS, STAGE4_PREFIX, face_columns, local_columns
+from fvcflow.schema import (
+    FEATURE_SETS,
+    ORIGINAL,
+    S4_FLAGS,
+    STAGE4_PREFIX,
+    TILE_COLUMNS,
+    face_columns,
+    local_columns,
+)
 from fvcflow.store import Lake, read_parquet
 
 log = logging.getLogger("fvcflow.training")
@@ -32,10 +40,10 @@ _NEEDS = {"l": (local_columns()[0], "features.local is off, or stage 2 ran befor
 
 def feature_set_columns(feature_set: str) -> list[str]:
     """The model input columns of a feature set (``s2``: 51, ``s24``: 104, ``s2l``: 117,
-    ``s2lf``: 148, ``s24l``: 236).
+    ``s2lf``: 148, ``s24l``: 236, ``s2lt``: 122).
 
-    >>> [len(feature_set_columns(f)) for f in ("s2", "s24", "s2l", "s2lf", "s24l")]
-    [51, 104, 117, 148, 236]
+    >>> [len(feature_set_columns(f)) for f in ("s2", "s24", "s2l", "s2lf", "s24l", "s2lt")]
+    [51, 104, 117, 148, 236, 122]
     """
     try:
         return list(FEATURE_SET_COLUMNS[feature_set])
@@ -48,7 +56,19 @@ def missing_for(lake: Lake, feature_set: str) -> str | None:
     """Why ``feature_set`` cannot be trained from this lake's tables, or None when it can."""
     if "4" in feature_set and not lake.stage4.exists():
         return f"needs stage 4 features ({lake.stage4} does not exist)"
+    if set(TILE_COLUMNS) & set(feature_set_columns(feature_set)) and not _has_masks(lake):
+        return ("needs blend masks to label tiles: turn on the pseudo-fakes (augment.self_blend >= 1) and "
+                "rerun the augment and features stages, or give the index a mask_path column")
     return _missing_stage2_columns(lake, feature_set)
+
+
+def _has_masks(lake: Lake) -> bool:
+    """Whether any video of the lake has a blend mask (a pseudo-fake's, or the index's ``mask_path``)."""
+    for path in (lake.stage1, lake.index):
+        if path.exists() and "mask_path" in pl.read_parquet_schema(path):
+            if pl.read_parquet(path, columns=["mask_path"])["mask_path"].drop_nulls().len():
+                return True
+    return False
 
 
 def _missing_stage2_columns(lake: Lake, feature_set: str) -> str | None:
@@ -78,9 +98,13 @@ def load_features(lake: Lake, feature_set: str) -> pl.DataFrame:
 
     For the sets with stage 4 columns (``s24``, ``s24l``) the stage 4 row of each video is joined
     on ``video_id``; a video without one keeps NaN there (imputed inside the folds), and the count
-    is logged.
+    is logged. The learned tile evidence (``te_`` columns of ``s2lt``) is no stage's output: it is
+    NaN here and built inside each fold (:mod:`fvcflow.training.fitting.tiles`).
     """
     cols = feature_set_columns(feature_set)
+    if set(TILE_COLUMNS) & set(cols):           # s2lt = s2l + te_
+        return (load_features(lake, "s2l").with_columns(pl.lit(float("nan")).alias(c) for c in TILE_COLUMNS)
+                .select("video_id", *cols))
     s4cols = [c for c in cols if c.startswith(STAGE4_PREFIX) or c in S4_FLAGS]
     s2cols = [c for c in cols if c not in set(s4cols)]
     why = _missing_stage2_columns(lake, feature_set)

@@ -146,6 +146,7 @@ class TrainSummary:
     skipped: dict[str, str] = field(default_factory=dict)
     evidence: Any = None           # fvcflow.training.evidence.assess.Evidence (intervals' context)
     digests: dict[str, str] = field(default_factory=dict)   # table -> content digest (fvcflow.digest)
+    cross_corpus: pl.DataFrame | None = None   # train.evaluate_on's ablation (fitting.crosscorpus)
 
     def markdown(self, top: int = 10) -> str:
         """The leaderboard and the most separating features, as Markdown (a Prefect artifact)."""
@@ -165,6 +166,11 @@ class TrainSummary:
                       "", markdown_table(self.top_features.head(top), ["feature", "auc", "separation"]), ""]
         if self.evidence is not None:        # an Evidence (fvcflow.training.evidence.assess)
             parts += self.evidence.markdown_sections()
+        if self.cross_corpus is not None and self.cross_corpus.height:
+            parts += [f"## Cross-corpus: evaluated on {self.cross_corpus['eval_corpus'][0]}", "",
+                      markdown_table(self.cross_corpus, [
+                          "model", "feature_set", "pseudo_fakes", "n_train", "n_eval", "roc_auc",
+                          "roc_auc_lo", "roc_auc_hi", "note"]), ""]
         if self.skipped:
             parts += ["## Skipped", ""] + [f"- `{k}`: {v}" for k, v in self.skipped.items()] + [""]
         if self.report_path:
