@@ -153,6 +153,20 @@ def test_the_cache_scores_only_what_is_new(trained, folder, tmp_path, capsys):
     assert scores.height == 6 and scores.filter(pl.col("path").str.ends_with("new.mp4"))["prob_fake"][0] > 0
 
 
+def test_a_scan_worker_loads_a_tabular_detector_without_torch(trained):
+    """What a Dask worker of the scan imports and loads for a tabular detector leaves torch out
+    (it cost each spawned worker half a minute): the deep models register on the registry's
+    first look-up, and skops is imported without scikit-learn's torch shim."""
+    lake, _, summary = trained
+    code = ("import sys; from fvcflow.scan.core import score_batch; from fvcflow.detector.predict import "
+            "load_detector; from fvcflow.store import Lake; "
+            f"det = load_detector(Lake.at({str(lake.root)!r}), 'fvc-detector'); "
+            "print(det.model_name, det.video is None, 'torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split()[-3:] == [summary.best, "True", "False"], res.stdout
+
+
 def test_a_missing_path_and_a_bad_name_are_one_line_errors(trained, tmp_path, capsys):
     lake, _, _ = trained
     assert _scan(lake, tmp_path / "nope") == 2
