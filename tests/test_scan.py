@@ -126,8 +126,8 @@ def test_scan_rows_scores_page_and_sql(trained, folder, capsys):
     assert page.count('<tr class="failure">') == 1 and "bad.mp4" in page[page.index('id="failures"'):]
     assert "1 files in the folders were not scanned" in page
 
-    got = query(lake, "SELECT path, prob_fake FROM scans WHERE scan = 'first' AND error IS NULL")
-    assert got.height == 4
+    got = query(lake, "SELECT path, prob_fake, top_tiles FROM scans WHERE scan = 'first' AND error IS NULL")
+    assert got.height == 4 and got["top_tiles"].is_not_null().sum() == fakes.height
     assert fvc(["--home", str(lake.root), "sql", "SELECT count(*) AS n FROM scans WHERE scan = 'first'"]) == 0
     assert "5" in capsys.readouterr().out
 
