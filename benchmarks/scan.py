@@ -131,7 +131,7 @@ def main() -> None:
     row("decoding 1 video (its own pool)", f"{t_dec1:8.1f} s", "", True)
     marginal = (t_scan - t_scan1) / max(t_dec - t_dec1, 1e-9)
     row("per further video: scan vs decoding", f"{marginal:8.2f} x", "<= 1.3x", marginal <= 1.3)
-    row(f"rescan, overlays of all ({n_fake} drawn by the first)", f"{t_ov:8.1f} s", "", True)
+    row(f"rescan, overlays of all ({n_fake} fake in the first)", f"{t_ov:8.1f} s", "", True)
     row("fvc predict, one after another", f"{t_seq:8.1f} s", "", True)
     row("fvc predict vs fvc scan", f"{t_seq / t_scan:8.2f} x", "", True)
     row("fvc scan rerun (all cached)", f"{t_again:8.1f} s", "", True)
