@@ -120,7 +120,8 @@ SCAN_COLUMNS: Mapping[str, str] = MappingProxyType({
     "path": "VARCHAR", "content_hash": "VARCHAR", "prob_fake": "DOUBLE", "verdict": "VARCHAR",
     "calibrated": "BOOLEAN", "calibration": "VARCHAR", "model": "VARCHAR", "registered_name": "VARCHAR",
     "version": "VARCHAR", "model_uri": "VARCHAR", "evidence_method": "VARCHAR",
-    "evidence_approximate": "BOOLEAN", "top_features": "VARCHAR", "error": "VARCHAR",
+    "evidence_approximate": "BOOLEAN", "top_features": "VARCHAR", "overlay": "VARCHAR",
+    "overlay_frame": "BIGINT", "max_z": "DOUBLE", "top_tiles": "VARCHAR", "error": "VARCHAR",
     "error_type": "VARCHAR", "scanned_at": "VARCHAR", "scan": "VARCHAR", "threshold": "DOUBLE"})
 #: every view ``fvc sql`` may offer (those whose tables exist)
 ALL_VIEWS = (*VIEWS, *DERIVED_VIEWS, SCANS_VIEW, *MLFLOW_VIEWS)

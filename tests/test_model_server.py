@@ -2,6 +2,7 @@
 --env-manager local` on 127.0.0.1), with the scores of `fvc predict`."""
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -32,17 +33,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(trained, tmp_path_factory):
-    """`mlflow models serve -m models:/fvc-detector@champion` on 127.0.0.1, a real process."""
-    lake, _, _ = trained
+@contextlib.contextmanager
+def model_server(lake, model_uri: str, log: Path):
+    """`mlflow models serve -m MODEL_URI --env-manager local` on 127.0.0.1, a real process; yields its URL."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "server.log"
     env = {**os.environ, "MLFLOW_TRACKING_URI": lake.mlflow_uri, "MLFLOW_REGISTRY_URI": lake.mlflow_uri,
            "FVC_HOME": str(lake.root),     # MLflow runs `uvicorn` from PATH: the venv's, as after `activate`
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log, "w") as fh:
-        proc = subprocess.Popen([MLFLOW, "models", "serve", "-m", "models:/fvc-detector@champion",
+        proc = subprocess.Popen([MLFLOW, "models", "serve", "-m", model_uri,
                                  "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
                                 env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -54,13 +53,24 @@ def server(trained, tmp_path_factory):
         except httpx.HTTPError:
             time.sleep(0.5)
     assert proc.poll() is None, log.read_text()[-3000:]
-    yield url, log
-    os.killpg(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(trained, tmp_path_factory):
+    """`mlflow models serve -m models:/fvc-detector@champion` on 127.0.0.1, a real process."""
+    lake, _, _ = trained
+    log = tmp_path_factory.mktemp("serve") / "server.log"
+    with model_server(lake, "models:/fvc-detector@champion", log) as url:
+        yield url, log
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from fvcflow.analytics import query
 from fvcflow.cli import main as fvc
 from fvcflow.metrics import THRESHOLD_RULE, operating_threshold
-from fvcflow.scan.core import cache_dir
+from fvcflow.scan.core import cache_dir, read_cache
 from fvcflow.scan.inputs import collect
 from fvcflow.store import file_hash, read_parquet
 from tests.media import write_video
@@ -42,6 +42,22 @@ def folder(tmp_path_factory):
 
 def _scan(lake, *args, capsys=None) -> int:
     return fvc(["--home", str(lake.root), "scan", "--workers", "1", *map(str, args)])
+
+
+def _most_deviant_tile(path: str) -> tuple[int, int, int]:
+    """(frame, x, y) of the tile of highest robust z over the sampled frames, measured here."""
+    import numpy as np
+
+    from fvcflow.kernels import local_frame
+    from fvcflow.video import iter_yuv, probe, sample_indices
+
+    best = (-np.inf, 0, 0, 0)
+    for i, (y, cb, cr) in iter_yuv(path, sample_indices(probe(path).n_frames)):
+        z = np.where(np.isfinite(zm := local_frame(y, cb, cr).zmap), zm, -np.inf)
+        ty, tx = np.unravel_index(int(np.argmax(z)), z.shape)
+        if z[ty, tx] > best[0]:
+            best = (z[ty, tx], i, int(tx) * 32, int(ty) * 32)
+    return best[1:]
 
 
 def _predict(lake, paths, capsys) -> dict:
@@ -97,12 +113,21 @@ def test_scan_rows_scores_page_and_sql(trained, folder, capsys):
     order = scores.filter(pl.col("prob_fake").is_not_null()).sort("prob_fake", descending=True)["path"]
     positions = [page.index(p) for p in order]
     assert positions == sorted(positions)                       # sorted by P(fake), highest first
-    assert page.count('<tr class="video">') == 4 and page.count("data:image/jpeg;base64,") == 4
+    assert page.count('<tr class="video">') == 4 and page.count('alt="first frame" src="data:image/jpeg') == 4
+    # the deviant-tile overlay of every video with verdict fake (the default), in the table and the page
+    fakes = scores.filter(pl.col("verdict") == "fake")
+    assert fakes.height >= 1 and page.count('alt="deviant tiles" src="data:image/jpeg') == fakes.height
+    assert scores.filter(pl.col("verdict") != "fake")["overlay"].is_null().all()
+    for r in fakes.iter_rows(named=True):
+        assert open(r["overlay"], "rb").read(2) == b"\xff\xd8"              # a JPEG in the scan's folder
+        tiles = json.loads(r["top_tiles"])
+        assert tiles[0]["z"] == pytest.approx(r["max_z"], abs=1e-3)
+        assert (r["overlay_frame"], tiles[0]["x"], tiles[0]["y"]) == _most_deviant_tile(r["path"])
     assert page.count('<tr class="failure">') == 1 and "bad.mp4" in page[page.index('id="failures"'):]
     assert "1 files in the folders were not scanned" in page
 
-    got = query(lake, "SELECT path, prob_fake FROM scans WHERE scan = 'first' AND error IS NULL")
-    assert got.height == 4
+    got = query(lake, "SELECT path, prob_fake, top_tiles FROM scans WHERE scan = 'first' AND error IS NULL")
+    assert got.height == 4 and got["top_tiles"].is_not_null().sum() == fakes.height
     assert fvc(["--home", str(lake.root), "sql", "SELECT count(*) AS n FROM scans WHERE scan = 'first'"]) == 0
     assert "5" in capsys.readouterr().out
 
@@ -128,6 +153,20 @@ def test_the_cache_scores_only_what_is_new(trained, folder, tmp_path, capsys):
     assert scores.height == 6 and scores.filter(pl.col("path").str.ends_with("new.mp4"))["prob_fake"][0] > 0
 
 
+def test_a_scan_worker_imports_no_torch_for_a_tabular_detector():
+    """What a Dask worker of the scan imports to load and score a tabular detector leaves torch
+    out (it cost each spawned worker half a minute): the deep models register on the registry's
+    first look-up, and skops (which walks every scikit-learn package, its torch shim included)
+    is imported without scikit-learn's torch shim (tests/test_models.py: the deep models still
+    register, on the first look-up)."""
+    code = ("import sys; from fvcflow.scan.core import score_batch; from fvcflow.detector.predict import "
+            "load_detector; from fvcflow.models.skops_safe import _skops_io; sio = _skops_io(); "
+            "print('torch' in sys.modules, 'sklearn.externals.array_api_compat.torch' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split() == ["False", "False"], res.stdout
+
+
 def test_a_missing_path_and_a_bad_name_are_one_line_errors(trained, tmp_path, capsys):
     lake, _, _ = trained
     assert _scan(lake, tmp_path / "nope") == 2
@@ -151,8 +190,8 @@ def test_kill_9_mid_scan_then_resume(trained, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     hashes = {file_hash(p) for p in inbox.iterdir()}
 
-    def cached() -> int:
-        return sum(1 for p in (lake.root / "scans" / "_cache").rglob("*.parquet") if p.stem in hashes)
+    def cached() -> int:            # contents in the cache's parts (one part per finished batch)
+        return sum(len(read_cache(lake, d.name, hashes)) for d in (lake.root / "scans" / "_cache").glob("*"))
 
     deadline = time.monotonic() + 240
     while cached() < 2 and proc.poll() is None and time.monotonic() < deadline:

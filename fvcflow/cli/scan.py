@@ -8,6 +8,8 @@ cached per (content, model, version): a rerun scores only what is new. Writes
 
 from __future__ import annotations
 
+import json
+
 from fvcflow.cli import add_verbose
 from fvcflow.cli.options import add_engine, add_model, engine_settings, live
 
@@ -27,6 +29,12 @@ def register(sub) -> None:
     p.add_argument("--threshold", type=float, default=None,
                    help="P(fake) at or above which the verdict is fake (default: the model's own, "
                         "chosen at training on its out-of-fold predictions; 0.5 when it has none)")
+    p.add_argument("--overlays", choices=("fake", "all", "none"), default="fake",
+                   help="which scored videos get the deviant-tile overlay (the frame where the local "
+                        "features deviate most, and the top tiles' coordinates and robust z): those "
+                        "with verdict fake (default), all, or none")
+    p.add_argument("--json", action="store_true",
+                   help="print the rows of scores.parquet as JSON (one object per file), not the summary")
     add_engine(p)
     add_verbose(p)
     p.set_defaults(func=run)
@@ -38,7 +46,14 @@ def run(args) -> int:
     settings = engine_settings(args)
     with live(settings, "scan", args) as log_file:
         res = run_scan(settings, args.paths, model=args.model, name=args.name,
-                       threshold=args.threshold)
+                       threshold=args.threshold, overlays=args.overlays)
+    if args.json:
+        rows = res.scores.to_dicts()
+        for r in rows:
+            for k in ("top_features", "top_tiles"):
+                r[k] = json.loads(r[k]) if r[k] else None
+        print(json.dumps(rows, indent=1))
+        return 1 if res.failed else 0
     scored = res.scores.height - res.failed
     fakes = int((res.scores["verdict"] == "fake").sum())
     print(f"scan {res.name}: {res.scores.height} files, {scored} scored ({res.computed} computed, "

@@ -197,26 +197,33 @@ def explain(det: Any, path: str | Path, *, scale: ScaleConfig | None = None,
     return Explained(prob, how, approx, top_features(c[0], names, row))
 
 
-def tile_overlay(path: str | Path, *, limits: Limits | None = None, title: str = "") -> dict[str, Any]:
-    """The deviant-tile map of ``path``'s local features drawn over a frame: of its sampled frames
-    (those the features read), the one whose most deviant 32 px tile has the largest robust z, in
-    gray, each tile tinted by its combined robust z, the deviant tiles (z above ``z_deviant``)
-    outlined in yellow and their largest connected group in cyan: the drawing of the training
-    report's "where in the frame" section (:mod:`fvcflow.training.evidence.local_report`).
+def tile_overlay(path: str | Path, *, limits: Limits | None = None, title: str = "",
+                 small: int | None = None, tiles: int = 5) -> dict[str, Any]:
+    """The deviant-tile map of ``path``'s local features drawn over a frame
+    (:mod:`fvcflow.stages.overlay`, the training report's drawing): of its sampled frames, the one
+    whose most deviant 32 px tile has the largest robust z, in gray, each tile tinted by its
+    combined robust z, the deviant tiles (z above ``z_deviant``) outlined in yellow and their
+    largest connected group in cyan.
 
-    Returns ``png`` (bytes), ``frame`` (its index), ``max_z``, ``deviant_tiles``,
-    ``region_tiles``, ``z_deviant``. Read within ``limits`` (the bounds in force by default)."""
+    Returns ``png`` (bytes, matplotlib with a colour bar; or, with ``small`` set, ``jpeg``: a
+    Pillow drawing ``small`` pixels wide), ``frame`` (its index), ``max_z``, ``deviant_tiles``,
+    ``region_tiles``, ``z_deviant`` and ``top_tiles`` (the ``tiles`` highest: x, y, size, z,
+    deviant, region). Read within ``limits`` (the bounds in force by default)."""
     import io
 
     from fvcflow.kernels import Z_DEVIANT
-    from fvcflow.training.evidence.local_report import most_deviant_frame, overlay_figure
+    from fvcflow.stages.overlay import most_deviant_frame, overlay_figure, overlay_image, top_tiles
 
     with bounded(limits):
         index, gray, result = most_deviant_frame(path)
-    fig = overlay_figure(gray, result, title)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    out: dict[str, Any] = {}
+    if small:
+        out["jpeg"] = overlay_image(gray, result, width=small)
+    else:
+        buf = io.BytesIO()
+        overlay_figure(gray, result, title).savefig(buf, format="png")
+        out["png"] = buf.getvalue()
     z = result.zmap[np.isfinite(result.zmap)] if result.zmap.size else np.array([])
-    return {"png": buf.getvalue(), "frame": int(index), "max_z": float(z.max()) if z.size else None,
+    return {**out, "frame": int(index), "max_z": float(z.max()) if z.size else None,
             "deviant_tiles": int(result.deviant.sum()), "region_tiles": int(result.region.sum()),
-            "z_deviant": float(Z_DEVIANT)}
+            "z_deviant": float(Z_DEVIANT), "top_tiles": top_tiles(result, tiles)}

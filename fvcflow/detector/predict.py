@@ -27,6 +27,7 @@ from mlflow.utils import get_results_from_paginated_fn
 from fvcflow import saved
 from fvcflow.config import REGISTERED_NAME, ScaleConfig
 from fvcflow.errors import FvcError
+from fvcflow.saved.format import ARTIFACT, retrain_message
 from fvcflow.schema import FACE_PREFIX, LOCAL_PREFIXES, S4_FLAGS, STAGE4_PREFIX
 from fvcflow.store import Lake
 from fvcflow.video.limits import Limits, bounded
@@ -216,16 +217,23 @@ def check_model_uri(lake: Lake, model: str, *, allow_external: bool = False) -> 
                    "load a model from elsewhere")
 
 
-def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None,
-                  allow_external: bool = False) -> Detector:
-    """Load ``model`` (registry name, default ``fvc-detector`` latest; ``NAME@ALIAS`` or
-    ``models:/NAME@champion``: the version with that alias; or an MLflow URI of the tracking
-    store's registry or the work dir: others only with ``allow_external``, :func:`check_model_uri`).
+@dataclass(frozen=True)
+class DetectorInfo:
+    """What a registered (or any) detector is, read from the registry and its ``MLmodel`` file
+    alone: enough to pin a scan to it and key its cache, without loading the model."""
 
-    >>> det = load_detector(Lake.at("fvc-data"))          # doctest: +SKIP
-    >>> det.predict_rows([det.features("clip.mp4")])      # doctest: +SKIP
-    [0.87]
-    """
+    uri: str                    # models:/NAME/VERSION (pinned) or the URI given
+    name: str
+    version: str | None
+    model_name: str | None
+    calibration: str | None
+    threshold: float = DEFAULT_THRESHOLD
+    threshold_rule: str | None = None
+
+
+def _resolve(lake: Lake, model: str | None, tracking_uri: str | None,
+             allow_external: bool) -> tuple[MlflowClient, str, str, str, Any]:
+    """(client, store URI, name, target URI pinned to its version, the registry version or None)."""
     uri = tracking_uri or lake.mlflow_uri
     db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
     if db is not None and not db.exists():
@@ -255,6 +263,48 @@ def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | N
                            "has finished registering")
         version = max(ready, key=lambda v: int(v.version))
         name, target = model, f"models:/{model}/{version.version}"
+    return client, uri, name, target, version
+
+
+def describe_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None,
+                      allow_external: bool = False) -> DetectorInfo:
+    """:class:`DetectorInfo` of ``model`` (as :func:`load_detector` names it) from the registry and
+    the model's ``MLmodel`` file (its metadata: calibration, threshold) only: the model's parts are
+    neither downloaded nor loaded. A model without fvcflow's marker (an older format) is refused
+    here too, so that a scan says so once, before any video is read.
+
+    >>> describe_detector(Lake.at("fvc-data"), "fvc-detector@champion").version   # doctest: +SKIP
+    '3'
+    """
+    from mlflow.models import get_model_info
+
+    client, _, name, target, version = _resolve(lake, model, tracking_uri, allow_external)
+    try:
+        info = get_model_info(target)
+    except (MlflowException, OSError) as exc:
+        raise FvcError(f"cannot load model {target}: {str(exc).splitlines()[0]}") from None
+    if info.signature is None or info.signature.inputs is None:
+        raise FvcError(f"model {target} has no input signature: it was not logged by fvcflow")
+    flavor = (info.flavors or {}).get("python_function", {})
+    if not flavor.get("model_code_path") or ARTIFACT not in (flavor.get("artifacts") or {}):
+        raise saved.OlderFormat(retrain_message(target, []))
+    extra = info.metadata or {}
+    threshold, rule = model_threshold(extra, version.tags if version is not None else None)
+    return DetectorInfo(target, name, str(version.version) if version else None,
+                        _model_name(client, target, version), extra.get("fvc_calibration"), threshold, rule)
+
+
+def load_detector(lake: Lake, model: str | None = None, *, tracking_uri: str | None = None,
+                  allow_external: bool = False) -> Detector:
+    """Load ``model`` (registry name, default ``fvc-detector`` latest; ``NAME@ALIAS`` or
+    ``models:/NAME@champion``: the version with that alias; or an MLflow URI of the tracking
+    store's registry or the work dir: others only with ``allow_external``, :func:`check_model_uri`).
+
+    >>> det = load_detector(Lake.at("fvc-data"))          # doctest: +SKIP
+    >>> det.predict_rows([det.features("clip.mp4")])      # doctest: +SKIP
+    [0.87]
+    """
+    client, _, name, target, version = _resolve(lake, model, tracking_uri, allow_external)
     # Downloaded into a private copy and rebuilt by our loader from safe parts: the model's own
     # code is not run, nothing is unpickled; a model of an older format is refused (retrain).
     staging = tempfile.TemporaryDirectory(prefix="fvc-model-")

@@ -5,15 +5,17 @@
     {"dataframe_records": [{"path": "/abs/video.mp4"}]}   or   [{"video_b64": "<base64 of the file>"}]
 
 with one record per video: ``prob_fake``, ``calibrated``, ``calibration``, ``threshold`` and
-``verdict`` (the model's own threshold, chosen at training), ``model`` (the fvcflow
-model), ``registered_name`` and ``version`` (from the registry at ``MLFLOW_TRACKING_URI`` when the
-server can read it), and the evidence (``evidence_method``, ``evidence_approximate``,
-``top_features``, JSON). It runs ``fvc predict``'s code path: the model is rebuilt from its safe
-parts (:func:`fvcflow.saved.load_folder`), its feature columns and calibration come from the
-logged model (MLmodel: signature, metadata), the scoring settings (letterbox size, face detector,
-video bounds) from fvcflow's settings in the server's environment (``FVC_*``, ``FVC_CONFIG``), as
-for ``fvc predict``. A ``video_b64`` record is written to a private temporary folder (mode 0700),
-identified by probing its content, and deleted after scoring.
+``verdict`` (the model's own threshold, chosen at training), ``model`` (the fvcflow model: the
+logged metadata's, else the registry version's or its run's ``fvc.model`` tag, as ``fvc
+predict`` reads it), ``registered_name`` and ``version`` (from the registry at
+``MLFLOW_TRACKING_URI`` when the server can read it), and the evidence (``evidence_method``,
+``evidence_approximate``, ``top_features``, JSON). It runs ``fvc predict``'s code path: the
+model is rebuilt from its safe parts (:func:`fvcflow.saved.load_folder`), its feature columns
+and calibration come from the logged model (MLmodel: signature, metadata), the scoring settings
+(letterbox size, face detector, video bounds) from fvcflow's settings in the server's
+environment (``FVC_*``, ``FVC_CONFIG``), as for ``fvc predict``. A ``video_b64`` record is
+written to a private temporary folder (mode 0700), identified by probing its content, and
+deleted after scoring.
 
 A record that cannot be scored makes the request an error response (HTTP 400) naming the record
 and what is wrong; the server goes on serving. Feature rows (the model's columns) are still
@@ -63,7 +65,15 @@ def _registry(meta) -> tuple[str | None, str | None, dict]:
     if not hits:
         return None, None, {}
     best = max(hits, key=lambda v: int(v.version))
-    return best.name, str(best.version), dict(best.tags or {})
+    tags = dict(best.tags or {})
+    if not tags.get("fvc.model") and getattr(best, "run_id", None):   # as fvc predict: the run's tag
+        try:
+            model = client.get_run(best.run_id).data.tags.get("fvc.model")
+        except Exception:  # noqa: BLE001 - informative only
+            model = None
+        if model:
+            tags["fvc.model"] = model
+    return best.name, str(best.version), tags
 
 
 class ServedDetector(mlflow.pyfunc.PythonModel):
@@ -88,8 +98,9 @@ class ServedDetector(mlflow.pyfunc.PythonModel):
         name, version, tags = _registry(meta)
         threshold, rule = model_threshold(extra, tags)
         self.settings = Settings.load().resolved()
+        model_name = extra.get("fvc_model") or extra.get("fvc_model_name") or tags.get("fvc.model")
         self.detector = Detector(self.model, f"models:/{name}/{version}" if name else str(folder), name or "",
-                                 version, extra.get("fvc_model") or extra.get("fvc_model_name"),
+                                 version, model_name,
                                  [] if video is not None else columns, None, video,
                                  calibration=extra.get("fvc_calibration"), threshold=threshold,
                                  threshold_rule=rule)

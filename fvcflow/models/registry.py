@@ -91,6 +91,23 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+#: loaders of model modules run on the first look-up (``defer``): the torch ones, so that importing
+#: the registry (a scan worker, a tabular detector's loader) does not import torch
+_DEFERRED: list[Callable[[], Any]] = []
+
+
+def defer(loader: Callable[[], Any]) -> Callable[[], Any]:
+    """Run ``loader`` (which imports modules that register models) on the registry's first
+    look-up (:func:`get_model_spec`, :func:`list_models`, :func:`create_model`), not now."""
+    _DEFERRED.append(loader)
+    return loader
+
+
+def _registered() -> dict[str, ModelSpec]:
+    """The registry, with the deferred model modules imported (once)."""
+    while _DEFERRED:
+        _DEFERRED.pop(0)()
+    return _REGISTRY
 
 
 def register_model(*, kind: str, feature_set: str | None = None, needs_scaling: bool = False,
@@ -139,7 +156,7 @@ def register_model(*, kind: str, feature_set: str | None = None, needs_scaling: 
         if kind in ("tabular", "tile") and feature_set not in FEATURE_SETS:
             raise ValueError(f"model {name!r}: a tabular model needs feature_set in {FEATURE_SETS}, got "
                              f"{feature_set!r}")
-        if name in _REGISTRY:
+        if name in _REGISTRY:     # a deferred module's own names are checked when it registers them
             raise ValueError(f"model {name!r} is already registered (by "
                              f"{_REGISTRY[name].constructor.__module__})")
         _REGISTRY[name] = ModelSpec(name, fn, kind, input, feature_set, needs_scaling, frozen_grid,
@@ -161,7 +178,7 @@ def get_model_spec(name: str) -> ModelSpec:
     's24'
     """
     try:
-        return _REGISTRY[name]
+        return _registered()[name]
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3)
         hint = (f"; did you mean {', '.join(close)}?" if close
@@ -187,5 +204,5 @@ def list_models(pattern: str = "*", *, kind: str | None = None) -> list[str]:
     ['stack_s24', 'xgb_s24']
     """
     pats = [p.strip() for p in pattern.split(",") if p.strip()] or ["*"]
-    return sorted(n for n, s in _REGISTRY.items()
+    return sorted(n for n, s in _registered().items()
                   if any(fnmatch.fnmatchcase(n, p) for p in pats) and (kind is None or s.kind == kind))

@@ -18,10 +18,43 @@ XGBoost and LightGBM estimator shells only, and no booster or CatBoost type.
 
 from __future__ import annotations
 
+import sys
+import threading
+import types as _types
 from pathlib import Path
 from typing import Any
 
 from fvcflow.errors import FvcError
+
+#: scikit-learn's vendored array-API shims of other libraries: importing ``skops.io`` walks every
+#: scikit-learn package (``sklearn.utils.all_estimators``), and walking these imports torch
+#: (seconds to a minute on a busy machine, for a logistic regression) and dask.array
+_SHIMS = {"torch": "sklearn.externals.array_api_compat.torch",
+          "dask": "sklearn.externals.array_api_compat.dask",
+          "cupy": "sklearn.externals.array_api_compat.cupy"}
+_IMPORTING = threading.Lock()
+
+
+def _skops_io():
+    """``skops.io``, imported without importing torch, dask or cupy through scikit-learn's scan.
+
+    While skops scans scikit-learn's estimators, each shim of a library not imported yet is an
+    empty placeholder module (no ``__path__``: the walk does not descend, and ``externals`` holds
+    no estimator, so the scan's result is the same); the placeholders are removed after, so a
+    later real use of a shim imports it. A process that already holds the library walks as usual."""
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    with _IMPORTING:
+        held = [m for lib, m in _SHIMS.items() if lib not in sys.modules and m not in sys.modules]
+        for m in held:
+            sys.modules[m] = _types.ModuleType(m, "placeholder while skops scans scikit-learn (fvcflow)")
+        try:
+            import skops.io as sio
+        finally:
+            for m in held:
+                if getattr(sys.modules.get(m), "__doc__", "").startswith("placeholder while skops"):
+                    del sys.modules[m]
+    return sio
 
 #: every type a logged estimator may hold beyond what skops trusts by default (scikit-learn's
 #: estimators, NumPy's arrays and scalars): the registered tabular models and their pipeline
@@ -50,7 +83,7 @@ def untrusted(types: list[str]) -> list[str]:
 def dump_estimator(model: Any) -> bytes:
     """``model`` as skops bytes; a :class:`FvcError` when it holds a type outside
     :data:`TRUSTED_TYPES` (or skops cannot describe it): such a model would not load."""
-    import skops.io as sio  # here: importing skops.io scans scikit-learn's estimators (3 s)
+    sio = _skops_io()  # here: importing skops.io scans scikit-learn's estimators (3 s)
 
     try:
         data = sio.dumps(model)
@@ -66,8 +99,7 @@ def dump_estimator(model: Any) -> bytes:
 def load_estimator(data: bytes, where: str | Path) -> Any:
     """The estimator in skops bytes ``data`` (read from ``where``, named in errors), built only
     when every type it names is in :data:`TRUSTED_TYPES`; else a :class:`FvcError`, nothing built."""
-    import skops.io as sio
-
+    sio = _skops_io()
     try:
         types = sio.get_untrusted_types(data=data)
     except Exception as exc:  # noqa: BLE001 - not a skops file at all

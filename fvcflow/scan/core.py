@@ -1,18 +1,28 @@
 """``fvc scan``: score every video of a folder (or a list) with the detector, in parallel on Dask.
 
-The driver resolves the model once (registry name, alias or URI, pinned to its version), hashes
-each file (BLAKE2b of the content, :func:`fvcflow.store.file_hash`), and looks each hash up in the
-scan cache, ``<home>/scans/_cache/<model key>/<content hash>.parquet``: one checked Parquet file
-per (content, model, version, scoring settings), written by the worker the moment the video is
-scored. A rerun, or a resume after the scan was killed, scores only the contents not cached yet;
-two files with the same content are scored once. What is left goes to the Dask workers in
-batches (the local cluster, or ``dask_address``); each worker loads the detector once and scores
+The driver resolves the model once (registry name, alias or URI, pinned to its version) from
+the registry and its ``MLmodel`` file, without loading it
+(:func:`fvcflow.detector.predict.describe_detector`), hashes each file (BLAKE2b of the content,
+:func:`fvcflow.store.file_hash`), and looks each hash up in the scan cache,
+``<home>/scans/_cache/<model key>/``: checked Parquet parts of rows keyed by content, one part
+per batch, written by the worker the moment the batch is scored (so a kill loses at most the
+batches in flight), per (model, version, scoring settings). A rerun, or a resume after the scan
+was killed, scores only the contents not cached yet; two files with the same content are scored
+once. What is left goes to the Dask workers in batches (the local cluster, or
+``dask_address``); each worker loads the detector once and scores
 with :meth:`fvcflow.detector.predict.Detector.score`, the code path of ``fvc predict``, within
 the video bounds in force (:mod:`fvcflow.video.limits`). A file that cannot be scored is a row
 with its reason, never a stop.
 
-The scan writes ``<home>/scans/<name>/scores.parquet`` (one row per file named) and
-``scan.html``, the triage page (:mod:`fvcflow.scan.page`).
+Then the deviant-tile overlays (:mod:`fvcflow.stages.overlay`: the map of the local features over
+the frame where they deviate most, and the top tiles' coordinates and robust z) are drawn on the
+same workers for the videos ``overlays`` asks for (``fake``: those at or above the threshold, the
+default; ``all``; ``none``); they depend on the content alone, so they are cached per content
+under ``<home>/scans/_overlays/`` (parts, as the scores) whatever the model.
+
+The scan writes ``<home>/scans/<name>/scores.parquet`` (one row per file named; the overlay's
+JPEG under ``overlays/<content hash>.jpg``) and ``scan.html``, the triage page
+(:mod:`fvcflow.scan.page`).
 """
 
 from __future__ import annotations
@@ -28,6 +38,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -41,6 +52,7 @@ from fvcflow.progress import emit
 from fvcflow.scan.inputs import Inputs, collect
 from fvcflow.store import (
     Lake,
+    atomic_path,
     file_hash,
     printable_path,
     read_checked_parquet,
@@ -56,9 +68,14 @@ THRESHOLD = 0.5
 #: columns of scores.parquet, in order
 COLUMNS = ("path", "content_hash", "prob_fake", "verdict", "calibrated", "calibration", "model",
            "registered_name", "version", "model_uri", "evidence_method", "evidence_approximate",
-           "top_features", "error", "error_type", "scanned_at")
-#: thumbnails are the first frame, this wide (pixels)
+           "top_features", "overlay", "overlay_frame", "max_z", "top_tiles", "error", "error_type",
+           "scanned_at")
+#: thumbnails are the first frame, this wide (pixels); the overlays too
 THUMB_WIDTH = 192
+#: which videos get the deviant-tile overlay: those with verdict fake, every scored one, none
+OVERLAYS = ("fake", "all", "none")
+#: tiles listed per overlay (top_tiles)
+TOP_TILES = 5
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
@@ -115,15 +132,21 @@ def cache_dir(lake: Lake, model_key: str) -> Path:
     return scans_root(lake) / "_cache" / model_key
 
 
+def overlay_dir(lake: Lake, settings: Settings) -> Path:
+    """The overlays' cache: per content and the video bounds they were read within."""
+    key = hashlib.blake2b(json.dumps({"limits": settings.limits.model_dump(mode="json"), "tiles": TOP_TILES,
+                                      "width": THUMB_WIDTH}, sort_keys=True).encode(),
+                          digest_size=8).hexdigest()
+    return scans_root(lake) / "_overlays" / key
+
+
 def resolve_model(settings: Settings, model: str | None) -> ModelRef:
     """The model of ``model`` (default the setting train.registered_name, latest version) pinned to
     its version; a user error when it cannot be loaded (before any video is read)."""
-    from fvcflow.detector.predict import load_detector
+    from fvcflow.detector.predict import describe_detector
 
-    det = load_detector(settings.lake(), model or settings.train.registered_name,
-                        tracking_uri=settings.train.tracking_uri)
-    with contextlib.suppress(Exception):
-        det.staging.cleanup()
+    det = describe_detector(settings.lake(), model or settings.train.registered_name,
+                            tracking_uri=settings.train.tracking_uri)
     return ModelRef(det.uri, det.name, det.version, det.model_name, det.calibration,
                     settings.train.tracking_uri, det.threshold, det.threshold_rule)
 
@@ -219,16 +242,49 @@ _CACHE_SCHEMA = {"content_hash": pl.String, "prob_fake": pl.Float64, "evidence_m
 
 def score_batch(home: str, ref: ModelRef, model_key: str, jobs: list[tuple[str, str]],
                 settings: Settings) -> list[dict[str, Any]]:
-    """Score ``jobs`` ((content hash, path) pairs) on a worker; each row is cached at once, so a scan
-    killed mid-way keeps every video finished. Returns the rows (thumbnails left out)."""
+    """Score ``jobs`` ((content hash, path) pairs) on a worker; the batch's rows are cached as one
+    part the moment it is done, so a scan killed mid-way keeps every batch finished. Returns the rows."""
     det = _detector(home, ref)
-    folder = cache_dir(Lake.at(home), model_key)
+    out = [{"content_hash": content, **score_video(det, path, settings), "scored_at": time.time(),
+            "scored_path": printable_path(path)} for content, path in jobs]
+    if out:
+        write_checked_parquet(pl.DataFrame(out, schema=_CACHE_SCHEMA),
+                              cache_dir(Lake.at(home), model_key) / _part_name())
+    return out
+
+
+def _part_name() -> str:
+    return f"part-{time.time_ns():x}-{uuid.uuid4().hex[:8]}.parquet"
+
+
+_OVERLAY_SCHEMA = {"content_hash": pl.String, "jpeg": pl.Binary, "overlay_frame": pl.Int64,
+                   "max_z": pl.Float64, "top_tiles": pl.String, "overlay_error": pl.String,
+                   "scored_at": pl.Float64}
+
+
+def overlay_batch(folder: str, jobs: list[tuple[str, str]], settings: Settings) -> list[dict[str, Any]]:
+    """The deviant-tile overlays of ``jobs`` ((content hash, path) pairs) on a worker, cached as one
+    part in ``folder`` when the batch is done. A video whose overlay cannot be drawn gets its reason
+    (``overlay_error``); its score stands."""
+    from fvcflow.detector.evidence import tile_overlay
+
     out = []
     for content, path in jobs:
-        row = {"content_hash": content, **score_video(det, path, settings), "scored_at": time.time(),
-               "scored_path": printable_path(path)}
-        write_checked_parquet(pl.DataFrame([row], schema=_CACHE_SCHEMA), folder / f"{content}.parquet")
-        out.append({k: v for k, v in row.items() if k != "thumbnail"})
+        row: dict[str, Any] = {"content_hash": content, "jpeg": None, "overlay_frame": None, "max_z": None,
+                               "top_tiles": None, "overlay_error": None}
+        try:
+            ov = tile_overlay(path, limits=settings.limits.video_limits(), small=THUMB_WIDTH, tiles=TOP_TILES)
+            row.update(jpeg=ov["jpeg"], overlay_frame=ov["frame"], max_z=ov["max_z"],
+                       top_tiles=json.dumps(ov["top_tiles"]))
+        except DiskFullError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the overlay is evidence; its failure is said, not fatal
+            if is_disk_full(exc):
+                raise DiskFullError(path) from None
+            row["overlay_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out.append({**row, "scored_at": time.time()})
+    if out:
+        write_checked_parquet(pl.DataFrame(out, schema=_OVERLAY_SCHEMA), Path(folder) / _part_name())
     return out
 
 
@@ -245,17 +301,64 @@ def _hash(path: Path) -> tuple[str | None, str | None]:
         return None, f"{printable_path(path)}: cannot read ({exc.strerror or exc})"
 
 
-def read_cache(lake: Lake, model_key: str, content: str) -> dict[str, Any] | None:
-    """The cached row of ``content`` for ``model_key``; None when absent or damaged (recomputed)."""
-    path = cache_dir(lake, model_key) / f"{content}.parquet"
-    if not path.exists():
-        return None
-    try:
-        df = read_checked_parquet(path)
-    except FvcError as exc:
-        log.warning("scan: damaged cache entry, rescoring it: %s", exc)
-        return None
-    return df.row(0, named=True) if df is not None and df.height else None
+#: a model's cache is compacted into one part when a scan leaves more parts than this
+COMPACT_AT = 64
+
+
+def _cache_parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.parquet")) if folder.is_dir() else []
+
+
+def read_cache(lake: Lake, model_key: str, contents=None) -> dict[str, dict[str, Any]]:
+    """Every cached row of ``model_key`` by content hash (only ``contents`` when given); a damaged
+    part is left out with a warning (its videos are scored again). The newest row of a content wins."""
+    return read_parts(cache_dir(lake, model_key), contents)
+
+
+def read_parts(folder: Path, contents=None) -> dict[str, dict[str, Any]]:
+    """The rows of the checked Parquet parts in ``folder`` by ``content_hash`` (newest wins)."""
+    wanted = None if contents is None else set(contents)
+    rows: dict[str, dict[str, Any]] = {}
+    for part in _cache_parts(folder):
+        try:
+            df = read_checked_parquet(part)
+        except FvcError as exc:
+            log.warning("scan: damaged cache part, rescoring its videos: %s", exc)
+            continue
+        if df is None or not df.height:
+            continue
+        if wanted is not None:
+            df = df.filter(pl.col("content_hash").is_in(list(wanted)))
+        for r in df.iter_rows(named=True):
+            old = rows.get(r["content_hash"])
+            if old is None or (r["scored_at"] or 0) >= (old["scored_at"] or 0):
+                rows[r["content_hash"]] = r
+    return rows
+
+
+def compact_cache(folder: Path, schema: dict, *, at: int = COMPACT_AT) -> int:
+    """Fold the cache parts in ``folder`` into one when there are more than ``at``: the new part is
+    written (atomically) before the parts it holds are deleted, so a kill at any moment loses
+    nothing. Returns the number of parts folded (0: left as they are)."""
+    parts = _cache_parts(folder)
+    if len(parts) <= at:
+        return 0
+    frames = []
+    for part in parts:
+        try:
+            df = read_checked_parquet(part)
+        except FvcError:
+            continue                # damaged: left in place, skipped by read_cache
+        if df is not None:
+            frames.append((part, df.select(list(schema)).cast(schema)))
+    if not frames:
+        return 0
+    whole = pl.concat([df for _, df in frames]).sort("scored_at").unique("content_hash", keep="last")
+    write_checked_parquet(whole, folder / _part_name())
+    for part, _ in frames:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+    return len(frames)
 
 
 def _batches(jobs: list[tuple[str, str]], workers: int, max_size: int = 8) -> list[list[tuple[str, str]]]:
@@ -266,23 +369,36 @@ def _batches(jobs: list[tuple[str, str]], workers: int, max_size: int = 8) -> li
     return [jobs[i::n] for i in range(n)]
 
 
-def _run_dask(settings: Settings, ref: ModelRef, model_key: str,
-              batches: list[list[tuple[str, str]]]) -> Iterator[list[dict[str, Any]]]:
-    from distributed import Client, as_completed
+class _Engine:
+    """The Dask client of a scan, started on first use (a wholly cached scan starts none)."""
 
-    from fvcflow.engine import dask_cluster, scheduler_lost
+    def __init__(self, settings: Settings):
+        self.settings, self._stack, self.client = settings, contextlib.ExitStack(), None
 
-    clean = settings.without_secrets()
-    with dask_cluster(settings) as address, Client(address, set_as_default=False) as client:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._stack.close()
+
+    def run(self, fn, batches: list, *args, plugin=None) -> Iterator[list[dict[str, Any]]]:
+        """``fn(*args[:-1], batch, args[-1])`` for each batch, results as they come."""
+        from distributed import Client, as_completed
+
+        from fvcflow.engine import dask_cluster, scheduler_lost
+
         try:
-            home = str(settings.home)
-            client.register_plugin(PreloadDetector(home, ref))   # the model, on every worker at once
-            futures = [client.submit(score_batch, home, ref, model_key, b, clean, pure=False)
-                       for b in batches]
-            for fut in as_completed(futures, loop=client.loop):
+            if self.client is None:
+                address = self._stack.enter_context(dask_cluster(self.settings))
+                self.client = self._stack.enter_context(Client(address, set_as_default=False))
+            if plugin is not None:
+                self.client.register_plugin(plugin)
+            *head, last = args
+            futures = [self.client.submit(fn, *head, b, last, pure=False) for b in batches]
+            for fut in as_completed(futures, loop=self.client.loop):
                 yield fut.result()
         except Exception as exc:
-            raise (scheduler_lost(settings.dask_address, exc) or exc) from None
+            raise (scheduler_lost(self.settings.dask_address, exc) or exc) from None
 
 
 def default_name() -> str:
@@ -297,8 +413,9 @@ def check_name(name: str) -> str:
 
 
 def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str | None = None,
-             name: str | None = None, threshold: float | None = None) -> ScanResult:
+             name: str | None = None, threshold: float | None = None, overlays: str = "fake") -> ScanResult:
     """Scan ``paths`` (files, folders, lists) with ``model``; write scores.parquet and scan.html.
+    ``overlays``: which scored videos get the deviant-tile overlay (:data:`OVERLAYS`).
 
     >>> res = run_scan(Settings.load().resolved(), ["videos/"])     # doctest: +SKIP
     >>> res.scores.select("path", "prob_fake", "verdict").head(3)     # doctest: +SKIP
@@ -307,6 +424,8 @@ def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str |
     name = check_name(name or default_name())
     if threshold is not None and not 0.0 < threshold < 1.0:
         raise FvcError(f"threshold {threshold}: a probability strictly between 0 and 1")
+    if overlays not in OVERLAYS:
+        raise FvcError(f"overlays {overlays!r}: one of {', '.join(OVERLAYS)}")
     inputs: Inputs = collect(paths)
     lake = settings.lake()
     ref = resolve_model(settings, model)
@@ -314,28 +433,29 @@ def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str |
         threshold = ref.threshold
     model_key = ref.key(settings)
     hashes: dict[Path, tuple[str | None, str | None]] = {p: _hash(p) for p in inputs.files}
-    rows: dict[str, dict[str, Any]] = {}
+    rows = read_cache(lake, model_key, {c for c, _ in hashes.values() if c is not None})
     todo: dict[str, str] = {}                   # content -> the first path with it
     for p, (content, _) in hashes.items():
-        if content is None or content in rows or content in todo:
-            continue
-        hit = read_cache(lake, model_key, content)
-        if hit is not None:
-            rows[content] = hit
-        else:
+        if content is not None and content not in rows and content not in todo:
             todo[content] = str(p)
     n_files = len(inputs.files)
     emit("stage_start", stage=STAGE, total=n_files, todo=len(todo), cached=n_files - len(todo))
     failed_now = 0
-    if todo:
-        batches = _batches(list(todo.items()), settings.n_workers())
-        for batch in _run_dask(settings, ref, model_key, batches):
-            for r in batch:
-                rows[r["content_hash"]] = r
-            bad = sum(r["error"] is not None for r in batch)
-            failed_now += bad
-            emit("stage_batch", stage=STAGE, done=len(batch) - bad, failed=bad)
-    result = _assemble(settings, inputs, hashes, rows, ref, name, threshold)
+    clean = settings.without_secrets()
+    home = str(settings.home)
+    with _Engine(settings) as engine:
+        if todo:
+            batches = _batches(list(todo.items()), settings.n_workers())
+            for batch in engine.run(score_batch, batches, home, ref, model_key, clean,
+                                    plugin=PreloadDetector(home, ref)):   # the model, on every worker at once
+                for r in batch:
+                    rows[r["content_hash"]] = r
+                bad = sum(r["error"] is not None for r in batch)
+                failed_now += bad
+                emit("stage_batch", stage=STAGE, done=len(batch) - bad, failed=bad)
+            compact_cache(cache_dir(lake, model_key), _CACHE_SCHEMA)
+        drawn = _overlays(engine, settings, hashes, rows, threshold, overlays)
+    result = _assemble(settings, inputs, hashes, rows, ref, name, threshold, drawn)
     result.computed, result.cached = len(todo), n_files - len(todo)
     result.seconds = time.perf_counter() - t0
     reasons: dict[str, int] = {}
@@ -346,15 +466,49 @@ def run_scan(settings: Settings, paths: list[str | os.PathLike], *, model: str |
     return result
 
 
+def _overlays(engine: _Engine, settings: Settings, hashes, rows, threshold: float,
+              which: str) -> dict[str, dict[str, Any]]:
+    """The overlays of the scored contents ``which`` asks for, from their cache or drawn now."""
+    if which == "none":
+        return {}
+    want = {c for c, r in rows.items() if r["prob_fake"] is not None
+            and (which == "all" or r["prob_fake"] >= threshold)}
+    if not want:
+        return {}
+    folder = overlay_dir(settings.lake(), settings)
+    drawn = read_parts(folder, want)
+    first = {}
+    for p, (content, _) in hashes.items():
+        if content in want and content not in drawn:
+            first.setdefault(content, str(p))
+    if first:
+        batches = _batches(list(first.items()), settings.n_workers())
+        for batch in engine.run(overlay_batch, batches, str(folder), settings.without_secrets()):
+            drawn.update((r["content_hash"], r) for r in batch)
+        compact_cache(folder, _OVERLAY_SCHEMA)
+    return drawn
+
+
 def _assemble(settings: Settings, inputs: Inputs, hashes, rows, ref: ModelRef, name: str,
-              threshold: float) -> ScanResult:
+              threshold: float, drawn: dict[str, dict[str, Any]]) -> ScanResult:
     from fvcflow.scan.page import write_page
 
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0).isoformat()
+    folder = scans_root(settings.lake()) / name
+    images = folder / "overlays"
+    if drawn:
+        images.mkdir(parents=True, exist_ok=True)
     out = []
     for p in inputs.files:
         content, why = hashes[p]
         r = rows.get(content) if content else None
+        ov = drawn.get(content) if content else None
+        image = None
+        if ov is not None and ov.get("jpeg"):
+            image = images / f"{content}.jpg"
+            if not image.exists():
+                with atomic_path(image) as tmp:
+                    tmp.write_bytes(ov["jpeg"])
         prob = r["prob_fake"] if r else None
         error = why if content is None else (r["error"] if r else f"{printable_path(p)}: not scored")
         out.append({
@@ -366,6 +520,10 @@ def _assemble(settings: Settings, inputs: Inputs, hashes, rows, ref: ModelRef, n
             "evidence_method": r.get("evidence_method") if r else None,
             "evidence_approximate": r.get("evidence_approximate") if r else None,
             "top_features": r.get("top_features") if r else None,
+            "overlay": str(image) if image else None,
+            "overlay_frame": ov.get("overlay_frame") if ov else None,
+            "max_z": ov.get("max_z") if ov else None,
+            "top_tiles": ov.get("top_tiles") if ov else None,
             "error": error if prob is None else None,
             "error_type": (r.get("error_type") if r else "OSError") if prob is None else None,
             "scanned_at": now})
@@ -373,20 +531,16 @@ def _assemble(settings: Settings, inputs: Inputs, hashes, rows, ref: ModelRef, n
               "calibrated": pl.Boolean, "calibration": pl.String, "model": pl.String,
               "registered_name": pl.String, "version": pl.String, "model_uri": pl.String,
               "evidence_method": pl.String, "evidence_approximate": pl.Boolean, "top_features": pl.String,
+              "overlay": pl.String, "overlay_frame": pl.Int64, "max_z": pl.Float64, "top_tiles": pl.String,
               "error": pl.String, "error_type": pl.String, "scanned_at": pl.String}
     scores = pl.DataFrame(out, schema=schema).with_columns(scan=pl.lit(name), threshold=pl.lit(threshold))
-    folder = scans_root(settings.lake()) / name
     folder.mkdir(parents=True, exist_ok=True)
     res = ScanResult(name, folder, scores, failed=int(scores["prob_fake"].is_null().sum()),
                      skipped=list(inputs.skipped))
     write_parquet_atomic(scores, res.table)
-    write_page(res, settings, thumbnails={c: _thumb(settings, ref, c) for c in rows}, threshold=threshold)
+    write_page(res, settings, thumbnails={c: r.get("thumbnail") for c, r in rows.items()},
+               overlays={c: r.get("jpeg") for c, r in drawn.items()}, threshold=threshold)
     return res
-
-
-def _thumb(settings: Settings, ref: ModelRef, content: str) -> bytes | None:
-    row = read_cache(settings.lake(), ref.key(settings), content)
-    return row.get("thumbnail") if row else None
 
 
 __all__ = ["COLUMNS", "ModelRef", "ScanResult", "VideoError", "run_scan", "score_batch", "score_video"]

@@ -1,8 +1,10 @@
 """``scan.html``: the triage page of a scan, one self-contained HTML file (thumbnails inlined).
 
 Videos sorted by P(fake), highest first: a thumbnail (the first frame), P(fake) and whether it is
-calibrated, the verdict at the threshold, the features that moved the score most; then the files
-that could not be scored, each with its reason. Every text from a file (a path, an error) is
+calibrated, the verdict at the threshold, the features that moved the score most, and the
+deviant-tile overlay (the frame where the local features deviate most, the tiles tinted by their
+robust z, the deviant ones outlined; its top tiles listed) where the scan drew one; then the
+files that could not be scored, each with its reason. Every text from a file (a path, an error) is
 escaped.
 """
 
@@ -46,8 +48,23 @@ def _evidence(row: dict[str, Any]) -> str:
     return f'<ul class="ev">{"".join(items)}</ul><span class="note">{how}</span>'
 
 
+def _img(jpeg: bytes | None, alt: str, missing: str) -> str:
+    if not jpeg:
+        return f'<span class="note">{_esc(missing)}</span>'
+    return f'<img alt="{_esc(alt)}" src="data:image/jpeg;base64,{base64.b64encode(jpeg).decode()}">'
+
+
+def _overlay(row: dict[str, Any], jpeg: bytes | None) -> str:
+    if not jpeg:
+        return '<span class="note">-</span>'
+    tiles = json.loads(row["top_tiles"]) if row.get("top_tiles") else []
+    listed = ", ".join(f'({t["x"]},{t["y"]}) z {t["z"]:.1f}' for t in tiles[:3])
+    return (_img(jpeg, "deviant tiles", "") + '<br><span class="note">'
+            f'frame {_esc(row.get("overlay_frame"))}; top tiles {_esc(listed)}</span>')
+
+
 def render(scores: pl.DataFrame, *, name: str, threshold: float, thumbnails: dict[str, bytes | None],
-           skipped: int = 0) -> str:
+           skipped: int = 0, overlays: dict[str, bytes | None] | None = None) -> str:
     """The page's HTML for a scan's ``scores`` table."""
     ok = scores.filter(pl.col("prob_fake").is_not_null()).sort(["prob_fake", "path"],
                                                                 descending=[True, False])
@@ -60,12 +77,11 @@ def render(scores: pl.DataFrame, *, name: str, threshold: float, thumbnails: dic
     n_fake = int((ok["prob_fake"] >= threshold).sum()) if ok.height else 0
     rows = []
     for r in ok.iter_rows(named=True):
-        thumb = thumbnails.get(r["content_hash"])
-        img = (f'<img alt="first frame" src="data:image/jpeg;base64,{base64.b64encode(thumb).decode()}">'
-               if thumb else '<span class="note">no thumbnail</span>')
+        img = _img(thumbnails.get(r["content_hash"]), "first frame", "no thumbnail")
         rows.append(f'<tr class="video"><td>{img}</td><td class="p">{r["prob_fake"]:.4f}</td>'
                     f'<td class="{_esc(r["verdict"])}">{_esc(r["verdict"])}</td>'
-                    f'<td class="path">{_esc(r["path"])}</td><td>{_evidence(r)}</td></tr>')
+                    f'<td class="path">{_esc(r["path"])}</td><td>{_evidence(r)}</td>'
+                    f'<td class="overlay">{_overlay(r, (overlays or {}).get(r["content_hash"]))}</td></tr>')
     fails = [f'<tr class="failure"><td class="path">{_esc(r["path"])}</td><td>{_esc(r["error_type"])}</td>'
              f'<td>{_esc(r["error"])}</td></tr>' for r in bad.iter_rows(named=True)]
     skipped_note = (f'<p class="note">{skipped} files in the folders were not scanned: their names have '
@@ -78,8 +94,8 @@ def render(scores: pl.DataFrame, *, name: str, threshold: float, thumbnails: dic
 threshold {threshold:g} (verdict fake). Model {model}, P(fake) {cal}.</p>{skipped_note}
 <h2>Videos by P(fake)</h2>
 <table id="videos"><tr><th>first frame</th><th>P(fake)</th><th>verdict</th><th>file</th>
-<th>what moved the score (log-odds)</th></tr>
-{"".join(rows) or '<tr><td colspan="5">none</td></tr>'}
+<th>what moved the score (log-odds)</th><th>deviant tiles (robust z)</th></tr>
+{"".join(rows) or '<tr><td colspan="6">none</td></tr>'}
 </table>
 <h2>Failures</h2>
 <table id="failures"><tr><th>file</th><th>error</th><th>reason</th></tr>
@@ -89,10 +105,11 @@ threshold {threshold:g} (verdict fake). Model {model}, P(fake) {cal}.</p>{skippe
 """
 
 
-def write_page(result, settings, *, thumbnails: dict[str, bytes | None], threshold: float) -> None:
+def write_page(result, settings, *, thumbnails: dict[str, bytes | None], threshold: float,
+               overlays: dict[str, bytes | None] | None = None) -> None:
     """Write ``result.page`` atomically."""
     text = render(result.scores, name=result.name, threshold=threshold, thumbnails=thumbnails,
-                  skipped=len(result.skipped))
+                  skipped=len(result.skipped), overlays=overlays)
     tmp = result.page.with_suffix(".html.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(result.page)
