@@ -104,13 +104,14 @@ def test_a_ddp_model_is_one_mlflow_run_with_one_process_predictions(lake, single
 def test_a_killed_rank_ends_the_run_with_one_line(lake, caplog):
     cfg = _config(epochs=100, patience=100, batch_size=2, ddp=True)
     me, killed = psutil.Process(), []
+    others = {p.pid for p in me.children()}     # e.g. the session's Dask workers: not this run's ranks
 
     class KillRankOne(logging.Handler):         # once rank 0 has trained an epoch with rank 1
         def emit(self, record):
             if killed or " epoch 0: " not in record.getMessage():
                 return
             for child in me.children():
-                if "spawn_main" in " ".join(child.cmdline()):
+                if child.pid not in others and "spawn_main" in " ".join(child.cmdline()):
                     child.kill()                                    # SIGKILL, as kill -9
                     killed.append(child)
 
@@ -228,13 +229,14 @@ def test_a_killed_ddp_model_resumes_with_every_rank_s_own_random_state(lake, cap
     store = resume_store(lake, spec, cfg)
     store.clear()
     me, killed = psutil.Process(), []
+    others = {p.pid for p in me.children()}     # e.g. the session's Dask workers: not this run's ranks
 
     class KillRankOne(logging.Handler):         # after fold0's epoch 1: epoch 0 is kept, epoch 1 not
         def emit(self, record):
             if killed or "fold0 epoch 1: " not in record.getMessage():
                 return
             for child in me.children():
-                if "spawn_main" in " ".join(child.cmdline()):
+                if child.pid not in others and "spawn_main" in " ".join(child.cmdline()):
                     child.kill()
                     killed.append(child)
 

@@ -21,6 +21,7 @@ from prefect.client.schemas.filters import (
 from fvcflow.config import Settings
 from fvcflow.digest import lake_digests, parquet_digest
 from fvcflow.flows.pipeline import fvc
+from fvcflow.flows.train import gpu_limit
 from fvcflow.stages.features import feature_columns
 from fvcflow.store import Lake
 from fvcflow.training import TrainConfig
@@ -171,7 +172,8 @@ def test_train_stage_through_the_flow(run):
 
 
 def test_deep_models_train_through_the_flow_beside_a_tabular_one(run):
-    """Two deep models as gpu-tagged tasks under the global limit `gpu` (CPU here), one tabular."""
+    """Two deep models as gpu-tagged tasks under the node's global limit `gpu:<host>` (CPU here), one
+    tabular."""
     settings, _ = run
     lake = settings.lake()
     models = "logreg_s2,naive_3dcnn,variable_aspect_cnn"
@@ -202,7 +204,7 @@ def test_deep_models_train_through_the_flow_beside_a_tabular_one(run):
     with get_client(sync_client=True) as prefect_client:
         key = ArtifactFilter(key=ArtifactFilterKey(any_=["leaderboard"]))
         board = prefect_client.read_artifacts(artifact_filter=key)
-        limit = prefect_client.read_global_concurrency_limit_by_name("gpu")
+        limit = prefect_client.read_global_concurrency_limit_by_name(gpu_limit())   # this node's
         tasks = prefect_client.read_task_runs()
     latest = max(board, key=lambda a: a.created)
     assert all(f"| {m} |" in latest.data for m in models.split(","))    # deep and tabular side by side
