@@ -153,12 +153,12 @@ class TopKMean(ClassifierMixin, BaseEstimator):
         cal = self._calibrated(P)
         aucs = np.array([roc_auc_score(y, cal[:, j]) for j in range(cal.shape[1])])
         self.order_ = np.argsort(-aucs, kind="stable")
-        top = min(self.max_k or cal.shape[1], cal.shape[1])
-        scores = [roc_auc_score(y, cal[:, self.order_[:k]].mean(axis=1)) for k in range(1, top + 1)]
-        self.k_scores_ = np.array(scores)
         if self.k is not None:                                 # k set: chosen outside, on grouped folds
             self.k_ = min(int(self.k), cal.shape[1])
         else:
+            top = min(self.max_k or cal.shape[1], cal.shape[1])
+            self.k_scores_ = np.array([roc_auc_score(y, cal[:, self.order_[:k]].mean(axis=1))
+                                       for k in range(1, top + 1)])
             self.k_ = int(np.argmax(self.k_scores_)) + 1       # first maximum: the smallest k
         self.coef_ = np.zeros((1, cal.shape[1]))
         self.coef_[0, self.order_[: self.k_]] = 1.0 / self.k_
