@@ -177,3 +177,18 @@ def test_topk_mean_takes_the_k_its_grid_chose_and_ranks_its_path_to_the_mean_of_
         assert m.k_ == want and sorted(m.order_[:want]) == list(range(want))   # strongest first
     # without k (a train.grids of max_k): the in-sample choice as before
     assert create_model("topk_mean", max_k=2).fit(P, y).k_ <= 2
+
+
+def test_topk_calibration_is_scikit_learns_platt_scaling_of_each_column():
+    from sklearn.linear_model import LogisticRegression
+
+    from fvcflow.models.stack import _logit, platt
+
+    rng = np.random.default_rng(5)
+    y = np.tile([0, 1], 150)
+    P = np.column_stack([np.clip(0.5 + s * (y - 0.5) + rng.normal(0, w, y.size), 0.001, 0.999)
+                         for s, w in ((0.4, 0.2), (0.1, 0.3), (0.0, 0.25), (0.02, 0.01))])
+    got = platt(_logit(P), y)
+    for j in range(P.shape[1]):
+        ref = LogisticRegression(max_iter=1000, tol=1e-10).fit(_logit(P[:, j])[:, None], y)
+        np.testing.assert_allclose(got[j], [ref.intercept_[0], ref.coef_[0, 0]], rtol=1e-5, atol=1e-6)
