@@ -7,7 +7,7 @@ The final meta-learner, for the test set and the deployable model, is fitted on 
 out-of-fold probabilities of all training rows (none of which saw the test set). Bases of any
 kind take part (tabular, deep, embedding) when they have inner out-of-fold predictions (deep
 models compute them when an ensemble is selected: ``train.deep.inner_oof``). A stack whose grid
-has several points (``stack_s24``'s L1 path, ``topk_mean``'s ``max_k``) chooses one for each
+has several points (``stack_s24``'s L1 path, ``topk_mean``'s ``k``) chooses one for each
 meta-learner it fits, on grouped folds of that meta-learner's own rows, by the one-standard-error
 rule of the base models (:func:`fvcflow.training.fitting.cv.choose_point`).
 """
