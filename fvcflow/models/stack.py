@@ -19,8 +19,8 @@ import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import roc_auc_score
 
+from fvcflow.metrics import roc_auc
 from fvcflow.models.registry import register_model
 
 
@@ -177,13 +177,13 @@ class TopKMean(ClassifierMixin, BaseEstimator):
             raise ValueError("TopKMean.fit: needs a 2-D array of probabilities and both classes in y")
         self.platt_ = platt(_logit(P), y)           # (intercept, slope) of each column's calibration
         cal = self._calibrated(P)
-        aucs = np.array([roc_auc_score(y, cal[:, j]) for j in range(cal.shape[1])])
+        aucs = np.array([roc_auc(y, cal[:, j]) for j in range(cal.shape[1])])
         self.order_ = np.argsort(-aucs, kind="stable")
         if self.k is not None:                                 # k set: chosen outside, on grouped folds
             self.k_ = min(int(self.k), cal.shape[1])
         else:
             top = min(self.max_k or cal.shape[1], cal.shape[1])
-            self.k_scores_ = np.array([roc_auc_score(y, cal[:, self.order_[:k]].mean(axis=1))
+            self.k_scores_ = np.array([roc_auc(y, cal[:, self.order_[:k]].mean(axis=1))
                                        for k in range(1, top + 1)])
             self.k_ = int(np.argmax(self.k_scores_)) + 1       # first maximum: the smallest k
         self.coef_ = np.zeros((1, cal.shape[1]))
