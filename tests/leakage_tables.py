@@ -70,7 +70,8 @@ def ci_config(names: list[str], **kw) -> TrainConfig:
 def as_base(spec: ModelSpec, cv, columns: list[str]) -> SimpleNamespace:
     """What a stack reads of a trained base model (name, predictions, inner_oof, model, columns)."""
     return SimpleNamespace(name=spec.name, predictions=cv.predictions, inner_oof=cv.inner_oof,
-                           model=cv.final.pipeline, columns=columns, feature_set=spec.feature_set)
+                           model=cv.final.pipeline if cv.final else None, columns=columns,
+                           feature_set=spec.feature_set)
 
 
 def oof_auc(predictions: pl.DataFrame) -> float:

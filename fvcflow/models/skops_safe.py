@@ -67,6 +67,7 @@ TRUSTED_TYPES: frozenset[str] = frozenset({
     "fvcflow.models.grouped.GroupEarlyStopping",
     "fvcflow.models.grouped.ScoreCalibrator",
     "fvcflow.models.select.Screened",
+    "fvcflow.models.stack.NonNegativeLogit",
     "fvcflow.models.stack.TopKMean",
     "xgboost.sklearn.XGBClassifier",
     "lightgbm.sklearn.LGBMClassifier",

@@ -161,7 +161,7 @@ class CVOutput:
     inner_oof: pl.DataFrame          # outer_fold, video_id, prob_fake
     fold_metrics: list[dict[str, float]]
     fold_params: list[dict[str, Any]]
-    final: FitOutcome
+    final: FitOutcome | None         # None: cross_validate(refit=False)
     fit_seconds: float
     importance: pl.DataFrame | None = None   # set by trainers that know it (the stack's weights)
 
@@ -178,7 +178,8 @@ FoldHook = Callable[[TrainTable, TrainTable], tuple[TrainTable, TrainTable]]
 
 
 def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, *,
-                   resume: FoldCache | None = None, fold_hook: FoldHook | None = None) -> CVOutput:
+                   resume: FoldCache | None = None, fold_hook: FoldHook | None = None,
+                   refit: bool = True) -> CVOutput:
     """Outer folds (grid search inside), then the refit on all training rows and the test set.
 
     ``fold_hook`` builds columns per fold: each outer fold's training rows and evaluated rows
@@ -187,12 +188,13 @@ def cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, *,
 
     With ``resume``, every finished fold (and the final refit) is stored there at once and a
     stored one is restored instead of refitted: a killed training resumes from its last fold.
+    With ``refit=False`` the out-of-fold evaluation alone (``final`` is None, no test rows scored).
 
     BLAS is held to ``cfg.n_jobs`` threads meanwhile: on demo-sized tables its threads cost more
     than they give (5x slower fits measured on the 2-core machine with other work running).
     """
     with threadpool_limits(limits=cfg.n_jobs, user_api="blas"):
-        return _cross_validate(spec, t, cfg, resume, fold_hook or _no_hook)
+        return _cross_validate(spec, t, cfg, resume, fold_hook or _no_hook, refit)
 
 
 def _no_hook(train: TrainTable, evaluated: TrainTable) -> tuple[TrainTable, TrainTable]:
@@ -216,7 +218,7 @@ def _fit_or_restore(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: Fo
 
 
 def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: FoldCache | None,
-                    hook: FoldHook) -> CVOutput:
+                    hook: FoldHook, refit: bool = True) -> CVOutput:
     start = time.perf_counter()
     restored = 0.0                      # fit seconds spent by an interrupted run on restored folds
     train_all = t.subset(~t.is_test)
@@ -232,6 +234,9 @@ def _cross_validate(spec: ModelSpec, t: TrainTable, cfg: TrainConfig, resume: Fo
         fold_metrics.append(binary_metrics(val.y, p))
         fold_params.append(fit.params)
         emit("fold_end", model=spec.name, fold=len(fold_metrics) - 1, folds=len(train_all.folds))
+    if not refit:
+        return CVOutput(pl.concat(preds), pl.concat(inner).select("outer_fold", "video_id", "prob_fake"),
+                        fold_metrics, fold_params, None, time.perf_counter() - start + restored)
     train_all, test = hook(train_all, t.subset(t.is_test & t.is_original))
     final, earlier = _fit_or_restore(spec, train_all, cfg, resume, "final")
     restored += earlier

@@ -7,7 +7,7 @@ The final meta-learner, for the test set and the deployable model, is fitted on 
 out-of-fold probabilities of all training rows (none of which saw the test set). Bases of any
 kind take part (tabular, deep, embedding) when they have inner out-of-fold predictions (deep
 models compute them when an ensemble is selected: ``train.deep.inner_oof``). A stack whose grid
-has several points (``stack_s24``'s L1 path, ``topk_mean``'s ``max_k``) chooses one for each
+has several points (``stack_s24``'s L1 path, ``topk_mean``'s ``k``) chooses one for each
 meta-learner it fits, on grouped folds of that meta-learner's own rows, by the one-standard-error
 rule of the base models (:func:`fvcflow.training.fitting.cv.choose_point`).
 """
@@ -21,7 +21,7 @@ import polars as pl
 
 from fvcflow.config import TrainConfig
 from fvcflow.errors import FvcError
-from fvcflow.metrics import binary_metrics
+from fvcflow.metrics import binary_metrics, roc_auc
 from fvcflow.models import ModelSpec, StackedModel, create_model
 from fvcflow.models.grouped import grouped_kfold
 from fvcflow.models.stack import video_column
@@ -81,9 +81,8 @@ def stack_cv(spec: ModelSpec, bases: list[ModelResult], cfg: TrainConfig) -> CVO
             p, per_fold = np.full(len(y), np.nan), []
             for tr, va in grouped_kfold(y, g, cfg.inner_folds, seed=cfg.seed, what=f"{spec.name}'s grid"):
                 p[va] = make(point, df[tr]).predict_proba(df[va].select(names).to_numpy())[:, 1]
-                per_fold.append(binary_metrics(y[va], p[va])["roc_auc"] if np.unique(y[va]).size == 2
-                                else np.nan)
-            scores.append(binary_metrics(y, p)["roc_auc"])
+                per_fold.append(roc_auc(y[va], p[va]))          # NaN for a one-class fold
+            scores.append(roc_auc(y, p))
             fold_scores.append(per_fold)
         return points[choose_point(np.array(scores), np.array(fold_scores, dtype=float), order)]
 
