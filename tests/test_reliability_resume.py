@@ -35,9 +35,10 @@ N_VIDEOS = 32
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
-    """32 distinct 320x240, 250-frame videos: stage 2 takes a few seconds on 2 workers."""
+    """32 distinct 320x240, 150-frame videos: stage 2 takes a few seconds on 2 workers (8 batches of
+    4 videos, each batch's results kept as it goes), so every fault below lands mid-stage."""
     root = tmp_path_factory.mktemp("resume") / "corpus"
-    make_corpus(root, bases=4, copies=N_VIDEOS // 4)
+    make_corpus(root, bases=4, copies=N_VIDEOS // 4, frames=150)
     return root
 
 
