@@ -48,10 +48,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 #: around them, and no worker is left running a long file alone at the end while the other idles
 #: (xdist's default order, by number of tests, started them last).
 LONGEST_FIRST = (
-    "test_reliability_resume.py", "test_pipeline.py", "test_ensembles_flow.py", "test_local_server.py",
-    "test_leakage_canary.py", "test_user_view.py", "test_face_clips.py", "test_scan.py",
-    "test_reliability_inputs.py", "test_serve.py", "test_kernels_machine.py", "test_deep_training.py",
-    "test_deep_device.py", "test_gpu_check.py", "test_predict.py", "test_weights.py",
+    "test_reliability_resume.py", "test_pipeline.py", "test_many_columns.py", "test_scan.py",
+    "test_ensembles_flow.py", "test_local_server.py", "test_leakage_canary.py", "test_user_view.py",
+    "test_serve.py", "test_deep_ddp.py", "test_face_clips.py", "test_reliability_inputs.py",
+    "test_kernels_machine.py", "test_deep_training.py", "test_deep_device.py", "test_weights.py",
+    "test_gpu_check.py", "test_predict.py", "test_serve_deep.py",
 )
 
 
