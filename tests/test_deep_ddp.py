@@ -177,8 +177,10 @@ def test_torchrun_two_ranks_train_one_mlflow_run_as_one_process(lake, single, tm
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-           "-m", "fvcflow", "train", "--launcher", "torchrun", "--config", _toml(lake, tmp_path, "torchrun")]
+           "-m", "fvcflow", "--home", str(lake.root), "train", "--launcher", "torchrun",
+           "--config", _toml(lake, tmp_path, "torchrun")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("FVC_HOME", None)                  # `make test` exports one; this run's is the lake's
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     client = MlflowClient(lake.mlflow_uri)
