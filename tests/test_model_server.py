@@ -112,10 +112,9 @@ def test_both_request_forms_give_fvc_predicts_scores(trained, server, videos, ca
     assert res.json()["predictions"][0]["prob_fake"] == pytest.approx(want[str(good)]["prob_fake"], abs=1e-6)
 
 
-@pytest.mark.slow
-def test_a_bad_video_is_an_error_response_and_the_server_goes_on(server, videos):
-    url, _ = server
-    good, _, bad = videos
+def assert_bad_videos_refused(url: str, bad) -> None:
+    """A damaged file named by path and an upload that is no video are 400 responses naming what is
+    wrong (never the private temporary file of the upload)."""
     res = _post(url, [{"path": str(bad)}])
     assert res.status_code == 400, res.text
     assert str(bad) in res.json()["message"] and "record 0" in res.json()["message"]
@@ -123,6 +122,13 @@ def test_a_bad_video_is_an_error_response_and_the_server_goes_on(server, videos)
     res = _post(url, [{"video_b64": junk}])
     assert res.status_code == 400 and "video_b64" in res.json()["message"], res.text
     assert "/tmp" not in res.json()["message"]                   # the private temporary file is not named
+
+
+@pytest.mark.slow
+def test_a_bad_video_is_an_error_response_and_the_server_goes_on(server, videos):
+    url, _ = server
+    good, _, bad = videos
+    assert_bad_videos_refused(url, bad)
     res = _post(url, [{"video_b64": "%%% not base64"}])
     assert res.status_code == 400 and "not base64" in res.json()["message"]
     res = _post(url, [{"path": "relative.mp4"}])

@@ -12,7 +12,7 @@ from fvcflow.cli import main as fvc
 from fvcflow.training import run_training
 from tests.deep_lake import tiny_deep_config, write_deep_lake
 from tests.media import write_video
-from tests.test_model_server import _post, model_server
+from tests.test_model_server import _post, assert_bad_videos_refused, model_server
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("torch_one_thread")]
 
@@ -47,12 +47,7 @@ def test_the_deep_detector_under_mlflow_models_serve(deep_detector, tmp_path, ca
             clips = json.loads(r["top_features"])
             assert clips and 0.0 < clips[0]["value"] < 1.0          # its highest-scoring clip
 
-        res = _post(url, [{"path": str(bad)}])
-        assert res.status_code == 400, res.text
-        assert str(bad) in res.json()["message"] and "record 0" in res.json()["message"]
-        junk = base64.b64encode(b"plain text, not a video" * 20).decode()
-        res = _post(url, [{"video_b64": junk}])
-        assert res.status_code == 400 and "video_b64" in res.json()["message"], res.text
+        assert_bad_videos_refused(url, bad)
         res = _post(url, [{"path": str(good)}])                      # still serving
         assert res.status_code == 200 and res.json()["predictions"][0]["prob_fake"] == pytest.approx(
             want["prob_fake"], abs=1e-6)
