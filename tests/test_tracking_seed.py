@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from fvcflow.training.tracking.seed import cache_dir, seed_sqlite
+from fvcflow.config import user_cache
+from fvcflow.training.tracking.seed import seed_sqlite
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -38,7 +39,7 @@ def test_a_seeded_store_is_mlflow_s_own_and_an_existing_one_is_left_alone(tmp_pa
     db = tmp_path / "work" / "mlflow.db"
     uri = f"sqlite:///{db}"
     assert seed_sqlite(uri)
-    template = next(cache_dir().glob("mlflow-*-empty.db"))    # built by MLflow, in the cache
+    template = next(user_cache().glob("mlflow-*-empty.db"))    # built by MLflow, in the cache
     assert _schema(db) == _schema(template)
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT version_num FROM alembic_version").fetchall() == \

@@ -27,11 +27,6 @@ from fvcflow.config import user_cache
 log = logging.getLogger("fvcflow.training")
 
 
-def cache_dir() -> Path:
-    """Where the empty stores are kept: ``$XDG_CACHE_HOME/fvcflow`` or ``~/.cache/fvcflow``."""
-    return user_cache()
-
-
 def sqlite_path(uri: str) -> Path | None:
     """The file of a ``sqlite:///`` URI (None for any other store, or an in-memory one)."""
     parsed = urlparse(uri)
@@ -45,7 +40,7 @@ def _template() -> Path:
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    folder = cache_dir()
+    folder = user_cache()                                  # $XDG_CACHE_HOME/fvcflow
     path = folder / f"mlflow-{mlflow.__version__}-empty.db"
     if path.is_file():
         return path
